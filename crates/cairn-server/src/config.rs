@@ -1,0 +1,146 @@
+//! A node's configuration: from flags, a TOML file or `CAIRN_*` variables (parsed by the binary).
+
+use cairn_types::limits;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Everything one Cairn node needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's id (ignored when joining with `join` on a fresh data dir: the cluster assigns it).
+    pub node_id: u64,
+    /// Where the Raft log, snapshots and node identity live.
+    pub data_dir: PathBuf,
+    /// gRPC for clients: etcd v3 API and cairn.v1.
+    pub listen_client: String,
+    /// gRPC for Raft peers.
+    pub listen_peer: String,
+    /// HTTP: /health, /metrics.
+    pub listen_http: String,
+    /// `id=HOST:PEERPORT` for every voter of a new cluster; empty means a single-node cluster.
+    pub initial_cluster: Vec<(u64, String)>,
+    /// A client endpoint of a running cluster to join as a learner.
+    pub join: Option<String>,
+    /// Largest request accepted, bytes.
+    pub request_bytes_max: usize,
+    /// Most operations per Txn branch.
+    pub txn_ops_max: usize,
+    /// Raft heartbeat period, ms.
+    pub heartbeat_interval_ms: u64,
+    /// Raft election timeout lower bound, ms (upper bound is twice this).
+    pub election_timeout_ms: u64,
+    /// Log entries between automatic snapshots.
+    pub snapshot_logs_since_last: u64,
+    /// How long a request waits for a leader or a commit before it fails, ms.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            data_dir: PathBuf::new(),
+            listen_client: "127.0.0.1:4379".into(),
+            listen_peer: "127.0.0.1:4380".into(),
+            listen_http: "127.0.0.1:4381".into(),
+            initial_cluster: Vec::new(),
+            join: None,
+            request_bytes_max: limits::REQUEST_BYTES_MAX_DEFAULT,
+            txn_ops_max: limits::TXN_OPS_MAX_DEFAULT,
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 600,
+            snapshot_logs_since_last: limits::SNAPSHOT_LOGS_SINCE_LAST_DEFAULT,
+            request_timeout_ms: 7000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The data directory, defaulting to `./cairn-data/<node-id>`.
+    pub fn data_dir(&self) -> PathBuf {
+        if self.data_dir.as_os_str().is_empty() {
+            PathBuf::from("cairn-data").join(self.node_id.to_string())
+        } else {
+            self.data_dir.clone()
+        }
+    }
+
+    /// Parses `"1=HOST:PORT,2=HOST:PORT"`.
+    pub fn parse_initial_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| format!("initial-cluster: {part:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("initial-cluster: node id {id:?} is not a number"))?;
+            if id == 0 {
+                return Err("initial-cluster: node id 0 is reserved".into());
+            }
+            let addr = addr.trim().trim_start_matches("http://").to_string();
+            if !addr.contains(':') {
+                return Err(format!("initial-cluster: address {addr:?} has no port"));
+            }
+            if out.iter().any(|(i, _)| *i == id) {
+                return Err(format!("initial-cluster: node id {id} appears twice"));
+            }
+            out.push((id, addr));
+        }
+        Ok(out)
+    }
+
+    /// Checks values a user can get wrong, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id == 0 && self.join.is_none() {
+            return Err("node-id: must be at least 1".into());
+        }
+        if self.request_bytes_max == 0 || self.request_bytes_max > 64 * 1024 * 1024 {
+            return Err("request-bytes-max: must be between 1 and 67108864".into());
+        }
+        if self.txn_ops_max == 0 {
+            return Err("txn-ops-max: must be at least 1".into());
+        }
+        if self.heartbeat_interval_ms == 0 || self.election_timeout_ms < 3 * self.heartbeat_interval_ms
+        {
+            return Err(
+                "election-timeout-ms: must be at least 3 x heartbeat-interval-ms (and both > 0)".into(),
+            );
+        }
+        if !self.initial_cluster.is_empty()
+            && self.join.is_none()
+            && !self.initial_cluster.iter().any(|(id, _)| *id == self.node_id)
+        {
+            return Err(format!(
+                "initial-cluster: does not list this node (node-id {})",
+                self.node_id
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_bad_entries() {
+        let c = ServerConfig::parse_initial_cluster("1=127.0.0.1:1, 2=http://h:2").unwrap();
+        assert_eq!(c, vec![(1, "127.0.0.1:1".into()), (2, "h:2".into())]);
+        assert!(ServerConfig::parse_initial_cluster("x=1:1").is_err());
+        assert!(ServerConfig::parse_initial_cluster("1=a:1,1=b:2").is_err());
+        assert!(ServerConfig::parse_initial_cluster("1=nohost").is_err());
+    }
+
+    #[test]
+    fn validate_names_the_setting() {
+        let c = ServerConfig {
+            initial_cluster: vec![(2, "a:1".into())],
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("initial-cluster"));
+    }
+}

@@ -1,0 +1,74 @@
+//! etcd's gRPC errors, with etcd's codes and messages, so etcd clients recognise them.
+//!
+//! One table maps every failure a handler can see to a `tonic::Status`; handlers never build
+//! statuses by hand for these cases.
+
+use cairn_store::command::RejectReason;
+use tonic::{Code, Status};
+
+/// etcd: "etcdserver: no leader".
+pub fn no_leader() -> Status {
+    Status::new(Code::Unavailable, "etcdserver: no leader")
+}
+
+/// etcd: "etcdserver: leader changed".
+pub fn leader_changed() -> Status {
+    Status::new(Code::Unavailable, "etcdserver: leader changed")
+}
+
+/// etcd: "etcdserver: request timed out".
+pub fn timeout() -> Status {
+    Status::new(Code::Unavailable, "etcdserver: request timed out")
+}
+
+/// etcd: "etcdserver: request is too large", naming our limit.
+pub fn request_too_large(size: usize, max: usize) -> Status {
+    Status::new(
+        Code::InvalidArgument,
+        format!("etcdserver: request is too large ({size} bytes > request_bytes_max {max})"),
+    )
+}
+
+/// etcd: "etcdserver: requested lease not found".
+pub fn lease_not_found() -> Status {
+    Status::new(Code::NotFound, "etcdserver: requested lease not found")
+}
+
+/// etcd: "etcdserver: too many requests" (a bounded queue is full).
+pub fn too_many_requests(what: &str) -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        format!("etcdserver: too many requests ({what})"),
+    )
+}
+
+/// etcd: "etcdserver: member not found".
+pub fn member_not_found() -> Status {
+    Status::new(Code::NotFound, "etcdserver: member not found")
+}
+
+/// An internal failure, with the cause for the operator.
+pub fn internal(what: impl std::fmt::Display) -> Status {
+    Status::new(Code::Internal, format!("cairn: {what}"))
+}
+
+/// Maps a state-machine refusal to etcd's error.
+pub fn rejected(reason: RejectReason) -> Status {
+    match reason {
+        RejectReason::Compacted => Status::new(
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        ),
+        RejectReason::FutureRevision => Status::new(
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision",
+        ),
+        RejectReason::LeaseNotFound => lease_not_found(),
+        RejectReason::LeaseExists => {
+            Status::new(Code::FailedPrecondition, "etcdserver: lease already exists")
+        }
+        RejectReason::KeyNotFound => Status::new(Code::InvalidArgument, "etcdserver: key not found"),
+        RejectReason::TooManyLeases => too_many_requests("leases_max reached"),
+        RejectReason::Malformed => Status::new(Code::InvalidArgument, "cairn: malformed command"),
+    }
+}

@@ -1,0 +1,20 @@
+//! Cairn's server: the etcd v3 gRPC API and cairn.v1 on the client port, the Raft peer service,
+//! leader duties (lease expiry), and the HTTP admin endpoints, wired around one [`node::Node`].
+//!
+//! The binary calls [`run`] with a [`ServerConfig`] and a shutdown future; tests do the same
+//! in-process.
+
+pub mod config;
+pub mod errors;
+pub mod http;
+pub mod lease_keeper;
+pub mod metrics;
+pub mod node;
+pub mod peer_request;
+pub mod peer_service;
+pub mod run;
+pub mod services;
+
+pub use cairn_store::WatchBatch;
+pub use config::ServerConfig;
+pub use run::run;

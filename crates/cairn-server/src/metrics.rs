@@ -1,0 +1,172 @@
+//! Request counters and latency histograms, rendered in Prometheus text format.
+//!
+//! A small fixed set of series (one per RPC method and status code), so memory is bounded by the
+//! API surface, not by traffic.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, seconds.
+const LATENCY_BUCKETS_SECS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048,
+    4.096,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS_SECS.len()],
+    count: u64,
+    sum_secs: f64,
+}
+
+/// Process-wide counters of one node.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Proposals handed to Raft on this node (as leader).
+    pub proposals: AtomicU64,
+    /// Proposals that failed.
+    pub proposals_failed: AtomicU64,
+    /// Requests this node forwarded to the leader.
+    pub forwarded: AtomicU64,
+    /// Leader changes this node has seen.
+    pub leader_changes: AtomicU64,
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+impl Metrics {
+    /// Records one finished RPC.
+    pub fn observe(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        {
+            let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            *r.entry((method, code_name(code))).or_default() += 1;
+        }
+        let secs = elapsed.as_secs_f64();
+        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let h = l.entry(method).or_default();
+        h.count += 1;
+        h.sum_secs += secs;
+        if let Some(i) = LATENCY_BUCKETS_SECS.iter().position(|b| secs <= *b) {
+            h.buckets[i] += 1;
+        }
+    }
+
+    /// Times `fut` and records it under `method`.
+    pub async fn track<T>(
+        &self,
+        method: &'static str,
+        fut: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        let start = std::time::Instant::now();
+        let r = fut.await;
+        let code = match &r {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.observe(method, code, start.elapsed());
+        r
+    }
+
+    /// Appends this registry's series to `out` in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            out,
+            "cairn_raft_proposals_total",
+            "Proposals handed to Raft by this node.",
+            self.proposals.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "cairn_raft_proposals_failed_total",
+            "Proposals that failed.",
+            self.proposals_failed.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "cairn_forwarded_requests_total",
+            "Requests forwarded to the leader.",
+            self.forwarded.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "cairn_raft_leader_changes_total",
+            "Leader changes seen by this node.",
+            self.leader_changes.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cairn_grpc_requests_total Finished RPCs by method and status code.\n# TYPE cairn_grpc_requests_total counter"
+        );
+        for ((m, c), v) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "cairn_grpc_requests_total{{method=\"{m}\",code=\"{c}\"}} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cairn_grpc_request_duration_seconds RPC latency by method.\n# TYPE cairn_grpc_request_duration_seconds histogram"
+        );
+        for (m, h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let mut cum = 0;
+            for (b, n) in LATENCY_BUCKETS_SECS.iter().zip(h.buckets.iter()) {
+                cum += n;
+                let _ = writeln!(
+                    out,
+                    "cairn_grpc_request_duration_seconds_bucket{{method=\"{m}\",le=\"{b}\"}} {cum}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "cairn_grpc_request_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {}\ncairn_grpc_request_duration_seconds_sum{{method=\"{m}\"}} {}\ncairn_grpc_request_duration_seconds_count{{method=\"{m}\"}} {}",
+                h.count, h.sum_secs, h.count
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_codes() {
+        let m = Metrics::default();
+        m.observe("Range", tonic::Code::Ok, Duration::from_micros(300));
+        m.observe("Range", tonic::Code::Ok, Duration::from_millis(3));
+        m.observe("Range", tonic::Code::NotFound, Duration::from_secs(10));
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(s.contains("cairn_grpc_requests_total{method=\"Range\",code=\"OK\"} 2"));
+        assert!(s.contains("cairn_grpc_requests_total{method=\"Range\",code=\"NotFound\"} 1"));
+        assert!(s.contains("le=\"0.0005\"} 1"));
+        assert!(s.contains("le=\"0.004\"} 2"));
+        assert!(s.contains("le=\"+Inf\"} 3"));
+    }
+}

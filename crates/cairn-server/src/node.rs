@@ -1,0 +1,446 @@
+//! One running Cairn node: the Raft handle, the applied state, and the two paths every handler
+//! uses — [`Node::leader_call`] for what only the leader decides (writes, read index, lease
+//! renewal, membership) and [`Node::read_barrier`] before a linearizable read.
+//!
+//! A follower never tells a client to go elsewhere: it forwards to the leader over the peer port,
+//! at most one hop; if the leader moved meanwhile, the call is retried within the request timeout.
+
+use crate::errors;
+use crate::lease_keeper::LeaseKeeper;
+use crate::metrics::Metrics;
+use crate::peer_request::{LeaderRequest, LeaderResponse};
+use crate::ServerConfig;
+use cairn_proto::etcdserverpb::ResponseHeader;
+use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
+use cairn_proto::raftpb::RaftMessage;
+use cairn_store::command::Outcome;
+use cairn_store::network::{decode, encode, peer_channel};
+use cairn_store::{Command, CommandResult, Raft, StateMachineHandle};
+use cairn_types::limits::FORWARD_INFLIGHT_MAX;
+use cairn_types::NodeAddrs;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{ChangeMembers, ReadPolicy};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Pause between attempts while the cluster has no leader.
+const LEADER_RETRY_BACKOFF_MS: u64 = 50;
+
+/// Shared state of one node, handed to every service.
+pub struct Node {
+    pub id: u64,
+    pub raft: Raft,
+    pub sm: StateMachineHandle,
+    pub config: ServerConfig,
+    pub metrics: Metrics,
+    pub leases: LeaseKeeper,
+    pub cluster_id: u64,
+    peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
+    forward_slots: Semaphore,
+}
+
+impl Node {
+    pub fn new(id: u64, raft: Raft, sm: StateMachineHandle, config: ServerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            raft,
+            sm,
+            config,
+            metrics: Metrics::default(),
+            leases: LeaseKeeper::default(),
+            cluster_id: 0x6361_6972_6e00_0000, // "cairn" — one cluster per Raft group
+            peers: Mutex::new(HashMap::new()),
+            forward_slots: Semaphore::new(FORWARD_INFLIGHT_MAX),
+        })
+    }
+
+    /// The leader this node currently follows, if any.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// This node's current Raft term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// The etcd response header for a response at `revision`.
+    pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.term(),
+        })
+    }
+
+    /// Current store revision.
+    pub fn revision(&self) -> i64 {
+        self.sm.read().kv.revision()
+    }
+
+    /// Where `id` listens, from the replicated membership and announced addresses.
+    pub fn node_addrs(&self, id: u64) -> Option<NodeAddrs> {
+        let s = self.sm.read();
+        let mut addrs = s.membership.membership().get_node(&id).cloned()?;
+        if let Some((client, http)) = s.node_addrs.get(&id) {
+            addrs.client = client.clone();
+            addrs.http = http.clone();
+        }
+        Some(addrs)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms)
+    }
+
+    fn peer_client(&self, id: u64) -> Result<RaftPeerClient<Channel>, Status> {
+        let addrs = self.node_addrs(id).ok_or_else(errors::no_leader)?;
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((addr, c)) = peers.get(&id) {
+            if *addr == addrs.peer {
+                return Ok(c.clone());
+            }
+        }
+        let channel = peer_channel(&addrs.peer).map_err(errors::internal)?;
+        let client = RaftPeerClient::new(channel);
+        peers.insert(id, (addrs.peer, client.clone()));
+        Ok(client)
+    }
+
+    /// Runs `req` on the leader: here if this node leads, else forwarded (one hop). Retries while
+    /// there is no leader or leadership moves, until the request timeout.
+    pub async fn leader_call(&self, req: LeaderRequest) -> Result<LeaderResponse, Status> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        loop {
+            let attempt = match self.leader() {
+                Some(l) if l == self.id => self.serve_as_leader(req.clone()).await,
+                Some(l) => self.forward(l, &req).await,
+                None => Err(errors::no_leader()),
+            };
+            match attempt {
+                Err(s) if is_retryable(&s) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(LEADER_RETRY_BACKOFF_MS)).await;
+                }
+                Err(s) if is_retryable(&s) => return Err(errors::timeout()),
+                other => return other,
+            }
+        }
+    }
+
+    async fn forward(&self, leader: u64, req: &LeaderRequest) -> Result<LeaderResponse, Status> {
+        let _slot = self
+            .forward_slots
+            .try_acquire()
+            .map_err(|_| errors::too_many_requests("forward_inflight_max reached"))?;
+        self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+        let mut client = self.peer_client(leader)?;
+        let data = encode(req).map_err(errors::internal)?;
+        let mut request = tonic::Request::new(RaftMessage { data });
+        request.set_timeout(self.request_timeout());
+        let is_write = matches!(req, LeaderRequest::Write(_) | LeaderRequest::MemberAdd { .. });
+        let resp = client.forward(request).await.map_err(|s| match s.code() {
+            // The leader is unreachable: it may have died. A write may or may not have been
+            // applied, so it is not retried (etcd answers "request timed out" then too); anything
+            // else waits for the next leader.
+            Code::Unavailable | Code::Cancelled | Code::Unknown if is_write => errors::timeout(),
+            Code::Unavailable | Code::Cancelled | Code::Unknown => errors::leader_changed(),
+            _ => s,
+        })?;
+        let resp: LeaderResponse = decode(&resp.into_inner().data).map_err(errors::internal)?;
+        match resp {
+            LeaderResponse::Error { code, message } => Err(Status::new(Code::from(code), message)),
+            other => Ok(other),
+        }
+    }
+
+    /// Serves a leader-only request on this node, which must be the leader (else "leader changed",
+    /// which the forwarding side retries).
+    pub async fn serve_as_leader(&self, req: LeaderRequest) -> Result<LeaderResponse, Status> {
+        match req {
+            LeaderRequest::Write(cmd) => self.propose_local(cmd).await.map(LeaderResponse::Written),
+            LeaderRequest::ReadIndex => {
+                let linearizer = self
+                    .raft
+                    .get_read_linearizer(ReadPolicy::ReadIndex)
+                    .await
+                    .map_err(|_| errors::leader_changed())?;
+                let index = linearizer.read_log_id().log_id().index;
+                Ok(LeaderResponse::ReadIndex(index))
+            }
+            LeaderRequest::LeaseKeepAlive { id } => {
+                self.require_leader()?;
+                let ttl = self.sm.read().kv.lease(id).map(|l| l.ttl_secs);
+                let ttl = match ttl {
+                    Some(ttl) => {
+                        self.leases.renew(id, ttl);
+                        ttl
+                    }
+                    None => 0,
+                };
+                Ok(LeaderResponse::KeepAlive { ttl })
+            }
+            LeaderRequest::LeaseTimeToLive { id } => {
+                self.require_leader()?;
+                let granted = self.sm.read().kv.lease(id).map(|l| l.ttl_secs);
+                Ok(LeaderResponse::TimeToLive(granted.map(|g| {
+                    (self.leases.remaining_secs(id).unwrap_or(g), g)
+                })))
+            }
+            LeaderRequest::MemberAdd { peer_addr, learner } => {
+                self.member_add(peer_addr, learner).await
+            }
+            LeaderRequest::MemberRemove { id } => self.member_remove(id).await,
+            LeaderRequest::MemberPromote { id } => self.member_promote(id).await,
+            LeaderRequest::TransferLeader { to } => {
+                self.require_leader()?;
+                if to == self.id {
+                    return Ok(LeaderResponse::Done);
+                }
+                if !self.sm.read().membership.membership().voter_ids().any(|v| v == to) {
+                    return Err(Status::new(
+                        Code::FailedPrecondition,
+                        format!("cairn: node {to} is not a voter and cannot lead"),
+                    ));
+                }
+                self.raft
+                    .trigger()
+                    .transfer_leader(to)
+                    .await
+                    .map_err(errors::internal)?;
+                Ok(LeaderResponse::Done)
+            }
+        }
+    }
+
+    fn require_leader(&self) -> Result<(), Status> {
+        if self.raft.is_leader() {
+            Ok(())
+        } else {
+            Err(errors::leader_changed())
+        }
+    }
+
+    async fn propose_local(&self, cmd: Command) -> Result<CommandResult, Status> {
+        let cmd = match cmd {
+            Command::LeaseGrant { id: 0, ttl_secs } => Command::LeaseGrant {
+                id: self.new_lease_id(),
+                ttl_secs,
+            },
+            other => other,
+        };
+        let granted = match &cmd {
+            Command::LeaseGrant { id, ttl_secs } => Some((*id, *ttl_secs)),
+            _ => None,
+        };
+        self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
+        let result = tokio::time::timeout(self.request_timeout(), self.raft.client_write(cmd))
+            .await
+            .map_err(|_| errors::timeout())?;
+        match result {
+            Ok(resp) => {
+                if let (Some((id, ttl)), Outcome::LeaseGranted { .. }) = (granted, &resp.data.outcome) {
+                    self.leases.renew(id, ttl);
+                }
+                Ok(resp.data)
+            }
+            Err(e) => {
+                self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                Err(write_error(e))
+            }
+        }
+    }
+
+    fn new_lease_id(&self) -> i64 {
+        let s = self.sm.read();
+        loop {
+            // Positive, never 0, unique among live leases.
+            let id = (rand::random::<u64>() >> 2) as i64;
+            if id != 0 && s.kv.lease(id).is_none() {
+                return id;
+            }
+        }
+    }
+
+    /// Waits until this node's state reflects every write acknowledged before the call.
+    pub async fn read_barrier(&self) -> Result<(), Status> {
+        if self.raft.is_leader() {
+            let r = tokio::time::timeout(
+                self.request_timeout(),
+                self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+            )
+            .await
+            .map_err(|_| errors::timeout())?;
+            if r.is_ok() {
+                return Ok(());
+            }
+        }
+        let index = match self.leader_call(LeaderRequest::ReadIndex).await? {
+            LeaderResponse::ReadIndex(i) => i,
+            other => return Err(errors::internal(format!("unexpected answer {other:?}"))),
+        };
+        let mut applied = self.sm.applied_index();
+        tokio::time::timeout(self.request_timeout(), applied.wait_for(|a| *a >= index))
+            .await
+            .map_err(|_| errors::timeout())?
+            .map_err(|_| errors::internal("state machine stopped"))?;
+        Ok(())
+    }
+
+    /// Proposes a command through the leader and returns its result, mapping refusals to etcd errors.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Status> {
+        match self.leader_call(LeaderRequest::Write(cmd)).await? {
+            LeaderResponse::Written(r) => match r.outcome {
+                Outcome::Rejected(reason) => Err(errors::rejected(reason)),
+                _ => Ok(r),
+            },
+            other => Err(errors::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn member_add(&self, peer_addr: String, learner: bool) -> Result<LeaderResponse, Status> {
+        self.require_leader()?;
+        let (id, exists) = {
+            let s = self.sm.read();
+            let m = s.membership.membership();
+            let exists = m.nodes().any(|(_, n)| n.peer == peer_addr);
+            let max = m.nodes().map(|(id, _)| *id).max().unwrap_or(0);
+            (max + 1, exists)
+        };
+        if exists {
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+            ));
+        }
+        let node = NodeAddrs {
+            peer: peer_addr,
+            ..Default::default()
+        };
+        self.raft
+            .add_learner(id, node, false)
+            .await
+            .map_err(write_error)?;
+        if !learner {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(write_error)?;
+        }
+        Ok(LeaderResponse::MemberAdded { id })
+    }
+
+    async fn member_remove(&self, id: u64) -> Result<LeaderResponse, Status> {
+        self.require_leader()?;
+        let (is_voter, exists, voters) = {
+            let s = self.sm.read();
+            let m = s.membership.membership();
+            let r = (
+                m.voter_ids().any(|v| v == id),
+                m.get_node(&id).is_some(),
+                m.voter_ids().count(),
+            );
+            r
+        };
+        if !exists {
+            return Err(errors::member_not_found());
+        }
+        if is_voter && voters == 1 {
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                "cairn: cannot remove the last voter",
+            ));
+        }
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_error)?;
+        if is_voter {
+            // A voter removed from the config stays a learner until removed as a node too.
+            let still_node = self.sm.read().membership.membership().get_node(&id).is_some();
+            if still_node {
+                self.raft
+                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(write_error)?;
+            }
+        }
+        Ok(LeaderResponse::Done)
+    }
+
+    async fn member_promote(&self, id: u64) -> Result<LeaderResponse, Status> {
+        self.require_leader()?;
+        let (is_voter, exists) = {
+            let s = self.sm.read();
+            let m = s.membership.membership();
+            let r = (m.voter_ids().any(|v| v == id), m.get_node(&id).is_some());
+            r
+        };
+        if !exists {
+            return Err(errors::member_not_found());
+        }
+        if is_voter {
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ));
+        }
+        let in_sync = {
+            let m = self.raft.metrics().borrow_watched().clone();
+            let last = m.last_log_index.unwrap_or(0);
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned())
+                .flatten()
+                .map(|matched| last.saturating_sub(matched.index) <= LEARNER_SYNC_LAG_MAX)
+                .unwrap_or(false)
+        };
+        if !in_sync {
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ));
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_error)?;
+        Ok(LeaderResponse::Done)
+    }
+}
+
+/// A learner may be promoted only when it is at most this many log entries behind the leader.
+const LEARNER_SYNC_LAG_MAX: u64 = 1000;
+
+fn is_retryable(s: &Status) -> bool {
+    s.code() == Code::Unavailable
+        && (s.message() == errors::no_leader().message()
+            || s.message() == errors::leader_changed().message())
+}
+
+fn write_error(e: RaftError<cairn_store::TypeConfig, ClientWriteError<cairn_store::TypeConfig>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => errors::leader_changed(),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            Status::new(Code::FailedPrecondition, format!("cairn: {c}"))
+        }
+        RaftError::APIError(other) => {
+            // The entry was appended, then dropped by a leader change: whether it commits is
+            // unknown, so the caller must not blindly retry (etcd says "request timed out").
+            tracing::debug!("write outcome unknown after a leader change: {other}");
+            errors::timeout()
+        }
+        RaftError::Fatal(f) => errors::internal(format!("raft stopped: {f}")),
+    }
+}

@@ -1,0 +1,284 @@
+//! Starting and stopping a node: open storage, start Raft, bootstrap or join, serve the client,
+//! peer and HTTP ports, and run the leader's background duties until shutdown.
+
+use crate::node::Node;
+use crate::services;
+use crate::ServerConfig;
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
+use cairn_proto::etcdserverpb::MemberAddRequest;
+use cairn_proto::raftpb::raft_peer_server::RaftPeerServer;
+use cairn_store::log_store::LogStore;
+use cairn_store::network::{peer_channel, PeerNetwork};
+use cairn_store::{Command, Raft, StateMachineStore};
+use cairn_types::limits::GRPC_OVERHEAD_BYTES;
+use cairn_types::NodeAddrs;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{Config, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// How often the leader looks for expired leases.
+const LEASE_EXPIRY_TICK_MS: u64 = 250;
+/// Pause between attempts to announce this node's addresses.
+const ANNOUNCE_RETRY_MS: u64 = 500;
+/// How long a joining node keeps asking the cluster to add it.
+const JOIN_TIMEOUT_MS: u64 = 30_000;
+/// Log entries kept after a snapshot so slightly lagging followers need no snapshot.
+const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5000;
+
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("raft.redb")
+}
+
+/// Size of the node's Raft log file, bytes.
+pub fn log_file_size(config: &ServerConfig) -> u64 {
+    LogStore::file_size(&log_path(&config.data_dir()))
+}
+
+/// Reads the node id a previous run (or join) recorded in the data dir.
+fn stored_node_id(dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join("node_id"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+fn store_node_id(dir: &Path, id: u64) -> std::io::Result<()> {
+    std::fs::write(dir.join("node_id"), format!("{id}\n"))
+}
+
+async fn bind(what: &str, addr: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {what} address {addr}: {e}"))
+}
+
+/// Asks a running cluster (at a client endpoint) to add this node as a learner; returns our id.
+async fn join_cluster(endpoint: &str, peer_addr: &str) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_millis(JOIN_TIMEOUT_MS);
+    loop {
+        let attempt = async {
+            let channel = peer_channel(endpoint).map_err(|e| e.to_string())?;
+            let mut client = ClusterClient::new(channel);
+            let resp = client
+                .member_add(MemberAddRequest {
+                    peer_ur_ls: vec![format!("http://{peer_addr}")],
+                    is_learner: true,
+                })
+                .await
+                .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+            resp.into_inner()
+                .member
+                .map(|m| m.id)
+                .ok_or_else(|| "MemberAdd returned no member".to_string())
+        };
+        match attempt.await {
+            Ok(id) => return Ok(id),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!("join via {endpoint} failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(ANNOUNCE_RETRY_MS)).await;
+            }
+            Err(e) => return Err(format!("join via {endpoint} failed: {e}")),
+        }
+    }
+}
+
+/// Runs one node until `shutdown` resolves.
+pub async fn run(mut config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    config.validate()?;
+    let dir = config.data_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    config.data_dir = dir.clone();
+
+    // Bind first: a port in use is the most common start-up error and must be reported clearly.
+    let client_listener = bind("client", &config.listen_client).await?;
+    let peer_listener = bind("peer", &config.listen_peer).await?;
+    let http_listener = bind("http", &config.listen_http).await?;
+    config.listen_client = client_listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    config.listen_peer = peer_listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    config.listen_http = http_listener.local_addr().map_err(|e| e.to_string())?.to_string();
+
+    let fresh = stored_node_id(&dir).is_none();
+    let node_id = match (stored_node_id(&dir), &config.join) {
+        (Some(id), _) => id,
+        (None, Some(endpoint)) => join_cluster(endpoint, &config.listen_peer).await?,
+        (None, None) => config.node_id,
+    };
+    store_node_id(&dir, node_id).map_err(|e| format!("cannot write node id: {e}"))?;
+    config.node_id = node_id;
+
+    let log = LogStore::open(&log_path(&dir)).map_err(|e| format!("cannot open raft log: {e}"))?;
+    let sm = StateMachineStore::open(&dir.join("snapshots"))
+        .map_err(|e| format!("cannot open snapshots: {e}"))?;
+    let sm_handle = sm.handle();
+    let raft_config = Config {
+        cluster_name: "cairn".into(),
+        heartbeat_interval: config.heartbeat_interval_ms,
+        election_timeout_min: config.election_timeout_ms,
+        election_timeout_max: config.election_timeout_ms * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| format!("raft config: {e}"))?;
+    let raft = Raft::new(node_id, Arc::new(raft_config), PeerNetwork, log, sm)
+        .await
+        .map_err(|e| format!("cannot start raft: {e}"))?;
+
+    if fresh && config.join.is_none() {
+        let mut members = BTreeMap::new();
+        if config.initial_cluster.is_empty() {
+            members.insert(
+                node_id,
+                NodeAddrs {
+                    peer: config.listen_peer.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        for (id, addr) in &config.initial_cluster {
+            members.insert(
+                *id,
+                NodeAddrs {
+                    peer: addr.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+            raft.initialize(members)
+                .await
+                .map_err(|e| format!("cannot bootstrap the cluster: {e}"))?;
+        }
+    }
+
+    let node = Node::new(node_id, raft.clone(), sm_handle, config.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let max_msg = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    let client_server = tonic::transport::Server::builder()
+        .add_service(services::kv_server(node.clone(), max_msg))
+        .add_service(services::watch_server(node.clone(), max_msg))
+        .add_service(services::lease_server(node.clone(), max_msg))
+        .add_service(services::cluster_server(node.clone(), max_msg))
+        .add_service(services::maintenance_server(node.clone(), max_msg))
+        //ELECTION
+        //LOCK
+        .add_service(services::admin_server(node.clone(), max_msg))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), wait_stop(stop_rx.clone()));
+    let peer_server = tonic::transport::Server::builder()
+        .add_service(
+            RaftPeerServer::new(crate::peer_service::PeerService::new(node.clone()))
+                .max_decoding_message_size(usize::MAX / 2)
+                .max_encoding_message_size(usize::MAX / 2),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), wait_stop(stop_rx.clone()));
+    let http_server = axum::serve(http_listener, crate::http::router(node.clone()))
+        .with_graceful_shutdown(wait_stop(stop_rx.clone()));
+
+    let client_task = tokio::spawn(client_server);
+    let peer_task = tokio::spawn(peer_server);
+    let http_task = tokio::spawn(async move { http_server.await });
+    let duties = tokio::spawn(leader_duties(node.clone(), stop_rx.clone()));
+    let announce = tokio::spawn(announce_addrs(node.clone(), stop_rx.clone()));
+
+    tracing::info!(
+        node_id,
+        client = %config.listen_client,
+        peer = %config.listen_peer,
+        http = %config.listen_http,
+        data_dir = %dir.display(),
+        "cairn node started"
+    );
+
+    shutdown.await;
+    tracing::info!(node_id, "shutting down");
+    let _ = stop_tx.send(true);
+    duties.abort();
+    announce.abort();
+    let _ = raft.shutdown().await;
+    let _ = client_task.await;
+    let _ = peer_task.await;
+    let _ = http_task.await;
+    Ok(())
+}
+
+async fn wait_stop(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Publishes this node's client and HTTP addresses into the replicated state once a leader exists.
+async fn announce_addrs(node: Arc<Node>, stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let want = (node.config.listen_client.clone(), node.config.listen_http.clone());
+        let have = node.sm.read().node_addrs.get(&node.id).cloned();
+        let is_member = node.node_addrs(node.id).is_some();
+        if have.as_ref() == Some(&want) {
+            return;
+        }
+        if is_member && node.leader().is_some() {
+            let cmd = Command::SetNodeAddrs {
+                node_id: node.id,
+                client: want.0,
+                http: want.1,
+            };
+            if let Err(e) = node.propose(cmd).await {
+                tracing::debug!("announcing addresses failed, will retry: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(ANNOUNCE_RETRY_MS)).await;
+    }
+}
+
+/// While this node leads: expire leases. Also counts leader changes.
+async fn leader_duties(node: Arc<Node>, stop: watch::Receiver<bool>) {
+    let mut last_leader = node.leader();
+    let mut was_leader = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(LEASE_EXPIRY_TICK_MS));
+    loop {
+        tick.tick().await;
+        if *stop.borrow() {
+            return;
+        }
+        let leader = node.raft.metrics().borrow_watched().current_leader;
+        if leader != last_leader {
+            node.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+            last_leader = leader;
+        }
+        let is_leader = node.raft.is_leader();
+        if is_leader != was_leader {
+            // A new term of leadership starts every lease clock afresh.
+            node.leases.clear();
+            was_leader = is_leader;
+        }
+        if !is_leader {
+            continue;
+        }
+        let live: Vec<(i64, i64)> = {
+            let s = node.sm.read();
+            s.kv
+                .lease_ids()
+                .into_iter()
+                .filter_map(|id| s.kv.lease(id).map(|l| (id, l.ttl_secs)))
+                .collect()
+        };
+        for id in node.leases.sync_and_expired(&live, Instant::now()) {
+            match node.propose(Command::LeaseRevoke { id }).await {
+                Ok(_) => tracing::debug!(lease = id, "lease expired and revoked"),
+                Err(e) => tracing::warn!(lease = id, "revoking expired lease failed: {e}"),
+            }
+        }
+    }
+}

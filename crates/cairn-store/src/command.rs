@@ -1,0 +1,108 @@
+//! What goes through the Raft log ([`Command`]) and what applying it returns ([`CommandResult`]).
+//!
+//! KV writes travel as a prost-encoded etcd `TxnRequest`: a Put or a DeleteRange is a one-op
+//! transaction, so the state machine has one write path and every write is atomic.
+
+use cairn_proto::etcdserverpb::{TxnRequest, TxnResponse};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One replicated state change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// An etcd transaction (also Put and DeleteRange), prost-encoded `TxnRequest`.
+    Txn(Vec<u8>),
+    /// Discard history at or below `revision`.
+    Compact { revision: i64 },
+    /// Create lease `id` (chosen by the leader, never 0) with `ttl_secs`.
+    LeaseGrant { id: i64, ttl_secs: i64 },
+    /// Delete lease `id` and every key attached to it.
+    LeaseRevoke { id: i64 },
+    /// A node announces where clients and operators reach it.
+    SetNodeAddrs {
+        node_id: u64,
+        client: String,
+        http: String,
+    },
+}
+
+impl Command {
+    /// Wraps an etcd transaction.
+    pub fn txn(req: &TxnRequest) -> Self {
+        Command::Txn(req.encode_to_vec())
+    }
+
+    /// Name used in metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Txn(_) => "txn",
+            Command::Compact { .. } => "compact",
+            Command::LeaseGrant { .. } => "lease_grant",
+            Command::LeaseRevoke { .. } => "lease_revoke",
+            Command::SetNodeAddrs { .. } => "set_node_addrs",
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Txn(b) => write!(f, "txn({} bytes)", b.len()),
+            Command::Compact { revision } => write!(f, "compact({revision})"),
+            Command::LeaseGrant { id, ttl_secs } => write!(f, "lease_grant({id}, {ttl_secs}s)"),
+            Command::LeaseRevoke { id } => write!(f, "lease_revoke({id})"),
+            Command::SetNodeAddrs { node_id, .. } => write!(f, "set_node_addrs({node_id})"),
+        }
+    }
+}
+
+/// The outcome of applying one [`Command`]; `revision` is the store's revision after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub revision: i64,
+    pub outcome: Outcome,
+}
+
+/// What a command produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A transaction ran; prost-encoded `TxnResponse`.
+    Txn(Vec<u8>),
+    /// The command succeeded and returns nothing more.
+    Done,
+    /// A lease was granted with this id.
+    LeaseGranted { id: i64 },
+    /// The command was refused by the state machine; nothing changed.
+    Rejected(RejectReason),
+}
+
+/// Why the state machine refused a command (mirrors etcd's apply-time errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    Compacted,
+    FutureRevision,
+    LeaseNotFound,
+    LeaseExists,
+    KeyNotFound,
+    TooManyLeases,
+    Malformed,
+}
+
+impl CommandResult {
+    /// The id of the lease a `LeaseGrant` created.
+    pub fn granted_lease(&self) -> Option<i64> {
+        match self.outcome {
+            Outcome::LeaseGranted { id } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Decodes the transaction response of a `Txn` outcome.
+    pub fn txn_response(&self) -> Option<TxnResponse> {
+        match &self.outcome {
+            Outcome::Txn(b) => TxnResponse::decode(b.as_slice()).ok(),
+            _ => None,
+        }
+    }
+}

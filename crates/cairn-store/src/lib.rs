@@ -1,0 +1,30 @@
+//! Cairn's replicated store: openraft driving a redb-backed log and an in-memory MVCC state machine
+//! with etcd's revision model, snapshotted to files, replicated over a gRPC peer network.
+//!
+//! The server crate proposes [`Command`]s through [`Raft`] and reads the applied state through
+//! [`StateMachineHandle`]; it never touches storage directly.
+
+pub mod command;
+pub mod log_store;
+pub mod mvcc;
+pub mod network;
+pub mod state_machine;
+
+pub use command::{Command, CommandResult};
+pub use state_machine::{StateMachineHandle, StateMachineStore, WatchBatch};
+
+openraft::declare_raft_types!(
+    /// Cairn's concrete Raft types: our commands and results, node ids and node addresses.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = cairn_types::NodeAddrs,
+);
+
+/// The Raft handle type used throughout Cairn.
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+/// A log id of Cairn's Raft.
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// The replicated membership as stored in the log and snapshots.
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;

@@ -1,0 +1,352 @@
+//! The stored keyspace: the versions of each key, key ranges in etcd's encoding, and the two
+//! primitive writes (put, tombstone) that keep the revision log, lease index and counters in step.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
+use serde::{Deserialize, Serialize};
+
+use super::{KvState, VERSION_OVERHEAD_BYTES};
+
+/// A key's bytes, shared between the key map, the revision log and the lease index.
+pub(super) type Key = Arc<[u8]>;
+
+/// One version of a key: what a put wrote, or a tombstone left by a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Version {
+    pub mod_revision: i64,
+    /// Position of this write within its revision (etcd's sub revision); orders events.
+    pub sub: u32,
+    /// 0 for a tombstone.
+    pub create_revision: i64,
+    /// Puts since the key was (re)created, 1 for the first; 0 for a tombstone.
+    pub version: i64,
+    /// 0 for none.
+    pub lease: i64,
+    /// `None` marks a tombstone: the key was deleted at `mod_revision`.
+    #[serde(with = "super::snapshot::opt_bytes")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl Version {
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// The wire form, as etcd returns it from a range (value dropped for `keys_only`).
+    pub fn to_kv(&self, key: &[u8], with_value: bool) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            value: match (&self.value, with_value) {
+                (Some(value), true) => value.clone(),
+                _ => Vec::new(),
+            },
+            lease: self.lease,
+        }
+    }
+
+    /// The watch event this version stands for. A delete event carries only the key and the
+    /// revision of the delete, as etcd's do.
+    pub fn to_event(&self, key: &[u8], prev: Option<&Version>) -> Event {
+        let (kind, kv) = if self.is_tombstone() {
+            let kv = KeyValue {
+                key: key.to_vec(),
+                mod_revision: self.mod_revision,
+                ..KeyValue::default()
+            };
+            (EventType::Delete, kv)
+        } else {
+            (EventType::Put, self.to_kv(key, true))
+        };
+        Event {
+            r#type: kind as i32,
+            kv: Some(kv),
+            prev_kv: prev.map(|p| p.to_kv(key, true)),
+        }
+    }
+
+    pub fn size_bytes(&self, key_len: usize) -> u64 {
+        let value_len = self.value.as_ref().map_or(0, Vec::len);
+        (key_len + value_len) as u64 + VERSION_OVERHEAD_BYTES
+    }
+}
+
+/// The retained versions of one key, oldest first, ordered by (mod_revision, sub).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct KeyHistory {
+    pub versions: Vec<Version>,
+}
+
+impl KeyHistory {
+    /// The key as of `revision`: the newest version at or below it, unless that is a tombstone.
+    pub fn visible_at(&self, revision: i64) -> Option<&Version> {
+        // Fast path: most reads are at the latest revision.
+        let last = self.versions.last()?;
+        if last.mod_revision <= revision {
+            return (!last.is_tombstone()).then_some(last);
+        }
+        let newer = self
+            .versions
+            .partition_point(|v| v.mod_revision <= revision);
+        let version = self.versions[..newer].last()?;
+        (!version.is_tombstone()).then_some(version)
+    }
+
+    /// The newest version, unless the key is deleted.
+    pub fn latest_live(&self) -> Option<&Version> {
+        self.versions.last().filter(|v| !v.is_tombstone())
+    }
+
+    /// The version written at (revision, sub), if still retained.
+    pub fn find(&self, revision: i64, sub: u32) -> Option<&Version> {
+        self.versions
+            .binary_search_by(|v| (v.mod_revision, v.sub).cmp(&(revision, sub)))
+            .ok()
+            .map(|i| &self.versions[i])
+    }
+}
+
+/// One write in the revision log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LogEntry {
+    pub revision: i64,
+    pub sub: u32,
+    pub key: Key,
+}
+
+/// A key range in etcd's encoding: an empty `range_end` names the single key, `"\0"` means
+/// "every key from `key` on", anything else is the half-open `[key, range_end)`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyRange<'a> {
+    start: &'a [u8],
+    end: RangeEnd<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RangeEnd<'a> {
+    Single,
+    Unbounded,
+    Before(&'a [u8]),
+}
+
+impl<'a> KeyRange<'a> {
+    pub fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
+        let end = match range_end {
+            [] => RangeEnd::Single,
+            [0] => RangeEnd::Unbounded,
+            end => RangeEnd::Before(end),
+        };
+        KeyRange { start: key, end }
+    }
+
+    pub fn is_single(&self) -> bool {
+        matches!(self.end, RangeEnd::Single)
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self.end {
+            RangeEnd::Single => key == self.start,
+            RangeEnd::Unbounded => key >= self.start,
+            RangeEnd::Before(end) => key >= self.start && key < end,
+        }
+    }
+
+    /// Bounds for `BTreeMap::range`; an inverted range becomes an empty one instead of a panic.
+    pub fn bounds(&self) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+        let start = Bound::Included(self.start);
+        match self.end {
+            RangeEnd::Single => (start, Bound::Included(self.start)),
+            RangeEnd::Unbounded => (start, Bound::Unbounded),
+            RangeEnd::Before(end) if end > self.start => (start, Bound::Excluded(end)),
+            RangeEnd::Before(_) => (start, Bound::Excluded(self.start)),
+        }
+    }
+
+    /// The keys of `map` in this range, in key order.
+    pub fn iter<'m>(
+        &self,
+        map: &'m BTreeMap<Key, KeyHistory>,
+    ) -> impl DoubleEndedIterator<Item = (&'m Key, &'m KeyHistory)> + 'm {
+        map.range::<[u8], _>(self.bounds())
+    }
+}
+
+/// The writes of one transaction in progress: all share the revision after the current one.
+#[derive(Debug)]
+pub(super) struct TxnWriter {
+    pub revision: i64,
+    next_sub: u32,
+    pub events: Vec<Event>,
+}
+
+impl TxnWriter {
+    pub fn new(current_revision: i64) -> Self {
+        TxnWriter {
+            revision: current_revision + 1,
+            next_sub: 0,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn wrote(&self) -> bool {
+        self.next_sub > 0
+    }
+
+    fn take_sub(&mut self) -> u32 {
+        let sub = self.next_sub;
+        self.next_sub += 1;
+        sub
+    }
+}
+
+impl KvState {
+    /// Writes `value` under `key` in the transaction of `w`. The caller has checked the lease.
+    pub(super) fn write_put(&mut self, w: &mut TxnWriter, key: &[u8], value: Vec<u8>, lease: i64) {
+        let sub = w.take_sub();
+        let key: Key = match self.keys.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Key = Arc::from(key);
+                self.keys.insert(k.clone(), KeyHistory::default());
+                k
+            }
+        };
+        let history = self.keys.get_mut(&key[..]).expect("key inserted above");
+        let prev = history.visible_at(w.revision - 1).cloned();
+        let (create_revision, version, old_lease) = match history.latest_live() {
+            Some(latest) => (latest.create_revision, latest.version + 1, latest.lease),
+            None => {
+                self.live_keys += 1;
+                (w.revision, 1, 0)
+            }
+        };
+        let new = Version {
+            mod_revision: w.revision,
+            sub,
+            create_revision,
+            version,
+            lease,
+            value: Some(value),
+        };
+        self.size_bytes += new.size_bytes(key.len());
+        w.events.push(new.to_event(&key, prev.as_ref()));
+        history.versions.push(new);
+        if old_lease != lease {
+            self.detach_lease(old_lease, &key);
+            self.attach_lease(lease, &key);
+        }
+        self.log.push_back(LogEntry {
+            revision: w.revision,
+            sub,
+            key,
+        });
+    }
+
+    /// Deletes `key` in the transaction of `w`; a key that does not exist is left alone.
+    /// Returns whether the key existed.
+    pub(super) fn write_delete(&mut self, w: &mut TxnWriter, key: &Key) -> bool {
+        let Some(history) = self.keys.get_mut(&key[..]) else {
+            return false;
+        };
+        let Some(latest) = history.latest_live() else {
+            return false;
+        };
+        let old_lease = latest.lease;
+        let prev = history.visible_at(w.revision - 1).cloned();
+        let sub = w.take_sub();
+        let tombstone = Version {
+            mod_revision: w.revision,
+            sub,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+            value: None,
+        };
+        self.size_bytes += tombstone.size_bytes(key.len());
+        w.events.push(tombstone.to_event(key, prev.as_ref()));
+        history.versions.push(tombstone);
+        self.live_keys -= 1;
+        self.detach_lease(old_lease, key);
+        self.log.push_back(LogEntry {
+            revision: w.revision,
+            sub,
+            key: key.clone(),
+        });
+        true
+    }
+
+    /// Ends the transaction of `w`: the revision moves on only if something was written.
+    pub(super) fn finish(&mut self, w: TxnWriter) -> Vec<Event> {
+        if w.wrote() {
+            self.revision = w.revision;
+        }
+        w.events
+    }
+
+    /// The live keys of `range` as of the latest state (including writes of a txn in progress).
+    pub(super) fn live_keys_in(&self, range: KeyRange<'_>) -> Vec<Key> {
+        range
+            .iter(&self.keys)
+            .filter(|(_, h)| h.latest_live().is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_range_forms() {
+        let single = KeyRange::new(b"b", b"");
+        assert!(single.is_single());
+        assert!(single.contains(b"b") && !single.contains(b"ba"));
+
+        let from = KeyRange::new(b"b", b"\0");
+        assert!(from.contains(b"b") && from.contains(b"zzz") && !from.contains(b"a"));
+
+        let all = KeyRange::new(b"\0", b"\0");
+        assert!(all.contains(b"\0") && all.contains(b"a"));
+
+        let span = KeyRange::new(b"b", b"d");
+        assert!(span.contains(b"b") && span.contains(b"cz") && !span.contains(b"d"));
+
+        let inverted = KeyRange::new(b"d", b"b");
+        let map: BTreeMap<Key, KeyHistory> = [b"c".as_slice(), b"d", b"e"]
+            .into_iter()
+            .map(|k| (Key::from(k), KeyHistory::default()))
+            .collect();
+        assert_eq!(inverted.iter(&map).count(), 0);
+        assert_eq!(KeyRange::new(b"d", b"d").iter(&map).count(), 0);
+        assert_eq!(KeyRange::new(b"c", b"e").iter(&map).count(), 2);
+        assert_eq!(KeyRange::new(b"c", b"\0").iter(&map).count(), 3);
+    }
+
+    #[test]
+    fn visible_at_respects_tombstones() {
+        let v = |rev, value: Option<&[u8]>| Version {
+            mod_revision: rev,
+            sub: 0,
+            create_revision: if value.is_some() { 2 } else { 0 },
+            version: 1,
+            lease: 0,
+            value: value.map(<[u8]>::to_vec),
+        };
+        let h = KeyHistory {
+            versions: vec![v(2, Some(b"a")), v(4, None), v(6, Some(b"b"))],
+        };
+        assert!(h.visible_at(1).is_none());
+        assert_eq!(h.visible_at(3).unwrap().mod_revision, 2);
+        assert!(h.visible_at(4).is_none());
+        assert!(h.visible_at(5).is_none());
+        assert_eq!(h.visible_at(9).unwrap().mod_revision, 6);
+        assert_eq!(h.find(4, 0).unwrap().mod_revision, 4);
+        assert!(h.find(4, 1).is_none());
+    }
+}

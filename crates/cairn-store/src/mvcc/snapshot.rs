@@ -1,0 +1,277 @@
+//! Snapshots: the whole state as postcard bytes and back, for Raft snapshots and their transfer.
+//!
+//! Only what cannot be derived is written (revisions, every retained version, lease TTLs); the
+//! revision log, lease-to-key index and counters are rebuilt on decode, and every invariant the
+//! rest of the module relies on is checked there, so a bad snapshot is an error, not a panic later.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::keyspace::{Key, KeyHistory, LogEntry, Version};
+use super::lease::LeaseRecord;
+use super::{KvError, KvState};
+
+/// Bumped whenever the encoding changes; a snapshot of another format is refused.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+#[derive(Serialize)]
+struct ImageRef<'a> {
+    format: u32,
+    revision: i64,
+    compact_revision: i64,
+    keys: KeysRef<'a>,
+    /// (id, ttl_secs)
+    leases: Vec<(i64, i64)>,
+}
+
+struct KeysRef<'a>(&'a BTreeMap<Key, KeyHistory>);
+
+impl Serialize for KeysRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(k, h)| (Bytes(k), &h.versions)))
+    }
+}
+
+/// The decoding twin of [`ImageRef`]: same fields, same order, owned.
+#[derive(Deserialize)]
+struct Image {
+    format: u32,
+    revision: i64,
+    compact_revision: i64,
+    keys: Vec<(ByteBuf, Vec<Version>)>,
+    leases: Vec<(i64, i64)>,
+}
+
+impl KvState {
+    /// The state as bytes; [`KvState::decode_snapshot`] gives back an equal state.
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let image = ImageRef {
+            format: SNAPSHOT_FORMAT,
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            keys: KeysRef(&self.keys),
+            leases: self
+                .leases
+                .iter()
+                .map(|(id, l)| (*id, l.ttl_secs))
+                .collect(),
+        };
+        postcard::to_allocvec(&image).expect("encoding into memory cannot fail")
+    }
+
+    /// Rebuilds a state from [`KvState::encode_snapshot`] bytes, checking its invariants.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, KvError> {
+        let (image, rest): (Image, _) = postcard::take_from_bytes(bytes).map_err(corrupt)?;
+        if !rest.is_empty() {
+            return Err(corrupt(format!("{} trailing bytes", rest.len())));
+        }
+        if image.format != SNAPSHOT_FORMAT {
+            return Err(corrupt(format!("unknown format {}", image.format)));
+        }
+        if image.revision < 1
+            || image.compact_revision < 0
+            || image.compact_revision > image.revision
+        {
+            return Err(corrupt(format!(
+                "revision {} with compact revision {}",
+                image.revision, image.compact_revision
+            )));
+        }
+        let mut state = KvState {
+            revision: image.revision,
+            compact_revision: image.compact_revision,
+            ..KvState::new()
+        };
+        for (id, ttl_secs) in image.leases {
+            let record = LeaseRecord {
+                ttl_secs,
+                keys: Default::default(),
+            };
+            if id == 0 || state.leases.insert(id, record).is_some() {
+                return Err(corrupt(format!("lease id {id} invalid or repeated")));
+            }
+        }
+        let mut log = Vec::new();
+        let mut previous_key: Option<Key> = None;
+        for (key, versions) in image.keys {
+            let key: Key = Arc::from(key.0);
+            if previous_key.as_ref().is_some_and(|p| *p >= key) {
+                return Err(corrupt("keys out of order".to_string()));
+            }
+            state.check_versions(&key, &versions)?;
+            for v in &versions {
+                state.size_bytes += v.size_bytes(key.len());
+                if v.mod_revision >= state.compact_revision {
+                    log.push(LogEntry {
+                        revision: v.mod_revision,
+                        sub: v.sub,
+                        key: key.clone(),
+                    });
+                }
+            }
+            let history = KeyHistory { versions };
+            if let Some(latest) = history.latest_live() {
+                state.live_keys += 1;
+                if latest.lease != 0 {
+                    match state.leases.get_mut(&latest.lease) {
+                        Some(record) => record.keys.insert(key.clone()),
+                        None => return Err(corrupt(format!("unknown lease {}", latest.lease))),
+                    };
+                }
+            }
+            state.keys.insert(key.clone(), history);
+            previous_key = Some(key);
+        }
+        log.sort_unstable_by_key(|e| (e.revision, e.sub));
+        if log
+            .windows(2)
+            .any(|w| (w[0].revision, w[0].sub) == (w[1].revision, w[1].sub))
+        {
+            return Err(corrupt("two writes share a revision and sub".to_string()));
+        }
+        state.log = log.into();
+        Ok(state)
+    }
+
+    fn check_versions(&self, key: &[u8], versions: &[Version]) -> Result<(), KvError> {
+        if versions.is_empty() {
+            return Err(corrupt("a key without versions".to_string()));
+        }
+        let ordered = versions
+            .windows(2)
+            .all(|w| (w[0].mod_revision, w[0].sub) < (w[1].mod_revision, w[1].sub));
+        let in_range = versions
+            .iter()
+            .all(|v| v.mod_revision >= 1 && v.mod_revision <= self.revision);
+        let sane = versions.iter().all(|v| {
+            v.is_tombstone()
+                || (v.version >= 1 && v.create_revision >= 1 && v.create_revision <= v.mod_revision)
+        });
+        if !(ordered && in_range && sane) {
+            return Err(corrupt(format!(
+                "bad versions for key {:?}",
+                String::from_utf8_lossy(key)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(reason: impl fmt::Display) -> KvError {
+    KvError::SnapshotCorrupt {
+        reason: reason.to_string(),
+    }
+}
+
+/// Byte strings go out as one length-prefixed blob rather than a sequence of single bytes.
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BytesVisitor;
+        impl<'de> Visitor<'de> for BytesVisitor {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(ByteBuf(out))
+            }
+        }
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+/// `#[serde(with)]` helper for [`Version::value`]: an optional byte string.
+pub(super) mod opt_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_deref().map(Bytes).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<ByteBuf>::deserialize(d)?.map(|b| b.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::test_util::*;
+
+    fn busy_state() -> KvState {
+        let mut s = KvState::new();
+        s.lease_grant(11, 30).unwrap();
+        s.lease_grant(12, 60).unwrap();
+        put(&mut s, b"a", b"1");
+        put_lease(&mut s, b"b", b"2", 11);
+        put(&mut s, b"a", b"3");
+        delete(&mut s, b"a", b"");
+        put(&mut s, b"c", &[0u8; 300]);
+        put(&mut s, b"", b"");
+        s.compact(4).unwrap();
+        put_lease(&mut s, b"d", b"", 12);
+        s
+    }
+
+    #[test]
+    fn round_trip_is_equal() {
+        let s = busy_state();
+        let bytes = s.encode_snapshot();
+        let back = KvState::decode_snapshot(&bytes).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.lease(11).unwrap().keys, vec![b"b".to_vec()]);
+        assert_eq!(
+            back.events_since(b"\0", b"\0", 4, 100),
+            s.events_since(b"\0", b"\0", 4, 100)
+        );
+
+        let empty = KvState::new();
+        assert_eq!(
+            KvState::decode_snapshot(&empty.encode_snapshot()).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn bad_bytes_are_refused() {
+        let bytes = busy_state().encode_snapshot();
+        let is_corrupt = |b: &[u8]| {
+            matches!(
+                KvState::decode_snapshot(b),
+                Err(KvError::SnapshotCorrupt { .. })
+            )
+        };
+        assert!(is_corrupt(&bytes[..bytes.len() - 1]));
+        assert!(is_corrupt(&[bytes.as_slice(), &[0]].concat()));
+        assert!(is_corrupt(&[]));
+        let mut other_format = bytes.clone();
+        other_format[0] = 9;
+        assert!(is_corrupt(&other_format));
+    }
+}

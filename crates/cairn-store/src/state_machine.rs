@@ -1,0 +1,365 @@
+//! The replicated state machine: applies committed [`Command`]s to the MVCC key space, publishes
+//! watch events, and takes and installs snapshots.
+//!
+//! Apply is deterministic: the same log gives the same state on every node. Everything a node
+//! needs to rebuild its state lives in the snapshot file plus the log after it.
+
+use crate::command::{Command, CommandResult, Outcome, RejectReason};
+use crate::mvcc::{KvError, KvState};
+use crate::{LogId, StoredMembership, TypeConfig};
+use cairn_proto::etcdserverpb::TxnRequest;
+use cairn_proto::mvccpb::Event;
+use cairn_types::limits::{LEASES_MAX, WATCH_BROADCAST_BATCHES_MAX};
+use futures::{Stream, TryStreamExt};
+use openraft::alias::{SnapshotMetaOf, SnapshotOf};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use tokio::sync::{broadcast, watch};
+
+/// Applied events of one revision range, published to watchers in apply order.
+#[derive(Debug, Clone)]
+pub struct WatchBatch {
+    /// The store revision after these events.
+    pub revision: i64,
+    /// Events in order. Empty with `resync` set after a snapshot install.
+    pub events: Vec<Event>,
+    /// The state was replaced wholesale (snapshot install): watchers must re-read history.
+    pub resync: bool,
+}
+
+/// Everything the state machine holds.
+pub struct SmState {
+    pub kv: KvState,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    /// Client and HTTP addresses announced by each node.
+    pub node_addrs: BTreeMap<u64, (String, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    node_addrs: BTreeMap<u64, (String, String)>,
+    kv: Vec<u8>,
+}
+
+struct Shared {
+    state: RwLock<SmState>,
+    events: broadcast::Sender<Arc<WatchBatch>>,
+    applied_index: watch::Sender<u64>,
+}
+
+/// A cheap, cloneable read handle on the state machine, for the server's read paths and watchers.
+#[derive(Clone)]
+pub struct StateMachineHandle {
+    shared: Arc<Shared>,
+}
+
+impl StateMachineHandle {
+    /// Read access to the applied state. Never hold it across an `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
+        self.shared.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes to applied events. Subscribe while holding [`Self::read`] to see no gap.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchBatch>> {
+        self.shared.events.subscribe()
+    }
+
+    /// The index of the last applied log entry, observable for read-index waits.
+    pub fn applied_index(&self) -> watch::Receiver<u64> {
+        self.shared.applied_index.subscribe()
+    }
+}
+
+/// The openraft state machine; owns the snapshot directory.
+pub struct StateMachineStore {
+    handle: StateMachineHandle,
+    snapshot_dir: PathBuf,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn reject_reason(e: &KvError) -> RejectReason {
+    match e {
+        KvError::Compacted => RejectReason::Compacted,
+        KvError::FutureRevision => RejectReason::FutureRevision,
+        KvError::LeaseNotFound => RejectReason::LeaseNotFound,
+        KvError::LeaseExists => RejectReason::LeaseExists,
+        KvError::KeyNotFound => RejectReason::KeyNotFound,
+        _ => RejectReason::Malformed,
+    }
+}
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+impl StateMachineStore {
+    /// Opens the state machine, restoring the last snapshot in `snapshot_dir` if there is one.
+    pub fn open(snapshot_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        let mut state = SmState {
+            kv: KvState::new(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            node_addrs: BTreeMap::new(),
+        };
+        let path = snapshot_dir.join(SNAPSHOT_FILE);
+        if path.exists() {
+            let bytes = std::fs::read(&path)?;
+            state = decode_state(&bytes)?;
+        }
+        let applied = state.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        let (events, _) = broadcast::channel(WATCH_BROADCAST_BATCHES_MAX);
+        let (applied_index, _) = watch::channel(applied);
+        Ok(Self {
+            handle: StateMachineHandle {
+                shared: Arc::new(Shared {
+                    state: RwLock::new(state),
+                    events,
+                    applied_index,
+                }),
+            },
+            snapshot_dir: snapshot_dir.to_path_buf(),
+        })
+    }
+
+    /// A read handle for the server.
+    pub fn handle(&self) -> StateMachineHandle {
+        self.handle.clone()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, SmState> {
+        self.handle
+            .shared
+            .state
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn decode_state(bytes: &[u8]) -> io::Result<SmState> {
+    let file: SnapshotFile = postcard::from_bytes(bytes).map_err(io_err)?;
+    Ok(SmState {
+        kv: KvState::decode_snapshot(&file.kv).map_err(io_err)?,
+        last_applied: file.last_applied,
+        membership: file.membership,
+        node_addrs: file.node_addrs,
+    })
+}
+
+fn encode_state(state: &SmState) -> io::Result<Vec<u8>> {
+    let file = SnapshotFile {
+        last_applied: state.last_applied.clone(),
+        membership: state.membership.clone(),
+        node_addrs: state.node_addrs.clone(),
+        kv: state.kv.encode_snapshot(),
+    };
+    postcard::to_allocvec(&file).map_err(io_err)
+}
+
+/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, fsync the directory.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Applies one command to the state, returning its result and the watch events it produced.
+fn apply_command(state: &mut SmState, cmd: Command) -> (CommandResult, Vec<Event>) {
+    let kv = &mut state.kv;
+    let (outcome, events) = match cmd {
+        Command::Txn(bytes) => match TxnRequest::decode(bytes.as_slice()) {
+            Ok(req) => match kv.apply_txn(&req) {
+                Ok(applied) => (
+                    Outcome::Txn(applied.response.encode_to_vec()),
+                    applied.events,
+                ),
+                Err(e) => (Outcome::Rejected(reject_reason(&e)), Vec::new()),
+            },
+            Err(_) => (Outcome::Rejected(RejectReason::Malformed), Vec::new()),
+        },
+        Command::Compact { revision } => match kv.compact(revision) {
+            Ok(()) => (Outcome::Done, Vec::new()),
+            Err(e) => (Outcome::Rejected(reject_reason(&e)), Vec::new()),
+        },
+        Command::LeaseGrant { id, ttl_secs } => {
+            if kv.lease_ids().len() >= LEASES_MAX {
+                (Outcome::Rejected(RejectReason::TooManyLeases), Vec::new())
+            } else {
+                match kv.lease_grant(id, ttl_secs) {
+                    Ok(()) => (Outcome::LeaseGranted { id }, Vec::new()),
+                    Err(e) => (Outcome::Rejected(reject_reason(&e)), Vec::new()),
+                }
+            }
+        }
+        Command::LeaseRevoke { id } => match kv.lease_revoke(id) {
+            Ok(applied) => (Outcome::Done, applied.events),
+            Err(e) => (Outcome::Rejected(reject_reason(&e)), Vec::new()),
+        },
+        Command::SetNodeAddrs {
+            node_id,
+            client,
+            http,
+        } => {
+            state.node_addrs.insert(node_id, (client, http));
+            (Outcome::Done, Vec::new())
+        }
+    };
+    let result = CommandResult {
+        revision: state.kv.revision(),
+        outcome,
+    };
+    (result, events)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let s = self.handle.read();
+        Ok((s.last_applied.clone(), s.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let mut last_index = None;
+        {
+            let mut state = self.write();
+            for (entry, responder) in batch {
+                last_index = Some(entry.log_id.index);
+                state.last_applied = Some(entry.log_id.clone());
+                let result = match entry.payload {
+                    EntryPayload::Blank => CommandResult {
+                        revision: state.kv.revision(),
+                        outcome: Outcome::Done,
+                    },
+                    EntryPayload::Normal(cmd) => {
+                        let (result, events) = apply_command(&mut state, cmd);
+                        if !events.is_empty() {
+                            // No receivers is fine: nobody watches.
+                            let _ = self.handle.shared.events.send(Arc::new(WatchBatch {
+                                revision: result.revision,
+                                events,
+                                resync: false,
+                            }));
+                        }
+                        result
+                    }
+                    EntryPayload::Membership(m) => {
+                        state.membership = StoredMembership::new(Some(entry.log_id.clone()), m);
+                        CommandResult {
+                            revision: state.kv.revision(),
+                            outcome: Outcome::Done,
+                        }
+                    }
+                };
+                if let Some(r) = responder {
+                    r.send(result);
+                }
+            }
+        }
+        if let Some(i) = last_index {
+            self.handle.shared.applied_index.send_replace(i);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            handle: self.handle.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let mut new_state = decode_state(&snapshot)?;
+        new_state.last_applied = meta.last_log_id.clone();
+        new_state.membership = meta.last_membership.clone();
+        let bytes = encode_state(&new_state)?;
+        write_atomically(&self.snapshot_dir, SNAPSHOT_FILE, &bytes)?;
+        let revision = new_state.kv.revision();
+        let applied = new_state.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        *self.write() = new_state;
+        let _ = self.handle.shared.events.send(Arc::new(WatchBatch {
+            revision,
+            events: Vec::new(),
+            resync: true,
+        }));
+        self.handle.shared.applied_index.send_replace(applied);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
+        let path = self.snapshot_dir.join(SNAPSHOT_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path)?;
+        let file: SnapshotFile = postcard::from_bytes(&bytes).map_err(io_err)?;
+        Ok(Some(openraft::Snapshot {
+            meta: openraft::SnapshotMeta {
+                last_log_id: file.last_applied,
+                last_membership: file.membership,
+            },
+            snapshot: bytes,
+        }))
+    }
+}
+
+/// Builds a snapshot of the applied state and persists it as the node's current snapshot.
+pub struct SnapshotBuilder {
+    handle: StateMachineHandle,
+    snapshot_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
+        let handle = self.handle.clone();
+        let dir = self.snapshot_dir.clone();
+        // Encoding a large key space takes a while: keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let (bytes, meta) = {
+                let s = handle.read();
+                let meta = openraft::SnapshotMeta {
+                    last_log_id: s.last_applied.clone(),
+                    last_membership: s.membership.clone(),
+                };
+                (encode_state(&s)?, meta)
+            };
+            write_atomically(&dir, SNAPSHOT_FILE, &bytes)?;
+            Ok(openraft::Snapshot {
+                meta,
+                snapshot: bytes,
+            })
+        })
+        .await
+        .map_err(io_err)?
+    }
+}

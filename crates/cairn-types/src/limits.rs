@@ -1,0 +1,36 @@
+//! Named bounds. Every queue, buffer and request size in Cairn has its limit here or in config.
+
+/// Largest etcd request accepted, in bytes (etcd's default `--max-request-bytes`, 1.5 MiB).
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1536 * 1024;
+/// gRPC frames may exceed the request limit by this much, so an oversize request is rejected
+/// with etcd's "request is too large" error instead of a transport error.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// Most operations in one branch of a Txn (etcd's default `--max-txn-ops` is 128; the issue asks 1024).
+pub const TXN_OPS_MAX_DEFAULT: usize = 1024;
+/// Most watchers open on one Watch stream.
+pub const WATCHERS_PER_STREAM_MAX: usize = 1024;
+/// Most Watch streams one node serves at once.
+pub const WATCH_STREAMS_MAX: usize = 10_000;
+/// Responses buffered per Watch stream before the slowest reader is cancelled.
+pub const WATCH_STREAM_BUFFER_MAX: usize = 256;
+/// Events sent in one catch-up batch when a watcher resumes from an old revision.
+pub const WATCH_CATCHUP_EVENTS_MAX: usize = 1000;
+/// Live-event batches buffered between apply and watchers; a watcher that falls further behind
+/// resynchronises from the MVCC history.
+pub const WATCH_BROADCAST_BATCHES_MAX: usize = 4096;
+/// Leases alive at once.
+pub const LEASES_MAX: usize = 1_000_000;
+/// Longest lease TTL granted, in seconds (etcd's MaxLeaseTTL).
+pub const LEASE_TTL_SECS_MAX: i64 = 9_000_000_000;
+/// Shortest lease TTL granted, in seconds; shorter requests are raised to it (as etcd does).
+pub const LEASE_TTL_SECS_MIN: i64 = 2;
+/// Leases revoked per expiry round by the leader, so expiry never floods the log.
+pub const LEASE_REVOKES_PER_ROUND_MAX: usize = 1000;
+/// Keep-alive requests buffered per stream.
+pub const LEASE_KEEPALIVE_BUFFER_MAX: usize = 64;
+/// Concurrent in-flight requests forwarded from a follower to the leader.
+pub const FORWARD_INFLIGHT_MAX: usize = 4096;
+/// Raft log entries after which a snapshot is taken.
+pub const SNAPSHOT_LOGS_SINCE_LAST_DEFAULT: u64 = 20_000;
+/// Bytes per chunk when a snapshot is streamed to a peer.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;

@@ -1,0 +1,73 @@
+//! `cairn bench`: measure throughput and latency against any etcd v3 endpoints, Cairn or a real
+//! etcd, with the same workload, so the two can be compared.
+//!
+//! ```text
+//! cairn bench kv [--endpoints A,B,C] [--clients N] [--connections C] [--total M | --duration-secs S]
+//!                [--workload put|range-linearizable|range-serializable|all] [--value-size BYTES]
+//!                [--key-space K] [--pid PID ...] [--output table|json]
+//! ```
+
+mod histogram;
+mod kv;
+pub mod proc;
+mod report;
+
+use clap::Subcommand;
+
+/// Arguments of `cairn bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub workload: BenchWorkload,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchWorkload {
+    /// Puts and ranges over the etcd KV API.
+    Kv(kv::KvBenchArgs),
+}
+
+/// Why a benchmark could not run or produced nothing.
+#[derive(Debug)]
+pub enum BenchError {
+    /// The arguments are out of bounds or inconsistent.
+    Usage(String),
+    /// The endpoints are unusable or unreachable.
+    Endpoint(String),
+    /// Every request of a workload failed.
+    AllFailed {
+        /// The workload.
+        workload: &'static str,
+        /// The first error seen.
+        first_error: String,
+    },
+    /// The JSON report could not be encoded.
+    Json(serde_json::Error),
+}
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BenchError::Usage(msg) => write!(f, "{msg}"),
+            BenchError::Endpoint(msg) => write!(f, "{msg}"),
+            BenchError::AllFailed {
+                workload,
+                first_error,
+            } => write!(
+                f,
+                "bench kv: every {workload} request failed; first error: {first_error}"
+            ),
+            BenchError::Json(e) => write!(f, "cannot encode the JSON report: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// Runs one benchmark.
+pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    match args.workload {
+        BenchWorkload::Kv(args) => kv::run(args).await,
+    }
+}

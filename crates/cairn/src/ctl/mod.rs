@@ -1,0 +1,194 @@
+//! `cairn ctl`: talk to a running cluster through the etcd v3 API and Cairn's Admin API.
+//! One file per resource (`kv`, `member`, `leader`, `endpoint`); shared printing in `output`.
+//!
+//! # Synopsis
+//!
+//! ```text
+//! cairn ctl [--endpoints A,B,C] [--output table|json] RESOURCE VERB ...
+//!   kv put KEY VALUE [--lease ID] [--prev-kv]
+//!   kv get KEY [--prefix | --from-key] [--limit N] [--rev R] [--keys-only] [--count-only]
+//!              [--serializable] [--sort-by key|create|modify|version|value] [--order ascend|descend]
+//!   kv del KEY [--prefix | --from-key] [--prev-kv]
+//!   kv watch KEY [--prefix] [--rev R] [--prev-kv] [--max-events N]
+//!   member list
+//!   member add --peer-url HOST:PORT [--learner]
+//!   member remove ID
+//!   member promote ID
+//!   leader show
+//!   leader transfer --to ID
+//!   endpoint status
+//! ```
+//!
+//! `--endpoints` defaults to `127.0.0.1:4379` and may come from `CAIRN_ENDPOINTS`. Ids (member,
+//! node, lease) are decimal, or hex with a `0x` prefix. A failure prints `error: <what failed>:
+//! <why>` on stderr and exits non-zero.
+//!
+//! # JSON output (`--output json`)
+//!
+//! Every command prints exactly one pretty-printed JSON document on stdout, except `kv watch`,
+//! which prints one compact JSON object per line per event (JSON Lines). Keys are snake_case.
+//! Fields are never removed or renamed; new fields may be added.
+//!
+//! **Bytes.** Keys and values are written as UTF-8 strings when they are valid UTF-8, under
+//! `key` / `value`. Otherwise the field is named `key_hex` / `value_hex` and holds lowercase hex
+//! without prefix. Exactly one of the pair is present.
+//!
+//! Shared shapes:
+//! - `Header`: `{"cluster_id": u64, "member_id": u64, "revision": i64, "raft_term": u64}`
+//! - `KeyValue`: `{"key" | "key_hex": str, "value" | "value_hex": str, "create_revision": i64,
+//!   "mod_revision": i64, "version": i64, "lease": i64}` (lease 0 = none)
+//! - `Member`: `{"id": u64, "name": str, "peer_urls": [str], "client_urls": [str],
+//!   "is_learner": bool}`
+//!
+//! Per command:
+//! - `kv put`: `{"header": Header, "prev_kv": KeyValue | null}`
+//! - `kv get`: `{"header": Header, "kvs": [KeyValue], "count": i64, "more": bool}`
+//!   (`kvs` is empty with `--count-only`; values are `""` with `--keys-only`)
+//! - `kv del`: `{"header": Header, "deleted": i64, "prev_kvs": [KeyValue]}`
+//! - `kv watch`, one line per event: `{"type": "put" | "delete", "revision": i64,
+//!   "kv": KeyValue, "prev_kv": KeyValue | null}` (`revision` is the event's mod revision)
+//! - `member list`: `{"header": Header, "members": [Member]}`
+//! - `member add`: `{"header": Header, "member": Member | null, "members": [Member]}`
+//! - `member remove`, `member promote`: `{"header": Header, "members": [Member]}`
+//! - `leader show`: `{"endpoint": str, "node_id": u64, "leader_id": u64 | null,
+//!   "leader_client_addr": str | null, "term": u64}` (`node_id` is the node that answered;
+//!   null means no leader is known)
+//! - `leader transfer`: `{"requested": u64, "leader_id": u64}`
+//! - `endpoint status`: an array with one object per endpoint, in `--endpoints` order:
+//!   `{"endpoint": str, "id": u64 | null, "version": str | null, "db_size": i64 | null,
+//!   "db_size_in_use": i64 | null, "leader": u64 | null, "is_leader": bool | null,
+//!   "is_learner": bool | null, "raft_term": u64 | null, "raft_index": u64 | null,
+//!   "raft_applied_index": u64 | null, "errors": [str]}`; the numbers are null when the
+//!   endpoint did not answer, and `errors` then holds why. The command exits non-zero if any
+//!   endpoint failed, after printing all of them.
+
+mod endpoint;
+mod kv;
+mod leader;
+mod member;
+pub mod output;
+
+use cairn_client::{ClientError, EtcdClient};
+use clap::Subcommand;
+
+use output::OutputFormat;
+
+/// Arguments of `cairn ctl`.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Endpoints of the cluster (HOST:PORT or http://HOST:PORT), comma separated.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_ENDPOINTS",
+        default_value = "127.0.0.1:4379",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub resource: Resource,
+}
+
+/// The resources `cairn ctl` manages.
+#[derive(Debug, Subcommand)]
+pub enum Resource {
+    /// Keys and values (etcd KV and Watch).
+    Kv {
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+    /// Cluster membership (etcd Cluster).
+    Member {
+        #[command(subcommand)]
+        command: member::MemberCommand,
+    },
+    /// Raft leadership (Cairn Admin).
+    Leader {
+        #[command(subcommand)]
+        command: leader::LeaderCommand,
+    },
+    /// Per-endpoint health and progress (etcd Maintenance).
+    Endpoint {
+        #[command(subcommand)]
+        command: endpoint::EndpointCommand,
+    },
+}
+
+/// Why a `cairn ctl` command failed.
+#[derive(Debug)]
+pub enum CtlError {
+    /// The `--endpoints` list is unusable.
+    Endpoints(ClientError),
+    /// A call to the cluster failed; `what` names the operation.
+    Call {
+        /// The operation, as the user would say it (`kv put "a"`).
+        what: String,
+        /// Why it failed.
+        source: ClientError,
+    },
+    /// The arguments make no sense together.
+    Usage(String),
+    /// The cluster answered, but not what the command needed.
+    Unexpected(String),
+    /// Some endpoints of a per-endpoint command failed (their errors were printed).
+    PartialFailure {
+        /// What was asked of each endpoint.
+        what: String,
+        /// Endpoints that failed.
+        failed: usize,
+        /// Endpoints asked.
+        total: usize,
+    },
+    /// Output could not be encoded.
+    Json(serde_json::Error),
+}
+
+impl CtlError {
+    /// Wraps a client error with the operation that failed.
+    pub fn call(what: impl Into<String>) -> impl FnOnce(ClientError) -> CtlError {
+        let what = what.into();
+        move |source| CtlError::Call { what, source }
+    }
+}
+
+impl std::fmt::Display for CtlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CtlError::Endpoints(e) => write!(f, "--endpoints: {e}"),
+            CtlError::Call { what, source } => write!(f, "{what} failed: {source}"),
+            CtlError::Usage(msg) => write!(f, "{msg}"),
+            CtlError::Unexpected(msg) => write!(f, "{msg}"),
+            CtlError::PartialFailure {
+                what,
+                failed,
+                total,
+            } => write!(f, "{what} failed on {failed} of {total} endpoints"),
+            CtlError::Json(e) => write!(f, "cannot encode the JSON output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CtlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CtlError::Endpoints(e) | CtlError::Call { source: e, .. } => Some(e),
+            CtlError::Json(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Runs one `cairn ctl` command.
+pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+    let client = EtcdClient::new(&args.endpoints).map_err(CtlError::Endpoints)?;
+    let out = args.output;
+    match args.resource {
+        Resource::Kv { command } => kv::run(&client, out, command).await,
+        Resource::Member { command } => member::run(&client, out, command).await,
+        Resource::Leader { command } => leader::run(&client, out, command).await,
+        Resource::Endpoint { command } => endpoint::run(&client, out, command).await,
+    }
+}

@@ -1,0 +1,88 @@
+//! `cairn playground`: a 3-node Cairn cluster on local ports, in this one process, with its data
+//! under one directory. Ctrl-C stops every node; the data stays for the next run.
+
+use cairn_server::ServerConfig;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Nodes in the playground cluster.
+const PLAYGROUND_NODES: u64 = 3;
+/// Port distance between consecutive nodes (client, peer and http sit at +0, +1, +2).
+const PORT_STRIDE: u16 = 10;
+
+#[derive(Args, Debug)]
+pub struct PlaygroundArgs {
+    /// Directory holding every node's data (node N in DIR/N).
+    #[arg(long, default_value = "cairn-playground")]
+    pub data_dir: PathBuf,
+    /// Client port of node 1; node N uses BASE + 10*(N-1) for client, +1 peer, +2 http.
+    #[arg(long, default_value_t = 4379)]
+    pub base_port: u16,
+}
+
+fn node_config(args: &PlaygroundArgs, id: u64) -> ServerConfig {
+    let port = |i: u64, off: u16| args.base_port + PORT_STRIDE * (i as u16 - 1) + off;
+    ServerConfig {
+        node_id: id,
+        data_dir: args.data_dir.join(id.to_string()),
+        listen_client: format!("127.0.0.1:{}", port(id, 0)),
+        listen_peer: format!("127.0.0.1:{}", port(id, 1)),
+        listen_http: format!("127.0.0.1:{}", port(id, 2)),
+        initial_cluster: (1..=PLAYGROUND_NODES)
+            .map(|i| (i, format!("127.0.0.1:{}", port(i, 1))))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub async fn run(args: PlaygroundArgs) -> Result<(), String> {
+    crate::serve::init_logging();
+    if args.base_port as u32 + (PORT_STRIDE as u32) * (PLAYGROUND_NODES as u32) > 65535 {
+        return Err(format!("base-port {} leaves no room for 3 nodes", args.base_port));
+    }
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut nodes = Vec::new();
+    let configs: Vec<ServerConfig> = (1..=PLAYGROUND_NODES).map(|i| node_config(&args, i)).collect();
+    for c in configs.iter().cloned() {
+        let mut stop = stop_tx.subscribe();
+        nodes.push(tokio::spawn(cairn_server::run(c, async move {
+            let _ = stop.recv().await;
+        })));
+    }
+    let endpoints: Vec<String> = configs.iter().map(|c| c.listen_client.clone()).collect();
+    // Give the nodes a moment to bind so a port clash is reported before the banner.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.is_finished() {
+            let _ = stop_tx.send(());
+            let task = nodes.remove(i);
+            return match task.await {
+                Ok(Err(e)) => Err(format!("node {} failed to start: {e}", i + 1)),
+                _ => Err(format!("node {} stopped at start-up", i + 1)),
+            };
+        }
+    }
+    println!("Cairn playground: {PLAYGROUND_NODES} nodes, data in {}", args.data_dir.display());
+    for c in &configs {
+        println!(
+            "  node {}: client {}  peer {}  http http://{}/health",
+            c.node_id, c.listen_client, c.listen_peer, c.listen_http
+        );
+    }
+    println!("Try:");
+    println!("  etcdctl --endpoints={} put hello world", endpoints.join(","));
+    println!("  cairn ctl --endpoints {} endpoint status", endpoints.join(","));
+    println!("Ctrl-C stops the cluster.");
+    crate::serve::shutdown_signal().await;
+    println!("stopping...");
+    let _ = stop_tx.send(());
+    for n in nodes {
+        match n.await {
+            Ok(Err(e)) => eprintln!("node stopped with error: {e}"),
+            Err(e) => eprintln!("node task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! `cairn serve`: one node. Settings come from flags, `CAIRN_*` environment variables, and a
+//! TOML file (`--config`), in that order of precedence, over the defaults of design.md §4.
+
+use cairn_server::ServerConfig;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys, e.g. `listen_client`).
+    #[arg(long, env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id (>= 1). Default 1.
+    #[arg(long, env = "CAIRN_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Data directory. Default ./cairn-data/<node-id>.
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Client gRPC address (etcd v3 API + cairn.v1). Default 127.0.0.1:4379.
+    #[arg(long, env = "CAIRN_LISTEN_CLIENT")]
+    pub listen_client: Option<String>,
+    /// Raft peer address. Default 127.0.0.1:4380.
+    #[arg(long, env = "CAIRN_LISTEN_PEER")]
+    pub listen_peer: Option<String>,
+    /// HTTP address for /health and /metrics. Default 127.0.0.1:4381.
+    #[arg(long, env = "CAIRN_LISTEN_HTTP")]
+    pub listen_http: Option<String>,
+    /// Voters of a new cluster: "1=HOST:PEERPORT,2=HOST:PEERPORT,3=HOST:PEERPORT".
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Client endpoint of a running cluster to join as a learner (promote with `cairn ctl member promote`).
+    #[arg(long, env = "CAIRN_JOIN")]
+    pub join: Option<String>,
+    /// Largest request accepted, bytes. Default 1572864 (1.5 MiB).
+    #[arg(long, env = "CAIRN_REQUEST_BYTES_MAX")]
+    pub request_bytes_max: Option<usize>,
+    /// Most operations in one Txn branch. Default 1024.
+    #[arg(long, env = "CAIRN_TXN_OPS_MAX")]
+    pub txn_ops_max: Option<usize>,
+    /// Raft heartbeat interval, ms. Default 100.
+    #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Raft election timeout (lower bound), ms. Default 600.
+    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Log entries between automatic snapshots. Default 20000.
+    #[arg(long, env = "CAIRN_SNAPSHOT_LOGS_SINCE_LAST")]
+    pub snapshot_logs_since_last: Option<u64>,
+    /// How long a request waits for a leader or commit, ms. Default 7000.
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Merges file, then flags/env, over the defaults.
+    pub fn to_config(&self) -> Result<ServerConfig, String> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("config: cannot read {}: {e}", path.display()))?;
+                toml::from_str::<ServerConfig>(&text)
+                    .map_err(|e| format!("config: {}: {e}", path.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        if let Some(v) = self.node_id {
+            c.node_id = v;
+        }
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = &self.listen_client {
+            c.listen_client = v.clone();
+        }
+        if let Some(v) = &self.listen_peer {
+            c.listen_peer = v.clone();
+        }
+        if let Some(v) = &self.listen_http {
+            c.listen_http = v.clone();
+        }
+        if let Some(v) = &self.initial_cluster {
+            c.initial_cluster = ServerConfig::parse_initial_cluster(v)?;
+        }
+        if let Some(v) = &self.join {
+            c.join = Some(v.clone());
+        }
+        if let Some(v) = self.request_bytes_max {
+            c.request_bytes_max = v;
+        }
+        if let Some(v) = self.txn_ops_max {
+            c.txn_ops_max = v;
+        }
+        if let Some(v) = self.heartbeat_interval_ms {
+            c.heartbeat_interval_ms = v;
+        }
+        if let Some(v) = self.election_timeout_ms {
+            c.election_timeout_ms = v;
+        }
+        if let Some(v) = self.snapshot_logs_since_last {
+            c.snapshot_logs_since_last = v;
+        }
+        if let Some(v) = self.request_timeout_ms {
+            c.request_timeout_ms = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Sets up logging to stderr; `RUST_LOG` overrides the default filter.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,cairn=info,cairn_server=info,cairn_store=info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    init_logging();
+    let config = args.to_config()?;
+    cairn_server::run(config, shutdown_signal()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "node_id = 2\nlisten_client = \"127.0.0.1:9\"\ninitial_cluster = [[2, \"127.0.0.1:8\"]]\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            listen_client: Some("127.0.0.1:7".into()),
+            ..Default::default()
+        };
+        let c = args.to_config().unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.listen_client, "127.0.0.1:7");
+        assert_eq!(c.listen_peer, "127.0.0.1:4380");
+        assert_eq!(c.data_dir(), PathBuf::from("cairn-data/2"));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_rejected_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen_clinet = \"x\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(args.to_config().unwrap_err().contains("listen_clinet"));
+    }
+}

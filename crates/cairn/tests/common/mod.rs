@@ -1,0 +1,475 @@
+//! Harness for tests that run a cluster of real `cairn serve` processes on 127.0.0.1.
+//!
+//! `TestCluster::start(n)` picks free ports, gives every node a data directory and a log file in
+//! one temporary directory, spawns the nodes and waits (bounded) until all are healthy and agree on
+//! a leader. Tests then kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT) and restart nodes, and
+//! talk to a chosen node through the raw tonic clients so they control exactly where a request
+//! goes. Dropping the cluster resumes and kills every child, also when the test panics; on a panic
+//! it prints the tail of every node's log and keeps the directory for inspection.
+//!
+//! `CAIRN_TEST_BACKEND=etcd` runs the same tests against real `etcd` processes instead, which is
+//! how the tests themselves are checked: whatever fails against etcd is a bug in the test.
+
+#![allow(dead_code)]
+
+pub mod linearizability;
+pub mod workload;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::{StatusRequest, StatusResponse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tonic::transport::{Channel, Endpoint};
+
+/// How long a fresh cluster may take to become healthy with an agreed leader.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(40);
+/// Deadline of one RPC issued by the harness or a test client.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deadline of a TCP connect to a node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between two polls of a condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Lines of each node's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 120;
+
+/// One cluster at a time per test binary: tests run on parallel threads, and several clusters of
+/// fsyncing processes on a 2-core machine would turn timing into flakiness.
+static CLUSTER_SLOT: Semaphore = Semaphore::const_new(1);
+
+/// Which server the cluster runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Cairn,
+    /// A real etcd, to check that a test's expectations are etcd's.
+    Etcd,
+}
+
+impl Backend {
+    pub fn from_env() -> Backend {
+        match std::env::var("CAIRN_TEST_BACKEND").as_deref() {
+            Ok("etcd") => Backend::Etcd,
+            Ok("cairn") | Err(_) => Backend::Cairn,
+            Ok(other) => panic!("CAIRN_TEST_BACKEND={other}: expected cairn or etcd"),
+        }
+    }
+}
+
+/// Addresses and paths of one node; fixed for the life of the cluster so restarts reuse them.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub id: u64,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+struct NodeProcess {
+    spec: NodeSpec,
+    child: Option<Child>,
+    paused: bool,
+}
+
+pub struct TestCluster {
+    backend: Backend,
+    dir: Option<tempfile::TempDir>,
+    nodes: Vec<NodeProcess>,
+    initial_cluster: String,
+    /// The member id each node reports (`id` for Cairn; etcd derives its own).
+    member_ids: Vec<u64>,
+    _slot: SemaphorePermit<'static>,
+}
+
+impl TestCluster {
+    /// Starts an `n`-node cluster and waits until every node is healthy and they agree on a leader.
+    pub async fn start(n: usize) -> TestCluster {
+        let slot = CLUSTER_SLOT.acquire().await.expect("the cluster slot is never closed");
+        let backend = Backend::from_env();
+        let dir = tempfile::Builder::new().prefix("cairn-test-").tempdir().expect("create temp dir");
+        let ports = pick_free_ports(3 * n);
+        let nodes: Vec<NodeProcess> = (0..n)
+            .map(|i| NodeProcess {
+                spec: NodeSpec {
+                    id: i as u64 + 1,
+                    client_port: ports[3 * i],
+                    peer_port: ports[3 * i + 1],
+                    http_port: ports[3 * i + 2],
+                    data_dir: dir.path().join(format!("node{}", i + 1)),
+                    log_path: dir.path().join(format!("node{}.log", i + 1)),
+                },
+                child: None,
+                paused: false,
+            })
+            .collect();
+        let initial_cluster = nodes
+            .iter()
+            .map(|node| match backend {
+                Backend::Cairn => format!("{}=127.0.0.1:{}", node.spec.id, node.spec.peer_port),
+                Backend::Etcd => format!("n{}=http://127.0.0.1:{}", node.spec.id, node.spec.peer_port),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = TestCluster {
+            backend,
+            dir: Some(dir),
+            member_ids: nodes.iter().map(|node| node.spec.id).collect(),
+            nodes,
+            initial_cluster,
+            _slot: slot,
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        if let Err(e) = cluster.wait_ready(STARTUP_TIMEOUT).await {
+            panic!("cluster of {n} did not become ready: {e}");
+        }
+        cluster
+    }
+
+    /// etcd picks member ids itself; learn them from each running node's own Status header.
+    async fn learn_member_ids(&mut self) {
+        if self.backend != Backend::Etcd {
+            return;
+        }
+        for i in 0..self.size() {
+            if !self.is_running(i) {
+                continue;
+            }
+            if let Ok(Some(header)) = self.status(i).await.map(|s| s.header) {
+                self.member_ids[i] = header.member_id;
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn spec(&self, i: usize) -> &NodeSpec {
+        &self.nodes[i].spec
+    }
+
+    /// The temporary directory holding data dirs and logs.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.as_ref().expect("dir is kept until drop").path().to_path_buf()
+    }
+
+    /// `http://127.0.0.1:PORT` of node `i`'s client (gRPC) port.
+    pub fn client_endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].spec.client_port)
+    }
+
+    /// Every node's client endpoint, comma separated, as `--endpoints` takes them.
+    pub fn client_endpoints(&self) -> String {
+        (0..self.size()).map(|i| self.client_endpoint(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The member id node `i` has in the cluster (what `Status.leader` and `MemberList` report).
+    pub fn member_id(&self, i: usize) -> u64 {
+        self.member_ids[i]
+    }
+
+    pub fn index_of_member(&self, member_id: u64) -> Option<usize> {
+        self.member_ids.iter().position(|&id| id == member_id)
+    }
+
+    /// Whether node `i` has a live, unpaused process.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some() && !self.nodes[i].paused
+    }
+
+    /// A channel to node `i` only; it connects lazily and reconnects after restarts.
+    pub fn channel(&self, i: usize) -> Channel {
+        Endpoint::from_shared(self.client_endpoint(i))
+            .expect("valid endpoint")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(RPC_TIMEOUT)
+            .connect_lazy()
+    }
+
+    pub fn kv(&self, i: usize) -> KvClient<Channel> {
+        KvClient::new(self.channel(i))
+    }
+
+    pub fn maintenance(&self, i: usize) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel(i))
+    }
+
+    /// Maintenance.Status of node `i`.
+    pub async fn status(&self, i: usize) -> Result<StatusResponse, String> {
+        let mut client = self.maintenance(i);
+        match tokio::time::timeout(RPC_TIMEOUT, client.status(StatusRequest {})).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(format!("node {}: Status failed: {status}", i + 1)),
+            Err(_) => Err(format!("node {}: Status timed out", i + 1)),
+        }
+    }
+
+    /// The leader's member id, when every running node names the same, non-zero leader.
+    pub async fn leader_id(&self) -> Option<u64> {
+        let mut agreed = None;
+        for i in (0..self.size()).filter(|&i| self.is_running(i)) {
+            let leader = self.status(i).await.ok()?.leader;
+            if leader == 0 || agreed.is_some_and(|l| l != leader) {
+                return None;
+            }
+            agreed = Some(leader);
+        }
+        agreed
+    }
+
+    /// The leader's node index, when every running node agrees on one.
+    pub async fn leader_index(&self) -> Option<usize> {
+        self.leader_id().await.and_then(|id| self.index_of_member(id))
+    }
+
+    /// Waits until every running node agrees on a running leader other than `not`.
+    pub async fn wait_for_leader(&self, not: Option<usize>, timeout: Duration) -> Result<usize, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.leader_index().await {
+                if Some(leader) != not && self.is_running(leader) {
+                    return Ok(leader);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no agreed leader (other than {not:?}) within {timeout:?}"));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// `GET /health` on node `i`: true on 200.
+    pub async fn is_healthy(&self, i: usize) -> bool {
+        let spec = &self.nodes[i].spec;
+        let port = match self.backend {
+            Backend::Cairn => spec.http_port,
+            Backend::Etcd => spec.client_port,
+        };
+        matches!(http_get(port, "/health").await, Ok((200, _)))
+    }
+
+    /// Fails if a node that should be running has exited by itself (a crash is always a bug).
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if let Some(child) = node.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    node.child = None;
+                    return Err(format!("node {} exited by itself: {status}", i + 1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every running node is healthy and all agree on a leader; returns its index.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<usize, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_alive()?;
+            let mut unhealthy = Vec::new();
+            for i in (0..self.size()).filter(|&i| self.is_running(i)) {
+                if !self.is_healthy(i).await {
+                    unhealthy.push(i + 1);
+                }
+            }
+            if unhealthy.is_empty() {
+                if let Some(leader) = self.leader_id().await {
+                    self.learn_member_ids().await;
+                    if let Some(index) = self.index_of_member(leader) {
+                        return Ok(index);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "within {timeout:?}: nodes {unhealthy:?} not healthy or no agreed leader (logs in {})",
+                    self.dir().display()
+                ));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// SIGKILL node `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(mut child) = node.child.take() {
+            if node.paused {
+                signal(&child, "-CONT");
+                node.paused = false;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP node `i`: it keeps its sockets but answers nothing until `resume`.
+    pub fn pause(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let child = node.child.as_ref().expect("pause a running node");
+        assert!(!node.paused, "node {} is already paused", i + 1);
+        signal(child, "-STOP");
+        node.paused = true;
+    }
+
+    /// SIGCONT node `i`.
+    pub fn resume(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let child = node.child.as_ref().expect("resume a running node");
+        assert!(node.paused, "node {} is not paused", i + 1);
+        signal(child, "-CONT");
+        node.paused = false;
+    }
+
+    /// Starts node `i` again with the same data dir and ports (after `kill`); does not wait.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "restart node {} after killing it", i + 1);
+        self.spawn(i);
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let spec = self.nodes[i].spec.clone();
+        let log = OpenOptions::new().create(true).append(true).open(&spec.log_path).expect("open node log");
+        let mut cmd = match self.backend {
+            Backend::Cairn => self.cairn_command(&spec),
+            Backend::Etcd => self.etcd_command(&spec),
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
+            .stderr(Stdio::from(log));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn node {}: {e}", spec.id));
+        self.nodes[i].child = Some(child);
+        self.nodes[i].paused = false;
+    }
+
+    fn cairn_command(&self, spec: &NodeSpec) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.arg("serve")
+            .args(["--node-id", &spec.id.to_string()])
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args(["--listen-client", &format!("127.0.0.1:{}", spec.client_port)])
+            .args(["--listen-peer", &format!("127.0.0.1:{}", spec.peer_port)])
+            .args(["--listen-http", &format!("127.0.0.1:{}", spec.http_port)])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()));
+        cmd
+    }
+
+    fn etcd_command(&self, spec: &NodeSpec) -> Command {
+        let client = format!("http://127.0.0.1:{}", spec.client_port);
+        let peer = format!("http://127.0.0.1:{}", spec.peer_port);
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", &format!("n{}", spec.id)])
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", spec.http_port)])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", "new", "--initial-cluster-token", "cairn-test"]);
+        cmd
+    }
+
+    /// The last `lines` lines of node `i`'s log.
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let Ok(file) = File::open(&self.nodes[i].spec.log_path) else {
+            return String::from("(no log)");
+        };
+        let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Prints every node's log tail to stderr (cargo test shows it for failing tests).
+    pub fn print_logs(&self) {
+        for i in 0..self.size() {
+            eprintln!("===== node {} log (last {LOG_TAIL_LINES} lines) =====", i + 1);
+            eprintln!("{}", self.log_tail(i, LOG_TAIL_LINES));
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Err(crash) = self.check_alive() {
+            eprintln!("{crash}");
+        }
+        for i in 0..self.size() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            self.print_logs();
+            if let Some(dir) = self.dir.take() {
+                eprintln!("test cluster data and logs kept in {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// Sends a signal by name (`-STOP`, `-CONT`) to a child, through kill(1) to avoid a libc dependency.
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("run kill {sig}: {e}"));
+    assert!(status.success(), "kill {sig} {} failed", child.id());
+}
+
+/// Asks the kernel for `count` distinct free ports on 127.0.0.1 (all held open at once, then freed).
+pub fn pick_free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+}
+
+/// A minimal HTTP/1.1 GET on 127.0.0.1:`port`, bounded in time; returns status code and body.
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(RPC_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("GET {path} on port {port} timed out"))??;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("malformed HTTP response: {response:.80}"))?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Polls `condition` every `POLL_INTERVAL` until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    Ok(())
+}

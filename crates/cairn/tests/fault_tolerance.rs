@@ -1,0 +1,217 @@
+//! Fault tests on a cluster of real `cairn serve` processes: whatever a client was told succeeded
+//! survives a killed or frozen leader, a frozen follower and a restart of every node, and what
+//! clients observed meanwhile is linearizable.
+//!
+//! Run with `--release` (as CI does) so timing reflects the server, not the debug build; nothing
+//! here asserts speed, only bounded liveness (a new leader and new writes within generous limits).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse};
+use common::workload::{RegisterWorkload, WorkloadConfig};
+use common::{TestCluster, RPC_TIMEOUT, STARTUP_TIMEOUT};
+
+/// Upper bound of a whole test; past it the test fails (and the cluster is torn down).
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the survivors may take to agree on a new leader.
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the cluster may take to acknowledge a few more writes after a fault.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(20);
+/// Acknowledged writes that prove the cluster is live in a phase.
+const PROGRESS_WRITES: u64 = 20;
+/// How long clients run undisturbed between faults.
+const STEADY_PHASE: Duration = Duration::from_secs(2);
+/// How long a paused node stays frozen: longer than any sane election timeout.
+const PAUSE_DURATION: Duration = Duration::from_secs(4);
+
+fn workload_config(key_prefix: &str) -> WorkloadConfig {
+    WorkloadConfig {
+        key_prefix: key_prefix.to_string(),
+        writers: 6,
+        keys_per_writer: 3,
+        readers: 2,
+        ops_per_task_max: 5_000,
+    }
+}
+
+async fn within_test_timeout<F: std::future::Future<Output = ()>>(test: F) {
+    if tokio::time::timeout(TEST_TIMEOUT, test).await.is_err() {
+        panic!("test exceeded {TEST_TIMEOUT:?}");
+    }
+}
+
+async fn stop_and_verify(mut workload: RegisterWorkload, cluster: &mut TestCluster) {
+    workload.stop().await;
+    cluster.check_alive().expect("no node crashed");
+    match workload.verify(cluster).await {
+        Ok(summary) => eprintln!("verified: {summary:?}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_no_acked_write_lost() {
+    within_test_timeout(async {
+        let mut cluster = TestCluster::start(3).await;
+        let workload = RegisterWorkload::start(&cluster, &workload_config("/ft/leader-killed"));
+        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes before the fault");
+        tokio::time::sleep(STEADY_PHASE).await;
+
+        let old_leader = cluster.wait_for_leader(None, ELECTION_TIMEOUT).await.expect("a leader");
+        eprintln!("killing leader node {}", old_leader + 1);
+        cluster.kill(old_leader);
+        let new_leader = cluster.wait_for_leader(Some(old_leader), ELECTION_TIMEOUT).await.expect("a new leader");
+        eprintln!("node {} took over", new_leader + 1);
+        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes without the old leader");
+        tokio::time::sleep(STEADY_PHASE).await;
+
+        eprintln!("restarting node {}", old_leader + 1);
+        cluster.restart(old_leader);
+        cluster.wait_ready(STARTUP_TIMEOUT).await.expect("the restarted node rejoins");
+        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes after the restart");
+        tokio::time::sleep(STEADY_PHASE).await;
+
+        stop_and_verify(workload, &mut cluster).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_node_no_acked_write_lost() {
+    within_test_timeout(async {
+        let mut cluster = TestCluster::start(3).await;
+        let workload = RegisterWorkload::start(&cluster, &workload_config("/ft/paused"));
+        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes before the fault");
+        tokio::time::sleep(STEADY_PHASE).await;
+
+        // A frozen leader keeps its sockets open: clients and peers see silence, not errors.
+        let leader = cluster.wait_for_leader(None, ELECTION_TIMEOUT).await.expect("a leader");
+        eprintln!("pausing leader node {}", leader + 1);
+        cluster.pause(leader);
+        let new_leader = cluster.wait_for_leader(Some(leader), ELECTION_TIMEOUT).await.expect("a new leader");
+        eprintln!("node {} took over", new_leader + 1);
+        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes without the old leader");
+        tokio::time::sleep(PAUSE_DURATION).await;
+        eprintln!("resuming node {}", leader + 1);
+        cluster.resume(leader);
+        let leader = cluster.wait_ready(STARTUP_TIMEOUT).await.expect("the old leader catches up");
+        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes after resuming");
+        tokio::time::sleep(STEADY_PHASE).await;
+
+        let follower = (leader + 1) % cluster.size();
+        eprintln!("pausing follower node {}", follower + 1);
+        cluster.pause(follower);
+        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes without a follower");
+        tokio::time::sleep(PAUSE_DURATION).await;
+        eprintln!("resuming node {}", follower + 1);
+        cluster.resume(follower);
+        cluster.wait_ready(STARTUP_TIMEOUT).await.expect("the follower catches up");
+        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes after resuming");
+        tokio::time::sleep(STEADY_PHASE).await;
+
+        stop_and_verify(workload, &mut cluster).await;
+    })
+    .await;
+}
+
+/// Keys written by `restart_all_nodes_loses_nothing`.
+const RESTART_KEYS: usize = 200;
+/// Attempts per put before the test gives up on a healthy cluster.
+const PUT_ATTEMPTS_MAX: usize = 5;
+
+/// What a key must look like after the restart: (value, create revision, mod revision, version).
+type KeyRecord = (Vec<u8>, i64, i64, i64);
+
+async fn range_prefix(cluster: &TestCluster, node: usize, prefix: &str) -> RangeResponse {
+    let mut range_end = prefix.as_bytes().to_vec();
+    *range_end.last_mut().expect("non-empty prefix") += 1;
+    let request = RangeRequest { key: prefix.as_bytes().to_vec(), range_end, ..Default::default() };
+    let mut last_error = String::new();
+    for _ in 0..PUT_ATTEMPTS_MAX {
+        match tokio::time::timeout(RPC_TIMEOUT, cluster.kv(node).range(request.clone())).await {
+            Ok(Ok(response)) => return response.into_inner(),
+            Ok(Err(status)) => last_error = status.to_string(),
+            Err(_) => last_error = "timed out".to_string(),
+        }
+        tokio::time::sleep(common::POLL_INTERVAL).await;
+    }
+    panic!("node {}: range {prefix} failed: {last_error}", node + 1);
+}
+
+async fn put(cluster: &TestCluster, node: usize, key: &str, value: &str) -> i64 {
+    let request =
+        PutRequest { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ..Default::default() };
+    let mut last_error = String::new();
+    for _ in 0..PUT_ATTEMPTS_MAX {
+        match tokio::time::timeout(RPC_TIMEOUT, cluster.kv(node).put(request.clone())).await {
+            Ok(Ok(response)) => return response.into_inner().header.expect("put response header").revision,
+            Ok(Err(status)) => last_error = status.to_string(),
+            Err(_) => last_error = "timed out".to_string(),
+        }
+        tokio::time::sleep(common::POLL_INTERVAL).await;
+    }
+    panic!("node {}: put {key} failed: {last_error}", node + 1);
+}
+
+fn records(response: &RangeResponse) -> BTreeMap<Vec<u8>, KeyRecord> {
+    response
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), (kv.value.clone(), kv.create_revision, kv.mod_revision, kv.version)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_all_nodes_loses_nothing() {
+    within_test_timeout(async {
+        let mut cluster = TestCluster::start(3).await;
+        let prefix = "/ft/restart-all/";
+        // Every fifth key is written twice, so versions and create/mod revisions differ.
+        let mut put_revisions = BTreeMap::new();
+        for i in 0..RESTART_KEYS {
+            let key = format!("{prefix}{i:04}");
+            let mut revision = put(&cluster, i % cluster.size(), &key, &format!("v{i}")).await;
+            if i % 5 == 0 {
+                revision = put(&cluster, (i + 1) % cluster.size(), &key, &format!("v{i}-again")).await;
+            }
+            put_revisions.insert(key.into_bytes(), revision);
+        }
+        let before_response = range_prefix(&cluster, 0, prefix).await;
+        let before = records(&before_response);
+        assert_eq!(before.len(), RESTART_KEYS, "all keys readable before the restart");
+        for (key, (_, _, mod_revision, _)) in &before {
+            assert_eq!(Some(mod_revision), put_revisions.get(key), "mod revision of {key:?} is its put's revision");
+        }
+        let revision_before = before_response.header.expect("range header").revision;
+
+        for i in 0..cluster.size() {
+            cluster.kill(i);
+        }
+        eprintln!("killed all nodes at revision {revision_before}; restarting");
+        for i in 0..cluster.size() {
+            cluster.restart(i);
+        }
+        cluster.wait_ready(STARTUP_TIMEOUT).await.expect("the cluster comes back");
+
+        for node in 0..cluster.size() {
+            let after_response = range_prefix(&cluster, node, prefix).await;
+            let after = records(&after_response);
+            for (key, record) in &before {
+                assert_eq!(after.get(key), Some(record), "node {}: key {:?} after restart", node + 1,
+                    String::from_utf8_lossy(key));
+            }
+            assert_eq!(after.len(), before.len(), "node {}: no extra keys after restart", node + 1);
+            let revision_after = after_response.header.expect("range header").revision;
+            assert!(revision_after >= revision_before,
+                "node {}: store revision went back from {revision_before} to {revision_after}", node + 1);
+        }
+        // The revision counter itself survived: a new write gets a revision never handed out before.
+        let new_revision = put(&cluster, 1, &format!("{prefix}after-restart"), "x").await;
+        assert!(new_revision > revision_before, "revision {new_revision} reused (was {revision_before} before)");
+        cluster.check_alive().expect("no node crashed");
+    })
+    .await;
+}
