@@ -103,15 +103,20 @@ impl ServerConfig {
         if self.txn_ops_max == 0 {
             return Err("txn-ops-max: must be at least 1".into());
         }
-        if self.heartbeat_interval_ms == 0 || self.election_timeout_ms < 3 * self.heartbeat_interval_ms
+        if self.heartbeat_interval_ms == 0
+            || self.election_timeout_ms < 3 * self.heartbeat_interval_ms
         {
             return Err(
-                "election-timeout-ms: must be at least 3 x heartbeat-interval-ms (and both > 0)".into(),
+                "election-timeout-ms: must be at least 3 x heartbeat-interval-ms (and both > 0)"
+                    .into(),
             );
         }
         if !self.initial_cluster.is_empty()
             && self.join.is_none()
-            && !self.initial_cluster.iter().any(|(id, _)| *id == self.node_id)
+            && !self
+                .initial_cluster
+                .iter()
+                .any(|(id, _)| *id == self.node_id)
         {
             return Err(format!(
                 "initial-cluster: does not list this node (node-id {})",

@@ -52,23 +52,7 @@ pub fn internal(what: impl std::fmt::Display) -> Status {
     Status::new(Code::Internal, format!("cairn: {what}"))
 }
 
-/// Maps a state-machine refusal to etcd's error.
+/// Maps a state-machine refusal to the etcd error it carries.
 pub fn rejected(reason: RejectReason) -> Status {
-    match reason {
-        RejectReason::Compacted => Status::new(
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision has been compacted",
-        ),
-        RejectReason::FutureRevision => Status::new(
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision is a future revision",
-        ),
-        RejectReason::LeaseNotFound => lease_not_found(),
-        RejectReason::LeaseExists => {
-            Status::new(Code::FailedPrecondition, "etcdserver: lease already exists")
-        }
-        RejectReason::KeyNotFound => Status::new(Code::InvalidArgument, "etcdserver: key not found"),
-        RejectReason::TooManyLeases => too_many_requests("leases_max reached"),
-        RejectReason::Malformed => Status::new(Code::InvalidArgument, "cairn: malformed command"),
-    }
+    reason.to_status()
 }

@@ -41,7 +41,10 @@ async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
     match unhealthy_reason(&node) {
         None => (
             StatusCode::OK,
-            format!("{{\"health\":\"true\",\"leader\":{}}}\n", node.leader().unwrap_or(0)),
+            format!(
+                "{{\"health\":\"true\",\"leader\":{}}}\n",
+                node.leader().unwrap_or(0)
+            ),
         ),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -59,11 +62,31 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let gauges: [(&str, &str, u64); 7] = [
         ("cairn_raft_term", "Current Raft term.", m.current_term),
         ("cairn_raft_index", "Last Raft log index.", last),
-        ("cairn_raft_committed_index", "Last committed log index.", committed),
-        ("cairn_raft_applied_index", "Last applied log index.", applied),
-        ("cairn_raft_apply_lag", "Log entries not yet applied.", last.saturating_sub(applied)),
-        ("cairn_raft_is_leader", "1 if this node leads.", u64::from(m.current_leader == Some(node.id))),
-        ("cairn_mvcc_revision", "Current store revision.", node.revision().max(0) as u64),
+        (
+            "cairn_raft_committed_index",
+            "Last committed log index.",
+            committed,
+        ),
+        (
+            "cairn_raft_applied_index",
+            "Last applied log index.",
+            applied,
+        ),
+        (
+            "cairn_raft_apply_lag",
+            "Log entries not yet applied.",
+            last.saturating_sub(applied),
+        ),
+        (
+            "cairn_raft_is_leader",
+            "1 if this node leads.",
+            u64::from(m.current_leader == Some(node.id)),
+        ),
+        (
+            "cairn_mvcc_revision",
+            "Current store revision.",
+            node.revision().max(0) as u64,
+        ),
     ];
     for (name, help, v) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

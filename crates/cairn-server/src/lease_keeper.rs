@@ -70,8 +70,13 @@ mod tests {
         let k = LeaseKeeper::default();
         let t0 = Instant::now();
         assert!(k.sync_and_expired(&[(7, 5)], t0).is_empty());
-        assert!(k.sync_and_expired(&[(7, 5)], t0 + Duration::from_secs(4)).is_empty());
-        assert_eq!(k.sync_and_expired(&[(7, 5)], t0 + Duration::from_secs(6)), vec![7]);
+        assert!(k
+            .sync_and_expired(&[(7, 5)], t0 + Duration::from_secs(4))
+            .is_empty());
+        assert_eq!(
+            k.sync_and_expired(&[(7, 5)], t0 + Duration::from_secs(6)),
+            vec![7]
+        );
     }
 
     #[test]

@@ -96,7 +96,10 @@ impl Metrics {
     /// Appends this registry's series to `out` in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         counter(
             out,
@@ -126,14 +129,27 @@ impl Metrics {
             out,
             "# HELP cairn_grpc_requests_total Finished RPCs by method and status code.\n# TYPE cairn_grpc_requests_total counter"
         );
-        for ((m, c), v) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "cairn_grpc_requests_total{{method=\"{m}\",code=\"{c}\"}} {v}");
+        for ((m, c), v) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "cairn_grpc_requests_total{{method=\"{m}\",code=\"{c}\"}} {v}"
+            );
         }
         let _ = writeln!(
             out,
             "# HELP cairn_grpc_request_duration_seconds RPC latency by method.\n# TYPE cairn_grpc_request_duration_seconds histogram"
         );
-        for (m, h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (m, h) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let mut cum = 0;
             for (b, n) in LATENCY_BUCKETS_SECS.iter().zip(h.buckets.iter()) {
                 cum += n;

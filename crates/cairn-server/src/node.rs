@@ -18,8 +18,8 @@ use cairn_store::network::{decode, encode, peer_channel};
 use cairn_store::{Command, CommandResult, Raft, StateMachineHandle};
 use cairn_types::limits::FORWARD_INFLIGHT_MAX;
 use cairn_types::NodeAddrs;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ReadPolicy};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -144,7 +144,10 @@ impl Node {
         let data = encode(req).map_err(errors::internal)?;
         let mut request = tonic::Request::new(RaftMessage { data });
         request.set_timeout(self.request_timeout());
-        let is_write = matches!(req, LeaderRequest::Write(_) | LeaderRequest::MemberAdd { .. });
+        let is_write = matches!(
+            req,
+            LeaderRequest::Write(_) | LeaderRequest::MemberAdd { .. }
+        );
         let resp = client.forward(request).await.map_err(|s| match s.code() {
             // The leader is unreachable: it may have died. A write may or may not have been
             // applied, so it is not retried (etcd answers "request timed out" then too); anything
@@ -189,9 +192,9 @@ impl Node {
             LeaderRequest::LeaseTimeToLive { id } => {
                 self.require_leader()?;
                 let granted = self.sm.read().kv.lease(id).map(|l| l.ttl_secs);
-                Ok(LeaderResponse::TimeToLive(granted.map(|g| {
-                    (self.leases.remaining_secs(id).unwrap_or(g), g)
-                })))
+                Ok(LeaderResponse::TimeToLive(
+                    granted.map(|g| (self.leases.remaining_secs(id).unwrap_or(g), g)),
+                ))
             }
             LeaderRequest::MemberAdd { peer_addr, learner } => {
                 self.member_add(peer_addr, learner).await
@@ -203,7 +206,14 @@ impl Node {
                 if to == self.id {
                     return Ok(LeaderResponse::Done);
                 }
-                if !self.sm.read().membership.membership().voter_ids().any(|v| v == to) {
+                if !self
+                    .sm
+                    .read()
+                    .membership
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == to)
+                {
                     return Err(Status::new(
                         Code::FailedPrecondition,
                         format!("cairn: node {to} is not a voter and cannot lead"),
@@ -245,13 +255,17 @@ impl Node {
             .map_err(|_| errors::timeout())?;
         match result {
             Ok(resp) => {
-                if let (Some((id, ttl)), Outcome::LeaseGranted { .. }) = (granted, &resp.data.outcome) {
+                if let (Some((id, ttl)), Outcome::LeaseGranted { .. }) =
+                    (granted, &resp.data.outcome)
+                {
                     self.leases.renew(id, ttl);
                 }
                 Ok(resp.data)
             }
             Err(e) => {
-                self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .proposals_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(write_error(e))
             }
         }
@@ -368,7 +382,13 @@ impl Node {
             .map_err(write_error)?;
         if is_voter {
             // A voter removed from the config stays a learner until removed as a node too.
-            let still_node = self.sm.read().membership.membership().get_node(&id).is_some();
+            let still_node = self
+                .sm
+                .read()
+                .membership
+                .membership()
+                .get_node(&id)
+                .is_some();
             if still_node {
                 self.raft
                     .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
@@ -429,7 +449,9 @@ fn is_retryable(s: &Status) -> bool {
             || s.message() == errors::leader_changed().message())
 }
 
-fn write_error(e: RaftError<cairn_store::TypeConfig, ClientWriteError<cairn_store::TypeConfig>>) -> Status {
+fn write_error(
+    e: RaftError<cairn_store::TypeConfig, ClientWriteError<cairn_store::TypeConfig>>,
+) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => errors::leader_changed(),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {

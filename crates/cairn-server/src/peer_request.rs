@@ -30,10 +30,17 @@ pub enum LeaderRequest {
 pub enum LeaderResponse {
     Written(CommandResult),
     ReadIndex(u64),
-    KeepAlive { ttl: i64 },
+    KeepAlive {
+        ttl: i64,
+    },
     TimeToLive(Option<(i64, i64)>),
-    MemberAdded { id: u64 },
+    MemberAdded {
+        id: u64,
+    },
     Done,
     /// A gRPC status the leader returned, carried across as code and message.
-    Error { code: i32, message: String },
+    Error {
+        code: i32,
+        message: String,
+    },
 }

@@ -64,7 +64,12 @@ impl RaftPeer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let req = decode(&request.into_inner().data).map_err(bad)?;
-        let resp = self.node.raft.pre_vote(req).await.map_err(errors::internal)?;
+        let resp = self
+            .node
+            .raft
+            .pre_vote(req)
+            .await
+            .map_err(errors::internal)?;
         reply(&resp)
     }
 
@@ -138,7 +143,10 @@ impl RaftPeer for PeerService {
         }))
     }
 
-    async fn forward(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn forward(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let req: LeaderRequest = decode(&request.into_inner().data).map_err(bad)?;
         // One hop only: if this node no longer leads, the caller retries with the new leader.
         let resp = match self.node.serve_as_leader(req).await {

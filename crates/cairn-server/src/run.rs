@@ -90,7 +90,10 @@ async fn join_cluster(endpoint: &str, peer_addr: &str) -> Result<u64, String> {
 }
 
 /// Runs one node until `shutdown` resolves.
-pub async fn run(mut config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+pub async fn run(
+    mut config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     config.validate()?;
     let dir = config.data_dir();
     std::fs::create_dir_all(&dir)
@@ -101,9 +104,18 @@ pub async fn run(mut config: ServerConfig, shutdown: impl Future<Output = ()>) -
     let client_listener = bind("client", &config.listen_client).await?;
     let peer_listener = bind("peer", &config.listen_peer).await?;
     let http_listener = bind("http", &config.listen_http).await?;
-    config.listen_client = client_listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    config.listen_peer = peer_listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    config.listen_http = http_listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    config.listen_client = client_listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
+    config.listen_peer = peer_listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
+    config.listen_http = http_listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
 
     let fresh = stored_node_id(&dir).is_none();
     let node_id = match (stored_node_id(&dir), &config.join) {
@@ -174,14 +186,20 @@ pub async fn run(mut config: ServerConfig, shutdown: impl Future<Output = ()>) -
         //ELECTION
         //LOCK
         .add_service(services::admin_server(node.clone(), max_msg))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), wait_stop(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(client_listener),
+            wait_stop(stop_rx.clone()),
+        );
     let peer_server = tonic::transport::Server::builder()
         .add_service(
             RaftPeerServer::new(crate::peer_service::PeerService::new(node.clone()))
                 .max_decoding_message_size(usize::MAX / 2)
                 .max_encoding_message_size(usize::MAX / 2),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), wait_stop(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(peer_listener),
+            wait_stop(stop_rx.clone()),
+        );
     let http_server = axum::serve(http_listener, crate::http::router(node.clone()))
         .with_graceful_shutdown(wait_stop(stop_rx.clone()));
 
@@ -222,7 +240,10 @@ async fn announce_addrs(node: Arc<Node>, stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
-        let want = (node.config.listen_client.clone(), node.config.listen_http.clone());
+        let want = (
+            node.config.listen_client.clone(),
+            node.config.listen_http.clone(),
+        );
         let have = node.sm.read().node_addrs.get(&node.id).cloned();
         let is_member = node.node_addrs(node.id).is_some();
         if have.as_ref() == Some(&want) {
@@ -268,8 +289,7 @@ async fn leader_duties(node: Arc<Node>, stop: watch::Receiver<bool>) {
         }
         let live: Vec<(i64, i64)> = {
             let s = node.sm.read();
-            s.kv
-                .lease_ids()
+            s.kv.lease_ids()
                 .into_iter()
                 .filter_map(|id| s.kv.lease(id).map(|l| (id, l.ttl_secs)))
                 .collect()

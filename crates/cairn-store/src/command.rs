@@ -77,16 +77,18 @@ pub enum Outcome {
     Rejected(RejectReason),
 }
 
-/// Why the state machine refused a command (mirrors etcd's apply-time errors).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RejectReason {
-    Compacted,
-    FutureRevision,
-    LeaseNotFound,
-    LeaseExists,
-    KeyNotFound,
-    TooManyLeases,
-    Malformed,
+/// Why the state machine refused a command: the gRPC code and etcd's message for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectReason {
+    pub code: i32,
+    pub message: String,
+}
+
+impl RejectReason {
+    /// The status a client sees.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(tonic::Code::from(self.code), self.message.clone())
+    }
 }
 
 impl CommandResult {

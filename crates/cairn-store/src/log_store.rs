@@ -121,7 +121,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.get_meta::<Option<LogId>>(KEY_LAST_PURGED)?.flatten();
-        let last = self.last_entry_log_id()?.or_else(|| last_purged.clone());
+        let last = self.last_entry_log_id()?.or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -144,7 +144,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -163,7 +167,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             txn.commit().map_err(io_err)
         })();
-        let reported = result.as_ref().map(|_| ()).map_err(|e| io_err(e));
+        let reported = result.as_ref().map(|_| ()).map_err(io_err);
         callback.io_completed(reported);
         result
     }
@@ -179,7 +183,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let bytes = encode(&Some(log_id.clone()))?;
+        let bytes = encode(&Some(log_id))?;
         let txn = self.db.begin_write().map_err(io_err)?;
         {
             let mut meta = txn.open_table(META).map_err(io_err)?;

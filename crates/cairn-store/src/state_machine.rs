@@ -90,13 +90,10 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 }
 
 fn reject_reason(e: &KvError) -> RejectReason {
-    match e {
-        KvError::Compacted => RejectReason::Compacted,
-        KvError::FutureRevision => RejectReason::FutureRevision,
-        KvError::LeaseNotFound => RejectReason::LeaseNotFound,
-        KvError::LeaseExists => RejectReason::LeaseExists,
-        KvError::KeyNotFound => RejectReason::KeyNotFound,
-        _ => RejectReason::Malformed,
+    let status = e.to_status();
+    RejectReason {
+        code: status.code() as i32,
+        message: status.message().to_string(),
     }
 }
 
@@ -158,7 +155,7 @@ fn decode_state(bytes: &[u8]) -> io::Result<SmState> {
 
 fn encode_state(state: &SmState) -> io::Result<Vec<u8>> {
     let file = SnapshotFile {
-        last_applied: state.last_applied.clone(),
+        last_applied: state.last_applied,
         membership: state.membership.clone(),
         node_addrs: state.node_addrs.clone(),
         kv: state.kv.encode_snapshot(),
@@ -191,15 +188,27 @@ fn apply_command(state: &mut SmState, cmd: Command) -> (CommandResult, Vec<Event
                 ),
                 Err(e) => (Outcome::Rejected(reject_reason(&e)), Vec::new()),
             },
-            Err(_) => (Outcome::Rejected(RejectReason::Malformed), Vec::new()),
+            Err(e) => {
+                let reason = RejectReason {
+                    code: tonic::Code::InvalidArgument as i32,
+                    message: format!("cairn: malformed transaction: {e}"),
+                };
+                (Outcome::Rejected(reason), Vec::new())
+            }
         },
         Command::Compact { revision } => match kv.compact(revision) {
             Ok(()) => (Outcome::Done, Vec::new()),
             Err(e) => (Outcome::Rejected(reject_reason(&e)), Vec::new()),
         },
         Command::LeaseGrant { id, ttl_secs } => {
-            if kv.lease_ids().len() >= LEASES_MAX {
-                (Outcome::Rejected(RejectReason::TooManyLeases), Vec::new())
+            if kv.lease_count() >= LEASES_MAX {
+                let reason = RejectReason {
+                    code: tonic::Code::ResourceExhausted as i32,
+                    message: format!(
+                        "etcdserver: too many requests (leases_max {LEASES_MAX} reached)"
+                    ),
+                };
+                (Outcome::Rejected(reason), Vec::new())
             } else {
                 match kv.lease_grant(id, ttl_secs) {
                     Ok(()) => (Outcome::LeaseGranted { id }, Vec::new()),
@@ -233,7 +242,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let s = self.handle.read();
-        Ok((s.last_applied.clone(), s.membership.clone()))
+        Ok((s.last_applied, s.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
@@ -246,7 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut state = self.write();
             for (entry, responder) in batch {
                 last_index = Some(entry.log_id.index);
-                state.last_applied = Some(entry.log_id.clone());
+                state.last_applied = Some(entry.log_id);
                 let result = match entry.payload {
                     EntryPayload::Blank => CommandResult {
                         revision: state.kv.revision(),
@@ -265,7 +274,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         result
                     }
                     EntryPayload::Membership(m) => {
-                        state.membership = StoredMembership::new(Some(entry.log_id.clone()), m);
+                        state.membership = StoredMembership::new(Some(entry.log_id), m);
                         CommandResult {
                             revision: state.kv.revision(),
                             outcome: Outcome::Done,
@@ -296,12 +305,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
         let mut new_state = decode_state(&snapshot)?;
-        new_state.last_applied = meta.last_log_id.clone();
+        new_state.last_applied = meta.last_log_id;
         new_state.membership = meta.last_membership.clone();
         let bytes = encode_state(&new_state)?;
         write_atomically(&self.snapshot_dir, SNAPSHOT_FILE, &bytes)?;
         let revision = new_state.kv.revision();
-        let applied = new_state.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        let applied = new_state
+            .last_applied
+            .as_ref()
+            .map(|l| l.index)
+            .unwrap_or(0);
         *self.write() = new_state;
         let _ = self.handle.shared.events.send(Arc::new(WatchBatch {
             revision,
@@ -348,7 +361,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let (bytes, meta) = {
                 let s = handle.read();
                 let meta = openraft::SnapshotMeta {
-                    last_log_id: s.last_applied.clone(),
+                    last_log_id: s.last_applied,
                     last_membership: s.membership.clone(),
                 };
                 (encode_state(&s)?, meta)

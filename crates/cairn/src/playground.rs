@@ -39,11 +39,16 @@ fn node_config(args: &PlaygroundArgs, id: u64) -> ServerConfig {
 pub async fn run(args: PlaygroundArgs) -> Result<(), String> {
     crate::serve::init_logging();
     if args.base_port as u32 + (PORT_STRIDE as u32) * (PLAYGROUND_NODES as u32) > 65535 {
-        return Err(format!("base-port {} leaves no room for 3 nodes", args.base_port));
+        return Err(format!(
+            "base-port {} leaves no room for 3 nodes",
+            args.base_port
+        ));
     }
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut nodes = Vec::new();
-    let configs: Vec<ServerConfig> = (1..=PLAYGROUND_NODES).map(|i| node_config(&args, i)).collect();
+    let configs: Vec<ServerConfig> = (1..=PLAYGROUND_NODES)
+        .map(|i| node_config(&args, i))
+        .collect();
     for c in configs.iter().cloned() {
         let mut stop = stop_tx.subscribe();
         nodes.push(tokio::spawn(cairn_server::run(c, async move {
@@ -63,7 +68,10 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), String> {
             };
         }
     }
-    println!("Cairn playground: {PLAYGROUND_NODES} nodes, data in {}", args.data_dir.display());
+    println!(
+        "Cairn playground: {PLAYGROUND_NODES} nodes, data in {}",
+        args.data_dir.display()
+    );
     for c in &configs {
         println!(
             "  node {}: client {}  peer {}  http http://{}/health",
@@ -71,8 +79,14 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), String> {
         );
     }
     println!("Try:");
-    println!("  etcdctl --endpoints={} put hello world", endpoints.join(","));
-    println!("  cairn ctl --endpoints {} endpoint status", endpoints.join(","));
+    println!(
+        "  etcdctl --endpoints={} put hello world",
+        endpoints.join(",")
+    );
+    println!(
+        "  cairn ctl --endpoints {} endpoint status",
+        endpoints.join(",")
+    );
     println!("Ctrl-C stops the cluster.");
     crate::serve::shutdown_signal().await;
     println!("stopping...");

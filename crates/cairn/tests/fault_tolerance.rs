@@ -57,21 +57,39 @@ async fn leader_killed_no_acked_write_lost() {
     within_test_timeout(async {
         let mut cluster = TestCluster::start(3).await;
         let workload = RegisterWorkload::start(&cluster, &workload_config("/ft/leader-killed"));
-        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes before the fault");
+        workload
+            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+            .await
+            .expect("writes before the fault");
         tokio::time::sleep(STEADY_PHASE).await;
 
-        let old_leader = cluster.wait_for_leader(None, ELECTION_TIMEOUT).await.expect("a leader");
+        let old_leader = cluster
+            .wait_for_leader(None, ELECTION_TIMEOUT)
+            .await
+            .expect("a leader");
         eprintln!("killing leader node {}", old_leader + 1);
         cluster.kill(old_leader);
-        let new_leader = cluster.wait_for_leader(Some(old_leader), ELECTION_TIMEOUT).await.expect("a new leader");
+        let new_leader = cluster
+            .wait_for_leader(Some(old_leader), ELECTION_TIMEOUT)
+            .await
+            .expect("a new leader");
         eprintln!("node {} took over", new_leader + 1);
-        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes without the old leader");
+        workload
+            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+            .await
+            .expect("writes without the old leader");
         tokio::time::sleep(STEADY_PHASE).await;
 
         eprintln!("restarting node {}", old_leader + 1);
         cluster.restart(old_leader);
-        cluster.wait_ready(STARTUP_TIMEOUT).await.expect("the restarted node rejoins");
-        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes after the restart");
+        cluster
+            .wait_ready(STARTUP_TIMEOUT)
+            .await
+            .expect("the restarted node rejoins");
+        workload
+            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+            .await
+            .expect("writes after the restart");
         tokio::time::sleep(STEADY_PHASE).await;
 
         stop_and_verify(workload, &mut cluster).await;
@@ -84,32 +102,59 @@ async fn paused_node_no_acked_write_lost() {
     within_test_timeout(async {
         let mut cluster = TestCluster::start(3).await;
         let workload = RegisterWorkload::start(&cluster, &workload_config("/ft/paused"));
-        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes before the fault");
+        workload
+            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+            .await
+            .expect("writes before the fault");
         tokio::time::sleep(STEADY_PHASE).await;
 
         // A frozen leader keeps its sockets open: clients and peers see silence, not errors.
-        let leader = cluster.wait_for_leader(None, ELECTION_TIMEOUT).await.expect("a leader");
+        let leader = cluster
+            .wait_for_leader(None, ELECTION_TIMEOUT)
+            .await
+            .expect("a leader");
         eprintln!("pausing leader node {}", leader + 1);
         cluster.pause(leader);
-        let new_leader = cluster.wait_for_leader(Some(leader), ELECTION_TIMEOUT).await.expect("a new leader");
+        let new_leader = cluster
+            .wait_for_leader(Some(leader), ELECTION_TIMEOUT)
+            .await
+            .expect("a new leader");
         eprintln!("node {} took over", new_leader + 1);
-        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes without the old leader");
+        workload
+            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+            .await
+            .expect("writes without the old leader");
         tokio::time::sleep(PAUSE_DURATION).await;
         eprintln!("resuming node {}", leader + 1);
         cluster.resume(leader);
-        let leader = cluster.wait_ready(STARTUP_TIMEOUT).await.expect("the old leader catches up");
-        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes after resuming");
+        let leader = cluster
+            .wait_ready(STARTUP_TIMEOUT)
+            .await
+            .expect("the old leader catches up");
+        workload
+            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+            .await
+            .expect("writes after resuming");
         tokio::time::sleep(STEADY_PHASE).await;
 
         let follower = (leader + 1) % cluster.size();
         eprintln!("pausing follower node {}", follower + 1);
         cluster.pause(follower);
-        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes without a follower");
+        workload
+            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+            .await
+            .expect("writes without a follower");
         tokio::time::sleep(PAUSE_DURATION).await;
         eprintln!("resuming node {}", follower + 1);
         cluster.resume(follower);
-        cluster.wait_ready(STARTUP_TIMEOUT).await.expect("the follower catches up");
-        workload.wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT).await.expect("writes after resuming");
+        cluster
+            .wait_ready(STARTUP_TIMEOUT)
+            .await
+            .expect("the follower catches up");
+        workload
+            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+            .await
+            .expect("writes after resuming");
         tokio::time::sleep(STEADY_PHASE).await;
 
         stop_and_verify(workload, &mut cluster).await;
@@ -128,7 +173,11 @@ type KeyRecord = (Vec<u8>, i64, i64, i64);
 async fn range_prefix(cluster: &TestCluster, node: usize, prefix: &str) -> RangeResponse {
     let mut range_end = prefix.as_bytes().to_vec();
     *range_end.last_mut().expect("non-empty prefix") += 1;
-    let request = RangeRequest { key: prefix.as_bytes().to_vec(), range_end, ..Default::default() };
+    let request = RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end,
+        ..Default::default()
+    };
     let mut last_error = String::new();
     for _ in 0..PUT_ATTEMPTS_MAX {
         match tokio::time::timeout(RPC_TIMEOUT, cluster.kv(node).range(request.clone())).await {
@@ -142,12 +191,21 @@ async fn range_prefix(cluster: &TestCluster, node: usize, prefix: &str) -> Range
 }
 
 async fn put(cluster: &TestCluster, node: usize, key: &str, value: &str) -> i64 {
-    let request =
-        PutRequest { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ..Default::default() };
+    let request = PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    };
     let mut last_error = String::new();
     for _ in 0..PUT_ATTEMPTS_MAX {
         match tokio::time::timeout(RPC_TIMEOUT, cluster.kv(node).put(request.clone())).await {
-            Ok(Ok(response)) => return response.into_inner().header.expect("put response header").revision,
+            Ok(Ok(response)) => {
+                return response
+                    .into_inner()
+                    .header
+                    .expect("put response header")
+                    .revision
+            }
             Ok(Err(status)) => last_error = status.to_string(),
             Err(_) => last_error = "timed out".to_string(),
         }
@@ -160,7 +218,17 @@ fn records(response: &RangeResponse) -> BTreeMap<Vec<u8>, KeyRecord> {
     response
         .kvs
         .iter()
-        .map(|kv| (kv.key.clone(), (kv.value.clone(), kv.create_revision, kv.mod_revision, kv.version)))
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                (
+                    kv.value.clone(),
+                    kv.create_revision,
+                    kv.mod_revision,
+                    kv.version,
+                ),
+            )
+        })
         .collect()
 }
 
@@ -175,15 +243,29 @@ async fn restart_all_nodes_loses_nothing() {
             let key = format!("{prefix}{i:04}");
             let mut revision = put(&cluster, i % cluster.size(), &key, &format!("v{i}")).await;
             if i % 5 == 0 {
-                revision = put(&cluster, (i + 1) % cluster.size(), &key, &format!("v{i}-again")).await;
+                revision = put(
+                    &cluster,
+                    (i + 1) % cluster.size(),
+                    &key,
+                    &format!("v{i}-again"),
+                )
+                .await;
             }
             put_revisions.insert(key.into_bytes(), revision);
         }
         let before_response = range_prefix(&cluster, 0, prefix).await;
         let before = records(&before_response);
-        assert_eq!(before.len(), RESTART_KEYS, "all keys readable before the restart");
+        assert_eq!(
+            before.len(),
+            RESTART_KEYS,
+            "all keys readable before the restart"
+        );
         for (key, (_, _, mod_revision, _)) in &before {
-            assert_eq!(Some(mod_revision), put_revisions.get(key), "mod revision of {key:?} is its put's revision");
+            assert_eq!(
+                Some(mod_revision),
+                put_revisions.get(key),
+                "mod revision of {key:?} is its put's revision"
+            );
         }
         let revision_before = before_response.header.expect("range header").revision;
 
@@ -194,23 +276,42 @@ async fn restart_all_nodes_loses_nothing() {
         for i in 0..cluster.size() {
             cluster.restart(i);
         }
-        cluster.wait_ready(STARTUP_TIMEOUT).await.expect("the cluster comes back");
+        cluster
+            .wait_ready(STARTUP_TIMEOUT)
+            .await
+            .expect("the cluster comes back");
 
         for node in 0..cluster.size() {
             let after_response = range_prefix(&cluster, node, prefix).await;
             let after = records(&after_response);
             for (key, record) in &before {
-                assert_eq!(after.get(key), Some(record), "node {}: key {:?} after restart", node + 1,
-                    String::from_utf8_lossy(key));
+                assert_eq!(
+                    after.get(key),
+                    Some(record),
+                    "node {}: key {:?} after restart",
+                    node + 1,
+                    String::from_utf8_lossy(key)
+                );
             }
-            assert_eq!(after.len(), before.len(), "node {}: no extra keys after restart", node + 1);
+            assert_eq!(
+                after.len(),
+                before.len(),
+                "node {}: no extra keys after restart",
+                node + 1
+            );
             let revision_after = after_response.header.expect("range header").revision;
-            assert!(revision_after >= revision_before,
-                "node {}: store revision went back from {revision_before} to {revision_after}", node + 1);
+            assert!(
+                revision_after >= revision_before,
+                "node {}: store revision went back from {revision_before} to {revision_after}",
+                node + 1
+            );
         }
         // The revision counter itself survived: a new write gets a revision never handed out before.
         let new_revision = put(&cluster, 1, &format!("{prefix}after-restart"), "x").await;
-        assert!(new_revision > revision_before, "revision {new_revision} reused (was {revision_before} before)");
+        assert!(
+            new_revision > revision_before,
+            "revision {new_revision} reused (was {revision_before} before)"
+        );
         cluster.check_alive().expect("no node crashed");
     })
     .await;

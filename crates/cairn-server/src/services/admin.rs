@@ -38,7 +38,8 @@ impl Admin for AdminService {
                 format!("cairn: node {to} is not a member"),
             ));
         }
-        node.leader_call(LeaderRequest::TransferLeader { to }).await?;
+        node.leader_call(LeaderRequest::TransferLeader { to })
+            .await?;
         let waited = node
             .raft
             .wait(Some(Duration::from_millis(TRANSFER_WAIT_MS)))

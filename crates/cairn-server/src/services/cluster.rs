@@ -62,7 +62,10 @@ pub fn members(node: &Node) -> Vec<Member> {
 
 fn peer_addr_of(urls: &[String]) -> Result<String, Status> {
     let first = urls.first().ok_or_else(|| {
-        Status::new(Code::InvalidArgument, "cairn: peerURLs must name one peer address")
+        Status::new(
+            Code::InvalidArgument,
+            "cairn: peerURLs must name one peer address",
+        )
     })?;
     let addr = first
         .trim_start_matches("http://")
@@ -169,7 +172,8 @@ impl Cluster for ClusterService {
         node.metrics
             .track("MemberPromote", async {
                 let id = request.into_inner().id;
-                node.leader_call(LeaderRequest::MemberPromote { id }).await?;
+                node.leader_call(LeaderRequest::MemberPromote { id })
+                    .await?;
                 node.read_barrier().await?;
                 Ok(Response::new(MemberPromoteResponse {
                     header: node.header(node.revision()),

@@ -66,9 +66,7 @@ fn set_headers(node: &Node, resp: &mut TxnResponse, revision: i64) {
         match &mut r.response {
             Some(response_op::Response::ResponseRange(x)) => x.header = node.header(revision),
             Some(response_op::Response::ResponsePut(x)) => x.header = node.header(revision),
-            Some(response_op::Response::ResponseDeleteRange(x)) => {
-                x.header = node.header(revision)
-            }
+            Some(response_op::Response::ResponseDeleteRange(x)) => x.header = node.header(revision),
             Some(response_op::Response::ResponseTxn(x)) => set_headers(node, x, revision),
             None => {}
         }
@@ -101,7 +99,11 @@ pub async fn delete_range(
     req: DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, Status> {
     mvcc::validate_delete(&req).map_err(|e| e.to_status())?;
-    let resp = txn(node, &single_op(request_op::Request::RequestDeleteRange(req))).await?;
+    let resp = txn(
+        node,
+        &single_op(request_op::Request::RequestDeleteRange(req)),
+    )
+    .await?;
     match resp.responses.into_iter().next().and_then(|r| r.response) {
         Some(response_op::Response::ResponseDeleteRange(d)) => Ok(d),
         _ => Err(errors::internal("delete result missing")),
@@ -110,7 +112,10 @@ pub async fn delete_range(
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         let node = &self.node;
         node.metrics
             .track("Range", async {

@@ -36,7 +36,10 @@ impl LeaseService {
 /// Grants a lease (id 0 = the leader picks one) and returns (id, ttl).
 pub async fn grant(node: &Node, id: i64, ttl: i64) -> Result<(i64, i64), Status> {
     if ttl > LEASE_TTL_SECS_MAX {
-        return Err(Status::new(Code::OutOfRange, "etcdserver: too large lease TTL"));
+        return Err(Status::new(
+            Code::OutOfRange,
+            "etcdserver: too large lease TTL",
+        ));
     }
     if id < 0 {
         return Err(Status::new(
@@ -45,12 +48,16 @@ pub async fn grant(node: &Node, id: i64, ttl: i64) -> Result<(i64, i64), Status>
         ));
     }
     let ttl = ttl.max(LEASE_TTL_SECS_MIN);
-    let result = node.propose(Command::LeaseGrant { id, ttl_secs: ttl }).await?;
+    let result = node
+        .propose(Command::LeaseGrant { id, ttl_secs: ttl })
+        .await?;
     // The leader filled in the id if we asked it to pick one; find it by asking the state.
     let id = if id != 0 {
         id
     } else {
-        result.granted_lease().ok_or_else(|| errors::internal("granted lease id missing"))?
+        result
+            .granted_lease()
+            .ok_or_else(|| errors::internal("granted lease id missing"))?
     };
     Ok((id, ttl))
 }
@@ -63,7 +70,10 @@ pub async fn revoke(node: &Node, id: i64) -> Result<i64, Status> {
 
 /// Renews a lease through the leader; returns its TTL, 0 when it does not exist.
 pub async fn keep_alive_once(node: &Node, id: i64) -> Result<i64, Status> {
-    match node.leader_call(LeaderRequest::LeaseKeepAlive { id }).await? {
+    match node
+        .leader_call(LeaderRequest::LeaseKeepAlive { id })
+        .await?
+    {
         LeaderResponse::KeepAlive { ttl } => Ok(ttl),
         other => Err(errors::internal(format!("unexpected answer {other:?}"))),
     }
@@ -151,7 +161,12 @@ impl Lease for LeaseService {
                 };
                 let (ttl, granted) = ttls.unwrap_or((-1, 0));
                 let keys = if req.keys && ttls.is_some() {
-                    node.sm.read().kv.lease(req.id).map(|l| l.keys).unwrap_or_default()
+                    node.sm
+                        .read()
+                        .kv
+                        .lease(req.id)
+                        .map(|l| l.keys)
+                        .unwrap_or_default()
                 } else {
                     Vec::new()
                 };
@@ -175,12 +190,11 @@ impl Lease for LeaseService {
             .track("LeaseLeases", async {
                 node.read_barrier().await?;
                 let s = node.sm.read();
-                let leases = s
-                    .kv
-                    .lease_ids()
-                    .into_iter()
-                    .map(|id| LeaseStatus { id })
-                    .collect();
+                let leases =
+                    s.kv.lease_ids()
+                        .into_iter()
+                        .map(|id| LeaseStatus { id })
+                        .collect();
                 Ok(Response::new(LeaseLeasesResponse {
                     header: node.header(s.kv.revision()),
                     leases,

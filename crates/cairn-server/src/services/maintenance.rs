@@ -66,7 +66,10 @@ fn unsupported(what: &str) -> Status {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
         let _ = request;
         // Cairn raises no alarms (no space quota yet), so the list is truly empty.
         Ok(Response::new(AlarmResponse {
@@ -93,7 +96,10 @@ impl Maintenance for MaintenanceService {
         Err(unsupported("Hash"))
     }
 
-    async fn hash_kv(&self, _r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        _r: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
         Err(unsupported("HashKV"))
     }
 
@@ -115,7 +121,8 @@ impl Maintenance for MaintenanceService {
         node.metrics
             .track("MoveLeader", async {
                 let to = request.into_inner().target_id;
-                node.leader_call(LeaderRequest::TransferLeader { to }).await?;
+                node.leader_call(LeaderRequest::TransferLeader { to })
+                    .await?;
                 Ok(Response::new(MoveLeaderResponse {
                     header: node.header(node.revision()),
                 }))

@@ -45,7 +45,11 @@ pub fn maintenance_server(
     node: Arc<Node>,
     max: usize,
 ) -> MaintenanceServer<maintenance::MaintenanceService> {
-    bounded!(MaintenanceServer, maintenance::MaintenanceService::new(node), max)
+    bounded!(
+        MaintenanceServer,
+        maintenance::MaintenanceService::new(node),
+        max
+    )
 }
 
 pub fn admin_server(node: Arc<Node>, max: usize) -> AdminServer<admin::AdminService> {

@@ -55,9 +55,11 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
-            crate::errors::too_many_requests("watch_streams_max reached")
-        })?;
+        let permit = self
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| crate::errors::too_many_requests("watch_streams_max reached"))?;
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER_MAX);
         let node = self.node.clone();
         let inbound = request.into_inner();
@@ -76,7 +78,11 @@ struct StreamState {
     next_id: i64,
 }
 
-async fn serve_stream(node: Arc<Node>, mut inbound: Streaming<WatchRequest>, tx: mpsc::Sender<Out>) {
+async fn serve_stream(
+    node: Arc<Node>,
+    mut inbound: Streaming<WatchRequest>,
+    tx: mpsc::Sender<Out>,
+) {
     let mut st = StreamState {
         node,
         tx,

@@ -165,7 +165,10 @@ mod tests {
         for v in (0..5000).chain(values(7, 20_000, VALUE_MAX_US)) {
             let index = bucket_index(v);
             let (low, high) = bucket_bounds(index);
-            assert!(low <= v && v <= high, "{v} not in bucket {index} [{low}, {high}]");
+            assert!(
+                low <= v && v <= high,
+                "{v} not in bucket {index} [{low}, {high}]"
+            );
         }
         assert_eq!(bucket_bounds(BUCKETS - 1).1, VALUE_MAX_US);
     }
@@ -174,8 +177,15 @@ mod tests {
     fn bucket_width_is_within_the_relative_error_bound() {
         for index in (1 << SUB_BUCKET_BITS)..BUCKETS {
             let (low, high) = bucket_bounds(index);
-            assert!((high - low + 1) * BUCKETS_PER_DOUBLING <= low, "bucket {index} too wide");
-            assert_eq!(bucket_bounds(index - 1).1 + 1, low, "gap before bucket {index}");
+            assert!(
+                (high - low + 1) * BUCKETS_PER_DOUBLING <= low,
+                "bucket {index} too wide"
+            );
+            assert_eq!(
+                bucket_bounds(index - 1).1 + 1,
+                low,
+                "gap before bucket {index}"
+            );
         }
     }
 
@@ -220,7 +230,11 @@ mod tests {
         let mut b = Histogram::new();
         for (i, &v) in samples.iter().enumerate() {
             whole.record_us(v);
-            if i % 3 == 0 { a.record_us(v) } else { b.record_us(v) }
+            if i % 3 == 0 {
+                a.record_us(v)
+            } else {
+                b.record_us(v)
+            }
         }
         a.merge(&b);
         assert_eq!(a.count(), whole.count());

@@ -159,15 +159,17 @@ fn validate(args: &KvBenchArgs) -> Result<usize, BenchError> {
         return bad(format!("--connections must be in 1..={CONNECTIONS_MAX}"));
     }
     if args.value_size > VALUE_SIZE_BYTES_MAX {
-        return bad(format!("--value-size must be at most {VALUE_SIZE_BYTES_MAX}"));
+        return bad(format!(
+            "--value-size must be at most {VALUE_SIZE_BYTES_MAX}"
+        ));
     }
     if args.key_space == 0 {
         return bad("--key-space must be at least 1".to_string());
     }
     match args.duration_secs {
-        Some(secs) if secs == 0 || secs > DURATION_SECS_MAX => {
-            bad(format!("--duration-secs must be in 1..={DURATION_SECS_MAX}"))
-        }
+        Some(secs) if secs == 0 || secs > DURATION_SECS_MAX => bad(format!(
+            "--duration-secs must be in 1..={DURATION_SECS_MAX}"
+        )),
         None if args.total == 0 => bad("--total must be at least 1".to_string()),
         _ => Ok(connections),
     }

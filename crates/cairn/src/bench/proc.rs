@@ -10,7 +10,9 @@ pub fn resident_memory_kib(pid: u32) -> Option<u64> {
 
 /// The `VmRSS` value of a `/proc/PID/status` text, in KiB.
 fn parse_vm_rss_kib(status: &str) -> Option<u64> {
-    let rest = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let rest = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?;
     let mut fields = rest.split_whitespace();
     let value: u64 = fields.next()?.parse().ok()?;
     // The kernel always reports kB; refuse anything else rather than mis-scale it.

@@ -12,8 +12,8 @@ use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
 
 use super::output::{
-    self, display_bytes, header_revision, key_value_table, print_json, print_json_line,
-    HeaderJson, KeyValueJson, OutputFormat,
+    self, display_bytes, header_revision, key_value_table, print_json, print_json_line, HeaderJson,
+    KeyValueJson, OutputFormat,
 };
 use super::CtlError;
 
@@ -131,7 +131,11 @@ fn key_range(key: &str, flags: RangeFlags) -> (Vec<u8>, Vec<u8>) {
     if flags.prefix {
         prefix_range(key)
     } else if flags.from_key {
-        let start = if key.is_empty() { RANGE_END_UNBOUNDED } else { key };
+        let start = if key.is_empty() {
+            RANGE_END_UNBOUNDED
+        } else {
+            key
+        };
         (start.to_vec(), RANGE_END_UNBOUNDED.to_vec())
     } else {
         (key.to_vec(), Vec::new())
@@ -156,7 +160,11 @@ fn sort_fields(sort_by: Option<SortBy>, order: Option<Order>) -> (SortTarget, So
     (target, order)
 }
 
-pub async fn run(client: &EtcdClient, out: OutputFormat, command: KvCommand) -> Result<(), CtlError> {
+pub async fn run(
+    client: &EtcdClient,
+    out: OutputFormat,
+    command: KvCommand,
+) -> Result<(), CtlError> {
     match command {
         KvCommand::Put {
             key,
@@ -265,10 +273,16 @@ async fn put(
             prev_kv: response.prev_kv.as_ref().map(KeyValueJson::new),
         }),
         OutputFormat::Table => {
-            println!("OK (revision {})", header_revision(response.header.as_ref()));
+            println!(
+                "OK (revision {})",
+                header_revision(response.header.as_ref())
+            );
             if prev_kv {
                 match &response.prev_kv {
-                    Some(prev) => println!("previous:\n{}", key_value_table(std::slice::from_ref(prev), true)),
+                    Some(prev) => println!(
+                        "previous:\n{}",
+                        key_value_table(std::slice::from_ref(prev), true)
+                    ),
                     None => println!("previous: none (the key was new)"),
                 }
             }
@@ -392,7 +406,11 @@ fn print_event(out: OutputFormat, event: &Event) -> Result<(), CtlError> {
         }),
         OutputFormat::Table => {
             let kv = event.kv.clone().unwrap_or_default();
-            let mut line = format!("{} rev={revision} {}", kind.to_uppercase(), display_bytes(&kv.key));
+            let mut line = format!(
+                "{} rev={revision} {}",
+                kind.to_uppercase(),
+                display_bytes(&kv.key)
+            );
             if kind == "put" {
                 line.push_str(&format!(" = {}", display_bytes(&kv.value)));
             }

@@ -72,8 +72,11 @@ async fn show(client: &EtcdClient, out: OutputFormat) -> Result<(), CtlError> {
         OutputFormat::Table => {
             let mut table = new_table(["LEADER", "LEADER ADDRESS", "TERM", "ASKED", "ASKED NODE"]);
             table.add_row(vec![
-                json.leader_id.map_or("none".to_string(), |id| id.to_string()),
-                json.leader_client_addr.clone().unwrap_or_else(|| "-".to_string()),
+                json.leader_id
+                    .map_or("none".to_string(), |id| id.to_string()),
+                json.leader_client_addr
+                    .clone()
+                    .unwrap_or_else(|| "-".to_string()),
                 json.term.to_string(),
                 json.endpoint.clone(),
                 json.node_id.to_string(),
@@ -97,7 +100,11 @@ async fn transfer(client: &EtcdClient, out: OutputFormat, to: u64) -> Result<(),
             return Err(CtlError::Unexpected(format!(
                 "{what}: node {to} did not become leader within {TRANSFER_CONFIRM_WAIT_MS} ms \
                  (leader is {})",
-                if leader_id == 0 { "unknown".to_string() } else { format!("node {leader_id}") }
+                if leader_id == 0 {
+                    "unknown".to_string()
+                } else {
+                    format!("node {leader_id}")
+                }
             )));
         }
         tokio::time::sleep(Duration::from_millis(TRANSFER_CONFIRM_POLL_MS)).await;

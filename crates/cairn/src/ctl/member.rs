@@ -99,7 +99,12 @@ pub async fn run(
                 .await
                 .map_err(CtlError::call(format!("member remove {id}")))?;
             let note = format!("removed member {id}");
-            print_members(out, response.header.as_ref(), &response.members, Some(&note))
+            print_members(
+                out,
+                response.header.as_ref(),
+                &response.members,
+                Some(&note),
+            )
         }
         MemberCommand::Promote { id } => {
             let response = client
@@ -107,7 +112,12 @@ pub async fn run(
                 .await
                 .map_err(CtlError::call(format!("member promote {id}")))?;
             let note = format!("promoted member {id} to voter");
-            print_members(out, response.header.as_ref(), &response.members, Some(&note))
+            print_members(
+                out,
+                response.header.as_ref(),
+                &response.members,
+                Some(&note),
+            )
         }
     }
 }

@@ -276,9 +276,9 @@ mod tests {
     fn utf8_bytes_stay_text_and_others_become_hex() {
         assert_eq!(display_bytes(b"a/b"), "a/b");
         assert_eq!(display_bytes(&[0xff, 0x00]), "0xff00");
-        let j = JsonBytes::new(&[0xde, 0xad]);
+        let j = JsonBytes::new(&[0xde, 0xad, 0xbe, 0xef]);
         assert_eq!(j.text, None);
-        assert_eq!(j.hex.as_deref(), Some("dead"));
+        assert_eq!(j.hex.as_deref(), Some("deadbeef"));
     }
 
     #[test]

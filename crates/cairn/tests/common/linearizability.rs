@@ -51,9 +51,15 @@ pub struct Op {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Linearizable,
-    NotLinearizable { key: String, explanation: String },
+    NotLinearizable {
+        key: String,
+        explanation: String,
+    },
     /// The search budget ran out on `key` before an answer was found.
-    Unknown { key: String, steps: u64 },
+    Unknown {
+        key: String,
+        steps: u64,
+    },
 }
 
 /// Collects operations from concurrent client tasks against one monotonic clock.
@@ -70,7 +76,10 @@ impl Default for HistoryRecorder {
 
 impl HistoryRecorder {
     pub fn new() -> Self {
-        HistoryRecorder { start: Instant::now(), ops: Mutex::new(Vec::new()) }
+        HistoryRecorder {
+            start: Instant::now(),
+            ops: Mutex::new(Vec::new()),
+        }
     }
 
     /// Nanoseconds since the history began; take it just before sending and just after receiving.
@@ -178,7 +187,10 @@ fn check_register(key: &str, ops: &[&Op], steps_max: u64) -> Verdict {
                 None => {
                     return Verdict::NotLinearizable {
                         key: key.to_string(),
-                        explanation: format!("{} read a value that no operation wrote", describe(op)),
+                        explanation: format!(
+                            "{} read a value that no operation wrote",
+                            describe(op)
+                        ),
                     }
                 }
             },
@@ -198,7 +210,13 @@ fn check_register(key: &str, ops: &[&Op], steps_max: u64) -> Verdict {
         order.push((op.complete_ns.unwrap_or(u64::MAX), true, i));
     }
     order.sort_unstable();
-    let mut events = vec![Event { op: 0, is_call: false, partner: NIL, prev: NIL, next: NIL }];
+    let mut events = vec![Event {
+        op: 0,
+        is_call: false,
+        partner: NIL,
+        prev: NIL,
+        next: NIL,
+    }];
     let mut call_event = vec![NIL; kept.len()];
     for (pos, &(_, is_return, op)) in order.iter().enumerate() {
         let idx = pos + 1;
@@ -231,7 +249,10 @@ fn check_register(key: &str, ops: &[&Op], steps_max: u64) -> Verdict {
     while list.events[HEAD].next != NIL {
         steps += 1;
         if steps > steps_max {
-            return Verdict::Unknown { key: key.to_string(), steps };
+            return Verdict::Unknown {
+                key: key.to_string(),
+                steps,
+            };
         }
         let ev = &list.events[entry];
         let op = ev.op;
@@ -285,9 +306,19 @@ fn describe(op: &Op) -> String {
     format!("[{:.3}ms .. {end}] {what}", op.invoke_ns as f64 / 1e6)
 }
 
-fn explain(ops: &[&Op], values: &HashMap<&str, u32>, deepest: Option<(usize, usize, Option<u32>)>) -> String {
+fn explain(
+    ops: &[&Op],
+    values: &HashMap<&str, u32>,
+    deepest: Option<(usize, usize, Option<u32>)>,
+) -> String {
     let name_of = |id: Option<u32>| {
-        id.map(|id| values.iter().find(|(_, v)| **v == id).map(|(k, _)| k.to_string()).unwrap_or_default())
+        id.map(|id| {
+            values
+                .iter()
+                .find(|(_, v)| **v == id)
+                .map(|(k, _)| k.to_string())
+                .unwrap_or_default()
+        })
     };
     let mut sorted: Vec<&Op> = ops.to_vec();
     sorted.sort_by_key(|op| op.invoke_ns);
@@ -304,10 +335,16 @@ fn explain(ops: &[&Op], values: &HashMap<&str, u32>, deepest: Option<(usize, usi
         ));
     }
     // Show the operations around the one that could not be placed.
-    let centre = sorted.iter().position(|op| op.invoke_ns >= focus_invoke).unwrap_or(0);
+    let centre = sorted
+        .iter()
+        .position(|op| op.invoke_ns >= focus_invoke)
+        .unwrap_or(0);
     let from = centre.saturating_sub(EXPLANATION_OPS_MAX * 2 / 3);
     let to = (from + EXPLANATION_OPS_MAX).min(sorted.len());
-    out.push_str(&format!("operations {from}..{to} of {} by invocation time:\n", sorted.len()));
+    out.push_str(&format!(
+        "operations {from}..{to} of {} by invocation time:\n",
+        sorted.len()
+    ));
     for op in &sorted[from..to] {
         out.push_str(&format!("  {}\n", describe(op)));
     }
@@ -321,13 +358,22 @@ mod tests {
     const BUDGET: u64 = 1_000_000;
 
     fn write(key: &str, value: &str, invoke_ns: u64, complete_ns: Option<u64>) -> Op {
-        Op { key: key.into(), action: Action::Write { value: value.into() }, invoke_ns, complete_ns }
+        Op {
+            key: key.into(),
+            action: Action::Write {
+                value: value.into(),
+            },
+            invoke_ns,
+            complete_ns,
+        }
     }
 
     fn read(key: &str, observed: Option<&str>, invoke_ns: u64, complete_ns: u64) -> Op {
         Op {
             key: key.into(),
-            action: Action::Read { observed: observed.map(String::from) },
+            action: Action::Read {
+                observed: observed.map(String::from),
+            },
             invoke_ns,
             complete_ns: Some(complete_ns),
         }
@@ -335,7 +381,10 @@ mod tests {
 
     fn assert_rejected(history: &[Op], key: &str) {
         match check_history(history, BUDGET) {
-            Verdict::NotLinearizable { key: k, explanation } => {
+            Verdict::NotLinearizable {
+                key: k,
+                explanation,
+            } => {
                 assert_eq!(k, key);
                 assert!(!explanation.is_empty());
             }
@@ -368,7 +417,11 @@ mod tests {
                 read("k", Some(observed), 16, 20),
                 read("k", Some(observed), 21, 22),
             ];
-            assert_eq!(check_history(&h, BUDGET), Verdict::Linearizable, "final value {observed}");
+            assert_eq!(
+                check_history(&h, BUDGET),
+                Verdict::Linearizable,
+                "final value {observed}"
+            );
         }
         let h = [
             write("k", "a", 0, Some(1)),
@@ -430,7 +483,11 @@ mod tests {
         for observed in ["a", "b"] {
             let mut h = base.to_vec();
             h.push(read("k", Some(observed), 10, 11));
-            assert_eq!(check_history(&h, BUDGET), Verdict::Linearizable, "read {observed}");
+            assert_eq!(
+                check_history(&h, BUDGET),
+                Verdict::Linearizable,
+                "read {observed}"
+            );
         }
         // It may even take effect after later acknowledged writes, as its request may still be in
         // flight.
@@ -445,7 +502,11 @@ mod tests {
         h.push(read("k", Some("a"), 12, 13));
         assert_rejected(&h, "k");
         // And it cannot take effect before it was invoked.
-        let h = [write("k", "a", 0, Some(1)), read("k", Some("b"), 2, 3), write("k", "b", 4, None)];
+        let h = [
+            write("k", "a", 0, Some(1)),
+            read("k", Some("b"), 2, 3),
+            write("k", "b", 4, None),
+        ];
         assert_rejected(&h, "k");
     }
 
@@ -453,7 +514,14 @@ mod tests {
     fn unknown_outcome_read_is_ignored() {
         let h = [
             write("k", "a", 0, Some(1)),
-            Op { key: "k".into(), action: Action::Read { observed: Some("bogus".into()) }, invoke_ns: 2, complete_ns: None },
+            Op {
+                key: "k".into(),
+                action: Action::Read {
+                    observed: Some("bogus".into()),
+                },
+                invoke_ns: 2,
+                complete_ns: None,
+            },
         ];
         assert_eq!(check_history(&h, BUDGET), Verdict::Linearizable);
     }
@@ -489,7 +557,9 @@ mod tests {
                     let complete_ns = point + rng.random_range(1..10);
                     clock = complete_ns + rng.random_range(1..5);
                     let action = if rng.random_bool(0.5) {
-                        Action::Write { value: format!("c{client}-{seq}") }
+                        Action::Write {
+                            value: format!("c{client}-{seq}"),
+                        }
                     } else {
                         Action::Read { observed: None }
                     };
@@ -518,31 +588,53 @@ mod tests {
                     Action::Read { observed } => *observed = register.clone(),
                 }
             }
-            assert_eq!(check_history(&ops, BUDGET), Verdict::Linearizable, "seed {seed}: {ops:#?}");
+            assert_eq!(
+                check_history(&ops, BUDGET),
+                Verdict::Linearizable,
+                "seed {seed}: {ops:#?}"
+            );
 
             // Make one read return a value overwritten before the read began: always a violation.
-            let acked = |op: &Op| matches!(op.action, Action::Write { .. }) && op.complete_ns.is_some();
+            let acked =
+                |op: &Op| matches!(op.action, Action::Write { .. }) && op.complete_ns.is_some();
             let stale = ops.iter().enumerate().find_map(|(r, read)| {
-                let Action::Read { .. } = read.action else { return None };
-                let newer = ops.iter().filter(|w| acked(w)).find(|w| w.complete_ns < Some(read.invoke_ns))?;
-                let older = ops.iter().filter(|w| acked(w)).find(|w| w.complete_ns < Some(newer.invoke_ns))?;
+                let Action::Read { .. } = read.action else {
+                    return None;
+                };
+                let newer = ops
+                    .iter()
+                    .filter(|w| acked(w))
+                    .find(|w| w.complete_ns < Some(read.invoke_ns))?;
+                let older = ops
+                    .iter()
+                    .filter(|w| acked(w))
+                    .find(|w| w.complete_ns < Some(newer.invoke_ns))?;
                 Some((r, older.action.clone()))
             });
             if let Some((r, Action::Write { value })) = stale {
-                ops[r].action = Action::Read { observed: Some(value) };
+                ops[r].action = Action::Read {
+                    observed: Some(value),
+                };
                 assert_rejected(&ops, "k");
                 stale_reads_rejected += 1;
             }
         }
-        assert!(stale_reads_rejected > 100, "only {stale_reads_rejected} mutated histories");
+        assert!(
+            stale_reads_rejected > 100,
+            "only {stale_reads_rejected} mutated histories"
+        );
     }
 
     #[test]
     fn exhausted_budget_answers_unknown() {
         // Many mutually concurrent writes of unknown outcome and reads that pin no order force a
         // large search; a tiny budget must stop it.
-        let mut h: Vec<Op> = (0..40).map(|i| write("k", &format!("v{i}"), i, None)).collect();
-        h.extend((0..40).map(|i| read("k", Some(&format!("v{}", 39 - i)), 100 + 2 * i, 101 + 2 * i)));
+        let mut h: Vec<Op> = (0..40)
+            .map(|i| write("k", &format!("v{i}"), i, None))
+            .collect();
+        h.extend(
+            (0..40).map(|i| read("k", Some(&format!("v{}", 39 - i)), 100 + 2 * i, 101 + 2 * i)),
+        );
         assert!(matches!(check_history(&h, 50), Verdict::Unknown { .. }));
     }
 
@@ -552,9 +644,16 @@ mod tests {
         let mut h = Vec::new();
         for i in 0..2_000u64 {
             h.push(write("k", &format!("v{i}"), i * 10, Some(i * 10 + 7)));
-            let seen = if i == 0 { None } else { Some(format!("v{}", i - 1)) };
+            let seen = if i == 0 {
+                None
+            } else {
+                Some(format!("v{}", i - 1))
+            };
             h.push(read("k", seen.as_deref(), i * 10 + 1, i * 10 + 12));
         }
-        assert_eq!(check_history(&h, SEARCH_STEPS_PER_KEY_MAX), Verdict::Linearizable);
+        assert_eq!(
+            check_history(&h, SEARCH_STEPS_PER_KEY_MAX),
+            Verdict::Linearizable
+        );
     }
 }

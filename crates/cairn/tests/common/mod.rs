@@ -92,9 +92,15 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts an `n`-node cluster and waits until every node is healthy and they agree on a leader.
     pub async fn start(n: usize) -> TestCluster {
-        let slot = CLUSTER_SLOT.acquire().await.expect("the cluster slot is never closed");
+        let slot = CLUSTER_SLOT
+            .acquire()
+            .await
+            .expect("the cluster slot is never closed");
         let backend = Backend::from_env();
-        let dir = tempfile::Builder::new().prefix("cairn-test-").tempdir().expect("create temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-test-")
+            .tempdir()
+            .expect("create temp dir");
         let ports = pick_free_ports(3 * n);
         let nodes: Vec<NodeProcess> = (0..n)
             .map(|i| NodeProcess {
@@ -114,7 +120,9 @@ impl TestCluster {
             .iter()
             .map(|node| match backend {
                 Backend::Cairn => format!("{}=127.0.0.1:{}", node.spec.id, node.spec.peer_port),
-                Backend::Etcd => format!("n{}=http://127.0.0.1:{}", node.spec.id, node.spec.peer_port),
+                Backend::Etcd => {
+                    format!("n{}=http://127.0.0.1:{}", node.spec.id, node.spec.peer_port)
+                }
             })
             .collect::<Vec<_>>()
             .join(",");
@@ -164,7 +172,11 @@ impl TestCluster {
 
     /// The temporary directory holding data dirs and logs.
     pub fn dir(&self) -> PathBuf {
-        self.dir.as_ref().expect("dir is kept until drop").path().to_path_buf()
+        self.dir
+            .as_ref()
+            .expect("dir is kept until drop")
+            .path()
+            .to_path_buf()
     }
 
     /// `http://127.0.0.1:PORT` of node `i`'s client (gRPC) port.
@@ -174,7 +186,10 @@ impl TestCluster {
 
     /// Every node's client endpoint, comma separated, as `--endpoints` takes them.
     pub fn client_endpoints(&self) -> String {
-        (0..self.size()).map(|i| self.client_endpoint(i)).collect::<Vec<_>>().join(",")
+        (0..self.size())
+            .map(|i| self.client_endpoint(i))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The member id node `i` has in the cluster (what `Status.leader` and `MemberList` report).
@@ -233,11 +248,17 @@ impl TestCluster {
 
     /// The leader's node index, when every running node agrees on one.
     pub async fn leader_index(&self) -> Option<usize> {
-        self.leader_id().await.and_then(|id| self.index_of_member(id))
+        self.leader_id()
+            .await
+            .and_then(|id| self.index_of_member(id))
     }
 
     /// Waits until every running node agrees on a running leader other than `not`.
-    pub async fn wait_for_leader(&self, not: Option<usize>, timeout: Duration) -> Result<usize, String> {
+    pub async fn wait_for_leader(
+        &self,
+        not: Option<usize>,
+        timeout: Duration,
+    ) -> Result<usize, String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(leader) = self.leader_index().await {
@@ -246,7 +267,9 @@ impl TestCluster {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("no agreed leader (other than {not:?}) within {timeout:?}"));
+                return Err(format!(
+                    "no agreed leader (other than {not:?}) within {timeout:?}"
+                ));
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
@@ -337,13 +360,21 @@ impl TestCluster {
 
     /// Starts node `i` again with the same data dir and ports (after `kill`); does not wait.
     pub fn restart(&mut self, i: usize) {
-        assert!(self.nodes[i].child.is_none(), "restart node {} after killing it", i + 1);
+        assert!(
+            self.nodes[i].child.is_none(),
+            "restart node {} after killing it",
+            i + 1
+        );
         self.spawn(i);
     }
 
     fn spawn(&mut self, i: usize) {
         let spec = self.nodes[i].spec.clone();
-        let log = OpenOptions::new().create(true).append(true).open(&spec.log_path).expect("open node log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .expect("open node log");
         let mut cmd = match self.backend {
             Backend::Cairn => self.cairn_command(&spec),
             Backend::Etcd => self.etcd_command(&spec),
@@ -351,7 +382,9 @@ impl TestCluster {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
             .stderr(Stdio::from(log));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn node {}: {e}", spec.id));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn node {}: {e}", spec.id));
         self.nodes[i].child = Some(child);
         self.nodes[i].paused = false;
     }
@@ -362,11 +395,17 @@ impl TestCluster {
             .args(["--node-id", &spec.id.to_string()])
             .arg("--data-dir")
             .arg(&spec.data_dir)
-            .args(["--listen-client", &format!("127.0.0.1:{}", spec.client_port)])
+            .args([
+                "--listen-client",
+                &format!("127.0.0.1:{}", spec.client_port),
+            ])
             .args(["--listen-peer", &format!("127.0.0.1:{}", spec.peer_port)])
             .args(["--listen-http", &format!("127.0.0.1:{}", spec.http_port)])
             .args(["--initial-cluster", &self.initial_cluster])
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()));
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+            );
         cmd
     }
 
@@ -377,11 +416,29 @@ impl TestCluster {
         cmd.args(["--name", &format!("n{}", spec.id)])
             .arg("--data-dir")
             .arg(&spec.data_dir)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", spec.http_port)])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--listen-metrics-urls",
+                &format!("http://127.0.0.1:{}", spec.http_port),
+            ])
             .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--initial-cluster-state", "new", "--initial-cluster-token", "cairn-test"]);
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "cairn-test",
+            ]);
         cmd
     }
 
@@ -397,7 +454,10 @@ impl TestCluster {
     /// Prints every node's log tail to stderr (cargo test shows it for failing tests).
     pub fn print_logs(&self) {
         for i in 0..self.size() {
-            eprintln!("===== node {} log (last {LOG_TAIL_LINES} lines) =====", i + 1);
+            eprintln!(
+                "===== node {} log (last {LOG_TAIL_LINES} lines) =====",
+                i + 1
+            );
             eprintln!("{}", self.log_tail(i, LOG_TAIL_LINES));
         }
     }
@@ -414,7 +474,10 @@ impl Drop for TestCluster {
         if std::thread::panicking() {
             self.print_logs();
             if let Some(dir) = self.dir.take() {
-                eprintln!("test cluster data and logs kept in {}", dir.keep().display());
+                eprintln!(
+                    "test cluster data and logs kept in {}",
+                    dir.keep().display()
+                );
             }
         }
     }
@@ -431,19 +494,32 @@ fn signal(child: &Child, sig: &str) {
 
 /// Asks the kernel for `count` distinct free ports on 127.0.0.1 (all held open at once, then freed).
 pub fn pick_free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
 /// A minimal HTTP/1.1 GET on 127.0.0.1:`port`, bounded in time; returns status code and body.
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+        stream
+            .read_to_end(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok::<_, String>(String::from_utf8_lossy(&response).into_owned())
     };
     let response = tokio::time::timeout(RPC_TIMEOUT, exchange)
@@ -454,12 +530,19 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("malformed HTTP response: {response:.80}"))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
 /// Polls `condition` every `POLL_INTERVAL` until it holds or `timeout` passes.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F) -> Result<(), String>
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut condition: F,
+) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -19,7 +19,9 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use super::linearizability::{check_history, Action, HistoryRecorder, Op, Verdict, SEARCH_STEPS_PER_KEY_MAX};
+use super::linearizability::{
+    check_history, Action, HistoryRecorder, Op, Verdict, SEARCH_STEPS_PER_KEY_MAX,
+};
 use super::{TestCluster, POLL_INTERVAL, RPC_TIMEOUT};
 
 /// Pause after a failed op, so a client does not spin against a dead node.
@@ -64,8 +66,9 @@ impl RegisterWorkload {
         let mut keys = Vec::new();
         let mut tasks = Vec::new();
         for w in 0..config.writers {
-            let own: Vec<String> =
-                (0..config.keys_per_writer).map(|k| format!("{}/w{w}/k{k}", config.key_prefix)).collect();
+            let own: Vec<String> = (0..config.keys_per_writer)
+                .map(|k| format!("{}/w{w}/k{k}", config.key_prefix))
+                .collect();
             keys.extend(own.iter().cloned());
             let writer = Writer {
                 id: w,
@@ -87,7 +90,13 @@ impl RegisterWorkload {
             };
             tasks.push(tokio::spawn(reader.run(config.ops_per_task_max)));
         }
-        RegisterWorkload { keys, recorder, stop, acked_writes, tasks }
+        RegisterWorkload {
+            keys,
+            recorder,
+            stop,
+            acked_writes,
+            tasks,
+        }
     }
 
     pub fn acked_writes(&self) -> u64 {
@@ -136,14 +145,15 @@ impl RegisterWorkload {
         let ops = self.recorder.ops();
         check_no_acked_write_lost(&ops, &final_reads)?;
         let summary = summarize(&ops, self.keys.len());
-        let verdict = tokio::task::spawn_blocking(move || check_history(&ops, SEARCH_STEPS_PER_KEY_MAX))
-            .await
-            .expect("checker thread");
+        let verdict =
+            tokio::task::spawn_blocking(move || check_history(&ops, SEARCH_STEPS_PER_KEY_MAX))
+                .await
+                .expect("checker thread");
         match verdict {
             Verdict::Linearizable => Ok(summary),
-            Verdict::NotLinearizable { key, explanation } => {
-                Err(format!("history not linearizable on key {key}: {explanation}"))
-            }
+            Verdict::NotLinearizable { key, explanation } => Err(format!(
+                "history not linearizable on key {key}: {explanation}"
+            )),
             Verdict::Unknown { key, steps } => Err(format!(
                 "linearizability undecided on key {key}: search budget of {steps} steps exhausted \
                  ({summary:?}); the history is too concurrent for the checker"
@@ -178,13 +188,22 @@ impl Writer {
             }
             let key = self.keys[seq as usize % self.keys.len()].clone();
             let value = format!("w{}-{seq}", self.id);
-            let request = PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), ..Default::default() };
+            let request = PutRequest {
+                key: key.clone().into_bytes(),
+                value: value.clone().into_bytes(),
+                ..Default::default()
+            };
             let mut client = self.clients[node].clone();
             let invoke_ns = self.recorder.now_ns();
             let result = tokio::time::timeout(RPC_TIMEOUT, client.put(request)).await;
             // Any error may hide a write that was applied: only a success is a known outcome.
             let complete_ns = matches!(result, Ok(Ok(_))).then(|| self.recorder.now_ns());
-            self.recorder.record(Op { key, action: Action::Write { value }, invoke_ns, complete_ns });
+            self.recorder.record(Op {
+                key,
+                action: Action::Write { value },
+                invoke_ns,
+                complete_ns,
+            });
             if complete_ns.is_some() {
                 self.acked_writes.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -211,7 +230,10 @@ impl Reader {
             }
             let key = self.keys[rand::rng().random_range(0..self.keys.len())].clone();
             let node = (self.id + i as usize) % self.clients.len();
-            if read(&self.clients[node], &key, &self.recorder).await.is_err() {
+            if read(&self.clients[node], &key, &self.recorder)
+                .await
+                .is_err()
+            {
                 tokio::time::sleep(ERROR_BACKOFF).await;
             }
         }
@@ -219,9 +241,17 @@ impl Reader {
 }
 
 /// One linearizable get, recorded when it succeeds (a failed read observed nothing).
-async fn read(client: &KvClient<Channel>, key: &str, recorder: &HistoryRecorder) -> Result<Op, String> {
+async fn read(
+    client: &KvClient<Channel>,
+    key: &str,
+    recorder: &HistoryRecorder,
+) -> Result<Op, String> {
     let mut client = client.clone();
-    let request = RangeRequest { key: key.as_bytes().to_vec(), serializable: false, ..Default::default() };
+    let request = RangeRequest {
+        key: key.as_bytes().to_vec(),
+        serializable: false,
+        ..Default::default()
+    };
     let invoke_ns = recorder.now_ns();
     let response = match tokio::time::timeout(RPC_TIMEOUT, client.range(request)).await {
         Ok(Ok(response)) => response.into_inner(),
@@ -229,13 +259,26 @@ async fn read(client: &KvClient<Channel>, key: &str, recorder: &HistoryRecorder)
         Err(_) => return Err("timed out".to_string()),
     };
     let complete_ns = recorder.now_ns();
-    let observed = response.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-    let op = Op { key: key.to_string(), action: Action::Read { observed }, invoke_ns, complete_ns: Some(complete_ns) };
+    let observed = response
+        .kvs
+        .first()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+    let op = Op {
+        key: key.to_string(),
+        action: Action::Read { observed },
+        invoke_ns,
+        complete_ns: Some(complete_ns),
+    };
     recorder.record(op.clone());
     Ok(op)
 }
 
-async fn final_read(cluster: &TestCluster, node: usize, key: &str, recorder: &HistoryRecorder) -> Result<Op, String> {
+async fn final_read(
+    cluster: &TestCluster,
+    node: usize,
+    key: &str,
+    recorder: &HistoryRecorder,
+) -> Result<Op, String> {
     let client = cluster.kv(node);
     let deadline = Instant::now() + FINAL_READ_TIMEOUT;
     loop {
@@ -258,7 +301,9 @@ fn check_no_acked_write_lost(ops: &[Op], final_reads: &[(usize, Op)]) -> Result<
     let mut last_acked: HashMap<&str, &Op> = HashMap::new();
     let mut unknown: HashMap<&str, Vec<&str>> = HashMap::new();
     for op in ops {
-        let Action::Write { value } = &op.action else { continue };
+        let Action::Write { value } = &op.action else {
+            continue;
+        };
         match op.complete_ns {
             Some(_) => {
                 let slot = last_acked.entry(op.key.as_str()).or_insert(op);
@@ -270,7 +315,9 @@ fn check_no_acked_write_lost(ops: &[Op], final_reads: &[(usize, Op)]) -> Result<
         }
     }
     for (node, read) in final_reads {
-        let Action::Read { observed } = &read.action else { unreachable!("final ops are reads") };
+        let Action::Read { observed } = &read.action else {
+            unreachable!("final ops are reads")
+        };
         let key = read.key.as_str();
         let acked = last_acked.get(key).map(|op| match &op.action {
             Action::Write { value } => value.as_str(),
@@ -295,8 +342,16 @@ fn check_no_acked_write_lost(ops: &[Op], final_reads: &[(usize, Op)]) -> Result<
 fn summarize(ops: &[Op], keys: usize) -> Summary {
     let is_write = |op: &&Op| matches!(op.action, Action::Write { .. });
     Summary {
-        acked_writes: ops.iter().filter(is_write).filter(|op| op.complete_ns.is_some()).count(),
-        unknown_writes: ops.iter().filter(is_write).filter(|op| op.complete_ns.is_none()).count(),
+        acked_writes: ops
+            .iter()
+            .filter(is_write)
+            .filter(|op| op.complete_ns.is_some())
+            .count(),
+        unknown_writes: ops
+            .iter()
+            .filter(is_write)
+            .filter(|op| op.complete_ns.is_none())
+            .count(),
         reads: ops.iter().filter(|op| !is_write(op)).count(),
         keys,
     }

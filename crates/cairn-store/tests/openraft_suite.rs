@@ -1,0 +1,24 @@
+//! openraft's storage conformance suite, run against Cairn's redb log store and state machine.
+
+use cairn_store::log_store::LogStore;
+use cairn_store::{StateMachineStore, TypeConfig};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::StorageError;
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = LogStore::open(&dir.path().join("raft.redb")).expect("open log");
+        let sm = StateMachineStore::open(&dir.path().join("snapshots")).expect("open sm");
+        Ok((dir, log, sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_store_passes_openraft_storage_suite() -> Result<(), StorageError<TypeConfig>> {
+    Suite::test_all(Builder).await
+}
