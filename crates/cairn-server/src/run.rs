@@ -183,8 +183,8 @@ pub async fn run(
         .add_service(services::lease_server(node.clone(), max_msg))
         .add_service(services::cluster_server(node.clone(), max_msg))
         .add_service(services::maintenance_server(node.clone(), max_msg))
-        //ELECTION
-        //LOCK
+        .add_service(services::election_server(node.clone(), max_msg))
+        .add_service(services::lock_server(node.clone(), max_msg))
         .add_service(services::admin_server(node.clone(), max_msg))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(client_listener),

@@ -3,9 +3,12 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
+pub mod queue;
 pub mod watch;
 
 use crate::node::Node;
@@ -15,6 +18,8 @@ use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
+use cairn_proto::v3electionpb::election_server::ElectionServer;
+use cairn_proto::v3lockpb::lock_server::LockServer;
 use std::sync::Arc;
 
 macro_rules! bounded {
@@ -54,4 +59,12 @@ pub fn maintenance_server(
 
 pub fn admin_server(node: Arc<Node>, max: usize) -> AdminServer<admin::AdminService> {
     bounded!(AdminServer, admin::AdminService::new(node), max)
+}
+
+pub fn election_server(node: Arc<Node>, max: usize) -> ElectionServer<election::ElectionService> {
+    bounded!(ElectionServer, election::ElectionService::new(node), max)
+}
+
+pub fn lock_server(node: Arc<Node>, max: usize) -> LockServer<lock::LockService> {
+    bounded!(LockServer, lock::LockService::new(node), max)
 }

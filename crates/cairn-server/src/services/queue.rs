@@ -20,10 +20,10 @@ use crate::services::{kv, lease};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::{
-    request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, TxnRequest, TxnResponse,
+    request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest, TxnResponse,
 };
-use cairn_proto::mvccpb::{Event, KeyValue};
+use cairn_proto::mvccpb::Event;
 use cairn_store::mvcc::{KvError, KvState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,7 +243,11 @@ pub async fn if_created_at(
 }
 
 /// Deletes `key` if it is still the incarnation created at `rev` (never a newer one).
-pub async fn delete_if_created_at(node: &Node, key: &[u8], rev: i64) -> Result<TxnResponse, Status> {
+pub async fn delete_if_created_at(
+    node: &Node,
+    key: &[u8],
+    rev: i64,
+) -> Result<TxnResponse, Status> {
     let del = request_op::Request::RequestDeleteRange(DeleteRangeRequest {
         key: key.to_vec(),
         ..Default::default()
@@ -279,17 +283,20 @@ pub async fn wait_until_first(node: &Node, t: &Ticket) -> Result<(), WaitError> 
     let (mut events, mut now, ttl_secs) = {
         let s = node.sm.read();
         let ttl = s.kv.lease(t.lease).map(|l| l.ttl_secs);
-        let now = standing(&s.kv, &t.prefix, &t.key, t.rev).map_err(|e| WaitError::Failed(e.to_status()));
+        let now =
+            standing(&s.kv, &t.prefix, &t.key, t.rev).map_err(|e| WaitError::Failed(e.to_status()));
         (node.sm.subscribe(), now, ttl)
     };
     let Some(ttl_secs) = ttl_secs else {
         return Err(WaitError::KeyLost);
     };
-    let keepalive_ms = (u64::try_from(ttl_secs).unwrap_or(0) * 1000 / 3).max(QUEUE_KEEPALIVE_INTERVAL_MIN_MS);
+    let keepalive_ms =
+        (u64::try_from(ttl_secs).unwrap_or(0) * 1000 / 3).max(QUEUE_KEEPALIVE_INTERVAL_MIN_MS);
     let mut keepalive = tokio::time::interval(Duration::from_millis(keepalive_ms));
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let recheck_every = Duration::from_millis(QUEUE_RECHECK_INTERVAL_MS);
-    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + recheck_every, recheck_every);
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + recheck_every, recheck_every);
     loop {
         let blocker = match now? {
             Standing::First => return Ok(()),
@@ -392,10 +399,12 @@ mod tests {
     fn delete(kv: &mut KvState, key: &[u8]) {
         apply(
             kv,
-            vec![op(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                key: key.to_vec(),
-                ..Default::default()
-            }))],
+            vec![op(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: key.to_vec(),
+                    ..Default::default()
+                },
+            ))],
         );
     }
 

@@ -19,7 +19,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Whether `etcdctl` can be run at all; the compatibility suite is skipped otherwise.
 pub fn installed() -> bool {
-    Command::new("etcdctl").arg("version").env("ETCDCTL_API", "3").output().is_ok_and(|o| o.status.success())
+    Command::new("etcdctl")
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[derive(Debug)]
@@ -36,12 +40,16 @@ pub struct Etcdctl {
 impl Etcdctl {
     /// `endpoints` as etcdctl's `--endpoints` takes them: comma separated.
     pub fn new(endpoints: &str) -> Etcdctl {
-        Etcdctl { endpoints: endpoints.to_string() }
+        Etcdctl {
+            endpoints: endpoints.to_string(),
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("etcdctl");
-        cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={}", self.endpoints)).args(args);
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints))
+            .args(args);
         cmd
     }
 
@@ -55,7 +63,9 @@ impl Etcdctl {
             .spawn()
             .expect("spawn etcdctl");
         let mut input = child.stdin.take().expect("stdin piped");
-        input.write_all(stdin.as_bytes()).expect("write etcdctl stdin");
+        input
+            .write_all(stdin.as_bytes())
+            .expect("write etcdctl stdin");
         drop(input);
         let stdout = read_all_in_background(child.stdout.take().expect("stdout piped"));
         let stderr = read_all_in_background(child.stderr.take().expect("stderr piped"));
@@ -85,7 +95,12 @@ impl Etcdctl {
     /// Runs a command that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "etcdctl {args:?} failed ({}): {}", out.status, out.stderr);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed ({}): {}",
+            out.status,
+            out.stderr
+        );
         out.stdout
     }
 
@@ -94,7 +109,8 @@ impl Etcdctl {
         let mut all = args.to_vec();
         all.extend(["-w", "json"]);
         let stdout = self.ok(&all);
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("etcdctl {all:?} printed invalid JSON ({e}): {stdout}"))
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("etcdctl {all:?} printed invalid JSON ({e}): {stdout}"))
     }
 
     /// Starts a long-running command (watch, elect, lock).
@@ -116,7 +132,13 @@ impl Etcdctl {
             }
         });
         let stderr = read_all_in_background(child.stderr.take().expect("stderr piped"));
-        CtlChild { what: format!("etcdctl {}", args.join(" ")), child, lines, seen: Vec::new(), stderr: Some(stderr) }
+        CtlChild {
+            what: format!("etcdctl {}", args.join(" ")),
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr: Some(stderr),
+        }
     }
 }
 
@@ -157,7 +179,8 @@ impl CtlChild {
             match self.next_line(left) {
                 Some(line) => assert_eq!(
                     line, *want,
-                    "{}: unexpected output line; everything so far: {:?}", self.what, self.seen
+                    "{}: unexpected output line; everything so far: {:?}",
+                    self.what, self.seen
                 ),
                 None => panic!(
                     "{}: expected line {want:?} within {timeout:?}; everything so far: {:?}",
@@ -169,14 +192,21 @@ impl CtlChild {
 
     /// The next line, which must arrive within `timeout`.
     pub fn expect_line(&mut self, timeout: Duration) -> String {
-        self.next_line(timeout)
-            .unwrap_or_else(|| panic!("{}: no output within {timeout:?}; so far {:?}", self.what, self.seen))
+        self.next_line(timeout).unwrap_or_else(|| {
+            panic!(
+                "{}: no output within {timeout:?}; so far {:?}",
+                self.what, self.seen
+            )
+        })
     }
 
     /// Nothing may be printed during `duration` (e.g. a second lock holder must still wait).
     pub fn expect_silence(&mut self, duration: Duration) {
         if let Some(line) = self.next_line(duration) {
-            panic!("{}: expected no output yet, got {line:?}; so far {:?}", self.what, self.seen);
+            panic!(
+                "{}: expected no output yet, got {line:?}; so far {:?}",
+                self.what, self.seen
+            );
         }
     }
 
@@ -193,12 +223,18 @@ impl CtlChild {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        panic!("{} did not exit within {INTERRUPT_GRACE:?} of SIGINT", self.what);
+        panic!(
+            "{} did not exit within {INTERRUPT_GRACE:?} of SIGINT",
+            self.what
+        );
     }
 
     /// What the child wrote to stderr; only after it exited.
     pub fn stderr(&mut self) -> String {
-        self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
@@ -216,7 +252,10 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);

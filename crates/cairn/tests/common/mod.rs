@@ -12,12 +12,15 @@
 
 #![allow(dead_code)]
 
+pub mod etcdctl;
 pub mod linearizability;
+pub mod net;
 pub mod workload;
+
+pub use net::{http_get, pick_free_ports, wait_until};
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,7 +28,6 @@ use std::time::{Duration, Instant};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{StatusRequest, StatusResponse};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tonic::transport::{Channel, Endpoint};
 
@@ -490,69 +492,4 @@ fn signal(child: &Child, sig: &str) {
         .status()
         .unwrap_or_else(|e| panic!("run kill {sig}: {e}"));
     assert!(status.success(), "kill {sig} {} failed", child.id());
-}
-
-/// Asks the kernel for `count` distinct free ports on 127.0.0.1 (all held open at once, then freed).
-pub fn pick_free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
-}
-
-/// A minimal HTTP/1.1 GET on 127.0.0.1:`port`, bounded in time; returns status code and body.
-pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(String::from_utf8_lossy(&response).into_owned())
-    };
-    let response = tokio::time::timeout(RPC_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("GET {path} on port {port} timed out"))??;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("malformed HTTP response: {response:.80}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
-/// Polls `condition` every `POLL_INTERVAL` until it holds or `timeout` passes.
-pub async fn wait_until<F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut condition: F,
-) -> Result<(), String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !condition().await {
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}"));
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-    Ok(())
 }
