@@ -17,7 +17,7 @@ pub mod linearizability;
 pub mod net;
 pub mod workload;
 
-pub use net::{http_get, pick_free_ports, wait_until};
+pub use net::{http_get, pick_free_ports};
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};

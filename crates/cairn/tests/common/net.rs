@@ -1,11 +1,10 @@
-//! Local network helpers for the harness: free ports, a tiny HTTP client, bounded polling.
+//! Local network helpers for the harness: free ports and a tiny HTTP client.
 
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{POLL_INTERVAL, RPC_TIMEOUT};
+use super::RPC_TIMEOUT;
 
 /// Asks the kernel for `count` distinct free ports on 127.0.0.1 (all held open at once, then freed).
 pub fn pick_free_ports(count: usize) -> Vec<u16> {
@@ -50,24 +49,4 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
-}
-
-/// Polls `condition` every `POLL_INTERVAL` until it holds or `timeout` passes.
-pub async fn wait_until<F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut condition: F,
-) -> Result<(), String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !condition().await {
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}"));
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-    Ok(())
 }
