@@ -26,7 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::endpoint::{normalize_endpoint, normalize_endpoints};
 use crate::error::ClientError;
 use crate::keys::prefix_range;
-use crate::retry::{is_retryable, Failure};
+use crate::retry::{classify, is_retryable, Failure};
 use crate::watch::WatchStream;
 use crate::{ClientConfig, KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, RESPONSE_BYTES_MAX};
 
@@ -155,9 +155,9 @@ impl EtcdClient {
     /// Runs `op` against the endpoints until it succeeds, fails with an error that must not be
     /// retried, or runs out of attempts. Each attempt gets the request timeout.
     ///
-    /// `idempotent` allows retrying after a timeout, when the first attempt may have been
-    /// applied. `Unavailable` is always retried: for a write this can, rarely, apply it twice
-    /// (when a connection breaks after the server received the request).
+    /// A request that could not be sent (no connection) is always retried on the next endpoint.
+    /// `idempotent` also allows retrying after `Unavailable` or a timeout, when the first attempt
+    /// may have been applied; pass `false` for writes. See [`crate::retry::is_retryable`].
     pub async fn call<T, F, Fut>(&self, idempotent: bool, op: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
@@ -199,7 +199,7 @@ impl EtcdClient {
                         return Ok((value, index));
                     }
                     Ok(Err(status)) => (
-                        Failure::Status(status.code()),
+                        classify(&status),
                         ClientError::Rpc {
                             endpoint: endpoint.clone(),
                             status: Box::new(status),

@@ -1,10 +1,11 @@
 //! The Rust client for Cairn, usable against any etcd v3 server.
 //!
 //! [`EtcdClient`] holds one lazily connected gRPC channel per endpoint and sends each call to the
-//! endpoint that last answered. When a node is down (the call fails with `Unavailable`) it moves
-//! on to the next endpoint, with a bounded number of attempts and a bounded backoff
-//! ([`retry`]). Cairn followers forward writes to the leader themselves, so the client does not
-//! need to know who leads.
+//! endpoint that last answered. When a node cannot be reached it moves on to the next endpoint,
+//! with a bounded number of attempts and a bounded backoff ([`retry`]); reads also move on when a
+//! node answers `Unavailable` (no leader, shutting down) or does not answer in time, writes do not
+//! (they may have been applied; etcd's Go client makes the same choice). Cairn followers forward
+//! writes to the leader themselves, so the client does not need to know who leads.
 //!
 //! The typed gRPC clients ([`EtcdClient::kv`], [`EtcdClient::watch`], …) are available for
 //! everything the convenience methods do not cover; they talk to the preferred endpoint and do not

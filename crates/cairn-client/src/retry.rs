@@ -43,26 +43,44 @@ impl RetryPolicy {
     }
 }
 
-/// Whether a failed attempt may be repeated on the next endpoint.
+/// Whether a failed attempt may be repeated on the next endpoint (the policy of etcd's own Go
+/// client).
 ///
-/// `Unavailable` means the node could not be reached or cannot serve (down, no leader); it is
-/// retried for every call. A timeout is retried only for `idempotent` calls, since the first
-/// attempt may still be applied and a repeated write would create a second revision.
+/// A request that never left the client (no connection could be made) is always retried. An
+/// `Unavailable` answer (node shutting down, no leader, request timed out in the server) or a
+/// timeout is retried only for `idempotent` calls: a write may already have been applied, and
+/// repeating it would create a second revision, add a member twice, or fail a compare that the
+/// first attempt made true.
 pub fn is_retryable(failure: Failure, idempotent: bool) -> bool {
     match failure {
-        Failure::Status(Code::Unavailable) => true,
+        Failure::NotSent => true,
+        Failure::Status(Code::Unavailable) | Failure::Timeout => idempotent,
         Failure::Status(_) => false,
-        Failure::Timeout => idempotent,
     }
 }
 
 /// What went wrong in one attempt, as far as the retry decision cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
+    /// No connection to the endpoint could be made, so the request was not sent.
+    NotSent,
     /// The server or the transport answered with this gRPC code.
     Status(Code),
     /// No answer within the request timeout.
     Timeout,
+}
+
+/// Classifies a failed call: `NotSent` when the transport reports it could not connect (a
+/// `tonic::ConnectError` in the status' source chain), else the status' code.
+pub fn classify(status: &tonic::Status) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.downcast_ref::<tonic::ConnectError>().is_some() {
+            return Failure::NotSent;
+        }
+        source = err.source();
+    }
+    Failure::Status(status.code())
 }
 
 #[cfg(test)]
@@ -114,8 +132,10 @@ mod tests {
     }
 
     #[test]
-    fn only_unavailable_and_idempotent_timeouts_are_retried() {
-        assert!(is_retryable(Failure::Status(Code::Unavailable), false));
+    fn unsent_requests_are_always_retried_others_only_when_idempotent() {
+        assert!(is_retryable(Failure::NotSent, false));
+        assert!(is_retryable(Failure::NotSent, true));
+        assert!(!is_retryable(Failure::Status(Code::Unavailable), false));
         assert!(is_retryable(Failure::Status(Code::Unavailable), true));
         assert!(is_retryable(Failure::Timeout, true));
         assert!(!is_retryable(Failure::Timeout, false));
@@ -129,5 +149,16 @@ mod tests {
         ] {
             assert!(!is_retryable(Failure::Status(code), true), "{code:?}");
         }
+    }
+
+    #[test]
+    fn connect_errors_are_recognised_by_type() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let status = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(classify(&status), Failure::NotSent);
+
+        let answered = tonic::Status::unavailable("etcdserver: no leader");
+        assert_eq!(classify(&answered), Failure::Status(Code::Unavailable));
     }
 }

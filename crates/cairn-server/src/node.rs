@@ -324,7 +324,13 @@ impl Node {
             let s = self.sm.read();
             let m = s.membership.membership();
             let exists = m.nodes().any(|(_, n)| n.peer == peer_addr);
-            let max = m.nodes().map(|(id, _)| *id).max().unwrap_or(0);
+            // Ids are never reused: nodes that ever announced themselves count too.
+            let max = m
+                .nodes()
+                .map(|(id, _)| *id)
+                .chain(s.node_addrs.keys().copied())
+                .max()
+                .unwrap_or(0);
             (max + 1, exists)
         };
         if exists {

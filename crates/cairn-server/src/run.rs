@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// How often the leader looks for expired leases.
 const LEASE_EXPIRY_TICK_MS: u64 = 250;
@@ -186,20 +186,14 @@ pub async fn run(
         .add_service(services::election_server(node.clone(), max_msg))
         .add_service(services::lock_server(node.clone(), max_msg))
         .add_service(services::admin_server(node.clone(), max_msg))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(client_listener),
-            wait_stop(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(client_listener), wait_stop(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(
             RaftPeerServer::new(crate::peer_service::PeerService::new(node.clone()))
                 .max_decoding_message_size(usize::MAX / 2)
                 .max_encoding_message_size(usize::MAX / 2),
         )
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(peer_listener),
-            wait_stop(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(peer_listener), wait_stop(stop_rx.clone()));
     let http_server = axum::serve(http_listener, crate::http::router(node.clone()))
         .with_graceful_shutdown(wait_stop(stop_rx.clone()));
 
@@ -228,6 +222,13 @@ pub async fn run(
     let _ = peer_task.await;
     let _ = http_task.await;
     Ok(())
+}
+
+/// Accepted connections with Nagle off: small RPCs must not wait for delayed ACKs.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)))
 }
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {

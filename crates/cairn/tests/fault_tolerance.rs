@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse};
 use common::workload::{RegisterWorkload, WorkloadConfig};
@@ -24,6 +24,8 @@ const PROGRESS_TIMEOUT: Duration = Duration::from_secs(20);
 const PROGRESS_WRITES: u64 = 20;
 /// How long clients run undisturbed between faults.
 const STEADY_PHASE: Duration = Duration::from_secs(2);
+/// How many times `leader_killed_no_acked_write_lost` kills and restarts the leader.
+const KILL_ROUNDS: usize = 2;
 /// How long a paused node stays frozen: longer than any sane election timeout.
 const PAUSE_DURATION: Duration = Duration::from_secs(4);
 
@@ -32,8 +34,8 @@ fn workload_config(key_prefix: &str) -> WorkloadConfig {
         key_prefix: key_prefix.to_string(),
         writers: 6,
         keys_per_writer: 3,
-        readers: 2,
-        ops_per_task_max: 5_000,
+        readers: 4,
+        ops_per_task_max: 20_000,
     }
 }
 
@@ -47,7 +49,7 @@ async fn stop_and_verify(mut workload: RegisterWorkload, cluster: &mut TestClust
     workload.stop().await;
     cluster.check_alive().expect("no node crashed");
     match workload.verify(cluster).await {
-        Ok(summary) => eprintln!("verified: {summary:?}"),
+        Ok(summary) => eprintln!("verified: {summary:#?}"),
         Err(e) => panic!("{e}"),
     }
 }
@@ -63,34 +65,50 @@ async fn leader_killed_no_acked_write_lost() {
             .expect("writes before the fault");
         tokio::time::sleep(STEADY_PHASE).await;
 
-        let old_leader = cluster
-            .wait_for_leader(None, ELECTION_TIMEOUT)
-            .await
-            .expect("a leader");
-        eprintln!("killing leader node {}", old_leader + 1);
-        cluster.kill(old_leader);
-        let new_leader = cluster
-            .wait_for_leader(Some(old_leader), ELECTION_TIMEOUT)
-            .await
-            .expect("a new leader");
-        eprintln!("node {} took over", new_leader + 1);
-        workload
-            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
-            .await
-            .expect("writes without the old leader");
-        tokio::time::sleep(STEADY_PHASE).await;
+        // Twice: the second time the node restarted first has to have caught up, as it may
+        // be the one elected.
+        for _ in 0..KILL_ROUNDS {
+            let old_leader = cluster
+                .wait_for_leader(None, ELECTION_TIMEOUT)
+                .await
+                .expect("a leader");
+            eprintln!(
+                "[{} ms] killing leader node {}",
+                workload.elapsed_ms(),
+                old_leader + 1
+            );
+            cluster.kill(old_leader);
+            let new_leader = cluster
+                .wait_for_leader(Some(old_leader), ELECTION_TIMEOUT)
+                .await
+                .expect("a new leader");
+            eprintln!(
+                "[{} ms] node {} took over",
+                workload.elapsed_ms(),
+                new_leader + 1
+            );
+            workload
+                .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+                .await
+                .expect("writes without the old leader");
+            tokio::time::sleep(STEADY_PHASE).await;
 
-        eprintln!("restarting node {}", old_leader + 1);
-        cluster.restart(old_leader);
-        cluster
-            .wait_ready(STARTUP_TIMEOUT)
-            .await
-            .expect("the restarted node rejoins");
-        workload
-            .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
-            .await
-            .expect("writes after the restart");
-        tokio::time::sleep(STEADY_PHASE).await;
+            eprintln!(
+                "[{} ms] restarting node {}",
+                workload.elapsed_ms(),
+                old_leader + 1
+            );
+            cluster.restart(old_leader);
+            cluster
+                .wait_ready(STARTUP_TIMEOUT)
+                .await
+                .expect("the restarted node rejoins");
+            workload
+                .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
+                .await
+                .expect("writes after the restart");
+            tokio::time::sleep(STEADY_PHASE).await;
+        }
 
         stop_and_verify(workload, &mut cluster).await;
     })
@@ -113,19 +131,31 @@ async fn paused_node_no_acked_write_lost() {
             .wait_for_leader(None, ELECTION_TIMEOUT)
             .await
             .expect("a leader");
-        eprintln!("pausing leader node {}", leader + 1);
+        eprintln!(
+            "[{} ms] pausing leader node {}",
+            workload.elapsed_ms(),
+            leader + 1
+        );
         cluster.pause(leader);
         let new_leader = cluster
             .wait_for_leader(Some(leader), ELECTION_TIMEOUT)
             .await
             .expect("a new leader");
-        eprintln!("node {} took over", new_leader + 1);
+        eprintln!(
+            "[{} ms] node {} took over",
+            workload.elapsed_ms(),
+            new_leader + 1
+        );
         workload
             .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
             .await
             .expect("writes without the old leader");
         tokio::time::sleep(PAUSE_DURATION).await;
-        eprintln!("resuming node {}", leader + 1);
+        eprintln!(
+            "[{} ms] resuming node {}",
+            workload.elapsed_ms(),
+            leader + 1
+        );
         cluster.resume(leader);
         let leader = cluster
             .wait_ready(STARTUP_TIMEOUT)
@@ -138,14 +168,22 @@ async fn paused_node_no_acked_write_lost() {
         tokio::time::sleep(STEADY_PHASE).await;
 
         let follower = (leader + 1) % cluster.size();
-        eprintln!("pausing follower node {}", follower + 1);
+        eprintln!(
+            "[{} ms] pausing follower node {}",
+            workload.elapsed_ms(),
+            follower + 1
+        );
         cluster.pause(follower);
         workload
             .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
             .await
             .expect("writes without a follower");
         tokio::time::sleep(PAUSE_DURATION).await;
-        eprintln!("resuming node {}", follower + 1);
+        eprintln!(
+            "[{} ms] resuming node {}",
+            workload.elapsed_ms(),
+            follower + 1
+        );
         cluster.resume(follower);
         cluster
             .wait_ready(STARTUP_TIMEOUT)
@@ -164,18 +202,27 @@ async fn paused_node_no_acked_write_lost() {
 
 /// Keys written by `restart_all_nodes_loses_nothing`.
 const RESTART_KEYS: usize = 200;
+/// How long a restarted node may take to hold every key in its own store.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Attempts per put before the test gives up on a healthy cluster.
 const PUT_ATTEMPTS_MAX: usize = 5;
 
 /// What a key must look like after the restart: (value, create revision, mod revision, version).
 type KeyRecord = (Vec<u8>, i64, i64, i64);
 
-async fn range_prefix(cluster: &TestCluster, node: usize, prefix: &str) -> RangeResponse {
+/// A range over `prefix` on `node`; `serializable` reads that node's own state without the leader.
+async fn range_prefix(
+    cluster: &TestCluster,
+    node: usize,
+    prefix: &str,
+    serializable: bool,
+) -> RangeResponse {
     let mut range_end = prefix.as_bytes().to_vec();
     *range_end.last_mut().expect("non-empty prefix") += 1;
     let request = RangeRequest {
         key: prefix.as_bytes().to_vec(),
         range_end,
+        serializable,
         ..Default::default()
     };
     let mut last_error = String::new();
@@ -253,7 +300,7 @@ async fn restart_all_nodes_loses_nothing() {
             }
             put_revisions.insert(key.into_bytes(), revision);
         }
-        let before_response = range_prefix(&cluster, 0, prefix).await;
+        let before_response = range_prefix(&cluster, 0, prefix, false).await;
         let before = records(&before_response);
         assert_eq!(
             before.len(),
@@ -282,7 +329,7 @@ async fn restart_all_nodes_loses_nothing() {
             .expect("the cluster comes back");
 
         for node in 0..cluster.size() {
-            let after_response = range_prefix(&cluster, node, prefix).await;
+            let after_response = range_prefix(&cluster, node, prefix, false).await;
             let after = records(&after_response);
             for (key, record) in &before {
                 assert_eq!(
@@ -305,6 +352,24 @@ async fn restart_all_nodes_loses_nothing() {
                 "node {}: store revision went back from {revision_before} to {revision_after}",
                 node + 1
             );
+        }
+        // Each node's own store holds it all too (after catching up, if it must).
+        for node in 0..cluster.size() {
+            let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+            loop {
+                let local = records(&range_prefix(&cluster, node, prefix, true).await);
+                if local == before {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {}: its serializable view still differs after {CATCH_UP_TIMEOUT:?}: {} of {} keys",
+                    node + 1,
+                    local.len(),
+                    before.len()
+                );
+                tokio::time::sleep(common::POLL_INTERVAL).await;
+            }
         }
         // The revision counter itself survived: a new write gets a revision never handed out before.
         let new_revision = put(&cluster, 1, &format!("{prefix}after-restart"), "x").await;

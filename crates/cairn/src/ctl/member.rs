@@ -15,7 +15,8 @@ pub enum MemberCommand {
     List,
     /// Add a member by its peer address; the cluster assigns and returns its id.
     Add {
-        /// Raft peer address of the new member (HOST:PORT, sent as given).
+        /// Raft peer address of the new member: HOST:PORT or http://HOST:PORT (sent as a URL,
+        /// which Cairn and etcd both accept).
         #[arg(long)]
         peer_url: String,
         /// Add it as a non-voting learner.
@@ -49,6 +50,15 @@ struct MemberAddJson {
     members: Vec<MemberJson>,
 }
 
+/// etcd requires a scheme in peer URLs; operators type Cairn's `HOST:PORT`.
+fn peer_url_of(raw: &str) -> String {
+    if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    }
+}
+
 fn members_json(members: &[Member]) -> Vec<MemberJson> {
     members.iter().map(MemberJson::new).collect()
 }
@@ -69,7 +79,7 @@ pub async fn run(
         MemberCommand::Add { peer_url, learner } => {
             let what = format!("member add --peer-url {peer_url}");
             let response = client
-                .member_add(vec![peer_url], learner)
+                .member_add(vec![peer_url_of(&peer_url)], learner)
                 .await
                 .map_err(CtlError::call(what))?;
             match out {
@@ -140,5 +150,16 @@ fn print_members(
             println!("{}", member_table(members));
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_url_gets_a_scheme_when_missing() {
+        assert_eq!(peer_url_of("10.0.0.1:4380"), "http://10.0.0.1:4380");
+        assert_eq!(peer_url_of("http://10.0.0.1:4380"), "http://10.0.0.1:4380");
     }
 }

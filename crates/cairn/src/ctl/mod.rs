@@ -4,14 +4,14 @@
 //! # Synopsis
 //!
 //! ```text
-//! cairn ctl [--endpoints A,B,C] [--output table|json] RESOURCE VERB ...
+//! cairn ctl [--endpoints A,B,C] [--output table|json] [--request-timeout-ms MS] RESOURCE VERB ...
 //!   kv put KEY VALUE [--lease ID] [--prev-kv]
 //!   kv get KEY [--prefix | --from-key] [--limit N] [--rev R] [--keys-only] [--count-only]
 //!              [--serializable] [--sort-by key|create|modify|version|value] [--order ascend|descend]
 //!   kv del KEY [--prefix | --from-key] [--prev-kv]
 //!   kv watch KEY [--prefix] [--rev R] [--prev-kv] [--max-events N]
 //!   member list
-//!   member add --peer-url HOST:PORT [--learner]
+//!   member add --peer-url [http://]HOST:PORT [--learner]   (the cluster assigns the id)
 //!   member remove ID
 //!   member promote ID
 //!   leader show
@@ -68,7 +68,7 @@ mod leader;
 mod member;
 pub mod output;
 
-use cairn_client::{ClientError, EtcdClient};
+use cairn_client::{ClientConfig, ClientError, EtcdClient};
 use clap::Subcommand;
 
 use output::OutputFormat;
@@ -88,6 +88,9 @@ pub struct CtlArgs {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// How long each attempt of a call may take before the next endpoint is tried, ms.
+    #[arg(long, global = true, default_value_t = cairn_client::REQUEST_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
     #[command(subcommand)]
     pub resource: Resource,
 }
@@ -183,7 +186,11 @@ impl std::error::Error for CtlError {
 
 /// Runs one `cairn ctl` command.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
-    let client = EtcdClient::new(&args.endpoints).map_err(CtlError::Endpoints)?;
+    let config = ClientConfig {
+        request_timeout_ms: args.request_timeout_ms,
+        ..ClientConfig::default()
+    };
+    let client = EtcdClient::with_config(&args.endpoints, config).map_err(CtlError::Endpoints)?;
     let out = args.output;
     match args.resource {
         Resource::Kv { command } => kv::run(&client, out, command).await,

@@ -194,6 +194,19 @@ impl TestCluster {
             .join(",")
     }
 
+    /// `127.0.0.1:PORT` of node `i`'s client port (etcdctl's documented endpoint form).
+    pub fn client_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].spec.client_port)
+    }
+
+    /// Every node's client address, comma separated.
+    pub fn client_addrs(&self) -> String {
+        (0..self.size())
+            .map(|i| self.client_addr(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The member id node `i` has in the cluster (what `Status.leader` and `MemberList` report).
     pub fn member_id(&self, i: usize) -> u64 {
         self.member_ids[i]

@@ -8,9 +8,9 @@
 //! holds its last acknowledged value or a value whose write had an unknown outcome, and (2) the
 //! whole history, final reads included, is linearizable per key.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::kv_client::KvClient;
@@ -28,6 +28,8 @@ use super::{TestCluster, POLL_INTERVAL, RPC_TIMEOUT};
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a final read may keep retrying on one node before the node is declared unable to serve.
 const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest error text kept per kind in the tally.
+const ERROR_TEXT_CHARS_MAX: usize = 120;
 /// How long stopped tasks may take to finish their last op.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,7 +47,53 @@ pub struct RegisterWorkload {
     recorder: Arc<HistoryRecorder>,
     stop: Arc<AtomicBool>,
     acked_writes: Arc<AtomicU64>,
+    errors: Arc<ErrorTally>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Client-side errors by kind, for the report: they tell what clients went through.
+#[derive(Default)]
+pub struct ErrorTally {
+    counts: Mutex<BTreeMap<String, ErrorCount>>,
+}
+
+/// How often an error happened and when (ms since the workload started), first and last.
+#[derive(Clone, Debug)]
+pub struct ErrorCount {
+    pub count: usize,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+impl ErrorTally {
+    fn note(&self, at_ns: u64, what: &str, node: usize, error: &str) {
+        let mut error: String = error.chars().take(ERROR_TEXT_CHARS_MAX).collect();
+        error.retain(|c| c != '\n');
+        let key = format!("{what} via node {}: {error}", node + 1);
+        let at_ms = at_ns / 1_000_000;
+        let mut counts = self.counts.lock().expect("tally lock");
+        let entry = counts.entry(key).or_insert(ErrorCount {
+            count: 0,
+            first_ms: at_ms,
+            last_ms: at_ms,
+        });
+        entry.count += 1;
+        entry.last_ms = at_ms;
+    }
+
+    fn counts(&self) -> BTreeMap<String, ErrorCount> {
+        self.counts.lock().expect("tally lock").clone()
+    }
+}
+
+fn describe_error(
+    result: &Result<Result<impl Sized, tonic::Status>, tokio::time::error::Elapsed>,
+) -> String {
+    match result {
+        Ok(Ok(_)) => String::new(),
+        Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+        Err(_) => format!("no answer within {RPC_TIMEOUT:?}"),
+    }
 }
 
 /// Counts for the test's report.
@@ -55,6 +103,8 @@ pub struct Summary {
     pub unknown_writes: usize,
     pub reads: usize,
     pub keys: usize,
+    /// Client errors by kind and count.
+    pub errors: BTreeMap<String, ErrorCount>,
 }
 
 impl RegisterWorkload {
@@ -63,6 +113,7 @@ impl RegisterWorkload {
         let recorder = Arc::new(HistoryRecorder::new());
         let stop = Arc::new(AtomicBool::new(false));
         let acked_writes = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(ErrorTally::default());
         let mut keys = Vec::new();
         let mut tasks = Vec::new();
         for w in 0..config.writers {
@@ -77,6 +128,7 @@ impl RegisterWorkload {
                 recorder: recorder.clone(),
                 stop: stop.clone(),
                 acked_writes: acked_writes.clone(),
+                errors: errors.clone(),
             };
             tasks.push(tokio::spawn(writer.run(config.ops_per_task_max)));
         }
@@ -87,6 +139,7 @@ impl RegisterWorkload {
                 clients: clients.clone(),
                 recorder: recorder.clone(),
                 stop: stop.clone(),
+                errors: errors.clone(),
             };
             tasks.push(tokio::spawn(reader.run(config.ops_per_task_max)));
         }
@@ -95,8 +148,14 @@ impl RegisterWorkload {
             recorder,
             stop,
             acked_writes,
+            errors,
             tasks,
         }
+    }
+
+    /// Milliseconds since the workload started, to line up test events with the error tally.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.recorder.now_ns() / 1_000_000
     }
 
     pub fn acked_writes(&self) -> u64 {
@@ -144,7 +203,8 @@ impl RegisterWorkload {
         }
         let ops = self.recorder.ops();
         check_no_acked_write_lost(&ops, &final_reads)?;
-        let summary = summarize(&ops, self.keys.len());
+        let mut summary = summarize(&ops, self.keys.len());
+        summary.errors = self.errors.counts();
         let verdict =
             tokio::task::spawn_blocking(move || check_history(&ops, SEARCH_STEPS_PER_KEY_MAX))
                 .await
@@ -177,6 +237,7 @@ struct Writer {
     recorder: Arc<HistoryRecorder>,
     stop: Arc<AtomicBool>,
     acked_writes: Arc<AtomicU64>,
+    errors: Arc<ErrorTally>,
 }
 
 impl Writer {
@@ -198,6 +259,7 @@ impl Writer {
             let result = tokio::time::timeout(RPC_TIMEOUT, client.put(request)).await;
             // Any error may hide a write that was applied: only a success is a known outcome.
             let complete_ns = matches!(result, Ok(Ok(_))).then(|| self.recorder.now_ns());
+            let result = result.map(|r| r.map(drop));
             self.recorder.record(Op {
                 key,
                 action: Action::Write { value },
@@ -207,6 +269,8 @@ impl Writer {
             if complete_ns.is_some() {
                 self.acked_writes.fetch_add(1, Ordering::Relaxed);
             } else {
+                self.errors
+                    .note(invoke_ns, "put", node, &describe_error(&result));
                 node = (node + 1) % self.clients.len();
                 tokio::time::sleep(ERROR_BACKOFF).await;
             }
@@ -220,6 +284,7 @@ struct Reader {
     clients: Vec<KvClient<Channel>>,
     recorder: Arc<HistoryRecorder>,
     stop: Arc<AtomicBool>,
+    errors: Arc<ErrorTally>,
 }
 
 impl Reader {
@@ -230,10 +295,8 @@ impl Reader {
             }
             let key = self.keys[rand::rng().random_range(0..self.keys.len())].clone();
             let node = (self.id + i as usize) % self.clients.len();
-            if read(&self.clients[node], &key, &self.recorder)
-                .await
-                .is_err()
-            {
+            if let Err(e) = read(&self.clients[node], &key, &self.recorder).await {
+                self.errors.note(self.recorder.now_ns(), "get", node, &e);
                 tokio::time::sleep(ERROR_BACKOFF).await;
             }
         }
@@ -255,8 +318,8 @@ async fn read(
     let invoke_ns = recorder.now_ns();
     let response = match tokio::time::timeout(RPC_TIMEOUT, client.range(request)).await {
         Ok(Ok(response)) => response.into_inner(),
-        Ok(Err(status)) => return Err(status.to_string()),
-        Err(_) => return Err("timed out".to_string()),
+        Ok(Err(status)) => return Err(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => return Err(format!("no answer within {RPC_TIMEOUT:?}")),
     };
     let complete_ns = recorder.now_ns();
     let observed = response
@@ -354,5 +417,6 @@ fn summarize(ops: &[Op], keys: usize) -> Summary {
             .count(),
         reads: ops.iter().filter(|op| !is_write(op)).count(),
         keys,
+        errors: BTreeMap::new(),
     }
 }
