@@ -138,6 +138,9 @@ pub async fn run(
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
         enable_pre_vote: Some(true),
+        // Replicate entries while the leader's own fsync is in flight (the log store returns
+        // from append before the flush and reports it later).
+        broadcast_submitted_on_append: Some(true),
         ..Default::default()
     }
     .validate()

@@ -12,7 +12,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// An etcd transaction (also Put and DeleteRange), prost-encoded `TxnRequest`.
-    Txn(Vec<u8>),
+    Txn(#[serde(with = "crate::serde_bytes")] Vec<u8>),
     /// Discard history at or below `revision`.
     Compact { revision: i64 },
     /// Create lease `id` (chosen by the leader, never 0) with `ttl_secs`.
@@ -68,7 +68,7 @@ pub struct CommandResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// A transaction ran; prost-encoded `TxnResponse`.
-    Txn(Vec<u8>),
+    Txn(#[serde(with = "crate::serde_bytes")] Vec<u8>),
     /// The command succeeded and returns nothing more.
     Done,
     /// A lease was granted with this id.

@@ -8,6 +8,7 @@ pub mod command;
 pub mod log_store;
 pub mod mvcc;
 pub mod network;
+pub mod serde_bytes;
 pub mod state_machine;
 
 pub use command::{Command, CommandResult};

@@ -47,6 +47,7 @@ struct SnapshotFile {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     node_addrs: BTreeMap<u64, (String, String)>,
+    #[serde(with = "crate::serde_bytes")]
     kv: Vec<u8>,
 }
 

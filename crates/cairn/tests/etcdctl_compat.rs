@@ -370,6 +370,56 @@ async fn member_list_and_endpoint_status_describe_the_cluster() {
     let Some((cluster, ctl)) = cluster().await else {
         return;
     };
+    let statuses = ctl.json(&["endpoint", "status"]);
+    let statuses = statuses.as_array().unwrap_or_else(|| panic!("{statuses}"));
+    assert_eq!(statuses.len(), cluster.size());
+    let leader = statuses[0]["Status"]["leader"].as_u64().unwrap_or(0);
+    assert!(
+        cluster.index_of_member(leader).is_some(),
+        "leader {leader} is not a member: {statuses:?}"
+    );
+    for (i, entry) in statuses.iter().enumerate() {
+        assert_eq!(entry["Endpoint"], cluster.client_addr(i), "{entry}");
+        let status = &entry["Status"];
+        assert_eq!(
+            status["leader"], leader,
+            "every node names the same leader: {entry}"
+        );
+        assert_eq!(
+            status["header"]["member_id"],
+            cluster.member_id(i),
+            "{entry}"
+        );
+        assert!(
+            status["raftTerm"].as_u64().is_some_and(|t| t >= 1),
+            "{entry}"
+        );
+        assert!(
+            status["raftIndex"].as_u64().is_some_and(|t| t >= 1),
+            "{entry}"
+        );
+        assert!(
+            status["version"].as_str().is_some_and(|v| !v.is_empty()),
+            "{entry}"
+        );
+    }
+    // etcdctl 3.4 prints health results on stderr.
+    let health = ctl.run(&["endpoint", "health"]);
+    assert!(health.status.success(), "{health:?}");
+    let health = health.stderr + &health.stdout;
+    for i in 0..cluster.size() {
+        let prefix = format!(
+            "{} is healthy: successfully committed proposal",
+            cluster.client_addr(i)
+        );
+        assert!(
+            health.lines().any(|line| line.starts_with(&prefix)),
+            "{health}"
+        );
+    }
+
+    // Every member has published its name and client URLs by the time the cluster serves
+    // clients (etcd publishes before it serves; an unpublished member lists as "unstarted").
     let members = ctl.json(&["member", "list"]);
     let list = members["members"]
         .as_array()
@@ -419,53 +469,5 @@ async fn member_list_and_endpoint_status_describe_the_cluster() {
         );
         assert_eq!(fields[1], "started", "{line:?}");
         assert_eq!(fields[5], "false", "{line:?}");
-    }
-
-    let statuses = ctl.json(&["endpoint", "status"]);
-    let statuses = statuses.as_array().unwrap_or_else(|| panic!("{statuses}"));
-    assert_eq!(statuses.len(), cluster.size());
-    let leader = statuses[0]["Status"]["leader"].as_u64().unwrap_or(0);
-    assert!(
-        cluster.index_of_member(leader).is_some(),
-        "leader {leader} is not a member: {statuses:?}"
-    );
-    for (i, entry) in statuses.iter().enumerate() {
-        assert_eq!(entry["Endpoint"], cluster.client_addr(i), "{entry}");
-        let status = &entry["Status"];
-        assert_eq!(
-            status["leader"], leader,
-            "every node names the same leader: {entry}"
-        );
-        assert_eq!(
-            status["header"]["member_id"],
-            cluster.member_id(i),
-            "{entry}"
-        );
-        assert!(
-            status["raftTerm"].as_u64().is_some_and(|t| t >= 1),
-            "{entry}"
-        );
-        assert!(
-            status["raftIndex"].as_u64().is_some_and(|t| t >= 1),
-            "{entry}"
-        );
-        assert!(
-            status["version"].as_str().is_some_and(|v| !v.is_empty()),
-            "{entry}"
-        );
-    }
-    // etcdctl 3.4 prints health results on stderr.
-    let health = ctl.run(&["endpoint", "health"]);
-    assert!(health.status.success(), "{health:?}");
-    let health = health.stderr + &health.stdout;
-    for i in 0..cluster.size() {
-        let prefix = format!(
-            "{} is healthy: successfully committed proposal",
-            cluster.client_addr(i)
-        );
-        assert!(
-            health.lines().any(|line| line.starts_with(&prefix)),
-            "{health}"
-        );
     }
 }
