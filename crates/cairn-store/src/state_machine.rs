@@ -359,14 +359,22 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let dir = self.snapshot_dir.clone();
         // Encoding a large key space takes a while: keep it off the async workers.
         tokio::task::spawn_blocking(move || {
-            let (bytes, meta) = {
+            // Copy under the read lock (apply waits only for the copy), encode outside it.
+            let copy = {
                 let s = handle.read();
-                let meta = openraft::SnapshotMeta {
-                    last_log_id: s.last_applied,
-                    last_membership: s.membership.clone(),
-                };
-                (encode_state(&s)?, meta)
+                SmState {
+                    kv: s.kv.clone(),
+                    last_applied: s.last_applied,
+                    membership: s.membership.clone(),
+                    node_addrs: s.node_addrs.clone(),
+                }
             };
+            let meta = openraft::SnapshotMeta {
+                last_log_id: copy.last_applied,
+                last_membership: copy.membership.clone(),
+            };
+            let bytes = encode_state(&copy)?;
+            drop(copy);
             write_atomically(&dir, SNAPSHOT_FILE, &bytes)?;
             Ok(openraft::Snapshot {
                 meta,

@@ -30,7 +30,7 @@ pub const LEASE_REVOKES_PER_ROUND_MAX: usize = 1000;
 pub const LEASE_KEEPALIVE_BUFFER_MAX: usize = 64;
 /// Concurrent in-flight requests forwarded from a follower to the leader.
 pub const FORWARD_INFLIGHT_MAX: usize = 4096;
-/// Raft log entries after which a snapshot is taken.
-pub const SNAPSHOT_LOGS_SINCE_LAST_DEFAULT: u64 = 20_000;
+/// Raft log entries after which a snapshot is taken (etcd's default snapshot-count).
+pub const SNAPSHOT_LOGS_SINCE_LAST_DEFAULT: u64 = 100_000;
 /// Bytes per chunk when a snapshot is streamed to a peer.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;

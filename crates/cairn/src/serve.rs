@@ -43,7 +43,7 @@ pub struct ServeArgs {
     /// Raft election timeout (lower bound), ms. Default 600.
     #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
-    /// Log entries between automatic snapshots. Default 20000.
+    /// Log entries between automatic snapshots. Default 100000.
     #[arg(long, env = "CAIRN_SNAPSHOT_LOGS_SINCE_LAST")]
     pub snapshot_logs_since_last: Option<u64>,
     /// How long a request waits for a leader or commit, ms. Default 7000.
