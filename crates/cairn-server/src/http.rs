@@ -23,16 +23,27 @@ pub fn router(node: Arc<Node>) -> Router {
 
 /// Why a node is unhealthy, or `None` when it is healthy.
 pub fn unhealthy_reason(node: &Node) -> Option<String> {
-    let m = node.raft.metrics().borrow_watched().clone();
-    if m.current_leader.is_none() {
+    if node.live_leader().is_none() {
         return Some("no leader".into());
     }
+    let m = node.raft.metrics().borrow_watched().clone();
     let last = m.last_log_index.unwrap_or(0);
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     if last.saturating_sub(applied) > HEALTH_APPLY_LAG_MAX {
         return Some(format!(
             "catching up: applied {applied} of {last} log entries"
         ));
+    }
+    let announced = {
+        let s = node.sm.read();
+        s.node_addrs.get(&node.id)
+            == Some(&(
+                node.config.listen_client.clone(),
+                node.config.listen_http.clone(),
+            ))
+    };
+    if !announced {
+        return Some("publishing this node's addresses to the cluster".into());
     }
     None
 }
@@ -43,7 +54,7 @@ async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
             StatusCode::OK,
             format!(
                 "{{\"health\":\"true\",\"leader\":{}}}\n",
-                node.leader().unwrap_or(0)
+                node.live_leader().unwrap_or(0)
             ),
         ),
         Some(reason) => (

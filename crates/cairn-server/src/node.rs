@@ -24,7 +24,7 @@ use openraft::{ChangeMembers, ReadPolicy};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -43,6 +43,8 @@ pub struct Node {
     pub cluster_id: u64,
     peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
     forward_slots: Semaphore,
+    /// When a leader last replicated to (or heartbeated) this node.
+    last_leader_contact: Mutex<Option<Instant>>,
 }
 
 impl Node {
@@ -57,12 +59,48 @@ impl Node {
             cluster_id: 0x6361_6972_6e00_0000, // "cairn" — one cluster per Raft group
             peers: Mutex::new(HashMap::new()),
             forward_slots: Semaphore::new(FORWARD_INFLIGHT_MAX),
+            last_leader_contact: Mutex::new(None),
         })
     }
 
     /// The leader this node currently follows, if any.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Records that a leader just reached this node (an AppendEntries arrived).
+    pub fn touch_leader_contact(&self) {
+        *self
+            .last_leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// How long a leader may stay silent before this node stops believing in it: two maximal
+    /// election timeouts.
+    pub fn leader_silence_max(&self) -> Duration {
+        Duration::from_millis(4 * self.config.election_timeout_ms)
+    }
+
+    /// The leader, but only if it is live as far as this node can tell: the leader itself must
+    /// have heard from a quorum recently, a follower must have heard from the leader recently.
+    /// This is what Status and /health report; an isolated node reports no leader.
+    pub fn live_leader(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        let max = self.leader_silence_max();
+        let fresh = if leader == self.id {
+            // A single voter is its own quorum.
+            m.membership_config.membership().voter_ids().count() == 1
+                || m.last_quorum_acked
+                    .is_some_and(|t| openraft::Instant::elapsed(&*t) <= max)
+        } else {
+            self.last_leader_contact
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() <= max)
+        };
+        fresh.then_some(leader)
     }
 
     /// This node's current Raft term.
@@ -152,6 +190,7 @@ impl Node {
             // The leader is unreachable: it may have died. A write may or may not have been
             // applied, so it is not retried (etcd answers "request timed out" then too); anything
             // else waits for the next leader.
+            _ if never_sent(&s) => errors::leader_changed(),
             Code::Unavailable | Code::Cancelled | Code::Unknown if is_write => errors::timeout(),
             Code::Unavailable | Code::Cancelled | Code::Unknown => errors::leader_changed(),
             _ => s,
@@ -448,6 +487,19 @@ impl Node {
 
 /// A learner may be promoted only when it is at most this many log entries behind the leader.
 const LEARNER_SYNC_LAG_MAX: u64 = 1000;
+
+/// Whether a forwarding failure happened before the request left this node (the leader refused
+/// the connection), so retrying cannot apply a write twice.
+fn never_sent(s: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = e.source();
+    }
+    false
+}
 
 fn is_retryable(s: &Status) -> bool {
     s.code() == Code::Unavailable

@@ -44,6 +44,7 @@ impl RaftPeer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let req = decode(&request.into_inner().data).map_err(bad)?;
+        self.node.touch_leader_contact();
         let resp = self
             .node
             .raft

@@ -28,6 +28,8 @@ use tonic::transport::server::TcpIncoming;
 const LEASE_EXPIRY_TICK_MS: u64 = 250;
 /// Pause between attempts to announce this node's addresses.
 const ANNOUNCE_RETRY_MS: u64 = 500;
+/// Concurrent RPCs (HTTP/2 streams) one client connection may have open.
+const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 /// How long a joining node keeps asking the cluster to add it.
 const JOIN_TIMEOUT_MS: u64 = 30_000;
 /// Log entries kept after a snapshot so slightly lagging followers need no snapshot.
@@ -141,6 +143,9 @@ pub async fn run(
         // Replicate entries while the leader's own fsync is in flight (the log store returns
         // from append before the flush and reports it later).
         broadcast_submitted_on_append: Some(true),
+        // Standard Raft: a restarted leader must win a new election (and commit an entry of its
+        // term) before it serves; restoring leadership could serve reads from a lagging commit.
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()
@@ -181,6 +186,7 @@ pub async fn run(
 
     let max_msg = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
     let client_server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION_MAX))
         .add_service(services::kv_server(node.clone(), max_msg))
         .add_service(services::watch_server(node.clone(), max_msg))
         .add_service(services::lease_server(node.clone(), max_msg))

@@ -56,8 +56,9 @@ async fn stop_and_verify(mut workload: RegisterWorkload, cluster: &mut TestClust
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_no_acked_write_lost() {
+    // The cluster starts outside the test's time limit: it may first wait for its turn.
+    let mut cluster = TestCluster::start(3).await;
     within_test_timeout(async {
-        let mut cluster = TestCluster::start(3).await;
         let workload = RegisterWorkload::start(&cluster, &workload_config("/ft/leader-killed"));
         workload
             .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
@@ -117,8 +118,9 @@ async fn leader_killed_no_acked_write_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paused_node_no_acked_write_lost() {
+    // The cluster starts outside the test's time limit: it may first wait for its turn.
+    let mut cluster = TestCluster::start(3).await;
     within_test_timeout(async {
-        let mut cluster = TestCluster::start(3).await;
         let workload = RegisterWorkload::start(&cluster, &workload_config("/ft/paused"));
         workload
             .wait_for_progress(PROGRESS_WRITES, PROGRESS_TIMEOUT)
@@ -204,6 +206,8 @@ async fn paused_node_no_acked_write_lost() {
 const RESTART_KEYS: usize = 200;
 /// How long a restarted node may take to hold every key in its own store.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long to wait before re-reading, to tell a stale read from lost data.
+const RECHECK_DELAY: Duration = Duration::from_secs(3);
 /// Attempts per put before the test gives up on a healthy cluster.
 const PUT_ATTEMPTS_MAX: usize = 5;
 
@@ -261,6 +265,35 @@ async fn put(cluster: &TestCluster, node: usize, key: &str, value: &str) -> i64 
     panic!("node {}: put {key} failed: {last_error}", node + 1);
 }
 
+/// Which keys `actual` lacks or holds differently from `expected` (the first few).
+fn describe_difference(
+    expected: &BTreeMap<Vec<u8>, KeyRecord>,
+    actual: &BTreeMap<Vec<u8>, KeyRecord>,
+) -> String {
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(key, record)| actual.get(*key) != Some(*record))
+        .map(|(key, record)| {
+            format!(
+                "{} expected (value, create, mod, version) {:?} got {:?}",
+                String::from_utf8_lossy(key),
+                record,
+                actual.get(key)
+            )
+        })
+        .take(5)
+        .collect();
+    let extra = actual
+        .keys()
+        .filter(|key| !expected.contains_key(*key))
+        .count();
+    format!(
+        "{} keys wrong ({}), {extra} extra",
+        wrong.len(),
+        wrong.join("; ")
+    )
+}
+
 fn records(response: &RangeResponse) -> BTreeMap<Vec<u8>, KeyRecord> {
     response
         .kvs
@@ -281,8 +314,9 @@ fn records(response: &RangeResponse) -> BTreeMap<Vec<u8>, KeyRecord> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_all_nodes_loses_nothing() {
+    // The cluster starts outside the test's time limit: it may first wait for its turn.
+    let mut cluster = TestCluster::start(3).await;
     within_test_timeout(async {
-        let mut cluster = TestCluster::start(3).await;
         let prefix = "/ft/restart-all/";
         // Every fifth key is written twice, so versions and create/mod revisions differ.
         let mut put_revisions = BTreeMap::new();
@@ -331,21 +365,22 @@ async fn restart_all_nodes_loses_nothing() {
         for node in 0..cluster.size() {
             let after_response = range_prefix(&cluster, node, prefix, false).await;
             let after = records(&after_response);
-            for (key, record) in &before {
-                assert_eq!(
-                    after.get(key),
-                    Some(record),
-                    "node {}: key {:?} after restart",
+            if after != before {
+                // Tell a stale read (the data comes back) from a loss (it does not).
+                tokio::time::sleep(RECHECK_DELAY).await;
+                let later = records(&range_prefix(&cluster, node, prefix, false).await);
+                panic!(
+                    "node {}: a linearizable read after the restart differs from before: {}; \
+                     {RECHECK_DELAY:?} later the same read {}",
                     node + 1,
-                    String::from_utf8_lossy(key)
+                    describe_difference(&before, &after),
+                    if later == before {
+                        "matched, so the first read was stale".to_string()
+                    } else {
+                        format!("still differs: {}", describe_difference(&before, &later))
+                    }
                 );
             }
-            assert_eq!(
-                after.len(),
-                before.len(),
-                "node {}: no extra keys after restart",
-                node + 1
-            );
             let revision_after = after_response.header.expect("range header").revision;
             assert!(
                 revision_after >= revision_before,
@@ -380,4 +415,79 @@ async fn restart_all_nodes_loses_nothing() {
         cluster.check_alive().expect("no node crashed");
     })
     .await;
+}
+
+/// Rounds of `write_then_restart_all_read_sees_write`.
+const WRITE_RESTART_ROUNDS: usize = 8;
+
+/// A write acknowledged just before every node dies must be seen by every linearizable read that
+/// succeeds after they restart, even the very first one, served before the cluster reports
+/// healthy: no node may answer from a commit index older than the acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn write_then_restart_all_read_sees_write() {
+    // The cluster starts outside the test's time limit: it may first wait for its turn.
+    let mut cluster = TestCluster::start(3).await;
+    within_test_timeout(async {
+        for round in 0..WRITE_RESTART_ROUNDS {
+            let key = format!("/ft/write-restart/{round}");
+            let revision = put(&cluster, round % cluster.size(), &key, "v").await;
+            for i in 0..cluster.size() {
+                cluster.kill(i);
+            }
+            for i in 0..cluster.size() {
+                cluster.restart(i);
+            }
+            // The first successful read from each node, as early as the node answers.
+            let reads =
+                (0..cluster.size()).map(|node| first_read_after_restart(&cluster, node, &key));
+            for (node, seen) in futures::future::join_all(reads)
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                if seen != Some(revision) {
+                    tokio::time::sleep(RECHECK_DELAY).await;
+                    let later = records(&range_prefix(&cluster, node, &key, false).await);
+                    panic!(
+                        "round {round}: the first linearizable read of {key} on node {} after \
+                         restarting all nodes saw mod revision {seen:?}, but the put was \
+                         acknowledged at revision {revision}; {RECHECK_DELAY:?} later node {} \
+                         reads {:?}",
+                        node + 1,
+                        node + 1,
+                        later.get(key.as_bytes())
+                    );
+                }
+            }
+            cluster
+                .wait_ready(STARTUP_TIMEOUT)
+                .await
+                .expect("the cluster comes back");
+        }
+        cluster.check_alive().expect("no node crashed");
+    })
+    .await;
+}
+
+/// Retries a linearizable get of `key` on `node` until one succeeds; returns its mod revision.
+async fn first_read_after_restart(cluster: &TestCluster, node: usize, key: &str) -> Option<i64> {
+    let request = RangeRequest {
+        key: key.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let mut client = cluster.kv(node);
+    loop {
+        if let Ok(Ok(response)) =
+            tokio::time::timeout(RPC_TIMEOUT, client.range(request.clone())).await
+        {
+            return response.into_inner().kvs.first().map(|kv| kv.mod_revision);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} served no linearizable read within {STARTUP_TIMEOUT:?} of its restart",
+            node + 1
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

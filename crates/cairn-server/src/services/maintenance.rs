@@ -40,14 +40,15 @@ pub fn status(node: &Node) -> StatusResponse {
     };
     let log_bytes = crate::run::log_file_size(&node.config) as i64;
     let mut errors = Vec::new();
-    if m.current_leader.is_none() {
+    let leader = node.live_leader();
+    if leader.is_none() {
         errors.push("etcdserver: no leader".to_string());
     }
     StatusResponse {
         header: node.header(revision),
         version: ETCD_API_VERSION.to_string(),
         db_size: db_size + log_bytes,
-        leader: m.current_leader.unwrap_or(0),
+        leader: leader.unwrap_or(0),
         raft_index: m.last_log_index.unwrap_or(0),
         raft_term: m.current_term,
         raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),

@@ -292,12 +292,12 @@ impl TestCluster {
 
     /// `GET /health` on node `i`: true on 200.
     pub async fn is_healthy(&self, i: usize) -> bool {
-        let spec = &self.nodes[i].spec;
-        let port = match self.backend {
-            Backend::Cairn => spec.http_port,
-            Backend::Etcd => spec.client_port,
-        };
-        matches!(http_get(port, "/health").await, Ok((200, _)))
+        matches!(self.http_get(i, "/health").await, Ok((200, _)))
+    }
+
+    /// `GET path` on node `i`'s HTTP port (etcd serves /health and /metrics on its metrics URL).
+    pub async fn http_get(&self, i: usize, path: &str) -> Result<(u16, String), String> {
+        http_get(self.nodes[i].spec.http_port, path).await
     }
 
     /// Fails if a node that should be running has exited by itself (a crash is always a bug).
@@ -417,6 +417,8 @@ impl TestCluster {
             .args(["--listen-peer", &format!("127.0.0.1:{}", spec.peer_port)])
             .args(["--listen-http", &format!("127.0.0.1:{}", spec.http_port)])
             .args(["--initial-cluster", &self.initial_cluster])
+            // Plain log files: the server colours its log even when stderr is not a terminal.
+            .env("NO_COLOR", "1")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
