@@ -30,7 +30,7 @@ count=$("$cairn" ctl --endpoints "$eps" -o json kv get bench/ --prefix --count-o
 echo "keys stored: $count"
 for i in 1 2 3; do echo "node $i RSS: $(( $(rss ${pids[$i]}) / 1024 )) MiB, data dir: $(du -sh "$work/$i" | cut -f1)"; done
 leader=$("$cairn" ctl --endpoints "$eps" -o json leader show | awk -F': ' '/"leader_id"/ {gsub(/[^0-9]/,"",$2); print $2}')
-echo "SIGKILL leader (node $leader), restart it, time until /health is 200 and it has every key"
+echo "SIGKILL leader (node $leader), restart it, time until its /health is 200 (leader known, at most 1000 log entries unapplied)"
 kill -9 "${pids[$leader]}"; wait "${pids[$leader]}" 2>/dev/null || true
 t0=$(date +%s.%N)
 start "$leader"
