@@ -5,7 +5,7 @@ use crate::node::Node;
 use crate::services;
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
-use cairn_proto::etcdserverpb::MemberAddRequest;
+use cairn_proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
 use cairn_proto::raftpb::raft_peer_server::RaftPeerServer;
 use cairn_store::log_store::LogStore;
 use cairn_store::network::{peer_channel, PeerNetwork};
@@ -62,23 +62,41 @@ async fn bind(what: &str, addr: &str) -> Result<TcpListener, String> {
 }
 
 /// Asks a running cluster (at a client endpoint) to add this node as a learner; returns our id.
+/// If an operator already added this peer address (`member add`), the existing member is ours.
 async fn join_cluster(endpoint: &str, peer_addr: &str) -> Result<u64, String> {
     let deadline = Instant::now() + Duration::from_millis(JOIN_TIMEOUT_MS);
+    let peer_url = format!("http://{peer_addr}");
     loop {
         let attempt = async {
             let channel = peer_channel(endpoint).map_err(|e| e.to_string())?;
             let mut client = ClusterClient::new(channel);
-            let resp = client
+            let added = client
                 .member_add(MemberAddRequest {
-                    peer_ur_ls: vec![format!("http://{peer_addr}")],
+                    peer_ur_ls: vec![peer_url.clone()],
                     is_learner: true,
                 })
-                .await
-                .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
-            resp.into_inner()
-                .member
-                .map(|m| m.id)
-                .ok_or_else(|| "MemberAdd returned no member".to_string())
+                .await;
+            match added {
+                Ok(resp) => resp
+                    .into_inner()
+                    .member
+                    .map(|m| m.id)
+                    .ok_or_else(|| "MemberAdd returned no member".to_string()),
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    let members = client
+                        .member_list(MemberListRequest { linearizable: true })
+                        .await
+                        .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+                        .into_inner()
+                        .members;
+                    members
+                        .iter()
+                        .find(|m| m.peer_ur_ls.contains(&peer_url))
+                        .map(|m| m.id)
+                        .ok_or_else(|| format!("{}: {}", s.code(), s.message()))
+                }
+                Err(s) => Err(format!("{}: {}", s.code(), s.message())),
+            }
         };
         match attempt.await {
             Ok(id) => return Ok(id),

@@ -175,3 +175,44 @@ async fn stopping_the_leader_elects_another_and_restart_keeps_data() {
         Some("y")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_added_by_operator_then_started_with_join_takes_its_id() {
+    let mut cluster = TestCluster::start(3, |_| {}).await;
+    let mut config = node_config(cluster.dir.path(), 9);
+    let mut members = ClusterClient::new(channel(&cluster.nodes[0].client_addr()).await);
+    let added = members
+        .member_add(cairn_proto::etcdserverpb::MemberAddRequest {
+            peer_ur_ls: vec![format!("http://{}", config.listen_peer)],
+            is_learner: true,
+        })
+        .await
+        .expect("member add")
+        .into_inner()
+        .member
+        .unwrap();
+    config.join = Some(cluster.nodes[1].client_addr());
+    let i = cluster.start_node(config);
+    let mut kv = cluster.kv(0).await;
+    put(&mut kv, "seen-by-new-member", "1").await;
+    let mut new_kv = cluster.kv(i).await;
+    let deadline = Instant::now() + WAIT_MAX;
+    while get(&mut new_kv, "seen-by-new-member", true).await.is_none() {
+        assert!(Instant::now() < deadline, "new member never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id_file = cluster.nodes[i].config.data_dir.join("node_id");
+    let stored: u64 = std::fs::read_to_string(id_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(stored, added.id);
+    let list = members
+        .member_list(MemberListRequest { linearizable: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(list.len(), 4, "{list:?}");
+}

@@ -91,6 +91,12 @@ impl TestCluster {
         self.nodes.len() - 1
     }
 
+    /// Starts a node from a prepared config (e.g. one whose peer address was registered first).
+    pub fn start_node(&mut self, config: ServerConfig) -> usize {
+        self.nodes.push(spawn_node(config));
+        self.nodes.len() - 1
+    }
+
     pub async fn stop(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         if let Some(tx) = node.stop.take() {
