@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "etcd/v3lockpb/v3lock.proto",
     "cairn/raft.proto",
     "cairn/cairn.proto",
+    "cairn/heartbeat.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

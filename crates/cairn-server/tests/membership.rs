@@ -12,6 +12,17 @@ use cairn_proto::etcdserverpb::{
 use common::*;
 use std::time::{Duration, Instant};
 
+async fn member_list(
+    members: &mut ClusterClient<tonic::transport::Channel>,
+) -> Vec<cairn_proto::etcdserverpb::Member> {
+    members
+        .member_list(MemberListRequest { linearizable: true })
+        .await
+        .expect("member list")
+        .into_inner()
+        .members
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_forwards_writes_and_serves_linearizable_reads() {
     let cluster = TestCluster::start(3, |_| {}).await;
@@ -48,12 +59,7 @@ async fn learner_joins_from_snapshot_is_promoted_then_removed() {
     // The new member shows up as a learner, and catches up.
     let deadline = Instant::now() + WAIT_MAX;
     let new_id = loop {
-        let list = members
-            .member_list(MemberListRequest { linearizable: true })
-            .await
-            .unwrap()
-            .into_inner()
-            .members;
+        let list = member_list(&mut members).await;
         if let Some(m) = list.iter().find(|m| m.is_learner) {
             break m.id;
         }
@@ -94,12 +100,7 @@ async fn learner_joins_from_snapshot_is_promoted_then_removed() {
         .member_promote(MemberPromoteRequest { id: new_id })
         .await
         .expect("promote");
-    let list = members
-        .member_list(MemberListRequest { linearizable: true })
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let list = member_list(&mut members).await;
     assert_eq!(list.len(), 4);
     assert!(list.iter().all(|m| !m.is_learner), "{list:?}");
     // Writes still commit with 4 voters, through the new member too.
@@ -109,12 +110,7 @@ async fn learner_joins_from_snapshot_is_promoted_then_removed() {
         .member_remove(MemberRemoveRequest { id: new_id })
         .await
         .expect("remove");
-    let list = members
-        .member_list(MemberListRequest { linearizable: true })
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let list = member_list(&mut members).await;
     assert_eq!(list.len(), 3, "{list:?}");
     assert_eq!(
         get(&mut kv, "after-promote", false).await.as_deref(),
@@ -208,11 +204,6 @@ async fn member_added_by_operator_then_started_with_join_takes_its_id() {
         .parse()
         .unwrap();
     assert_eq!(stored, added.id);
-    let list = members
-        .member_list(MemberListRequest { linearizable: true })
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let list = member_list(&mut members).await;
     assert_eq!(list.len(), 4, "{list:?}");
 }
