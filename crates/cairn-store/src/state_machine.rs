@@ -359,22 +359,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let dir = self.snapshot_dir.clone();
         // Encoding a large key space takes a while: keep it off the async workers.
         tokio::task::spawn_blocking(move || {
-            // Copy under the read lock (apply waits only for the copy), encode outside it.
-            let copy = {
+            // Encode under the read lock: reads go on, apply waits for the encoding. Measured on
+            // 1M keys (examples/snapshot_cost.rs): encoding takes ~0.43 s, a copy to encode
+            // outside the lock would take ~0.93 s, so encoding in place stalls apply least.
+            let (bytes, meta) = {
                 let s = handle.read();
-                SmState {
-                    kv: s.kv.clone(),
-                    last_applied: s.last_applied,
-                    membership: s.membership.clone(),
-                    node_addrs: s.node_addrs.clone(),
-                }
+                let meta = openraft::SnapshotMeta {
+                    last_log_id: s.last_applied,
+                    last_membership: s.membership.clone(),
+                };
+                (encode_state(&s)?, meta)
             };
-            let meta = openraft::SnapshotMeta {
-                last_log_id: copy.last_applied,
-                last_membership: copy.membership.clone(),
-            };
-            let bytes = encode_state(&copy)?;
-            drop(copy);
             write_atomically(&dir, SNAPSHOT_FILE, &bytes)?;
             Ok(openraft::Snapshot {
                 meta,
