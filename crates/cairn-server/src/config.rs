@@ -4,6 +4,11 @@ use cairn_types::limits;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// How often nodes heartbeat unless configured, ms.
+pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 3000;
+/// How long a down node stays listed unless configured, ms (one hour).
+pub const NODE_IDLE_FORGET_MS_DEFAULT: u64 = 3_600_000;
+
 /// Everything one Cairn node needs to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +39,14 @@ pub struct ServerConfig {
     pub snapshot_logs_since_last: u64,
     /// How long a request waits for a leader or a commit before it fails, ms.
     pub request_timeout_ms: u64,
+    /// How often datanodes, frontends and flownodes are asked to heartbeat, ms (advertised in
+    /// every heartbeat response; not Raft's heartbeat).
+    pub node_heartbeat_interval_ms: u64,
+    /// How long one heartbeat keeps a node alive, ms; unset means 3 x node_heartbeat_interval_ms.
+    /// A node is suspect after one lease without a heartbeat and down after two.
+    pub node_lease_ms: Option<u64>,
+    /// How long a down node stays listed before it is forgotten, ms.
+    pub node_idle_forget_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +65,9 @@ impl Default for ServerConfig {
             election_timeout_ms: 600,
             snapshot_logs_since_last: limits::SNAPSHOT_LOGS_SINCE_LAST_DEFAULT,
             request_timeout_ms: 7000,
+            node_heartbeat_interval_ms: NODE_HEARTBEAT_INTERVAL_MS_DEFAULT,
+            node_lease_ms: None,
+            node_idle_forget_ms: NODE_IDLE_FORGET_MS_DEFAULT,
         }
     }
 }
@@ -64,6 +80,12 @@ impl ServerConfig {
         } else {
             self.data_dir.clone()
         }
+    }
+
+    /// The node lease, ms: as configured, else three heartbeat intervals.
+    pub fn node_lease_ms(&self) -> u64 {
+        self.node_lease_ms
+            .unwrap_or(3 * self.node_heartbeat_interval_ms)
     }
 
     /// Parses `"1=HOST:PORT,2=HOST:PORT"`.
@@ -111,6 +133,15 @@ impl ServerConfig {
                     .into(),
             );
         }
+        if self.node_heartbeat_interval_ms == 0 {
+            return Err("node-heartbeat-interval-ms: must be at least 1".into());
+        }
+        if self.node_lease_ms() < self.node_heartbeat_interval_ms {
+            return Err("node-lease-ms: must be at least node-heartbeat-interval-ms".into());
+        }
+        if self.node_idle_forget_ms == 0 {
+            return Err("node-idle-forget-ms: must be at least 1".into());
+        }
         if !self.initial_cluster.is_empty()
             && self.join.is_none()
             && !self
@@ -147,5 +178,22 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().contains("initial-cluster"));
+        let c = ServerConfig {
+            node_heartbeat_interval_ms: 1000,
+            node_lease_ms: Some(500),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("node-lease-ms"));
+    }
+
+    #[test]
+    fn node_lease_defaults_to_three_heartbeat_intervals() {
+        let c = ServerConfig::default();
+        assert_eq!(c.node_lease_ms(), 9000);
+        let c = ServerConfig {
+            node_heartbeat_interval_ms: 100,
+            ..Default::default()
+        };
+        assert_eq!(c.node_lease_ms(), 300);
     }
 }

@@ -1,12 +1,17 @@
-//! HTTP admin endpoints: `/health` for load balancers and `/metrics` for Prometheus.
+//! HTTP admin endpoints: `/health` for load balancers, `/metrics` for Prometheus, and the
+//! `/v1/…` JSON resources documented in `docs/http.md`.
 
 use crate::node::Node;
-use axum::extract::State;
+use crate::services::node_registry::list_nodes;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use cairn_proto::cairnpb::NodeView;
 use openraft::async_runtime::watch::WatchReceiver;
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -18,6 +23,8 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{id}", get(node_by_id))
         .with_state(node)
 }
 
@@ -108,4 +115,108 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         [("content-type", "text/plain; version=0.0.4")],
         out,
     )
+}
+
+/// A node as `/v1/nodes` shows it (see docs/http.md).
+#[derive(Debug, Serialize)]
+pub struct NodeJson {
+    pub id: u64,
+    pub role: &'static str,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+    pub start_time_ms: u64,
+    pub state: String,
+    pub last_heartbeat_age_ms: Option<u64>,
+    pub report_interval_ms: u64,
+    pub stats: Option<NodeStatsJson>,
+    pub region_count: u64,
+    pub unverified_region_count: u64,
+}
+
+/// The latest stats a node reported.
+#[derive(Debug, Serialize)]
+pub struct NodeStatsJson {
+    pub rcus: u64,
+    pub wcus: u64,
+    pub table_count: u64,
+    pub region_count: u64,
+    pub cpu_usage: f64,
+    pub load: f64,
+    pub disk_read_bytes_per_sec: u64,
+    pub disk_write_bytes_per_sec: u64,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl From<NodeView> for NodeJson {
+    fn from(v: NodeView) -> Self {
+        let i = v.identity.unwrap_or_default();
+        Self {
+            id: i.id,
+            role: crate::heartbeat::record::role_name(i.role),
+            address: i.address,
+            labels: i.labels.into_iter().collect(),
+            version: i.version,
+            start_time_ms: i.start_time_ms,
+            state: v.state,
+            last_heartbeat_age_ms: v.last_heartbeat_age_ms,
+            report_interval_ms: v.report_interval_ms,
+            stats: v.stats.map(|s| NodeStatsJson {
+                rcus: s.rcus,
+                wcus: s.wcus,
+                table_count: s.table_count,
+                region_count: s.region_count,
+                cpu_usage: s.cpu_usage,
+                load: s.load,
+                disk_read_bytes_per_sec: s.disk_read_bytes_per_sec,
+                disk_write_bytes_per_sec: s.disk_write_bytes_per_sec,
+                attributes: s.attributes.into_iter().collect(),
+            }),
+            region_count: v.region_count,
+            unverified_region_count: v.unverified_region_count,
+        }
+    }
+}
+
+fn json_error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn node_views(node: &Node, id: u64) -> Result<Vec<NodeJson>, Response> {
+    match list_nodes(node, id).await {
+        Ok(r) => Ok(r.nodes.into_iter().map(NodeJson::from).collect()),
+        Err(s) => Err(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            s.message().to_string(),
+        )),
+    }
+}
+
+async fn nodes(State(node): State<Arc<Node>>) -> Response {
+    match node_views(&node, 0).await {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn node_by_id(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
+    let id = match id.parse::<u64>() {
+        Ok(id) if id > 0 => id,
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("node id {id:?} is not a positive number"),
+            )
+        }
+    };
+    match node_views(&node, id).await {
+        Ok(list) => match list.into_iter().next() {
+            Some(n) => Json(n).into_response(),
+            None => json_error(
+                StatusCode::NOT_FOUND,
+                format!("node {id} is not registered"),
+            ),
+        },
+        Err(r) => r,
+    }
 }

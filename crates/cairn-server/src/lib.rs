@@ -1,11 +1,12 @@
 //! Cairn's server: the etcd v3 gRPC API and cairn.v1 on the client port, the Raft peer service,
-//! leader duties (lease expiry), and the HTTP admin endpoints, wired around one [`node::Node`].
+//! leader duties (lease expiry, the heartbeat hub), and the HTTP admin endpoints, wired around one [`node::Node`].
 //!
 //! The binary calls [`run`] with a [`ServerConfig`] and a shutdown future; tests do the same
 //! in-process.
 
 pub mod config;
 pub mod errors;
+pub mod heartbeat;
 pub mod http;
 pub mod lease_keeper;
 pub mod metrics;
@@ -17,4 +18,4 @@ pub mod services;
 
 pub use cairn_store::WatchBatch;
 pub use config::ServerConfig;
-pub use run::run;
+pub use run::{run, run_with_node};

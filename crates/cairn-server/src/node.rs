@@ -6,6 +6,7 @@
 //! at most one hop; if the leader moved meanwhile, the call is retried within the request timeout.
 
 use crate::errors;
+use crate::heartbeat::HeartbeatHub;
 use crate::lease_keeper::LeaseKeeper;
 use crate::metrics::Metrics;
 use crate::peer_request::{LeaderRequest, LeaderResponse};
@@ -41,6 +42,8 @@ pub struct Node {
     pub metrics: Metrics,
     pub leases: LeaseKeeper,
     pub cluster_id: u64,
+    /// Datanodes, frontends and flownodes reporting to this node while it leads.
+    pub heartbeats: HeartbeatHub,
     peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
     forward_slots: Semaphore,
     /// When a leader last replicated to (or heartbeated) this node.
@@ -49,6 +52,11 @@ pub struct Node {
 
 impl Node {
     pub fn new(id: u64, raft: Raft, sm: StateMachineHandle, config: ServerConfig) -> Arc<Self> {
+        let heartbeats = HeartbeatHub::new(
+            config.node_heartbeat_interval_ms,
+            Duration::from_millis(config.node_lease_ms()),
+            Duration::from_millis(config.node_idle_forget_ms),
+        );
         Arc::new(Self {
             id,
             raft,
@@ -57,6 +65,7 @@ impl Node {
             metrics: Metrics::default(),
             leases: LeaseKeeper::default(),
             cluster_id: 0x6361_6972_6e00_0000, // "cairn" — one cluster per Raft group
+            heartbeats,
             peers: Mutex::new(HashMap::new()),
             forward_slots: Semaphore::new(FORWARD_INFLIGHT_MAX),
             last_leader_contact: Mutex::new(None),
@@ -264,6 +273,10 @@ impl Node {
                     .await
                     .map_err(errors::internal)?;
                 Ok(LeaderResponse::Done)
+            }
+            LeaderRequest::ListNodes { node_id } => {
+                let resp = crate::services::node_registry::list_as_leader(self, node_id)?;
+                Ok(LeaderResponse::Nodes(prost::Message::encode_to_vec(&resp)))
             }
         }
     }

@@ -23,6 +23,8 @@ pub enum LeaderRequest {
     MemberPromote { id: u64 },
     /// Hand leadership to `to`.
     TransferLeader { to: u64 },
+    /// The leader's node registry: every node, or only `node_id` when not 0.
+    ListNodes { node_id: u64 },
 }
 
 /// The leader's answer.
@@ -38,6 +40,8 @@ pub enum LeaderResponse {
         id: u64,
     },
     Done,
+    /// A prost-encoded `cairn.v1.ListNodesResponse`.
+    Nodes(Vec<u8>),
     /// A gRPC status the leader returned, carried across as code and message.
     Error {
         code: i32,

@@ -110,9 +110,16 @@ async fn join_cluster(endpoint: &str, peer_addr: &str) -> Result<u64, String> {
 }
 
 /// Runs one node until `shutdown` resolves.
-pub async fn run(
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    run_with_node(config, shutdown, |_| {}).await
+}
+
+/// [`run`], handing the started [`Node`] to `on_started` — for in-process embedding and tests
+/// that drive leader services (such as the mailbox) directly.
+pub async fn run_with_node(
     mut config: ServerConfig,
     shutdown: impl Future<Output = ()>,
+    on_started: impl FnOnce(Arc<Node>),
 ) -> Result<(), String> {
     config.validate()?;
     let dir = config.data_dir();
@@ -213,6 +220,8 @@ pub async fn run(
         .add_service(services::election_server(node.clone(), max_msg))
         .add_service(services::lock_server(node.clone(), max_msg))
         .add_service(services::admin_server(node.clone(), max_msg))
+        .add_service(services::heartbeat_server(node.clone(), max_msg))
+        .add_service(services::node_registry_server(node.clone(), max_msg))
         .serve_with_incoming_shutdown(incoming(client_listener), wait_stop(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(
@@ -229,6 +238,11 @@ pub async fn run(
     let http_task = tokio::spawn(async move { http_server.await });
     let duties = tokio::spawn(leader_duties(node.clone(), stop_rx.clone()));
     let announce = tokio::spawn(announce_addrs(node.clone(), stop_rx.clone()));
+    let hub = tokio::spawn(crate::heartbeat::leader_duties(
+        node.clone(),
+        stop_rx.clone(),
+    ));
+    on_started(node.clone());
 
     tracing::info!(
         node_id,
@@ -244,6 +258,10 @@ pub async fn run(
     let _ = stop_tx.send(true);
     duties.abort();
     announce.abort();
+    // Streams end and pending instructions fail now, even if the hub was mid-way through taking
+    // over (loading records waits on Raft, which is shutting down).
+    hub.abort();
+    node.heartbeats.stop();
     let _ = raft.shutdown().await;
     let _ = client_task.await;
     let _ = peer_task.await;

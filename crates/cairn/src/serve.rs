@@ -49,6 +49,15 @@ pub struct ServeArgs {
     /// How long a request waits for a leader or commit, ms. Default 7000.
     #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// How often datanodes/frontends/flownodes heartbeat to the leader, ms. Default 3000.
+    #[arg(long, env = "CAIRN_NODE_HEARTBEAT_INTERVAL_MS")]
+    pub node_heartbeat_interval_ms: Option<u64>,
+    /// How long one heartbeat keeps a node alive, ms. Default 3 x node-heartbeat-interval-ms.
+    #[arg(long, env = "CAIRN_NODE_LEASE_MS")]
+    pub node_lease_ms: Option<u64>,
+    /// How long a down node stays listed before it is forgotten, ms. Default 3600000.
+    #[arg(long, env = "CAIRN_NODE_IDLE_FORGET_MS")]
+    pub node_idle_forget_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -101,6 +110,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.request_timeout_ms {
             c.request_timeout_ms = v;
+        }
+        if let Some(v) = self.node_heartbeat_interval_ms {
+            c.node_heartbeat_interval_ms = v;
+        }
+        if let Some(v) = self.node_lease_ms {
+            c.node_lease_ms = Some(v);
+        }
+        if let Some(v) = self.node_idle_forget_ms {
+            c.node_idle_forget_ms = v;
         }
         c.validate()?;
         Ok(c)

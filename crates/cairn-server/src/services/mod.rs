@@ -8,11 +8,15 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod node_registry;
 pub mod queue;
 pub mod watch;
 
+use crate::heartbeat::service::HeartbeatService;
 use crate::node::Node;
 use cairn_proto::cairnpb::admin_server::AdminServer;
+use cairn_proto::cairnpb::heartbeat_server::HeartbeatServer;
+use cairn_proto::cairnpb::node_registry_server::NodeRegistryServer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
@@ -67,4 +71,19 @@ pub fn election_server(node: Arc<Node>, max: usize) -> ElectionServer<election::
 
 pub fn lock_server(node: Arc<Node>, max: usize) -> LockServer<lock::LockService> {
     bounded!(LockServer, lock::LockService::new(node), max)
+}
+
+pub fn heartbeat_server(node: Arc<Node>, max: usize) -> HeartbeatServer<HeartbeatService> {
+    bounded!(HeartbeatServer, HeartbeatService::new(node), max)
+}
+
+pub fn node_registry_server(
+    node: Arc<Node>,
+    max: usize,
+) -> NodeRegistryServer<node_registry::NodeRegistryService> {
+    bounded!(
+        NodeRegistryServer,
+        node_registry::NodeRegistryService::new(node),
+        max
+    )
 }

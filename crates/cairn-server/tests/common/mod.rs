@@ -6,8 +6,11 @@
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use cairn_server::node::Node;
 use cairn_server::ServerConfig;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -15,16 +18,29 @@ use tonic::transport::Channel;
 /// Upper bound on waiting for a cluster condition.
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
 
+/// A port the kernel reports free that this test process has not handed out before: tests run
+/// in parallel, and a port released here could otherwise be handed to two nodes before either
+/// binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut used = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if !used.contains(&port) {
+            used.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct TestNode {
     pub config: ServerConfig,
+    /// The running node, once started (for driving leader services such as the mailbox).
+    node: Arc<OnceLock<Arc<Node>>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
 }
@@ -36,6 +52,44 @@ impl TestNode {
 
     pub fn is_running(&self) -> bool {
         self.task.is_some()
+    }
+
+    /// The in-process node; waits until it has started.
+    pub async fn node(&self) -> Arc<Node> {
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            if let Some(n) = self.node.get() {
+                return n.clone();
+            }
+            assert!(Instant::now() < deadline, "node never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A minimal HTTP/1.1 GET on this node's HTTP port; returns status code and body.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        let addr = &self.config.listen_http;
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect http");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT_MAX, stream.read_to_end(&mut response))
+            .await
+            .expect("http timeout")
+            .expect("read");
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status code");
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
     }
 }
 
@@ -178,14 +232,23 @@ impl Drop for TestCluster {
 fn spawn_node(config: ServerConfig) -> TestNode {
     let (tx, rx) = oneshot::channel();
     let c = config.clone();
+    let node = Arc::new(OnceLock::new());
+    let slot = node.clone();
     let task = tokio::spawn(async move {
-        cairn_server::run(c, async move {
-            let _ = rx.await;
-        })
+        cairn_server::run_with_node(
+            c,
+            async move {
+                let _ = rx.await;
+            },
+            move |n| {
+                let _ = slot.set(n);
+            },
+        )
         .await
     });
     TestNode {
         config,
+        node,
         stop: Some(tx),
         task: Some(task),
     }

@@ -1,0 +1,322 @@
+//! The heartbeat hub: the leader's view of datanodes, frontends and flownodes, fed by one
+//! heartbeat stream per node ([`service`]), kept in the pure [`registry`], with instructions to
+//! nodes through the [`mailbox`] and identities persisted as [`record`]s.
+//!
+//! Everything here lives for one leadership term: [`leader_duties`] starts it when this node
+//! becomes leader (loading stored identities first), judges liveness on a tick, and ends it —
+//! closing every stream and failing every pending instruction — when leadership is lost.
+
+pub mod mailbox;
+pub mod record;
+pub mod registry;
+pub mod service;
+
+use crate::node::Node;
+use crate::services::kv;
+use cairn_proto::cairnpb::{instruction, InstructionReply, NodeIdentity, NodeRole, NodeView};
+use cairn_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
+use mailbox::{Mailbox, MailboxError};
+use record::{node_key, NodeRecord, NODES_PREFIX};
+use registry::{Accepted, HeartbeatError, NodeRegistry, Transition};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+
+/// Responses buffered per heartbeat stream; a node that lets more pile up is disconnected.
+pub const HEARTBEAT_STREAM_BUFFER_MAX: usize = 16;
+/// Identity writes (and deletes) to the store in flight at once.
+pub const NODE_RECORD_WRITES_INFLIGHT_MAX: usize = 64;
+/// Longest pause between two liveness judgements.
+const HUB_TICK_MAX_MS: u64 = 250;
+
+/// The leader's heartbeat hub; owned by [`Node`], idle on followers.
+pub struct HeartbeatHub {
+    /// What the leader asks nodes to heartbeat at.
+    pub heartbeat_interval_ms: u64,
+    registry: Mutex<NodeRegistry>,
+    pub mailbox: Mailbox,
+    /// Open streams per registered node.
+    connected: Mutex<HashMap<u64, usize>>,
+    /// A number per leadership term, 0 while this node does not lead (or is still loading).
+    term: watch::Sender<u64>,
+    record_writes: Arc<Semaphore>,
+}
+
+impl HeartbeatHub {
+    pub fn new(heartbeat_interval_ms: u64, lease: Duration, idle_forget: Duration) -> Self {
+        Self {
+            heartbeat_interval_ms,
+            registry: Mutex::new(NodeRegistry::new(lease, idle_forget)),
+            mailbox: Mailbox::default(),
+            connected: Mutex::new(HashMap::new()),
+            term: watch::Sender::new(0),
+            record_writes: Arc::new(Semaphore::new(NODE_RECORD_WRITES_INFLIGHT_MAX)),
+        }
+    }
+
+    /// The registry, for reading or for operator actions such as
+    /// [`NodeRegistry::set_draining`].
+    pub fn registry(&self) -> MutexGuard<'_, NodeRegistry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connected(&self) -> MutexGuard<'_, HashMap<u64, usize>> {
+        self.connected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the hub is serving a leadership term.
+    pub fn is_active(&self) -> bool {
+        *self.term.borrow() != 0
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.term.subscribe()
+    }
+
+    /// Sends one instruction to `node_id` and waits for its reply.
+    pub async fn send(
+        &self,
+        node_id: u64,
+        kind: instruction::Kind,
+        timeout: Duration,
+    ) -> Result<InstructionReply, MailboxError> {
+        if !self.is_active() {
+            return Err(MailboxError::LeadershipLost);
+        }
+        if self.registry().get(node_id).is_none() {
+            return Err(MailboxError::NodeUnknown(node_id));
+        }
+        if self.connected().get(&node_id).copied().unwrap_or(0) == 0 {
+            return Err(MailboxError::NotConnected(node_id));
+        }
+        let (id, rx) = self.mailbox.post(node_id, kind, timeout, Instant::now())?;
+        self.mailbox.wait(id, timeout, rx).await
+    }
+
+    /// Sends `kind` to every connected node of `role`; returns each node's outcome.
+    pub async fn broadcast(
+        &self,
+        role: NodeRole,
+        kind: instruction::Kind,
+        timeout: Duration,
+    ) -> Vec<(u64, Result<InstructionReply, MailboxError>)> {
+        let targets: Vec<u64> = {
+            let connected = self.connected();
+            self.registry()
+                .nodes()
+                .filter(|e| e.identity.role == role as i32)
+                .map(|e| e.identity.id)
+                .filter(|id| connected.get(id).copied().unwrap_or(0) > 0)
+                .collect()
+        };
+        let sends = targets
+            .iter()
+            .map(|id| self.send(*id, kind.clone(), timeout));
+        let outcomes = futures::future::join_all(sends).await;
+        targets.into_iter().zip(outcomes).collect()
+    }
+
+    /// What ListNodes and `/v1/nodes` show: every node, or only `node_id` when not 0.
+    pub fn views(&self, node_id: u64, now: Instant) -> Vec<NodeView> {
+        self.registry()
+            .nodes()
+            .filter(|e| node_id == 0 || e.identity.id == node_id)
+            .map(|e| {
+                let latest = e.latest();
+                NodeView {
+                    identity: Some(e.identity.clone()),
+                    state: e.state().as_str().into(),
+                    last_heartbeat_age_ms: e
+                        .last_heartbeat
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    stats: latest.map(|s| s.stats.clone()),
+                    region_count: e.regions.len() as u64,
+                    unverified_region_count: e.unverified_region_count,
+                    report_interval_ms: latest.map_or(0, |s| s.report_interval_ms),
+                }
+            })
+            .collect()
+    }
+
+    fn attach(&self, node_id: u64) {
+        *self.connected().entry(node_id).or_default() += 1;
+    }
+
+    fn detach(&self, node_id: u64) {
+        let mut c = self.connected();
+        if let Some(n) = c.get_mut(&node_id) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&node_id);
+            }
+        }
+    }
+
+    fn start(&self, stored: Vec<NodeIdentity>, term: u64, now: Instant) {
+        self.registry().leadership_started(stored, now);
+        self.term.send_replace(term);
+    }
+
+    /// Ends the current term: streams close, pending instructions fail with LeadershipLost.
+    pub(crate) fn stop(&self) {
+        // Streams see the term end and close; senders learn leadership was lost.
+        self.term.send_replace(0);
+        self.registry().leadership_ended();
+        self.mailbox.clear();
+    }
+}
+
+/// Validates and records one heartbeat; starts the identity write when one is needed.
+fn on_heartbeat(
+    node: &Arc<Node>,
+    req: &cairn_proto::cairnpb::HeartbeatRequest,
+    last_sequence: Option<u64>,
+    now: Instant,
+) -> Result<u64, HeartbeatError> {
+    let hub = &node.heartbeats;
+    let Accepted { node_id, persist } = hub.registry().on_heartbeat(req, last_sequence, now)?;
+    if let Some(identity) = persist {
+        write_record(node, identity);
+    }
+    hub.mailbox.on_replies(node_id, &req.replies);
+    Ok(node_id)
+}
+
+/// Writes a node's identity in the background, so the stream never waits for Raft.
+fn write_record(node: &Arc<Node>, identity: NodeIdentity) {
+    let id = identity.id;
+    let Ok(permit) = node.heartbeats.record_writes.clone().try_acquire_owned() else {
+        // Too many writes in flight; the next heartbeat asks again.
+        node.heartbeats.registry().persist_done(id, None);
+        return;
+    };
+    let node = node.clone();
+    tokio::spawn(async move {
+        let put = PutRequest {
+            key: node_key(id).into_bytes(),
+            value: NodeRecord::from(&identity).to_json(),
+            ..Default::default()
+        };
+        let stored = match kv::put(&node, put).await {
+            Ok(_) => Some(identity),
+            Err(e) => {
+                tracing::warn!(node = id, "storing node identity failed, will retry: {e}");
+                None
+            }
+        };
+        node.heartbeats.registry().persist_done(id, stored);
+        drop(permit);
+    });
+}
+
+/// Deletes a forgotten node's identity in the background.
+fn delete_record(node: &Arc<Node>, id: u64) {
+    let Ok(permit) = node.heartbeats.record_writes.clone().try_acquire_owned() else {
+        tracing::warn!(
+            node = id,
+            "node forgotten but its record stays: too many writes"
+        );
+        return;
+    };
+    let node = node.clone();
+    tokio::spawn(async move {
+        let del = DeleteRangeRequest {
+            key: node_key(id).into_bytes(),
+            ..Default::default()
+        };
+        if let Err(e) = kv::delete_range(&node, del).await {
+            tracing::warn!(node = id, "deleting forgotten node's record failed: {e}");
+        }
+        drop(permit);
+    });
+}
+
+/// Every stored node identity, read after a barrier so a new leader sees all committed writes.
+async fn load_records(node: &Node) -> Result<Vec<NodeIdentity>, tonic::Status> {
+    node.read_barrier().await?;
+    let mut end = NODES_PREFIX.as_bytes().to_vec();
+    *end.last_mut().expect("prefix is not empty") += 1;
+    let req = RangeRequest {
+        key: NODES_PREFIX.as_bytes().to_vec(),
+        range_end: end,
+        serializable: true,
+        ..Default::default()
+    };
+    let resp = kv::range(node, &req).await?;
+    let mut out = Vec::with_capacity(resp.kvs.len());
+    for kv in resp.kvs {
+        match NodeRecord::from_json(&kv.value) {
+            Ok(r) => out.push(r.to_identity()),
+            Err(e) => tracing::warn!(
+                key = %String::from_utf8_lossy(&kv.key),
+                "ignoring unreadable node record: {e}"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the hub while this node leads: load stored nodes on taking over, judge liveness,
+/// expire instructions, and shut everything down when leadership ends.
+pub async fn leader_duties(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let hub = &node.heartbeats;
+    let lease_ms = hub.registry().lease().as_millis() as u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        (lease_ms / 4).clamp(1, HUB_TICK_MAX_MS),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The Raft term the hub serves, when active.
+    let mut serving: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            hub.stop();
+            return;
+        }
+        let term = node.term();
+        let leads = node.raft.is_leader();
+        if serving.is_some() && (!leads || serving != Some(term)) {
+            tracing::info!(node_id = node.id, "heartbeat hub stopped: leadership ended");
+            hub.stop();
+            serving = None;
+        }
+        if leads && serving.is_none() {
+            match load_records(&node).await {
+                Ok(stored) if node.raft.is_leader() && node.term() == term => {
+                    tracing::info!(
+                        node_id = node.id,
+                        known = stored.len(),
+                        "heartbeat hub started"
+                    );
+                    hub.start(stored, term, Instant::now());
+                    serving = Some(term);
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!("loading node records failed, will retry: {e}");
+                    continue;
+                }
+            }
+        }
+        if serving.is_none() {
+            continue;
+        }
+        let now = Instant::now();
+        let transitions = hub.registry().tick(now);
+        for t in transitions {
+            match t {
+                Transition::Suspect(id) => tracing::info!(node = id, "node is suspect"),
+                Transition::Down(id) => tracing::warn!(node = id, "node is down"),
+                Transition::Forgotten(id) => {
+                    tracing::info!(node = id, "node forgotten after staying down");
+                    delete_record(&node, id);
+                }
+            }
+        }
+        hub.mailbox.expire(now);
+    }
+}

@@ -1,0 +1,671 @@
+//! The leader's node registry: who heartbeats, in what state, with what load. Pure: no I/O, no
+//! runtime; the clock comes in as `now`, and decisions (persist this identity, forget that node)
+//! come out as data for the hub to execute.
+//!
+//! Liveness: every heartbeat renews a node's lease (`lease_ms`). A node whose lease passes is
+//! suspect; after a second lease without a heartbeat it is down; a down node is forgotten after
+//! `idle_forget_ms`. A new leader knows nodes only from the store (state unknown) and judges
+//! nobody until one lease period after it took over, so a leader change never marks nodes down.
+
+use cairn_proto::cairnpb::{HeartbeatRequest, NodeIdentity, NodeRole, NodeStats, RegionStat};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Stats samples kept per node, newest last, for the scheduler.
+pub const STATS_HISTORY_MAX: usize = 64;
+/// Most region stats one heartbeat may carry.
+pub const REGION_STATS_PER_HEARTBEAT_MAX: usize = 100_000;
+
+/// What an operator sees of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Alive,
+    Suspect,
+    Down,
+    Draining,
+    /// Known from the store, not heard from since this leader took over.
+    Unknown,
+}
+
+impl NodeState {
+    /// The name used on the wire (`NodeView.state`) and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Alive => "alive",
+            NodeState::Suspect => "suspect",
+            NodeState::Down => "down",
+            NodeState::Draining => "draining",
+            NodeState::Unknown => "unknown",
+        }
+    }
+}
+
+/// Liveness as judged from heartbeats; draining is a separate flag set by operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    Alive,
+    Suspect,
+    Down,
+    Unknown,
+}
+
+/// A refused heartbeat. Each variant is a gRPC status code the node sees on its stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+}
+
+impl HeartbeatError {
+    /// The gRPC status code number (`HeartbeatError.code` on the wire).
+    pub fn code(&self) -> i32 {
+        match self {
+            HeartbeatError::InvalidArgument(_) => 3,
+            HeartbeatError::AlreadyExists(_) => 6,
+            HeartbeatError::ResourceExhausted(_) => 8,
+        }
+    }
+}
+
+/// What the hub must do after an accepted heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub node_id: u64,
+    /// The identity is new or changed and must be written to the store.
+    pub persist: Option<NodeIdentity>,
+}
+
+/// One stats report.
+#[derive(Debug, Clone)]
+pub struct StatsSample {
+    pub at: Instant,
+    pub report_interval_ms: u64,
+    pub stats: NodeStats,
+}
+
+/// Everything the leader knows about one node.
+#[derive(Debug, Clone)]
+pub struct NodeEntry {
+    pub identity: NodeIdentity,
+    liveness: Liveness,
+    pub draining: bool,
+    /// None until the node heartbeats under this leader.
+    pub last_heartbeat: Option<Instant>,
+    /// The node is alive until then; renewed by each heartbeat.
+    pub lease_deadline: Instant,
+    /// When it was judged down, for forgetting it.
+    down_since: Option<Instant>,
+    pub history: VecDeque<StatsSample>,
+    /// Region stats of the latest heartbeat.
+    pub regions: Vec<RegionStat>,
+    /// Regions no table route confirms: every region until tables exist.
+    pub unverified_region_count: u64,
+    /// The identity known to be in the store.
+    persisted: Option<NodeIdentity>,
+    persisting: bool,
+}
+
+impl NodeEntry {
+    pub fn state(&self) -> NodeState {
+        match self.liveness {
+            Liveness::Alive if self.draining => NodeState::Draining,
+            Liveness::Alive => NodeState::Alive,
+            Liveness::Suspect => NodeState::Suspect,
+            Liveness::Down => NodeState::Down,
+            Liveness::Unknown => NodeState::Unknown,
+        }
+    }
+
+    /// The latest stats sample.
+    pub fn latest(&self) -> Option<&StatsSample> {
+        self.history.back()
+    }
+}
+
+/// A state change made by [`NodeRegistry::tick`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Suspect(u64),
+    Down(u64),
+    /// Removed from the registry; the hub deletes its stored identity.
+    Forgotten(u64),
+}
+
+/// The registry of one leadership term.
+#[derive(Debug)]
+pub struct NodeRegistry {
+    lease: Duration,
+    idle_forget: Duration,
+    nodes: BTreeMap<u64, NodeEntry>,
+    /// Nobody is judged before this instant (one lease after leadership started).
+    judge_from: Option<Instant>,
+}
+
+impl NodeRegistry {
+    pub fn new(lease: Duration, idle_forget: Duration) -> Self {
+        assert!(!lease.is_zero(), "node lease must be positive");
+        Self {
+            lease,
+            idle_forget,
+            nodes: BTreeMap::new(),
+            judge_from: None,
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// A new leadership term: `stored` are the identities found in the store. Every node is
+    /// unknown and nobody is judged until one lease has passed.
+    pub fn leadership_started(&mut self, stored: Vec<NodeIdentity>, now: Instant) {
+        self.nodes.clear();
+        self.judge_from = Some(now + self.lease);
+        for identity in stored {
+            let id = identity.id;
+            self.nodes.insert(
+                id,
+                NodeEntry {
+                    persisted: Some(identity.clone()),
+                    identity,
+                    liveness: Liveness::Unknown,
+                    draining: false,
+                    last_heartbeat: None,
+                    lease_deadline: now + self.lease,
+                    down_since: None,
+                    history: VecDeque::new(),
+                    regions: Vec::new(),
+                    unverified_region_count: 0,
+                    persisting: false,
+                },
+            );
+        }
+    }
+
+    /// Leadership ended: nothing here is current any more.
+    pub fn leadership_ended(&mut self) {
+        self.nodes.clear();
+        self.judge_from = None;
+    }
+
+    pub fn get(&self, id: u64) -> Option<&NodeEntry> {
+        self.nodes.get(&id)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeEntry> {
+        self.nodes.values()
+    }
+
+    /// Marks a node as draining (or not); false when the node is unknown.
+    pub fn set_draining(&mut self, id: u64, draining: bool) -> bool {
+        match self.nodes.get_mut(&id) {
+            Some(e) => {
+                e.draining = draining;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Validates and records a heartbeat. `stream_last_sequence` is the sequence of the last
+    /// request accepted on the same stream.
+    pub fn on_heartbeat(
+        &mut self,
+        req: &HeartbeatRequest,
+        stream_last_sequence: Option<u64>,
+        now: Instant,
+    ) -> Result<Accepted, HeartbeatError> {
+        let identity = validate(req, stream_last_sequence)?;
+        let id = identity.id;
+        if let Some(e) = self.nodes.get(&id) {
+            if e.identity.address != identity.address && e.liveness != Liveness::Down {
+                return Err(HeartbeatError::AlreadyExists(format!(
+                    "node {id} is already registered at {}",
+                    e.identity.address
+                )));
+            }
+        }
+        let lease = self.lease;
+        let entry = self.nodes.entry(id).or_insert_with(|| NodeEntry {
+            identity: identity.clone(),
+            liveness: Liveness::Alive,
+            draining: false,
+            last_heartbeat: None,
+            lease_deadline: now + lease,
+            down_since: None,
+            history: VecDeque::new(),
+            regions: Vec::new(),
+            unverified_region_count: 0,
+            persisted: None,
+            persisting: false,
+        });
+        entry.identity = identity.clone();
+        entry.liveness = Liveness::Alive;
+        entry.down_since = None;
+        entry.last_heartbeat = Some(now);
+        entry.lease_deadline = now + lease;
+        if entry.history.len() == STATS_HISTORY_MAX {
+            entry.history.pop_front();
+        }
+        entry.history.push_back(StatsSample {
+            at: now,
+            report_interval_ms: req.report_interval_ms,
+            stats: req.stats.clone().unwrap_or_default(),
+        });
+        entry.regions = req.regions.clone();
+        entry.unverified_region_count = req.regions.len() as u64;
+        let persist = if entry.persisted.as_ref() != Some(&identity) && !entry.persisting {
+            entry.persisting = true;
+            Some(identity)
+        } else {
+            None
+        };
+        Ok(Accepted {
+            node_id: id,
+            persist,
+        })
+    }
+
+    /// The hub finished (or gave up) writing `id`'s identity; `stored` is what is now in the
+    /// store, None when the write failed (the next heartbeat retries).
+    pub fn persist_done(&mut self, id: u64, stored: Option<NodeIdentity>) {
+        if let Some(e) = self.nodes.get_mut(&id) {
+            e.persisting = false;
+            if stored.is_some() {
+                e.persisted = stored;
+            }
+        }
+    }
+
+    /// Judges liveness at `now`; returns what changed.
+    pub fn tick(&mut self, now: Instant) -> Vec<Transition> {
+        let mut out = Vec::new();
+        match self.judge_from {
+            Some(t) if now >= t => {}
+            _ => return out,
+        }
+        let lease = self.lease;
+        for (id, e) in self.nodes.iter_mut() {
+            let silent_for = now.saturating_duration_since(e.lease_deadline);
+            match e.liveness {
+                Liveness::Alive | Liveness::Unknown if now >= e.lease_deadline => {
+                    e.liveness = Liveness::Suspect;
+                    out.push(Transition::Suspect(*id));
+                }
+                Liveness::Suspect if silent_for >= lease => {
+                    e.liveness = Liveness::Down;
+                    e.down_since = Some(now);
+                    out.push(Transition::Down(*id));
+                }
+                _ => {}
+            }
+        }
+        let idle_forget = self.idle_forget;
+        let forgotten: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, e)| e.down_since.is_some_and(|d| now >= d + idle_forget))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in forgotten {
+            self.nodes.remove(&id);
+            out.push(Transition::Forgotten(id));
+        }
+        out
+    }
+}
+
+/// Checks a request on its own (no registry state), returning the reporter's identity.
+fn validate(
+    req: &HeartbeatRequest,
+    stream_last_sequence: Option<u64>,
+) -> Result<NodeIdentity, HeartbeatError> {
+    let invalid = |m: String| Err(HeartbeatError::InvalidArgument(m));
+    let Some(identity) = req.node.as_ref() else {
+        return invalid("node: missing (every heartbeat carries the node's identity)".into());
+    };
+    if identity.id == 0 {
+        return invalid("node.id: must be at least 1".into());
+    }
+    let role = match NodeRole::try_from(identity.role) {
+        Ok(NodeRole::Unspecified) | Err(_) => {
+            return invalid(format!(
+                "node.role: {} is not a known role (datanode, frontend or flownode)",
+                identity.role
+            ))
+        }
+        Ok(r) => r,
+    };
+    if identity.address.is_empty() {
+        return invalid("node.address: must be HOST:PORT".into());
+    }
+    if let Some(last) = stream_last_sequence {
+        if req.sequence <= last {
+            return invalid(format!(
+                "sequence: {} is not above the previous sequence {last} on this stream",
+                req.sequence
+            ));
+        }
+    }
+    if req.regions.len() > REGION_STATS_PER_HEARTBEAT_MAX {
+        return Err(HeartbeatError::ResourceExhausted(format!(
+            "regions: {} region stats exceed region_stats_per_heartbeat_max {REGION_STATS_PER_HEARTBEAT_MAX}",
+            req.regions.len()
+        )));
+    }
+    if role != NodeRole::Datanode && !req.regions.is_empty() {
+        return invalid(format!(
+            "regions: a {} holds no regions and sends no region stats",
+            role.as_str_name()
+                .trim_start_matches("NODE_ROLE_")
+                .to_lowercase()
+        ));
+    }
+    let mut seen = HashSet::with_capacity(req.regions.len());
+    for r in &req.regions {
+        if !seen.insert(r.region_id) {
+            return invalid(format!("regions: region {} is reported twice", r.region_id));
+        }
+    }
+    Ok(identity.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_millis(300);
+    const FORGET: Duration = Duration::from_millis(1000);
+
+    fn identity(id: u64, role: NodeRole, address: &str) -> NodeIdentity {
+        NodeIdentity {
+            id,
+            role: role as i32,
+            address: address.into(),
+            ..Default::default()
+        }
+    }
+
+    fn hb(id: u64, address: &str, sequence: u64) -> HeartbeatRequest {
+        HeartbeatRequest {
+            node: Some(identity(id, NodeRole::Datanode, address)),
+            sequence,
+            report_interval_ms: 100,
+            stats: Some(NodeStats {
+                rcus: sequence,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn region(id: u64) -> RegionStat {
+        RegionStat {
+            region_id: id,
+            ..Default::default()
+        }
+    }
+
+    fn state(r: &NodeRegistry, id: u64) -> NodeState {
+        r.get(id).unwrap().state()
+    }
+
+    fn leading(now: Instant) -> NodeRegistry {
+        let mut r = NodeRegistry::new(LEASE, FORGET);
+        r.leadership_started(Vec::new(), now);
+        r
+    }
+
+    #[test]
+    fn first_heartbeat_registers_and_asks_to_persist_once() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        let a = r.on_heartbeat(&hb(7, "h:1", 1), None, t0).unwrap();
+        assert_eq!(a.persist.as_ref().map(|i| i.id), Some(7));
+        assert_eq!(state(&r, 7), NodeState::Alive);
+        // While the write is in flight, and after it, no second write.
+        assert!(r
+            .on_heartbeat(&hb(7, "h:1", 2), Some(1), t0)
+            .unwrap()
+            .persist
+            .is_none());
+        r.persist_done(7, a.persist);
+        assert!(r
+            .on_heartbeat(&hb(7, "h:1", 3), Some(2), t0)
+            .unwrap()
+            .persist
+            .is_none());
+        // A changed identity is written again.
+        let mut changed = hb(7, "h:1", 4);
+        changed.node.as_mut().unwrap().version = "2".into();
+        assert!(r
+            .on_heartbeat(&changed, Some(3), t0)
+            .unwrap()
+            .persist
+            .is_some());
+    }
+
+    #[test]
+    fn failed_persist_is_retried_on_next_heartbeat() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        assert!(r
+            .on_heartbeat(&hb(1, "h:1", 1), None, t0)
+            .unwrap()
+            .persist
+            .is_some());
+        r.persist_done(1, None);
+        assert!(r
+            .on_heartbeat(&hb(1, "h:1", 2), Some(1), t0)
+            .unwrap()
+            .persist
+            .is_some());
+    }
+
+    #[test]
+    fn stats_history_is_bounded_and_regions_unverified() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        let mut last = None;
+        for s in 1..=(STATS_HISTORY_MAX as u64 + 10) {
+            let mut req = hb(1, "h:1", s);
+            req.regions = vec![region(1), region(2)];
+            r.on_heartbeat(&req, last, t0).unwrap();
+            last = Some(s);
+        }
+        let e = r.get(1).unwrap();
+        assert_eq!(e.history.len(), STATS_HISTORY_MAX);
+        assert_eq!(
+            e.latest().unwrap().stats.rcus,
+            STATS_HISTORY_MAX as u64 + 10
+        );
+        assert_eq!(e.unverified_region_count, 2);
+        assert_eq!(e.regions.len(), 2);
+    }
+
+    #[test]
+    fn alive_then_suspect_then_down_then_forgotten() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        r.on_heartbeat(&hb(1, "h:1", 1), None, t0).unwrap();
+        assert!(r.tick(t0 + LEASE / 2).is_empty());
+        assert_eq!(r.tick(t0 + LEASE), vec![Transition::Suspect(1)]);
+        assert_eq!(state(&r, 1), NodeState::Suspect);
+        assert!(r.tick(t0 + LEASE + LEASE / 2).is_empty());
+        assert_eq!(r.tick(t0 + 2 * LEASE), vec![Transition::Down(1)]);
+        assert_eq!(state(&r, 1), NodeState::Down);
+        assert!(r.tick(t0 + 2 * LEASE + FORGET / 2).is_empty());
+        assert_eq!(
+            r.tick(t0 + 2 * LEASE + FORGET),
+            vec![Transition::Forgotten(1)]
+        );
+        assert!(r.get(1).is_none());
+    }
+
+    #[test]
+    fn heartbeat_revives_suspect_and_down_nodes() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        r.on_heartbeat(&hb(1, "h:1", 1), None, t0).unwrap();
+        r.tick(t0 + LEASE);
+        r.on_heartbeat(&hb(1, "h:1", 2), Some(1), t0 + LEASE)
+            .unwrap();
+        assert_eq!(state(&r, 1), NodeState::Alive);
+        r.tick(t0 + 2 * LEASE);
+        r.tick(t0 + 3 * LEASE);
+        assert_eq!(state(&r, 1), NodeState::Down);
+        r.on_heartbeat(&hb(1, "h:1", 1), None, t0 + 3 * LEASE)
+            .unwrap();
+        assert_eq!(state(&r, 1), NodeState::Alive);
+    }
+
+    #[test]
+    fn new_leader_judges_nobody_for_one_lease() {
+        let t0 = Instant::now();
+        let mut r = NodeRegistry::new(LEASE, FORGET);
+        r.leadership_started(vec![identity(3, NodeRole::Datanode, "h:3")], t0);
+        assert_eq!(state(&r, 3), NodeState::Unknown);
+        assert!(r.get(3).unwrap().last_heartbeat.is_none());
+        assert!(r.tick(t0 + LEASE - Duration::from_millis(1)).is_empty());
+        // A stored node that heartbeats is alive and needs no write.
+        let a = r
+            .on_heartbeat(&hb(3, "h:3", 1), None, t0 + LEASE / 2)
+            .unwrap();
+        assert!(a.persist.is_none());
+        assert_eq!(state(&r, 3), NodeState::Alive);
+        // One that never comes back is judged after the grace period.
+        r.leadership_started(vec![identity(4, NodeRole::Datanode, "h:4")], t0);
+        assert_eq!(r.tick(t0 + LEASE), vec![Transition::Suspect(4)]);
+    }
+
+    #[test]
+    fn registry_without_leadership_judges_nobody() {
+        let t0 = Instant::now();
+        let mut r = NodeRegistry::new(LEASE, FORGET);
+        r.on_heartbeat(&hb(1, "h:1", 1), None, t0).unwrap();
+        assert!(r.tick(t0 + 10 * LEASE).is_empty());
+        r.leadership_ended();
+        assert!(r.get(1).is_none());
+    }
+
+    #[test]
+    fn draining_is_a_flag_over_alive() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        assert!(!r.set_draining(1, true));
+        r.on_heartbeat(&hb(1, "h:1", 1), None, t0).unwrap();
+        assert!(r.set_draining(1, true));
+        assert_eq!(state(&r, 1), NodeState::Draining);
+        r.tick(t0 + LEASE);
+        assert_eq!(state(&r, 1), NodeState::Suspect);
+        r.set_draining(1, false);
+        r.on_heartbeat(&hb(1, "h:1", 2), Some(1), t0 + LEASE)
+            .unwrap();
+        assert_eq!(state(&r, 1), NodeState::Alive);
+    }
+
+    fn refused(r: &mut NodeRegistry, req: &HeartbeatRequest, last: Option<u64>) -> HeartbeatError {
+        r.on_heartbeat(req, last, Instant::now()).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_or_missing_role_is_invalid_and_names_the_field() {
+        let mut r = leading(Instant::now());
+        let mut req = hb(1, "h:1", 1);
+        req.node.as_mut().unwrap().role = 0;
+        let e = refused(&mut r, &req, None);
+        assert_eq!(e.code(), 3);
+        assert!(e.to_string().contains("node.role"), "{e}");
+        req.node.as_mut().unwrap().role = 42;
+        assert!(refused(&mut r, &req, None)
+            .to_string()
+            .contains("node.role"));
+        req.node = None;
+        assert!(refused(&mut r, &req, None).to_string().contains("node"));
+        let mut req = hb(0, "h:1", 1);
+        assert!(refused(&mut r, &req, None).to_string().contains("node.id"));
+        req = hb(1, "", 1);
+        assert!(refused(&mut r, &req, None)
+            .to_string()
+            .contains("node.address"));
+    }
+
+    #[test]
+    fn id_held_at_another_address_is_refused_unless_down() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        let a = r
+            .on_heartbeat(&hb(7, "10.0.0.1:4000", 1), None, t0)
+            .unwrap();
+        r.persist_done(7, a.persist);
+        let e = r
+            .on_heartbeat(&hb(7, "10.0.0.2:4000", 1), None, t0)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            HeartbeatError::AlreadyExists("node 7 is already registered at 10.0.0.1:4000".into())
+        );
+        assert_eq!(e.code(), 6);
+        r.tick(t0 + LEASE);
+        assert!(r
+            .on_heartbeat(&hb(7, "10.0.0.2:4000", 1), None, t0 + LEASE)
+            .is_err());
+        r.tick(t0 + 2 * LEASE);
+        let a = r
+            .on_heartbeat(&hb(7, "10.0.0.2:4000", 1), None, t0 + 2 * LEASE)
+            .unwrap();
+        assert!(
+            a.persist.is_some(),
+            "the moved node's new address is stored"
+        );
+    }
+
+    #[test]
+    fn sequence_must_increase_per_stream() {
+        let mut r = leading(Instant::now());
+        let e = refused(&mut r, &hb(1, "h:1", 5), Some(5));
+        assert_eq!(e.code(), 3);
+        assert!(e.to_string().contains("sequence"), "{e}");
+        assert!(refused(&mut r, &hb(1, "h:1", 4), Some(5))
+            .to_string()
+            .contains("sequence"));
+        // A new stream starts over.
+        assert!(r
+            .on_heartbeat(&hb(1, "h:1", 1), None, Instant::now())
+            .is_ok());
+    }
+
+    #[test]
+    fn too_many_region_stats_is_resource_exhausted() {
+        let mut r = leading(Instant::now());
+        let mut req = hb(1, "h:1", 1);
+        req.regions = (0..=REGION_STATS_PER_HEARTBEAT_MAX as u64)
+            .map(region)
+            .collect();
+        let e = refused(&mut r, &req, None);
+        assert_eq!(e.code(), 8);
+        assert!(
+            e.to_string().contains("region_stats_per_heartbeat_max"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn frontend_region_stats_and_duplicate_regions_are_invalid() {
+        let mut r = leading(Instant::now());
+        let mut req = hb(1, "h:1", 1);
+        req.node.as_mut().unwrap().role = NodeRole::Frontend as i32;
+        req.regions = vec![region(1)];
+        let e = refused(&mut r, &req, None);
+        assert_eq!(e.code(), 3);
+        assert!(e.to_string().contains("frontend"), "{e}");
+        let mut req = hb(1, "h:1", 1);
+        req.regions = vec![region(9), region(9)];
+        assert!(refused(&mut r, &req, None).to_string().contains("region 9"));
+        assert!(r.get(1).is_none(), "refused heartbeats register nothing");
+    }
+}

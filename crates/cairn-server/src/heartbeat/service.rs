@@ -1,0 +1,205 @@
+//! `cairn.v1.Heartbeat`: one task per node stream.
+//!
+//! A follower answers the first request with the leader's client address and ends the stream.
+//! On the leader each request is validated and recorded, and answered with the node's pending
+//! instructions; a refused request gets a typed error and ends only its own stream. Responses go
+//! through a bounded buffer: a node that does not read its stream is disconnected. Every stream
+//! ends when this node's leadership term ends.
+
+use super::{on_heartbeat, HeartbeatHub, HEARTBEAT_STREAM_BUFFER_MAX};
+use crate::node::Node;
+use cairn_proto::cairnpb::heartbeat_server::Heartbeat;
+use cairn_proto::cairnpb::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, NotLeader};
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+type Out = Result<HeartbeatResponse, Status>;
+
+/// Heartbeat streams one node serves at once.
+pub const HEARTBEAT_STREAMS_MAX: usize = 16_384;
+
+/// The Heartbeat service of one node.
+pub struct HeartbeatService {
+    node: Arc<Node>,
+    streams: Arc<Semaphore>,
+}
+
+impl HeartbeatService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self {
+            node,
+            streams: Arc::new(Semaphore::new(HEARTBEAT_STREAMS_MAX)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Heartbeat for HeartbeatService {
+    type HeartbeatStream = Pin<Box<dyn Stream<Item = Out> + Send + 'static>>;
+
+    async fn heartbeat(
+        &self,
+        request: Request<Streaming<HeartbeatRequest>>,
+    ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let permit = self
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| crate::errors::too_many_requests("heartbeat_streams_max reached"))?;
+        let (tx, rx) = mpsc::channel(HEARTBEAT_STREAM_BUFFER_MAX);
+        let node = self.node.clone();
+        let inbound = request.into_inner();
+        tokio::spawn(async move {
+            serve_stream(node, inbound, tx).await;
+            drop(permit);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The redirect a follower answers with. Right after start-up the leader may not have published
+/// its client address yet; wait for it a little (bounded) rather than send an empty address.
+async fn not_leader(node: &Node) -> HeartbeatResponse {
+    let deadline = tokio::time::Instant::now() + node.leader_silence_max();
+    let (leader, addr) = loop {
+        let leader = node.leader().filter(|l| *l != node.id);
+        let addr = leader
+            .and_then(|l| node.node_addrs(l))
+            .map(|a| a.client)
+            .unwrap_or_default();
+        if !addr.is_empty() || tokio::time::Instant::now() >= deadline {
+            break (leader, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(node.config.heartbeat_interval_ms)).await;
+    };
+    HeartbeatResponse {
+        not_leader: Some(NotLeader {
+            leader_id: leader.unwrap_or(0),
+            leader_addr: addr,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Waits (bounded) for the hub to serve the current term; false if this node does not lead.
+async fn hub_ready(node: &Node, hub: &HeartbeatHub) -> bool {
+    let mut term = hub.subscribe();
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(node.config.request_timeout_ms);
+    loop {
+        if !node.raft.is_leader() {
+            return false;
+        }
+        if *term.borrow_and_update() != 0 {
+            return true;
+        }
+        let wait = tokio::time::sleep(Duration::from_millis(node.config.heartbeat_interval_ms));
+        tokio::select! {
+            _ = term.changed() => {}
+            _ = wait => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+async fn serve_stream(
+    node: Arc<Node>,
+    mut inbound: Streaming<HeartbeatRequest>,
+    tx: mpsc::Sender<Out>,
+) {
+    let first = match inbound.next().await {
+        Some(Ok(r)) => r,
+        _ => return,
+    };
+    let hub = &node.heartbeats;
+    if !hub_ready(&node, hub).await {
+        let _ = tx.send(Ok(not_leader(&node).await)).await;
+        return;
+    }
+    let mut term = hub.subscribe();
+    let serving = *term.borrow_and_update();
+    if serving == 0 {
+        let _ = tx.send(Ok(not_leader(&node).await)).await;
+        return;
+    }
+    let mut last_sequence = None;
+    let mut attached: Option<u64> = None;
+    let mut next = Some(first);
+    loop {
+        let req = match next.take() {
+            Some(r) => r,
+            None => tokio::select! {
+                msg = inbound.next() => match msg {
+                    Some(Ok(r)) => r,
+                    _ => break,
+                },
+                _ = term.wait_for(|t| *t != serving) => break,
+            },
+        };
+        if *term.borrow() != serving {
+            break;
+        }
+        let claimed = req.node.as_ref().map(|n| n.id);
+        if attached.is_some() && claimed != attached {
+            // One stream speaks for one node; another id on it is a client bug.
+            let _ = tx.try_send(Ok(refusal(
+                req.sequence,
+                tonic::Code::InvalidArgument as i32,
+                "node.id: a stream reports for one node only".into(),
+            )));
+            break;
+        }
+        let now = Instant::now();
+        let node_id = match on_heartbeat(&node, &req, last_sequence, now) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::info!(node = claimed.unwrap_or(0), "heartbeat refused: {e}");
+                let _ = tx.try_send(Ok(refusal(req.sequence, e.code(), e.to_string())));
+                break;
+            }
+        };
+        if attached.is_none() {
+            hub.attach(node_id);
+            attached = Some(node_id);
+        }
+        last_sequence = Some(req.sequence);
+        let resp = HeartbeatResponse {
+            sequence: req.sequence,
+            instructions: hub.mailbox.outbound(node_id, now),
+            heartbeat_interval_ms: hub.heartbeat_interval_ms,
+            ..Default::default()
+        };
+        match tx.try_send(Ok(resp)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(
+                    node = node_id,
+                    "disconnecting node: it does not read its heartbeat stream \
+                     (heartbeat_stream_buffer_max {HEARTBEAT_STREAM_BUFFER_MAX} reached)"
+                );
+                break;
+            }
+            Err(TrySendError::Closed(_)) => break,
+        }
+    }
+    if let Some(id) = attached {
+        hub.detach(id);
+    }
+}
+
+fn refusal(sequence: u64, code: i32, message: String) -> HeartbeatResponse {
+    HeartbeatResponse {
+        sequence,
+        error: Some(HeartbeatError { code, message }),
+        ..Default::default()
+    }
+}
