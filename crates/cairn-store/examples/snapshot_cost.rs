@@ -9,7 +9,10 @@ use std::time::Instant;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let keys: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let keys: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let value_bytes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let mut kv = KvState::new();
     let t = Instant::now();
@@ -27,13 +30,20 @@ fn main() {
         };
         kv.apply_txn(&txn).expect("put");
     }
-    println!("{keys} keys of {value_bytes} B applied in {:?}", t.elapsed());
+    println!(
+        "{keys} keys of {value_bytes} B applied in {:?}",
+        t.elapsed()
+    );
     let t = Instant::now();
     let copy = kv.clone();
     println!("copy under the lock: {:?}", t.elapsed());
     let t = Instant::now();
     let bytes = copy.encode_snapshot();
-    println!("encode outside the lock: {:?} ({} MB)", t.elapsed(), bytes.len() / 1_000_000);
+    println!(
+        "encode outside the lock: {:?} ({} MB)",
+        t.elapsed(),
+        bytes.len() / 1_000_000
+    );
     let t = Instant::now();
     let back = KvState::decode_snapshot(&bytes).expect("decode");
     println!("decode: {:?} ({} keys)", t.elapsed(), back.key_count());
