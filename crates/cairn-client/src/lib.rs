@@ -7,6 +7,9 @@
 //! (they may have been applied; etcd's Go client makes the same choice). Cairn followers forward
 //! writes to the leader themselves, so the client does not need to know who leads.
 //!
+//! [`meta::MetaClient`] is what datanodes, frontends and flownodes use: the heartbeat stream to
+//! the Cairn leader and the node registry.
+//!
 //! The typed gRPC clients ([`EtcdClient::kv`], [`EtcdClient::watch`], …) are available for
 //! everything the convenience methods do not cover; they talk to the preferred endpoint and do not
 //! retry.
@@ -26,6 +29,7 @@ mod client;
 pub mod endpoint;
 mod error;
 pub mod keys;
+pub mod meta;
 pub mod retry;
 mod watch;
 

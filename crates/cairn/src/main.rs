@@ -4,6 +4,7 @@ mod bench;
 mod ctl;
 mod playground;
 mod serve;
+mod sim;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Measure throughput and latency against any etcd v3 endpoints.
     Bench(bench::BenchArgs),
+    /// Simulated datanodes and frontends heartbeating to a running cluster.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
             Command::Playground(args) => playground::run(args).await,
             Command::Ctl(args) => ctl::run(args).await.map_err(|e| e.to_string()),
             Command::Bench(args) => bench::run(args).await.map_err(|e| e.to_string()),
+            Command::Sim(args) => sim::run(args).await,
         }
     });
     match result {

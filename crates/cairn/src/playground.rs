@@ -1,5 +1,6 @@
 //! `cairn playground`: a 3-node Cairn cluster on local ports, in this one process, with its data
-//! under one directory. Ctrl-C stops every node; the data stays for the next run.
+//! under one directory, and a few simulated datanodes and a frontend heartbeating to it. Ctrl-C
+//! stops everything; the data stays for the next run.
 
 use cairn_server::ServerConfig;
 use clap::Args;
@@ -19,6 +20,15 @@ pub struct PlaygroundArgs {
     /// Client port of node 1; node N uses BASE + 10*(N-1) for client, +1 peer, +2 http.
     #[arg(long, default_value_t = 4379)]
     pub base_port: u16,
+    /// Simulated datanodes heartbeating to the cluster (0 for none).
+    #[arg(long, default_value_t = 3)]
+    pub datanodes: u32,
+    /// Invented regions each simulated datanode reports.
+    #[arg(long, default_value_t = 10)]
+    pub regions_per_node: u32,
+    /// Simulated frontends.
+    #[arg(long, default_value_t = 1)]
+    pub frontends: u32,
 }
 
 fn node_config(args: &PlaygroundArgs, id: u64) -> ServerConfig {
@@ -78,6 +88,27 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), String> {
             c.node_id, c.listen_client, c.listen_peer, c.listen_http
         );
     }
+    let fleet = if args.datanodes + args.frontends > 0 {
+        let client = cairn_client::meta::MetaClient::new(&endpoints)
+            .map_err(|e| format!("simulated nodes: {e}"))?;
+        let config = cairn_sim::SimConfig {
+            datanodes: args.datanodes,
+            regions_per_node: args.regions_per_node,
+            frontends: args.frontends,
+            interval_ms: 3000,
+            load: cairn_sim::LoadPattern::Sine,
+            seed: 0,
+            first_node_id: 1000,
+        };
+        let fleet = cairn_sim::Fleet::start(client, &config, None).map_err(|e| e.to_string())?;
+        println!(
+            "  simulated: {} datanodes x {} regions and {} frontends (node ids from 1000)",
+            args.datanodes, args.regions_per_node, args.frontends
+        );
+        Some(fleet)
+    } else {
+        None
+    };
     println!("Try:");
     println!(
         "  etcdctl --endpoints={} put hello world",
@@ -87,9 +118,13 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), String> {
         "  cairn ctl --endpoints {} endpoint status",
         endpoints.join(",")
     );
+    println!("  cairn ctl --endpoints {} node list", endpoints.join(","));
     println!("Ctrl-C stops the cluster.");
     crate::serve::shutdown_signal().await;
     println!("stopping...");
+    if let Some(fleet) = fleet {
+        fleet.stop().await;
+    }
     let _ = stop_tx.send(());
     for n in nodes {
         match n.await {

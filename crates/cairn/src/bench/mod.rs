@@ -5,8 +5,11 @@
 //! cairn bench kv [--endpoints A,B,C] [--clients N] [--connections C] [--total M | --duration-secs S]
 //!                [--workload put|range-linearizable|range-serializable|all] [--value-size BYTES]
 //!                [--key-space K] [--pid PID ...] [--output table|json]
+//! cairn bench heartbeat [--endpoints A,B,C] [--datanodes N] [--regions-per-node M]
+//!                [--interval-ms T] [--duration-secs S] [--pid PID ...] [--output table|json]
 //! ```
 
+mod heartbeat;
 mod histogram;
 mod kv;
 pub mod proc;
@@ -26,6 +29,8 @@ pub struct BenchArgs {
 pub enum BenchWorkload {
     /// Puts and ranges over the etcd KV API.
     Kv(kv::KvBenchArgs),
+    /// Simulated datanodes heartbeating to a Cairn cluster (cairn.v1 Heartbeat).
+    Heartbeat(heartbeat::HeartbeatBenchArgs),
 }
 
 /// Why a benchmark could not run or produced nothing.
@@ -56,7 +61,7 @@ impl std::fmt::Display for BenchError {
                 first_error,
             } => write!(
                 f,
-                "bench kv: every {workload} request failed; first error: {first_error}"
+                "bench: every {workload} request failed; first error: {first_error}"
             ),
             BenchError::Json(e) => write!(f, "cannot encode the JSON report: {e}"),
         }
@@ -69,5 +74,6 @@ impl std::error::Error for BenchError {}
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     match args.workload {
         BenchWorkload::Kv(args) => kv::run(args).await,
+        BenchWorkload::Heartbeat(args) => heartbeat::run(args).await,
     }
 }

@@ -1,5 +1,5 @@
 //! `cairn ctl`: talk to a running cluster through the etcd v3 API and Cairn's Admin API.
-//! One file per resource (`kv`, `member`, `leader`, `endpoint`); shared printing in `output`.
+//! One file per resource (`kv`, `member`, `leader`, `endpoint`, `node`); shared printing in `output`.
 //!
 //! # Synopsis
 //!
@@ -17,6 +17,8 @@
 //!   leader show
 //!   leader transfer --to ID
 //!   endpoint status
+//!   node list
+//!   node show ID
 //! ```
 //!
 //! `--endpoints` defaults to `127.0.0.1:4379` and may come from `CAIRN_ENDPOINTS`. Ids (member,
@@ -61,11 +63,27 @@
 //!   "raft_applied_index": u64 | null, "errors": [str]}`; the numbers are null when the
 //!   endpoint did not answer, and `errors` then holds why. The command exits non-zero if any
 //!   endpoint failed, after printing all of them.
+//! - `node list`: `{"leader_id": u64, "nodes": [Node]}`, nodes in id order (`leader_id` is
+//!   the leader that answered)
+//! - `node show ID`: `{"leader_id": u64, "node": Node}`; exits non-zero when the leader does
+//!   not know the node
+//!
+//! where `Node` is `{"id": u64, "role": "datanode" | "frontend" | "flownode" | "unspecified",
+//! "address": str, "labels": {str: str}, "version": str, "start_time_ms": u64,
+//! "state": "alive" | "suspect" | "down" | "draining" | "unknown",
+//! "last_heartbeat_age_ms": u64 | null, "report_interval_ms": u64, "region_count": u64,
+//! "unverified_region_count": u64, "stats": NodeStats | null}` (`last_heartbeat_age_ms` is
+//! null when no heartbeat arrived under the current leader; `region_count` counts the region
+//! stats of the latest heartbeat) and `NodeStats` is `{"rcus": u64, "wcus": u64,
+//! "table_count": u64, "region_count": u64, "cpu_usage": f64, "load": f64,
+//! "disk_read_bytes_per_sec": u64, "disk_write_bytes_per_sec": u64,
+//! "attributes": {str: str}}` (capacity units are over the node's `report_interval_ms`).
 
 mod endpoint;
 mod kv;
 mod leader;
 mod member;
+mod node;
 pub mod output;
 
 use cairn_client::{ClientConfig, ClientError, EtcdClient};
@@ -117,6 +135,11 @@ pub enum Resource {
     Endpoint {
         #[command(subcommand)]
         command: endpoint::EndpointCommand,
+    },
+    /// Datanodes, frontends and flownodes that heartbeat to the leader (Cairn NodeRegistry).
+    Node {
+        #[command(subcommand)]
+        command: node::NodeCommand,
     },
 }
 
@@ -197,5 +220,6 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         Resource::Member { command } => member::run(&client, out, command).await,
         Resource::Leader { command } => leader::run(&client, out, command).await,
         Resource::Endpoint { command } => endpoint::run(&client, out, command).await,
+        Resource::Node { command } => node::run(&client, out, command).await,
     }
 }

@@ -1,0 +1,247 @@
+//! One simulated node: its identity, the regions it holds and the stats it reports. The stats
+//! are a pure function ([`stats_at`]) of what it holds and the moment; the node only supplies
+//! the moment from its clock.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use cairn_client::meta::{InstructionHandler, StatsSource};
+use cairn_proto::cairnpb::{Instruction, NodeIdentity, NodeRole, NodeStats, RegionStat};
+
+use crate::load::{
+    region_weight, units, LoadPattern, BYTES_PER_WCU, REGION_BYTES, REGION_RCUS_PER_SEC,
+    REGION_WCUS_PER_SEC, ROW_BYTES,
+};
+use crate::regions::RegionSet;
+
+/// Port of the address a simulated node claims: this plus its id modulo 50,000. Nothing
+/// listens there; the address only has to be well formed and distinct per node.
+pub const SIM_PORT_BASE: u64 = 10_000;
+/// Number of zones simulated nodes spread over (label `zone`).
+pub const SIM_ZONES: u64 = 3;
+/// A frontend's request rate at load factor 1, in capacity units per second.
+pub const FRONTEND_CUS_PER_SEC: f64 = 500.0;
+
+/// What kind of node is simulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimRole {
+    /// Holds regions and reports their stats.
+    Datanode,
+    /// Reports node stats only.
+    Frontend,
+}
+
+/// The identity a simulated node reports.
+pub fn sim_identity(id: u64, role: SimRole, start_time_ms: u64) -> NodeIdentity {
+    let zone = format!("zone-{}", id % SIM_ZONES);
+    NodeIdentity {
+        id,
+        role: match role {
+            SimRole::Datanode => NodeRole::Datanode,
+            SimRole::Frontend => NodeRole::Frontend,
+        } as i32,
+        address: format!("127.0.0.1:{}", SIM_PORT_BASE + id % 50_000),
+        labels: HashMap::from([
+            ("zone".to_string(), zone),
+            ("host".to_string(), format!("sim-{id}")),
+        ]),
+        version: format!("cairn-sim {}", env!("CARGO_PKG_VERSION")),
+        start_time_ms,
+    }
+}
+
+/// The stats node `node` reports at `t_ms` (since the simulation started) for an interval of
+/// `interval_ms`, holding `regions` (empty for a frontend).
+pub fn stats_at(
+    role: SimRole,
+    regions: &RegionSet,
+    pattern: LoadPattern,
+    seed: u64,
+    node: u64,
+    t_ms: u64,
+    interval_ms: u64,
+) -> (NodeStats, Vec<RegionStat>) {
+    let factor = pattern.factor(seed, node, t_ms);
+    let region_stats: Vec<RegionStat> = regions
+        .iter()
+        .map(|(region_id, role)| {
+            let w = region_weight(seed, region_id);
+            let bytes = (REGION_BYTES as f64 * w) as u64;
+            RegionStat {
+                region_id,
+                role: role as i32,
+                rcus: units(REGION_RCUS_PER_SEC * factor * w, interval_ms),
+                wcus: units(REGION_WCUS_PER_SEC * factor * w, interval_ms),
+                approximate_bytes: bytes,
+                approximate_rows: bytes / ROW_BYTES,
+            }
+        })
+        .collect();
+    let (rcus, wcus) = match role {
+        SimRole::Datanode => region_stats
+            .iter()
+            .fold((0, 0), |(r, w), s| (r + s.rcus, w + s.wcus)),
+        SimRole::Frontend => {
+            let cus = units(FRONTEND_CUS_PER_SEC * factor, interval_ms);
+            (cus, cus / 2)
+        }
+    };
+    let secs = (interval_ms as f64 / 1000.0).max(0.001);
+    let stats = NodeStats {
+        rcus,
+        wcus,
+        table_count: regions.table_count(),
+        region_count: regions.len() as u64,
+        cpu_usage: (0.05 + 0.25 * factor).min(2.0),
+        load: 0.2 * factor,
+        disk_read_bytes_per_sec: (rcus as f64 / secs) as u64 * BYTES_PER_WCU / 4,
+        disk_write_bytes_per_sec: (wcus as f64 / secs) as u64 * BYTES_PER_WCU,
+        attributes: HashMap::from([("simulated".to_string(), "true".to_string())]),
+    };
+    (stats, region_stats)
+}
+
+/// A simulated node: the [`StatsSource`] and [`InstructionHandler`] its heartbeat loop uses.
+#[derive(Debug)]
+pub struct SimNode {
+    id: u64,
+    role: SimRole,
+    pattern: LoadPattern,
+    seed: u64,
+    /// The simulation's start: time zero of the load pattern.
+    epoch: Instant,
+    regions: Mutex<RegionSet>,
+}
+
+impl SimNode {
+    /// A node holding `regions`, whose load follows `pattern` from `epoch`.
+    pub fn new(
+        id: u64,
+        role: SimRole,
+        regions: RegionSet,
+        pattern: LoadPattern,
+        seed: u64,
+        epoch: Instant,
+    ) -> Self {
+        SimNode {
+            id,
+            role,
+            pattern,
+            seed,
+            epoch,
+            regions: Mutex::new(regions),
+        }
+    }
+
+    /// The node id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Datanode or frontend.
+    pub fn role(&self) -> SimRole {
+        self.role
+    }
+
+    /// Regions held now.
+    pub fn region_count(&self) -> usize {
+        self.regions().len()
+    }
+
+    fn regions(&self) -> std::sync::MutexGuard<'_, RegionSet> {
+        // A RegionSet is changed by single calls that cannot leave it half-updated.
+        self.regions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl StatsSource for SimNode {
+    fn collect(&self, report_interval_ms: u64) -> (NodeStats, Vec<RegionStat>) {
+        let t_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let regions = self.regions();
+        stats_at(
+            self.role,
+            &regions,
+            self.pattern,
+            self.seed,
+            self.id,
+            t_ms,
+            report_interval_ms,
+        )
+    }
+}
+
+impl InstructionHandler for SimNode {
+    async fn handle(&self, instruction: Instruction) -> Result<(), String> {
+        if self.role == SimRole::Frontend {
+            // A frontend holds no regions; it only drops caches.
+            return match instruction.kind {
+                Some(cairn_proto::cairnpb::instruction::Kind::InvalidateCaches(_)) => Ok(()),
+                _ => Err("a frontend holds no regions".to_string()),
+            };
+        }
+        self.regions().apply(&instruction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::cairnpb::RegionRole;
+
+    #[test]
+    fn datanode_stats_sum_region_stats() {
+        let regions = RegionSet::invented(1001, 10);
+        let (stats, region_stats) = stats_at(
+            SimRole::Datanode,
+            &regions,
+            LoadPattern::Constant,
+            1,
+            1001,
+            0,
+            3_000,
+        );
+        assert_eq!(region_stats.len(), 10);
+        assert_eq!(stats.region_count, 10);
+        assert_eq!(stats.table_count, 1);
+        assert_eq!(stats.rcus, region_stats.iter().map(|r| r.rcus).sum::<u64>());
+        assert!(
+            stats.rcus >= 10 * 30 && stats.rcus <= 10 * 90,
+            "{}",
+            stats.rcus
+        );
+        assert!(region_stats
+            .iter()
+            .all(|r| r.role == RegionRole::Leader as i32 && r.approximate_rows > 0));
+    }
+
+    #[test]
+    fn frontend_reports_no_regions_and_same_inputs_give_same_stats() {
+        let none = RegionSet::default();
+        let at = |t| {
+            stats_at(
+                SimRole::Frontend,
+                &none,
+                LoadPattern::Sine,
+                4,
+                2000,
+                t,
+                3_000,
+            )
+        };
+        let (stats, regions) = at(12_345);
+        assert!(regions.is_empty());
+        assert!(stats.rcus > 0);
+        assert_eq!(at(12_345), at(12_345));
+    }
+
+    #[test]
+    fn identity_is_well_formed() {
+        let id = sim_identity(1003, SimRole::Datanode, 5);
+        assert_eq!(id.role, NodeRole::Datanode as i32);
+        assert_eq!(id.address, "127.0.0.1:11003");
+        assert_eq!(id.labels["zone"], "zone-1");
+    }
+}

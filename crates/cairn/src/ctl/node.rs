@@ -1,0 +1,304 @@
+//! `cairn ctl node`: the datanodes, frontends and flownodes the leader knows, from the
+//! NodeRegistry service (any Cairn node answers; a follower asks the leader).
+
+use std::collections::BTreeMap;
+
+use cairn_client::meta::MetaClient;
+use cairn_client::proto::cairnpb::{NodeRole, NodeStats, NodeView};
+use cairn_client::EtcdClient;
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::output::{self, new_table, print_json, OutputFormat};
+use super::CtlError;
+
+/// `cairn ctl node` verbs.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Every node: role, address, labels, state, last heartbeat age and latest stats.
+    List,
+    /// One node, with all it reported.
+    Show {
+        /// Node id (decimal, or hex with 0x).
+        #[arg(value_parser = output::parse_id)]
+        id: u64,
+    },
+}
+
+/// One node (stable JSON shape, documented in `ctl`'s module docs).
+#[derive(Debug, Serialize)]
+struct NodeJson {
+    id: u64,
+    role: &'static str,
+    address: String,
+    labels: BTreeMap<String, String>,
+    version: String,
+    start_time_ms: u64,
+    state: String,
+    last_heartbeat_age_ms: Option<u64>,
+    report_interval_ms: u64,
+    region_count: u64,
+    unverified_region_count: u64,
+    stats: Option<NodeStatsJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeStatsJson {
+    rcus: u64,
+    wcus: u64,
+    table_count: u64,
+    region_count: u64,
+    cpu_usage: f64,
+    load: f64,
+    disk_read_bytes_per_sec: u64,
+    disk_write_bytes_per_sec: u64,
+    attributes: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct NodeListJson {
+    leader_id: u64,
+    nodes: Vec<NodeJson>,
+}
+
+#[derive(Serialize)]
+struct NodeShowJson {
+    leader_id: u64,
+    node: NodeJson,
+}
+
+fn role_name(role: i32) -> &'static str {
+    match NodeRole::try_from(role) {
+        Ok(NodeRole::Datanode) => "datanode",
+        Ok(NodeRole::Frontend) => "frontend",
+        Ok(NodeRole::Flownode) => "flownode",
+        Ok(NodeRole::Unspecified) | Err(_) => "unspecified",
+    }
+}
+
+impl NodeStatsJson {
+    fn new(s: &NodeStats) -> Self {
+        NodeStatsJson {
+            rcus: s.rcus,
+            wcus: s.wcus,
+            table_count: s.table_count,
+            region_count: s.region_count,
+            cpu_usage: s.cpu_usage,
+            load: s.load,
+            disk_read_bytes_per_sec: s.disk_read_bytes_per_sec,
+            disk_write_bytes_per_sec: s.disk_write_bytes_per_sec,
+            attributes: s.attributes.clone().into_iter().collect(),
+        }
+    }
+}
+
+impl NodeJson {
+    fn new(view: &NodeView) -> Self {
+        let identity = view.identity.clone().unwrap_or_default();
+        NodeJson {
+            id: identity.id,
+            role: role_name(identity.role),
+            address: identity.address,
+            labels: identity.labels.into_iter().collect(),
+            version: identity.version,
+            start_time_ms: identity.start_time_ms,
+            state: view.state.clone(),
+            last_heartbeat_age_ms: view.last_heartbeat_age_ms,
+            report_interval_ms: view.report_interval_ms,
+            region_count: view.region_count,
+            unverified_region_count: view.unverified_region_count,
+            stats: view.stats.as_ref().map(NodeStatsJson::new),
+        }
+    }
+}
+
+pub async fn run(
+    client: &EtcdClient,
+    out: OutputFormat,
+    command: NodeCommand,
+) -> Result<(), CtlError> {
+    let meta = MetaClient::with_config(client.endpoints(), *client.config())
+        .map_err(CtlError::Endpoints)?;
+    match command {
+        NodeCommand::List => {
+            let response = meta
+                .list_nodes(0)
+                .await
+                .map_err(CtlError::call("node list"))?;
+            let mut nodes: Vec<NodeJson> = response.nodes.iter().map(NodeJson::new).collect();
+            nodes.sort_by_key(|n| n.id);
+            match out {
+                OutputFormat::Json => print_json(&NodeListJson {
+                    leader_id: response.leader_id,
+                    nodes,
+                }),
+                OutputFormat::Table => {
+                    println!("{}", list_table(&nodes));
+                    Ok(())
+                }
+            }
+        }
+        NodeCommand::Show { id } => {
+            let what = format!("node show {id}");
+            let response = meta.list_nodes(id).await.map_err(CtlError::call(&what))?;
+            let node = response
+                .nodes
+                .iter()
+                .map(NodeJson::new)
+                .find(|n| n.id == id)
+                .ok_or_else(|| {
+                    CtlError::Unexpected(format!(
+                        "{what}: node {id} is not known to the leader ({})",
+                        response.leader_id
+                    ))
+                })?;
+            match out {
+                OutputFormat::Json => print_json(&NodeShowJson {
+                    leader_id: response.leader_id,
+                    node,
+                }),
+                OutputFormat::Table => {
+                    println!("{}", show_table(&node));
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// `a=1,b=2`, in key order.
+fn labels_cell(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A heartbeat age as a person reads it: `850ms`, `3.2s`, `-` when none arrived.
+fn age_cell(age_ms: Option<u64>) -> String {
+    match age_ms {
+        None => "-".to_string(),
+        Some(ms) if ms < 1_000 => format!("{ms}ms"),
+        Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
+    }
+}
+
+fn stat_cell<T: ToString>(node: &NodeJson, f: impl Fn(&NodeStatsJson) -> T) -> String {
+    node.stats
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |s| f(s).to_string())
+}
+
+fn list_table(nodes: &[NodeJson]) -> comfy_table::Table {
+    let mut table = new_table([
+        "ID", "ROLE", "ADDRESS", "LABELS", "STATE", "LAST HB", "REGIONS", "CPU", "LOAD", "RCUS",
+        "WCUS",
+    ]);
+    for n in nodes {
+        table.add_row(vec![
+            n.id.to_string(),
+            n.role.to_string(),
+            n.address.clone(),
+            labels_cell(&n.labels),
+            n.state.clone(),
+            age_cell(n.last_heartbeat_age_ms),
+            n.region_count.to_string(),
+            stat_cell(n, |s| format!("{:.2}", s.cpu_usage)),
+            stat_cell(n, |s| format!("{:.2}", s.load)),
+            stat_cell(n, |s| s.rcus),
+            stat_cell(n, |s| s.wcus),
+        ]);
+    }
+    table
+}
+
+fn show_table(n: &NodeJson) -> comfy_table::Table {
+    let mut table = new_table(["FIELD", "VALUE"]);
+    let mut row = |k: &str, v: String| {
+        table.add_row(vec![k.to_string(), v]);
+    };
+    row("id", n.id.to_string());
+    row("role", n.role.to_string());
+    row("address", n.address.clone());
+    row("labels", labels_cell(&n.labels));
+    row("version", n.version.clone());
+    row("start time (ms since epoch)", n.start_time_ms.to_string());
+    row("state", n.state.clone());
+    row("last heartbeat", age_cell(n.last_heartbeat_age_ms));
+    row("report interval (ms)", n.report_interval_ms.to_string());
+    row("regions", n.region_count.to_string());
+    row("unverified regions", n.unverified_region_count.to_string());
+    if let Some(s) = &n.stats {
+        row("rcus", s.rcus.to_string());
+        row("wcus", s.wcus.to_string());
+        row("tables", s.table_count.to_string());
+        row("cpu usage", format!("{:.2}", s.cpu_usage));
+        row("load", format!("{:.2}", s.load));
+        row("disk read (B/s)", s.disk_read_bytes_per_sec.to_string());
+        row("disk write (B/s)", s.disk_write_bytes_per_sec.to_string());
+        row("attributes", labels_cell(&s.attributes));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_client::proto::cairnpb::NodeIdentity;
+
+    fn view() -> NodeView {
+        NodeView {
+            identity: Some(NodeIdentity {
+                id: 1001,
+                role: NodeRole::Datanode as i32,
+                address: "10.0.0.1:4001".into(),
+                labels: [("zone".to_string(), "a".to_string())].into(),
+                version: "v1".into(),
+                start_time_ms: 5,
+            }),
+            state: "alive".into(),
+            last_heartbeat_age_ms: Some(1_250),
+            stats: Some(NodeStats {
+                rcus: 10,
+                cpu_usage: 0.5,
+                ..Default::default()
+            }),
+            region_count: 3,
+            unverified_region_count: 3,
+            report_interval_ms: 3_000,
+        }
+    }
+
+    #[test]
+    fn json_shape_is_stable() {
+        let json = serde_json::to_value(NodeJson::new(&view())).unwrap();
+        assert_eq!(json["id"], 1001);
+        assert_eq!(json["role"], "datanode");
+        assert_eq!(json["labels"]["zone"], "a");
+        assert_eq!(json["last_heartbeat_age_ms"], 1250);
+        assert_eq!(json["stats"]["rcus"], 10);
+        assert_eq!(json["stats"]["cpu_usage"], 0.5);
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 12, "{keys:?}");
+        let quiet = NodeView {
+            last_heartbeat_age_ms: None,
+            stats: None,
+            ..view()
+        };
+        let json = serde_json::to_value(NodeJson::new(&quiet)).unwrap();
+        assert!(json["last_heartbeat_age_ms"].is_null());
+        assert!(json["stats"].is_null());
+    }
+
+    #[test]
+    fn cells_read_well() {
+        assert_eq!(age_cell(None), "-");
+        assert_eq!(age_cell(Some(850)), "850ms");
+        assert_eq!(age_cell(Some(3_240)), "3.2s");
+        assert_eq!(role_name(99), "unspecified");
+        let labels: BTreeMap<String, String> =
+            [("zone".into(), "a".into()), ("host".into(), "h".into())].into();
+        assert_eq!(labels_cell(&labels), "host=h,zone=a");
+    }
+}
