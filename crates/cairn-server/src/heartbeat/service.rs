@@ -10,13 +10,10 @@ use super::{on_heartbeat, HeartbeatHub, HEARTBEAT_STREAM_BUFFER_MAX};
 use crate::node::Node;
 use cairn_proto::cairnpb::heartbeat_server::Heartbeat;
 use cairn_proto::cairnpb::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, NotLeader};
-use futures::Stream;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -42,25 +39,21 @@ impl HeartbeatService {
 
 #[tonic::async_trait]
 impl Heartbeat for HeartbeatService {
-    type HeartbeatStream = Pin<Box<dyn Stream<Item = Out> + Send + 'static>>;
+    type HeartbeatStream = crate::services::stream::ResponseStream<HeartbeatResponse>;
 
     async fn heartbeat(
         &self,
         request: Request<Streaming<HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
-        let permit = self
-            .streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| crate::errors::too_many_requests("heartbeat_streams_max reached"))?;
-        let (tx, rx) = mpsc::channel(HEARTBEAT_STREAM_BUFFER_MAX);
         let node = self.node.clone();
-        let inbound = request.into_inner();
-        tokio::spawn(async move {
-            serve_stream(node, inbound, tx).await;
-            drop(permit);
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = crate::services::stream::spawn_stream(
+            &self.streams,
+            "heartbeat_streams_max",
+            HEARTBEAT_STREAM_BUFFER_MAX,
+            request.into_inner(),
+            |inbound, tx| serve_stream(node, inbound, tx),
+        )?;
+        Ok(Response::new(stream))
     }
 }
 

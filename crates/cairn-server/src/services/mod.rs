@@ -10,6 +10,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod node_registry;
 pub mod queue;
+pub mod stream;
 pub mod watch;
 
 use crate::heartbeat::service::HeartbeatService;

@@ -17,13 +17,10 @@ use cairn_store::mvcc::KvError;
 use cairn_types::limits::{
     WATCHERS_PER_STREAM_MAX, WATCH_CATCHUP_EVENTS_MAX, WATCH_STREAMS_MAX, WATCH_STREAM_BUFFER_MAX,
 };
-use futures::Stream;
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -49,25 +46,21 @@ type Out = Result<WatchResponse, Status>;
 
 #[tonic::async_trait]
 impl Watch for WatchService {
-    type WatchStream = Pin<Box<dyn Stream<Item = Out> + Send + 'static>>;
+    type WatchStream = super::stream::ResponseStream<WatchResponse>;
 
     async fn watch(
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let permit = self
-            .streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| crate::errors::too_many_requests("watch_streams_max reached"))?;
-        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER_MAX);
         let node = self.node.clone();
-        let inbound = request.into_inner();
-        tokio::spawn(async move {
-            serve_stream(node, inbound, tx).await;
-            drop(permit);
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = super::stream::spawn_stream(
+            &self.streams,
+            "watch_streams_max",
+            WATCH_STREAM_BUFFER_MAX,
+            request.into_inner(),
+            |inbound, tx| serve_stream(node, inbound, tx),
+        )?;
+        Ok(Response::new(stream))
     }
 }
 
