@@ -178,6 +178,17 @@ async fn node_registers_and_its_stats_show_in_list_nodes_and_http() {
     let (code, body) = cluster.nodes[f].http_get("/v1/nodes/9").await;
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("node 9 is not registered"), "{body}");
+    // The leader counts the heartbeats it handled, with their handling time.
+    let (code, body) = cluster.nodes[l].http_get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("cairn_grpc_requests_total{method=\"Heartbeat\",code=\"OK\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("cairn_grpc_request_duration_seconds_count{method=\"Heartbeat\"}"),
+        "{body}"
+    );
 
     // The identity (not the stats) reached the replicated store.
     let mut kv = cluster.kv(f).await;

@@ -155,6 +155,8 @@ async fn serve_stream(
         let node_id = match on_heartbeat(&node, &req, last_sequence, now) {
             Ok(id) => id,
             Err(e) => {
+                node.metrics
+                    .observe("Heartbeat", tonic::Code::from(e.code()), now.elapsed());
                 tracing::info!(node = claimed.unwrap_or(0), "heartbeat refused: {e}");
                 let _ = tx.try_send(Ok(refusal(req.sequence, e.code(), e.to_string())));
                 break;
@@ -171,6 +173,10 @@ async fn serve_stream(
             heartbeat_interval_ms: hub.heartbeat_interval_ms,
             ..Default::default()
         };
+        // Handling time of one heartbeat on the leader (registry, mailbox), in the per-RPC series
+        // of /metrics under method "Heartbeat".
+        node.metrics
+            .observe("Heartbeat", tonic::Code::Ok, now.elapsed());
         match tx.try_send(Ok(resp)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
