@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "cairn/raft.proto",
     "cairn/cairn.proto",
     "cairn/heartbeat.proto",
+    "cairn/meta.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

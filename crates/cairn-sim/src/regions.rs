@@ -103,6 +103,40 @@ impl RegionSet {
             }
             Some(Kind::FlushRegion(flush)) => held(self, flush.region_id),
             Some(Kind::InvalidateCaches(_)) => Ok(()),
+            Some(Kind::OpenRegions(open)) => {
+                let new = open
+                    .regions
+                    .iter()
+                    .filter(|o| !self.regions.contains_key(&o.region_id))
+                    .count();
+                if self.regions.len() + new > REGIONS_PER_NODE_MAX {
+                    return Err(format!(
+                        "cannot open {new} regions: node would hold more than {REGIONS_PER_NODE_MAX}"
+                    ));
+                }
+                for o in &open.regions {
+                    let role = if o.as_leader {
+                        RegionRole::Leader
+                    } else {
+                        RegionRole::Follower
+                    };
+                    self.regions.insert(o.region_id, role);
+                }
+                Ok(())
+            }
+            // Closing what is not held is done already: a resumed procedure may close twice.
+            Some(Kind::CloseRegions(close)) => {
+                for id in &close.region_ids {
+                    self.regions.remove(id);
+                }
+                Ok(())
+            }
+            Some(Kind::TruncateRegions(t)) => {
+                for id in &t.region_ids {
+                    held(self, *id)?;
+                }
+                Ok(())
+            }
             None => Err("instruction has no kind (unknown to this node)".to_string()),
         }
     }

@@ -34,3 +34,5 @@ pub const FORWARD_INFLIGHT_MAX: usize = 4096;
 pub const SNAPSHOT_LOGS_SINCE_LAST_DEFAULT: u64 = 100_000;
 /// Bytes per chunk when a snapshot is streamed to a peer.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// Regions one batched instruction (open, close or truncate regions) names at most.
+pub const REGIONS_PER_INSTRUCTION_MAX: usize = 1024;

@@ -372,6 +372,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
             stats: Some(stats),
             regions,
             replies: std::mem::take(&mut self.pending_replies),
+            replies_only: false,
         };
         (request, now, count)
     }
