@@ -9,6 +9,11 @@ pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 3000;
 /// How long a down node stays listed unless configured, ms (one hour).
 pub const NODE_IDLE_FORGET_MS_DEFAULT: u64 = 3_600_000;
 
+/// Revisions of history kept unless configured: watchers can resume from this far back.
+pub const AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT: u64 = 100_000;
+/// Most follower replicas per region.
+pub const REGION_FOLLOWERS_MAX: u32 = 8;
+
 /// Everything one Cairn node needs to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,6 +52,25 @@ pub struct ServerConfig {
     pub node_lease_ms: Option<u64>,
     /// How long a down node stays listed before it is forgotten, ms.
     pub node_idle_forget_ms: u64,
+    /// How new regions are placed: "round_robin", "load_based" or "label_aware".
+    pub placement_selector: String,
+    /// The datanode label the label-aware selector spreads regions and replicas over.
+    pub placement_spread_label: String,
+    /// Follower replicas per region (0: leader only).
+    pub region_followers: u32,
+    /// How long a datanode gets to answer an open, close or truncate instruction, ms.
+    pub region_instruction_timeout_ms: u64,
+    /// Longest a DDL request may run before the caller gets a timeout, ms (the procedure itself
+    /// carries on).
+    pub ddl_timeout_ms: u64,
+    /// Revisions of history kept for watchers; older ones are compacted automatically by the
+    /// leader. 0 keeps everything (then only an explicit Compact frees memory).
+    pub auto_compaction_retention_revisions: u64,
+    /// Test hook: abort the process when a procedure reaches `KIND:STEP`
+    /// (e.g. `create_table:open_regions`). Never set in production.
+    pub test_crash_at: Option<String>,
+    /// With `test_crash_at`: only the node that creates this file first crashes.
+    pub test_crash_marker: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +92,14 @@ impl Default for ServerConfig {
             node_heartbeat_interval_ms: NODE_HEARTBEAT_INTERVAL_MS_DEFAULT,
             node_lease_ms: None,
             node_idle_forget_ms: NODE_IDLE_FORGET_MS_DEFAULT,
+            placement_selector: "load_based".into(),
+            placement_spread_label: "zone".into(),
+            region_followers: 0,
+            region_instruction_timeout_ms: 10_000,
+            ddl_timeout_ms: 120_000,
+            auto_compaction_retention_revisions: AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT,
+            test_crash_at: None,
+            test_crash_marker: None,
         }
     }
 }
@@ -141,6 +173,19 @@ impl ServerConfig {
         }
         if self.node_idle_forget_ms == 0 {
             return Err("node-idle-forget-ms: must be at least 1".into());
+        }
+        if let Err(e) = self.placement_selector.parse::<cairn_sched::SelectorKind>() {
+            return Err(format!("placement-selector: {e}"));
+        }
+        if self.region_followers > REGION_FOLLOWERS_MAX {
+            return Err(format!(
+                "region-followers: at most {REGION_FOLLOWERS_MAX} (region_followers_max)"
+            ));
+        }
+        if self.region_instruction_timeout_ms == 0 || self.ddl_timeout_ms == 0 {
+            return Err(
+                "region-instruction-timeout-ms and ddl-timeout-ms: must be at least 1".into(),
+            );
         }
         if !self.initial_cluster.is_empty()
             && self.join.is_none()

@@ -9,10 +9,12 @@ pub mod errors;
 pub mod heartbeat;
 pub mod http;
 pub mod lease_keeper;
+pub mod meta;
 pub mod metrics;
 pub mod node;
 pub mod peer_request;
 pub mod peer_service;
+pub mod procedure;
 pub mod run;
 pub mod services;
 

@@ -10,10 +10,12 @@ use crate::heartbeat::HeartbeatHub;
 use crate::lease_keeper::LeaseKeeper;
 use crate::metrics::Metrics;
 use crate::peer_request::{LeaderRequest, LeaderResponse};
+use crate::procedure::Procedures;
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::ResponseHeader;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::RaftMessage;
+use cairn_sched::SelectorKind;
 use cairn_store::command::Outcome;
 use cairn_store::network::{decode, encode, peer_channel};
 use cairn_store::{Command, CommandResult, Raft, StateMachineHandle};
@@ -24,7 +26,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ReadPolicy};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
@@ -48,6 +50,10 @@ pub struct Node {
     forward_slots: Semaphore,
     /// When a leader last replicated to (or heartbeated) this node.
     last_leader_contact: Mutex<Option<Instant>>,
+    /// DDL procedures, run while this node leads.
+    pub procedures: Procedures,
+    /// This node itself, for work that outlives a request (procedures).
+    me: Weak<Node>,
 }
 
 impl Node {
@@ -57,7 +63,12 @@ impl Node {
             Duration::from_millis(config.node_lease_ms()),
             Duration::from_millis(config.node_idle_forget_ms),
         );
-        Arc::new(Self {
+        let selector = config
+            .placement_selector
+            .parse::<SelectorKind>()
+            .unwrap_or(SelectorKind::LoadBased);
+        let procedures = Procedures::new(selector, &config.placement_spread_label);
+        Arc::new_cyclic(|me| Self {
             id,
             raft,
             sm,
@@ -69,7 +80,16 @@ impl Node {
             peers: Mutex::new(HashMap::new()),
             forward_slots: Semaphore::new(FORWARD_INFLIGHT_MAX),
             last_leader_contact: Mutex::new(None),
+            procedures,
+            me: me.clone(),
         })
+    }
+
+    /// A strong handle on this node.
+    pub fn arc(&self) -> Result<Arc<Node>, Status> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| errors::internal("node is shutting down"))
     }
 
     /// The leader this node currently follows, if any.
@@ -190,11 +210,17 @@ impl Node {
         let mut client = self.peer_client(leader)?;
         let data = encode(req).map_err(errors::internal)?;
         let mut request = tonic::Request::new(RaftMessage { data });
-        request.set_timeout(self.request_timeout());
-        let is_write = matches!(
-            req,
-            LeaderRequest::Write(_) | LeaderRequest::MemberAdd { .. }
-        );
+        let is_ddl = matches!(req, LeaderRequest::Meta { .. });
+        request.set_timeout(if is_ddl {
+            Duration::from_millis(self.config.ddl_timeout_ms)
+        } else {
+            self.request_timeout()
+        });
+        let is_write = is_ddl
+            || matches!(
+                req,
+                LeaderRequest::Write(_) | LeaderRequest::MemberAdd { .. }
+            );
         let resp = client.forward(request).await.map_err(|s| match s.code() {
             // The leader is unreachable: it may have died. A write may or may not have been
             // applied, so it is not retried (etcd answers "request timed out" then too); anything
@@ -274,6 +300,16 @@ impl Node {
                     .map_err(errors::internal)?;
                 Ok(LeaderResponse::Done)
             }
+            LeaderRequest::Meta { ddl, body } => {
+                self.require_leader()?;
+                let me = self.arc()?;
+                let ddl_timeout = Duration::from_millis(self.config.ddl_timeout_ms);
+                let served = crate::meta::service::serve_ddl_boxed(me, ddl, body);
+                let bytes = tokio::time::timeout(ddl_timeout, served)
+                    .await
+                    .map_err(|_| errors::timeout())??;
+                Ok(LeaderResponse::Meta(bytes))
+            }
             LeaderRequest::ListNodes { node_id } => {
                 let resp = crate::services::node_registry::list_as_leader(self, node_id)?;
                 Ok(LeaderResponse::Nodes(prost::Message::encode_to_vec(&resp)))
@@ -289,7 +325,8 @@ impl Node {
         }
     }
 
-    async fn propose_local(&self, cmd: Command) -> Result<CommandResult, Status> {
+    /// Proposes on this node, which must lead; never forwarded.
+    pub(crate) async fn propose_local(&self, cmd: Command) -> Result<CommandResult, Status> {
         let cmd = match cmd {
             Command::LeaseGrant { id: 0, ttl_secs } => Command::LeaseGrant {
                 id: self.new_lease_id(),

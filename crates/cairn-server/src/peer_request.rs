@@ -25,6 +25,11 @@ pub enum LeaderRequest {
     TransferLeader { to: u64 },
     /// The leader's node registry: every node, or only `node_id` when not 0.
     ListNodes { node_id: u64 },
+    /// A DDL request (prost-encoded) to run as a procedure.
+    Meta {
+        ddl: crate::meta::service::Ddl,
+        body: Vec<u8>,
+    },
 }
 
 /// The leader's answer.
@@ -42,6 +47,8 @@ pub enum LeaderResponse {
     Done,
     /// A prost-encoded `cairn.v1.ListNodesResponse`.
     Nodes(Vec<u8>),
+    /// A prost-encoded `cairn.v1.DdlResponse`.
+    Meta(Vec<u8>),
     /// A gRPC status the leader returned, carried across as code and message.
     Error {
         code: i32,

@@ -222,6 +222,7 @@ pub async fn run_with_node(
         .add_service(services::admin_server(node.clone(), max_msg))
         .add_service(services::heartbeat_server(node.clone(), max_msg))
         .add_service(services::node_registry_server(node.clone(), max_msg))
+        .add_service(services::meta_server(node.clone(), max_msg))
         .serve_with_incoming_shutdown(incoming(client_listener), wait_stop(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(
@@ -239,6 +240,10 @@ pub async fn run_with_node(
     let duties = tokio::spawn(leader_duties(node.clone(), stop_rx.clone()));
     let announce = tokio::spawn(announce_addrs(node.clone(), stop_rx.clone()));
     let hub = tokio::spawn(crate::heartbeat::leader_duties(
+        node.clone(),
+        stop_rx.clone(),
+    ));
+    let procedures = tokio::spawn(crate::procedure::leader_duties(
         node.clone(),
         stop_rx.clone(),
     ));
@@ -261,6 +266,7 @@ pub async fn run_with_node(
     // Streams end and pending instructions fail now, even if the hub was mid-way through taking
     // over (loading records waits on Raft, which is shutting down).
     hub.abort();
+    procedures.abort();
     node.heartbeats.stop();
     let _ = raft.shutdown().await;
     let _ = client_task.await;

@@ -17,6 +17,7 @@ use crate::heartbeat::service::HeartbeatService;
 use crate::node::Node;
 use cairn_proto::cairnpb::admin_server::AdminServer;
 use cairn_proto::cairnpb::heartbeat_server::HeartbeatServer;
+use cairn_proto::cairnpb::meta_server::MetaServer;
 use cairn_proto::cairnpb::node_registry_server::NodeRegistryServer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
@@ -85,6 +86,14 @@ pub fn node_registry_server(
     bounded!(
         NodeRegistryServer,
         node_registry::NodeRegistryService::new(node),
+        max
+    )
+}
+
+pub fn meta_server(node: Arc<Node>, max: usize) -> MetaServer<crate::meta::service::MetaService> {
+    bounded!(
+        MetaServer,
+        crate::meta::service::MetaService::new(node),
         max
     )
 }

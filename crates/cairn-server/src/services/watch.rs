@@ -215,6 +215,40 @@ impl StreamState {
     }
 }
 
+/// Follows `[key, range_end)` from `start_revision` on (0: from now), sending etcd watch
+/// responses — history first, then live events, or a compacted cancellation — to `tx` until it
+/// closes. The metadata watch builds on this.
+pub(crate) fn spawn_range_watch(
+    node: Arc<Node>,
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    start_revision: i64,
+    tx: mpsc::Sender<Out>,
+) -> JoinHandle<()> {
+    // Subscribe under the read lock: no event can fall between history and live events.
+    let (rx, current) = {
+        let s = node.sm.read();
+        (node.sm.subscribe(), s.kv.revision())
+    };
+    let w = Watcher {
+        node,
+        id: 0,
+        key,
+        range_end,
+        next_revision: if start_revision > 0 {
+            start_revision
+        } else {
+            current + 1
+        },
+        prev_kv: true,
+        no_put: false,
+        no_delete: false,
+        progress_notify: false,
+        tx,
+    };
+    tokio::spawn(w.run(rx))
+}
+
 struct Watcher {
     node: Arc<Node>,
     id: i64,
