@@ -3,6 +3,10 @@
 //! node's stats on it, runs the instructions the leader sends back and returns their replies,
 //! and reads the node registry.
 //!
+//! It also speaks the `cairn.v1.Meta` service: typed DDL, table and route reads and procedures
+//! (`ddl`), the self-resuming metadata watch ([`MetaClient::watch_metadata`]), and, on top of
+//! them, the frontend's [`RouteCache`].
+//!
 //! The embedding node provides two things: a [`StatsSource`] (what to report) and an
 //! [`InstructionHandler`] (how to obey). Everything else — leader discovery, reconnecting with
 //! bounded backoff, the interval the leader asks for, sequence numbers, idempotency by
@@ -35,9 +39,15 @@
 //! ```
 
 mod backoff;
+mod cached_route;
+mod ddl;
+mod fifo_map;
 mod heartbeat;
 pub use heartbeat::unix_time_ms;
 mod ledger;
+mod metadata_error;
+mod metadata_watch;
+mod routes;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -56,8 +66,19 @@ pub use backoff::{
     reconnect_delay_ms, RECONNECT_BACKOFF_INITIAL_MS, RECONNECT_BACKOFF_MAX_MS,
     RECONNECT_JITTER_PERCENT_MAX,
 };
+pub use cached_route::{choose_read_target, CachedRoute, ReadPreference};
+pub use ddl::{
+    display_table_name, table_name, LIST_ALL_TABLES_PAGES_MAX, ROUTE_TABLES_PER_REQUEST_MAX,
+};
 pub use ledger::{
     Disposition, InstructionLedger, HANDLED_INSTRUCTION_IDS_MAX, INSTRUCTIONS_IN_FLIGHT_MAX,
+};
+pub use metadata_error::MetadataError;
+pub use metadata_watch::{MetadataWatch, MetadataWatchItem, METADATA_WATCH_BUFFER_MAX};
+pub use routes::{
+    route_retry_delay_ms, RouteAttemptError, RouteCache, RouteCacheOptions, RouteCacheStats,
+    RouteRetryError, ROUTE_CACHE_TABLES_MAX, ROUTE_RETRIES_MAX, ROUTE_RETRY_BACKOFF_INITIAL_MS,
+    ROUTE_RETRY_BACKOFF_MAX_MS,
 };
 
 /// Heartbeat interval used until the leader names its own.
@@ -209,8 +230,9 @@ fn lock(status: &Mutex<HeartbeatStatus>) -> std::sync::MutexGuard<'_, HeartbeatS
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A client for the cairn.v1 services a node uses: heartbeats and the node registry. Cheap to
-/// clone. Must be created inside a Tokio runtime; nothing connects until first use.
+/// A client for the cairn.v1 services a node uses: heartbeats, the node registry and the
+/// metadata service (DDL, routes, the metadata watch). Cheap to clone. Must be created inside a
+/// Tokio runtime; nothing connects until first use.
 #[derive(Clone)]
 pub struct MetaClient {
     etcd: EtcdClient,
@@ -226,7 +248,8 @@ impl MetaClient {
         Self::with_config(endpoints, ClientConfig::default())
     }
 
-    /// A client with explicit timeouts and retry bounds (used by [`MetaClient::list_nodes`]).
+    /// A client with explicit timeouts and retry bounds (used by every unary call, e.g.
+    /// [`MetaClient::list_nodes`]).
     pub fn with_config<I, S>(endpoints: I, config: ClientConfig) -> Result<Self, ClientError>
     where
         I: IntoIterator<Item = S>,
