@@ -1,7 +1,8 @@
-//! A fleet of simulated nodes in one process, each with its own heartbeat stream, and the fault
-//! commands that act on one of them: kill, pause, resume, restart.
+//! A fleet of simulated nodes in one process, each with its own heartbeat stream, the fault
+//! commands that act on one of them (kill, pause, resume, restart), and optionally a write load
+//! ([`Fleet::start_writes`]) that a simulated frontend sends to the fleet's datanodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use cairn_client::meta::{
     unix_time_ms, HeartbeatHandle, HeartbeatObserver, HeartbeatOptions, HeartbeatStatus, MetaClient,
 };
 
+use crate::frontend::{SimFrontend, WriteLoadConfig, WriteLoadStats};
 use crate::load::LoadPattern;
 use crate::node::{sim_identity, SimNode, SimRole};
 use crate::regions::{RegionSet, REGIONS_PER_NODE_MAX};
@@ -85,6 +87,7 @@ pub struct Fleet {
     client: MetaClient,
     options: HeartbeatOptions,
     nodes: BTreeMap<u64, Slot>,
+    writes: Option<SimFrontend>,
 }
 
 impl Fleet {
@@ -106,6 +109,7 @@ impl Fleet {
             client,
             options,
             nodes: BTreeMap::new(),
+            writes: None,
         };
         let total = u64::from(config.datanodes) + u64::from(config.frontends);
         for i in 0..total {
@@ -148,11 +152,54 @@ impl Fleet {
         self.nodes.get_mut(&id).ok_or(SimError::UnknownNode(id))
     }
 
-    /// Stops node `id`'s heartbeat stream, as if its process died.
+    /// Starts a simulated frontend that creates `config`'s tables (once the cluster can place
+    /// them) and writes to them through a route cache, sending each write to the leading
+    /// datanode of this fleet. At most one write load runs per fleet; it stops with the fleet.
+    pub fn start_writes(&mut self, config: WriteLoadConfig) -> Result<(), SimError> {
+        if self.writes.is_some() {
+            return Err(SimError::InvalidConfig(
+                "this fleet already runs a write load".into(),
+            ));
+        }
+        let datanodes: HashMap<u64, Arc<SimNode>> = self
+            .nodes
+            .iter()
+            .filter(|(_, slot)| slot.node.role() == SimRole::Datanode)
+            .map(|(id, slot)| (*id, Arc::clone(&slot.node)))
+            .collect();
+        self.writes = Some(SimFrontend::start(self.client.clone(), datanodes, config)?);
+        Ok(())
+    }
+
+    /// Stops the write load, if one runs, and returns its final counters.
+    pub async fn stop_writes(&mut self) -> Option<WriteLoadStats> {
+        let writes = self.writes.take()?;
+        let stats = writes.stats_after_stop().await;
+        Some(stats)
+    }
+
+    /// The write load's counters, if one was started.
+    pub fn write_stats(&self) -> Option<WriteLoadStats> {
+        self.writes.as_ref().map(SimFrontend::stats)
+    }
+
+    /// The write load's frontend, if one was started (for its route cache's counters).
+    pub fn write_load(&self) -> Option<&SimFrontend> {
+        self.writes.as_ref()
+    }
+
+    /// Simulated node `id`, for writing to or reading from it directly.
+    pub fn node(&self, id: u64) -> Option<Arc<SimNode>> {
+        self.nodes.get(&id).map(|slot| Arc::clone(&slot.node))
+    }
+
+    /// Stops node `id`'s heartbeat stream, as if its process died; it refuses writes and reads
+    /// until restarted.
     pub async fn kill(&mut self, id: u64) -> Result<(), SimError> {
         let slot = self.slot(id)?;
         match slot.heartbeat.take() {
             Some(heartbeat) => {
+                slot.node.set_running(false);
                 heartbeat.stop().await;
                 Ok(())
             }
@@ -184,6 +231,7 @@ impl Fleet {
             old.stop().await;
         }
         let node = Arc::clone(&self.slot(id)?.node);
+        node.set_running(true);
         let heartbeat = self.start_heartbeat(&node, 0);
         self.slot(id)?.heartbeat = Some(heartbeat);
         Ok(())
@@ -218,6 +266,9 @@ impl Fleet {
     /// Stops every node and waits for their streams to close (all at once: one slow stream
     /// does not hold up the others).
     pub async fn stop(mut self) {
+        if let Some(writes) = self.writes.take() {
+            writes.stop().await;
+        }
         let mut stopping = tokio::task::JoinSet::new();
         for slot in self.nodes.values_mut() {
             if let Some(handle) = slot.heartbeat.take() {

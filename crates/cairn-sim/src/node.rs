@@ -1,19 +1,24 @@
-//! One simulated node: its identity, the regions it holds and the stats it reports. The stats
-//! are a pure function ([`stats_at`]) of what it holds and the moment; the node only supplies
-//! the moment from its clock.
+//! One simulated node: its identity, the regions it holds, the stats it reports and, for a
+//! datanode, its in-process data entry ([`SimNode::write`], [`SimNode::read`]) that refuses
+//! regions it does not lead the way a real datanode would. The stats are a pure function
+//! ([`stats_at`]) of what it holds and the moment; the node only supplies the moment from its
+//! clock.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use cairn_client::meta::{InstructionHandler, StatsSource};
-use cairn_proto::cairnpb::{Instruction, NodeIdentity, NodeRole, NodeStats, RegionStat};
+use cairn_proto::cairnpb::{
+    Instruction, NodeIdentity, NodeRole, NodeStats, RegionRole, RegionStat,
+};
 
 use crate::load::{
     region_weight, units, LoadPattern, BYTES_PER_WCU, REGION_BYTES, REGION_RCUS_PER_SEC,
     REGION_WCUS_PER_SEC, ROW_BYTES,
 };
-use crate::regions::RegionSet;
+use crate::regions::{RegionRefusal, RegionSet};
 
 /// Port of the address a simulated node claims: this plus its id modulo 50,000. Nothing
 /// listens there; the address only has to be well formed and distinct per node.
@@ -74,7 +79,7 @@ pub fn stats_at(
                 rcus: units(REGION_RCUS_PER_SEC * factor * w, interval_ms),
                 wcus: units(REGION_WCUS_PER_SEC * factor * w, interval_ms),
                 approximate_bytes: bytes,
-                approximate_rows: bytes / ROW_BYTES,
+                approximate_rows: bytes / ROW_BYTES + regions.rows(region_id),
             }
         })
         .collect();
@@ -102,7 +107,47 @@ pub fn stats_at(
     (stats, region_stats)
 }
 
-/// A simulated node: the [`StatsSource`] and [`InstructionHandler`] its heartbeat loop uses.
+/// Why a simulated datanode refused a write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimWriteError {
+    /// The node does not lead the region (holds it as a follower, or not at all): the route
+    /// the writer used is stale.
+    #[error("node {node_id} does not lead region {region_id}")]
+    InvalidRoute {
+        /// The region written.
+        region_id: u64,
+        /// The node that refused.
+        node_id: u64,
+    },
+    /// The node is killed.
+    #[error("node {node_id} is down")]
+    NodeDown {
+        /// The node.
+        node_id: u64,
+    },
+}
+
+/// Why a simulated datanode refused a read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimReadError {
+    /// The node holds the region neither as leader nor as follower: the route is stale.
+    #[error("node {node_id} does not hold region {region_id}")]
+    InvalidRoute {
+        /// The region read.
+        region_id: u64,
+        /// The node that refused.
+        node_id: u64,
+    },
+    /// The node is killed.
+    #[error("node {node_id} is down")]
+    NodeDown {
+        /// The node.
+        node_id: u64,
+    },
+}
+
+/// A simulated node: the [`StatsSource`] and [`InstructionHandler`] its heartbeat loop uses,
+/// and the data entry a simulated frontend writes to.
 #[derive(Debug)]
 pub struct SimNode {
     id: u64,
@@ -112,6 +157,8 @@ pub struct SimNode {
     /// The simulation's start: time zero of the load pattern.
     epoch: Instant,
     regions: Mutex<RegionSet>,
+    /// False while the fleet has the node killed: it then refuses data requests too.
+    running: AtomicBool,
 }
 
 impl SimNode {
@@ -131,7 +178,51 @@ impl SimNode {
             seed,
             epoch,
             regions: Mutex::new(regions),
+            running: AtomicBool::new(true),
         }
+    }
+
+    /// Writes `rows` rows to `region_id`. Refused with [`SimWriteError::InvalidRoute`] unless
+    /// this node leads the region, and with [`SimWriteError::NodeDown`] while it is killed.
+    pub fn write(&self, region_id: u64, rows: u64) -> Result<(), SimWriteError> {
+        if !self.is_running() {
+            return Err(SimWriteError::NodeDown { node_id: self.id });
+        }
+        self.regions()
+            .write(region_id, rows)
+            .map_err(|_: RegionRefusal| SimWriteError::InvalidRoute {
+                region_id,
+                node_id: self.id,
+            })
+    }
+
+    /// Reads `region_id`, which this node must hold as leader or follower; answers the rows
+    /// written through it. Refused with [`SimReadError::InvalidRoute`] when not held.
+    pub fn read(&self, region_id: u64) -> Result<u64, SimReadError> {
+        if !self.is_running() {
+            return Err(SimReadError::NodeDown { node_id: self.id });
+        }
+        self.regions()
+            .read(region_id)
+            .map_err(|_: RegionRefusal| SimReadError::InvalidRoute {
+                region_id,
+                node_id: self.id,
+            })
+    }
+
+    /// Whether the node is up (not killed by the fleet).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Marks the node up or down; the fleet calls it on kill and restart.
+    pub(crate) fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Relaxed);
+    }
+
+    /// The regions held now, with their roles, in id order.
+    pub fn held_regions(&self) -> Vec<(u64, RegionRole)> {
+        self.regions().iter().collect()
     }
 
     /// The node id.
@@ -189,7 +280,6 @@ impl InstructionHandler for SimNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_proto::cairnpb::RegionRole;
 
     #[test]
     fn datanode_stats_sum_region_stats() {
@@ -235,6 +325,41 @@ mod tests {
         assert!(regions.is_empty());
         assert!(stats.rcus > 0);
         assert_eq!(at(12_345), at(12_345));
+    }
+
+    #[test]
+    fn writes_need_the_leader_and_a_running_node() {
+        let region = crate::regions::sim_region_id(1001, 0);
+        let node = SimNode::new(
+            1001,
+            SimRole::Datanode,
+            RegionSet::invented(1001, 1),
+            LoadPattern::Constant,
+            0,
+            Instant::now(),
+        );
+        node.write(region, 7).unwrap();
+        assert_eq!(node.read(region), Ok(7));
+        assert_eq!(
+            node.write(region + 1, 1),
+            Err(SimWriteError::InvalidRoute {
+                region_id: region + 1,
+                node_id: 1001
+            })
+        );
+        assert!(matches!(
+            node.read(region + 1),
+            Err(SimReadError::InvalidRoute { .. })
+        ));
+        node.set_running(false);
+        assert_eq!(
+            node.write(region, 1),
+            Err(SimWriteError::NodeDown { node_id: 1001 })
+        );
+        node.set_running(true);
+        node.write(region, 1).unwrap();
+        let (_, stats) = node.collect(3_000);
+        assert!(stats[0].approximate_rows >= 8);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The regions a simulated datanode holds and how instructions change them. Pure: the node
-//! wraps this in a lock and calls it from its instruction handler.
+//! The regions a simulated datanode holds, how instructions change them, and which writes and
+//! reads the node accepts for them. Pure: the node wraps this in a lock and calls it from its
+//! instruction handler and its write entry.
 
 use std::collections::BTreeMap;
 
@@ -16,10 +17,21 @@ pub fn sim_region_id(node: u64, r: u32) -> u64 {
     ((SIM_TABLE_ID_OFFSET + node) << 32) | u64::from(r)
 }
 
-/// Region id → role, for the regions a node holds.
+/// Why a node refused a write or read of a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionRefusal {
+    /// The node does not hold the region at all.
+    NotHeld,
+    /// The node holds the region as a follower; writes go to the leader.
+    NotLeader,
+}
+
+/// Region id → role, for the regions a node holds, and the rows written to each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegionSet {
     regions: BTreeMap<u64, RegionRole>,
+    /// Rows written through this node while it led the region (absent: none).
+    rows: BTreeMap<u64, u64>,
 }
 
 impl RegionSet {
@@ -28,7 +40,10 @@ impl RegionSet {
         let regions = (0..count)
             .map(|r| (sim_region_id(node, r), RegionRole::Leader))
             .collect();
-        RegionSet { regions }
+        RegionSet {
+            regions,
+            rows: BTreeMap::new(),
+        }
     }
 
     /// The regions held, in id order.
@@ -58,8 +73,42 @@ impl RegionSet {
         self.regions.get(&region_id).copied()
     }
 
-    /// Obeys `instruction`. Repeating an instruction that succeeded succeeds again (opening an
-    /// open region, flushing), except closing: a region closed is no longer held.
+    /// Rows written to `region_id` through this node.
+    pub fn rows(&self, region_id: u64) -> u64 {
+        self.rows.get(&region_id).copied().unwrap_or(0)
+    }
+
+    /// Accepts a write of `rows` rows to `region_id` if this node leads it.
+    pub fn write(&mut self, region_id: u64, rows: u64) -> Result<(), RegionRefusal> {
+        match self.regions.get(&region_id) {
+            Some(RegionRole::Leader) => {
+                let held = self.rows.entry(region_id).or_insert(0);
+                *held = held.saturating_add(rows);
+                Ok(())
+            }
+            Some(_) => Err(RegionRefusal::NotLeader),
+            None => Err(RegionRefusal::NotHeld),
+        }
+    }
+
+    /// Accepts a read of `region_id` if this node holds it, as leader or follower; answers the
+    /// rows written through this node (replication is not simulated: a follower has none).
+    pub fn read(&self, region_id: u64) -> Result<u64, RegionRefusal> {
+        if self.regions.contains_key(&region_id) {
+            Ok(self.rows(region_id))
+        } else {
+            Err(RegionRefusal::NotHeld)
+        }
+    }
+
+    fn close(&mut self, region_id: u64) {
+        self.regions.remove(&region_id);
+        self.rows.remove(&region_id);
+    }
+
+    /// Obeys `instruction`. Repeating an instruction that succeeded succeeds again: opening an
+    /// open region, flushing, and closing too (a region not held is closed already; a procedure
+    /// resumed by a new leader may close twice).
     pub fn apply(&mut self, instruction: &Instruction) -> Result<(), String> {
         let held = |set: &Self, id: u64| {
             if set.regions.contains_key(&id) {
@@ -87,8 +136,7 @@ impl RegionSet {
                 Ok(())
             }
             Some(Kind::CloseRegion(close)) => {
-                held(self, close.region_id)?;
-                self.regions.remove(&close.region_id);
+                self.close(close.region_id);
                 Ok(())
             }
             Some(Kind::DowngradeRegionLeader(down)) => {
@@ -127,13 +175,16 @@ impl RegionSet {
             // Closing what is not held is done already: a resumed procedure may close twice.
             Some(Kind::CloseRegions(close)) => {
                 for id in &close.region_ids {
-                    self.regions.remove(id);
+                    self.close(*id);
                 }
                 Ok(())
             }
             Some(Kind::TruncateRegions(t)) => {
                 for id in &t.region_ids {
                     held(self, *id)?;
+                }
+                for id in &t.region_ids {
+                    self.rows.remove(id);
                 }
                 Ok(())
             }
@@ -146,8 +197,8 @@ impl RegionSet {
 mod tests {
     use super::*;
     use cairn_proto::cairnpb::{
-        CloseRegion, DowngradeRegionLeader, FlushRegion, InvalidateCaches, OpenRegion,
-        UpgradeRegionToLeader,
+        CloseRegion, CloseRegions, DowngradeRegionLeader, FlushRegion, InvalidateCaches,
+        OpenRegion, OpenRegions, TruncateRegions, UpgradeRegionToLeader,
     };
 
     fn instr(kind: Kind) -> Instruction {
@@ -198,12 +249,78 @@ mod tests {
     }
 
     #[test]
+    fn closing_twice_succeeds_single_or_batched() {
+        let mut set = RegionSet::invented(1, 3);
+        let (r0, r1) = (sim_region_id(1, 0), sim_region_id(1, 1));
+        let single = instr(Kind::CloseRegion(CloseRegion { region_id: r0 }));
+        set.apply(&single).unwrap();
+        set.apply(&single).unwrap();
+        let batch = instr(Kind::CloseRegions(CloseRegions {
+            region_ids: vec![r0, r1, 999 << 32],
+        }));
+        set.apply(&batch).unwrap();
+        set.apply(&batch).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.role(r1), None);
+    }
+
+    #[test]
+    fn only_the_leader_takes_writes_and_any_holder_serves_reads() {
+        let mut set = RegionSet::default();
+        let (led, followed, absent) = (5 << 32, (5 << 32) | 1, (5 << 32) | 2);
+        set.apply(&instr(Kind::OpenRegions(OpenRegions {
+            regions: vec![
+                OpenRegion {
+                    region_id: led,
+                    as_leader: true,
+                },
+                OpenRegion {
+                    region_id: followed,
+                    as_leader: false,
+                },
+            ],
+        })))
+        .unwrap();
+        set.write(led, 10).unwrap();
+        set.write(led, 5).unwrap();
+        assert_eq!(set.write(followed, 1), Err(RegionRefusal::NotLeader));
+        assert_eq!(set.write(absent, 1), Err(RegionRefusal::NotHeld));
+        assert_eq!(set.read(led), Ok(15));
+        assert_eq!(set.read(followed), Ok(0));
+        assert_eq!(set.read(absent), Err(RegionRefusal::NotHeld));
+
+        // A downgraded leader refuses writes; the upgraded one takes them.
+        set.apply(&instr(Kind::DowngradeRegionLeader(DowngradeRegionLeader {
+            region_id: led,
+        })))
+        .unwrap();
+        assert_eq!(set.write(led, 1), Err(RegionRefusal::NotLeader));
+        set.apply(&instr(Kind::UpgradeRegionToLeader(UpgradeRegionToLeader {
+            region_id: followed,
+        })))
+        .unwrap();
+        set.write(followed, 2).unwrap();
+
+        // Truncating drops the rows and keeps the region; closing forgets both.
+        set.apply(&instr(Kind::TruncateRegions(TruncateRegions {
+            region_ids: vec![led],
+        })))
+        .unwrap();
+        assert_eq!(set.read(led), Ok(0));
+        set.apply(&instr(Kind::CloseRegion(CloseRegion {
+            region_id: followed,
+        })))
+        .unwrap();
+        assert_eq!(set.read(followed), Err(RegionRefusal::NotHeld));
+        assert_eq!(set.rows(followed), 0);
+    }
+
+    #[test]
     fn unknown_regions_are_refused_and_nothing_changes() {
         let mut set = RegionSet::invented(1, 2);
         let before = set.clone();
         let missing = 999 << 32;
         for kind in [
-            Kind::CloseRegion(CloseRegion { region_id: missing }),
             Kind::DowngradeRegionLeader(DowngradeRegionLeader { region_id: missing }),
             Kind::UpgradeRegionToLeader(UpgradeRegionToLeader { region_id: missing }),
             Kind::FlushRegion(FlushRegion { region_id: missing }),
