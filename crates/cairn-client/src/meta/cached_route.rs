@@ -57,8 +57,8 @@ pub struct CachedRoute {
 }
 
 impl CachedRoute {
-    /// `route` with the addresses of `nodes` (node id, address) that it names; others are
-    /// ignored. `revision` is the store revision of the read that returned it.
+    /// `route` with the addresses of `nodes` (node id, address) that it names; others, and
+    /// empty addresses, are ignored. `revision` is the store revision of the read that returned it.
     pub fn new(
         route: TableRoute,
         nodes: impl IntoIterator<Item = (u64, String)>,
@@ -76,7 +76,11 @@ impl CachedRoute {
                 .iter()
                 .any(|r| r.leader_node == node || r.follower_nodes.contains(&node))
         };
-        let addresses = nodes.into_iter().filter(|(node, _)| named(*node)).collect();
+        // An empty address is the server saying it has no record of the node.
+        let addresses = nodes
+            .into_iter()
+            .filter(|(node, address)| !address.is_empty() && named(*node))
+            .collect();
         CachedRoute {
             route,
             regions,
@@ -221,7 +225,7 @@ mod tests {
                 regions: vec![region(42 << 32, 1, &[2, 3]), region((42 << 32) | 1, 2, &[])],
             }],
             missing_table_ids: vec![],
-            nodes: [(1, "a:1"), (2, "b:2"), (3, "c:3"), (4, "d:4")]
+            nodes: [(1, "a:1"), (2, "b:2"), (3, ""), (4, "d:4")]
                 .into_iter()
                 .map(|(node_id, address)| NodeAddress {
                     node_id,
@@ -241,6 +245,7 @@ mod tests {
         assert_eq!(route.leader_of((42 << 32) | 1), Some((2, "b:2")));
         assert_eq!(route.leader_of(43 << 32), None);
         assert_eq!(route.address(4), None, "node 4 is not in this route");
+        assert_eq!(route.address(3), None, "node 3 has no known address");
         let reads: Vec<Option<u64>> = (0..4)
             .map(|_| route.read_target(42 << 32, ReadPreference::PreferFollower))
             .collect();
