@@ -1,7 +1,9 @@
 //! The heartbeat loop of `MetaClient` against fake cairn.v1 Heartbeat servers in this process: a
-//! follower that names the leader and a leader that answers and sends instructions. Proves the
-//! client follows `not_leader`, keeps sequences increasing, runs a redelivered instruction once,
-//! takes the leader's interval, and pauses.
+//! follower that names the leader and leaders that answer, push instructions between heartbeats,
+//! or leave replies-only requests unanswered. Proves the client follows `not_leader`, keeps
+//! sequences increasing over both kinds of request, runs a redelivered instruction once, takes
+//! the leader's interval, pauses, runs a pushed instruction at once and returns its reply at once
+//! in a replies-only request, and treats an unanswered replies-only request as a broken stream.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_client::meta::{InstructionHandler, MetaClient, StatsSource};
+use cairn_client::meta::{
+    HeartbeatObserver, HeartbeatOptions, InstructionHandler, MetaClient, StatsSource,
+    HEARTBEAT_RESPONSE_TIMEOUT_MS,
+};
 use cairn_client::proto::cairnpb::heartbeat_server::{Heartbeat, HeartbeatServer};
 use cairn_client::proto::cairnpb::instruction::Kind;
 use cairn_client::proto::cairnpb::{
@@ -159,8 +164,9 @@ async fn follows_not_leader_and_runs_a_redelivered_instruction_once() {
         ..Default::default()
     };
     let heartbeat = client.run_heartbeat(identity, Arc::clone(&node), Arc::clone(&node));
+    let regular = |seen: &[HeartbeatRequest]| seen.iter().filter(|r| !r.replies_only).count();
     wait_for("six heartbeats at the leader", || {
-        requests.lock().unwrap().len() >= 6
+        regular(&requests.lock().unwrap()) >= 6
     })
     .await;
 
@@ -174,11 +180,15 @@ async fn follows_not_leader_and_runs_a_redelivered_instruction_once() {
         seen.windows(2).all(|w| w[0].sequence < w[1].sequence),
         "sequences must increase"
     );
-    assert!(seen
+    let (reports, replies_only): (Vec<_>, Vec<_>) = seen.iter().partition(|r| !r.replies_only);
+    assert!(reports
         .iter()
-        .all(|r| r.report_interval_ms > 0 && r.regions.len() == 1));
-    // After the leader named its interval, requests come about that often.
-    for r in &seen[2..] {
+        .all(|r| r.report_interval_ms > 0 && r.regions.len() == 1 && r.stats.is_some()));
+    assert!(replies_only
+        .iter()
+        .all(|r| r.stats.is_none() && r.regions.is_empty() && !r.replies.is_empty()));
+    // After the leader named its interval, reports come about that often.
+    for r in &reports[2..] {
         assert!(
             (LEADER_INTERVAL_MS / 2..=LEADER_INTERVAL_MS * 10).contains(&r.report_interval_ms),
             "{}",
@@ -195,7 +205,7 @@ async fn follows_not_leader_and_runs_a_redelivered_instruction_once() {
     assert!(!replies.is_empty());
     assert!(replies.iter().all(|r| r.ok));
 
-    // Paused: no more requests; resumed: they come again.
+    // Paused: no more requests of either kind; resumed: they come again.
     heartbeat.pause();
     tokio::time::sleep(Duration::from_millis(LEADER_INTERVAL_MS * 2)).await;
     let paused_at = requests.lock().unwrap().len();
@@ -207,5 +217,180 @@ async fn follows_not_leader_and_runs_a_redelivered_instruction_once() {
         requests.lock().unwrap().len() > paused_at + 1
     })
     .await;
+    heartbeat.stop().await;
+}
+
+/// A leader that names a long interval and, after answering a stream's first request, pushes
+/// instruction 7 between heartbeats; after answering the first replies-only request it pushes
+/// instruction 7 again (a redelivery). With `answer_replies_only` false it leaves replies-only
+/// requests unanswered.
+struct Pusher {
+    answer_replies_only: bool,
+    streams: Arc<AtomicU64>,
+    requests: Arc<Mutex<Vec<HeartbeatRequest>>>,
+}
+
+/// Far longer than the test waits: any request before it is not a regular heartbeat.
+const LONG_INTERVAL_MS: u64 = 30_000;
+
+fn push_seven() -> HeartbeatResponse {
+    HeartbeatResponse {
+        pushed: true,
+        instructions: vec![Instruction {
+            id: INSTRUCTION_ID,
+            timeout_ms: 5_000,
+            kind: Some(Kind::FlushRegion(FlushRegion { region_id: 1 })),
+        }],
+        heartbeat_interval_ms: LONG_INTERVAL_MS,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Heartbeat for Pusher {
+    type HeartbeatStream = ResponseStream;
+
+    async fn heartbeat(
+        &self,
+        request: Request<Streaming<HeartbeatRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let answer_replies_only = self.answer_replies_only;
+        let requests = Arc::clone(&self.requests);
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let (mut reports, mut replies_only) = (0, 0);
+            while let Some(Ok(req)) = inbound.next().await {
+                let (sequence, is_replies_only) = (req.sequence, req.replies_only);
+                requests.lock().unwrap().push(req);
+                let push = if is_replies_only {
+                    replies_only += 1;
+                    if !answer_replies_only {
+                        continue;
+                    }
+                    replies_only == 1
+                } else {
+                    reports += 1;
+                    reports == 1
+                };
+                let answer = HeartbeatResponse {
+                    sequence,
+                    heartbeat_interval_ms: LONG_INTERVAL_MS,
+                    ..Default::default()
+                };
+                if tx.send(Ok(answer)).await.is_err()
+                    || (push && tx.send(Ok(push_seven())).await.is_err())
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn serve_pusher(pusher: Pusher) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(HeartbeatServer::new(pusher))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+#[tokio::test]
+async fn pushed_instruction_runs_at_once_and_its_reply_returns_in_a_replies_only_request() {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let leader = serve_pusher(Pusher {
+        answer_replies_only: true,
+        streams: Arc::new(AtomicU64::new(0)),
+        requests: Arc::clone(&requests),
+    })
+    .await;
+    let client = MetaClient::new([leader.to_string()]).unwrap();
+    let node = Arc::new(TestNode::default());
+    let identity = NodeIdentity {
+        id: 1001,
+        ..Default::default()
+    };
+    let heartbeat = client.run_heartbeat(identity, Arc::clone(&node), Arc::clone(&node));
+    wait_for("the report and two replies-only requests", || {
+        requests.lock().unwrap().len() >= 3
+    })
+    .await;
+    let seen = requests.lock().unwrap().clone();
+    // The first is the report; the next two come long before the next report is due.
+    assert!(!seen[0].replies_only && seen[0].stats.is_some());
+    for (r, sequence) in seen[1..3].iter().zip(2..) {
+        assert!(r.replies_only, "{r:?}");
+        assert_eq!(r.sequence, sequence, "the next sequence number");
+        assert!(r.stats.is_none() && r.regions.is_empty() && r.report_interval_ms == 0);
+        assert_eq!(r.replies.len(), 1);
+        assert_eq!(r.replies[0].instruction_id, INSTRUCTION_ID);
+        assert!(r.replies[0].ok);
+    }
+    // The redelivered instruction was answered from memory, not run again.
+    assert_eq!(node.handled.load(Ordering::SeqCst), 1);
+    let status = heartbeat.status();
+    assert_eq!(status.interval_ms, LONG_INTERVAL_MS);
+    assert_eq!(
+        status.acknowledged, 1,
+        "replies-only answers are not heartbeats"
+    );
+    assert_eq!(status.reconnects, 0);
+    heartbeat.stop().await;
+}
+
+/// Remembers why streams ended.
+#[derive(Default)]
+struct Ends(Mutex<Vec<String>>);
+
+impl HeartbeatObserver for Ends {
+    fn on_acknowledged(&self, _round_trip: Duration, _region_stats: usize) {}
+    fn on_stream_ended(&self, reason: &str) {
+        self.0.lock().unwrap().push(reason.to_string());
+    }
+}
+
+#[tokio::test]
+async fn unanswered_replies_only_request_breaks_the_stream() {
+    let streams = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let leader = serve_pusher(Pusher {
+        answer_replies_only: false,
+        streams: Arc::clone(&streams),
+        requests: Arc::clone(&requests),
+    })
+    .await;
+    let client = MetaClient::new([leader.to_string()]).unwrap();
+    let node = Arc::new(TestNode::default());
+    let identity = NodeIdentity {
+        id: 1001,
+        ..Default::default()
+    };
+    let ends = Arc::new(Ends::default());
+    let options = HeartbeatOptions {
+        observer: Some(ends.clone()),
+        ..Default::default()
+    };
+    let heartbeat =
+        client.run_heartbeat_with(identity, Arc::clone(&node), Arc::clone(&node), options);
+    wait_for("a second stream", || streams.load(Ordering::SeqCst) >= 2).await;
+    let why = ends.0.lock().unwrap().first().cloned().unwrap_or_default();
+    assert!(
+        why.contains(&format!(
+            "no answer within {HEARTBEAT_RESPONSE_TIMEOUT_MS} ms"
+        )),
+        "{why}"
+    );
+    let seen = requests.lock().unwrap().clone();
+    assert!(seen[1].replies_only, "{seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].sequence < w[1].sequence),
+        "sequences keep increasing across streams"
+    );
     heartbeat.stop().await;
 }

@@ -1,21 +1,25 @@
-//! The heartbeat hub in process: registration and stats, liveness, the mailbox, follower
-//! redirects, refusals that stay on their own stream, and leader changes.
+//! The heartbeat hub in process: registration and stats, liveness, the mailbox (instructions
+//! pushed at once, replies in replies-only requests), follower redirects, refusals that stay on
+//! their own stream, and leader changes.
 
 mod common;
 
+use cairn_client::meta::{HeartbeatOptions, InstructionHandler, MetaClient, StatsSource};
 use cairn_proto::cairnpb::admin_client::AdminClient;
 use cairn_proto::cairnpb::heartbeat_client::HeartbeatClient;
 use cairn_proto::cairnpb::node_registry_client::NodeRegistryClient;
 use cairn_proto::cairnpb::{
-    instruction, FlushRegion, HeartbeatRequest, HeartbeatResponse, InstructionReply,
+    instruction, FlushRegion, HeartbeatRequest, HeartbeatResponse, Instruction, InstructionReply,
     ListNodesRequest, NodeIdentity, NodeRole, NodeStats, NodeView, RegionStat,
     TransferLeaderRequest,
 };
 use cairn_server::heartbeat::mailbox::MailboxError;
+use cairn_server::heartbeat::registry::INSTRUCTION_REPLIES_PER_REQUEST_MAX;
 use cairn_server::ServerConfig;
 use common::*;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -52,6 +56,24 @@ fn request(id: u64, role: NodeRole, address: &str, sequence: u64) -> HeartbeatRe
     }
 }
 
+/// A request carrying only `replies`, sent between heartbeats.
+fn replies_only(id: u64, address: &str, sequence: u64, ids: &[u64]) -> HeartbeatRequest {
+    HeartbeatRequest {
+        replies_only: true,
+        replies: ids
+            .iter()
+            .map(|i| InstructionReply {
+                instruction_id: *i,
+                ok: true,
+                error: String::new(),
+            })
+            .collect(),
+        stats: None,
+        report_interval_ms: 0,
+        ..request(id, NodeRole::Datanode, address, sequence)
+    }
+}
+
 fn regions(n: u64) -> Vec<RegionStat> {
     (1..=n)
         .map(|r| RegionStat {
@@ -65,6 +87,8 @@ fn regions(n: u64) -> Vec<RegionStat> {
 struct Stream {
     tx: mpsc::Sender<HeartbeatRequest>,
     rx: Streaming<HeartbeatResponse>,
+    /// Pushed responses read while waiting for an answer.
+    pushed: Vec<HeartbeatResponse>,
 }
 
 impl Stream {
@@ -76,15 +100,26 @@ impl Stream {
             .await
             .expect("open heartbeat stream")
             .into_inner();
-        Self { tx, rx }
+        Self {
+            tx,
+            rx,
+            pushed: Vec::new(),
+        }
     }
 
-    /// Sends one request and returns the answer (None when the stream ended).
+    /// Sends one request and returns its answer (None when the stream ended), keeping pushed
+    /// responses that arrive first in `pushed`.
     async fn call(&mut self, req: HeartbeatRequest) -> Option<HeartbeatResponse> {
         if self.tx.send(req).await.is_err() {
             return None;
         }
-        self.next().await
+        loop {
+            let resp = self.next().await?;
+            if !resp.pushed {
+                return Some(resp);
+            }
+            self.pushed.push(resp);
+        }
     }
 
     async fn next(&mut self) -> Option<HeartbeatResponse> {
@@ -220,7 +255,7 @@ async fn silent_node_becomes_suspect_then_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instruction_round_trips_and_is_resent_until_replied() {
+async fn instruction_is_pushed_at_once_resent_until_replied_and_replied_between_heartbeats() {
     let cluster = TestCluster::start(1, fast_nodes).await;
     let node = cluster.nodes[0].node().await;
     let mut s = Stream::open(&cluster.nodes[0].client_addr()).await;
@@ -237,35 +272,239 @@ async fn instruction_round_trips_and_is_resent_until_replied() {
                 .await
         })
     };
-    let mut seq = 1;
-    let mut seen = Vec::new();
-    // Heartbeat until the instruction rides on a response, and once more: it is sent again.
-    while seen.len() < 2 {
-        seq += 1;
-        let resp = s
-            .call(request(5, NodeRole::Datanode, "h:5", seq))
-            .await
-            .unwrap();
-        seen.extend(resp.instructions);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(seen[0].id, seen[1].id, "re-sent until replied");
-    assert_eq!(seen[0].kind, Some(flush));
-    assert!(seen[0].timeout_ms > 0 && seen[0].timeout_ms <= 10_000);
-    let mut reply = request(5, NodeRole::Datanode, "h:5", seq + 1);
-    reply.replies = vec![InstructionReply {
-        instruction_id: seen[0].id,
-        ok: true,
-        error: String::new(),
-    }];
-    let resp = s.call(reply).await.unwrap();
+    // Pushed without any request: it answers nothing.
+    let push = s.next().await.expect("a pushed response");
+    assert!(push.pushed, "{push:?}");
+    assert_eq!(push.sequence, 0);
+    assert_eq!(push.heartbeat_interval_ms, INTERVAL_MS);
+    assert_eq!(push.instructions.len(), 1, "{push:?}");
+    let pushed = push.instructions[0].clone();
+    assert_eq!(pushed.kind, Some(flush));
+    assert!(pushed.timeout_ms > 0 && pushed.timeout_ms <= 10_000);
+    // A regular answer sends it again until it is replied (at least once).
+    let resp = s
+        .call(request(5, NodeRole::Datanode, "h:5", 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.instructions.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![pushed.id]
+    );
+    // The reply comes back at once in a replies-only request, answered like any request.
+    let resp = s
+        .call(replies_only(5, "h:5", 3, &[pushed.id]))
+        .await
+        .unwrap();
+    assert!(resp.error.is_none() && !resp.pushed, "{resp:?}");
+    assert_eq!(resp.sequence, 3);
+    assert!(resp.instructions.is_empty());
+    let got = sender.await.unwrap().expect("reply");
+    assert!(got.ok);
+    assert_eq!(got.instruction_id, pushed.id);
+    let resp = s
+        .call(request(5, NodeRole::Datanode, "h:5", 4))
+        .await
+        .unwrap();
     assert!(
         resp.instructions.is_empty(),
         "a replied instruction is not sent again"
     );
-    let got = sender.await.unwrap().expect("reply");
-    assert!(got.ok);
-    assert_eq!(got.instruction_id, seen[0].id);
+    assert!(
+        s.pushed.is_empty(),
+        "nothing else was pushed: {:?}",
+        s.pushed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_pushed_with_each_instruction_once() {
+    const BURST: usize = 50;
+    let cluster = TestCluster::start(1, fast_nodes).await;
+    let node = cluster.nodes[0].node().await;
+    let mut s = Stream::open(&cluster.nodes[0].client_addr()).await;
+    s.call(request(5, NodeRole::Datanode, "h:5", 1))
+        .await
+        .unwrap();
+    let senders: Vec<_> = (0..BURST as u64)
+        .map(|r| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let kind = instruction::Kind::FlushRegion(FlushRegion { region_id: r });
+                node.heartbeats.send(5, kind, Duration::from_secs(20)).await
+            })
+        })
+        .collect();
+    // Pushes alone deliver the whole burst, and none repeats what an earlier push carried.
+    let mut pushed = Vec::new();
+    let mut pushes = 0;
+    while pushed.len() < BURST {
+        let push = s.next().await.expect("pushed response");
+        assert!(push.pushed, "{push:?}");
+        pushes += 1;
+        pushed.extend(push.instructions.iter().map(|i| i.id));
+    }
+    let unique: HashSet<u64> = pushed.iter().copied().collect();
+    assert_eq!(unique.len(), pushed.len(), "pushed twice: {pushed:?}");
+    assert!(pushes <= BURST);
+    let resp = s.call(replies_only(5, "h:5", 2, &pushed)).await.unwrap();
+    assert!(resp.error.is_none(), "{resp:?}");
+    for sender in senders {
+        assert!(sender.await.unwrap().expect("reply").ok);
+    }
+}
+
+/// A node that obeys every instruction at once and remembers what it ran.
+#[derive(Default)]
+struct Obedient {
+    handled: Mutex<Vec<u64>>,
+}
+
+impl StatsSource for Obedient {
+    fn collect(&self, _report_interval_ms: u64) -> (NodeStats, Vec<RegionStat>) {
+        (NodeStats::default(), Vec::new())
+    }
+}
+
+impl InstructionHandler for Obedient {
+    async fn handle(&self, instruction: Instruction) -> Result<(), String> {
+        self.handled.lock().unwrap().push(instruction.id);
+        Ok(())
+    }
+}
+
+/// Heartbeats are this far apart, so an instruction that completes within its shorter timeout
+/// cannot have waited for one.
+const LONG_INTERVAL_MS: u64 = 10_000;
+const SHORT_INSTRUCTION_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// A 1-node cluster asking for [`LONG_INTERVAL_MS`] heartbeats, and a `MetaClient` node 5
+/// attached to it (it has heartbeated once and knows the interval).
+async fn attached_client() -> (
+    TestCluster,
+    Arc<cairn_server::node::Node>,
+    Arc<Obedient>,
+    cairn_client::meta::HeartbeatHandle,
+) {
+    let cluster = TestCluster::start(1, |c| c.node_heartbeat_interval_ms = LONG_INTERVAL_MS).await;
+    let node = cluster.nodes[0].node().await;
+    let obedient = Arc::new(Obedient::default());
+    let client = MetaClient::new([cluster.nodes[0].client_addr()]).unwrap();
+    let identity = NodeIdentity {
+        id: 5,
+        role: NodeRole::Datanode as i32,
+        address: "h:5".into(),
+        ..Default::default()
+    };
+    let heartbeat = client.run_heartbeat_with(
+        identity,
+        obedient.clone(),
+        obedient.clone(),
+        HeartbeatOptions::default(),
+    );
+    let deadline = Instant::now() + WAIT_MAX;
+    while heartbeat.status().interval_ms != LONG_INTERVAL_MS {
+        assert!(Instant::now() < deadline, "{:?}", heartbeat.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (cluster, node, obedient, heartbeat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instruction_completes_within_a_timeout_shorter_than_the_interval() {
+    let (_cluster, node, obedient, heartbeat) = attached_client().await;
+    for region_id in 1..=3 {
+        let kind = instruction::Kind::FlushRegion(FlushRegion { region_id });
+        let reply = node
+            .heartbeats
+            .send(5, kind, SHORT_INSTRUCTION_TIMEOUT)
+            .await
+            .expect("pushed and replied without waiting for a heartbeat");
+        assert!(reply.ok, "{reply:?}");
+    }
+    assert_eq!(obedient.handled.lock().unwrap().len(), 3);
+    heartbeat.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_200_instructions_to_one_node_all_complete() {
+    const BURST: u64 = 200;
+    let (_cluster, node, obedient, heartbeat) = attached_client().await;
+    let sends = (0..BURST).map(|region_id| {
+        let kind = instruction::Kind::FlushRegion(FlushRegion { region_id });
+        node.heartbeats.send(5, kind, SHORT_INSTRUCTION_TIMEOUT)
+    });
+    let outcomes = futures::future::join_all(sends).await;
+    for outcome in &outcomes {
+        assert!(outcome.as_ref().is_ok_and(|r| r.ok), "{outcome:?}");
+    }
+    let handled = obedient.handled.lock().unwrap().clone();
+    assert_eq!(handled.len(), BURST as usize, "each ran once");
+    assert_eq!(handled.iter().collect::<HashSet<_>>().len(), BURST as usize);
+    heartbeat.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_only_request_proves_life_but_keeps_the_last_report() {
+    let cluster = TestCluster::start(1, fast_nodes).await;
+    let node = cluster.nodes[0].node().await;
+    let last_heartbeat = || node.heartbeats.registry().get(7).unwrap().last_heartbeat;
+    let addr = cluster.nodes[0].client_addr();
+    let mut s = Stream::open(&addr).await;
+    let mut report = request(7, NodeRole::Datanode, "h:7", 1);
+    report.regions = regions(3);
+    s.call(report).await.unwrap();
+    let before = list(&addr, 7).await.remove(0);
+    let reported_at = last_heartbeat();
+    let resp = s.call(replies_only(7, "h:7", 2, &[])).await.unwrap();
+    assert!(resp.error.is_none(), "{resp:?}");
+    assert_eq!(resp.sequence, 2);
+    let after = list(&addr, 7).await.remove(0);
+    assert_eq!(after.stats.as_ref().unwrap().rcus, 42);
+    assert_eq!(after.region_count, 3);
+    assert_eq!(after.report_interval_ms, INTERVAL_MS);
+    assert_eq!(after.stats, before.stats);
+    assert!(
+        last_heartbeat() > reported_at,
+        "the replies-only request counts as a heartbeat"
+    );
+    // The sequence still has to increase across both kinds.
+    let (code, msg) = refused(
+        &addr,
+        vec![
+            request(8, NodeRole::Datanode, "h:8", 4),
+            replies_only(8, "h:8", 4, &[]),
+        ],
+    )
+    .await;
+    assert_eq!(code, tonic::Code::InvalidArgument as i32);
+    assert!(msg.contains("sequence"), "{msg}");
+    // Every request is counted: node 7's report and replies-only request, node 8's report (and
+    // its refused replies-only request, under its own code).
+    let (_, body) = cluster.nodes[0].http_get("/metrics").await;
+    assert!(
+        body.contains("cairn_grpc_requests_total{method=\"Heartbeat\",code=\"OK\"} 3"),
+        "{body}"
+    );
+    assert!(
+        body.contains("cairn_grpc_requests_total{method=\"Heartbeat\",code=\"InvalidArgument\"} 1"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_replies_in_one_request_are_refused_naming_the_limit() {
+    let cluster = TestCluster::start(1, fast_nodes).await;
+    let ids: Vec<u64> = (1..=INSTRUCTION_REPLIES_PER_REQUEST_MAX as u64 + 1).collect();
+    let (code, msg) = refused(
+        &cluster.nodes[0].client_addr(),
+        vec![
+            request(9, NodeRole::Datanode, "h:9", 1),
+            replies_only(9, "h:9", 2, &ids),
+        ],
+    )
+    .await;
+    assert_eq!(code, tonic::Code::InvalidArgument as i32);
+    assert!(msg.contains("instruction_replies_per_request_max"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

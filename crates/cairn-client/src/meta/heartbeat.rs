@@ -1,10 +1,16 @@
 //! The heartbeat loop behind [`super::MetaClient::run_heartbeat_with`]: one task per node that
-//! opens a stream, sends a request every interval, waits for its answer, runs instructions and
-//! reconnects when anything goes wrong.
+//! opens a stream, sends a stats report every interval, runs instructions and reconnects when
+//! anything goes wrong.
 //!
-//! One request is in flight at a time: the leader answers every request, so the answer's arrival
-//! is the round trip a benchmark measures, and a leader that stops answering is noticed within
-//! [`HEARTBEAT_RESPONSE_TIMEOUT_MS`].
+//! Instructions do not wait for the interval: the loop keeps reading the stream, runs what the
+//! leader pushes between heartbeats at once, and sends replies as soon as instructions finish in
+//! a replies-only request (replies finishing together share one). Regular reports keep their
+//! cadence.
+//!
+//! One request (regular or replies-only) is in flight at a time: the leader answers every
+//! request with its sequence, so the answer's arrival is the round trip a benchmark measures, and
+//! a leader that stops answering is noticed within [`HEARTBEAT_RESPONSE_TIMEOUT_MS`]. Replies
+//! that finish while a request is in flight go in the next one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,9 +24,10 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
 use super::{
-    clamp_interval_ms, lock, reconnect_delay_ms, Control, Disposition, HeartbeatObserver,
-    HeartbeatOptions, HeartbeatStatus, InstructionHandler, InstructionLedger, StatsSource,
-    HEARTBEAT_INTERVAL_MAX_MS, HEARTBEAT_RESPONSE_TIMEOUT_MS, LEADER_REDIRECTS_MAX,
+    clamp_interval_ms, ledger::INSTRUCTION_REPLIES_PER_REQUEST_MAX, lock, reconnect_delay_ms,
+    Control, Disposition, HeartbeatObserver, HeartbeatOptions, HeartbeatStatus, InstructionHandler,
+    InstructionLedger, StatsSource, HEARTBEAT_INTERVAL_MAX_MS, HEARTBEAT_RESPONSE_TIMEOUT_MS,
+    LEADER_REDIRECTS_MAX,
 };
 use crate::endpoint::normalize_endpoint;
 use crate::{lazy_channel, EtcdClient, ENDPOINTS_MAX, RESPONSE_BYTES_MAX};
@@ -39,6 +46,14 @@ enum StreamEnd {
     Failed(String),
 }
 
+/// The request of a stream that awaits its answer.
+struct InFlight {
+    sequence: u64,
+    sent_at: Instant,
+    /// Region stats it carries; None for a replies-only request (not a report).
+    regions: Option<usize>,
+}
+
 pub(super) struct Driver<S, H> {
     etcd: EtcdClient,
     identity: NodeIdentity,
@@ -51,10 +66,11 @@ pub(super) struct Driver<S, H> {
     initial_delay_ms: u64,
     /// Strictly increasing across streams, so it is also increasing within each.
     sequence: u64,
-    /// When the last request was sent: the start of the interval the next one reports on.
+    /// When the last regular request was sent: the start of the interval the next one reports
+    /// on.
     last_report: Instant,
     ledger: InstructionLedger,
-    /// Replies not yet sent.
+    /// Replies not yet sent, oldest first.
     pending_replies: Vec<InstructionReply>,
     finished_tx: mpsc::UnboundedSender<InstructionReply>,
     finished_rx: mpsc::UnboundedReceiver<InstructionReply>,
@@ -203,7 +219,9 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
         let mut acknowledged = false;
         // The first request goes into the queue before the call, so the server has something
         // to answer as soon as the stream opens.
-        let (request, mut sent_at, mut regions) = self.next_request();
+        let (request, first) = self.regular_request();
+        let mut last_regular = first.sent_at;
+        let mut in_flight = Some(first);
         if tx.send(request).await.is_err() {
             return (StreamEnd::Failed("request queue closed".into()), false);
         }
@@ -225,101 +243,123 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
             Err(_) => return (StreamEnd::Failed("no answer when opening".into()), false),
         };
         loop {
+            let control = *self.control.borrow_and_update();
+            lock(&self.status).paused = control == Control::Pause;
+            if control == Control::Stop {
+                return (StreamEnd::Stopped, acknowledged);
+            }
+            let due = tokio::time::Instant::from_std(last_regular)
+                + Duration::from_millis(self.interval_ms);
+            // A paused node sends nothing, not even replies: it plays a node that hangs.
+            if in_flight.is_none() && control == Control::Run {
+                let next = if tokio::time::Instant::now() >= due {
+                    Some(self.regular_request())
+                } else if self.has_replies() {
+                    Some(self.replies_only_request())
+                } else {
+                    None
+                };
+                if let Some((request, sent)) = next {
+                    if sent.regions.is_some() {
+                        last_regular = sent.sent_at;
+                    }
+                    in_flight = Some(sent);
+                    if tx.send(request).await.is_err() {
+                        let why = "request stream closed".into();
+                        return (StreamEnd::Failed(why), acknowledged);
+                    }
+                }
+            }
+            let deadline = in_flight
+                .as_ref()
+                .map(|f| tokio::time::Instant::from_std(f.sent_at) + response_timeout);
+            let idle = in_flight.is_none();
+            // Read while an answer is awaited, and while running (pushed instructions); a paused
+            // node with nothing in flight reads nothing, like a node that hangs.
+            let reading = !idle || control == Control::Run;
             let answer = tokio::select! {
-                answer = tokio::time::timeout(response_timeout, inbound.message()) => answer,
-                () = stop_requested(&mut self.control) => {
-                    return (StreamEnd::Stopped, acknowledged)
+                changed = self.control.changed() => {
+                    if changed.is_err() {
+                        return (StreamEnd::Stopped, acknowledged);
+                    }
+                    continue;
                 }
-            };
-            let response = match answer {
-                Ok(Ok(Some(response))) => response,
-                Ok(Ok(None)) => return (StreamEnd::Failed("stream ended".into()), acknowledged),
-                Ok(Err(status)) => {
-                    let why = format!("{:?}: {}", status.code(), status.message());
-                    return (StreamEnd::Failed(why), acknowledged);
+                answer = inbound.message(), if reading => answer,
+                Some(reply) = self.finished_rx.recv() => {
+                    self.on_finished(reply);
+                    continue;
                 }
-                Err(_) => {
+                () = tokio::time::sleep_until(deadline.unwrap_or(due)), if deadline.is_some() => {
                     let why = format!("no answer within {HEARTBEAT_RESPONSE_TIMEOUT_MS} ms");
                     return (StreamEnd::Failed(why), acknowledged);
                 }
+                () = tokio::time::sleep_until(due), if idle && control == Control::Run => continue,
             };
-            if let Some(end) = self.on_response(response, sent_at.elapsed(), regions) {
-                return (end, acknowledged);
-            }
-            acknowledged = true;
-            // Wait out the interval (and any pause), collecting replies of instructions that
-            // finish meanwhile.
-            let next_at =
-                tokio::time::Instant::from_std(sent_at) + Duration::from_millis(self.interval_ms);
-            if self.wait_until_due(next_at).await {
-                return (StreamEnd::Stopped, acknowledged);
-            }
-            let (request, at, count) = self.next_request();
-            (sent_at, regions) = (at, count);
-            if tx.send(request).await.is_err() {
-                return (
-                    StreamEnd::Failed("request stream closed".into()),
-                    acknowledged,
-                );
+            let response = match answer {
+                Ok(Some(response)) => response,
+                Ok(None) => return (StreamEnd::Failed("stream ended".into()), acknowledged),
+                Err(status) => {
+                    let why = format!("{:?}: {}", status.code(), status.message());
+                    return (StreamEnd::Failed(why), acknowledged);
+                }
+            };
+            match self.on_response(response, &mut in_flight) {
+                Ok(answered) => acknowledged |= answered,
+                Err(end) => return (end, acknowledged),
             }
         }
     }
 
-    /// Sleeps until `at` and then for as long as the loop is paused; true when stopped.
-    async fn wait_until_due(&mut self, at: tokio::time::Instant) -> bool {
-        loop {
-            let control = *self.control.borrow_and_update();
-            lock(&self.status).paused = control == Control::Pause;
-            match control {
-                Control::Stop => return true,
-                Control::Run if tokio::time::Instant::now() >= at => return false,
-                Control::Run => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => return false,
-                        changed = self.control.changed() => if changed.is_err() { return true },
-                    }
-                }
-                Control::Pause => {
-                    if self.control.changed().await.is_err() {
-                        return true;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Handles one answer; `Some` when the stream must end.
+    /// Handles one response: the answer to the request in flight, or a push. Returns whether it
+    /// answered a request; `Err` when the stream must end.
     fn on_response(
         &mut self,
         response: HeartbeatResponse,
-        round_trip: Duration,
-        regions: usize,
-    ) -> Option<StreamEnd> {
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<bool, StreamEnd> {
         if let Some(not_leader) = response.not_leader {
-            return Some(StreamEnd::NotLeader(not_leader));
+            return Err(StreamEnd::NotLeader(not_leader));
         }
         if let Some(error) = response.error {
-            return Some(StreamEnd::Failed(format!(
+            return Err(StreamEnd::Failed(format!(
                 "refused (code {}): {}",
                 error.code, error.message
             )));
         }
-        if let Some(observer) = &self.observer {
-            observer.on_acknowledged(round_trip, regions);
-        }
         if response.heartbeat_interval_ms > 0 {
             self.interval_ms = clamp_interval_ms(response.heartbeat_interval_ms);
         }
-        {
+        if !response.pushed {
+            // Answers come in order, one per request; anything else is a broken stream.
+            let answered = match in_flight.take() {
+                Some(f) if f.sequence == response.sequence => f,
+                Some(f) => {
+                    return Err(StreamEnd::Failed(format!(
+                        "answer to sequence {} while {} awaits one",
+                        response.sequence, f.sequence
+                    )))
+                }
+                None => {
+                    return Err(StreamEnd::Failed(format!(
+                        "answer to sequence {} while no request awaits one",
+                        response.sequence
+                    )))
+                }
+            };
             let mut status = lock(&self.status);
-            status.acknowledged += 1;
+            if let Some(regions) = answered.regions {
+                if let Some(observer) = &self.observer {
+                    observer.on_acknowledged(answered.sent_at.elapsed(), regions);
+                }
+                status.acknowledged += 1;
+            }
             status.interval_ms = self.interval_ms;
             status.last_error = None;
         }
         for instruction in response.instructions {
             self.dispatch(instruction);
         }
-        None
+        Ok(!response.pushed)
     }
 
     /// Runs a new instruction on its own task, or re-queues the reply of one already handled.
@@ -350,32 +390,82 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
         }
     }
 
-    /// The next request, when it was built, and how many region stats it carries.
-    fn next_request(&mut self) -> (HeartbeatRequest, Instant, usize) {
+    /// Records the reply of an instruction that finished, and of any others that finished with
+    /// it, so they leave together.
+    fn on_finished(&mut self, reply: InstructionReply) {
+        self.ledger.finish(reply.clone());
+        self.pending_replies.push(reply);
+        self.collect_finished();
+    }
+
+    fn collect_finished(&mut self) {
         while let Ok(reply) = self.finished_rx.try_recv() {
             self.ledger.finish(reply.clone());
             self.pending_replies.push(reply);
         }
+    }
+
+    /// Whether replies wait to be sent (including those of instructions that just finished).
+    fn has_replies(&mut self) -> bool {
+        self.collect_finished();
+        !self.pending_replies.is_empty()
+    }
+
+    /// The next stats report, with the replies that fit.
+    fn regular_request(&mut self) -> (HeartbeatRequest, InFlight) {
+        self.collect_finished();
         let now = Instant::now();
         let report_interval_ms = u64::try_from(now.duration_since(self.last_report).as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
         self.last_report = now;
-        self.sequence += 1;
         let (stats, regions) = self.stats.collect(report_interval_ms);
         let count = regions.len();
-        lock(&self.status).sequence = self.sequence;
         let request = HeartbeatRequest {
             node: Some(self.identity.clone()),
-            sequence: self.sequence,
+            sequence: self.next_sequence(),
             report_interval_ms,
             stats: Some(stats),
             regions,
-            replies: std::mem::take(&mut self.pending_replies),
+            replies: take_reply_batch(&mut self.pending_replies),
             replies_only: false,
         };
-        (request, now, count)
+        let sent = InFlight {
+            sequence: request.sequence,
+            sent_at: now,
+            regions: Some(count),
+        };
+        (request, sent)
     }
+
+    /// A request carrying only replies (as many as fit; the rest follow in the next one).
+    fn replies_only_request(&mut self) -> (HeartbeatRequest, InFlight) {
+        let request = HeartbeatRequest {
+            node: Some(self.identity.clone()),
+            sequence: self.next_sequence(),
+            replies: take_reply_batch(&mut self.pending_replies),
+            replies_only: true,
+            ..Default::default()
+        };
+        let sent = InFlight {
+            sequence: request.sequence,
+            sent_at: Instant::now(),
+            regions: None,
+        };
+        (request, sent)
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        lock(&self.status).sequence = self.sequence;
+        self.sequence
+    }
+}
+
+/// Takes the oldest replies, at most as many as one request may carry.
+fn take_reply_batch(pending: &mut Vec<InstructionReply>) -> Vec<InstructionReply> {
+    let n = pending.len().min(INSTRUCTION_REPLIES_PER_REQUEST_MAX);
+    pending.drain(..n).collect()
 }
 
 /// Returns once the loop is asked to stop (or its handle is gone); never otherwise.
@@ -395,4 +485,29 @@ pub fn unix_time_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_batches_are_bounded_and_keep_order() {
+        let reply = |id| InstructionReply {
+            instruction_id: id,
+            ok: true,
+            error: String::new(),
+        };
+        let total = INSTRUCTION_REPLIES_PER_REQUEST_MAX as u64 + 5;
+        let mut pending: Vec<_> = (1..=total).map(reply).collect();
+        let first = take_reply_batch(&mut pending);
+        assert_eq!(first.len(), INSTRUCTION_REPLIES_PER_REQUEST_MAX);
+        assert_eq!(first[0].instruction_id, 1);
+        let second = take_reply_batch(&mut pending);
+        assert_eq!(
+            second.iter().map(|r| r.instruction_id).collect::<Vec<_>>(),
+            (INSTRUCTION_REPLIES_PER_REQUEST_MAX as u64 + 1..=total).collect::<Vec<_>>()
+        );
+        assert!(pending.is_empty() && take_reply_batch(&mut pending).is_empty());
+    }
 }

@@ -9,6 +9,10 @@ use cairn_proto::cairnpb::InstructionReply;
 /// without running it again. The leader redelivers only within an instruction's timeout, so a
 /// few thousand ids cover many intervals of traffic.
 pub const HANDLED_INSTRUCTION_IDS_MAX: usize = 4_096;
+/// Instruction replies one request carries at most; more are split over the next requests. The
+/// leader refuses a request with more (its `instruction_replies_per_request_max`, the same
+/// number), so this must never exceed the leader's bound.
+pub const INSTRUCTION_REPLIES_PER_REQUEST_MAX: usize = 1024;
 /// Instructions the node runs at once; more are not started (the leader redelivers or times
 /// them out), so a flood of instructions cannot spawn without bound.
 pub const INSTRUCTIONS_IN_FLIGHT_MAX: usize = 256;

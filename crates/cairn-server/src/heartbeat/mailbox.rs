@@ -1,9 +1,12 @@
 //! The mailbox: instructions from leader code to nodes, delivered on heartbeat responses, with
 //! replies coming back on later heartbeat requests.
 //!
-//! Delivery is at least once: an instruction is re-sent on every response to its node until the
-//! reply arrives or its timeout passes (nodes handle an id they have seen as done). [`Outbox`] is
-//! the pure part (ids, queues, deadlines given `now`); [`Mailbox`] adds the waiting senders.
+//! Delivery is at least once: an instruction is re-sent on every regular response to its node
+//! until the reply arrives or its timeout passes (nodes handle an id they have seen as done).
+//! Between heartbeats the node's stream pushes only what it has not sent yet
+//! ([`Outbox::outbound_after`]: ids grow, so "not sent yet" is "above the highest id sent").
+//! [`Outbox`] is the pure part (ids, queues, deadlines given `now`); [`Mailbox`] adds the waiting
+//! senders.
 
 use cairn_proto::cairnpb::{instruction, Instruction, InstructionReply};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -85,11 +88,19 @@ impl Outbox {
     /// What to put on the next response to `node_id`: every unreplied, unexpired instruction,
     /// each with the time it has left.
     pub fn outbound(&self, node_id: u64, now: Instant) -> Vec<Instruction> {
+        self.outbound_after(node_id, 0, now)
+    }
+
+    /// Like [`Outbox::outbound`], but only instructions with an id above `after_id`: those a
+    /// stream that already sent every id up to `after_id` has not sent yet.
+    pub fn outbound_after(&self, node_id: u64, after_id: u64, now: Instant) -> Vec<Instruction> {
         let Some(queue) = self.per_node.get(&node_id) else {
             return Vec::new();
         };
+        // Queues are in id order, so the unsent ones are a suffix.
+        let first_unsent = queue.partition_point(|id| *id <= after_id);
         queue
-            .iter()
+            .range(first_unsent..)
             .filter_map(|id| self.pending.get(id).map(|p| (id, p)))
             .filter(|(_, p)| p.deadline > now)
             .map(|(id, p)| Instruction {
@@ -209,6 +220,10 @@ impl Mailbox {
         self.lock().0.outbound(node_id, now)
     }
 
+    pub fn outbound_after(&self, node_id: u64, after_id: u64, now: Instant) -> Vec<Instruction> {
+        self.lock().0.outbound_after(node_id, after_id, now)
+    }
+
     /// Hands replies from `node_id` to their senders.
     pub fn on_replies(&self, node_id: u64, replies: &[InstructionReply]) {
         if replies.is_empty() {
@@ -290,6 +305,23 @@ mod tests {
         let out = o.outbound(1, now + T / 2);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].timeout_ms, 500);
+    }
+
+    #[test]
+    fn outbound_after_holds_only_instructions_not_sent_yet() {
+        let now = Instant::now();
+        let mut o = Outbox::default();
+        let a = o.enqueue(1, flush(1), T, now).unwrap();
+        let b = o.enqueue(1, flush(2), T, now).unwrap();
+        let c = o.enqueue(1, flush(3), T, now).unwrap();
+        let ids = |v: Vec<Instruction>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(ids(o.outbound_after(1, 0, now)), vec![a, b, c]);
+        assert_eq!(ids(o.outbound_after(1, a, now)), vec![b, c]);
+        assert!(o.outbound_after(1, c, now).is_empty());
+        // A reply in the middle leaves a hole; the order still holds.
+        o.on_reply(1, &reply(b));
+        assert_eq!(ids(o.outbound_after(1, a, now)), vec![c]);
+        assert_eq!(ids(o.outbound(1, now)), vec![a, c]);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! heartbeat stream per node ([`service`]), kept in the pure [`registry`], with instructions to
 //! nodes through the [`mailbox`] and identities persisted as [`record`]s.
 //!
+//! Instructions do not wait for the node's next heartbeat: posting one wakes the node's open
+//! streams, which push it at once; the node returns the reply at once in a replies-only request.
+//!
 //! Everything here lives for one leadership term: [`leader_duties`] starts it when this node
 //! becomes leader (loading stored identities first), judges liveness on a tick, and ends it —
 //! closing every stream and failing every pending instruction — when leadership is lost.
@@ -30,6 +33,15 @@ pub const NODE_RECORD_WRITES_INFLIGHT_MAX: usize = 64;
 /// Longest pause between two liveness judgements.
 const HUB_TICK_MAX_MS: u64 = 250;
 
+/// The open streams of one node.
+struct Connection {
+    streams: usize,
+    /// Bumped when an instruction is posted for the node; each stream task watches it and pushes
+    /// what it has not sent yet. A watch marks "changed" instead of queueing, so a burst of
+    /// posts wakes a stream once (few pushes), and a post while the task is busy is not lost.
+    posted: watch::Sender<u64>,
+}
+
 /// The leader's heartbeat hub; owned by [`Node`], idle on followers.
 pub struct HeartbeatHub {
     /// What the leader asks nodes to heartbeat at.
@@ -37,7 +49,7 @@ pub struct HeartbeatHub {
     registry: Mutex<NodeRegistry>,
     pub mailbox: Mailbox,
     /// Open streams per registered node.
-    connected: Mutex<HashMap<u64, usize>>,
+    connected: Mutex<HashMap<u64, Connection>>,
     /// A number per leadership term, 0 while this node does not lead (or is still loading).
     term: watch::Sender<u64>,
     record_writes: Arc<Semaphore>,
@@ -61,7 +73,7 @@ impl HeartbeatHub {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn connected(&self) -> MutexGuard<'_, HashMap<u64, usize>> {
+    fn connected(&self) -> MutexGuard<'_, HashMap<u64, Connection>> {
         self.connected.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -87,10 +99,15 @@ impl HeartbeatHub {
         if self.registry().get(node_id).is_none() {
             return Err(MailboxError::NodeUnknown(node_id));
         }
-        if self.connected().get(&node_id).copied().unwrap_or(0) == 0 {
+        if !self.connected().contains_key(&node_id) {
             return Err(MailboxError::NotConnected(node_id));
         }
         let (id, rx) = self.mailbox.post(node_id, kind, timeout, Instant::now())?;
+        // After the post, so a woken stream finds the instruction. A stream that closed meanwhile
+        // is simply not woken; the instruction then times out like any unanswered one.
+        if let Some(c) = self.connected().get(&node_id) {
+            c.posted.send_modify(|n| *n = n.wrapping_add(1));
+        }
         self.mailbox.wait(id, timeout, rx).await
     }
 
@@ -107,7 +124,7 @@ impl HeartbeatHub {
                 .nodes()
                 .filter(|e| e.identity.role == role as i32)
                 .map(|e| e.identity.id)
-                .filter(|id| connected.get(id).copied().unwrap_or(0) > 0)
+                .filter(|id| connected.contains_key(id))
                 .collect()
         };
         let sends = targets
@@ -139,16 +156,24 @@ impl HeartbeatHub {
             .collect()
     }
 
-    fn attach(&self, node_id: u64) {
-        *self.connected().entry(node_id).or_default() += 1;
+    /// Counts a new stream of `node_id`; returns what wakes it when instructions are posted.
+    fn attach(&self, node_id: u64) -> watch::Receiver<u64> {
+        let mut connected = self.connected();
+        let c = connected.entry(node_id).or_insert_with(|| Connection {
+            streams: 0,
+            posted: watch::Sender::new(0),
+        });
+        c.streams += 1;
+        c.posted.subscribe()
     }
 
     fn detach(&self, node_id: u64) {
-        let mut c = self.connected();
-        if let Some(n) = c.get_mut(&node_id) {
-            *n -= 1;
-            if *n == 0 {
-                c.remove(&node_id);
+        let mut connected = self.connected();
+        if let Some(c) = connected.get_mut(&node_id) {
+            debug_assert!(c.streams > 0, "a stream detaches once per attach");
+            c.streams -= 1;
+            if c.streams == 0 {
+                connected.remove(&node_id);
             }
         }
     }

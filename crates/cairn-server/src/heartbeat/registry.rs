@@ -6,6 +6,8 @@
 //! suspect; after a second lease without a heartbeat it is down; a down node is forgotten after
 //! `idle_forget_ms`. A new leader knows nodes only from the store (state unknown) and judges
 //! nobody until one lease period after it took over, so a leader change never marks nodes down.
+//! A replies-only request (instruction replies sent between heartbeats) renews the lease too, but
+//! is no report: the node's last stats and region stats stay as they were.
 
 use cairn_proto::cairnpb::{HeartbeatRequest, NodeIdentity, NodeRole, NodeStats, RegionStat};
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -15,6 +17,10 @@ use std::time::{Duration, Instant};
 pub const STATS_HISTORY_MAX: usize = 64;
 /// Most region stats one heartbeat may carry.
 pub const REGION_STATS_PER_HEARTBEAT_MAX: usize = 100_000;
+/// Most instruction replies one request (regular or replies-only) may carry. A node has at most
+/// `OUTBOUND_INSTRUCTIONS_PER_NODE_MAX` instructions outstanding, so this leaves room for the
+/// repeated replies of redelivered instructions; clients split larger batches.
+pub const INSTRUCTION_REPLIES_PER_REQUEST_MAX: usize = 1024;
 
 /// What an operator sees of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,16 +254,20 @@ impl NodeRegistry {
         entry.down_since = None;
         entry.last_heartbeat = Some(now);
         entry.lease_deadline = now + lease;
-        if entry.history.len() == STATS_HISTORY_MAX {
-            entry.history.pop_front();
+        // A replies-only request proves the node lives but reports nothing: the last report
+        // (stats, region stats, its interval) stays what the scheduler sees.
+        if !req.replies_only {
+            if entry.history.len() == STATS_HISTORY_MAX {
+                entry.history.pop_front();
+            }
+            entry.history.push_back(StatsSample {
+                at: now,
+                report_interval_ms: req.report_interval_ms,
+                stats: req.stats.clone().unwrap_or_default(),
+            });
+            entry.regions = req.regions.clone();
+            entry.unverified_region_count = req.regions.len() as u64;
         }
-        entry.history.push_back(StatsSample {
-            at: now,
-            report_interval_ms: req.report_interval_ms,
-            stats: req.stats.clone().unwrap_or_default(),
-        });
-        entry.regions = req.regions.clone();
-        entry.unverified_region_count = req.regions.len() as u64;
         let persist = if entry.persisted.as_ref() != Some(&identity) && !entry.persisting {
             entry.persisting = true;
             Some(identity)
@@ -351,6 +361,18 @@ fn validate(
             ));
         }
     }
+    if req.replies.len() > INSTRUCTION_REPLIES_PER_REQUEST_MAX {
+        return invalid(format!(
+            "replies: {} instruction replies exceed instruction_replies_per_request_max \
+             {INSTRUCTION_REPLIES_PER_REQUEST_MAX}; send the rest in the next request",
+            req.replies.len()
+        ));
+    }
+    if req.replies_only && (req.stats.is_some() || !req.regions.is_empty()) {
+        return invalid(
+            "replies_only: a replies-only request carries no stats and no region stats".into(),
+        );
+    }
     if req.regions.len() > REGION_STATS_PER_HEARTBEAT_MAX {
         return Err(HeartbeatError::ResourceExhausted(format!(
             "regions: {} region stats exceed region_stats_per_heartbeat_max {REGION_STATS_PER_HEARTBEAT_MAX}",
@@ -377,6 +399,7 @@ fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_proto::cairnpb::InstructionReply;
 
     const LEASE: Duration = Duration::from_millis(300);
     const FORGET: Duration = Duration::from_millis(1000);
@@ -637,6 +660,75 @@ mod tests {
         assert!(r
             .on_heartbeat(&hb(1, "h:1", 1), None, Instant::now())
             .is_ok());
+    }
+
+    fn replies_only(id: u64, sequence: u64, replies: usize) -> HeartbeatRequest {
+        let mut req = hb(id, "h:1", sequence);
+        req.stats = None;
+        req.report_interval_ms = 0;
+        req.replies_only = true;
+        req.replies = (1..=replies as u64)
+            .map(|i| InstructionReply {
+                instruction_id: i,
+                ok: true,
+                error: String::new(),
+            })
+            .collect();
+        req
+    }
+
+    #[test]
+    fn replies_only_renews_the_lease_but_keeps_the_last_report() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        let mut req = hb(1, "h:1", 1);
+        req.regions = vec![region(1), region(2)];
+        r.on_heartbeat(&req, None, t0).unwrap();
+        let later = t0 + LEASE / 2;
+        r.on_heartbeat(&replies_only(1, 2, 3), Some(1), later)
+            .unwrap();
+        let e = r.get(1).unwrap();
+        assert_eq!(e.last_heartbeat, Some(later));
+        assert_eq!(e.lease_deadline, later + LEASE);
+        assert_eq!(e.history.len(), 1, "not a report");
+        assert_eq!(e.latest().unwrap().stats.rcus, 1);
+        assert_eq!(e.latest().unwrap().report_interval_ms, 100);
+        assert_eq!(e.regions.len(), 2);
+        // Validated like any request: the sequence must still increase.
+        assert!(refused(&mut r, &replies_only(1, 2, 0), Some(2))
+            .to_string()
+            .contains("sequence"));
+    }
+
+    #[test]
+    fn too_many_replies_or_stats_on_replies_only_are_invalid() {
+        let mut r = leading(Instant::now());
+        let e = refused(
+            &mut r,
+            &replies_only(1, 1, INSTRUCTION_REPLIES_PER_REQUEST_MAX + 1),
+            None,
+        );
+        assert_eq!(e.code(), 3);
+        assert!(
+            e.to_string()
+                .contains("instruction_replies_per_request_max"),
+            "{e}"
+        );
+        let mut regular = hb(1, "h:1", 1);
+        regular.replies = replies_only(1, 1, INSTRUCTION_REPLIES_PER_REQUEST_MAX + 1).replies;
+        assert_eq!(refused(&mut r, &regular, None).code(), 3, "any request");
+        assert!(r
+            .on_heartbeat(
+                &replies_only(1, 1, INSTRUCTION_REPLIES_PER_REQUEST_MAX),
+                None,
+                Instant::now()
+            )
+            .is_ok());
+        let mut with_stats = replies_only(2, 1, 1);
+        with_stats.stats = Some(NodeStats::default());
+        assert!(refused(&mut r, &with_stats, None)
+            .to_string()
+            .contains("replies_only"));
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! instructions; a refused request gets a typed error and ends only its own stream. Responses go
 //! through a bounded buffer: a node that does not read its stream is disconnected. Every stream
 //! ends when this node's leadership term ends.
+//!
+//! Instructions travel at once, not on the next heartbeat: when one is posted for the node, the
+//! task pushes a `pushed` response with the instructions this stream has not sent yet. A regular
+//! answer still carries every unreplied instruction (at least once); the answer to a replies-only
+//! request carries only unsent ones, so a busy node is not flooded with repeats.
 
 use super::{on_heartbeat, HeartbeatHub, HEARTBEAT_STREAM_BUFFER_MAX};
 use crate::node::Node;
@@ -13,7 +18,7 @@ use cairn_proto::cairnpb::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -104,6 +109,15 @@ async fn hub_ready(node: &Node, hub: &HeartbeatHub) -> bool {
     }
 }
 
+/// What woke a stream's task.
+enum Event {
+    Request(Box<HeartbeatRequest>),
+    /// Instructions were posted for the node.
+    Posted,
+    /// The node closed the stream, it broke, or the term ended.
+    End,
+}
+
 async fn serve_stream(
     node: Arc<Node>,
     mut inbound: Streaming<HeartbeatRequest>,
@@ -126,17 +140,52 @@ async fn serve_stream(
     }
     let mut last_sequence = None;
     let mut attached: Option<u64> = None;
+    // Wakes the task when instructions are posted for the attached node.
+    let mut posted: Option<watch::Receiver<u64>> = None;
+    // The highest instruction id sent on this stream: ids grow, so everything above is unsent.
+    let mut sent_up_to = 0u64;
     let mut next = Some(first);
     loop {
-        let req = match next.take() {
-            Some(r) => r,
+        let event = match next.take() {
+            Some(r) => Event::Request(Box::new(r)),
             None => tokio::select! {
                 msg = inbound.next() => match msg {
-                    Some(Ok(r)) => r,
-                    _ => break,
+                    Some(Ok(r)) => Event::Request(Box::new(r)),
+                    _ => Event::End,
                 },
-                _ = term.wait_for(|t| *t != serving) => break,
+                _ = term.wait_for(|t| *t != serving) => Event::End,
+                () = instructions_posted(&mut posted) => Event::Posted,
             },
+        };
+        let req = match event {
+            Event::Request(req) => *req,
+            Event::End => break,
+            Event::Posted => {
+                // Let the rest of a burst of posts land, so one push carries them together.
+                tokio::task::yield_now().await;
+                if *term.borrow() != serving {
+                    break;
+                }
+                let node_id = attached.expect("only an attached stream is woken");
+                let instructions = hub
+                    .mailbox
+                    .outbound_after(node_id, sent_up_to, Instant::now());
+                let Some(last) = instructions.last() else {
+                    // Already sent on an answer, replied or expired meanwhile.
+                    continue;
+                };
+                sent_up_to = last.id;
+                let push = HeartbeatResponse {
+                    pushed: true,
+                    instructions,
+                    heartbeat_interval_ms: hub.heartbeat_interval_ms,
+                    ..Default::default()
+                };
+                if !deliver(&tx, node_id, push) {
+                    break;
+                }
+                continue;
+            }
         };
         if *term.borrow() != serving {
             break;
@@ -163,35 +212,64 @@ async fn serve_stream(
             }
         };
         if attached.is_none() {
-            hub.attach(node_id);
+            posted = Some(hub.attach(node_id));
             attached = Some(node_id);
         }
         last_sequence = Some(req.sequence);
+        // A regular answer re-sends every unreplied instruction (at least once); a replies-only
+        // one comes between heartbeats and adds only what this stream has not sent yet.
+        let instructions = if req.replies_only {
+            hub.mailbox.outbound_after(node_id, sent_up_to, now)
+        } else {
+            hub.mailbox.outbound(node_id, now)
+        };
+        if let Some(last) = instructions.last() {
+            sent_up_to = sent_up_to.max(last.id);
+        }
         let resp = HeartbeatResponse {
             sequence: req.sequence,
-            instructions: hub.mailbox.outbound(node_id, now),
+            instructions,
             heartbeat_interval_ms: hub.heartbeat_interval_ms,
             ..Default::default()
         };
-        // Handling time of one heartbeat on the leader (registry, mailbox), in the per-RPC series
-        // of /metrics under method "Heartbeat".
+        // Handling time of one request (regular or replies-only) on the leader (registry,
+        // mailbox), in the per-RPC series of /metrics under method "Heartbeat".
         node.metrics
             .observe("Heartbeat", tonic::Code::Ok, now.elapsed());
-        match tx.try_send(Ok(resp)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                tracing::warn!(
-                    node = node_id,
-                    "disconnecting node: it does not read its heartbeat stream \
-                     (heartbeat_stream_buffer_max {HEARTBEAT_STREAM_BUFFER_MAX} reached)"
-                );
-                break;
-            }
-            Err(TrySendError::Closed(_)) => break,
+        if !deliver(&tx, node_id, resp) {
+            break;
         }
     }
     if let Some(id) = attached {
         hub.detach(id);
+    }
+}
+
+/// Returns when an instruction was posted since the last wake; never before the stream attached.
+async fn instructions_posted(posted: &mut Option<watch::Receiver<u64>>) {
+    if let Some(rx) = posted {
+        // The sender lives as long as an attached stream of the node, this one included.
+        if rx.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Queues a response without waiting (answers and pushes alike); false when the stream must end
+/// because the node does not read it or is gone.
+fn deliver(tx: &mpsc::Sender<Out>, node_id: u64, resp: HeartbeatResponse) -> bool {
+    match tx.try_send(Ok(resp)) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            tracing::warn!(
+                node = node_id,
+                "disconnecting node: it does not read its heartbeat stream \
+                 (heartbeat_stream_buffer_max {HEARTBEAT_STREAM_BUFFER_MAX} reached)"
+            );
+            false
+        }
+        Err(TrySendError::Closed(_)) => false,
     }
 }
 
