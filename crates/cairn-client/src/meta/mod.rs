@@ -47,6 +47,7 @@ pub use heartbeat::unix_time_ms;
 mod ledger;
 mod metadata_error;
 mod metadata_watch;
+mod route_retry;
 mod routes;
 
 use std::future::Future;
@@ -75,11 +76,11 @@ pub use ledger::{
 };
 pub use metadata_error::MetadataError;
 pub use metadata_watch::{MetadataWatch, MetadataWatchItem, METADATA_WATCH_BUFFER_MAX};
-pub use routes::{
-    route_retry_delay_ms, RouteAttemptError, RouteCache, RouteCacheOptions, RouteCacheStats,
-    RouteRetryError, ROUTE_CACHE_TABLES_MAX, ROUTE_RETRIES_MAX, ROUTE_RETRY_BACKOFF_INITIAL_MS,
-    ROUTE_RETRY_BACKOFF_MAX_MS,
+pub use route_retry::{
+    route_retry_delay_ms, RouteAttemptError, RouteRetryError, ROUTE_RETRIES_MAX,
+    ROUTE_RETRY_BACKOFF_INITIAL_MS, ROUTE_RETRY_BACKOFF_MAX_MS,
 };
+pub use routes::{RouteCache, RouteCacheOptions, RouteCacheStats, ROUTE_CACHE_TABLES_MAX};
 
 /// Heartbeat interval used until the leader names its own.
 pub const HEARTBEAT_INTERVAL_DEFAULT_MS: u64 = 3_000;
