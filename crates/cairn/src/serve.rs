@@ -58,6 +58,27 @@ pub struct ServeArgs {
     /// How long a down node stays listed before it is forgotten, ms. Default 3600000.
     #[arg(long, env = "CAIRN_NODE_IDLE_FORGET_MS")]
     pub node_idle_forget_ms: Option<u64>,
+    /// How new regions are placed: round_robin, load_based or label_aware. Default load_based.
+    #[arg(long, env = "CAIRN_PLACEMENT_SELECTOR")]
+    pub placement_selector: Option<String>,
+    /// Datanode label the label-aware selector spreads over. Default zone.
+    #[arg(long, env = "CAIRN_PLACEMENT_SPREAD_LABEL")]
+    pub placement_spread_label: Option<String>,
+    /// Follower replicas per region (0 = leader only). Default 0.
+    #[arg(long, env = "CAIRN_REGION_FOLLOWERS")]
+    pub region_followers: Option<u32>,
+    /// How long a datanode gets to answer a region instruction, ms. Default 10000.
+    #[arg(long, env = "CAIRN_REGION_INSTRUCTION_TIMEOUT_MS")]
+    pub region_instruction_timeout_ms: Option<u64>,
+    /// Revisions of history kept for watchers before automatic compaction (0 = keep all). Default 100000.
+    #[arg(long, env = "CAIRN_AUTO_COMPACTION_RETENTION_REVISIONS")]
+    pub auto_compaction_retention_revisions: Option<u64>,
+    /// Test hook: abort when a procedure reaches KIND:STEP. Never use in production.
+    #[arg(long, env = "CAIRN_TEST_CRASH_AT", hide = true)]
+    pub test_crash_at: Option<String>,
+    /// Test hook: only the node that creates this file first crashes.
+    #[arg(long, env = "CAIRN_TEST_CRASH_MARKER", hide = true)]
+    pub test_crash_marker: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -119,6 +140,27 @@ impl ServeArgs {
         }
         if let Some(v) = self.node_idle_forget_ms {
             c.node_idle_forget_ms = v;
+        }
+        if let Some(v) = &self.placement_selector {
+            c.placement_selector = v.clone();
+        }
+        if let Some(v) = &self.placement_spread_label {
+            c.placement_spread_label = v.clone();
+        }
+        if let Some(v) = self.region_followers {
+            c.region_followers = v;
+        }
+        if let Some(v) = self.region_instruction_timeout_ms {
+            c.region_instruction_timeout_ms = v;
+        }
+        if let Some(v) = self.auto_compaction_retention_revisions {
+            c.auto_compaction_retention_revisions = v;
+        }
+        if let Some(v) = &self.test_crash_at {
+            c.test_crash_at = Some(v.clone());
+        }
+        if let Some(v) = &self.test_crash_marker {
+            c.test_crash_marker = Some(v.clone());
         }
         c.validate()?;
         Ok(c)

@@ -149,6 +149,13 @@ impl Outbox {
     }
 
     /// Drops everything (leadership ended); returns the ids dropped.
+    /// Numbers this term's instructions from `term << 32` on. Nodes remember the ids they
+    /// handled and answer a repeat with the old reply, so ids must never repeat across leaders;
+    /// a Raft term has one leader, and no term sends 2^32 instructions.
+    pub fn start_term(&mut self, term: u64) {
+        self.next_id = self.next_id.max(term << 32);
+    }
+
     pub fn clear(&mut self) -> Vec<u64> {
         self.per_node.clear();
         std::mem::take(&mut self.pending).into_keys().collect()
@@ -250,6 +257,11 @@ impl Mailbox {
     }
 
     /// Fails every pending instruction: this node no longer leads.
+    /// See [`Outbox::start_term`].
+    pub fn start_term(&self, term: u64) {
+        self.lock().0.start_term(term);
+    }
+
     pub fn clear(&self) {
         let mut g = self.lock();
         g.0.clear();
@@ -265,6 +277,19 @@ impl Mailbox {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ids_of_a_later_term_never_repeat_an_earlier_terms() {
+        let now = Instant::now();
+        let mut a = Outbox::default();
+        a.start_term(1);
+        let first = a.enqueue(7, flush(1), Duration::from_secs(1), now).unwrap();
+        // Another node leads term 2 with a fresh outbox.
+        let mut b = Outbox::default();
+        b.start_term(2);
+        let second = b.enqueue(7, flush(1), Duration::from_secs(1), now).unwrap();
+        assert!(second > first, "{second} <= {first}");
+    }
+
     use super::*;
     use cairn_proto::cairnpb::FlushRegion;
 

@@ -180,6 +180,7 @@ impl HeartbeatHub {
 
     fn start(&self, stored: Vec<NodeIdentity>, term: u64, now: Instant) {
         self.registry().leadership_started(stored, now);
+        self.mailbox.start_term(term);
         self.term.send_replace(term);
     }
 

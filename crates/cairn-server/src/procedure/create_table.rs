@@ -10,7 +10,9 @@ use super::{begin, detached, lock, Ctx};
 use crate::errors;
 use crate::meta::convert;
 use crate::meta::placement;
-use crate::meta::regions::{close_regions, open_regions};
+use crate::meta::regions::{
+    close_regions, describe, is_down, open_regions, reconnect_wait, wait_for_reconnect,
+};
 use crate::meta::store::{self, absent, layout, meta_status, present, put_op};
 use crate::node::Node;
 use cairn_meta::{codec, LeaderState, RegionRoute, TableInfo, TableRoute};
@@ -134,17 +136,19 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
     }
     ctx.hook("open_regions");
     let mut d = data(&ctx)?;
+    let reconnect_deadline = tokio::time::Instant::now() + reconnect_wait(&ctx.node);
     loop {
         ctx.check_term()?;
         let failed = open_regions(&ctx.node, &d.route).await;
         if failed.is_empty() {
             break;
         }
-        let why = failed
-            .iter()
-            .map(|(n, e)| format!("node {n}: {e}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        // Right after a leader change datanodes are still reconnecting: wait for those not
+        // judged down (bounded) without spending attempts.
+        if wait_for_reconnect(&ctx.node, &failed, reconnect_deadline).await {
+            continue;
+        }
+        let why = describe(&failed);
         if let Err(gave_up) = ctx.failed_attempt(format!("opening regions: {why}")).await {
             return rollback(ctx, d, Some(gave_up)).await;
         }
@@ -152,8 +156,8 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
         // what the old placement opened once we are done.
         let dead: HashSet<u64> = failed
             .iter()
-            .map(|(n, _)| *n)
-            .filter(|n| !alive(&ctx.node, *n))
+            .map(|f| f.node)
+            .filter(|n| is_down(&ctx.node, *n))
             .collect();
         if !dead.is_empty() {
             match placement::place(&ctx.node, d.table.id, d.table.region_numbers.clone(), &dead) {
@@ -209,13 +213,6 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
     })
 }
 
-fn alive(node: &Node, id: u64) -> bool {
-    node.heartbeats
-        .registry()
-        .get(id)
-        .is_some_and(|e| e.state() == crate::heartbeat::registry::NodeState::Alive)
-}
-
 /// Closes every region the procedure may have opened and ends it as failed.
 async fn rollback(mut ctx: Ctx, d: Data, why: Option<String>) -> Result<DdlResponse, Status> {
     let why = why.unwrap_or_else(|| ctx.record.last_error.clone());
@@ -231,11 +228,8 @@ async fn rollback(mut ctx: Ctx, d: Data, why: Option<String>) -> Result<DdlRespo
     let mut error = why.clone();
     if !left.is_empty() {
         error.push_str(&format!(
-            "; regions left open on unreachable nodes: {}",
-            left.iter()
-                .map(|(n, e)| format!("node {n} ({e})"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "; regions may be left open on nodes that could not be reached: {}",
+            describe(&left)
         ));
     }
     ctx.fail("rollback", &error).await?;

@@ -9,7 +9,9 @@
 use super::{begin, detached, lock, Ctx};
 use crate::errors;
 use crate::meta::convert;
-use crate::meta::regions::{close_regions_on, region_ids_by_node};
+use crate::meta::regions::{
+    close_regions_on, reconnect_wait, region_ids_by_node, wait_for_reconnect,
+};
 use crate::meta::store::{self, absent, delete_op, layout, meta_status, put_op};
 use crate::node::Node;
 use cairn_meta::{codec, DatabaseInfo, TableRoute, DEFAULT_CATALOG};
@@ -157,13 +159,17 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
     loop {
         ctx.hook("drop_tables");
         if !d.to_close.is_empty() {
-            let left = close_regions_on(&node, std::mem::take(&mut d.to_close)).await;
+            let mut pending = std::mem::take(&mut d.to_close);
+            let deadline = tokio::time::Instant::now() + reconnect_wait(&node);
+            let left = loop {
+                let left = close_regions_on(&node, pending.clone()).await;
+                if !wait_for_reconnect(&node, &left, deadline).await {
+                    break left;
+                }
+                pending.retain(|n, _| left.iter().any(|f| f.node == *n));
+            };
             if !left.is_empty() {
-                let why = left
-                    .iter()
-                    .map(|(n, e)| format!("node {n}: {e}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let why = crate::meta::regions::describe(&left);
                 // The tables are gone already; remember which nodes may keep their regions.
                 ctx.record.last_error = format!("regions left on unreachable nodes: {why}");
             }
@@ -219,6 +225,6 @@ mod tests {
         let txn_ops_max = cairn_types::limits::TXN_OPS_MAX_DEFAULT;
         let chunk = (txn_ops_max - 1) / super::KEYS_PER_TABLE;
         // The chunk's deletes plus the procedure record.
-        assert!(chunk * super::KEYS_PER_TABLE + 1 <= txn_ops_max);
+        assert!(chunk * super::KEYS_PER_TABLE < txn_ops_max);
     }
 }

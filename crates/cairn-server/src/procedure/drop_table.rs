@@ -9,7 +9,7 @@
 use super::{begin, detached, lock, Ctx};
 use crate::errors;
 use crate::meta::convert;
-use crate::meta::regions::close_regions;
+use crate::meta::regions::{close_regions, reconnect_wait, wait_for_reconnect};
 use crate::meta::store::{self, delete_op, layout, meta_status, unchanged_since};
 use crate::node::Node;
 use cairn_meta::{TableInfo, TableRoute};
@@ -104,16 +104,16 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
         .map_err(|e| errors::internal(format!("procedure {}: bad data: {e}", ctx.record.id)))?;
     let dropped_at = ctx.revision;
     let mut route = d.route.clone();
+    let reconnect_deadline = tokio::time::Instant::now() + reconnect_wait(&ctx.node);
     loop {
         let failed = close_regions(&ctx.node, &route).await;
         if failed.is_empty() {
             break;
         }
-        let why = failed
-            .iter()
-            .map(|(n, e)| format!("node {n}: {e}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        if wait_for_reconnect(&ctx.node, &failed, reconnect_deadline).await {
+            continue;
+        }
+        let why = crate::meta::regions::describe(&failed);
         if ctx
             .failed_attempt(format!("closing regions: {why}"))
             .await
@@ -124,7 +124,7 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
             break;
         }
         // Retry only where it failed.
-        let left: std::collections::HashSet<u64> = failed.iter().map(|(n, _)| *n).collect();
+        let left: std::collections::HashSet<u64> = failed.iter().map(|f| f.node).collect();
         for r in &mut route.regions {
             if !left.contains(&r.leader_node) {
                 r.leader_node = 0;

@@ -207,6 +207,13 @@ impl Ctx {
     /// the backoff before returning `Ok`.
     pub async fn failed_attempt(&mut self, error: String) -> Result<(), String> {
         self.record.attempts += 1;
+        tracing::info!(
+            procedure = self.record.id,
+            kind = %self.record.kind,
+            step = %self.record.step,
+            attempt = self.record.attempts,
+            "procedure step failed: {error}"
+        );
         self.record.last_error = error.clone();
         let step = self.record.step.clone();
         if let Err(e) = self.persist(&step, Vec::new(), Vec::new()).await {

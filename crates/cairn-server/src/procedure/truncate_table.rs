@@ -5,7 +5,7 @@
 use super::{begin, detached, lock, Ctx};
 use crate::errors;
 use crate::meta::convert;
-use crate::meta::regions::truncate_regions;
+use crate::meta::regions::{reconnect_wait, truncate_regions, wait_for_reconnect};
 use crate::meta::store::{self, layout, meta_status, put_op, unchanged_since};
 use crate::node::Node;
 use cairn_meta::{codec, TableInfo, TableRoute};
@@ -64,6 +64,7 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
         .map_err(|e| errors::internal(format!("procedure {}: bad data: {e}", ctx.record.id)))?;
     let node = ctx.node.clone();
     let table_key = layout().table(d.table_id);
+    let reconnect_deadline = tokio::time::Instant::now() + reconnect_wait(&node);
     loop {
         let Some(table) = store::get::<TableInfo>(&node, &table_key)? else {
             // Dropped meanwhile (only possible if the locks were lost with a crash): nothing to do.
@@ -82,12 +83,11 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
                 regions: Vec::new(),
             });
         let failed = truncate_regions(&node, &route).await;
+        if wait_for_reconnect(&node, &failed, reconnect_deadline).await {
+            continue;
+        }
         if !failed.is_empty() {
-            let why = failed
-                .iter()
-                .map(|(n, e)| format!("node {n}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ");
+            let why = crate::meta::regions::describe(&failed);
             if let Err(gave_up) = ctx
                 .failed_attempt(format!("truncating regions: {why}"))
                 .await

@@ -88,12 +88,19 @@ pub struct TestCluster {
     initial_cluster: String,
     /// The member id each node reports (`id` for Cairn; etcd derives its own).
     member_ids: Vec<u64>,
+    /// Extra `cairn serve` flags for every node (e.g. test hooks).
+    extra_args: Vec<String>,
     _slot: SemaphorePermit<'static>,
 }
 
 impl TestCluster {
     /// Starts an `n`-node cluster and waits until every node is healthy and they agree on a leader.
     pub async fn start(n: usize) -> TestCluster {
+        Self::start_with_args(n, Vec::new()).await
+    }
+
+    /// Like [`Self::start`], passing `extra_args` to every `cairn serve` (Cairn only).
+    pub async fn start_with_args(n: usize, extra_args: Vec<String>) -> TestCluster {
         let slot = CLUSTER_SLOT
             .acquire()
             .await
@@ -134,6 +141,7 @@ impl TestCluster {
             member_ids: nodes.iter().map(|node| node.spec.id).collect(),
             nodes,
             initial_cluster,
+            extra_args,
             _slot: slot,
         };
         for i in 0..n {
@@ -417,6 +425,7 @@ impl TestCluster {
             .args(["--listen-peer", &format!("127.0.0.1:{}", spec.peer_port)])
             .args(["--listen-http", &format!("127.0.0.1:{}", spec.http_port)])
             .args(["--initial-cluster", &self.initial_cluster])
+            .args(&self.extra_args)
             // Plain log files: the server colours its log even when stderr is not a terminal.
             .env("NO_COLOR", "1")
             .env(
