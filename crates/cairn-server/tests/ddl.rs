@@ -904,3 +904,57 @@ async fn drop_database_drops_every_table_and_closes_regions() {
         .into_inner();
     assert!(err.tables.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_tables_then_drop_the_database() {
+    use futures::StreamExt;
+    const TABLES: usize = 10_000;
+    let f = Fixture::start(1, &["a", "a", "a"], |_| {}).await;
+    let mut rpc = f.leader_rpc().await;
+    create_db(&mut rpc, "bulk").await;
+    let created = futures::stream::iter(0..TABLES)
+        .map(|i| {
+            let mut rpc = rpc.clone();
+            async move {
+                rpc.create_table(cpu_table("bulk", &format!("t{i:05}"), 2))
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .filter(|r| futures::future::ready(r.is_ok()))
+        .count()
+        .await;
+    assert_eq!(created, TABLES, "every create succeeded");
+    assert_eq!(f.held().len(), 2 * TABLES);
+    let page = rpc
+        .list_tables(ListTablesRequest {
+            schema: "bulk".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.tables.len(), 1000);
+    assert!(!page.next_page_token.is_empty());
+
+    let dropped = rpc
+        .drop_database(DropDatabaseRequest {
+            name: "bulk".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("drop of 10,000 tables stays within request and transaction limits")
+        .into_inner();
+    assert_eq!(dropped.dropped_tables, TABLES as u64);
+    assert!(f.held().is_empty(), "every region closed");
+    let left = rpc
+        .list_tables(ListTablesRequest {
+            schema: "bulk".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.tables.is_empty());
+}

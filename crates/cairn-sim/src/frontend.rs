@@ -44,6 +44,10 @@ pub const WRITES_PER_SEC_MAX: u32 = 100_000;
 /// Rows per write, unless configured otherwise.
 pub const ROWS_PER_WRITE_DEFAULT: u32 = 100;
 
+/// Longest wait for every simulated datanode to be seen alive before tables are created.
+pub const FLEET_ALIVE_WAIT_MAX_MS: u64 = 10_000;
+const FLEET_ALIVE_POLL_MS: u64 = 200;
+
 /// What a simulated frontend writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteLoadConfig {
@@ -362,6 +366,28 @@ impl Writer {
         }
     }
 
+    /// Waits (at most FLEET_ALIVE_WAIT_MAX_MS) until the leader sees every simulated datanode
+    /// alive, so new tables spread over the whole fleet rather than landing on whichever node
+    /// reported first.
+    async fn wait_for_fleet(&self, client: &MetaClient) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(FLEET_ALIVE_WAIT_MAX_MS);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(view) = client.list_nodes(0).await {
+                let alive = view
+                    .nodes
+                    .iter()
+                    .filter(|n| n.state == "alive")
+                    .filter_map(|n| n.identity.as_ref())
+                    .filter(|i| self.datanodes.contains_key(&i.id))
+                    .count();
+                if alive >= self.datanodes.len() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(FLEET_ALIVE_POLL_MS)).await;
+        }
+    }
+
     /// Creates the database and the tables (if missing) and resolves the tables' ids,
     /// retrying each step with backoff until it works: right after start the cluster may have
     /// no leader yet, or no alive datanode to place regions on. `None` when stopped first.
@@ -378,6 +404,7 @@ impl Writer {
             self.retry_later(&mut failures, format!("create database: {e}"))
                 .await?;
         }
+        self.wait_for_fleet(&client).await;
         let mut table_ids = Vec::new();
         for index in 0..self.config.tables {
             let request = self.config.create_table_request(index);

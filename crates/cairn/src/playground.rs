@@ -100,11 +100,20 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), String> {
             seed: 0,
             first_node_id: 1000,
         };
-        let fleet = cairn_sim::Fleet::start(client, &config, None).map_err(|e| e.to_string())?;
+        let mut fleet =
+            cairn_sim::Fleet::start(client, &config, None).map_err(|e| e.to_string())?;
         println!(
             "  simulated: {} datanodes x {} regions and {} frontends (node ids from 1000)",
             args.datanodes, args.regions_per_node, args.frontends
         );
+        if args.datanodes > 0 {
+            let load = cairn_sim::WriteLoadConfig::default();
+            println!(
+                "  a simulated frontend creates {} tables in database \"{}\" and writes to them",
+                load.tables, load.database
+            );
+            fleet.start_writes(load).map_err(|e| e.to_string())?;
+        }
         Some(fleet)
     } else {
         None
@@ -119,6 +128,10 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), String> {
         endpoints.join(",")
     );
     println!("  cairn ctl --endpoints {} node list", endpoints.join(","));
+    println!(
+        "  cairn ctl --endpoints {} table list sim",
+        endpoints.join(",")
+    );
     println!("Ctrl-C stops the cluster.");
     crate::serve::shutdown_signal().await;
     println!("stopping...");

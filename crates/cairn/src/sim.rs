@@ -73,6 +73,10 @@ pub struct SimArgs {
     /// Id of the first datanode.
     #[arg(long, default_value_t = 1000)]
     pub first_node_id: u64,
+    /// Tables the simulated frontend creates in database "sim" and writes to through the route
+    /// cache (0: no writes).
+    #[arg(long, default_value_t = 0)]
+    pub tables: u32,
 }
 
 impl SimArgs {
@@ -186,6 +190,15 @@ pub async fn run(args: SimArgs) -> Result<(), String> {
     let acks = Arc::new(AckCounter::default());
     let observer: Arc<dyn HeartbeatObserver> = Arc::clone(&acks) as _;
     let mut fleet = Fleet::start(client, &config, Some(observer)).map_err(|e| e.to_string())?;
+    if args.tables > 0 {
+        fleet
+            .start_writes(cairn_sim::WriteLoadConfig {
+                tables: args.tables,
+                seed: args.seed,
+                ..Default::default()
+            })
+            .map_err(|e| format!("--tables: {e}"))?;
+    }
     eprintln!(
         "sim: {} datanodes x {} regions and {} frontends (ids from {}) heartbeating to {}; \
          commands on stdin: kill ID, pause ID, resume ID, restart ID, status; Ctrl-C stops",
@@ -206,6 +219,16 @@ pub async fn run(args: SimArgs) -> Result<(), String> {
             _ = ticker.tick() => {
                 let acked = acks.0.load(Ordering::Relaxed);
                 println!("{}", summary(&fleet.status(), acked, acked_before));
+                if let Some(w) = fleet.write_stats() {
+                    println!(
+                        "sim: writes: {} tables ready, {} ok, {} invalid-route retries, {} failed{}",
+                        w.tables_ready,
+                        w.writes_ok,
+                        w.invalid_route_retries,
+                        w.failures,
+                        w.last_error.map(|e| format!(" (last: {e})")).unwrap_or_default()
+                    );
+                }
                 acked_before = acked;
             }
             line = lines.recv(), if stdin_open => match line {
