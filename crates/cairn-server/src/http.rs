@@ -25,6 +25,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{id}", get(node_by_id))
+        .merge(crate::http_meta::routes())
         .with_state(node)
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod errors;
 pub mod heartbeat;
 pub mod http;
+pub mod http_meta;
 pub mod lease_keeper;
 pub mod meta;
 pub mod metrics;

@@ -299,6 +299,19 @@ async fn create_describe_route_and_drop_a_table() {
     assert_eq!(same.table.unwrap().id, table.id);
     assert_eq!(f.held().len(), 8, "if_not_exists opened nothing more");
 
+    // The HTTP mirror: /v1/tables/{schema}/{name} with its route, 404 for a missing table.
+    let (code, body) = f.cluster.nodes[0].http_get("/v1/tables/metrics/cpu").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["table"]["id"], table.id);
+    assert_eq!(v["route"]["regions"].as_array().unwrap().len(), 8);
+    let (code, body) = f.cluster.nodes[0].http_get("/v1/tables/metrics/nope").await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = f.cluster.nodes[0].http_get("/v1/tables/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["tables"].as_array().unwrap().len(), 1);
+
     // Drop: gone from describe and routes, and every region closed.
     rpc.drop_table(DropTableRequest {
         name: name("metrics", "cpu"),
@@ -350,6 +363,12 @@ async fn create_describe_route_and_drop_a_table() {
         .into_inner();
     assert_eq!(one.target, "default.metrics.cpu");
     assert_eq!(one.step, "commit");
+    let (code, body) = f.cluster.nodes[0]
+        .http_get("/v1/procedures?state=done")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
