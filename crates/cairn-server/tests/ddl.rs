@@ -272,6 +272,24 @@ async fn create_describe_route_and_drop_a_table() {
         "{per_node:?}"
     );
 
+    // Once the datanodes report their regions, every one is confirmed by the route.
+    let registry_client = MetaClient::new([f.cluster.nodes[0].client_addr()]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let views = registry_client.list_nodes(0).await.unwrap().nodes;
+        let reported: u64 = views.iter().map(|v| v.region_count).sum();
+        let unverified: u64 = views.iter().map(|v| v.unverified_region_count).sum();
+        if reported == 8 {
+            assert_eq!(unverified, 0, "{views:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "regions never reported: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // GetRoutes answers with the same route and the datanodes' addresses.
     let routes = rpc
         .get_routes(GetRoutesRequest {

@@ -149,7 +149,8 @@ impl HeartbeatHub {
                         .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                     stats: latest.map(|s| s.stats.clone()),
                     region_count: e.regions.len() as u64,
-                    unverified_region_count: e.unverified_region_count,
+                    // Filled in against table routes when listed (ListNodes).
+                    unverified_region_count: 0,
                     report_interval_ms: latest.map_or(0, |s| s.report_interval_ms),
                 }
             })

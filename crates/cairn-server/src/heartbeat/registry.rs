@@ -108,8 +108,6 @@ pub struct NodeEntry {
     pub history: VecDeque<StatsSample>,
     /// Region stats of the latest heartbeat.
     pub regions: Vec<RegionStat>,
-    /// Regions no table route confirms: every region until tables exist.
-    pub unverified_region_count: u64,
     /// The identity known to be in the store.
     persisted: Option<NodeIdentity>,
     persisting: bool,
@@ -185,7 +183,6 @@ impl NodeRegistry {
                     down_since: None,
                     history: VecDeque::new(),
                     regions: Vec::new(),
-                    unverified_region_count: 0,
                     persisting: false,
                 },
             );
@@ -245,7 +242,6 @@ impl NodeRegistry {
             down_since: None,
             history: VecDeque::new(),
             regions: Vec::new(),
-            unverified_region_count: 0,
             persisted: None,
             persisting: false,
         });
@@ -266,7 +262,6 @@ impl NodeRegistry {
                 stats: req.stats.clone().unwrap_or_default(),
             });
             entry.regions = req.regions.clone();
-            entry.unverified_region_count = req.regions.len() as u64;
         }
         let persist = if entry.persisted.as_ref() != Some(&identity) && !entry.persisting {
             entry.persisting = true;
@@ -490,7 +485,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_history_is_bounded_and_regions_unverified() {
+    fn stats_history_is_bounded_and_latest_regions_kept() {
         let t0 = Instant::now();
         let mut r = leading(t0);
         let mut last = None;
@@ -506,7 +501,6 @@ mod tests {
             e.latest().unwrap().stats.rcus,
             STATS_HISTORY_MAX as u64 + 10
         );
-        assert_eq!(e.unverified_region_count, 2);
         assert_eq!(e.regions.len(), 2);
     }
 

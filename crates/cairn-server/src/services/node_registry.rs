@@ -2,11 +2,14 @@
 //! answers; a follower asks the leader (the registry lives in the leader's memory only).
 
 use crate::errors;
+use crate::meta::store;
 use crate::node::Node;
 use crate::peer_request::{LeaderRequest, LeaderResponse};
+use cairn_meta::TableRoute;
 use cairn_proto::cairnpb::node_registry_server::NodeRegistry;
-use cairn_proto::cairnpb::{ListNodesRequest, ListNodesResponse};
+use cairn_proto::cairnpb::{ListNodesRequest, ListNodesResponse, NodeView};
 use prost::Message;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -41,10 +44,53 @@ pub fn list_as_leader(node: &Node, node_id: u64) -> Result<ListNodesResponse, St
     if !node.raft.is_leader() || !node.heartbeats.is_active() {
         return Err(errors::leader_changed());
     }
+    let mut nodes = node.heartbeats.views(node_id, Instant::now());
+    count_unverified(node, &mut nodes)?;
     Ok(ListNodesResponse {
-        nodes: node.heartbeats.views(node_id, Instant::now()),
+        nodes,
         leader_id: node.id,
     })
+}
+
+/// Sets each view's `unverified_region_count`: regions the node reports that no table route
+/// places on it (an orphan left by a node that was unreachable during a drop, or a route that
+/// moved without it). Done here, on an operator's request, rather than on every heartbeat.
+fn count_unverified(node: &Node, views: &mut [NodeView]) -> Result<(), Status> {
+    let reported: HashMap<u64, Vec<u64>> = {
+        let registry = node.heartbeats.registry();
+        views
+            .iter()
+            .filter_map(|v| v.identity.as_ref().map(|i| i.id))
+            .filter_map(|id| {
+                registry
+                    .get(id)
+                    .map(|e| (id, e.regions.iter().map(|r| r.region_id).collect()))
+            })
+            .collect()
+    };
+    let mut routes: HashMap<u64, Option<TableRoute>> = HashMap::new();
+    for view in views.iter_mut() {
+        let Some(id) = view.identity.as_ref().map(|i| i.id) else {
+            continue;
+        };
+        let mut unverified = 0;
+        for region in reported.get(&id).into_iter().flatten() {
+            let table = cairn_meta::route::table_id_of(*region);
+            if !routes.contains_key(&table) {
+                let route = store::get::<TableRoute>(node, &store::layout().route(table))?;
+                routes.insert(table, route.map(|r| r.value));
+            }
+            let placed = routes[&table]
+                .as_ref()
+                .and_then(|r| r.region(*region))
+                .is_some_and(|r| r.leader_node == id || r.follower_nodes.contains(&id));
+            if !placed {
+                unverified += 1;
+            }
+        }
+        view.unverified_region_count = unverified;
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
