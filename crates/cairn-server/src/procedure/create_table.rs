@@ -84,7 +84,7 @@ pub async fn run(node: &Arc<Node>, req: CreateTableRequest) -> Result<DdlRespons
         })
         .map_err(errors::internal)?;
         if !ctx.persist("open_regions", Vec::new(), Vec::new()).await? {
-            return Err(errors::leader_changed());
+            return Err(ctx.superseded());
         }
         proceed(ctx).await
     })
@@ -167,7 +167,7 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
                     ctx.record.data = serde_json::to_value(&d).map_err(errors::internal)?;
                     let step = ctx.record.step.clone();
                     if !ctx.persist(&step, Vec::new(), Vec::new()).await? {
-                        return Err(errors::leader_changed());
+                        return Err(ctx.superseded());
                     }
                 }
                 Err(e) => tracing::info!("cannot re-place table {}: {e}", d.table.id),
@@ -219,7 +219,7 @@ async fn rollback(mut ctx: Ctx, d: Data, why: Option<String>) -> Result<DdlRespo
     if ctx.record.step != "rollback" {
         ctx.record.last_error = why.clone();
         if !ctx.persist("rollback", Vec::new(), Vec::new()).await? {
-            return Err(errors::leader_changed());
+            return Err(ctx.superseded());
         }
     }
     let mut all = d.route.clone();

@@ -139,7 +139,7 @@ pub async fn drop(node: &Arc<Node>, req: DropDatabaseRequest) -> Result<DdlRespo
         })
         .map_err(errors::internal)?;
         if !ctx.persist("drop_tables", Vec::new(), Vec::new()).await? {
-            return Err(errors::leader_changed());
+            return Err(ctx.superseded());
         }
         proceed(ctx).await
     })
@@ -193,7 +193,7 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
         d.to_close = to_close;
         ctx.record.data = serde_json::to_value(&d).map_err(errors::internal)?;
         if !ctx.persist("drop_tables", Vec::new(), ops).await? {
-            return Err(errors::leader_changed());
+            return Err(ctx.superseded());
         }
     }
     ctx.hook("commit");
@@ -202,7 +202,7 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
         .finish("commit", Vec::new(), vec![delete_op(&key)])
         .await?;
     if !ok {
-        return Err(errors::leader_changed());
+        return Err(ctx.superseded());
     }
     super::publish(&node, vec![format!("database/{}/{}", d.catalog, d.schema)]);
     Ok(DdlResponse {

@@ -120,12 +120,27 @@ impl Ctx {
         layout().procedure(self.record.id)
     }
 
-    /// Fails when this node no longer leads the term the procedure started in.
+    /// Fails when this node no longer leads the term the procedure started in. Before the
+    /// procedure is stored nothing happened, so the caller may retry on the new leader ("leader
+    /// changed"); after, the new leader finishes it, and a blind retry could run the DDL twice,
+    /// so the caller is told the outcome is unknown ("request timed out"), as for any write.
     pub fn check_term(&self) -> Result<(), Status> {
         if self.node.raft.is_leader() && self.node.term() == self.term {
             Ok(())
-        } else {
+        } else if self.revision == 0 {
             Err(errors::leader_changed())
+        } else {
+            Err(errors::timeout())
+        }
+    }
+
+    /// The error for a write of ours that found the record changed by someone else (a newer
+    /// leader): see [`Ctx::check_term`].
+    pub fn superseded(&self) -> Status {
+        if self.revision == 0 {
+            errors::leader_changed()
+        } else {
+            errors::timeout()
         }
     }
 

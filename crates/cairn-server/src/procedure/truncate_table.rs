@@ -47,7 +47,7 @@ pub async fn run(node: &Arc<Node>, req: TruncateTableRequest) -> Result<DdlRespo
             .persist("truncate_regions", Vec::new(), Vec::new())
             .await?
         {
-            return Err(errors::leader_changed());
+            return Err(ctx.superseded());
         }
         proceed(ctx).await
     })
