@@ -193,23 +193,13 @@ pub async fn list_procedures(
     // Newest first: walk the (id-ordered) records backwards in pages.
     let prefix = layout().procedures_prefix();
     let mut all: Vec<ProcedureView> = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let (kvs, _) = store::scan(node, &prefix, after.as_deref(), 1000, false)?;
-        if kvs.is_empty() {
-            break;
+    store::scan_all(node, &prefix, |kv| {
+        let r: ProcedureRecord = codec::decode(&kv.key, &kv.value).map_err(|e| meta_status(&e))?;
+        if req.state.is_empty() || r.state.as_str() == req.state {
+            all.push(convert::procedure_to_proto(&r));
         }
-        after = kvs
-            .last()
-            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned());
-        for kv in kvs {
-            let r: ProcedureRecord =
-                codec::decode(&kv.key, &kv.value).map_err(|e| meta_status(&e))?;
-            if req.state.is_empty() || r.state.as_str() == req.state {
-                all.push(convert::procedure_to_proto(&r));
-            }
-        }
-    }
+        Ok(())
+    })?;
     all.reverse();
     all.truncate(limit);
     Ok(ListProceduresResponse { procedures: all })

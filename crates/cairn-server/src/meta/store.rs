@@ -91,6 +91,29 @@ pub fn scan(
     Ok((resp.kvs, s.kv.revision()))
 }
 
+/// Keys read per page by [`scan_all`].
+pub const SCAN_PAGE_KEYS: usize = 1000;
+
+/// Calls `f` on every key under `prefix`, in key order, reading a page at a time so the state
+/// is never locked for long.
+pub fn scan_all(
+    node: &Node,
+    prefix: &str,
+    mut f: impl FnMut(KeyValue) -> Result<(), Status>,
+) -> Result<(), Status> {
+    let mut after: Option<String> = None;
+    loop {
+        let (kvs, _) = scan(node, prefix, after.as_deref(), SCAN_PAGE_KEYS, false)?;
+        let Some(last) = kvs.last() else {
+            return Ok(());
+        };
+        after = Some(String::from_utf8_lossy(&last.key).into_owned());
+        for kv in kvs {
+            f(kv)?;
+        }
+    }
+}
+
 /// Counts keys under `prefix`.
 pub fn count(node: &Node, prefix: &str) -> Result<i64, Status> {
     let req = RangeRequest {

@@ -20,16 +20,7 @@ pub async fn run(node: &Arc<Node>, req: AlterTableRequest) -> Result<DdlResponse
     let name =
         convert::table_name_from_proto("name", req.name.as_ref()).map_err(|e| meta_status(&e))?;
     let kind = convert::alter_kind_from_proto(&req).map_err(|e| meta_status(&e))?;
-    let mut locks = vec![
-        (
-            lock::database_lock(&name.catalog, &name.schema),
-            lock::Mode::Shared,
-        ),
-        (
-            lock::table_lock(&name.catalog, &name.schema, &name.name),
-            lock::Mode::Exclusive,
-        ),
-    ];
+    let mut locks = lock::table_ddl_locks(&name);
     let renamed = match &kind {
         AlterKind::RenameTable { to } => Some(TableName {
             name: to.clone(),

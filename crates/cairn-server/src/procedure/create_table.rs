@@ -40,16 +40,7 @@ pub async fn run(node: &Arc<Node>, req: CreateTableRequest) -> Result<DdlRespons
     let create = convert::create_table_from_proto(&req).map_err(|e| meta_status(&e))?;
     create.validate().map_err(|e| meta_status(&e))?;
     let name = create.name.clone();
-    let locks = vec![
-        (
-            lock::database_lock(&name.catalog, &name.schema),
-            lock::Mode::Shared,
-        ),
-        (
-            lock::table_lock(&name.catalog, &name.schema, &name.name),
-            lock::Mode::Exclusive,
-        ),
-    ];
+    let locks = lock::table_ddl_locks(&name);
     let node2 = node.clone();
     detached(node, async move {
         let node = node2;

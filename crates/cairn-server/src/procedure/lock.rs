@@ -19,6 +19,18 @@ pub fn table_lock(catalog: &str, schema: &str, name: &str) -> String {
     format!("table/{catalog}/{schema}/{name}")
 }
 
+/// The locks of DDL on one table: its database shared (so the database cannot be dropped
+/// meanwhile), its name exclusive.
+pub fn table_ddl_locks(name: &cairn_meta::TableName) -> LockSet {
+    vec![
+        (database_lock(&name.catalog, &name.schema), Mode::Shared),
+        (
+            table_lock(&name.catalog, &name.schema, &name.name),
+            Mode::Exclusive,
+        ),
+    ]
+}
+
 /// How a procedure holds a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -456,28 +456,19 @@ async fn resume_all(node: &Arc<Node>, term: u64) -> Result<usize, Status> {
     let prefix = layout().procedures_prefix();
     let mut finished = VecDeque::new();
     let mut running = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let (kvs, _) = store::scan(node, &prefix, after.as_deref(), 1000, false)?;
-        if kvs.is_empty() {
-            break;
-        }
-        after = kvs
-            .last()
-            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned());
-        for kv in kvs {
-            match codec::decode::<ProcedureRecord>(&kv.key, &kv.value) {
-                Ok(r) if r.state == ProcedureState::Running => running.push((r, kv.mod_revision)),
-                Ok(r) => finished.push_back(r.id),
-                Err(e) => tracing::warn!("ignoring unreadable procedure record: {e}"),
-            }
+    store::scan_all(node, &prefix, |kv| {
+        match codec::decode::<ProcedureRecord>(&kv.key, &kv.value) {
+            Ok(r) if r.state == ProcedureState::Running => running.push((r, kv.mod_revision)),
+            Ok(r) => finished.push_back(r.id),
+            Err(e) => tracing::warn!("ignoring unreadable procedure record: {e}"),
         }
         if running.len() > PROCEDURES_RESUMED_MAX {
             return Err(errors::internal(format!(
                 "more than {PROCEDURES_RESUMED_MAX} running procedures (procedures_resumed_max)"
             )));
         }
-    }
+        Ok(())
+    })?;
     *node.procedures.finished() = finished;
     let n = running.len();
     for (record, revision) in running {

@@ -25,16 +25,7 @@ struct Data {
 pub async fn run(node: &Arc<Node>, req: TruncateTableRequest) -> Result<DdlResponse, Status> {
     let name =
         convert::table_name_from_proto("name", req.name.as_ref()).map_err(|e| meta_status(&e))?;
-    let locks = vec![
-        (
-            lock::database_lock(&name.catalog, &name.schema),
-            lock::Mode::Shared,
-        ),
-        (
-            lock::table_lock(&name.catalog, &name.schema, &name.name),
-            lock::Mode::Exclusive,
-        ),
-    ];
+    let locks = lock::table_ddl_locks(&name);
     let node2 = node.clone();
     detached(node, async move {
         let node = node2;
