@@ -1,5 +1,6 @@
 //! `cairn ctl`: talk to a running cluster through the etcd v3 API and Cairn's Admin API.
-//! One file per resource (`kv`, `member`, `leader`, `endpoint`, `node`); shared printing in `output`.
+//! One file per resource (`kv`, `member`, `leader`, `endpoint`, `node`, `database`, `table`,
+//! `route`, `procedure`); shared printing in `output`.
 //!
 //! # Synopsis
 //!
@@ -19,6 +20,24 @@
 //!   endpoint status
 //!   node list
 //!   node show ID
+//!   database create NAME [--catalog C] [--if-not-exists] [--option K=V]...
+//!   database drop NAME [--catalog C] [--if-exists]
+//!   database list [--catalog C] [--page-size N]
+//!   table create [CATALOG.]SCHEMA.NAME --column NAME:TYPE[:tag|field|timestamp][:null][:default=SQL]...
+//!                [--primary-key A,B] [--time-index COL] [--partition-hash COLS:N |
+//!                --partition-range COL:START..END,... | --partition-list COL:V1|V2,V3,...]
+//!                [--ttl DURATION] [--option K=V]... [--if-not-exists]
+//!   table create [NAME] --from-file FILE.json [--if-not-exists]
+//!   table describe NAME [--serializable]
+//!   table list [CATALOG.]SCHEMA [--page-size N] [--page-token T | --all] [--serializable]
+//!   table alter NAME (--add-column SPEC... | --drop-column C,... | --rename-column OLD:NEW |
+//!               --rename-to NEW | [--ttl DURATION|forever] [--set K=V]... [--unset K]...)
+//!               [--expected-version V]
+//!   table truncate NAME
+//!   table drop NAME [--if-exists]
+//!   route get [NAME...] [--id ID...] [--serializable]
+//!   procedure list [--state running|done|failed] [--limit N]
+//!   procedure show ID
 //! ```
 //!
 //! `--endpoints` defaults to `127.0.0.1:4379` and may come from `CAIRN_ENDPOINTS`. Ids (member,
@@ -78,14 +97,22 @@
 //! "table_count": u64, "region_count": u64, "cpu_usage": f64, "load": f64,
 //! "disk_read_bytes_per_sec": u64, "disk_write_bytes_per_sec": u64,
 //! "attributes": {str: str}}` (capacity units are over the node's `report_interval_ms`).
+//!
+//! The metadata resources (database, table, route, procedure) are documented in docs/ctl.md;
+//! their shapes are built in `table::json`, `route` and `procedure`.
 
+mod database;
 mod endpoint;
 mod kv;
 mod leader;
 mod member;
 mod node;
 pub mod output;
+mod procedure;
+mod route;
+mod table;
 
+use cairn_client::meta::MetaClient;
 use cairn_client::{ClientConfig, ClientError, EtcdClient};
 use clap::Subcommand;
 
@@ -140,6 +167,26 @@ pub enum Resource {
     Node {
         #[command(subcommand)]
         command: node::NodeCommand,
+    },
+    /// Databases (schemas) of a catalog (Cairn Meta).
+    Database {
+        #[command(subcommand)]
+        command: database::DatabaseCommand,
+    },
+    /// Tables: create, describe, list, alter, truncate, drop (Cairn Meta).
+    Table {
+        #[command(subcommand)]
+        command: table::TableCommand,
+    },
+    /// Where tables' regions live: leaders, followers, addresses (Cairn Meta).
+    Route {
+        #[command(subcommand)]
+        command: route::RouteCommand,
+    },
+    /// DDL procedures the leader runs and keeps (Cairn Meta).
+    Procedure {
+        #[command(subcommand)]
+        command: procedure::ProcedureCommand,
     },
 }
 
@@ -215,11 +262,24 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     };
     let client = EtcdClient::with_config(&args.endpoints, config).map_err(CtlError::Endpoints)?;
     let out = args.output;
+    let meta = || MetaClient::with_config(client.endpoints(), *client.config());
     match args.resource {
         Resource::Kv { command } => kv::run(&client, out, command).await,
         Resource::Member { command } => member::run(&client, out, command).await,
         Resource::Leader { command } => leader::run(&client, out, command).await,
         Resource::Endpoint { command } => endpoint::run(&client, out, command).await,
         Resource::Node { command } => node::run(&client, out, command).await,
+        Resource::Database { command } => {
+            database::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
+        Resource::Table { command } => {
+            table::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
+        Resource::Route { command } => {
+            route::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
+        Resource::Procedure { command } => {
+            procedure::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
     }
 }
