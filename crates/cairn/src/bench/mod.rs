@@ -7,13 +7,19 @@
 //!                [--key-space K] [--pid PID ...] [--output table|json]
 //! cairn bench heartbeat [--endpoints A,B,C] [--datanodes N] [--regions-per-node M]
 //!                [--interval-ms T] [--duration-secs S] [--pid PID ...] [--output table|json]
+//! cairn bench ddl [--endpoints A,B,C] [--clients N] [--tables T] [--regions-per-table R]
+//!                [--datanodes D] [--database NAME] [--drop] [--pid PID ...] [--output table|json]
+//! cairn bench route [--endpoints A] [--tables T] [--batch B] [--clients N] [--duration-secs S]
+//!                [--cache] [--serializable] [--database NAME] [--pid PID ...] [--output table|json]
 //! ```
 
+mod ddl;
 mod heartbeat;
 mod histogram;
 mod kv;
 pub mod proc;
 mod report;
+mod route;
 
 use clap::Subcommand;
 
@@ -31,6 +37,10 @@ pub enum BenchWorkload {
     Kv(kv::KvBenchArgs),
     /// Simulated datanodes heartbeating to a Cairn cluster (cairn.v1 Heartbeat).
     Heartbeat(heartbeat::HeartbeatBenchArgs),
+    /// Concurrent CREATE TABLE (cairn.v1 Meta) against in-process simulated datanodes.
+    Ddl(ddl::DdlBenchArgs),
+    /// GetRoutes lookups served by one node, or client route-cache lookups (--cache).
+    Route(route::RouteBenchArgs),
 }
 
 /// Why a benchmark could not run or produced nothing.
@@ -75,5 +85,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     match args.workload {
         BenchWorkload::Kv(args) => kv::run(args).await,
         BenchWorkload::Heartbeat(args) => heartbeat::run(args).await,
+        BenchWorkload::Ddl(args) => ddl::run(args).await,
+        BenchWorkload::Route(args) => route::run(args).await,
     }
 }
