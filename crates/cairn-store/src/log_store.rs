@@ -44,6 +44,9 @@ enum WriteOp {
     Barrier(oneshot::Sender<()>),
 }
 
+/// Page cache of the redb file holding the Raft log.
+pub const LOG_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 /// redb-backed [`RaftLogStorage`]. Cloning shares the same database and writer.
 #[derive(Clone)]
 pub struct LogStore {
@@ -68,7 +71,12 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
 impl LogStore {
     /// Opens (or creates) the log database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let db = Database::create(path).map_err(io_err)?;
+        // The log is read back only by lagging followers and at start-up: a small page cache
+        // is enough, and redb's default would take memory the state machine needs.
+        let db = redb::Builder::new()
+            .set_cache_size(LOG_CACHE_BYTES_MAX)
+            .create(path)
+            .map_err(io_err)?;
         let txn = db.begin_write().map_err(io_err)?;
         {
             txn.open_table(LOG).map_err(io_err)?;

@@ -77,6 +77,13 @@ impl HeartbeatHub {
         self.connected.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `node_id` has a heartbeat stream open to this leader (so instructions reach it).
+    pub fn is_connected(&self, node_id: u64) -> bool {
+        self.connected()
+            .get(&node_id)
+            .is_some_and(|c| c.streams > 0)
+    }
+
     /// Whether the hub is serving a leadership term.
     pub fn is_active(&self) -> bool {
         *self.term.borrow() != 0

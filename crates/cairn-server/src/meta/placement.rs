@@ -11,8 +11,22 @@ use cairn_sched::{Candidate, Placement, PlacementRequest, SelectError};
 use std::collections::HashSet;
 use tonic::{Code, Status};
 
-/// Alive, non-draining datanodes, except `exclude`.
+/// Alive, non-draining, connected datanodes, except `exclude`.
+/// A node counts only with an open heartbeat stream: one the registry still calls alive but
+/// whose stream closed would take regions it cannot be told to open.
 pub fn candidates(node: &Node, exclude: &HashSet<u64>) -> Vec<Candidate> {
+    // Never hold the registry lock while taking the connection lock: the hub takes them in the
+    // other order.
+    let ids: Vec<u64> = node
+        .heartbeats
+        .registry()
+        .nodes()
+        .map(|e| e.identity.id)
+        .collect();
+    let connected: HashSet<u64> = ids
+        .into_iter()
+        .filter(|id| node.heartbeats.is_connected(*id))
+        .collect();
     let registry = node.heartbeats.registry();
     let mut placed = node.procedures.placed();
     let mut out = Vec::new();
@@ -20,6 +34,7 @@ pub fn candidates(node: &Node, exclude: &HashSet<u64>) -> Vec<Candidate> {
         if e.identity.role != NodeRole::Datanode as i32
             || e.state() != crate::heartbeat::registry::NodeState::Alive
             || exclude.contains(&e.identity.id)
+            || !connected.contains(&e.identity.id)
         {
             continue;
         }

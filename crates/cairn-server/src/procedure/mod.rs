@@ -509,8 +509,15 @@ async fn resume(ctx: Ctx) {
     }
 }
 
-/// Deletes the oldest finished records beyond [`PROCEDURES_FINISHED_KEPT_MAX`].
+/// Deletes the oldest finished records beyond [`PROCEDURES_FINISHED_KEPT_MAX`], one
+/// transaction of at most `txn_ops_max` deletes at a time, until under the limit.
 async fn forget_finished(node: &Arc<Node>) -> Result<(), Status> {
+    while forget_finished_batch(node).await? {}
+    Ok(())
+}
+
+/// One batch of [`forget_finished`]; false when nothing was left to delete.
+async fn forget_finished_batch(node: &Arc<Node>) -> Result<bool, Status> {
     let excess: Vec<u64> = {
         let f = node.procedures.finished();
         let n = f.len().saturating_sub(PROCEDURES_FINISHED_KEPT_MAX);
@@ -520,7 +527,7 @@ async fn forget_finished(node: &Arc<Node>) -> Result<(), Status> {
             .collect()
     };
     if excess.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let ops = excess
         .iter()
@@ -529,7 +536,7 @@ async fn forget_finished(node: &Arc<Node>) -> Result<(), Status> {
     store::txn_here(node, Vec::new(), ops).await?;
     let mut f = node.procedures.finished();
     f.retain(|id| !excess.contains(id));
-    Ok(())
+    Ok(true)
 }
 
 /// Compacts history older than `auto_compaction_retention_revisions`, when set.

@@ -76,11 +76,13 @@ fn count_unverified(node: &Node, views: &mut [NodeView]) -> Result<(), Status> {
         let mut unverified = 0;
         for region in reported.get(&id).into_iter().flatten() {
             let table = cairn_meta::route::table_id_of(*region);
-            if !routes.contains_key(&table) {
-                let route = store::get::<TableRoute>(node, &store::layout().route(table))?;
-                routes.insert(table, route.map(|r| r.value));
-            }
-            let placed = routes[&table]
+            let route = match routes.entry(table) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    store::get::<TableRoute>(node, &store::layout().route(table))?.map(|r| r.value),
+                ),
+            };
+            let placed = route
                 .as_ref()
                 .and_then(|r| r.region(*region))
                 .is_some_and(|r| r.leader_node == id || r.follower_nodes.contains(&id));
