@@ -66,6 +66,10 @@ pub struct ProcedureRecord {
     /// Resources it holds locks on, so a new leader can take them again before resuming.
     #[serde(default)]
     pub locks: Vec<String>,
+    /// Tables whose regions it may be opening on datanodes before they are routed: the region
+    /// reconciler leaves those regions alone while the procedure runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opening_tables: Vec<u64>,
     /// Procedure-specific state, opaque here.
     #[serde(default)]
     pub data: serde_json::Value,
@@ -108,6 +112,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
             locks: vec!["table/default.public.cpu".into()],
+            opening_tables: vec![1024],
             data: serde_json::json!({"table_id": 1024, "regions": [0, 1]}),
         };
         let bytes = serde_json::to_vec(&r).unwrap();

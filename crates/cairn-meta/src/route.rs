@@ -100,6 +100,41 @@ impl TableRoute {
     pub fn region(&self, region_id: u64) -> Option<&RegionRoute> {
         self.regions.iter().find(|r| r.region_id == region_id)
     }
+
+    /// Whether this route places `region_id` on `node`, as leader or follower.
+    pub fn places(&self, region_id: u64, node: u64) -> bool {
+        self.region(region_id)
+            .is_some_and(|r| r.leader_node == node || r.follower_nodes.contains(&node))
+    }
+
+    /// The placements in `earlier` (regions of this table as an earlier placement put them)
+    /// that this route does not keep: what must be closed once this route is in force. A region
+    /// placed again on a node that already held it stays open there, so it is left out; a
+    /// dropped leader placement is returned with `leader_node` 0.
+    pub fn dropped_placements(&self, earlier: &[RegionRoute]) -> Vec<RegionRoute> {
+        earlier
+            .iter()
+            .filter_map(|r| {
+                let leader_node = if self.places(r.region_id, r.leader_node) {
+                    0
+                } else {
+                    r.leader_node
+                };
+                let follower_nodes: Vec<u64> = r
+                    .follower_nodes
+                    .iter()
+                    .copied()
+                    .filter(|f| !self.places(r.region_id, *f))
+                    .collect();
+                (leader_node != 0 || !follower_nodes.is_empty()).then_some(RegionRoute {
+                    region_id: r.region_id,
+                    leader_node,
+                    follower_nodes,
+                    leader_state: r.leader_state,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +168,37 @@ mod tests {
             assert_eq!(table_id_of(region_id(t, n)), t);
             assert_eq!(region_number_of(region_id(t, n)), n);
         }
+    }
+
+    #[test]
+    fn dropped_placements_keep_what_the_new_route_still_places() {
+        // Earlier: regions 0..3 on leaders 1, 2, 3 with followers (4|5|6, 7|8|9).
+        let earlier = route(5, 3).regions;
+        // Now: every region led by node 1, followed by node 8 only.
+        let mut now = route(5, 3);
+        for r in &mut now.regions {
+            r.leader_node = 1;
+            r.follower_nodes = vec![8];
+        }
+        let dropped = now.dropped_placements(&earlier);
+        let pairs: BTreeSet<(u64, u64)> = dropped
+            .iter()
+            .flat_map(|r| {
+                std::iter::once(r.leader_node)
+                    .chain(r.follower_nodes.iter().copied())
+                    .filter(|n| *n != 0)
+                    .map(move |n| (region_number_of(r.region_id) as u64, n))
+            })
+            .collect();
+        // Region 0 stays on node 1; region 1 stays followed on node 8.
+        let want: BTreeSet<(u64, u64)> = [(0, 4), (0, 7), (1, 2), (1, 5), (2, 3), (2, 6), (2, 9)]
+            .into_iter()
+            .collect();
+        assert_eq!(pairs, want);
+        // Region 0 lost only followers: its leader placement is kept (0 = nothing to close).
+        assert_eq!(dropped[0].leader_node, 0);
+        // Nothing is dropped when the route is unchanged.
+        assert!(now.dropped_placements(&now.regions).is_empty());
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub region_followers: u32,
     /// How long a datanode gets to answer an open, close or truncate instruction, ms.
     pub region_instruction_timeout_ms: u64,
+    /// How often the leader looks for orphan regions (open on a datanode, placed there by no
+    /// route, opened by no running procedure) and closes them, ms; 0 turns it off.
+    pub region_reconcile_interval_ms: u64,
     /// Longest a DDL request may run before the caller gets a timeout, ms (the procedure itself
     /// carries on).
     pub ddl_timeout_ms: u64,
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             placement_spread_label: "zone".into(),
             region_followers: 0,
             region_instruction_timeout_ms: 10_000,
+            region_reconcile_interval_ms: 30_000,
             ddl_timeout_ms: 120_000,
             auto_compaction_retention_revisions: AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT,
             test_crash_at: None,

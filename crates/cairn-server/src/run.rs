@@ -247,6 +247,7 @@ pub async fn run_with_node(
         node.clone(),
         stop_rx.clone(),
     ));
+    let reconcile = tokio::spawn(crate::meta::reconcile::run(node.clone(), stop_rx.clone()));
     on_started(node.clone());
 
     tracing::info!(
@@ -267,6 +268,7 @@ pub async fn run_with_node(
     // over (loading records waits on Raft, which is shutting down).
     hub.abort();
     procedures.abort();
+    reconcile.abort();
     node.heartbeats.stop();
     let _ = raft.shutdown().await;
     let _ = client_task.await;

@@ -943,6 +943,61 @@ async fn drop_database_drops_every_table_and_closes_regions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orphan_regions_are_closed_and_routed_ones_kept() {
+    let f = Fixture::start(1, &["a", "a"], |c| c.region_reconcile_interval_ms = 300).await;
+    let mut rpc = f.leader_rpc().await;
+    create_db(&mut rpc, "db").await;
+    let table = rpc
+        .create_table(cpu_table("db", "cpu", 4))
+        .await
+        .unwrap()
+        .into_inner()
+        .table
+        .unwrap();
+    let routed = f.held();
+    assert_eq!(routed.len(), 4);
+    // Orphans on the first datanode: a region of a table that does not exist, and every
+    // region of the table that the route places on the other datanode.
+    let (first, dn, _) = &f.datanodes[0];
+    let ghost = (99_999u64 << 32) | 3;
+    let misplaced: Vec<u64> = routed
+        .iter()
+        .filter(|(_, on)| on.iter().all(|(n, _)| n != first))
+        .map(|(r, _)| *r)
+        .collect();
+    assert!(
+        !misplaced.is_empty(),
+        "both datanodes get regions: {routed:?}"
+    );
+    {
+        let mut regions = dn.regions.lock().unwrap();
+        regions.insert(ghost, true);
+        for r in &misplaced {
+            regions.insert(*r, true);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while f.held() != routed {
+        assert!(
+            Instant::now() < deadline,
+            "orphans not closed: routed {routed:?}, held {:?}",
+            f.held()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The table is untouched.
+    let d = rpc
+        .describe_table(DescribeTableRequest {
+            name: name("db", "cpu"),
+            serializable: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.table.unwrap().id, table.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_tables_then_drop_the_database() {
     use futures::StreamExt;
     const TABLES: usize = 10_000;

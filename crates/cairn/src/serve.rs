@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// How long a datanode gets to answer a region instruction, ms. Default 10000.
     #[arg(long, env = "CAIRN_REGION_INSTRUCTION_TIMEOUT_MS")]
     pub region_instruction_timeout_ms: Option<u64>,
+    /// How often the leader closes orphan regions (placed by no route), ms; 0 = never. Default 30000.
+    #[arg(long, env = "CAIRN_REGION_RECONCILE_INTERVAL_MS")]
+    pub region_reconcile_interval_ms: Option<u64>,
     /// Revisions of history kept for watchers before automatic compaction (0 = keep all). Default 100000.
     #[arg(long, env = "CAIRN_AUTO_COMPACTION_RETENTION_REVISIONS")]
     pub auto_compaction_retention_revisions: Option<u64>,
@@ -152,6 +155,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.region_instruction_timeout_ms {
             c.region_instruction_timeout_ms = v;
+        }
+        if let Some(v) = self.region_reconcile_interval_ms {
+            c.region_reconcile_interval_ms = v;
         }
         if let Some(v) = self.auto_compaction_retention_revisions {
             c.auto_compaction_retention_revisions = v;

@@ -32,6 +32,16 @@ pub fn reconnect_delay_ms(failures: u32, node_id: u64) -> u64 {
     (base + jitter).min(RECONNECT_BACKOFF_MAX_MS)
 }
 
+/// The delay before the next attempt when each attempt goes to the next of `endpoints`
+/// cluster nodes: the delay grows once per full round rather than per attempt. During a leader
+/// election every node fails (a dead leader refuses connections, the others know no leader
+/// yet); backing off per attempt would put seconds between tries by the time a new leader is
+/// ready, and a node that reconnects late is judged down by it.
+pub fn reconnect_delay_per_round_ms(failures: u32, endpoints: usize, node_id: u64) -> u64 {
+    let per_round = u32::try_from(endpoints.max(1)).unwrap_or(u32::MAX);
+    reconnect_delay_ms(failures.div_ceil(per_round), node_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +68,26 @@ mod tests {
             assert!(reconnect_delay_ms(failures, 1) <= RECONNECT_BACKOFF_MAX_MS);
         }
         assert_eq!(reconnect_delay_ms(u32::MAX, 1), RECONNECT_BACKOFF_MAX_MS);
+    }
+
+    #[test]
+    fn delay_grows_once_per_round_of_endpoints() {
+        // Three endpoints: the first round of failures waits the initial delay each time.
+        for failures in 1..=3 {
+            let d = reconnect_delay_per_round_ms(failures, 3, 42);
+            assert_eq!(d, reconnect_delay_ms(1, 42), "{failures}");
+        }
+        assert_eq!(
+            reconnect_delay_per_round_ms(4, 3, 42),
+            reconnect_delay_ms(2, 42)
+        );
+        assert_eq!(reconnect_delay_per_round_ms(0, 3, 42), 0);
+        // No endpoints counts as one; the cap holds.
+        assert_eq!(
+            reconnect_delay_per_round_ms(2, 0, 42),
+            reconnect_delay_ms(2, 42)
+        );
+        assert!(reconnect_delay_per_round_ms(u32::MAX, 5, 1) <= RECONNECT_BACKOFF_MAX_MS);
     }
 
     #[test]

@@ -24,10 +24,10 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
 use super::{
-    clamp_interval_ms, ledger::INSTRUCTION_REPLIES_PER_REQUEST_MAX, lock, reconnect_delay_ms,
-    Control, Disposition, HeartbeatObserver, HeartbeatOptions, HeartbeatStatus, InstructionHandler,
-    InstructionLedger, StatsSource, HEARTBEAT_INTERVAL_MAX_MS, HEARTBEAT_RESPONSE_TIMEOUT_MS,
-    LEADER_REDIRECTS_MAX,
+    clamp_interval_ms, ledger::INSTRUCTION_REPLIES_PER_REQUEST_MAX, lock,
+    reconnect_delay_per_round_ms, Control, Disposition, HeartbeatObserver, HeartbeatOptions,
+    HeartbeatStatus, InstructionHandler, InstructionLedger, StatsSource, HEARTBEAT_INTERVAL_MAX_MS,
+    HEARTBEAT_RESPONSE_TIMEOUT_MS, LEADER_REDIRECTS_MAX,
 };
 use crate::endpoint::normalize_endpoint;
 use crate::{lazy_channel, EtcdClient, ENDPOINTS_MAX, RESPONSE_BYTES_MAX};
@@ -124,7 +124,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
         }
         self.last_report = Instant::now();
         loop {
-            let delay = reconnect_delay_ms(failures, self.identity.id);
+            let delay = reconnect_delay_per_round_ms(failures, endpoints.len(), self.identity.id);
             if delay > 0 && self.wait(Duration::from_millis(delay)).await {
                 return;
             }

@@ -64,8 +64,8 @@ use tokio::task::JoinHandle;
 use crate::{ClientConfig, ClientError, EtcdClient, RESPONSE_BYTES_MAX};
 
 pub use backoff::{
-    reconnect_delay_ms, RECONNECT_BACKOFF_INITIAL_MS, RECONNECT_BACKOFF_MAX_MS,
-    RECONNECT_JITTER_PERCENT_MAX,
+    reconnect_delay_ms, reconnect_delay_per_round_ms, RECONNECT_BACKOFF_INITIAL_MS,
+    RECONNECT_BACKOFF_MAX_MS, RECONNECT_JITTER_PERCENT_MAX,
 };
 pub use cached_route::{choose_read_target, CachedRoute, ReadPreference};
 pub use ddl::{
@@ -304,7 +304,8 @@ impl MetaClient {
     /// `handler` once per id; its reply rides on the next request. When the stream breaks, the
     /// leader refuses a request, or the answering node does not lead, the loop reconnects — to
     /// the leader named in `not_leader` first, else to the next endpoint — with bounded backoff
-    /// ([`reconnect_delay_ms`]). It runs until the handle is stopped or dropped.
+    /// ([`reconnect_delay_per_round_ms`]: it grows once per round of endpoints). It runs until
+    /// the handle is stopped or dropped.
     pub fn run_heartbeat_with<S, H>(
         &self,
         identity: NodeIdentity,

@@ -668,6 +668,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
             locks: vec![],
+            opening_tables: vec![],
             data: serde_json::Value::Null,
         };
         let out = procedure_to_proto(&p);

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod ids;
 pub mod placement;
 pub mod read;
+pub mod reconcile;
 pub mod regions;
 pub mod service;
 pub mod store;

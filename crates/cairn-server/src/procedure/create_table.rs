@@ -74,6 +74,7 @@ pub async fn run(node: &Arc<Node>, req: CreateTableRequest) -> Result<DdlRespons
             stale: Vec::new(),
         })
         .map_err(errors::internal)?;
+        ctx.record.opening_tables = vec![id];
         if !ctx.persist("open_regions", Vec::new(), Vec::new()).await? {
             return Err(ctx.superseded());
         }
@@ -187,10 +188,13 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
         return rollback(ctx, d, Some(why)).await;
     }
     ctx.hook("publish");
-    if !d.stale.is_empty() {
+    // Close what earlier placements opened, except where the final route keeps a region on
+    // the same node.
+    let dropped = d.route.dropped_placements(&d.stale);
+    if !dropped.is_empty() {
         let node = ctx.node.clone();
         let stale = TableRoute {
-            regions: d.stale.clone(),
+            regions: dropped,
             ..d.route.clone()
         };
         tokio::spawn(async move { close_regions(&node, &stale).await });

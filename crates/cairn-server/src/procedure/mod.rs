@@ -332,6 +332,7 @@ pub async fn begin(
             created_ms: now,
             updated_ms: now,
             locks: locks.iter().map(|(n, m)| lock_text(n, *m)).collect(),
+            opening_tables: Vec::new(),
             data: serde_json::Value::Null,
         },
         revision: 0,

@@ -2,6 +2,7 @@
 //! answers; a follower asks the leader (the registry lives in the leader's memory only).
 
 use crate::errors;
+use crate::meta::reconcile::find_orphans;
 use crate::meta::store;
 use crate::node::Node;
 use crate::peer_request::{LeaderRequest, LeaderResponse};
@@ -9,7 +10,7 @@ use cairn_meta::TableRoute;
 use cairn_proto::cairnpb::node_registry_server::NodeRegistry;
 use cairn_proto::cairnpb::{ListNodesRequest, ListNodesResponse, NodeView};
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -54,9 +55,11 @@ pub fn list_as_leader(node: &Node, node_id: u64) -> Result<ListNodesResponse, St
 
 /// Sets each view's `unverified_region_count`: regions the node reports that no table route
 /// places on it (an orphan left by a node that was unreachable during a drop, or a route that
-/// moved without it). Done here, on an operator's request, rather than on every heartbeat.
+/// moved without it; the leader closes them every `region_reconcile_interval_ms`, except while
+/// a procedure is opening them). Done here, on an operator's request, rather than on every
+/// heartbeat.
 fn count_unverified(node: &Node, views: &mut [NodeView]) -> Result<(), Status> {
-    let reported: HashMap<u64, Vec<u64>> = {
+    let reported: Vec<(u64, Vec<u64>)> = {
         let registry = node.heartbeats.registry();
         views
             .iter()
@@ -68,29 +71,12 @@ fn count_unverified(node: &Node, views: &mut [NodeView]) -> Result<(), Status> {
             })
             .collect()
     };
-    let mut routes: HashMap<u64, Option<TableRoute>> = HashMap::new();
+    let unverified = find_orphans(&reported, &HashSet::new(), usize::MAX, |table| {
+        Ok(store::get::<TableRoute>(node, &store::layout().route(table))?.map(|r| r.value))
+    })?;
     for view in views.iter_mut() {
-        let Some(id) = view.identity.as_ref().map(|i| i.id) else {
-            continue;
-        };
-        let mut unverified = 0;
-        for region in reported.get(&id).into_iter().flatten() {
-            let table = cairn_meta::route::table_id_of(*region);
-            let route = match routes.entry(table) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    store::get::<TableRoute>(node, &store::layout().route(table))?.map(|r| r.value),
-                ),
-            };
-            let placed = route
-                .as_ref()
-                .and_then(|r| r.region(*region))
-                .is_some_and(|r| r.leader_node == id || r.follower_nodes.contains(&id));
-            if !placed {
-                unverified += 1;
-            }
-        }
-        view.unverified_region_count = unverified;
+        let id = view.identity.as_ref().map_or(0, |i| i.id);
+        view.unverified_region_count = unverified.get(&id).map_or(0, |r| r.len() as u64);
     }
     Ok(())
 }
