@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Heartbeat load on a 3-node Cairn cluster (separate processes): N simulated datanodes x M regions
 # at a 3 s interval, measured by `cairn bench heartbeat` with the leader's pid for CPU and RSS.
+# The invented regions belong to no table: the cluster runs with the orphan-region reconciler off
+# (--region-reconcile-interval-ms 0) so the leader does not close them mid-run.
 # Usage: scripts/bench-heartbeat.sh [DURATION_SECS]
 set -euo pipefail
 secs=${1:-30}
@@ -16,7 +18,7 @@ for i in 1 2 3; do
   base=$((35379 + 10 * (i - 1)))
   "$cairn" serve --node-id $i --data-dir "$work/$i" --initial-cluster "$ic" \
     --listen-client 127.0.0.1:$base --listen-peer 127.0.0.1:$((base + 1)) \
-    --listen-http 127.0.0.1:$((base + 2)) 2>"$work/node-$i.log" &
+    --listen-http 127.0.0.1:$((base + 2)) --region-reconcile-interval-ms 0 2>"$work/node-$i.log" &
   pids[$i]=$!
 done
 sleep 3

@@ -9,8 +9,10 @@ pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 3000;
 /// How long a down node stays listed unless configured, ms (one hour).
 pub const NODE_IDLE_FORGET_MS_DEFAULT: u64 = 3_600_000;
 
-/// Revisions of history kept unless configured: watchers can resume from this far back.
-pub const AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT: u64 = 100_000;
+/// Revisions of history kept unless configured: watchers can resume from this far back. As
+/// etcd's `--auto-compaction-mode=revision`, bounded by write volume: 100k revisions of
+/// CREATE TABLE history held ~110 MiB more on every node than 10k (BENCHMARKS.md).
+pub const AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT: u64 = 10_000;
 /// Most follower replicas per region.
 pub const REGION_FOLLOWERS_MAX: u32 = 8;
 

@@ -10,6 +10,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod http_meta;
 pub mod lease_keeper;
+pub mod memory;
 pub mod meta;
 pub mod metrics;
 pub mod node;

@@ -248,6 +248,7 @@ pub async fn run_with_node(
         stop_rx.clone(),
     ));
     let reconcile = tokio::spawn(crate::meta::reconcile::run(node.clone(), stop_rx.clone()));
+    let trim = tokio::spawn(crate::memory::trim_periodically(stop_rx.clone()));
     on_started(node.clone());
 
     tracing::info!(
@@ -269,6 +270,7 @@ pub async fn run_with_node(
     hub.abort();
     procedures.abort();
     reconcile.abort();
+    trim.abort();
     node.heartbeats.stop();
     let _ = raft.shutdown().await;
     let _ = client_task.await;

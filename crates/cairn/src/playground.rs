@@ -23,8 +23,10 @@ pub struct PlaygroundArgs {
     /// Simulated datanodes heartbeating to the cluster (0 for none).
     #[arg(long, default_value_t = 3)]
     pub datanodes: u32,
-    /// Invented regions each simulated datanode reports.
-    #[arg(long, default_value_t = 10)]
+    /// Invented regions (of no table) each simulated datanode reports; the leader closes them
+    /// as orphans within --region-reconcile-interval-ms. The playground's tables give the
+    /// datanodes real regions.
+    #[arg(long, default_value_t = 0)]
     pub regions_per_node: u32,
     /// Simulated frontends.
     #[arg(long, default_value_t = 1)]

@@ -73,7 +73,7 @@ pub struct ServeArgs {
     /// How often the leader closes orphan regions (placed by no route), ms; 0 = never. Default 30000.
     #[arg(long, env = "CAIRN_REGION_RECONCILE_INTERVAL_MS")]
     pub region_reconcile_interval_ms: Option<u64>,
-    /// Revisions of history kept for watchers before automatic compaction (0 = keep all). Default 100000.
+    /// Revisions of history kept for watchers before automatic compaction (0 = keep all). Default 10000.
     #[arg(long, env = "CAIRN_AUTO_COMPACTION_RETENTION_REVISIONS")]
     pub auto_compaction_retention_revisions: Option<u64>,
     /// Test hook: abort when a procedure reaches KIND:STEP. Never use in production.

@@ -55,7 +55,10 @@ pub struct SimArgs {
     /// Simulated datanodes.
     #[arg(long, default_value_t = 3)]
     pub datanodes: u32,
-    /// Invented regions per datanode (region r of node n is (1000+n)<<32 | r).
+    /// Invented regions per datanode (region r of node n is (1000+n)<<32 | r). They belong to
+    /// no table, so the leader closes them as orphans every region_reconcile_interval_ms
+    /// (run the cluster with --region-reconcile-interval-ms 0 to keep them, as
+    /// scripts/bench-heartbeat.sh does).
     #[arg(long, default_value_t = 10)]
     pub regions_per_node: u32,
     /// Simulated frontends (ids follow the datanodes').
