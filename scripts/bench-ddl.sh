@@ -37,6 +37,7 @@ start() {
 }
 healthy() { until curl -sf "http://127.0.0.1:$(http "$1")/health" >/dev/null; do sleep 0.1; done; }
 rss_mib() { echo $(( $(awk '/VmRSS/ {print $2}' "/proc/$1/status") / 1024 )); }
+peak_mib() { echo $(( $(awk '/VmHWM/ {print $2}' "/proc/$1/status") / 1024 )); }
 for i in 1 2 3; do start $i; done
 for i in 1 2 3; do healthy $i; done
 eps="127.0.0.1:$(client 1),127.0.0.1:$(client 2),127.0.0.1:$(client 3)"
@@ -60,7 +61,7 @@ if [ "$mem_tables" -gt 0 ]; then
   "$cairn" "${cmd[@]}" -o json | tee "$work/memory.json"
   summary+=("$(jq -r '"memory load: \(.created) tables x \(.regions_per_table) regions (\(.regions_open) regions open on 20 datanodes), \(.tables_per_sec | floor) tables/s, p99 \(.latency_ms.p99) ms, errors \(.errors); leader RSS with datanodes attached \((.processes[0].rss_kib / 1024) | floor) MiB"' "$work/memory.json")")
   sleep 5
-  for i in 1 2 3; do summary+=("node $i RSS after the datanodes left: $(rss_mib "${pids[$i]}") MiB, data dir $(du -sh "$work/$i" | cut -f1)"); done
+  for i in 1 2 3; do summary+=("node $i RSS after the datanodes left: $(rss_mib "${pids[$i]}") MiB (peak since start $(peak_mib "${pids[$i]}") MiB), data dir $(du -sh "$work/$i" | cut -f1)"); done
   count=$("$cairn" ctl --endpoints "$eps" -o json table list bench_memory --page-size 1000 --all | jq '.tables | length')
   summary+=("tables listed in bench_memory: $count")
   kill -9 "$lpid"; wait "$lpid" 2>/dev/null || true

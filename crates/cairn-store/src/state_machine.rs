@@ -154,14 +154,31 @@ fn decode_state(bytes: &[u8]) -> io::Result<SmState> {
     })
 }
 
+/// The longest postcard varint of a `usize` (the length prefix of the `kv` byte string).
+const VARINT_USIZE_BYTES_MAX: usize = 10;
+
+/// Encodes `state` as a [`SnapshotFile`], byte for byte, in one buffer: the key-value image
+/// (the bulk, 100+ MB with a million keys) is encoded in place after room left for the header
+/// and its length prefix, which are then written right before it. Encoding the image first and
+/// then the file around it would hold two full copies at once.
 fn encode_state(state: &SmState) -> io::Result<Vec<u8>> {
-    let file = SnapshotFile {
-        last_applied: state.last_applied,
-        membership: state.membership.clone(),
-        node_addrs: state.node_addrs.clone(),
-        kv: state.kv.encode_snapshot(),
-    };
-    postcard::to_allocvec(&file).map_err(io_err)
+    // A struct is encoded as its fields in order, so this is the file up to `kv`.
+    let header = postcard::to_allocvec(&(
+        &state.last_applied,
+        &state.membership,
+        &state.node_addrs,
+    ))
+    .map_err(io_err)?;
+    let room = header.len() + VARINT_USIZE_BYTES_MAX;
+    let mut out = vec![0u8; room];
+    state.kv.encode_snapshot_into(&mut out);
+    let kv_len = out.len() - room;
+    // `serialize_bytes` writes the length as a varint, as a `usize` (a u64) is written.
+    let prefix = postcard::to_extend(&kv_len, header).map_err(io_err)?;
+    let start = room - prefix.len();
+    out[start..room].copy_from_slice(&prefix);
+    out.drain(..start);
+    Ok(out)
 }
 
 /// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, fsync the directory.
@@ -378,5 +395,48 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(io_err)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::test_util::put;
+
+    fn state(keys: usize) -> SmState {
+        let mut kv = KvState::new();
+        for i in 0..keys {
+            put(&mut kv, format!("key/{i:05}").as_bytes(), &vec![b'v'; i % 300]);
+        }
+        SmState {
+            kv,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            node_addrs: [
+                (1, ("127.0.0.1:1".to_string(), "127.0.0.1:2".to_string())),
+                (2, ("127.0.0.1:3".to_string(), String::new())),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn one_buffer_encoding_is_the_snapshot_file_format() {
+        // Sizes around the varint boundaries of the kv length (1, 2, 3 bytes and more).
+        for keys in [0, 1, 5, 200, 3_000] {
+            let s = state(keys);
+            let framed = postcard::to_allocvec(&SnapshotFile {
+                last_applied: s.last_applied,
+                membership: s.membership.clone(),
+                node_addrs: s.node_addrs.clone(),
+                kv: s.kv.encode_snapshot(),
+            })
+            .unwrap();
+            let bytes = encode_state(&s).unwrap();
+            assert_eq!(bytes, framed, "{keys} keys");
+            let back = decode_state(&bytes).unwrap();
+            assert_eq!(back.kv, s.kv);
+            assert_eq!(back.node_addrs, s.node_addrs);
+        }
     }
 }

@@ -49,6 +49,14 @@ struct Image {
 impl KvState {
     /// The state as bytes; [`KvState::decode_snapshot`] gives back an equal state.
     pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_snapshot_into(&mut out);
+        out
+    }
+
+    /// Appends [`KvState::encode_snapshot`]'s bytes to `out`: lets a caller that frames the
+    /// image encode it straight into its own buffer, without a second full-size copy.
+    pub fn encode_snapshot_into(&self, out: &mut Vec<u8>) {
         let image = ImageRef {
             format: SNAPSHOT_FORMAT,
             revision: self.revision,
@@ -60,7 +68,8 @@ impl KvState {
                 .map(|(id, l)| (*id, l.ttl_secs))
                 .collect(),
         };
-        postcard::to_allocvec(&image).expect("encoding into memory cannot fail")
+        let buffer = std::mem::take(out);
+        *out = postcard::to_extend(&image, buffer).expect("encoding into memory cannot fail");
     }
 
     /// Rebuilds a state from [`KvState::encode_snapshot`] bytes, checking its invariants.
