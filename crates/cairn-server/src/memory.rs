@@ -45,14 +45,8 @@ pub fn release_free_memory() -> bool {
 
 /// Calls [`release_free_memory`] every [`MEMORY_TRIM_INTERVAL_MS`] until `stop` turns true.
 pub async fn trim_periodically(mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => {}
-            () = tokio::time::sleep(Duration::from_millis(MEMORY_TRIM_INTERVAL_MS)) => {}
-        }
-        if *stop.borrow() {
-            return;
-        }
+    let interval = Duration::from_millis(MEMORY_TRIM_INTERVAL_MS);
+    while !crate::run::sleep_unless_stopped(&mut stop, interval).await {
         // Walks every arena: off the async workers.
         let _ = tokio::task::spawn_blocking(release_free_memory).await;
     }

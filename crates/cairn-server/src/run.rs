@@ -290,6 +290,15 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// Sleeps `delay`, or less if the node is stopping; true when it is (the caller returns).
+pub async fn sleep_unless_stopped(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        _ = stop.changed() => {}
+        () = tokio::time::sleep(delay) => {}
+    }
+    *stop.borrow()
+}
+
 /// Publishes this node's client and HTTP addresses into the replicated state once a leader exists.
 async fn announce_addrs(node: Arc<Node>, stop: watch::Receiver<bool>) {
     loop {

@@ -163,12 +163,9 @@ const VARINT_USIZE_BYTES_MAX: usize = 10;
 /// then the file around it would hold two full copies at once.
 fn encode_state(state: &SmState) -> io::Result<Vec<u8>> {
     // A struct is encoded as its fields in order, so this is the file up to `kv`.
-    let header = postcard::to_allocvec(&(
-        &state.last_applied,
-        &state.membership,
-        &state.node_addrs,
-    ))
-    .map_err(io_err)?;
+    let header =
+        postcard::to_allocvec(&(&state.last_applied, &state.membership, &state.node_addrs))
+            .map_err(io_err)?;
     let room = header.len() + VARINT_USIZE_BYTES_MAX;
     let mut out = vec![0u8; room];
     state.kv.encode_snapshot_into(&mut out);
@@ -406,7 +403,11 @@ mod tests {
     fn state(keys: usize) -> SmState {
         let mut kv = KvState::new();
         for i in 0..keys {
-            put(&mut kv, format!("key/{i:05}").as_bytes(), &vec![b'v'; i % 300]);
+            put(
+                &mut kv,
+                format!("key/{i:05}").as_bytes(),
+                &vec![b'v'; i % 300],
+            );
         }
         SmState {
             kv,

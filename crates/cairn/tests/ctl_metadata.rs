@@ -4,20 +4,19 @@
 //! input fails with a non-zero exit and a message naming the field or flag at fault.
 
 mod common;
+#[path = "common/datanode.rs"]
+mod datanode;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_client::meta::StatsSource;
-use cairn_client::meta::{HeartbeatHandle, HeartbeatOptions, InstructionHandler, MetaClient};
-use cairn_proto::cairnpb::instruction::Kind;
-use cairn_proto::cairnpb::{
-    Instruction, NodeIdentity, NodeRole, NodeStats, RegionRole, RegionStat,
-};
+use cairn_client::meta::{HeartbeatHandle, HeartbeatOptions, MetaClient};
+use cairn_proto::cairnpb::{NodeIdentity, NodeRole};
 use common::TestCluster;
+use datanode::Datanode;
 use serde_json::Value;
 
 /// Upper bound of one `cairn ctl` run.
@@ -25,47 +24,6 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Ids of the test datanodes.
 const DATANODE_IDS: [u64; 2] = [101, 102];
-
-/// A datanode that holds the regions it is told to open.
-#[derive(Default)]
-struct Datanode {
-    regions: Mutex<BTreeSet<u64>>,
-}
-
-impl StatsSource for Datanode {
-    fn collect(&self, _interval_ms: u64) -> (NodeStats, Vec<RegionStat>) {
-        let stats = self
-            .regions
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|id| RegionStat {
-                region_id: *id,
-                role: RegionRole::Leader as i32,
-                ..Default::default()
-            })
-            .collect();
-        (NodeStats::default(), stats)
-    }
-}
-
-impl InstructionHandler for Datanode {
-    async fn handle(&self, instruction: Instruction) -> Result<(), String> {
-        let mut regions = self.regions.lock().unwrap();
-        match instruction.kind {
-            Some(Kind::OpenRegions(open)) => {
-                regions.extend(open.regions.iter().map(|r| r.region_id));
-            }
-            Some(Kind::CloseRegions(close)) => {
-                for id in close.region_ids {
-                    regions.remove(&id);
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
 
 fn datanode_address(id: u64) -> String {
     format!("127.0.0.1:{}", 20_000 + id)

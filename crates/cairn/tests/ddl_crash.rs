@@ -5,17 +5,17 @@
 //! procedure is left running.
 
 mod common;
+#[path = "common/datanode.rs"]
+mod datanode;
 
-use cairn_client::meta::{
-    HeartbeatHandle, HeartbeatOptions, InstructionHandler, MetaClient, StatsSource,
-};
-use cairn_proto::cairnpb::instruction::Kind;
+use cairn_client::meta::{HeartbeatHandle, HeartbeatOptions, MetaClient};
 use cairn_proto::cairnpb::meta_client::MetaClient as MetaRpc;
 use cairn_proto::cairnpb::partition_rule::Rule;
 use cairn_proto::cairnpb::*;
 use common::TestCluster;
+use datanode::Datanode;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -34,43 +34,6 @@ const RESUMED_STEPS: &[&str] = &["open_regions", "commit", "publish"];
 const DATANODES: u64 = 3;
 const REGIONS: u32 = 6;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A datanode that holds the regions it is told to open.
-#[derive(Default)]
-struct Datanode {
-    regions: Mutex<BTreeSet<u64>>,
-}
-
-impl StatsSource for Datanode {
-    fn collect(&self, _interval: u64) -> (NodeStats, Vec<RegionStat>) {
-        let regions = self.regions.lock().unwrap();
-        let stats = regions
-            .iter()
-            .map(|id| RegionStat {
-                region_id: *id,
-                role: RegionRole::Leader as i32,
-                ..Default::default()
-            })
-            .collect();
-        (NodeStats::default(), stats)
-    }
-}
-
-impl InstructionHandler for Datanode {
-    async fn handle(&self, instruction: Instruction) -> Result<(), String> {
-        let mut regions = self.regions.lock().unwrap();
-        match instruction.kind {
-            Some(Kind::OpenRegions(o)) => regions.extend(o.regions.iter().map(|r| r.region_id)),
-            Some(Kind::CloseRegions(c)) => {
-                for id in c.region_ids {
-                    regions.remove(&id);
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
 
 fn table_request() -> CreateTableRequest {
     let col = |name: &str, ty: &str, sem: SemanticType| ColumnDef {

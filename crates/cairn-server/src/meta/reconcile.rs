@@ -15,6 +15,7 @@
 use crate::meta::regions::{close_regions_on, describe};
 use crate::meta::store::{self, layout};
 use crate::node::Node;
+use crate::run::sleep_unless_stopped;
 use cairn_meta::{codec, ProcedureRecord, ProcedureState, TableRoute};
 use cairn_proto::cairnpb::NodeRole;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -37,14 +38,8 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         return;
     }
     let mut served_since: Option<(u64, tokio::time::Instant)> = None;
-    loop {
-        tokio::select! {
-            _ = stop.changed() => {}
-            () = tokio::time::sleep(Duration::from_millis(RECONCILE_TICK_MS)) => {}
-        }
-        if *stop.borrow() {
-            return;
-        }
+    let tick = Duration::from_millis(RECONCILE_TICK_MS);
+    while !sleep_unless_stopped(&mut stop, tick).await {
         let term = node.term();
         if !node.procedures.serving(term) {
             served_since = None;
