@@ -61,38 +61,12 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 
 /// One pass: finds orphan regions and tells their datanodes to close them. Returns how many
 /// regions were closed.
-pub async fn close_orphans(node: &Node) -> Result<usize, Status> {
-    // (1) What datanodes report.
-    let reported: Vec<(u64, Vec<u64>)> = {
-        let registry = node.heartbeats.registry();
-        registry
-            .nodes()
-            .filter(|e| e.identity.role == NodeRole::Datanode as i32 && !e.regions.is_empty())
-            .map(|e| {
-                (
-                    e.identity.id,
-                    e.regions.iter().map(|r| r.region_id).collect(),
-                )
-            })
-            .collect()
-    };
-    if reported.is_empty() {
-        return Ok(0);
-    }
-    // (2) Tables running procedures are opening.
-    let mut opening: HashSet<u64> = HashSet::new();
-    store::scan_all(node, &layout().procedures_prefix(), |kv| {
-        if let Ok(r) = codec::decode::<ProcedureRecord>(&kv.key, &kv.value) {
-            if r.state == ProcedureState::Running {
-                opening.extend(r.opening_tables);
-            }
-        }
-        Ok(())
-    })?;
-    // (3) Routes, each table's read once.
-    let orphans = find_orphans(&reported, &opening, ORPHAN_REGIONS_PER_PASS_MAX, |table| {
-        Ok(store::get::<TableRoute>(node, &layout().route(table))?.map(|r| r.value))
-    })?;
+pub async fn close_orphans(node: &Arc<Node>) -> Result<usize, Status> {
+    // A million reported regions means a hundred thousand route reads: off the async workers.
+    let finder = node.clone();
+    let orphans = tokio::task::spawn_blocking(move || orphans_now(&finder))
+        .await
+        .map_err(|e| Status::internal(format!("orphan region pass: {e}")))??;
     let count = orphans.values().map(Vec::len).sum();
     if count == 0 {
         return Ok(0);
@@ -109,6 +83,41 @@ pub async fn close_orphans(node: &Node) -> Result<usize, Status> {
         tracing::info!("some orphan regions were not closed: {}", describe(&failed));
     }
     Ok(count)
+}
+
+/// The orphans as of now, read in the order the module documentation explains.
+fn orphans_now(node: &Node) -> Result<BTreeMap<u64, Vec<u64>>, Status> {
+    // (1) What datanodes report.
+    let reported: Vec<(u64, Vec<u64>)> = {
+        let registry = node.heartbeats.registry();
+        registry
+            .nodes()
+            .filter(|e| e.identity.role == NodeRole::Datanode as i32 && !e.regions.is_empty())
+            .map(|e| {
+                (
+                    e.identity.id,
+                    e.regions.iter().map(|r| r.region_id).collect(),
+                )
+            })
+            .collect()
+    };
+    if reported.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    // (2) Tables running procedures are opening.
+    let mut opening: HashSet<u64> = HashSet::new();
+    store::scan_all(node, &layout().procedures_prefix(), |kv| {
+        if let Ok(r) = codec::decode::<ProcedureRecord>(&kv.key, &kv.value) {
+            if r.state == ProcedureState::Running {
+                opening.extend(r.opening_tables);
+            }
+        }
+        Ok(())
+    })?;
+    // (3) Routes, each table's read once.
+    find_orphans(&reported, &opening, ORPHAN_REGIONS_PER_PASS_MAX, |table| {
+        Ok(store::get::<TableRoute>(node, &layout().route(table))?.map(|r| r.value))
+    })
 }
 
 /// Regions each node reports that the route of their table does not place on that node,
