@@ -254,6 +254,50 @@ async fn silent_node_becomes_suspect_then_down() {
     assert!(t0.elapsed() >= Duration::from_millis(LEASE_MS));
 }
 
+/// Polls the record of `node_id` in the store until it is (`present`) or is not there.
+async fn wait_record(cluster: &TestCluster, node_id: u64, present: bool) {
+    let mut kv = cluster.kv(0).await;
+    let key = format!("/cairn/default/nodes/{node_id}");
+    let deadline = Instant::now() + WAIT_MAX;
+    while get(&mut kv, &key, false).await.is_some() != present {
+        assert!(
+            Instant::now() < deadline,
+            "record of node {node_id} never {}",
+            if present { "stored" } else { "deleted" }
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_node_loses_its_record_and_gets_it_back_when_it_returns() {
+    let cluster = TestCluster::start(1, |c| {
+        fast_nodes(c);
+        c.node_idle_forget_ms = 300;
+    })
+    .await;
+    let addr = cluster.nodes[0].client_addr();
+    let mut s = Stream::open(&addr).await;
+    s.call(request(5, NodeRole::Datanode, "h:5", 1))
+        .await
+        .expect("answer");
+    wait_record(&cluster, 5, true).await;
+    drop(s);
+    // Down after two leases, forgotten 300 ms later: listed no more, record deleted.
+    wait_record(&cluster, 5, false).await;
+    assert!(list(&addr, 0).await.is_empty());
+    // Back with the same identity: stored again, and it stays while the node heartbeats.
+    let mut s = Stream::open(&addr).await;
+    for seq in 1..=15 {
+        s.call(request(5, NodeRole::Datanode, "h:5", seq))
+            .await
+            .expect("answer");
+        tokio::time::sleep(Duration::from_millis(INTERVAL_MS)).await;
+    }
+    wait_record(&cluster, 5, true).await;
+    assert_eq!(state_of(&addr, 5).await.as_deref(), Some("alive"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instruction_is_pushed_at_once_resent_until_replied_and_replied_between_heartbeats() {
     let cluster = TestCluster::start(1, fast_nodes).await;

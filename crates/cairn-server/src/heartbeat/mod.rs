@@ -17,7 +17,7 @@ pub mod service;
 use crate::node::Node;
 use crate::services::kv;
 use cairn_proto::cairnpb::{instruction, InstructionReply, NodeIdentity, NodeRole, NodeView};
-use cairn_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
+use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
 use mailbox::{Mailbox, MailboxError};
 use record::{node_key, NodeRecord, NODES_PREFIX};
 use registry::{Accepted, HeartbeatError, NodeRegistry, Transition};
@@ -244,8 +244,20 @@ fn write_record(node: &Arc<Node>, identity: NodeIdentity) {
     });
 }
 
-/// Deletes a forgotten node's identity in the background.
+/// Deletes a forgotten node's identity in the background, only if nothing wrote it since the
+/// node was forgotten. Called right after the registry dropped the entry, before any await:
+/// the revision read here predates any write for the same node coming back, so its new
+/// identity can never be deleted by this (the compare fails and the record stays).
 fn delete_record(node: &Arc<Node>, id: u64) {
+    let key = node_key(id);
+    let revision = match crate::meta::store::get_raw(node, &key) {
+        Ok(Some(kv)) => kv.mod_revision,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(node = id, "node forgotten but its record stays: {e}");
+            return;
+        }
+    };
     let Ok(permit) = node.heartbeats.record_writes.clone().try_acquire_owned() else {
         tracing::warn!(
             node = id,
@@ -255,12 +267,14 @@ fn delete_record(node: &Arc<Node>, id: u64) {
     };
     let node = node.clone();
     tokio::spawn(async move {
-        let del = DeleteRangeRequest {
-            key: node_key(id).into_bytes(),
-            ..Default::default()
-        };
-        if let Err(e) = kv::delete_range(&node, del).await {
-            tracing::warn!(node = id, "deleting forgotten node's record failed: {e}");
+        use crate::meta::store::{delete_op, txn_here, unchanged_since};
+        let compare = vec![unchanged_since(&key, revision)];
+        match txn_here(&node, compare, vec![delete_op(&key)]).await {
+            Ok((true, ..)) => {}
+            Ok((false, ..)) => {
+                tracing::info!(node = id, "forgotten node came back: its record stays")
+            }
+            Err(e) => tracing::warn!(node = id, "deleting forgotten node's record failed: {e}"),
         }
         drop(permit);
     });
