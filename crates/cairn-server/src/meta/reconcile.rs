@@ -51,7 +51,14 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         *last = tokio::time::Instant::now();
-        match close_orphans(&node).await {
+        let started = std::time::Instant::now();
+        let outcome = close_orphans(&node).await;
+        tracing::debug!(
+            node_id = node.id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "orphan region pass done"
+        );
+        match outcome {
             Ok(0) => {}
             Ok(n) => tracing::info!(node_id = node.id, closed = n, "orphan regions closed"),
             Err(e) => tracing::warn!("orphan region pass failed, will retry: {e}"),
