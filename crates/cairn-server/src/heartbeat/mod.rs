@@ -244,20 +244,23 @@ fn write_record(node: &Arc<Node>, identity: NodeIdentity) {
     });
 }
 
-/// Deletes a forgotten node's identity in the background, only if nothing wrote it since the
-/// node was forgotten. Called right after the registry dropped the entry, before any await:
-/// the revision read here predates any write for the same node coming back, so its new
-/// identity can never be deleted by this (the compare fails and the record stays).
-fn delete_record(node: &Arc<Node>, id: u64) {
-    let key = node_key(id);
-    let revision = match crate::meta::store::get_raw(node, &key) {
-        Ok(Some(kv)) => kv.mod_revision,
-        Ok(None) => return,
+/// The revision of a node's stored record (None: not stored). Read for a forgotten node while
+/// the registry lock that forgot it is still held: a heartbeat of the node coming back needs
+/// that lock to register again, so any write of its new identity comes after this revision.
+fn record_revision(node: &Node, id: u64) -> Option<i64> {
+    match crate::meta::store::get_raw(node, &node_key(id)) {
+        Ok(kv) => kv.map(|kv| kv.mod_revision),
         Err(e) => {
             tracing::warn!(node = id, "node forgotten but its record stays: {e}");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Deletes a forgotten node's identity in the background, only if it is still as written at
+/// `revision` ([`record_revision`]): a node that came back meanwhile keeps its new record.
+fn delete_record(node: &Arc<Node>, id: u64, revision: i64) {
+    let key = node_key(id);
     let Ok(permit) = node.heartbeats.record_writes.clone().try_acquire_owned() else {
         tracing::warn!(
             node = id,
@@ -354,16 +357,28 @@ pub async fn leader_duties(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let now = Instant::now();
-        let transitions = hub.registry().tick(now);
+        let mut forgotten = Vec::new();
+        let transitions = {
+            let mut registry = hub.registry();
+            let transitions = registry.tick(now);
+            for t in &transitions {
+                if let Transition::Forgotten(id) = t {
+                    forgotten.extend(record_revision(&node, *id).map(|r| (*id, r)));
+                }
+            }
+            transitions
+        };
         for t in transitions {
             match t {
                 Transition::Suspect(id) => tracing::info!(node = id, "node is suspect"),
                 Transition::Down(id) => tracing::warn!(node = id, "node is down"),
                 Transition::Forgotten(id) => {
-                    tracing::info!(node = id, "node forgotten after staying down");
-                    delete_record(&node, id);
+                    tracing::info!(node = id, "node forgotten after staying down")
                 }
             }
+        }
+        for (id, revision) in forgotten {
+            delete_record(&node, id, revision);
         }
         hub.mailbox.expire(now);
     }

@@ -46,6 +46,9 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         // The first pass of a term waits one interval: datanodes reconnect and report first.
+        if served_since.is_some_and(|(t, _)| t != term) {
+            served_since = None;
+        }
         let (_, last) = served_since.get_or_insert((term, tokio::time::Instant::now()));
         if last.elapsed() < interval {
             continue;
