@@ -47,14 +47,8 @@ const DDL_FIRST_NODE_ID: u64 = 200_000;
 /// Arguments of `cairn bench ddl`.
 #[derive(Debug, clap::Args)]
 pub struct DdlBenchArgs {
-    /// Endpoints of the cluster (HOST:PORT or http://HOST:PORT), comma separated.
-    #[arg(
-        long,
-        env = "CAIRN_ENDPOINTS",
-        default_value = "127.0.0.1:4379",
-        value_delimiter = ','
-    )]
-    endpoints: Vec<String>,
+    #[command(flatten)]
+    target: super::Endpoints,
     /// Concurrent clients, each with one CREATE TABLE in flight.
     #[arg(long, default_value_t = 16)]
     clients: usize,
@@ -126,7 +120,7 @@ pub async fn run(args: DdlBenchArgs) -> Result<(), BenchError> {
             "--regions-per-table must be in 1..={REGIONS_PER_TABLE_MAX}"
         )));
     }
-    let metas = meta_clients(&args.endpoints, connections)?;
+    let metas = meta_clients(&args.target.endpoints, connections)?;
     let endpoints = metas[0].endpoints().to_vec();
     let database = args
         .database

@@ -40,14 +40,8 @@ const FIRST_NODE_ID: u64 = 100_000;
 /// Arguments of `cairn bench heartbeat`.
 #[derive(Debug, clap::Args)]
 pub struct HeartbeatBenchArgs {
-    /// Endpoints of the cluster (HOST:PORT or http://HOST:PORT), comma separated.
-    #[arg(
-        long,
-        env = "CAIRN_ENDPOINTS",
-        default_value = "127.0.0.1:4379",
-        value_delimiter = ','
-    )]
-    endpoints: Vec<String>,
+    #[command(flatten)]
+    target: super::Endpoints,
     /// Simulated datanodes, each with its own stream.
     #[arg(long, default_value_t = 100)]
     datanodes: u32,
@@ -154,7 +148,7 @@ pub async fn run(args: HeartbeatBenchArgs) -> Result<(), BenchError> {
             "--duration-secs must be in 1..={DURATION_SECS_MAX}"
         )));
     }
-    let client = MetaClient::new(&args.endpoints)
+    let client = MetaClient::new(&args.target.endpoints)
         .map_err(|e| BenchError::Endpoint(format!("--endpoints: {e}")))?;
     let config = SimConfig {
         datanodes: args.datanodes,

@@ -39,14 +39,8 @@ const REQUEST_TIMEOUT_MS: u64 = cairn_client::REQUEST_TIMEOUT_MS;
 /// Arguments of `cairn bench kv`.
 #[derive(Debug, clap::Args)]
 pub struct KvBenchArgs {
-    /// Endpoints to drive (HOST:PORT or http://HOST:PORT), comma separated; any etcd v3 server.
-    #[arg(
-        long,
-        env = "CAIRN_ENDPOINTS",
-        default_value = "127.0.0.1:4379",
-        value_delimiter = ','
-    )]
-    endpoints: Vec<String>,
+    #[command(flatten)]
+    target: super::Endpoints,
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 16)]
     clients: usize,
@@ -177,7 +171,7 @@ fn validate(args: &KvBenchArgs) -> Result<usize, BenchError> {
 
 pub async fn run(args: KvBenchArgs) -> Result<(), BenchError> {
     let connections = validate(&args)?;
-    let endpoints = normalize_endpoints(&args.endpoints)
+    let endpoints = normalize_endpoints(&args.target.endpoints)
         .map_err(|e| BenchError::Endpoint(format!("--endpoints: {e}")))?;
     let config = ClientConfig::default();
     // Connection j goes to endpoint j mod n, so load spreads evenly over the endpoints.

@@ -33,14 +33,29 @@ pub struct BenchArgs {
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchWorkload {
-    /// Puts and ranges over the etcd KV API.
+    /// Puts and ranges over the etcd KV API, against any etcd v3 server; connections spread
+    /// over the endpoints.
     Kv(kv::KvBenchArgs),
     /// Simulated datanodes heartbeating to a Cairn cluster (cairn.v1 Heartbeat).
     Heartbeat(heartbeat::HeartbeatBenchArgs),
     /// Concurrent CREATE TABLE (cairn.v1 Meta) against in-process simulated datanodes.
     Ddl(ddl::DdlBenchArgs),
-    /// GetRoutes lookups served by one node, or client route-cache lookups (--cache).
+    /// GetRoutes lookups served by one node, or client route-cache lookups (--cache). Lookups
+    /// go to the first endpoint only; the setup uses all of them.
     Route(route::RouteBenchArgs),
+}
+
+/// Where a benchmark sends its requests; every benchmark takes it.
+#[derive(Debug, clap::Args)]
+pub struct Endpoints {
+    /// Endpoints (HOST:PORT or http://HOST:PORT), comma separated.
+    #[arg(
+        long,
+        env = "CAIRN_ENDPOINTS",
+        default_value = "127.0.0.1:4379",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
 }
 
 /// Why a benchmark could not run or produced nothing.

@@ -61,15 +61,8 @@ const ROUTE_FIRST_NODE_ID: u64 = 300_000;
 /// Arguments of `cairn bench route`.
 #[derive(Debug, clap::Args)]
 pub struct RouteBenchArgs {
-    /// Endpoints (HOST:PORT or http://HOST:PORT); lookups go to the first only, the setup to
-    /// all.
-    #[arg(
-        long,
-        env = "CAIRN_ENDPOINTS",
-        default_value = "127.0.0.1:4379",
-        value_delimiter = ','
-    )]
-    endpoints: Vec<String>,
+    #[command(flatten)]
+    target: super::Endpoints,
     /// Tables looked up (created first when the database has fewer).
     #[arg(long, default_value_t = 10_000)]
     tables: u64,
@@ -146,7 +139,7 @@ struct RouteBenchReport {
 
 /// The ids of the first `tables` tables of `database`, creating missing ones first.
 async fn prepare_tables(args: &RouteBenchArgs, quiet: bool) -> Result<Vec<u64>, BenchError> {
-    let metas = meta_clients(&args.endpoints, args.setup_clients.clamp(1, 16))?;
+    let metas = meta_clients(&args.target.endpoints, args.setup_clients.clamp(1, 16))?;
     let meta = &metas[0];
     let listed = |e| BenchError::Endpoint(format!("list tables of {}: {e}", args.database));
     meta.create_database(CreateDatabaseRequest {
@@ -315,7 +308,7 @@ pub async fn run(args: RouteBenchArgs) -> Result<(), BenchError> {
             args.database
         )));
     }
-    let endpoint = cairn_client::endpoint::normalize_endpoint(&args.endpoints[0])
+    let endpoint = cairn_client::endpoint::normalize_endpoint(&args.target.endpoints[0])
         .map_err(|e| BenchError::Endpoint(format!("--endpoints: {e}")))?;
     if !quiet {
         eprintln!(
