@@ -11,39 +11,11 @@
 set -euo pipefail
 tables=${1:-10000}
 mem_tables=${2:-100000}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cairn="$root/target/release/cairn"
-[ -x "$cairn" ] || (cd "$root" && cargo build --release -p cairn)
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-# Nine free ports (client, peer, http per node), chosen by the kernel.
-read -r -a ports <<<"$(python3 -c 'import socket
-socks = [socket.socket() for _ in range(9)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')"
-client() { echo "${ports[$((3 * ($1 - 1)))]}"; }
-peer() { echo "${ports[$((3 * ($1 - 1) + 1))]}"; }
-http() { echo "${ports[$((3 * ($1 - 1) + 2))]}"; }
-ic="1=127.0.0.1:$(peer 1),2=127.0.0.1:$(peer 2),3=127.0.0.1:$(peer 3)"
-start() {
-  local i=$1
-  "$cairn" serve --node-id "$i" --data-dir "$work/$i" --initial-cluster "$ic" \
-    --listen-client "127.0.0.1:$(client "$i")" --listen-peer "127.0.0.1:$(peer "$i")" \
-    --listen-http "127.0.0.1:$(http "$i")" 2>>"$work/node-$i.log" &
-  pids[$i]=$!
-}
-healthy() { until curl -sf "http://127.0.0.1:$(http "$1")/health" >/dev/null; do sleep 0.1; done; }
-rss_mib() { echo $(( $(awk '/VmRSS/ {print $2}' "/proc/$1/status") / 1024 )); }
-peak_mib() { echo $(( $(awk '/VmHWM/ {print $2}' "/proc/$1/status") / 1024 )); }
-for i in 1 2 3; do start $i; done
-for i in 1 2 3; do healthy $i; done
-eps="127.0.0.1:$(client 1),127.0.0.1:$(client 2),127.0.0.1:$(client 3)"
-leader=$("$cairn" ctl --endpoints "$eps" -o json leader show | jq -r .leader_id)
+source "$(dirname "$0")/lib/cluster.sh"
+start_cluster
+leader=$(leader_id)
 lpid=${pids[$leader]}
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); leader: node $leader (pid $lpid)"
+echo "machine: $(machine); leader: node $leader (pid $lpid)"
 
 summary=()
 for clients in 1 64; do
@@ -66,7 +38,7 @@ if [ "$mem_tables" -gt 0 ]; then
   summary+=("tables listed in bench_memory: $count")
   kill -9 "$lpid"; wait "$lpid" 2>/dev/null || true
   t0=$(date +%s.%N)
-  start "$leader"
+  start_node "$leader"
   healthy "$leader"
   t1=$(date +%s.%N)
   sleep 2

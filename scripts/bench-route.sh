@@ -7,33 +7,11 @@
 set -euo pipefail
 tables=${1:-10000}
 secs=${2:-10}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cairn="$root/target/release/cairn"
-[ -x "$cairn" ] || (cd "$root" && cargo build --release -p cairn)
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-read -r -a ports <<<"$(python3 -c 'import socket
-socks = [socket.socket() for _ in range(9)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')"
-client() { echo "${ports[$((3 * ($1 - 1)))]}"; }
-peer() { echo "${ports[$((3 * ($1 - 1) + 1))]}"; }
-http() { echo "${ports[$((3 * ($1 - 1) + 2))]}"; }
-ic="1=127.0.0.1:$(peer 1),2=127.0.0.1:$(peer 2),3=127.0.0.1:$(peer 3)"
-for i in 1 2 3; do
-  "$cairn" serve --node-id "$i" --data-dir "$work/$i" --initial-cluster "$ic" \
-    --listen-client "127.0.0.1:$(client "$i")" --listen-peer "127.0.0.1:$(peer "$i")" \
-    --listen-http "127.0.0.1:$(http "$i")" 2>"$work/node-$i.log" &
-  pids[$i]=$!
-done
-for i in 1 2 3; do until curl -sf "http://127.0.0.1:$(http "$i")/health" >/dev/null; do sleep 0.1; done; done
-eps="127.0.0.1:$(client 1),127.0.0.1:$(client 2),127.0.0.1:$(client 3)"
-leader=$("$cairn" ctl --endpoints "$eps" -o json leader show | jq -r .leader_id)
+source "$(dirname "$0")/lib/cluster.sh"
+start_cluster
+leader=$(leader_id)
 follower=$(( leader % 3 + 1 ))
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); leader: node $leader, follower measured: node $follower"
+echo "machine: $(machine); leader: node $leader, follower measured: node $follower"
 
 # Setup (creates the tables once), listing every endpoint so creates reach the leader.
 "$cairn" bench route --endpoints "$eps" --tables "$tables" --batch 100 --clients 1 --duration-secs 1 -o json >/dev/null
