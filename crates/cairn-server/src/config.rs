@@ -40,7 +40,8 @@ pub struct ServerConfig {
     pub txn_ops_max: usize,
     /// Raft heartbeat period, ms.
     pub heartbeat_interval_ms: u64,
-    /// Raft election timeout lower bound, ms (upper bound is twice this).
+    /// How long followers hear nothing from the leader before one calls an election, ms (each
+    /// follower picks between this and 1.2 x this, see [`ServerConfig::raft_election_timeouts_ms`]).
     pub election_timeout_ms: u64,
     /// Log entries between automatic snapshots.
     pub snapshot_logs_since_last: u64,
@@ -120,6 +121,22 @@ impl ServerConfig {
         }
     }
 
+    /// openraft's `(election_timeout_min, election_timeout_max)`, from `election_timeout_ms` (E).
+    ///
+    /// An openraft follower first honours the leader's lease, `election_timeout_max` from when it
+    /// last heard from the leader (it refuses to vote for anyone else meanwhile), then waits its
+    /// election timeout, sampled in `[min, max)`: it calls an election after a silence of
+    /// `max + [min, max)`. Passing E and 2E, as Cairn first did, meant 1.8 to 2.4 s of silence at
+    /// E = 600 ms before any election: that was where failover time went. These bounds make the
+    /// silence E to 1.2 E, and the leader lease (what a leader may rely on after a quorum last
+    /// answered) 0.6 E.
+    pub fn raft_election_timeouts_ms(&self) -> (u64, u64) {
+        (
+            self.election_timeout_ms * 2 / 5,
+            self.election_timeout_ms * 3 / 5,
+        )
+    }
+
     /// The node lease, ms: as configured, else three heartbeat intervals.
     pub fn node_lease_ms(&self) -> u64 {
         self.node_lease_ms
@@ -165,6 +182,7 @@ impl ServerConfig {
         }
         if self.heartbeat_interval_ms == 0
             || self.election_timeout_ms < 3 * self.heartbeat_interval_ms
+            || self.raft_election_timeouts_ms().0 <= self.heartbeat_interval_ms
         {
             return Err(
                 "election-timeout-ms: must be at least 3 x heartbeat-interval-ms (and both > 0)"

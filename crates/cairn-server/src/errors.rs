@@ -16,6 +16,16 @@ pub fn leader_changed() -> Status {
     Status::new(Code::Unavailable, "etcdserver: leader changed")
 }
 
+/// This node led but has not heard from a quorum for a leader lease: another leader may have been
+/// elected. Unavailable, as etcd's "no leader", so clients try another endpoint; not retried by
+/// the node itself, so the client learns it at once.
+pub fn leadership_unconfirmed() -> Status {
+    Status::new(
+        Code::Unavailable,
+        "etcdserver: no leader (this node lost contact with a quorum)",
+    )
+}
+
 /// etcd: "etcdserver: request timed out".
 pub fn timeout() -> Status {
     Status::new(Code::Unavailable, "etcdserver: request timed out")

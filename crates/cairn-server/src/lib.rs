@@ -1,5 +1,6 @@
 //! Cairn's server: the etcd v3 gRPC API and cairn.v1 on the client port, the Raft peer service,
-//! leader duties (lease expiry, the heartbeat hub), and the HTTP admin endpoints, wired around one [`node::Node`].
+//! leader services (one lifecycle per leader term: lease expiry, the heartbeat hub, procedures,
+//! reconcilers), and the HTTP admin endpoints, wired around one [`node::Node`].
 //!
 //! The binary calls [`run`] with a [`ServerConfig`] and a shutdown future; tests do the same
 //! in-process.
@@ -9,7 +10,7 @@ pub mod errors;
 pub mod heartbeat;
 pub mod http;
 pub mod http_meta;
-pub mod lease_keeper;
+pub mod leader;
 pub mod memory;
 pub mod meta;
 pub mod metrics;

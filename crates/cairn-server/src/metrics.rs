@@ -35,6 +35,8 @@ pub struct Metrics {
     pub forwarded: AtomicU64,
     /// Leader changes this node has seen.
     pub leader_changes: AtomicU64,
+    /// Leader terms this node started its leader services in.
+    pub leader_terms_started: AtomicU64,
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -124,6 +126,12 @@ impl Metrics {
             "cairn_raft_leader_changes_total",
             "Leader changes seen by this node.",
             self.leader_changes.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "cairn_leader_terms_started_total",
+            "Leader terms in which this node started its leader services.",
+            self.leader_terms_started.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

@@ -7,7 +7,8 @@
 
 use crate::errors;
 use crate::heartbeat::HeartbeatHub;
-use crate::lease_keeper::LeaseKeeper;
+use crate::leader::lease_keeper::LeaseKeeper;
+use crate::leader::LeaderTerm;
 use crate::metrics::Metrics;
 use crate::peer_request::{LeaderRequest, LeaderResponse};
 use crate::procedure::Procedures;
@@ -17,18 +18,20 @@ use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::RaftMessage;
 use cairn_sched::SelectorKind;
 use cairn_store::command::Outcome;
-use cairn_store::network::{decode, encode, peer_channel};
+use cairn_store::network::{decode, encode, peer_channel, PeerFaults};
+use cairn_store::state_machine::TERM_ENDED_MESSAGE;
 use cairn_store::{Command, CommandResult, Raft, StateMachineHandle};
 use cairn_types::limits::FORWARD_INFLIGHT_MAX;
 use cairn_types::NodeAddrs;
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::LinearizableReadError;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ReadPolicy};
+use openraft::{ChangeMembers, LinearizerOption, ReadPolicy};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -52,12 +55,22 @@ pub struct Node {
     last_leader_contact: Mutex<Option<Instant>>,
     /// DDL procedures, run while this node leads.
     pub procedures: Procedures,
+    /// The leader term whose services run now; set and cleared by the leader lifecycle only.
+    leadership: watch::Sender<Option<LeaderTerm>>,
+    /// Links to peers cut by a test or the simulation (shared with the Raft network).
+    pub peer_faults: PeerFaults,
     /// This node itself, for work that outlives a request (procedures).
     me: Weak<Node>,
 }
 
 impl Node {
-    pub fn new(id: u64, raft: Raft, sm: StateMachineHandle, config: ServerConfig) -> Arc<Self> {
+    pub fn new(
+        id: u64,
+        raft: Raft,
+        sm: StateMachineHandle,
+        config: ServerConfig,
+        peer_faults: PeerFaults,
+    ) -> Arc<Self> {
         let heartbeats = HeartbeatHub::new(
             config.node_heartbeat_interval_ms,
             Duration::from_millis(config.node_lease_ms()),
@@ -81,8 +94,94 @@ impl Node {
             forward_slots: Semaphore::new(FORWARD_INFLIGHT_MAX),
             last_leader_contact: Mutex::new(None),
             procedures,
+            leadership: watch::Sender::new(None),
+            peer_faults,
             me: me.clone(),
         })
+    }
+
+    /// The leader term this node's leader services run in, if any.
+    pub fn leader_term(&self) -> Option<LeaderTerm> {
+        self.leadership
+            .borrow()
+            .clone()
+            .filter(LeaderTerm::is_current)
+    }
+
+    /// Whether this node's leader services run in Raft term `term` now.
+    pub fn leads_term(&self, term: u64) -> bool {
+        self.leader_term().is_some_and(|t| t.term() == term)
+    }
+
+    /// Set by the leader lifecycle when a term's services start (Some) and end (None).
+    pub(crate) fn set_leader_term(&self, term: Option<LeaderTerm>) {
+        self.leadership.send_replace(term);
+    }
+
+    /// How long a leader stays sure of its leadership after a quorum last acknowledged it:
+    /// openraft's leader lease, its maximal election timeout (followers refuse to vote for anyone
+    /// else that long after they last heard from the leader).
+    pub fn leader_lease(&self) -> Duration {
+        Duration::from_millis(self.config.raft_election_timeouts_ms().1)
+    }
+
+    /// Whether this node, as leader, has gone longer than a leader lease without a quorum's
+    /// acknowledgement: it may be cut off while the others elect a new leader, so it must not act
+    /// or answer as leader. Never true for a single voter, nor before the first acknowledgement
+    /// of a new term (winning the vote was a quorum's word).
+    pub fn quorum_contact_lapsed(&self) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return false;
+        }
+        m.last_quorum_acked
+            .is_some_and(|t| openraft::Instant::elapsed(&*t) > self.leader_lease())
+    }
+
+    /// Confirms that this node still leads, by a quorum's acknowledgement within a leader lease
+    /// (one heartbeat round when the last one is older), and returns its leader term. A leader cut
+    /// off from a quorum gets [`errors::leadership_unconfirmed`] at most a leader lease after it
+    /// last heard from one: what it would answer could contradict the leader elected meanwhile.
+    pub async fn confirm_leadership(&self) -> Result<LeaderTerm, Status> {
+        let term = self.leader_term().ok_or_else(errors::leader_changed)?;
+        let option = LinearizerOption::new(None, true).with_wait_timeout(Duration::from_millis(
+            LEADERSHIP_CONFIRM_WAIT_HEARTBEATS * self.config.heartbeat_interval_ms,
+        ));
+        match self.raft.get_read_linearizer(option).await {
+            Ok(l)
+                if l.read_log_id().log_id().leader_id.term == term.term() && term.is_current() =>
+            {
+                Ok(term)
+            }
+            Ok(_) | Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
+                Err(errors::leader_changed())
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                Err(errors::leadership_unconfirmed())
+            }
+            Err(RaftError::Fatal(f)) => Err(errors::internal(format!("raft stopped: {f}"))),
+        }
+    }
+
+    /// Proposes `cmd` as a decision of leader term `term`: here, never forwarded, refused at once
+    /// if this node's services no longer run in `term`, and refused by the state machine if the
+    /// entry was appended in another term (see `cairn_store::Command::Fenced`). Every write of a
+    /// leader service goes through here.
+    pub async fn propose_in_term(&self, term: u64, cmd: Command) -> Result<CommandResult, Status> {
+        if !self.leads_term(term) {
+            return Err(errors::leader_changed());
+        }
+        let fenced = Command::Fenced {
+            term,
+            cmd: Box::new(cmd),
+        };
+        let result = self.propose_local(fenced).await?;
+        match &result.outcome {
+            Outcome::Rejected(r) if r.message == TERM_ENDED_MESSAGE => {
+                Err(errors::leader_changed())
+            }
+            _ => Ok(result),
+        }
     }
 
     /// A strong handle on this node.
@@ -187,6 +286,11 @@ impl Node {
         let deadline = tokio::time::Instant::now() + self.request_timeout();
         loop {
             let attempt = match self.leader() {
+                // Cut off from a quorum: a new leader may exist elsewhere. Not retried here; the
+                // client should try another endpoint.
+                Some(l) if l == self.id && self.quorum_contact_lapsed() => {
+                    return Err(errors::leadership_unconfirmed())
+                }
                 Some(l) if l == self.id => self.serve_as_leader(req.clone()).await,
                 Some(l) => self.forward(l, &req).await,
                 None => Err(errors::no_leader()),
@@ -202,6 +306,10 @@ impl Node {
     }
 
     async fn forward(&self, leader: u64, req: &LeaderRequest) -> Result<LeaderResponse, Status> {
+        if self.peer_faults.blocks(leader) {
+            // A cut link: nothing was sent, so retrying (once a leader is reachable) is safe.
+            return Err(errors::leader_changed());
+        }
         let _slot = self
             .forward_slots
             .try_acquire()
@@ -252,7 +360,9 @@ impl Node {
                 Ok(LeaderResponse::ReadIndex(index))
             }
             LeaderRequest::LeaseKeepAlive { id } => {
-                self.require_leader()?;
+                // Renewed only while leadership is confirmed: a deposed or cut-off leader must
+                // not tell a client its lease lives while the new leader may expire it.
+                self.confirm_leadership().await?;
                 let ttl = self.sm.read().kv.lease(id).map(|l| l.ttl_secs);
                 let ttl = match ttl {
                     Some(ttl) => {
@@ -264,7 +374,7 @@ impl Node {
                 Ok(LeaderResponse::KeepAlive { ttl })
             }
             LeaderRequest::LeaseTimeToLive { id } => {
-                self.require_leader()?;
+                self.confirm_leadership().await?;
                 let granted = self.sm.read().kv.lease(id).map(|l| l.ttl_secs);
                 Ok(LeaderResponse::TimeToLive(
                     granted.map(|g| (self.leases.remaining_secs(id).unwrap_or(g), g)),
@@ -534,6 +644,10 @@ impl Node {
         Ok(LeaderResponse::Done)
     }
 }
+
+/// Heartbeat intervals a lease renewal waits for a quorum's acknowledgement when the last one is
+/// older than a leader lease.
+const LEADERSHIP_CONFIRM_WAIT_HEARTBEATS: u64 = 3;
 
 /// A learner may be promoted only when it is at most this many log entries behind the leader.
 const LEARNER_SYNC_LAG_MAX: u64 = 1000;

@@ -8,11 +8,10 @@ use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
 use cairn_proto::raftpb::raft_peer_server::RaftPeerServer;
 use cairn_store::log_store::LogStore;
-use cairn_store::network::{peer_channel, PeerNetwork};
+use cairn_store::network::{peer_channel, PeerFaults, PeerNetwork};
 use cairn_store::{Command, Raft, StateMachineStore};
 use cairn_types::limits::GRPC_OVERHEAD_BYTES;
 use cairn_types::NodeAddrs;
-use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{Config, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,8 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
-/// How often the leader looks for expired leases.
-const LEASE_EXPIRY_TICK_MS: u64 = 250;
+/// How often leader changes are counted for `/metrics`.
+const LEADER_WATCH_TICK_MS: u64 = 250;
 /// Pause between attempts to announce this node's addresses.
 const ANNOUNCE_RETRY_MS: u64 = 500;
 /// Concurrent RPCs (HTTP/2 streams) one client connection may have open.
@@ -157,11 +156,12 @@ pub async fn run_with_node(
     let sm = StateMachineStore::open(&dir.join("snapshots"))
         .map_err(|e| format!("cannot open snapshots: {e}"))?;
     let sm_handle = sm.handle();
+    let (election_timeout_min, election_timeout_max) = config.raft_election_timeouts_ms();
     let raft_config = Config {
         cluster_name: "cairn".into(),
         heartbeat_interval: config.heartbeat_interval_ms,
-        election_timeout_min: config.election_timeout_ms,
-        election_timeout_max: config.election_timeout_ms * 2,
+        election_timeout_min,
+        election_timeout_max,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
         enable_pre_vote: Some(true),
@@ -175,7 +175,9 @@ pub async fn run_with_node(
     }
     .validate()
     .map_err(|e| format!("raft config: {e}"))?;
-    let raft = Raft::new(node_id, Arc::new(raft_config), PeerNetwork, log, sm)
+    let peer_faults = PeerFaults::default();
+    let network = PeerNetwork::new(peer_faults.clone());
+    let raft = Raft::new(node_id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| format!("cannot start raft: {e}"))?;
 
@@ -206,7 +208,13 @@ pub async fn run_with_node(
         }
     }
 
-    let node = Node::new(node_id, raft.clone(), sm_handle, config.clone());
+    let node = Node::new(
+        node_id,
+        raft.clone(),
+        sm_handle,
+        config.clone(),
+        peer_faults,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let max_msg = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
@@ -237,17 +245,9 @@ pub async fn run_with_node(
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
     let http_task = tokio::spawn(async move { http_server.await });
-    let duties = tokio::spawn(leader_duties(node.clone(), stop_rx.clone()));
+    let leader_changes = tokio::spawn(count_leader_changes(node.clone(), stop_rx.clone()));
     let announce = tokio::spawn(announce_addrs(node.clone(), stop_rx.clone()));
-    let hub = tokio::spawn(crate::heartbeat::leader_duties(
-        node.clone(),
-        stop_rx.clone(),
-    ));
-    let procedures = tokio::spawn(crate::procedure::leader_duties(
-        node.clone(),
-        stop_rx.clone(),
-    ));
-    let reconcile = tokio::spawn(crate::meta::reconcile::run(node.clone(), stop_rx.clone()));
+    let lifecycle = tokio::spawn(crate::leader::lifecycle::run(node.clone(), stop_rx.clone()));
     let trim = tokio::spawn(crate::memory::trim_periodically(stop_rx.clone()));
     on_started(node.clone());
 
@@ -263,14 +263,12 @@ pub async fn run_with_node(
     shutdown.await;
     tracing::info!(node_id, "shutting down");
     let _ = stop_tx.send(true);
-    duties.abort();
+    leader_changes.abort();
     announce.abort();
-    // Streams end and pending instructions fail now, even if the hub was mid-way through taking
-    // over (loading records waits on Raft, which is shutting down).
-    hub.abort();
-    procedures.abort();
-    reconcile.abort();
+    // The lifecycle ends the leader term it runs, and with it every leader service (bounded).
+    let _ = lifecycle.await;
     trim.abort();
+    // Streams end and pending instructions fail now, whatever state the term was in.
     node.heartbeats.stop();
     let _ = raft.shutdown().await;
     let _ = client_task.await;
@@ -328,42 +326,14 @@ async fn announce_addrs(node: Arc<Node>, stop: watch::Receiver<bool>) {
     }
 }
 
-/// While this node leads: expire leases. Also counts leader changes.
-async fn leader_duties(node: Arc<Node>, stop: watch::Receiver<bool>) {
+/// Counts the leader changes this node sees, for `/metrics`.
+async fn count_leader_changes(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut last_leader = node.leader();
-    let mut was_leader = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(LEASE_EXPIRY_TICK_MS));
-    loop {
-        tick.tick().await;
-        if *stop.borrow() {
-            return;
-        }
-        let leader = node.raft.metrics().borrow_watched().current_leader;
+    while !sleep_unless_stopped(&mut stop, Duration::from_millis(LEADER_WATCH_TICK_MS)).await {
+        let leader = node.leader();
         if leader != last_leader {
             node.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
             last_leader = leader;
-        }
-        let is_leader = node.raft.is_leader();
-        if is_leader != was_leader {
-            // A new term of leadership starts every lease clock afresh.
-            node.leases.clear();
-            was_leader = is_leader;
-        }
-        if !is_leader {
-            continue;
-        }
-        let live: Vec<(i64, i64)> = {
-            let s = node.sm.read();
-            s.kv.lease_ids()
-                .into_iter()
-                .filter_map(|id| s.kv.lease(id).map(|l| (id, l.ttl_secs)))
-                .collect()
-        };
-        for id in node.leases.sync_and_expired(&live, Instant::now()) {
-            match node.propose(Command::LeaseRevoke { id }).await {
-                Ok(_) => tracing::debug!(lease = id, "lease expired and revoked"),
-                Err(e) => tracing::warn!(lease = id, "revoking expired lease failed: {e}"),
-            }
         }
     }
 }

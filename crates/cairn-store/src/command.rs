@@ -25,6 +25,11 @@ pub enum Command {
         client: String,
         http: String,
     },
+    /// `cmd`, decided by the leader of Raft term `term`: applied only if the entry was appended
+    /// by the leader of that same term, rejected otherwise. Leader services wrap every write in
+    /// this, so a decision taken while leading term T is never carried out by a later leader
+    /// (a deposed leader's queued lease revocation, say). Never nested.
+    Fenced { term: u64, cmd: Box<Command> },
 }
 
 impl Command {
@@ -41,6 +46,7 @@ impl Command {
             Command::LeaseGrant { .. } => "lease_grant",
             Command::LeaseRevoke { .. } => "lease_revoke",
             Command::SetNodeAddrs { .. } => "set_node_addrs",
+            Command::Fenced { cmd, .. } => cmd.kind(),
         }
     }
 }
@@ -53,6 +59,7 @@ impl fmt::Display for Command {
             Command::LeaseGrant { id, ttl_secs } => write!(f, "lease_grant({id}, {ttl_secs}s)"),
             Command::LeaseRevoke { id } => write!(f, "lease_revoke({id})"),
             Command::SetNodeAddrs { node_id, .. } => write!(f, "set_node_addrs({node_id})"),
+            Command::Fenced { term, cmd } => write!(f, "{cmd} in term {term}"),
         }
     }
 }

@@ -18,7 +18,9 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -49,9 +51,50 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     postcard::from_bytes(b).map_err(|e| format!("decode: {e}"))
 }
 
+/// The peers this node must not reach: the seam through which tests (and the deterministic
+/// simulation) cut the network between nodes, a partition. Empty unless a test fills it; every
+/// message to a blocked peer fails as unreachable before it is sent, as if the link were down.
+#[derive(Clone, Default, Debug)]
+pub struct PeerFaults {
+    blocked: Arc<RwLock<BTreeSet<u64>>>,
+}
+
+impl PeerFaults {
+    /// Cuts the links to `peers` (adds to those already cut).
+    pub fn block(&self, peers: impl IntoIterator<Item = u64>) {
+        self.write().extend(peers);
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.write().clear();
+    }
+
+    /// Whether the link to `peer` is cut.
+    pub fn blocks(&self, peer: u64) -> bool {
+        self.blocked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&peer)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeSet<u64>> {
+        self.blocked.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Creates one [`PeerClient`] per target node.
 #[derive(Clone, Default)]
-pub struct PeerNetwork;
+pub struct PeerNetwork {
+    faults: PeerFaults,
+}
+
+impl PeerNetwork {
+    /// A network whose links obey `faults`.
+    pub fn new(faults: PeerFaults) -> Self {
+        Self { faults }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
@@ -61,6 +104,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             client: peer_channel(&node.peer).ok().map(RaftPeerClient::new),
             addr: node.peer.clone(),
+            faults: self.faults.clone(),
         }
     }
 }
@@ -70,6 +114,7 @@ pub struct PeerClient {
     target: u64,
     addr: String,
     client: Option<RaftPeerClient<Channel>>,
+    faults: PeerFaults,
 }
 
 fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
@@ -87,6 +132,12 @@ fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
 
 impl PeerClient {
     fn client(&self) -> Result<RaftPeerClient<Channel>, RPCError<TypeConfig>> {
+        if self.faults.blocks(self.target) {
+            return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "link to node {} is cut (peer fault)",
+                self.target
+            ))));
+        }
         self.client.clone().ok_or_else(|| {
             RPCError::Unreachable(Unreachable::from_string(format!(
                 "bad peer address {:?} of node {}",
@@ -166,12 +217,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let mut client = self.client().map_err(|_| {
-            StreamingError::Unreachable(Unreachable::from_string(format!(
-                "bad peer address {:?}",
-                self.addr
-            )))
-        })?;
+        let mut client = self
+            .client()
+            .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))?;
         let meta = encode(&(vote, snapshot.meta))
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         let data = snapshot.snapshot;

@@ -191,8 +191,29 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Applies one command to the state, returning its result and the watch events it produced.
-fn apply_command(state: &mut SmState, cmd: Command) -> (CommandResult, Vec<Event>) {
+/// The message of the rejection a fenced command gets when its term is over; the server maps it
+/// to "leader changed".
+pub const TERM_ENDED_MESSAGE: &str = "cairn: the leader term that decided this write has ended";
+
+fn term_ended() -> RejectReason {
+    RejectReason {
+        code: tonic::Code::Unavailable as i32,
+        message: TERM_ENDED_MESSAGE.to_string(),
+    }
+}
+
+/// Applies one command, appended by the leader of `entry_term`, to the state, returning its
+/// result and the watch events it produced. A [`Command::Fenced`] is unwrapped if its term is
+/// the entry's, else rejected.
+fn apply_command(
+    state: &mut SmState,
+    entry_term: u64,
+    cmd: Command,
+) -> (CommandResult, Vec<Event>) {
+    let cmd = match cmd {
+        Command::Fenced { term, cmd } if term == entry_term => *cmd,
+        other => other,
+    };
     let kv = &mut state.kv;
     let (outcome, events) = match cmd {
         Command::Txn(bytes) => match TxnRequest::decode(bytes.as_slice()) {
@@ -243,6 +264,8 @@ fn apply_command(state: &mut SmState, cmd: Command) -> (CommandResult, Vec<Event
             state.node_addrs.insert(node_id, (client, http));
             (Outcome::Done, Vec::new())
         }
+        // A stale fence, or one nested in another: never applied.
+        Command::Fenced { .. } => (Outcome::Rejected(term_ended()), Vec::new()),
     };
     let result = CommandResult {
         revision: state.kv.revision(),
@@ -277,7 +300,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         outcome: Outcome::Done,
                     },
                     EntryPayload::Normal(cmd) => {
-                        let (result, events) = apply_command(&mut state, cmd);
+                        let (result, events) =
+                            apply_command(&mut state, entry.log_id.leader_id.term, cmd);
                         if !events.is_empty() {
                             // No receivers is fine: nobody watches.
                             let _ = self.handle.shared.events.send(Arc::new(WatchBatch {
@@ -439,5 +463,38 @@ mod tests {
             assert_eq!(back.kv, s.kv);
             assert_eq!(back.node_addrs, s.node_addrs);
         }
+    }
+
+    fn fenced_put(term: u64, key: &[u8]) -> Command {
+        let req = crate::mvcc::test_util::txn(vec![crate::mvcc::test_util::op_put(key, b"v")]);
+        Command::Fenced {
+            term,
+            cmd: Box::new(Command::txn(&req)),
+        }
+    }
+
+    #[test]
+    fn a_fenced_write_applies_only_in_the_term_that_decided_it() {
+        let mut s = state(0);
+        let (r, events) = apply_command(&mut s, 7, fenced_put(7, b"a"));
+        assert!(matches!(r.outcome, Outcome::Txn(_)), "{r:?}");
+        assert_eq!(events.len(), 1);
+        assert_eq!(s.kv.revision(), 2);
+
+        // Decided in term 7 but appended by the leader of term 9 (forwarded, or queued across a
+        // leader change): refused, nothing written.
+        let (r, events) = apply_command(&mut s, 9, fenced_put(7, b"b"));
+        assert_eq!(r.outcome, Outcome::Rejected(term_ended()));
+        assert!(events.is_empty());
+        assert_eq!(s.kv.revision(), 2);
+
+        // A fence inside a fence is never applied.
+        let nested = Command::Fenced {
+            term: 9,
+            cmd: Box::new(fenced_put(9, b"c")),
+        };
+        let (r, _) = apply_command(&mut s, 9, nested);
+        assert_eq!(r.outcome, Outcome::Rejected(term_ended()));
+        assert_eq!(s.kv.revision(), 2);
     }
 }

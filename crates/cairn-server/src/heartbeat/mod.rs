@@ -5,19 +5,21 @@
 //! Instructions do not wait for the node's next heartbeat: posting one wakes the node's open
 //! streams, which push it at once; the node returns the reply at once in a replies-only request.
 //!
-//! Everything here lives for one leadership term: [`leader_duties`] starts it when this node
-//! becomes leader (loading stored identities first), judges liveness on a tick, and ends it —
-//! closing every stream and failing every pending instruction — when leadership is lost.
+//! Everything here lives for one leader term: [`run_term`], started by the leader lifecycle,
+//! loads stored identities, judges liveness on a tick, and when the term ends the hub stops —
+//! closing every stream and failing every pending instruction.
 
 pub mod mailbox;
 pub mod record;
 pub mod registry;
 pub mod service;
 
+use crate::leader::LeaderTerm;
+use crate::meta::store::{delete_op, put_op, txn_here, unchanged_since};
 use crate::node::Node;
 use crate::services::kv;
 use cairn_proto::cairnpb::{instruction, InstructionReply, NodeIdentity, NodeRole, NodeView};
-use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
+use cairn_proto::etcdserverpb::RangeRequest;
 use mailbox::{Mailbox, MailboxError};
 use record::{node_key, NodeRecord, NODES_PREFIX};
 use registry::{Accepted, HeartbeatError, NodeRegistry, Transition};
@@ -87,6 +89,11 @@ impl HeartbeatHub {
     /// Whether the hub is serving a leadership term.
     pub fn is_active(&self) -> bool {
         *self.term.borrow() != 0
+    }
+
+    /// The leader term the hub serves; 0 when none.
+    pub fn serving_term(&self) -> u64 {
+        *self.term.borrow()
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
@@ -211,14 +218,15 @@ fn on_heartbeat(
     let hub = &node.heartbeats;
     let Accepted { node_id, persist } = hub.registry().on_heartbeat(req, last_sequence, now)?;
     if let Some(identity) = persist {
-        write_record(node, identity);
+        write_record(node, hub.serving_term(), identity);
     }
     hub.mailbox.on_replies(node_id, &req.replies);
     Ok(node_id)
 }
 
-/// Writes a node's identity in the background, so the stream never waits for Raft.
-fn write_record(node: &Arc<Node>, identity: NodeIdentity) {
+/// Writes a node's identity in the background, so the stream never waits for Raft; fenced with
+/// the leader term the hub serves (0: none, and the write is refused).
+fn write_record(node: &Arc<Node>, term: u64, identity: NodeIdentity) {
     let id = identity.id;
     let Ok(permit) = node.heartbeats.record_writes.clone().try_acquire_owned() else {
         // Too many writes in flight; the next heartbeat asks again.
@@ -227,12 +235,8 @@ fn write_record(node: &Arc<Node>, identity: NodeIdentity) {
     };
     let node = node.clone();
     tokio::spawn(async move {
-        let put = PutRequest {
-            key: node_key(id).into_bytes(),
-            value: NodeRecord::from(&identity).to_json(),
-            ..Default::default()
-        };
-        let stored = match kv::put(&node, put).await {
+        let put = put_op(&node_key(id), NodeRecord::from(&identity).to_json());
+        let stored = match txn_here(&node, term, Vec::new(), vec![put]).await {
             Ok(_) => Some(identity),
             Err(e) => {
                 tracing::warn!(node = id, "storing node identity failed, will retry: {e}");
@@ -259,7 +263,7 @@ fn record_revision(node: &Node, id: u64) -> Option<i64> {
 
 /// Deletes a forgotten node's identity in the background, only if it is still as written at
 /// `revision` ([`record_revision`]): a node that came back meanwhile keeps its new record.
-fn delete_record(node: &Arc<Node>, id: u64, revision: i64) {
+fn delete_record(node: &Arc<Node>, term: u64, id: u64, revision: i64) {
     let key = node_key(id);
     let Ok(permit) = node.heartbeats.record_writes.clone().try_acquire_owned() else {
         tracing::warn!(
@@ -270,9 +274,8 @@ fn delete_record(node: &Arc<Node>, id: u64, revision: i64) {
     };
     let node = node.clone();
     tokio::spawn(async move {
-        use crate::meta::store::{delete_op, txn_here, unchanged_since};
         let compare = vec![unchanged_since(&key, revision)];
-        match txn_here(&node, compare, vec![delete_op(&key)]).await {
+        match txn_here(&node, term, compare, vec![delete_op(&key)]).await {
             Ok((true, ..)) => {}
             Ok((false, ..)) => {
                 tracing::info!(node = id, "forgotten node came back: its record stays")
@@ -308,53 +311,40 @@ async fn load_records(node: &Node) -> Result<Vec<NodeIdentity>, tonic::Status> {
     Ok(out)
 }
 
-/// Runs the hub while this node leads: load stored nodes on taking over, judge liveness,
-/// expire instructions, and shut everything down when leadership ends.
-pub async fn leader_duties(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+/// Runs the hub for one leader term: loads the stored nodes, serves streams, judges liveness
+/// and expires instructions until the term ends; the lifecycle then stops the hub.
+pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     let hub = &node.heartbeats;
+    let stored = loop {
+        match load_records(&node).await {
+            Ok(stored) => break stored,
+            Err(e) => {
+                tracing::debug!("loading node records failed, will retry: {e}");
+                if term.sleep(Duration::from_millis(HUB_TICK_MAX_MS)).await {
+                    return;
+                }
+            }
+        }
+    };
+    if !term.is_current() {
+        return;
+    }
+    tracing::info!(
+        node_id = node.id,
+        term = term.term(),
+        known = stored.len(),
+        "heartbeat hub started"
+    );
+    hub.start(stored, term.term(), Instant::now());
     let lease_ms = hub.registry().lease().as_millis() as u64;
     let mut tick = tokio::time::interval(Duration::from_millis(
         (lease_ms / 4).clamp(1, HUB_TICK_MAX_MS),
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The Raft term the hub serves, when active.
-    let mut serving: Option<u64> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            hub.stop();
-            return;
-        }
-        let term = node.term();
-        let leads = node.raft.is_leader();
-        if serving.is_some() && (!leads || serving != Some(term)) {
-            tracing::info!(node_id = node.id, "heartbeat hub stopped: leadership ended");
-            hub.stop();
-            serving = None;
-        }
-        if leads && serving.is_none() {
-            match load_records(&node).await {
-                Ok(stored) if node.raft.is_leader() && node.term() == term => {
-                    tracing::info!(
-                        node_id = node.id,
-                        known = stored.len(),
-                        "heartbeat hub started"
-                    );
-                    hub.start(stored, term, Instant::now());
-                    serving = Some(term);
-                }
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::debug!("loading node records failed, will retry: {e}");
-                    continue;
-                }
-            }
-        }
-        if serving.is_none() {
-            continue;
+            () = term.ended() => break,
         }
         let now = Instant::now();
         let mut forgotten = Vec::new();
@@ -378,8 +368,10 @@ pub async fn leader_duties(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             }
         }
         for (id, revision) in forgotten {
-            delete_record(&node, id, revision);
+            delete_record(&node, term.term(), id, revision);
         }
         hub.mailbox.expire(now);
     }
+    tracing::info!(node_id = node.id, "heartbeat hub stopped: leadership ended");
+    hub.stop();
 }

@@ -46,12 +46,11 @@ impl IdSequence {
         }
     }
 
-    /// The next id; only on the leader.
-    pub async fn next(&self, node: &Node) -> Result<u64, Status> {
+    /// The next id, for a decision of leader term `term`.
+    pub async fn next(&self, node: &Node, term: u64) -> Result<u64, Status> {
         let mut b = self.state.lock().await;
-        let term = node.term();
         if b.term != term || b.next >= b.end {
-            let (next, end) = self.reserve(node).await?;
+            let (next, end) = self.reserve(node, term).await?;
             *b = Batch { next, end, term };
         }
         let id = b.next;
@@ -59,7 +58,7 @@ impl IdSequence {
         Ok(id)
     }
 
-    async fn reserve(&self, node: &Node) -> Result<(u64, u64), Status> {
+    async fn reserve(&self, node: &Node, term: u64) -> Result<(u64, u64), Status> {
         for _ in 0..RESERVE_ATTEMPTS_MAX {
             let (current, revision) = match store::get_raw(node, &self.key)? {
                 Some(kv) => {
@@ -79,6 +78,7 @@ impl IdSequence {
                 .ok_or_else(|| errors::internal(format!("id sequence {} exhausted", self.key)))?;
             let (ok, _, _) = store::txn_here(
                 node,
+                term,
                 vec![unchanged_since(&self.key, revision)],
                 vec![put_op(&self.key, end.to_string().into_bytes())],
             )

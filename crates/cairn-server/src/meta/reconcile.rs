@@ -12,16 +12,15 @@
 //! finished by then: committed (its route is visible at (3)) or rolled back (the region is an
 //! orphan indeed).
 
+use crate::leader::LeaderTerm;
 use crate::meta::regions::{close_regions_on, describe};
 use crate::meta::store::{self, layout};
 use crate::node::Node;
-use crate::run::sleep_unless_stopped;
 use cairn_meta::{codec, ProcedureRecord, ProcedureState, TableRoute};
 use cairn_proto::cairnpb::NodeRole;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tonic::Status;
 
 /// Orphan regions closed in one pass at most; the rest wait for the next pass.
@@ -30,32 +29,23 @@ pub const ORPHAN_REGIONS_PER_PASS_MAX: usize = 8_192;
 /// How often the loop checks whether a pass is due (and whether this node leads).
 const RECONCILE_TICK_MS: u64 = 200;
 
-/// Runs passes every `region_reconcile_interval_ms` while this node leads and serves DDL (its
-/// running procedures resumed); does nothing when the interval is 0.
-pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+/// Runs passes every `region_reconcile_interval_ms` in one leader term, once DDL is served
+/// (its running procedures resumed); does nothing when the interval is 0.
+pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     let interval = Duration::from_millis(node.config.region_reconcile_interval_ms);
     if interval.is_zero() {
         return;
     }
-    let mut served_since: Option<(u64, tokio::time::Instant)> = None;
     let tick = Duration::from_millis(RECONCILE_TICK_MS);
-    while !sleep_unless_stopped(&mut stop, tick).await {
-        let term = node.term();
-        if !node.procedures.serving(term) {
-            served_since = None;
-            continue;
+    while !node.procedures.serving(term.term()) {
+        if term.sleep(tick).await {
+            return;
         }
-        // The first pass of a term waits one interval: datanodes reconnect and report first.
-        if served_since.is_some_and(|(t, _)| t != term) {
-            served_since = None;
-        }
-        let (_, last) = served_since.get_or_insert((term, tokio::time::Instant::now()));
-        if last.elapsed() < interval {
-            continue;
-        }
-        *last = tokio::time::Instant::now();
+    }
+    // The first pass of a term waits one interval: datanodes reconnect and report first.
+    while !term.sleep(interval).await {
         let started = std::time::Instant::now();
-        let outcome = close_orphans(&node).await;
+        let outcome = close_orphans(&node, &term).await;
         tracing::debug!(
             node_id = node.id,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -69,17 +59,28 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// One pass: finds orphan regions and tells their datanodes to close them. Returns how many
-/// regions were closed.
-pub async fn close_orphans(node: &Arc<Node>) -> Result<usize, Status> {
+/// One pass in leader term `term`: finds orphan regions and tells their datanodes to close them.
+/// Returns how many regions were closed.
+pub async fn close_orphans(node: &Arc<Node>, term: &LeaderTerm) -> Result<usize, Status> {
+    // (1) What datanodes report.
+    let reported = reported_regions(node);
+    if reported.is_empty() {
+        return Ok(0);
+    }
+    // (2) and (3) must see every procedure that finished before (1): a read barrier, so the
+    // state read is at least as new as everything committed so far.
+    node.read_barrier().await?;
     // A million reported regions means a hundred thousand route reads: off the async workers.
     let finder = node.clone();
-    let orphans = tokio::task::spawn_blocking(move || orphans_now(&finder))
+    let orphans = tokio::task::spawn_blocking(move || orphans_among(&finder, &reported))
         .await
         .map_err(|e| Status::internal(format!("orphan region pass: {e}")))??;
     let count = orphans.values().map(Vec::len).sum();
     if count == 0 {
         return Ok(0);
+    }
+    if !term.is_current() {
+        return Err(crate::errors::leader_changed());
     }
     for (n, regions) in &orphans {
         tracing::info!(
@@ -95,25 +96,26 @@ pub async fn close_orphans(node: &Arc<Node>) -> Result<usize, Status> {
     Ok(count)
 }
 
-/// The orphans as of now, read in the order the module documentation explains.
-fn orphans_now(node: &Node) -> Result<BTreeMap<u64, Vec<u64>>, Status> {
-    // (1) What datanodes report.
-    let reported: Vec<(u64, Vec<u64>)> = {
-        let registry = node.heartbeats.registry();
-        registry
-            .nodes()
-            .filter(|e| e.identity.role == NodeRole::Datanode as i32 && !e.regions.is_empty())
-            .map(|e| {
-                (
-                    e.identity.id,
-                    e.regions.iter().map(|r| r.region_id).collect(),
-                )
-            })
-            .collect()
-    };
-    if reported.is_empty() {
-        return Ok(BTreeMap::new());
-    }
+/// The regions each datanode reports, from the leader's registry.
+fn reported_regions(node: &Node) -> Vec<(u64, Vec<u64>)> {
+    let registry = node.heartbeats.registry();
+    registry
+        .nodes()
+        .filter(|e| e.identity.role == NodeRole::Datanode as i32 && !e.regions.is_empty())
+        .map(|e| {
+            (
+                e.identity.id,
+                e.regions.iter().map(|r| r.region_id).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The orphans among `reported`, read in the order the module documentation explains.
+fn orphans_among(
+    node: &Node,
+    reported: &[(u64, Vec<u64>)],
+) -> Result<BTreeMap<u64, Vec<u64>>, Status> {
     // (2) Tables running procedures are opening.
     let mut opening: HashSet<u64> = HashSet::new();
     store::scan_all(node, &layout().procedures_prefix(), |kv| {
@@ -125,7 +127,7 @@ fn orphans_now(node: &Node) -> Result<BTreeMap<u64, Vec<u64>>, Status> {
         Ok(())
     })?;
     // (3) Routes, each table's read once.
-    find_orphans(&reported, &opening, ORPHAN_REGIONS_PER_PASS_MAX, |table| {
+    find_orphans(reported, &opening, ORPHAN_REGIONS_PER_PASS_MAX, |table| {
         Ok(store::get::<TableRoute>(node, &layout().route(table))?.map(|r| r.value))
     })
 }

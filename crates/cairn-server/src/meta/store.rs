@@ -188,10 +188,12 @@ pub fn unchanged_since(key: &str, revision: i64) -> Compare {
     )
 }
 
-/// Proposes a transaction on this node, which must lead (never forwarded). Returns whether the
-/// compares held, the response, and the revision after it.
+/// Proposes a transaction as a decision of leader term `term` (on this node, never forwarded;
+/// refused once the term is over). Returns whether the compares held, the response, and the
+/// revision after it.
 pub async fn txn_here(
     node: &Node,
+    term: u64,
     compare: Vec<Compare>,
     success: Vec<RequestOp>,
 ) -> Result<(bool, TxnResponse, i64), Status> {
@@ -201,7 +203,7 @@ pub async fn txn_here(
         failure: Vec::new(),
     };
     debug_assert!(req.success.len() <= node.config.txn_ops_max);
-    let written = node.propose_local(Command::txn(&req)).await?;
+    let written = node.propose_in_term(term, Command::txn(&req)).await?;
     if let Outcome::Rejected(reason) = &written.outcome {
         return Err(errors::rejected(reason.clone()));
     }

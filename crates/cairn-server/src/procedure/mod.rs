@@ -17,6 +17,7 @@ pub mod lock;
 pub mod truncate_table;
 
 use crate::errors;
+use crate::leader::LeaderTerm;
 use crate::meta::ids::{IdSequence, PROCEDURE_ID_BATCH, TABLE_ID_BATCH, TABLE_ID_START};
 use crate::meta::store::{self, layout, put_op, unchanged_since};
 use crate::node::Node;
@@ -103,6 +104,11 @@ impl Procedures {
     pub fn serving(&self, term: u64) -> bool {
         term != 0 && *self.serving.borrow() == term
     }
+
+    /// No DDL is served until the next term resumes its procedures.
+    pub(crate) fn stop_serving(&self) {
+        self.serving.send_replace(0);
+    }
 }
 
 /// A running procedure: its record, the record's revision in the store (0 before it is
@@ -125,7 +131,7 @@ impl Ctx {
     /// changed"); after, the new leader finishes it, and a blind retry could run the DDL twice,
     /// so the caller is told the outcome is unknown ("request timed out"), as for any write.
     pub fn check_term(&self) -> Result<(), Status> {
-        if self.node.raft.is_leader() && self.node.term() == self.term {
+        if self.node.leads_term(self.term) {
             Ok(())
         } else if self.revision == 0 {
             Err(errors::leader_changed())
@@ -167,7 +173,7 @@ impl Ctx {
         compares.push(unchanged_since(&key, self.revision));
         let mut ops = ops;
         ops.push(put_op(&key, codec::encode(&record)));
-        let (ok, _, revision) = store::txn_here(&self.node, compares, ops).await?;
+        let (ok, _, revision) = store::txn_here(&self.node, self.term, compares, ops).await?;
         if ok {
             self.record = record;
             self.revision = revision;
@@ -317,7 +323,7 @@ pub async fn begin(
 ) -> Result<Ctx, Status> {
     let term = wait_serving(node).await?;
     let held = node.procedures.locks.acquire(&locks).await;
-    let id = node.procedures.procedure_ids.next(node).await?;
+    let id = node.procedures.procedure_ids.next(node, term).await?;
     let now = now_ms();
     let ctx = Ctx {
         node: node.clone(),
@@ -391,9 +397,10 @@ async fn wait_serving(node: &Node) -> Result<u64, Status> {
         if !node.raft.is_leader() {
             return Err(errors::leader_changed());
         }
-        let term = node.term();
-        if *rx.borrow_and_update() == term {
-            return Ok(term);
+        // The term whose services run here; None while a new term's barrier is pending.
+        let term = node.leader_term().map(|t| t.term());
+        if term.is_some_and(|t| *rx.borrow_and_update() == t) {
+            return Ok(term.unwrap_or_default());
         }
         tokio::select! {
             _ = rx.changed() => {}
@@ -405,50 +412,43 @@ async fn wait_serving(node: &Node) -> Result<u64, Status> {
     }
 }
 
-/// While this node leads: resume running procedures when a term starts, then keep the finished
-/// records and the store's history bounded.
-pub async fn leader_duties(node: Arc<Node>, stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(DUTIES_TICK_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_housekeeping = tokio::time::Instant::now();
-    loop {
-        tick.tick().await;
-        if *stop.borrow() {
-            node.procedures.serving.send_replace(0);
+/// The procedure runner for one leader term: once the heartbeat hub serves the term (DDL talks
+/// to datanodes), resumes the running procedures, serves DDL, and keeps the finished records and
+/// the store's history bounded, until the term ends.
+pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
+    let tick = Duration::from_millis(DUTIES_TICK_MS);
+    while node.heartbeats.serving_term() != term.term() {
+        if term.sleep(tick).await {
             return;
         }
-        let term = node.term();
-        let leads = node.raft.is_leader() && node.heartbeats.is_active();
-        let serving = *node.procedures.serving.borrow();
-        if !leads {
-            if serving != 0 {
-                node.procedures.serving.send_replace(0);
-            }
-            continue;
-        }
-        if serving != term {
-            node.procedures.serving.send_replace(0);
-            match resume_all(&node, term).await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(node_id = node.id, resumed = n, "procedures resumed");
-                    }
-                    node.procedures.serving.send_replace(term);
+    }
+    loop {
+        match resume_all(&node, term.term()).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(node_id = node.id, resumed = n, "procedures resumed");
                 }
-                Err(e) => tracing::warn!("resuming procedures failed, will retry: {e}"),
+                break;
             }
-            continue;
+            Err(e) => tracing::warn!("resuming procedures failed, will retry: {e}"),
         }
-        if last_housekeeping.elapsed() >= Duration::from_millis(HOUSEKEEPING_INTERVAL_MS) {
-            last_housekeeping = tokio::time::Instant::now();
-            if let Err(e) = forget_finished(&node).await {
-                tracing::debug!("deleting old procedure records failed: {e}");
-            }
-            if let Err(e) = auto_compact(&node).await {
-                tracing::debug!("auto compaction failed: {e}");
-            }
+        if term.sleep(tick).await {
+            return;
         }
     }
+    node.procedures.serving.send_replace(term.term());
+    while !term
+        .sleep(Duration::from_millis(HOUSEKEEPING_INTERVAL_MS))
+        .await
+    {
+        if let Err(e) = forget_finished(&node, term.term()).await {
+            tracing::debug!("deleting old procedure records failed: {e}");
+        }
+        if let Err(e) = auto_compact(&node, term.term()).await {
+            tracing::debug!("auto compaction failed: {e}");
+        }
+    }
+    node.procedures.stop_serving();
 }
 
 /// Loads every procedure record, takes the locks of the running ones and resumes them.
@@ -512,13 +512,13 @@ async fn resume(ctx: Ctx) {
 
 /// Deletes the oldest finished records beyond [`PROCEDURES_FINISHED_KEPT_MAX`], one
 /// transaction of at most `txn_ops_max` deletes at a time, until under the limit.
-async fn forget_finished(node: &Arc<Node>) -> Result<(), Status> {
-    while forget_finished_batch(node).await? {}
+async fn forget_finished(node: &Arc<Node>, term: u64) -> Result<(), Status> {
+    while forget_finished_batch(node, term).await? {}
     Ok(())
 }
 
 /// One batch of [`forget_finished`]; false when nothing was left to delete.
-async fn forget_finished_batch(node: &Arc<Node>) -> Result<bool, Status> {
+async fn forget_finished_batch(node: &Arc<Node>, term: u64) -> Result<bool, Status> {
     let excess: Vec<u64> = {
         let f = node.procedures.finished();
         let n = f.len().saturating_sub(PROCEDURES_FINISHED_KEPT_MAX);
@@ -534,14 +534,14 @@ async fn forget_finished_batch(node: &Arc<Node>) -> Result<bool, Status> {
         .iter()
         .map(|id| store::delete_op(&layout().procedure(*id)))
         .collect();
-    store::txn_here(node, Vec::new(), ops).await?;
+    store::txn_here(node, term, Vec::new(), ops).await?;
     let mut f = node.procedures.finished();
     f.retain(|id| !excess.contains(id));
     Ok(true)
 }
 
 /// Compacts history older than `auto_compaction_retention_revisions`, when set.
-async fn auto_compact(node: &Arc<Node>) -> Result<(), Status> {
+async fn auto_compact(node: &Arc<Node>, term: u64) -> Result<(), Status> {
     let keep = node.config.auto_compaction_retention_revisions;
     if keep == 0 {
         return Ok(());
@@ -555,7 +555,7 @@ async fn auto_compact(node: &Arc<Node>) -> Result<(), Status> {
     if target <= compacted + (keep as i64 / 10).max(1) {
         return Ok(());
     }
-    node.propose_local(cairn_store::Command::Compact { revision: target })
+    node.propose_in_term(term, cairn_store::Command::Compact { revision: target })
         .await?;
     tracing::debug!(revision = target, "auto compaction");
     Ok(())

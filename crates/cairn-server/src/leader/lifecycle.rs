@@ -1,0 +1,162 @@
+//! The leader lifecycle: the one place that starts and stops leader services.
+//!
+//! It watches Raft's view of this node. When the node leads term T, it first waits for a read
+//! barrier in T (the leader's blank entry of T applied, so everything committed before T is in
+//! the state), then starts every leader service with a [`LeaderTerm`] for T. When T ends —
+//! another term began, the node stepped down, it has not heard from a quorum for a leader lease
+//! (cut off by a partition: it may still believe it leads while the others elect someone else),
+//! or the node shuts down — it ends the term, waits a bounded time for the services to stop,
+//! aborts what did not, and clears what they left behind. Only then can a next term start, so two
+//! terms' services never run at once on one node.
+
+use super::{lease_expiry, LeaderTerm};
+use crate::node::Node;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::ReadPolicy;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How often leadership is re-checked when Raft's metrics do not change (the leader lease runs
+/// out without any metrics event).
+const LIFECYCLE_TICK_MS: u64 = 50;
+/// How long the services of an ended term get to stop before they are aborted.
+const LEADER_SERVICES_STOP_MS: u64 = 2_000;
+
+/// What the lifecycle sees of Raft at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leadership {
+    /// This node leads `term`, and a quorum acknowledged it within a leader lease.
+    Leads { term: u64 },
+    /// Anything else: following, electing, or leading without a quorum's recent word.
+    Not,
+}
+
+/// Runs until `stop`: starts leader services for every term this node leads.
+pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let Some(term) = next_term(&node, &mut stop).await else {
+            return;
+        };
+        let (leader_term, ender) = LeaderTerm::start(term);
+        // Every lease clock starts afresh with a term: a lease never expires early because
+        // leadership moved (its holder could not reach a leader meanwhile).
+        node.leases.clear();
+        node.set_leader_term(Some(leader_term.clone()));
+        node.metrics
+            .leader_terms_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(node_id = node.id, term, "leader term started");
+        let mut services = start_services(&node, &leader_term);
+        let stopping = wait_term_over(&node, term, &mut stop).await;
+        node.set_leader_term(None);
+        ender.end();
+        stop_services(&mut services).await;
+        // Whatever an aborted service left behind, the next term starts clean.
+        node.heartbeats.stop();
+        node.procedures.stop_serving();
+        tracing::info!(node_id = node.id, term, "leader term ended");
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Every leader service, each on its own task, holding `term`.
+fn start_services(node: &Arc<Node>, term: &LeaderTerm) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    set.spawn(lease_expiry::run(node.clone(), term.clone()));
+    set.spawn(crate::heartbeat::run_term(node.clone(), term.clone()));
+    set.spawn(crate::procedure::run_term(node.clone(), term.clone()));
+    set.spawn(crate::meta::reconcile::run_term(node.clone(), term.clone()));
+    set
+}
+
+async fn stop_services(services: &mut JoinSet<()>) {
+    let all = async { while services.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_millis(LEADER_SERVICES_STOP_MS), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "leader services did not stop within {LEADER_SERVICES_STOP_MS} ms; aborting them"
+        );
+        services.abort_all();
+        while services.join_next().await.is_some() {}
+    }
+}
+
+/// What Raft says now.
+pub fn leadership(node: &Node) -> Leadership {
+    let m = node.raft.metrics().borrow_watched().clone();
+    let leads = m.current_leader == Some(node.id) && m.state.is_leader();
+    if leads && !node.quorum_contact_lapsed() {
+        Leadership::Leads {
+            term: m.current_term,
+        }
+    } else {
+        Leadership::Not
+    }
+}
+
+/// Waits until this node leads a term and has applied everything committed before it; None when
+/// the node stops first.
+async fn next_term(node: &Node, stop: &mut watch::Receiver<bool>) -> Option<u64> {
+    let mut metrics = node.raft.metrics();
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        if let Leadership::Leads { term } = leadership(node) {
+            let barrier = tokio::select! {
+                ok = barrier_in(node, term) => ok,
+                _ = stop.changed() => continue,
+            };
+            if barrier && leadership(node) == (Leadership::Leads { term }) {
+                return Some(term);
+            }
+        }
+        tokio::select! {
+            _ = metrics.changed() => {}
+            _ = stop.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(LIFECYCLE_TICK_MS)) => {}
+        }
+    }
+}
+
+/// A read barrier confirmed in `term`: the leader's blank entry of `term` is applied here.
+async fn barrier_in(node: &Node, term: u64) -> bool {
+    let timeout = Duration::from_millis(node.config.request_timeout_ms);
+    match tokio::time::timeout(
+        timeout,
+        node.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+    )
+    .await
+    {
+        Ok(Ok(read)) => read.log_id().leader_id.term == term,
+        Ok(Err(e)) => {
+            tracing::debug!(term, "no read barrier in the new term: {e}");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until `term` is over; true when it ended because the node is stopping.
+async fn wait_term_over(node: &Node, term: u64, stop: &mut watch::Receiver<bool>) -> bool {
+    let mut metrics = node.raft.metrics();
+    loop {
+        if *stop.borrow() {
+            return true;
+        }
+        if leadership(node) != (Leadership::Leads { term }) {
+            return false;
+        }
+        tokio::select! {
+            _ = metrics.changed() => {}
+            _ = stop.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(LIFECYCLE_TICK_MS)) => {}
+        }
+    }
+}
