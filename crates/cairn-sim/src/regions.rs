@@ -32,6 +32,8 @@ pub struct RegionSet {
     regions: BTreeMap<u64, RegionRole>,
     /// Rows written through this node while it led the region (absent: none).
     rows: BTreeMap<u64, u64>,
+    /// The highest TRUNCATE epoch applied to each region (absent: none).
+    truncated_epochs: BTreeMap<u64, u64>,
 }
 
 impl RegionSet {
@@ -43,6 +45,7 @@ impl RegionSet {
         RegionSet {
             regions,
             rows: BTreeMap::new(),
+            truncated_epochs: BTreeMap::new(),
         }
     }
 
@@ -104,6 +107,7 @@ impl RegionSet {
     fn close(&mut self, region_id: u64) {
         self.regions.remove(&region_id);
         self.rows.remove(&region_id);
+        self.truncated_epochs.remove(&region_id);
     }
 
     /// Obeys `instruction`. Repeating an instruction that succeeded succeeds again: opening an
@@ -184,7 +188,16 @@ impl RegionSet {
                     held(self, *id)?;
                 }
                 for id in &t.region_ids {
+                    // A repeat of a truncate already applied (a retried or resumed procedure)
+                    // must not drop the rows written since.
+                    let last = self.truncated_epochs.get(id).copied().unwrap_or(0);
+                    if t.epoch != 0 && t.epoch <= last {
+                        continue;
+                    }
                     self.rows.remove(id);
+                    if t.epoch != 0 {
+                        self.truncated_epochs.insert(*id, t.epoch);
+                    }
                 }
                 Ok(())
             }
@@ -304,6 +317,7 @@ mod tests {
         // Truncating drops the rows and keeps the region; closing forgets both.
         set.apply(&instr(Kind::TruncateRegions(TruncateRegions {
             region_ids: vec![led],
+            epoch: 0,
         })))
         .unwrap();
         assert_eq!(set.read(led), Ok(0));
@@ -353,5 +367,28 @@ mod tests {
         set.apply(&open).unwrap();
         set.apply(&open).unwrap();
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn a_repeated_truncate_keeps_rows_written_after_the_first() {
+        let mut set = RegionSet::invented(1, 1);
+        let region = sim_region_id(1, 0);
+        let truncate = |epoch| {
+            instr(Kind::TruncateRegions(TruncateRegions {
+                region_ids: vec![region],
+                epoch,
+            }))
+        };
+        set.write(region, 5).unwrap();
+        set.apply(&truncate(7)).unwrap();
+        assert_eq!(set.read(region), Ok(0));
+        set.write(region, 3).unwrap();
+        // The same TRUNCATE again (resumed by a new leader), or an older one: nothing dropped.
+        set.apply(&truncate(7)).unwrap();
+        set.apply(&truncate(6)).unwrap();
+        assert_eq!(set.read(region), Ok(3));
+        // A later TRUNCATE drops them.
+        set.apply(&truncate(8)).unwrap();
+        assert_eq!(set.read(region), Ok(0));
     }
 }

@@ -7,9 +7,15 @@
 //! writes) and only then reports them flushed. openraft never counts an entry towards a quorum
 //! before that report, so a write is acknowledged only once a quorum has it on disk.
 //!
+//! Every write to the redb file happens on that writer thread, in queue order: appends, the vote,
+//! the commit marker, truncation and purging. openraft's core task only queues them and (for the
+//! vote and truncation) awaits the writer's answer, so it never blocks a runtime thread on redb's
+//! one-writer lock while an fsync is in flight; the vote shares the group commit's fsync.
+//!
 //! Correctness requirements this store meets (openraft's storage contract, checked by its suite
 //! in `tests/openraft_suite.rs`): reads see appended entries immediately; `truncate_after` and
-//! `purge` take effect after every earlier append; the vote is durable before `save_vote` returns.
+//! `purge` take effect after every earlier append and before every later one (queue order); the
+//! vote is durable before `save_vote` returns.
 
 use crate::{LogId, TypeConfig};
 use openraft::alias::{EntryOf, VoteOf};
@@ -40,8 +46,19 @@ pub const LOG_GROUP_COMMIT_BATCHES_MAX: usize = 256;
 
 enum WriteOp {
     Append(Vec<(LogId, Vec<u8>)>, IOFlushed<TypeConfig>),
-    /// Answered once every earlier op is on disk.
-    Barrier(oneshot::Sender<()>),
+    /// A metadata value (vote, commit marker); `done`, if any, is answered once it is on disk.
+    Meta {
+        key: &'static str,
+        value: Vec<u8>,
+        done: Option<oneshot::Sender<io::Result<()>>>,
+    },
+    /// Deletes entries from `from` on; answered once on disk.
+    Truncate {
+        from: u64,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    /// Deletes entries up to `log_id` and records it as the last purged; nobody waits.
+    Purge(LogId),
 }
 
 /// Page cache of the redb file holding the Raft log.
@@ -53,6 +70,9 @@ pub struct LogStore {
     db: Arc<Database>,
     /// Appended entries not yet known to be on disk, by index.
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// The last purged log id as openraft sees it: set at once by `purge`, while the writer
+    /// deletes the entries (and records it on disk) in its own time.
+    purged: Arc<Mutex<Option<LogId>>>,
     writer: mpsc::Sender<WriteOp>,
 }
 
@@ -90,25 +110,40 @@ impl LogStore {
         std::thread::Builder::new()
             .name("cairn-log-writer".into())
             .spawn(move || writer_loop(wdb, wpending, rx))?;
-        Ok(Self {
+        let store = Self {
             db,
             pending,
+            purged: Arc::new(Mutex::new(None)),
             writer: tx,
-        })
+        };
+        let stored = store.get_meta::<Option<LogId>>(KEY_LAST_PURGED)?.flatten();
+        *store.purged() = stored;
+        Ok(store)
+    }
+
+    fn purged(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
+        self.purged.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until every append queued before this call is durable.
-    async fn barrier(&self) -> io::Result<()> {
-        let (tx, rx) = oneshot::channel();
+    async fn queue(&self, op: WriteOp) -> io::Result<()> {
         self.writer
-            .send(WriteOp::Barrier(tx))
+            .send(op)
             .await
-            .map_err(|_| io_err("log writer stopped"))?;
-        rx.await.map_err(|_| io_err("log writer stopped"))
+            .map_err(|_| io_err("log writer stopped"))
+    }
+
+    /// Queues `op`, built around a reply channel, and waits for the writer's answer.
+    async fn queue_and_wait(
+        &self,
+        op: impl FnOnce(oneshot::Sender<io::Result<()>>) -> WriteOp,
+    ) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(op(tx)).await?;
+        rx.await.map_err(|_| io_err("log writer stopped"))?
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
@@ -119,22 +154,6 @@ impl LogStore {
             Some(v) => Ok(Some(decode(v.value())?)),
             None => Ok(None),
         }
-    }
-
-    fn put_meta<T: serde::Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        durability: Durability,
-    ) -> io::Result<()> {
-        let bytes = encode(value)?;
-        let mut txn = self.db.begin_write().map_err(io_err)?;
-        txn.set_durability(durability).map_err(io_err)?;
-        {
-            let mut table = txn.open_table(META).map_err(io_err)?;
-            table.insert(key, bytes.as_slice()).map_err(io_err)?;
-        }
-        txn.commit().map_err(io_err)
     }
 
     fn last_stored_log_id(&self) -> io::Result<Option<LogId>> {
@@ -154,7 +173,8 @@ impl LogStore {
     }
 }
 
-/// The writer thread: merges queued appends into one transaction, commits (fsync), then reports.
+/// The writer thread: merges queued operations into one transaction, applied in queue order,
+/// commits (one fsync), then reports to everyone waiting.
 fn writer_loop(
     db: Arc<Database>,
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
@@ -168,22 +188,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let result = (|| {
-            let txn = db.begin_write().map_err(io_err)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(io_err)?;
-                for op in &ops {
-                    if let WriteOp::Append(entries, _) = op {
-                        for (log_id, bytes) in entries {
-                            table
-                                .insert(log_id.index, bytes.as_slice())
-                                .map_err(io_err)?;
-                        }
-                    }
-                }
-            }
-            txn.commit().map_err(io_err)
-        })();
+        let result = write_all(&db, &ops);
         if result.is_ok() {
             // Durable now: readers find these in redb. A later append may already have replaced
             // an index (after a truncate); that newer entry stays pending until its own commit.
@@ -198,24 +203,87 @@ fn writer_loop(
                 }
             }
         }
+        let outcome = || {
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| io::Error::other(e.to_string()))
+        };
         for op in ops {
             match op {
-                WriteOp::Append(_, cb) => cb.io_completed(
-                    result
-                        .as_ref()
-                        .map(|_| ())
-                        .map_err(|e| io::Error::other(e.to_string())),
-                ),
-                WriteOp::Barrier(tx) => {
-                    let _ = tx.send(());
+                WriteOp::Append(_, cb) => cb.io_completed(outcome()),
+                WriteOp::Meta {
+                    done: Some(done), ..
                 }
+                | WriteOp::Truncate { done, .. } => {
+                    let _ = done.send(outcome());
+                }
+                WriteOp::Meta { done: None, .. } | WriteOp::Purge(_) => {}
             }
         }
     }
 }
 
+/// Applies `ops` in order in one transaction, committed with `Durability::Immediate` (an fsync)
+/// unless nothing in it needs to be durable now (only the commit marker and purges, which the next
+/// durable commit makes durable).
+fn write_all(db: &Database, ops: &[WriteOp]) -> io::Result<()> {
+    let durable_now = ops.iter().any(|op| match op {
+        WriteOp::Append(..) | WriteOp::Truncate { .. } => true,
+        WriteOp::Meta { done, .. } => done.is_some(),
+        WriteOp::Purge(_) => false,
+    });
+    let mut txn = db.begin_write().map_err(io_err)?;
+    if !durable_now {
+        txn.set_durability(Durability::None).map_err(io_err)?;
+    }
+    {
+        let mut log = txn.open_table(LOG).map_err(io_err)?;
+        let mut meta = txn.open_table(META).map_err(io_err)?;
+        for op in ops {
+            match op {
+                WriteOp::Append(entries, _) => {
+                    for (log_id, bytes) in entries {
+                        log.insert(log_id.index, bytes.as_slice()).map_err(io_err)?;
+                    }
+                }
+                WriteOp::Meta { key, value, .. } => {
+                    meta.insert(*key, value.as_slice()).map_err(io_err)?;
+                }
+                WriteOp::Truncate { from, .. } => {
+                    log.retain_in(*from.., |_, _| false).map_err(io_err)?;
+                }
+                WriteOp::Purge(log_id) => {
+                    let bytes = encode(&Some(*log_id))?;
+                    meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+                        .map_err(io_err)?;
+                    log.retain_in(..=log_id.index, |_, _| false)
+                        .map_err(io_err)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(io_err)
+}
+
 fn to_range<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
     (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+/// `bounds` starting at `first` at the earliest; None when nothing is left of them.
+fn clamp_start(bounds: (Bound<u64>, Bound<u64>), first: u64) -> Option<(Bound<u64>, Bound<u64>)> {
+    let start = match bounds.0 {
+        Bound::Included(s) => s,
+        Bound::Excluded(s) => s.checked_add(1)?,
+        Bound::Unbounded => 0,
+    }
+    .max(first);
+    let empty = match bounds.1 {
+        Bound::Included(e) => e < start,
+        Bound::Excluded(e) => e <= start,
+        Bound::Unbounded => false,
+    };
+    (!empty).then_some((Bound::Included(start), bounds.1))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -223,7 +291,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let bounds = to_range(&range);
+        // Entries purged but not yet deleted by the writer are not returned.
+        let first_kept = self.purged().map_or(0, |p| p.index + 1);
+        let Some(bounds) = clamp_start(to_range(&range), first_kept) else {
+            return Ok(Vec::new());
+        };
         // Snapshot the pending entries first: an entry that leaves `pending` meanwhile is in
         // redb by then, so the redb read below finds it.
         let pending: Vec<(u64, Entry)> = self
@@ -253,7 +325,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged: Option<LogId> = self.get_meta::<Option<LogId>>(KEY_LAST_PURGED)?.flatten();
+        let last_purged: Option<LogId> = *self.purged();
         let last_pending = self.pending().values().next_back().map(|e| e.log_id);
         let last = last_pending.or(self.last_stored_log_id()?).or(last_purged);
         Ok(LogState {
@@ -267,13 +339,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.put_meta(KEY_VOTE, vote, Durability::Immediate)
+        let value = encode(vote)?;
+        self.queue_and_wait(|done| WriteOp::Meta {
+            key: KEY_VOTE,
+            value,
+            done: Some(done),
+        })
+        .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // The commit marker is a restart hint that may lag the truth: it becomes durable with the
-        // next append, so it costs no fsync of its own.
-        self.put_meta(KEY_COMMITTED, &committed, Durability::None)
+        // The commit marker is a restart hint that may lag the truth: it rides along with the
+        // next group commit and nobody waits for it.
+        let value = encode(&committed)?;
+        self.queue(WriteOp::Meta {
+            key: KEY_COMMITTED,
+            value,
+            done: None,
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -305,30 +389,49 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
-        self.barrier().await?;
+        // Readers stop seeing the pending entries at once; the writer deletes the stored ones
+        // after every earlier append and before any later one, and only then is this answered.
         self.pending().retain(|i, _| *i < from);
-        let txn = self.db.begin_write().map_err(io_err)?;
-        {
-            let mut table = txn.open_table(LOG).map_err(io_err)?;
-            table.retain_in(from.., |_, _| false).map_err(io_err)?;
-        }
-        txn.commit().map_err(io_err)
+        self.queue_and_wait(|done| WriteOp::Truncate { from, done })
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        self.barrier().await?;
-        self.pending().retain(|i, _| *i > log_id.index);
-        let bytes = encode(&Some(log_id))?;
-        let txn = self.db.begin_write().map_err(io_err)?;
+        // Nobody waits: purged entries are never read again, and until the writer deletes them
+        // (after every earlier append, so no hole) they are merely still there. Deleting a large
+        // prefix takes a while; the core does not wait for it.
         {
-            let mut meta = txn.open_table(META).map_err(io_err)?;
-            meta.insert(KEY_LAST_PURGED, bytes.as_slice())
-                .map_err(io_err)?;
-            let mut table = txn.open_table(LOG).map_err(io_err)?;
-            table
-                .retain_in(..=log_id.index, |_, _| false)
-                .map_err(io_err)?;
+            let mut purged = self.purged();
+            if purged.is_none_or(|p| p.index < log_id.index) {
+                *purged = Some(log_id);
+            }
         }
-        txn.commit().map_err(io_err)
+        self.queue(WriteOp::Purge(log_id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_skip_purged_entries_and_empty_ranges_stay_empty() {
+        use Bound::*;
+        assert_eq!(
+            clamp_start((Unbounded, Unbounded), 5),
+            Some((Included(5), Unbounded))
+        );
+        assert_eq!(
+            clamp_start((Included(7), Excluded(9)), 5),
+            Some((Included(7), Excluded(9)))
+        );
+        assert_eq!(
+            clamp_start((Excluded(3), Included(9)), 5),
+            Some((Included(5), Included(9)))
+        );
+        // Wholly purged: nothing to read (and no inverted range for the map).
+        assert_eq!(clamp_start((Included(0), Excluded(5)), 5), None);
+        assert_eq!(clamp_start((Included(0), Included(4)), 5), None);
+        assert_eq!(clamp_start((Excluded(u64::MAX), Unbounded), 0), None);
     }
 }

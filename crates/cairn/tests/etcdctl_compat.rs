@@ -199,8 +199,17 @@ async fn txn_from_stdin_prints_as_etcd() {
     let json: Value =
         serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json:?}"));
     assert_eq!(json["succeeded"], Value::Bool(true), "{json}");
-    let put_revision = &json["responses"][0]["Response"]["ResponsePut"]["header"]["revision"];
-    assert_eq!(*put_revision, json["header"]["revision"], "{json}");
+    // etcdctl 3.4 names the oneof variant `ResponsePut`, 3.5 `response_put`.
+    let response = &json["responses"][0]["Response"];
+    let put = if response["ResponsePut"].is_null() {
+        &response["response_put"]
+    } else {
+        &response["ResponsePut"]
+    };
+    assert_eq!(
+        put["header"]["revision"], json["header"]["revision"],
+        "{json}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

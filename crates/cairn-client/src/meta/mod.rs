@@ -113,6 +113,9 @@ pub trait StatsSource: Send + Sync + 'static {
 ///   [`INSTRUCTIONS_IN_FLIGHT_MAX`]). The client never runs one instruction id twice while it
 ///   remembers the id (the last [`HANDLED_INSTRUCTION_IDS_MAX`]); beyond that, the handler
 ///   must itself tolerate a repeat (opening an open region succeeds, and so on).
+/// - A `TruncateRegions` carries an `epoch`: remember the highest epoch applied per region and
+///   treat one at or below it as done without dropping rows. A retried or resumed TRUNCATE
+///   repeats its instruction, under a new id, and rows written after the first one must stay.
 /// - The reply goes back on the heartbeat after the call returns: `Ok(())` is a success,
 ///   `Err(why)` a failure the leader sees with `why`.
 pub trait InstructionHandler: Send + Sync + 'static {

@@ -127,11 +127,14 @@ pub async fn close_regions_on(node: &Node, per_node: BTreeMap<u64, Vec<u64>>) ->
     .await
 }
 
-/// Drops every row of the regions of `route`, on leaders and followers.
-pub async fn truncate_regions(node: &Node, route: &TableRoute) -> Vec<NodeFailure> {
+/// Drops every row of the regions of `route`, on leaders and followers, as the TRUNCATE of
+/// `epoch` (its procedure id): a node that already applied that epoch keeps the rows written
+/// since, so the procedure may repeat this after a retry or a leader change.
+pub async fn truncate_regions(node: &Node, route: &TableRoute, epoch: u64) -> Vec<NodeFailure> {
     send_all(node, by_node(route), |chunk| {
         Kind::TruncateRegions(TruncateRegions {
             region_ids: chunk.iter().map(|(id, _)| *id).collect(),
+            epoch,
         })
     })
     .await

@@ -126,6 +126,7 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
             .regions
             .retain(|r| r.leader_node != 0 || !r.follower_nodes.is_empty());
     }
+    ctx.hook("finish");
     ctx.finish("done", Vec::new(), Vec::new()).await?;
     super::publish(&ctx.node, vec![format!("table/{}", d.table.name)]);
     Ok(DdlResponse {

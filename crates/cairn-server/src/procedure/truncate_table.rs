@@ -1,6 +1,8 @@
 //! TRUNCATE TABLE: store the procedure at "truncate_regions", have every datanode holding one of
-//! the table's regions drop its rows (idempotent, so a new leader may repeat it), then bump the
-//! table's version so caches see the change.
+//! the table's regions drop its rows, then bump the table's version so caches see the change.
+//! The instruction carries the procedure id as its epoch, so repeating it (a retry, or a new
+//! leader resuming) is a no-op on a node that already truncated: rows written after the first
+//! truncate stay.
 
 use super::{begin, detached, lock, Ctx};
 use crate::errors;
@@ -73,7 +75,7 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
                 version: 0,
                 regions: Vec::new(),
             });
-        let failed = truncate_regions(&node, &route).await;
+        let failed = truncate_regions(&node, &route, ctx.record.id).await;
         if wait_for_reconnect(&node, &failed, reconnect_deadline).await {
             continue;
         }
@@ -88,6 +90,7 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
             }
             continue;
         }
+        ctx.hook("commit");
         let mut bumped = table.value.clone();
         bumped.version += 1;
         bumped.updated_ms = super::now_ms();

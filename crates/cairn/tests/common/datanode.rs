@@ -1,16 +1,19 @@
 //! An in-process datanode for tests that create tables: it holds the regions it is told to
-//! open (reporting each as leader in its heartbeats) and forgets those it is told to close.
+//! open (reporting each as leader in its heartbeats) and forgets those it is told to close. It
+//! records the TRUNCATE epochs each region applied, skipping a repeat as a real datanode must.
 //! Declared only by the tests that use it (`#[path = "common/datanode.rs"] mod datanode;`).
 
 use cairn_client::meta::{InstructionHandler, StatsSource};
 use cairn_proto::cairnpb::instruction::Kind;
 use cairn_proto::cairnpb::{Instruction, NodeStats, RegionRole, RegionStat};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 #[derive(Default)]
 pub struct Datanode {
     pub regions: Mutex<BTreeSet<u64>>,
+    /// Per region, the TRUNCATE epochs applied (a repeat of the last one, or an older one, is not).
+    pub truncated_epochs: Mutex<BTreeMap<u64, Vec<u64>>>,
 }
 
 impl StatsSource for Datanode {
@@ -38,6 +41,18 @@ impl InstructionHandler for Datanode {
             Some(Kind::CloseRegions(close)) => {
                 for id in close.region_ids {
                     regions.remove(&id);
+                }
+            }
+            Some(Kind::TruncateRegions(t)) => {
+                if let Some(id) = t.region_ids.iter().find(|id| !regions.contains(id)) {
+                    return Err(format!("region {id} is not open here"));
+                }
+                let mut applied = self.truncated_epochs.lock().unwrap();
+                for id in t.region_ids {
+                    let epochs = applied.entry(id).or_default();
+                    if t.epoch == 0 || epochs.last().is_none_or(|last| t.epoch > *last) {
+                        epochs.push(t.epoch);
+                    }
                 }
             }
             _ => {}
