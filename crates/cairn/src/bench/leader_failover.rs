@@ -28,7 +28,7 @@ use cairn_client::{lazy_channel, ClientConfig};
 use tonic::transport::Channel;
 
 use super::failover_report::{self, FailoverReport, RoundErrors, RoundReport, Summary};
-use super::local_cluster::{LocalCluster, ServerKind, NODES};
+use super::local_cluster::{binary_version, find_in_path, LocalCluster, ServerKind, NODES};
 use super::BenchError;
 use crate::ctl::output::OutputFormat;
 
@@ -164,27 +164,6 @@ fn validate(args: &LeaderFailoverArgs) -> Result<Plan, BenchError> {
         ready_timeout: Duration::from_millis(args.ready_timeout_ms),
         settle: Duration::from_millis(args.settle_ms),
     })
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-}
-
-/// The first line `BIN --version` prints, for the report.
-fn binary_version(bin: &PathBuf) -> String {
-    std::process::Command::new(bin)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Runs the bench; an interrupt (SIGINT, SIGTERM) drops the cluster, which kills its servers.

@@ -4,7 +4,8 @@
 //!
 //! Dropping a [`LocalCluster`] SIGKILLs every child, reaps it and removes the data directory,
 //! so an error, a panic or an interrupt that drops it leaves no server behind; children are also
-//! asked to die with the bench process (`PR_SET_PDEATHSIG`) for the case nothing gets to run.
+//! asked to die with the bench process (`PR_SET_PDEATHSIG`) for the case nothing gets to run
+//! (a SIGKILLed bench: the data directory then stays behind).
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
@@ -191,6 +192,28 @@ impl Drop for LocalCluster {
             let _ = child.wait();
         }
     }
+}
+
+/// `name` in one of PATH's directories.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
+/// The first line `BIN --version` prints, for the report.
+pub fn binary_version(bin: &Path) -> String {
+    std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Command-line arguments of node `i`. Restarts pass the same ones: etcd ignores its
