@@ -7,8 +7,10 @@
 #   leader_id                            the leader's node id, from `cairn ctl leader show`
 #   rss_mib PID / peak_mib PID           resident and peak resident memory, MiB
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cairn="$root/target/release/cairn"
-[ -x "$cairn" ] || (cd "$root" && cargo build --release -p cairn)
+# CAIRN_BIN runs another build (a CARGO_TARGET_DIR elsewhere, an older commit's binary).
+cairn="${CAIRN_BIN:-$root/target/release/cairn}"
+[ -x "$cairn" ] || [ -n "${CAIRN_BIN:-}" ] || (cd "$root" && cargo build --release -p cairn)
+[ -x "$cairn" ] || { echo "no cairn binary at $cairn" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

@@ -11,12 +11,21 @@
 //!                [--datanodes D] [--database NAME] [--drop] [--pid PID ...] [--output table|json]
 //! cairn bench route [--endpoints A] [--tables T] [--batch B] [--clients N] [--duration-secs S]
 //!                [--cache] [--serializable] [--database NAME] [--pid PID ...] [--output table|json]
+//! cairn bench leader-failover [--target cairn|etcd] [--cairn-bin PATH] [--etcd-bin PATH]
+//!                [--rounds N] [--attempt-timeout-ms T] [--settle-ms S] [--server-arg ARG ...]
+//!                [--log-dir DIR] [--output table|json]
 //! ```
+//!
+//! All but `leader-failover` drive endpoints that already run; `leader-failover` starts (and
+//! kills) a cluster of its own.
 
 mod ddl;
+mod failover_report;
 mod heartbeat;
 mod histogram;
 mod kv;
+mod leader_failover;
+mod local_cluster;
 pub mod proc;
 mod report;
 mod route;
@@ -43,6 +52,9 @@ pub enum BenchWorkload {
     /// GetRoutes lookups served by one node, or client route-cache lookups (--cache). Lookups
     /// go to the first endpoint only; the setup uses all of them.
     Route(route::RouteBenchArgs),
+    /// Leader SIGKILL to first successful write through the survivors, over N rounds, on a
+    /// 3-node Cairn or etcd cluster this command starts (and restarts) as child processes.
+    LeaderFailover(leader_failover::LeaderFailoverArgs),
 }
 
 /// Where a benchmark sends its requests; every benchmark takes it.
@@ -74,6 +86,10 @@ pub enum BenchError {
     },
     /// The JSON report could not be encoded.
     Json(serde_json::Error),
+    /// A cluster the benchmark started failed (a server exited, never became ready, ...).
+    Cluster(String),
+    /// The benchmark was interrupted by this signal; the servers it started were stopped.
+    Interrupted(&'static str),
 }
 
 impl std::fmt::Display for BenchError {
@@ -89,6 +105,13 @@ impl std::fmt::Display for BenchError {
                 "bench: every {workload} request failed; first error: {first_error}"
             ),
             BenchError::Json(e) => write!(f, "cannot encode the JSON report: {e}"),
+            BenchError::Cluster(msg) => write!(f, "bench: {msg}"),
+            BenchError::Interrupted(signal) => {
+                write!(
+                    f,
+                    "bench: interrupted by {signal}; the servers it started were killed"
+                )
+            }
         }
     }
 }
@@ -102,5 +125,6 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         BenchWorkload::Heartbeat(args) => heartbeat::run(args).await,
         BenchWorkload::Ddl(args) => ddl::run(args).await,
         BenchWorkload::Route(args) => route::run(args).await,
+        BenchWorkload::LeaderFailover(args) => leader_failover::run(args).await,
     }
 }
