@@ -7,7 +7,8 @@
 #   leader_id                            the leader's node id, from `cairn ctl leader show`
 #   rss_mib PID / peak_mib PID           resident and peak resident memory, MiB
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cairn="$root/target/release/cairn"
+# CAIRN_BIN runs another build (e.g. one kept from before a change); CARGO_TARGET_DIR is honoured.
+cairn="${CAIRN_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/cairn}"
 [ -x "$cairn" ] || (cd "$root" && cargo build --release -p cairn)
 work=$(mktemp -d)
 pids=()
