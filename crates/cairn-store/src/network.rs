@@ -81,9 +81,15 @@ pub struct PeerClient {
 
 fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
     match s.code() {
-        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
-            RPCError::Unreachable(Unreachable::from_string(s.message()))
-        }
+        // No connection: openraft backs off (200 ms by default) before trying that peer again.
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(s.message())),
+        // The peer is there but slow to answer (our client timeout shows as `Cancelled`):
+        // retry at once. As `Unreachable`, one slow answer from a follower busy taking its
+        // snapshot stopped replication to it for the whole backoff, and when both followers
+        // snapshot at the same index (they do), commits stalled that long.
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => RPCError::Network(
+            NetworkError::from_string(format!("timed out: {}", s.message())),
+        ),
         _ => RPCError::Network(NetworkError::from_string(format!(
             "{}: {}",
             s.code(),
