@@ -10,6 +10,9 @@
 #   BINS="/path/cairn-before /path/cairn"  binaries to compare (default: this tree's release build)
 #   RUNS=2                                  runs per binary and key count
 #   LOGS_DIR=/some/dir                      keep each run's node logs there
+#   SERVE_ARGS="--snapshot-logs-since-last 1000000000"  extra `cairn serve` flags (this one: a
+#                                           baseline without snapshots, to tell their share of
+#                                           the tail from the machine's)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -17,7 +20,8 @@ if [ "${1:-}" = "--one" ]; then
   # One run: cluster, load, summary line, teardown (cluster.sh's trap).
   keys=$2
   source "$here/lib/cluster.sh"
-  start_cluster
+  # shellcheck disable=SC2086 # SERVE_ARGS is a list of flags
+  start_cluster ${SERVE_ARGS:-}
   cmd=(bench kv --endpoints "$eps" --clients 256 --total "$keys" --key-space "$keys" --value-size 100 --workload put -o json)
   # Every snapshot (built or installed) replaces snapshot.bin by a rename: count the distinct
   # files seen, whatever the binary logs.
