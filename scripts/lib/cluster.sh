@@ -7,8 +7,8 @@
 #   leader_id                            the leader's node id, from `cairn ctl leader show`
 #   rss_mib PID / peak_mib PID           resident and peak resident memory, MiB
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# CAIRN_BIN runs another build (a CARGO_TARGET_DIR elsewhere, an older commit's binary).
-cairn="${CAIRN_BIN:-$root/target/release/cairn}"
+# CAIRN_BIN runs another build (e.g. one kept from before a change); CARGO_TARGET_DIR is honoured.
+cairn="${CAIRN_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/cairn}"
 [ -x "$cairn" ] || [ -n "${CAIRN_BIN:-}" ] || (cd "$root" && cargo build --release -p cairn)
 [ -x "$cairn" ] || { echo "no cairn binary at $cairn" >&2; exit 1; }
 work=$(mktemp -d)

@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub election_timeout_ms: u64,
     /// Log entries between automatic snapshots.
     pub snapshot_logs_since_last: u64,
+    /// Largest snapshot accepted from a peer, bytes (held in memory while it is received).
+    pub snapshot_bytes_max: usize,
     /// How long a request waits for a leader or a commit before it fails, ms.
     pub request_timeout_ms: u64,
     /// How often datanodes, frontends and flownodes are asked to heartbeat, ms (advertised in
@@ -94,6 +96,7 @@ impl Default for ServerConfig {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 600,
             snapshot_logs_since_last: limits::SNAPSHOT_LOGS_SINCE_LAST_DEFAULT,
+            snapshot_bytes_max: limits::SNAPSHOT_BYTES_MAX,
             request_timeout_ms: 7000,
             node_heartbeat_interval_ms: NODE_HEARTBEAT_INTERVAL_MS_DEFAULT,
             node_lease_ms: None,
@@ -174,8 +177,16 @@ impl ServerConfig {
         if self.node_id == 0 && self.join.is_none() {
             return Err("node-id: must be at least 1".into());
         }
-        if self.request_bytes_max == 0 || self.request_bytes_max > 64 * 1024 * 1024 {
-            return Err("request-bytes-max: must be between 1 and 67108864".into());
+        if self.request_bytes_max == 0
+            || self.request_bytes_max > limits::REQUEST_BYTES_MAX_CONFIGURABLE
+        {
+            return Err(format!(
+                "request-bytes-max: must be between 1 and {}",
+                limits::REQUEST_BYTES_MAX_CONFIGURABLE
+            ));
+        }
+        if self.snapshot_bytes_max == 0 {
+            return Err("snapshot-bytes-max: must be at least 1".into());
         }
         if self.txn_ops_max == 0 {
             return Err("txn-ops-max: must be at least 1".into());

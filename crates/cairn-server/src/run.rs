@@ -6,7 +6,6 @@ use crate::services;
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
-use cairn_proto::raftpb::raft_peer_server::RaftPeerServer;
 use cairn_store::log_store::LogStore;
 use cairn_store::network::{peer_channel, PeerFaults, PeerNetwork};
 use cairn_store::{Command, Raft, StateMachineStore};
@@ -233,11 +232,7 @@ pub async fn run_with_node(
         .add_service(services::meta_server(node.clone(), max_msg))
         .serve_with_incoming_shutdown(incoming(client_listener), wait_stop(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
-        .add_service(
-            RaftPeerServer::new(crate::peer_service::PeerService::new(node.clone()))
-                .max_decoding_message_size(usize::MAX / 2)
-                .max_encoding_message_size(usize::MAX / 2),
-        )
+        .add_service(crate::peer_service::peer_server(node.clone()))
         .serve_with_incoming_shutdown(incoming(peer_listener), wait_stop(stop_rx.clone()));
     let http_server = axum::serve(http_listener, crate::http::router(node.clone()))
         .with_graceful_shutdown(wait_stop(stop_rx.clone()));

@@ -9,6 +9,7 @@ pub mod log_store;
 pub mod mvcc;
 pub mod network;
 pub mod serde_bytes;
+mod snapshot_file;
 pub mod state_machine;
 
 pub use command::{Command, CommandResult};

@@ -188,7 +188,19 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let result = write_all(&db, &ops);
+        if let Some(up_to) = ops.iter().find_map(|op| match op {
+            WriteOp::Purge(id) => Some(id.index),
+            _ => None,
+        }) {
+            // Purging follows every snapshot and deletes a large prefix: its cost is worth seeing.
+            tracing::info!(
+                up_to,
+                ms = started.elapsed().as_millis() as u64,
+                "raft log purged"
+            );
+        }
         if result.is_ok() {
             // Durable now: readers find these in redb. A later append may already have replaced
             // an index (after a truncate); that newer entry stays pending until its own commit.

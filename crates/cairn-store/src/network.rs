@@ -1,12 +1,15 @@
 //! The Raft peer network, client side: openraft's RPCs sent to a peer's `RaftPeer` gRPC service.
 //!
-//! Payloads are postcard-encoded openraft messages inside an opaque `RaftMessage`; snapshots are
+//! Payloads are postcard-encoded openraft messages inside an opaque `RaftMessage` of at most
+//! [`PEER_MESSAGE_BYTES_MAX`] bytes (a larger AppendEntries goes out in parts); snapshots are
 //! streamed in chunks of at most [`SNAPSHOT_CHUNK_BYTES_MAX`] bytes.
 
 use crate::TypeConfig;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::{RaftMessage, SnapshotChunk};
-use cairn_types::limits::SNAPSHOT_CHUNK_BYTES_MAX;
+use cairn_types::limits::{
+    PEER_MESSAGE_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_SEND_MS_PER_MIB,
+};
 use cairn_types::NodeAddrs;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -102,7 +105,11 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: u64, node: &NodeAddrs) -> PeerClient {
         PeerClient {
             target,
-            client: peer_channel(&node.peer).ok().map(RaftPeerClient::new),
+            client: peer_channel(&node.peer).ok().map(|channel| {
+                RaftPeerClient::new(channel)
+                    .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            }),
             addr: node.peer.clone(),
             faults: self.faults.clone(),
         }
@@ -119,15 +126,50 @@ pub struct PeerClient {
 
 fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
     match s.code() {
-        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
-            RPCError::Unreachable(Unreachable::from_string(s.message()))
-        }
+        // No connection: openraft backs off (200 ms by default) before trying that peer again.
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(s.message())),
+        // The peer is there but slow to answer (our client timeout shows as `Cancelled`):
+        // retry at once. As `Unreachable`, one slow answer from a follower busy taking its
+        // snapshot stopped replication to it for the whole backoff, and when both followers
+        // snapshot at the same index (they do), commits stalled that long.
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => RPCError::Network(
+            NetworkError::from_string(format!("timed out: {}", s.message())),
+        ),
         _ => RPCError::Network(NetworkError::from_string(format!(
             "{}: {}",
             s.code(),
             s.message()
         ))),
     }
+}
+
+/// How many of the leading entries fit in one message of `max` bytes next to `header` bytes
+/// (the request without entries); at least one, so that replication always makes progress (an
+/// entry is a client request, bounded well below the message limit). `entry_sizes` are the
+/// encoded sizes; the count prefix of the sequence is allowed for with a varint's longest form.
+fn entries_that_fit(
+    header: usize,
+    entry_sizes: impl IntoIterator<Item = usize>,
+    max: usize,
+) -> usize {
+    const VARINT_BYTES_MAX: usize = 10;
+    let mut used = header + VARINT_BYTES_MAX;
+    let mut count = 0;
+    for size in entry_sizes {
+        used += size;
+        if used > max && count > 0 {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+/// Time for streaming a snapshot of `bytes` and having the receiver install it: openraft's
+/// `install_snapshot_timeout` is meant for small snapshots, large ones need time by size.
+fn snapshot_send_timeout(base: Duration, bytes: usize) -> Duration {
+    let mib = (bytes as u64).div_ceil(1024 * 1024);
+    base + Duration::from_millis(mib.saturating_mul(SNAPSHOT_SEND_MS_PER_MIB))
 }
 
 impl PeerClient {
@@ -158,8 +200,22 @@ impl PeerClient {
         F: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
-        let client = self.client()?;
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        self.call_encoded(data, option, f).await
+    }
+
+    async fn call_encoded<Resp, F, Fut>(
+        &mut self,
+        data: Vec<u8>,
+        option: &RPCOption,
+        f: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let client = self.client()?;
         let mut request = tonic::Request::new(RaftMessage { data });
         request.set_timeout(option.hard_ttl());
         let resp = f(client, request).await.map_err(status_to_rpc_error)?;
@@ -175,10 +231,43 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move {
-            c.append_entries(r).await
+        let data = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let size = data.len();
+        if size <= PEER_MESSAGE_BYTES_MAX || rpc.entries.len() <= 1 {
+            return self
+                .call_encoded(data, &option, |mut c, r| async move {
+                    c.append_entries(r).await
+                })
+                .await;
+        }
+        drop(data);
+        // Too large for one message (openraft batches by count, not bytes): send the entries
+        // that fit and report how far they reached; openraft sends the rest next.
+        let mut part = rpc;
+        let entries = std::mem::take(&mut part.entries);
+        let header = postcard::experimental::serialized_size(&part).unwrap_or(0);
+        let sizes = entries
+            .iter()
+            .map(|e| postcard::experimental::serialized_size(e).unwrap_or(0));
+        let fit = entries_that_fit(header, sizes, PEER_MESSAGE_BYTES_MAX);
+        part.entries = entries;
+        part.entries.truncate(fit);
+        let last = part.entries.last().map(|e| e.log_id);
+        tracing::debug!(
+            target = self.target,
+            size,
+            sent = fit,
+            "append entries sent in parts"
+        );
+        let resp = self
+            .call(&part, &option, |mut c, r| async move {
+                c.append_entries(r).await
+            })
+            .await?;
+        Ok(match resp {
+            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last),
+            other => other,
         })
-        .await
     }
 
     async fn vote(
@@ -223,22 +312,27 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let meta = encode(&(vote, snapshot.meta))
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         let data = snapshot.snapshot;
-        let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK_BYTES_MAX + 1);
-        let mut pieces = data.chunks(SNAPSHOT_CHUNK_BYTES_MAX).peekable();
-        chunks.push(SnapshotChunk {
+        let timeout = snapshot_send_timeout(option.hard_ttl(), data.len());
+        let pieces = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES_MAX);
+        let header = SnapshotChunk {
             meta,
             data: Vec::new(),
-            done: pieces.peek().is_none(),
-        });
-        while let Some(piece) = pieces.next() {
-            chunks.push(SnapshotChunk {
+            done: pieces == 0,
+        };
+        // Chunks are copied out of the snapshot only as the stream is polled (HTTP/2 flow
+        // control paces it), so sending adds at most a few chunks to the snapshot in memory.
+        let body = (0..pieces).map(move |i| {
+            let start = i * SNAPSHOT_CHUNK_BYTES_MAX;
+            let end = (start + SNAPSHOT_CHUNK_BYTES_MAX).min(data.len());
+            SnapshotChunk {
                 meta: Vec::new(),
-                data: piece.to_vec(),
-                done: pieces.peek().is_none(),
-            });
-        }
+                data: data[start..end].to_vec(),
+                done: i + 1 == pieces,
+            }
+        });
+        let chunks = std::iter::once(header).chain(body);
         let mut request = tonic::Request::new(futures::stream::iter(chunks));
-        request.set_timeout(option.hard_ttl());
+        request.set_timeout(timeout);
         let send = client.full_snapshot(request);
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
@@ -252,5 +346,32 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_entries_parts_fit_the_message_limit() {
+        // Everything fits.
+        assert_eq!(entries_that_fit(100, [10, 10, 10], 1000), 3);
+        // Stops before the entry that would cross the limit (header + varint room + entries).
+        assert_eq!(entries_that_fit(100, [300, 300, 300], 1000), 2);
+        assert_eq!(entries_that_fit(100, [300, 300, 300], 709), 1);
+        // One entry goes even if it alone is too large: replication must progress.
+        assert_eq!(entries_that_fit(100, [5000, 1], 1000), 1);
+        assert_eq!(entries_that_fit(100, [], 1000), 0);
+    }
+
+    #[test]
+    fn snapshot_timeout_grows_with_size() {
+        let base = Duration::from_millis(200);
+        assert_eq!(snapshot_send_timeout(base, 0), base);
+        assert_eq!(
+            snapshot_send_timeout(base, 124 * 1024 * 1024),
+            base + Duration::from_millis(124 * SNAPSHOT_SEND_MS_PER_MIB)
+        );
     }
 }

@@ -34,5 +34,26 @@ pub const FORWARD_INFLIGHT_MAX: usize = 4096;
 pub const SNAPSHOT_LOGS_SINCE_LAST_DEFAULT: u64 = 100_000;
 /// Bytes per chunk when a snapshot is streamed to a peer.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// The largest `request_bytes_max` a node may be configured with (64 MiB).
+pub const REQUEST_BYTES_MAX_CONFIGURABLE: usize = 64 * 1024 * 1024;
+/// Largest gRPC message a node sends or accepts on the peer port, bytes: one AppendEntries, vote,
+/// forwarded request or snapshot chunk. A log entry is one client request of at most
+/// [`REQUEST_BYTES_MAX_CONFIGURABLE`] plus its framing, so one entry always fits with room to
+/// spare; a batch of entries that does not fit is sent in parts (openraft's `PartialSuccess`),
+/// so this bounds what a peer can make a node allocate without ever stalling replication.
+/// Not configurable: sender and receiver must agree on it.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 80 * 1024 * 1024;
+/// Largest snapshot a node accepts from a peer unless configured (`snapshot_bytes_max`), bytes.
+/// The receiver holds the whole stream in memory next to the state it decodes from it, which
+/// is about 4.5 times the encoded size (1M keys of 100 B: 124 MB encoded, ~540 MiB held), so
+/// 2 GiB (also etcd's default backend quota) peaks near 12 GiB on a 24 GiB machine. A cluster
+/// whose snapshot outgrows it cannot add members until the limit is raised on the receivers.
+pub const SNAPSHOT_BYTES_MAX: usize = 2 * 1024 * 1024 * 1024;
+/// Time allowed per MiB of snapshot for sending, decoding and installing it on the receiver,
+/// ms, on top of openraft's `install_snapshot_timeout` (whose 200 ms default suits only tiny
+/// snapshots: decoding alone takes longer for a large state). Decoding runs at about
+/// 140 MB/s on one of this machine's cores (1M keys, 124 MB: 0.6–0.9 s); 100 ms per MiB
+/// (10 MiB/s) leaves room for transfer, fsync and a loaded machine.
+pub const SNAPSHOT_SEND_MS_PER_MIB: u64 = 100;
 /// Regions one batched instruction (open, close or truncate regions) names at most.
 pub const REGIONS_PER_INSTRUCTION_MAX: usize = 1024;

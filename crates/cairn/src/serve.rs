@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// Log entries between automatic snapshots. Default 100000.
     #[arg(long, env = "CAIRN_SNAPSHOT_LOGS_SINCE_LAST")]
     pub snapshot_logs_since_last: Option<u64>,
+    /// Largest snapshot accepted from a peer, bytes. Default 2147483648 (2 GiB).
+    #[arg(long, env = "CAIRN_SNAPSHOT_BYTES_MAX")]
+    pub snapshot_bytes_max: Option<usize>,
     /// How long a request waits for a leader or commit, ms. Default 7000.
     #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
@@ -131,6 +134,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.snapshot_logs_since_last {
             c.snapshot_logs_since_last = v;
+        }
+        if let Some(v) = self.snapshot_bytes_max {
+            c.snapshot_bytes_max = v;
         }
         if let Some(v) = self.request_timeout_ms {
             c.request_timeout_ms = v;

@@ -39,10 +39,12 @@ impl KvState {
     }
 
     fn compact_key(&mut self, key: &[u8], revision: i64) {
-        let Some(history) = self.keys.get_mut(key) else {
+        // Decide on a shared borrow: a history a snapshot still shares is copied only if
+        // something is actually dropped from it.
+        let Some(history) = self.keys.get(key) else {
             return;
         };
-        let versions = &mut history.versions;
+        let versions = &history.versions;
         let at_or_below = versions.partition_point(|v| v.mod_revision <= revision);
         let Some(newest) = at_or_below.checked_sub(1).map(|i| &versions[i]) else {
             return;
@@ -54,14 +56,18 @@ impl KvState {
         } else {
             at_or_below - 1
         };
+        if drop_count == 0 {
+            return;
+        }
         let freed: u64 = versions[..drop_count]
             .iter()
             .map(|v| v.size_bytes(key.len()))
             .sum();
-        versions.drain(..drop_count);
         self.size_bytes -= freed;
-        if versions.is_empty() {
+        if drop_count == versions.len() {
             self.keys.remove(key);
+        } else if let Some(history) = self.history_mut(key) {
+            history.versions.drain(..drop_count);
         }
     }
 }

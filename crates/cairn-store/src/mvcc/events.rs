@@ -51,7 +51,10 @@ impl KvState {
                 if !range.contains(&entry.key) {
                     continue;
                 }
-                let history = &self.keys[&entry.key[..]];
+                let Some(history) = self.keys.get(&entry.key[..]) else {
+                    debug_assert!(false, "log entry without its key");
+                    continue;
+                };
                 let Some(version) = history.find(entry.revision, entry.sub) else {
                     debug_assert!(false, "log entry without its version");
                     continue;

@@ -1,7 +1,6 @@
 //! The stored keyspace: the versions of each key, key ranges in etcd's encoding, and the two
 //! primitive writes (put, tombstone) that keep the revision log, lease index and counters in step.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -12,6 +11,13 @@ use super::{KvState, VERSION_OVERHEAD_BYTES};
 
 /// A key's bytes, shared between the key map, the revision log and the lease index.
 pub(super) type Key = Arc<[u8]>;
+
+/// Every key with its retained versions, in key order. A persistent B-tree: cloning it is O(1)
+/// and the clone shares every node, so a snapshot takes the whole key space under the state
+/// lock in microseconds and encodes it after the lock is released; apply then copies only the
+/// nodes it writes to (a path of a few 16-entry nodes per write). Histories sit behind an `Arc`
+/// so that copying a node copies pointers, not versions and values.
+pub(super) type KeyMap = imbl::OrdMap<Key, Arc<KeyHistory>>;
 
 /// One version of a key: what a put wrote, or a tombstone left by a delete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,9 +176,19 @@ impl<'a> KeyRange<'a> {
     /// The keys of `map` in this range, in key order.
     pub fn iter<'m>(
         &self,
-        map: &'m BTreeMap<Key, KeyHistory>,
+        map: &'m KeyMap,
     ) -> impl DoubleEndedIterator<Item = (&'m Key, &'m KeyHistory)> + 'm {
-        map.range::<[u8], _>(self.bounds())
+        // One key (most reads and every put's checks): a lookup, not a ranged iterator, which
+        // in the persistent map costs a descent for each end.
+        let (single, span) = if self.is_single() {
+            (map.get_key_value(self.start), None)
+        } else {
+            (None, Some(map.range::<_, [u8]>(self.bounds())))
+        };
+        single
+            .into_iter()
+            .chain(span.into_iter().flatten())
+            .map(|(k, h)| (k, h.as_ref()))
     }
 }
 
@@ -205,6 +221,11 @@ impl TxnWriter {
 }
 
 impl KvState {
+    /// The history of `key` for writing; copied first if a snapshot still shares it.
+    pub(super) fn history_mut(&mut self, key: &[u8]) -> Option<&mut KeyHistory> {
+        self.keys.get_mut(key).map(Arc::make_mut)
+    }
+
     /// Writes `value` under `key` in the transaction of `w`. The caller has checked the lease.
     pub(super) fn write_put(&mut self, w: &mut TxnWriter, key: &[u8], value: Vec<u8>, lease: i64) {
         let sub = w.take_sub();
@@ -212,11 +233,12 @@ impl KvState {
             Some((k, _)) => k.clone(),
             None => {
                 let k: Key = Arc::from(key);
-                self.keys.insert(k.clone(), KeyHistory::default());
+                self.keys.insert(k.clone(), Arc::default());
                 k
             }
         };
-        let history = self.keys.get_mut(&key[..]).expect("key inserted above");
+        // A field borrow (not `history_mut`), so the counters below stay writable.
+        let history = Arc::make_mut(self.keys.get_mut(&key[..]).expect("key inserted above"));
         let prev = history.visible_at(w.revision - 1).cloned();
         let (create_revision, version, old_lease) = match history.latest_live() {
             Some(latest) => (latest.create_revision, latest.version + 1, latest.lease),
@@ -250,12 +272,17 @@ impl KvState {
     /// Deletes `key` in the transaction of `w`; a key that does not exist is left alone.
     /// Returns whether the key existed.
     pub(super) fn write_delete(&mut self, w: &mut TxnWriter, key: &Key) -> bool {
-        let Some(history) = self.keys.get_mut(&key[..]) else {
+        // Look before taking the history for writing: copying it for a no-op would be waste.
+        if self
+            .keys
+            .get(&key[..])
+            .and_then(|h| h.latest_live())
+            .is_none()
+        {
             return false;
-        };
-        let Some(latest) = history.latest_live() else {
-            return false;
-        };
+        }
+        let history = Arc::make_mut(self.keys.get_mut(&key[..]).expect("checked above"));
+        let latest = history.latest_live().expect("checked above");
         let old_lease = latest.lease;
         let prev = history.visible_at(w.revision - 1).cloned();
         let sub = w.take_sub();
@@ -318,9 +345,9 @@ mod tests {
         assert!(span.contains(b"b") && span.contains(b"cz") && !span.contains(b"d"));
 
         let inverted = KeyRange::new(b"d", b"b");
-        let map: BTreeMap<Key, KeyHistory> = [b"c".as_slice(), b"d", b"e"]
+        let map: KeyMap = [b"c".as_slice(), b"d", b"e"]
             .into_iter()
-            .map(|k| (Key::from(k), KeyHistory::default()))
+            .map(|k| (Key::from(k), Arc::new(KeyHistory::default())))
             .collect();
         assert_eq!(inverted.iter(&map).count(), 0);
         assert_eq!(KeyRange::new(b"d", b"d").iter(&map).count(), 0);

@@ -3,20 +3,22 @@
 //! Only the replicated part of a lease lives here (id, granted TTL, attached keys); expiry and
 //! keep-alives run on the leader's clock in the server, which proposes a revoke when one expires.
 
-use std::collections::BTreeSet;
-
 use super::keyspace::{Key, TxnWriter};
 use super::{Applied, KvError, KvState};
 
 /// The largest TTL a lease may be granted with, as etcd's `MaxLeaseTTL` (about 285 years).
 pub const LEASE_TTL_MAX_SECS: i64 = 9_000_000_000;
 
-/// A lease as the state machine knows it.
+/// Every lease by id. Persistent, as the key map is, so a snapshot takes it in O(1).
+pub(super) type LeaseMap = imbl::OrdMap<i64, LeaseRecord>;
+
+/// A lease as the state machine knows it. Cloning is O(1) (the key set is persistent), which
+/// is what copying a node of [`LeaseMap`] after a snapshot does to each record in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct LeaseRecord {
     pub ttl_secs: i64,
     /// The keys whose current version carries this lease.
-    pub keys: BTreeSet<Key>,
+    pub keys: imbl::OrdSet<Key>,
 }
 
 /// What [`KvState::lease`] tells about one lease.
@@ -46,7 +48,7 @@ impl KvState {
             id,
             LeaseRecord {
                 ttl_secs,
-                keys: BTreeSet::new(),
+                keys: imbl::OrdSet::new(),
             },
         );
         Ok(())

@@ -27,16 +27,17 @@ mod snapshot;
 mod txn;
 mod validate;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use cairn_proto::mvccpb::Event;
 
 pub use error::KvError;
 pub use lease::{LeaseInfo, LEASE_TTL_MAX_SECS};
+pub use snapshot::KvSnapshot;
 pub use validate::{validate_delete, validate_put, validate_range, validate_txn};
 
-use keyspace::{Key, KeyHistory, LogEntry};
-use lease::LeaseRecord;
+use keyspace::{KeyMap, LogEntry};
+use lease::LeaseMap;
 
 /// Bytes counted per stored version on top of its key and value, for [`KvState::approx_size_bytes`]:
 /// roughly the version record, its revision-log entry and the map node it hangs off.
@@ -55,15 +56,18 @@ pub struct Applied<T> {
 }
 
 /// The MVCC keyspace and lease table of one Cairn node.
+///
+/// The key map and the lease table are persistent maps: [`KvState::snapshot_view`] takes them in
+/// O(1) for a snapshot, and writes after it copy only the nodes they touch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvState {
     /// Every key with at least one retained version (live or tombstone), in key order.
-    keys: BTreeMap<Key, KeyHistory>,
+    keys: KeyMap,
     /// The latest revision; etcd starts at 1 with no keys.
     revision: i64,
     /// Reads and watches below this revision answer [`KvError::Compacted`]; 0 before any compaction.
     compact_revision: i64,
-    leases: BTreeMap<i64, LeaseRecord>,
+    leases: LeaseMap,
     /// Every write at or after `compact_revision`, in (revision, sub) order: lets watch catch-up
     /// and compaction touch only what changed instead of scanning all keys.
     log: VecDeque<LogEntry>,
@@ -83,10 +87,10 @@ impl KvState {
     /// An empty keyspace at revision 1, as a fresh etcd.
     pub fn new() -> Self {
         KvState {
-            keys: BTreeMap::new(),
+            keys: KeyMap::new(),
             revision: 1,
             compact_revision: 0,
-            leases: BTreeMap::new(),
+            leases: LeaseMap::new(),
             log: VecDeque::new(),
             live_keys: 0,
             size_bytes: 0,

@@ -3,16 +3,19 @@
 //! Only what cannot be derived is written (revisions, every retained version, lease TTLs); the
 //! revision log, lease-to-key index and counters are rebuilt on decode, and every invariant the
 //! rest of the module relies on is checked there, so a bad snapshot is an error, not a panic later.
+//!
+//! Taking a snapshot is split in two so that the state's lock is held only for the cheap half:
+//! [`KvState::snapshot_view`] shares the persistent maps (O(1)), and [`KvSnapshot::encode_into`]
+//! walks them afterwards, while apply goes on.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::keyspace::{Key, KeyHistory, LogEntry, Version};
-use super::lease::LeaseRecord;
+use super::keyspace::{Key, KeyHistory, KeyMap, LogEntry, Version};
+use super::lease::{LeaseMap, LeaseRecord};
 use super::{KvError, KvState};
 
 /// Bumped whenever the encoding changes; a snapshot of another format is refused.
@@ -24,15 +27,54 @@ struct ImageRef<'a> {
     revision: i64,
     compact_revision: i64,
     keys: KeysRef<'a>,
-    /// (id, ttl_secs)
-    leases: Vec<(i64, i64)>,
+    /// (id, ttl_secs), ascending by id.
+    leases: LeasesRef<'a>,
 }
 
-struct KeysRef<'a>(&'a BTreeMap<Key, KeyHistory>);
+struct KeysRef<'a>(&'a KeyMap);
 
 impl Serialize for KeysRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter().map(|(k, h)| (Bytes(k), &h.versions)))
+    }
+}
+
+struct LeasesRef<'a>(&'a LeaseMap);
+
+impl Serialize for LeasesRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(id, l)| (*id, l.ttl_secs)))
+    }
+}
+
+/// A point-in-time image of a [`KvState`], for a snapshot: it shares the persistent maps with
+/// the state it was taken from, so taking it is O(1) and encoding it needs no lock. Writes to
+/// the state afterwards do not show in it.
+#[derive(Debug, Clone)]
+pub struct KvSnapshot {
+    revision: i64,
+    compact_revision: i64,
+    keys: KeyMap,
+    leases: LeaseMap,
+}
+
+impl KvSnapshot {
+    /// The revision the image was taken at.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Appends [`KvState::encode_snapshot`]'s bytes for the state this was taken from.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let image = ImageRef {
+            format: SNAPSHOT_FORMAT,
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            keys: KeysRef(&self.keys),
+            leases: LeasesRef(&self.leases),
+        };
+        let buffer = std::mem::take(out);
+        *out = postcard::to_extend(&image, buffer).expect("encoding into memory cannot fail");
     }
 }
 
@@ -57,19 +99,17 @@ impl KvState {
     /// Appends [`KvState::encode_snapshot`]'s bytes to `out`: lets a caller that frames the
     /// image encode it straight into its own buffer, without a second full-size copy.
     pub fn encode_snapshot_into(&self, out: &mut Vec<u8>) {
-        let image = ImageRef {
-            format: SNAPSHOT_FORMAT,
+        self.snapshot_view().encode_into(out);
+    }
+
+    /// The state as it is now, for encoding later without holding up writes: O(1).
+    pub fn snapshot_view(&self) -> KvSnapshot {
+        KvSnapshot {
             revision: self.revision,
             compact_revision: self.compact_revision,
-            keys: KeysRef(&self.keys),
-            leases: self
-                .leases
-                .iter()
-                .map(|(id, l)| (*id, l.ttl_secs))
-                .collect(),
-        };
-        let buffer = std::mem::take(out);
-        *out = postcard::to_extend(&image, buffer).expect("encoding into memory cannot fail");
+            keys: self.keys.clone(),
+            leases: self.leases.clone(),
+        }
     }
 
     /// Rebuilds a state from [`KvState::encode_snapshot`] bytes, checking its invariants.
@@ -98,7 +138,7 @@ impl KvState {
         for (id, ttl_secs) in image.leases {
             let record = LeaseRecord {
                 ttl_secs,
-                keys: Default::default(),
+                keys: imbl::OrdSet::new(),
             };
             if id == 0 || state.leases.insert(id, record).is_some() {
                 return Err(corrupt(format!("lease id {id} invalid or repeated")));
@@ -132,7 +172,7 @@ impl KvState {
                     };
                 }
             }
-            state.keys.insert(key.clone(), history);
+            state.keys.insert(key.clone(), Arc::new(history));
             previous_key = Some(key);
         }
         log.sort_unstable_by_key(|e| (e.revision, e.sub));
@@ -265,6 +305,43 @@ mod tests {
             KvState::decode_snapshot(&empty.encode_snapshot()).unwrap(),
             empty
         );
+    }
+
+    #[test]
+    fn a_view_keeps_its_point_in_time_while_the_state_moves_on() {
+        // Enough keys for the persistent map to have several levels of shared nodes.
+        let mut s = busy_state();
+        for i in 0..3_000u32 {
+            put(&mut s, format!("k/{i:05}").as_bytes(), &i.to_be_bytes());
+        }
+        let then = s.clone();
+        let bytes_then = s.encode_snapshot();
+        let view = s.snapshot_view();
+        assert_eq!(view.revision(), s.revision());
+
+        // Every kind of write after the view: overwrites, new keys, deletes, lease changes,
+        // compaction (which drops versions and whole keys).
+        for i in (0..3_000u32).step_by(7) {
+            put(&mut s, format!("k/{i:05}").as_bytes(), b"changed");
+        }
+        put_lease(&mut s, b"new", b"x", 11);
+        delete(&mut s, b"k/00100", b"k/00200");
+        s.lease_grant(13, 5).unwrap();
+        s.lease_revoke(12).unwrap();
+        s.compact(s.revision()).unwrap();
+
+        let mut bytes_view = Vec::new();
+        view.encode_into(&mut bytes_view);
+        assert_eq!(
+            bytes_view, bytes_then,
+            "the view encodes as the state did then"
+        );
+        assert_eq!(KvState::decode_snapshot(&bytes_view).unwrap(), then);
+        assert_ne!(s.encode_snapshot(), bytes_then, "the state itself moved on");
+        assert_eq!(get(&then, b"k/00007").unwrap().value, 7u32.to_be_bytes());
+        assert_eq!(get(&s, b"k/00007").unwrap().value, b"changed");
+        assert!(get(&then, b"k/00150").is_some() && get(&s, b"k/00150").is_none());
+        assert!(then.lease_exists(12) && !s.lease_exists(12));
     }
 
     #[test]

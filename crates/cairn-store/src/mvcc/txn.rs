@@ -16,7 +16,7 @@ use cairn_proto::etcdserverpb::{
     RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 
-use super::keyspace::{KeyHistory, KeyRange, TxnWriter, Version};
+use super::keyspace::{KeyRange, TxnWriter, Version};
 use super::range::sort_options;
 use super::{Applied, KvError, KvState};
 
@@ -220,7 +220,7 @@ impl KvState {
     }
 
     fn latest_live(&self, key: &[u8]) -> Option<&Version> {
-        self.keys.get(key).and_then(KeyHistory::latest_live)
+        self.keys.get(key).and_then(|h| h.latest_live())
     }
 }
 
