@@ -440,39 +440,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .spawn(encoder)?;
         done_rx.await.map_err(io_err)?
     }
-
-    fn fenced_put(term: u64, key: &[u8]) -> Command {
-        let req = crate::mvcc::test_util::txn(vec![crate::mvcc::test_util::op_put(key, b"v")]);
-        Command::Fenced {
-            term,
-            cmd: Box::new(Command::txn(&req)),
-        }
-    }
-
-    #[test]
-    fn a_fenced_write_applies_only_in_the_term_that_decided_it() {
-        let mut s = state(0);
-        let (r, events) = apply_command(&mut s, 7, fenced_put(7, b"a"));
-        assert!(matches!(r.outcome, Outcome::Txn(_)), "{r:?}");
-        assert_eq!(events.len(), 1);
-        assert_eq!(s.kv.revision(), 2);
-
-        // Decided in term 7 but appended by the leader of term 9 (forwarded, or queued across a
-        // leader change): refused, nothing written.
-        let (r, events) = apply_command(&mut s, 9, fenced_put(7, b"b"));
-        assert_eq!(r.outcome, Outcome::Rejected(term_ended()));
-        assert!(events.is_empty());
-        assert_eq!(s.kv.revision(), 2);
-
-        // A fence inside a fence is never applied.
-        let nested = Command::Fenced {
-            term: 9,
-            cmd: Box::new(fenced_put(9, b"c")),
-        };
-        let (r, _) = apply_command(&mut s, 9, nested);
-        assert_eq!(r.outcome, Outcome::Rejected(term_ended()));
-        assert_eq!(s.kv.revision(), 2);
-    }
 }
 
 /// How far snapshot encoding is niced (19 is the lowest priority). Encoding is the bulk of a
@@ -520,4 +487,47 @@ fn encode_and_write(
         meta,
         snapshot: bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fenced_put(term: u64, key: &[u8]) -> Command {
+        let req = crate::mvcc::test_util::txn(vec![crate::mvcc::test_util::op_put(key, b"v")]);
+        Command::Fenced {
+            term,
+            cmd: Box::new(Command::txn(&req)),
+        }
+    }
+
+    #[test]
+    fn a_fenced_write_applies_only_in_the_term_that_decided_it() {
+        let mut s = SmState {
+            kv: KvState::new(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            node_addrs: Default::default(),
+        };
+        let (r, events) = apply_command(&mut s, 7, fenced_put(7, b"a"));
+        assert!(matches!(r.outcome, Outcome::Txn(_)), "{r:?}");
+        assert_eq!(events.len(), 1);
+        assert_eq!(s.kv.revision(), 2);
+
+        // Decided in term 7 but appended by the leader of term 9 (forwarded, or queued across a
+        // leader change): refused, nothing written.
+        let (r, events) = apply_command(&mut s, 9, fenced_put(7, b"b"));
+        assert_eq!(r.outcome, Outcome::Rejected(term_ended()));
+        assert!(events.is_empty());
+        assert_eq!(s.kv.revision(), 2);
+
+        // A fence inside a fence is never applied.
+        let nested = Command::Fenced {
+            term: 9,
+            cmd: Box::new(fenced_put(9, b"c")),
+        };
+        let (r, _) = apply_command(&mut s, 9, nested);
+        assert_eq!(r.outcome, Outcome::Rejected(term_ended()));
+        assert_eq!(s.kv.revision(), 2);
+    }
 }
