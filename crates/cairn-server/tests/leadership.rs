@@ -240,11 +240,37 @@ async fn partitioned_leader_stops_renewing_leases_and_rejoins_as_follower() {
     );
 
     // Left alone, it expires on the new leader, and its key goes with it.
+    wait_key_gone(&mut kv, "lock/owner").await;
+}
+
+/// Waits until the key attached to a lease is gone: the lease expired.
+async fn wait_key_gone(
+    kv: &mut cairn_proto::etcdserverpb::kv_client::KvClient<Channel>,
+    key: &str,
+) {
     let deadline = Instant::now() + WAIT_MAX;
-    while get(&mut kv, "lock/owner", false).await.is_some() {
-        assert!(Instant::now() < deadline, "the lease never expired");
+    while get(kv, key, false).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the lease of {key} never expired"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Hands leadership from `from` to the next node; returns (its index, its term).
+async fn transfer_from(c: &TestCluster, from: usize, from_term: u64) -> (usize, u64) {
+    let to = (from + 1) % c.nodes.len();
+    c.nodes[from]
+        .node()
+        .await
+        .raft
+        .trigger()
+        .transfer_leader(c.nodes[to].config.node_id)
+        .await
+        .expect("transfer");
+    let others: Vec<usize> = (0..c.nodes.len()).filter(|i| *i != from).collect();
+    wait_new_leader(c, &others, from_term).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -257,15 +283,7 @@ async fn a_lease_survives_a_leader_change_with_its_ttl_extended() {
     let lease = grant_with_key(&c, old, "election/owner").await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
-    let to = (old + 1) % 3;
-    old_node
-        .raft
-        .trigger()
-        .transfer_leader(c.nodes[to].config.node_id)
-        .await
-        .expect("transfer");
-    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
-    let (new, _) = wait_new_leader(&c, &others, old_term).await;
+    let (new, _) = transfer_from(&c, old, old_term).await;
 
     // As etcd: a new leader gives every lease a full TTL from when it took over.
     let ttl = lease_client(&c, new)
@@ -293,11 +311,7 @@ async fn a_lease_survives_a_leader_change_with_its_ttl_extended() {
         Some("held")
     );
     // And it does expire, a TTL after the new leader took over.
-    let deadline = Instant::now() + WAIT_MAX;
-    while get(&mut kv, "election/owner", false).await.is_some() {
-        assert!(Instant::now() < deadline, "the lease never expired");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_key_gone(&mut kv, "election/owner").await;
 }
 
 fn put_cmd(key: &str) -> Command {
@@ -338,15 +352,7 @@ async fn a_write_decided_in_an_ended_term_is_refused() {
         .expect("a write of the current term");
     assert!(stored(&old_node, "fenced/in-term").await);
 
-    let to = (old + 1) % 3;
-    old_node
-        .raft
-        .trigger()
-        .transfer_leader(c.nodes[to].config.node_id)
-        .await
-        .expect("transfer");
-    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
-    let (new, new_term) = wait_new_leader(&c, &others, old_term).await;
+    let (new, new_term) = transfer_from(&c, old, old_term).await;
     let new_node = c.nodes[new].node().await;
 
     // The deposed leader refuses its own stale decision at once.

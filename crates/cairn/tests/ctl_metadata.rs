@@ -13,8 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_client::meta::{HeartbeatHandle, HeartbeatOptions, MetaClient};
-use cairn_proto::cairnpb::{NodeIdentity, NodeRole};
+use cairn_client::meta::{HeartbeatHandle, MetaClient};
 use common::TestCluster;
 use datanode::Datanode;
 use serde_json::Value;
@@ -154,24 +153,7 @@ async fn cluster_with_datanodes() -> (TestCluster, String, Vec<(Arc<Datanode>, H
             .await;
     let endpoints = cluster.client_addrs();
     let client = MetaClient::new([endpoints.as_str()]).unwrap();
-    let datanodes: Vec<(Arc<Datanode>, HeartbeatHandle)> = DATANODE_IDS
-        .iter()
-        .map(|&id| {
-            let dn = Arc::new(Datanode::default());
-            let identity = NodeIdentity {
-                id,
-                role: NodeRole::Datanode as i32,
-                address: datanode_address(id),
-                ..Default::default()
-            };
-            let options = HeartbeatOptions {
-                interval_ms: 200,
-                ..Default::default()
-            };
-            let handle = client.run_heartbeat_with(identity, dn.clone(), dn.clone(), options);
-            (dn, handle)
-        })
-        .collect();
+    let datanodes = datanode::start(&client, DATANODE_IDS.iter().copied(), datanode_address);
     eventually("datanodes alive", || {
         let client = &client;
         async move {

@@ -8,14 +8,12 @@ mod common;
 #[path = "common/datanode.rs"]
 mod datanode;
 
-use cairn_client::meta::{HeartbeatHandle, HeartbeatOptions, MetaClient};
+use cairn_client::meta::MetaClient;
 use cairn_proto::cairnpb::meta_client::MetaClient as MetaRpc;
 use cairn_proto::cairnpb::partition_rule::Rule;
 use cairn_proto::cairnpb::*;
 use common::TestCluster;
-use datanode::Datanode;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -131,23 +129,9 @@ async fn crash_at(step: &str) {
     .await;
     let endpoints: Vec<String> = (0..3).map(|i| cluster.client_addr(i)).collect();
     let client = MetaClient::new(endpoints).unwrap();
-    let datanodes: Vec<(Arc<Datanode>, HeartbeatHandle)> = (0..DATANODES)
-        .map(|i| {
-            let dn = Arc::new(Datanode::default());
-            let identity = NodeIdentity {
-                id: 100 + i,
-                role: NodeRole::Datanode as i32,
-                address: format!("127.0.0.1:{}", 30000 + i),
-                ..Default::default()
-            };
-            let opts = HeartbeatOptions {
-                interval_ms: 200,
-                ..Default::default()
-            };
-            let h = client.run_heartbeat_with(identity, dn.clone(), dn.clone(), opts);
-            (dn, h)
-        })
-        .collect();
+    let datanodes = datanode::start(&client, 100..100 + DATANODES, |id| {
+        format!("127.0.0.1:{}", 29_900 + id)
+    });
     let mut meta = leader_rpc(&cluster).await;
     eventually("the database", || {
         let mut meta = meta.clone();

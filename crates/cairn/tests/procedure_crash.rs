@@ -9,7 +9,7 @@ mod common;
 #[path = "common/datanode.rs"]
 mod datanode;
 
-use cairn_client::meta::{HeartbeatHandle, HeartbeatOptions, MetaClient};
+use cairn_client::meta::{HeartbeatHandle, MetaClient};
 use cairn_proto::cairnpb::alter_table_request::Kind as AlterKind;
 use cairn_proto::cairnpb::meta_client::MetaClient as MetaRpc;
 use cairn_proto::cairnpb::partition_rule::Rule;
@@ -139,23 +139,9 @@ impl Setup {
         .await;
         let endpoints: Vec<String> = (0..3).map(|i| cluster.client_addr(i)).collect();
         let client = MetaClient::new(endpoints).unwrap();
-        let datanodes = (0..DATANODES)
-            .map(|i| {
-                let dn = Arc::new(Datanode::default());
-                let identity = NodeIdentity {
-                    id: 100 + i,
-                    role: NodeRole::Datanode as i32,
-                    address: format!("127.0.0.1:{}", 30000 + i),
-                    ..Default::default()
-                };
-                let opts = HeartbeatOptions {
-                    interval_ms: 200,
-                    ..Default::default()
-                };
-                let h = client.run_heartbeat_with(identity, dn.clone(), dn.clone(), opts);
-                (dn, h)
-            })
-            .collect();
+        let datanodes = datanode::start(&client, 100..100 + DATANODES, |id| {
+            format!("127.0.0.1:{}", 29_900 + id)
+        });
         let setup = Setup {
             cluster,
             datanodes,

@@ -3,17 +3,47 @@
 //! records the TRUNCATE epochs each region applied, skipping a repeat as a real datanode must.
 //! Declared only by the tests that use it (`#[path = "common/datanode.rs"] mod datanode;`).
 
-use cairn_client::meta::{InstructionHandler, StatsSource};
+use cairn_client::meta::{
+    HeartbeatHandle, HeartbeatOptions, InstructionHandler, MetaClient, StatsSource,
+};
 use cairn_proto::cairnpb::instruction::Kind;
-use cairn_proto::cairnpb::{Instruction, NodeStats, RegionRole, RegionStat};
+use cairn_proto::cairnpb::{
+    Instruction, NodeIdentity, NodeRole, NodeStats, RegionRole, RegionStat,
+};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 pub struct Datanode {
     pub regions: Mutex<BTreeSet<u64>>,
     /// Per region, the TRUNCATE epochs applied (a repeat of the last one, or an older one, is not).
     pub truncated_epochs: Mutex<BTreeMap<u64, Vec<u64>>>,
+}
+
+/// A datanode per id in `ids`, reachable (by name) at `address(id)`, heartbeating every 200 ms
+/// through `client`; keep the handles for as long as they should live.
+pub fn start(
+    client: &MetaClient,
+    ids: impl IntoIterator<Item = u64>,
+    address: impl Fn(u64) -> String,
+) -> Vec<(Arc<Datanode>, HeartbeatHandle)> {
+    ids.into_iter()
+        .map(|id| {
+            let dn = Arc::new(Datanode::default());
+            let identity = NodeIdentity {
+                id,
+                role: NodeRole::Datanode as i32,
+                address: address(id),
+                ..Default::default()
+            };
+            let opts = HeartbeatOptions {
+                interval_ms: 200,
+                ..Default::default()
+            };
+            let h = client.run_heartbeat_with(identity, dn.clone(), dn.clone(), opts);
+            (dn, h)
+        })
+        .collect()
 }
 
 impl StatsSource for Datanode {
