@@ -7,14 +7,17 @@
 mod common;
 #[path = "common/datanode.rs"]
 mod datanode;
+#[path = "common/settle.rs"]
+mod settle;
 
 use cairn_client::meta::MetaClient;
 use cairn_proto::cairnpb::meta_client::MetaClient as MetaRpc;
 use cairn_proto::cairnpb::partition_rule::Rule;
 use cairn_proto::cairnpb::*;
 use common::TestCluster;
+use settle::{eventually, eventually_or_none, no_running_procedure};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::transport::Channel;
 
 /// Steps of create table, in order, as the procedure names them.
@@ -31,7 +34,6 @@ const STEPS: &[&str] = &[
 const RESUMED_STEPS: &[&str] = &["open_regions", "commit", "publish"];
 const DATANODES: u64 = 3;
 const REGIONS: u32 = 6;
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn table_request() -> CreateTableRequest {
     let col = |name: &str, ty: &str, sem: SemanticType| ColumnDef {
@@ -74,34 +76,6 @@ async fn leader_rpc(cluster: &TestCluster) -> MetaRpc<Channel> {
         .await
         .expect("a leader");
     rpc(cluster, i).await
-}
-
-/// Polls `f` until it returns Some, failing with `what` after SETTLE_TIMEOUT.
-async fn eventually<T, F, Fut>(what: &str, f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    match eventually_or_none(f).await {
-        Some(v) => v,
-        None => panic!("timed out waiting for {what}"),
-    }
-}
-
-/// Polls `f` until it returns Some, or None after SETTLE_TIMEOUT (the caller explains).
-async fn eventually_or_none<T, F, Fut>(mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    None
 }
 
 async fn crash_at(step: &str) {
@@ -244,21 +218,7 @@ async fn crash_at(step: &str) {
         .into_inner()
         .tables;
     assert_eq!(tables.len(), 1, "{step}");
-    eventually("no running procedure", || {
-        let mut m = meta.clone();
-        async move {
-            let p = m
-                .list_procedures(ListProceduresRequest {
-                    state: "running".into(),
-                    limit: 0,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            p.procedures.is_empty().then_some(())
-        }
-    })
-    .await;
+    no_running_procedure(&meta).await;
     for (_, h) in datanodes {
         h.stop().await;
     }

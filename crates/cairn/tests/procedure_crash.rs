@@ -8,6 +8,8 @@
 mod common;
 #[path = "common/datanode.rs"]
 mod datanode;
+#[path = "common/settle.rs"]
+mod settle;
 
 use cairn_client::meta::{HeartbeatHandle, MetaClient};
 use cairn_proto::cairnpb::alter_table_request::Kind as AlterKind;
@@ -16,9 +18,10 @@ use cairn_proto::cairnpb::partition_rule::Rule;
 use cairn_proto::cairnpb::*;
 use common::TestCluster;
 use datanode::Datanode;
+use settle::{eventually, no_running_procedure};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::transport::Channel;
 
 /// (procedure kind, step) where the leader dies; every hook each of these procedures has.
@@ -34,7 +37,6 @@ const CASES: &[(&str, &str)] = &[
 ];
 const DATANODES: u64 = 2;
 const REGIONS: u32 = 4;
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn name(table: &str) -> Option<TableName> {
     Some(TableName {
@@ -81,22 +83,6 @@ fn add_column() -> AlterTableRequest {
         kind: Some(AlterKind::AddColumns(AddColumns {
             columns: vec![column("idle", "float64", SemanticType::Field)],
         })),
-    }
-}
-
-/// Polls `f` until it returns Some, failing with `what` after SETTLE_TIMEOUT.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -225,24 +211,6 @@ impl Setup {
             h.stop().await;
         }
     }
-}
-
-async fn no_running_procedure(meta: &MetaRpc<Channel>) {
-    eventually("no running procedure", || {
-        let mut m = meta.clone();
-        async move {
-            let p = m
-                .list_procedures(ListProceduresRequest {
-                    state: "running".into(),
-                    limit: 0,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            p.procedures.is_empty().then_some(())
-        }
-    })
-    .await;
 }
 
 async fn describe(meta: &MetaRpc<Channel>) -> Option<DescribeTableResponse> {
