@@ -5,7 +5,6 @@
 //! follower, so a follower can keep what it received as its own snapshot file unchanged.
 
 use crate::mvcc::{KvSnapshot, KvState};
-use crate::state_machine::SmState;
 use crate::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,6 +22,28 @@ struct SnapshotFile {
     node_addrs: BTreeMap<u64, (String, String)>,
     #[serde(with = "crate::serde_bytes")]
     kv: Vec<u8>,
+}
+
+/// Everything the state machine holds.
+pub struct SmState {
+    pub kv: KvState,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    /// Client and HTTP addresses announced by each node.
+    pub node_addrs: BTreeMap<u64, (String, String)>,
+}
+
+impl SmState {
+    /// What a snapshot of this state holds, in O(1): the key space and leases are shared with
+    /// the live state, not copied (the node addresses are a handful of strings).
+    pub(crate) fn image(&self) -> SmImage {
+        SmImage {
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            node_addrs: self.node_addrs.clone(),
+            kv: self.kv.snapshot_view(),
+        }
+    }
 }
 
 /// What a snapshot file holds, taken from the state in O(1) (see [`SmState::image`]) so that it

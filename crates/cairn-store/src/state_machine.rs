@@ -42,27 +42,7 @@ pub struct WatchBatch {
     pub resync: bool,
 }
 
-/// Everything the state machine holds.
-pub struct SmState {
-    pub kv: KvState,
-    pub last_applied: Option<LogId>,
-    pub membership: StoredMembership,
-    /// Client and HTTP addresses announced by each node.
-    pub node_addrs: BTreeMap<u64, (String, String)>,
-}
-
-impl SmState {
-    /// What a snapshot of this state holds, in O(1): the key space and leases are shared with
-    /// the live state, not copied (the node addresses are a handful of strings).
-    pub(crate) fn image(&self) -> SmImage {
-        SmImage {
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
-            node_addrs: self.node_addrs.clone(),
-            kv: self.kv.snapshot_view(),
-        }
-    }
-}
+pub use crate::snapshot_file::SmState;
 
 struct Shared {
     state: RwLock<SmState>,
