@@ -130,7 +130,10 @@ impl Node {
     /// or answer as leader. Never true for a single voter, nor before the first acknowledgement
     /// of a new term (winning the vote was a quorum's word).
     pub fn quorum_contact_lapsed(&self) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
+        // Read in place: this runs on every request the leader serves, and a clone of the
+        // metrics copies the replication map.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         if m.membership_config.membership().voter_ids().count() <= 1 {
             return false;
         }

@@ -213,6 +213,15 @@ impl Setup {
     }
 }
 
+async fn databases(meta: &MetaRpc<Channel>) -> Vec<DatabaseInfo> {
+    let mut m = meta.clone();
+    m.list_databases(ListDatabasesRequest::default())
+        .await
+        .expect("list databases")
+        .into_inner()
+        .databases
+}
+
 async fn describe(meta: &MetaRpc<Channel>) -> Option<DescribeTableResponse> {
     let mut m = meta.clone();
     m.describe_table(DescribeTableRequest {
@@ -299,12 +308,7 @@ async fn crash_at(kind: &str, step: &str) {
                 async move { m.create_database(r).await.ok() }
             })
             .await;
-            let dbs = meta
-                .list_databases(ListDatabasesRequest::default())
-                .await
-                .expect("list databases")
-                .into_inner()
-                .databases;
+            let dbs = databases(&meta).await;
             assert_eq!(
                 dbs.iter().filter(|d| d.name == "db").count(),
                 1,
@@ -321,12 +325,7 @@ async fn crash_at(kind: &str, step: &str) {
             let answer = meta.drop_database(drop.clone()).await;
             meta = s.crashed(&what, answer).await;
             no_running_procedure(&meta).await;
-            let dbs = meta
-                .list_databases(ListDatabasesRequest::default())
-                .await
-                .expect("list databases")
-                .into_inner()
-                .databases;
+            let dbs = databases(&meta).await;
             assert!(dbs.iter().all(|d| d.name != "db"), "{what}: {dbs:?}");
             assert!(describe(&meta).await.is_none(), "{what}: table survived");
             eventually("the dropped tables' regions closed", || {
