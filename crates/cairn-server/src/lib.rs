@@ -5,6 +5,7 @@
 //! The binary calls [`run`] with a [`ServerConfig`] and a shutdown future; tests do the same
 //! in-process.
 
+pub mod clock;
 pub mod config;
 pub mod errors;
 pub mod heartbeat;

@@ -5,6 +5,7 @@
 //! A follower never tells a client to go elsewhere: it forwards to the leader over the peer port,
 //! at most one hop; if the leader moved meanwhile, the call is retried within the request timeout.
 
+use crate::clock::{SharedClock, TokioClock};
 use crate::errors;
 use crate::heartbeat::HeartbeatHub;
 use crate::leader::lease_keeper::LeaseKeeper;
@@ -28,15 +29,46 @@ use openraft::error::LinearizableReadError;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, LinearizerOption, ReadPolicy};
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// Pause between attempts while the cluster has no leader.
 const LEADER_RETRY_BACKOFF_MS: u64 = 50;
+
+/// Why a forwarded request got no answer from the leader.
+#[derive(Debug)]
+pub enum ForwardFailure {
+    /// It never left this node (the leader refused the connection): safe to retry.
+    NotSent,
+    /// It may have reached the leader, but no answer came back: a write's outcome is unknown.
+    Lost,
+    /// The transport refused it with this status.
+    Refused(Status),
+}
+
+/// A boxed future answering a forwarded request.
+pub type ForwardFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<LeaderResponse, ForwardFailure>> + Send + 'a>>;
+
+/// Another way to reach the leader's node than the peer port: the deterministic simulation's
+/// in-process network, which delivers `req` to node `to`'s [`Node::serve_as_leader`] (or
+/// loses it) within `timeout`.
+pub trait PeerLink: Send + Sync {
+    fn forward(
+        &self,
+        from: u64,
+        to: u64,
+        req: LeaderRequest,
+        timeout: Duration,
+    ) -> ForwardFuture<'_>;
+}
 
 /// Shared state of one node, handed to every service.
 pub struct Node {
@@ -59,6 +91,10 @@ pub struct Node {
     leadership: watch::Sender<Option<LeaderTerm>>,
     /// Links to peers cut by a test or the simulation (shared with the Raft network).
     pub peer_faults: PeerFaults,
+    /// The clock leader services decide by.
+    pub clock: SharedClock,
+    /// Where forwarded requests go instead of the peer port (the deterministic simulation).
+    peer_link: OnceLock<Arc<dyn PeerLink>>,
     /// This node itself, for work that outlives a request (procedures).
     me: Weak<Node>,
 }
@@ -81,13 +117,14 @@ impl Node {
             .parse::<SelectorKind>()
             .unwrap_or(SelectorKind::LoadBased);
         let procedures = Procedures::new(selector, &config.placement_spread_label);
+        let clock: SharedClock = Arc::new(TokioClock);
         Arc::new_cyclic(|me| Self {
             id,
             raft,
             sm,
             config,
             metrics: Metrics::default(),
-            leases: LeaseKeeper::default(),
+            leases: LeaseKeeper::new(clock.clone()),
             cluster_id: 0x6361_6972_6e00_0000, // "cairn" — one cluster per Raft group
             heartbeats,
             peers: Mutex::new(HashMap::new()),
@@ -96,6 +133,8 @@ impl Node {
             procedures,
             leadership: watch::Sender::new(None),
             peer_faults,
+            clock,
+            peer_link: OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -308,6 +347,14 @@ impl Node {
         }
     }
 
+    /// Sends forwarded requests through `link` instead of the peer port: the deterministic
+    /// simulation's in-process network. Set once, before the node serves.
+    pub fn use_peer_link(&self, link: Arc<dyn PeerLink>) {
+        if self.peer_link.set(link).is_err() {
+            tracing::warn!("peer link already set; keeping the first");
+        }
+    }
+
     async fn forward(&self, leader: u64, req: &LeaderRequest) -> Result<LeaderResponse, Status> {
         if self.peer_faults.blocks(leader) {
             // A cut link: nothing was sent, so retrying (once a leader is reachable) is safe.
@@ -318,34 +365,52 @@ impl Node {
             .try_acquire()
             .map_err(|_| errors::too_many_requests("forward_inflight_max reached"))?;
         self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-        let mut client = self.peer_client(leader)?;
-        let data = encode(req).map_err(errors::internal)?;
-        let mut request = tonic::Request::new(RaftMessage { data });
         let is_ddl = matches!(req, LeaderRequest::Meta { .. });
-        request.set_timeout(if is_ddl {
+        let timeout = if is_ddl {
             Duration::from_millis(self.config.ddl_timeout_ms)
         } else {
             self.request_timeout()
-        });
+        };
         let is_write = is_ddl
             || matches!(
                 req,
                 LeaderRequest::Write(_) | LeaderRequest::MemberAdd { .. }
             );
-        let resp = client.forward(request).await.map_err(|s| match s.code() {
+        let sent = match self.peer_link.get() {
+            Some(link) => link.forward(self.id, leader, req.clone(), timeout).await,
+            None => self.forward_over_peer_port(leader, req, timeout).await,
+        };
+        let resp = sent.map_err(|failure| match failure {
+            ForwardFailure::NotSent => errors::leader_changed(),
             // The leader is unreachable: it may have died. A write may or may not have been
             // applied, so it is not retried (etcd answers "request timed out" then too); anything
             // else waits for the next leader.
-            _ if never_sent(&s) => errors::leader_changed(),
-            Code::Unavailable | Code::Cancelled | Code::Unknown if is_write => errors::timeout(),
-            Code::Unavailable | Code::Cancelled | Code::Unknown => errors::leader_changed(),
-            _ => s,
+            ForwardFailure::Lost if is_write => errors::timeout(),
+            ForwardFailure::Lost => errors::leader_changed(),
+            ForwardFailure::Refused(s) => s,
         })?;
-        let resp: LeaderResponse = decode(&resp.into_inner().data).map_err(errors::internal)?;
         match resp {
             LeaderResponse::Error { code, message } => Err(Status::new(Code::from(code), message)),
             other => Ok(other),
         }
+    }
+
+    async fn forward_over_peer_port(
+        &self,
+        leader: u64,
+        req: &LeaderRequest,
+        timeout: Duration,
+    ) -> Result<LeaderResponse, ForwardFailure> {
+        let mut client = self.peer_client(leader).map_err(ForwardFailure::Refused)?;
+        let data = encode(req).map_err(|e| ForwardFailure::Refused(errors::internal(e)))?;
+        let mut request = tonic::Request::new(RaftMessage { data });
+        request.set_timeout(timeout);
+        let resp = client.forward(request).await.map_err(|s| match s.code() {
+            _ if never_sent(&s) => ForwardFailure::NotSent,
+            Code::Unavailable | Code::Cancelled | Code::Unknown => ForwardFailure::Lost,
+            _ => ForwardFailure::Refused(s),
+        })?;
+        decode(&resp.into_inner().data).map_err(|e| ForwardFailure::Refused(errors::internal(e)))
     }
 
     /// Serves a leader-only request on this node, which must be the leader (else "leader changed",
@@ -477,7 +542,8 @@ impl Node {
         let s = self.sm.read();
         loop {
             // Positive, never 0, unique among live leases.
-            let id = (rand::random::<u64>() >> 2) as i64;
+            // From the thread's generator, which the simulation seeds.
+            let id = (cairn_store::runtime::random_u64() >> 2) as i64;
             if id != 0 && s.kv.lease(id).is_none() {
                 return id;
             }

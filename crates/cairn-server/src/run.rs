@@ -107,6 +107,65 @@ async fn join_cluster(endpoint: &str, peer_addr: &str) -> Result<u64, String> {
     }
 }
 
+/// The Raft settings of a node with `config`.
+pub fn raft_config(config: &ServerConfig) -> Result<Config, String> {
+    let (election_timeout_min, election_timeout_max) = config.raft_election_timeouts_ms();
+    Config {
+        cluster_name: "cairn".into(),
+        heartbeat_interval: config.heartbeat_interval_ms,
+        election_timeout_min,
+        election_timeout_max,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        enable_pre_vote: Some(true),
+        // Replicate entries while the leader's own fsync is in flight (the log store returns
+        // from append before the flush and reports it later).
+        broadcast_submitted_on_append: Some(true),
+        // Standard Raft: a restarted leader must win a new election (and commit an entry of its
+        // term) before it serves; restoring leadership could serve reads from a lagging commit.
+        enable_leader_restore: Some(false),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| format!("raft config: {e}"))
+}
+
+/// The tasks every running node has beside its servers: the leader lifecycle (which starts and
+/// stops every leader service), the address announcement and the leader-change counter. They
+/// run until `stop` turns true; the lifecycle then ends the term it runs.
+pub struct NodeDuties {
+    pub lifecycle: tokio::task::JoinHandle<()>,
+    others: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl NodeDuties {
+    pub fn start(node: &Arc<Node>, stop: &watch::Receiver<bool>) -> Self {
+        Self {
+            lifecycle: tokio::spawn(crate::leader::lifecycle::run(node.clone(), stop.clone())),
+            others: vec![
+                tokio::spawn(count_leader_changes(node.clone(), stop.clone())),
+                tokio::spawn(announce_addrs(node.clone(), stop.clone())),
+            ],
+        }
+    }
+
+    /// Stops the side tasks at once and waits for the lifecycle (after `stop` was set).
+    pub async fn finish(self) {
+        for t in &self.others {
+            t.abort();
+        }
+        let _ = self.lifecycle.await;
+    }
+
+    /// Aborts everything at once, as a crash would.
+    pub fn abort(&self) {
+        self.lifecycle.abort();
+        for t in &self.others {
+            t.abort();
+        }
+    }
+}
+
 /// Runs one node until `shutdown` resolves.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
     run_with_node(config, shutdown, |_| {}).await
@@ -155,25 +214,7 @@ pub async fn run_with_node(
     let sm = StateMachineStore::open(&dir.join("snapshots"))
         .map_err(|e| format!("cannot open snapshots: {e}"))?;
     let sm_handle = sm.handle();
-    let (election_timeout_min, election_timeout_max) = config.raft_election_timeouts_ms();
-    let raft_config = Config {
-        cluster_name: "cairn".into(),
-        heartbeat_interval: config.heartbeat_interval_ms,
-        election_timeout_min,
-        election_timeout_max,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
-        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
-        enable_pre_vote: Some(true),
-        // Replicate entries while the leader's own fsync is in flight (the log store returns
-        // from append before the flush and reports it later).
-        broadcast_submitted_on_append: Some(true),
-        // Standard Raft: a restarted leader must win a new election (and commit an entry of its
-        // term) before it serves; restoring leadership could serve reads from a lagging commit.
-        enable_leader_restore: Some(false),
-        ..Default::default()
-    }
-    .validate()
-    .map_err(|e| format!("raft config: {e}"))?;
+    let raft_config = raft_config(&config)?;
     let peer_faults = PeerFaults::default();
     let network = PeerNetwork::new(peer_faults.clone());
     let raft = Raft::new(node_id, Arc::new(raft_config), network, log, sm)
@@ -240,9 +281,7 @@ pub async fn run_with_node(
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
     let http_task = tokio::spawn(async move { http_server.await });
-    let leader_changes = tokio::spawn(count_leader_changes(node.clone(), stop_rx.clone()));
-    let announce = tokio::spawn(announce_addrs(node.clone(), stop_rx.clone()));
-    let lifecycle = tokio::spawn(crate::leader::lifecycle::run(node.clone(), stop_rx.clone()));
+    let duties = NodeDuties::start(&node, &stop_rx);
     let trim = tokio::spawn(crate::memory::trim_periodically(stop_rx.clone()));
     on_started(node.clone());
 
@@ -258,10 +297,8 @@ pub async fn run_with_node(
     shutdown.await;
     tracing::info!(node_id, "shutting down");
     let _ = stop_tx.send(true);
-    leader_changes.abort();
-    announce.abort();
     // The lifecycle ends the leader term it runs, and with it every leader service (bounded).
-    let _ = lifecycle.await;
+    duties.finish().await;
     trim.abort();
     // Streams end and pending instructions fail now, whatever state the term was in.
     node.heartbeats.stop();
@@ -286,6 +323,7 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
 /// Sleeps `delay`, or less if the node is stopping; true when it is (the caller returns).
 pub async fn sleep_unless_stopped(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
     tokio::select! {
+        biased;
         _ = stop.changed() => {}
         () = tokio::time::sleep(delay) => {}
     }

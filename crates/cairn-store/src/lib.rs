@@ -6,9 +6,12 @@
 
 pub mod command;
 pub mod log_store;
+pub mod mem_log_store;
 pub mod mvcc;
 pub mod network;
+pub mod runtime;
 pub mod serde_bytes;
+pub mod sim_network;
 mod snapshot_file;
 pub mod state_machine;
 
@@ -22,6 +25,7 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = u64,
         Node = cairn_types::NodeAddrs,
+        AsyncRuntime = runtime::CairnRuntime,
 );
 
 /// The Raft handle type used throughout Cairn.

@@ -85,6 +85,19 @@ pub struct StateMachineStore {
     handle: StateMachineHandle,
     snapshot_dir: PathBuf,
     snapshot_turn: SnapshotTurn,
+    inline: bool,
+}
+
+/// Runs `work` off the async workers (on tokio's blocking pool), or right here when `inline`:
+/// the deterministic simulation keeps every step of a run on its one thread.
+async fn off_core<T: Send + 'static>(
+    inline: bool,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    if inline {
+        return work();
+    }
+    tokio::task::spawn_blocking(work).await.map_err(io_err)?
 }
 
 fn reject_reason(e: &KvError) -> RejectReason {
@@ -124,7 +137,17 @@ impl StateMachineStore {
             },
             snapshot_dir: snapshot_dir.to_path_buf(),
             snapshot_turn: Arc::default(),
+            inline: false,
         })
+    }
+
+    /// Does snapshot encoding, decoding and file reads on the calling task instead of other
+    /// threads: for the deterministic simulation, where another thread would let real time into
+    /// a run under a simulated clock. Production never sets it (a big snapshot would stall the
+    /// node).
+    pub fn with_inline_snapshot_work(mut self) -> Self {
+        self.inline = true;
+        self
     }
 
     /// A read handle for the server.
@@ -288,6 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             handle: self.handle.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
             snapshot_turn: self.snapshot_turn.clone(),
+            inline: self.inline,
         }
     }
 
@@ -302,12 +326,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta = meta.clone();
         // Decoding a million keys takes over a second: keep it off openraft's tasks and the
         // async workers. The whole install runs there, in its turn.
-        tokio::task::spawn_blocking(move || {
+        off_core(self.inline, move || {
             let _turn = turn;
             install_blocking(&shared, &dir, meta, snapshot)
         })
         .await
-        .map_err(io_err)?
     }
 
     async fn get_current_snapshot(
@@ -316,7 +339,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let path = self.snapshot_dir.join(SNAPSHOT_FILE);
         // Reading 100+ MB is blocking I/O. No turn needed: the file is only ever replaced by
         // a rename, so this reads one whole snapshot or the other.
-        tokio::task::spawn_blocking(move || {
+        off_core(self.inline, move || {
             let bytes = match std::fs::read(&path) {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -332,7 +355,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }))
         })
         .await
-        .map_err(io_err)?
     }
 }
 
@@ -393,6 +415,7 @@ pub struct SnapshotBuilder {
     handle: StateMachineHandle,
     snapshot_dir: PathBuf,
     snapshot_turn: SnapshotTurn,
+    inline: bool,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -405,6 +428,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let image = self.handle.read().image();
         let locked = started.elapsed();
         let dir = self.snapshot_dir.clone();
+        if self.inline {
+            let _turn = turn;
+            return encode_and_write(image, &dir, started, locked);
+        }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         // A thread of its own rather than tokio's blocking pool: it runs at the lowest CPU
         // priority, which would otherwise stick to a pooled thread and slow later blocking work.

@@ -1,6 +1,7 @@
 //! openraft's storage conformance suite, run against Cairn's redb log store and state machine.
 
 use cairn_store::log_store::LogStore;
+use cairn_store::mem_log_store::MemLogStore;
 use cairn_store::{StateMachineStore, TypeConfig};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
@@ -21,4 +22,24 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairn_store_passes_openraft_storage_suite() -> Result<(), StorageError<TypeConfig>> {
     Suite::test_all(Builder).await
+}
+
+struct MemBuilder;
+
+impl StoreBuilder<TypeConfig, MemLogStore, StateMachineStore, tempfile::TempDir> for MemBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, MemLogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sm = StateMachineStore::open(&dir.path().join("snapshots"))
+            .expect("open sm")
+            .with_inline_snapshot_work();
+        Ok((dir, MemLogStore::default(), sm))
+    }
+}
+
+/// The simulation's log (and its state machine doing snapshot work inline) meet the same contract.
+#[tokio::test(flavor = "current_thread")]
+async fn simulation_store_passes_openraft_storage_suite() -> Result<(), StorageError<TypeConfig>> {
+    Suite::test_all(MemBuilder).await
 }

@@ -1,4 +1,5 @@
-//! Lease expiry, a leader service: revokes leases whose deadline passed by this leader's clock.
+//! Lease expiry, a leader service: revokes leases whose deadline passed by this leader's clock
+//! (the node's [`crate::clock::Clock`], which the keeper reads).
 //!
 //! Deadlines live in the [`super::lease_keeper::LeaseKeeper`], renewed by keep-alives that were
 //! answered while leadership was confirmed. Each revocation is fenced with the term: a leader
@@ -8,7 +9,7 @@ use super::LeaderTerm;
 use crate::node::Node;
 use cairn_store::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often the leader looks for expired leases.
 pub const LEASE_EXPIRY_TICK_MS: u64 = 250;
@@ -26,7 +27,7 @@ pub async fn run(node: Arc<Node>, term: LeaderTerm) {
                 .filter_map(|id| s.kv.lease(id).map(|l| (id, l.ttl_secs)))
                 .collect()
         };
-        for id in node.leases.sync_and_expired(&live, Instant::now()) {
+        for id in node.leases.sync_and_expired(&live) {
             match node
                 .propose_in_term(term.term(), Command::LeaseRevoke { id })
                 .await

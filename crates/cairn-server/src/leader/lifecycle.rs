@@ -110,6 +110,7 @@ async fn next_term(node: &Node, stop: &mut watch::Receiver<bool>) -> Option<u64>
         }
         if let Leadership::Leads { term } = leadership(node) {
             let barrier = tokio::select! {
+                biased;
                 ok = barrier_in(node, term) => ok,
                 _ = stop.changed() => continue,
             };
@@ -118,6 +119,7 @@ async fn next_term(node: &Node, stop: &mut watch::Receiver<bool>) -> Option<u64>
             }
         }
         tokio::select! {
+            biased;
             _ = metrics.changed() => {}
             _ = stop.changed() => {}
             () = tokio::time::sleep(Duration::from_millis(LIFECYCLE_TICK_MS)) => {}
@@ -154,6 +156,7 @@ async fn wait_term_over(node: &Node, term: u64, stop: &mut watch::Receiver<bool>
             return false;
         }
         tokio::select! {
+            biased;
             _ = metrics.changed() => {}
             _ = stop.changed() => {}
             () = tokio::time::sleep(Duration::from_millis(LIFECYCLE_TICK_MS)) => {}

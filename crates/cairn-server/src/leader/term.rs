@@ -51,6 +51,7 @@ impl LeaderTerm {
     /// Sleeps `delay`, or less if the term ends first; true when it has ended (the caller stops).
     pub async fn sleep(&self, delay: std::time::Duration) -> bool {
         tokio::select! {
+            biased;
             () = self.ended() => {}
             () = tokio::time::sleep(delay) => {}
         }

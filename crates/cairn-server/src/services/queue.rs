@@ -303,14 +303,10 @@ pub async fn wait_until_first(node: &Node, t: &Ticket) -> Result<(), WaitError> 
             Standing::Lost => return Err(WaitError::KeyLost),
             Standing::Behind(b) => b,
         };
+        // Biased, timers first: a steady stream of events must not starve the keep-alive (and
+        // the simulation needs the same choice in every run of a seed).
         let reread = tokio::select! {
-            batch = events.recv() => match batch {
-                Ok(b) => b.resync || b.events.iter().any(|e| touches(e, &blocker, &t.key)),
-                Err(RecvError::Lagged(_)) => true,
-                Err(RecvError::Closed) => {
-                    return Err(WaitError::Failed(errors::internal("state machine stopped")));
-                }
-            },
+            biased;
             _ = keepalive.tick() => match lease::keep_alive_once(node, t.lease).await {
                 Ok(0) => return Err(WaitError::KeyLost),
                 Ok(_) => false,
@@ -321,6 +317,13 @@ pub async fn wait_until_first(node: &Node, t: &Ticket) -> Result<(), WaitError> 
                 }
             },
             _ = recheck.tick() => true,
+            batch = events.recv() => match batch {
+                Ok(b) => b.resync || b.events.iter().any(|e| touches(e, &blocker, &t.key)),
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => {
+                    return Err(WaitError::Failed(errors::internal("state machine stopped")));
+                }
+            },
         };
         now = if reread {
             read_standing(node, t)

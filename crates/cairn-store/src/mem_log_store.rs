@@ -1,0 +1,131 @@
+//! A Raft log kept in memory, for the deterministic simulation.
+//!
+//! The simulation runs a whole cluster on one thread under tokio's paused clock; the redb log's
+//! writer thread would let real time leak into it (the clock jumps ahead while the runtime waits
+//! for an fsync). This log answers every write at once, as a disk with instant fsync would.
+//!
+//! What it stores stands for the disk: a "crash" drops the node's Raft and state machine but
+//! keeps its [`MemLogStore`] (clone it before), and the restarted node reads the vote, entries
+//! and purge point back from it, exactly what the redb log would hold after `append` reported
+//! the entries flushed. openraft's storage suite runs against it too.
+
+use crate::{LogId, TypeConfig};
+use openraft::alias::{EntryOf, VoteOf};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+type Entry = EntryOf<TypeConfig>;
+type Vote = VoteOf<TypeConfig>;
+
+#[derive(Default)]
+struct Stored {
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    entries: BTreeMap<u64, Entry>,
+}
+
+/// A log in memory; clones share it (one per node, kept across the node's simulated crashes).
+#[derive(Clone, Default)]
+pub struct MemLogStore {
+    stored: Arc<Mutex<Stored>>,
+}
+
+impl MemLogStore {
+    fn stored(&self) -> MutexGuard<'_, Stored> {
+        self.stored.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for MemLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self
+            .stored()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.stored().vote)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for MemLogStore {
+    type LogReader = MemLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let s = self.stored();
+        let last = s
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(s.purged);
+        Ok(LogState {
+            last_purged_log_id: s.purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.stored().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.stored().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.stored().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        {
+            let mut s = self.stored();
+            for entry in entries {
+                s.entries.insert(entry.log_id.index, entry);
+            }
+        }
+        callback.io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |id| id.index + 1);
+        self.stored().entries.retain(|i, _| *i < from);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let mut s = self.stored();
+        if s.purged.is_none_or(|p| p.index < log_id.index) {
+            s.purged = Some(log_id);
+        }
+        s.entries.retain(|i, _| *i > log_id.index);
+        Ok(())
+    }
+}
