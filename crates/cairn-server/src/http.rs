@@ -9,9 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use cairn_proto::cairnpb::NodeView;
+pub use cairn_types::json::{NodeJson, NodeStatsJson};
 use openraft::async_runtime::watch::WatchReceiver;
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -118,64 +117,33 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     )
 }
 
-/// A node as `/v1/nodes` shows it (see docs/http.md).
-#[derive(Debug, Serialize)]
-pub struct NodeJson {
-    pub id: u64,
-    pub role: &'static str,
-    pub address: String,
-    pub labels: BTreeMap<String, String>,
-    pub version: String,
-    pub start_time_ms: u64,
-    pub state: String,
-    pub last_heartbeat_age_ms: Option<u64>,
-    pub report_interval_ms: u64,
-    pub stats: Option<NodeStatsJson>,
-    pub region_count: u64,
-    pub unverified_region_count: u64,
-}
-
-/// The latest stats a node reported.
-#[derive(Debug, Serialize)]
-pub struct NodeStatsJson {
-    pub rcus: u64,
-    pub wcus: u64,
-    pub table_count: u64,
-    pub region_count: u64,
-    pub cpu_usage: f64,
-    pub load: f64,
-    pub disk_read_bytes_per_sec: u64,
-    pub disk_write_bytes_per_sec: u64,
-    pub attributes: BTreeMap<String, String>,
-}
-
-impl From<NodeView> for NodeJson {
-    fn from(v: NodeView) -> Self {
-        let i = v.identity.unwrap_or_default();
-        Self {
-            id: i.id,
-            role: crate::heartbeat::record::role_name(i.role),
-            address: i.address,
-            labels: i.labels.into_iter().collect(),
-            version: i.version,
-            start_time_ms: i.start_time_ms,
-            state: v.state,
-            last_heartbeat_age_ms: v.last_heartbeat_age_ms,
-            report_interval_ms: v.report_interval_ms,
-            stats: v.stats.map(|s| NodeStatsJson {
-                rcus: s.rcus,
-                wcus: s.wcus,
-                table_count: s.table_count,
-                region_count: s.region_count,
-                cpu_usage: s.cpu_usage,
-                load: s.load,
-                disk_read_bytes_per_sec: s.disk_read_bytes_per_sec,
-                disk_write_bytes_per_sec: s.disk_write_bytes_per_sec,
-                attributes: s.attributes.into_iter().collect(),
-            }),
-            region_count: v.region_count,
-            unverified_region_count: v.unverified_region_count,
-        }
+/// A node as `/v1/nodes` and `cairn ctl node` show it (see docs/http.md): the one conversion
+/// from the NodeRegistry's view, used by both.
+pub fn node_json(v: NodeView) -> NodeJson {
+    let i = v.identity.unwrap_or_default();
+    NodeJson {
+        id: i.id,
+        role: crate::heartbeat::record::role_name(i.role).to_string(),
+        address: i.address,
+        labels: i.labels.into_iter().collect(),
+        version: i.version,
+        start_time_ms: i.start_time_ms,
+        state: v.state,
+        last_heartbeat_age_ms: v.last_heartbeat_age_ms,
+        report_interval_ms: v.report_interval_ms,
+        stats: v.stats.map(|s| NodeStatsJson {
+            rcus: s.rcus,
+            wcus: s.wcus,
+            table_count: s.table_count,
+            region_count: s.region_count,
+            cpu_usage: s.cpu_usage,
+            load: s.load,
+            disk_read_bytes_per_sec: s.disk_read_bytes_per_sec,
+            disk_write_bytes_per_sec: s.disk_write_bytes_per_sec,
+            attributes: s.attributes.into_iter().collect(),
+        }),
+        region_count: v.region_count,
+        unverified_region_count: v.unverified_region_count,
     }
 }
 
@@ -185,7 +153,7 @@ fn json_error(status: StatusCode, message: String) -> Response {
 
 async fn node_views(node: &Node, id: u64) -> Result<Vec<NodeJson>, Response> {
     match list_nodes(node, id).await {
-        Ok(r) => Ok(r.nodes.into_iter().map(NodeJson::from).collect()),
+        Ok(r) => Ok(r.nodes.into_iter().map(node_json).collect()),
         Err(s) => Err(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             s.message().to_string(),
@@ -219,5 +187,65 @@ async fn node_by_id(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Re
             ),
         },
         Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::cairnpb::{NodeIdentity, NodeRole, NodeStats};
+
+    #[test]
+    fn a_node_view_reads_as_the_documented_json_and_back() {
+        let view = NodeView {
+            identity: Some(NodeIdentity {
+                id: 7,
+                role: NodeRole::Datanode as i32,
+                address: "10.0.0.1:4000".into(),
+                labels: [("zone".to_string(), "z1".to_string())].into(),
+                version: "0.1.0".into(),
+                start_time_ms: 1_795_000_000_000,
+            }),
+            state: "alive".into(),
+            last_heartbeat_age_ms: Some(812),
+            stats: Some(NodeStats {
+                rcus: 1_200,
+                cpu_usage: 0.75,
+                ..Default::default()
+            }),
+            region_count: 12,
+            unverified_region_count: 12,
+            report_interval_ms: 3_000,
+        };
+        let node = node_json(view);
+        let json = serde_json::to_value(&node).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "address",
+                "id",
+                "labels",
+                "last_heartbeat_age_ms",
+                "region_count",
+                "report_interval_ms",
+                "role",
+                "start_time_ms",
+                "state",
+                "stats",
+                "unverified_region_count",
+                "version",
+            ]
+        );
+        assert_eq!(json["role"], "datanode");
+        assert_eq!(json["stats"]["cpu_usage"], 0.75);
+        let back: NodeJson = serde_json::from_value(json).unwrap();
+        assert_eq!(back, node);
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Nothing here does I/O; every other crate may depend on this one.
 
+pub mod json;
 pub mod limits;
 
 /// Identifier of a Cairn node (a Raft member). Small integers chosen by the operator.

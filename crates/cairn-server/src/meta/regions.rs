@@ -1,6 +1,8 @@
 //! Telling datanodes to open, close or truncate a table's regions, through the heartbeat
 //! mailbox: one batched instruction per node (split at `regions_per_instruction_max`), all nodes
 //! at once, each answer awaited up to the configured instruction timeout.
+//! [`RegionInstructions::send`] is the one way procedures send them: it waits out datanodes
+//! that are reconnecting to a new leader and returns what still failed.
 
 use crate::heartbeat::mailbox::MailboxError;
 use crate::node::Node;
@@ -50,12 +52,12 @@ pub fn describe(failed: &[NodeFailure]) -> String {
 /// why. `make` builds the instruction from a chunk.
 async fn send_all(
     node: &Node,
-    per_node: BTreeMap<u64, Vec<(u64, bool)>>,
+    per_node: &BTreeMap<u64, Vec<(u64, bool)>>,
     make: impl Fn(&[(u64, bool)]) -> Kind,
 ) -> Vec<NodeFailure> {
     let timeout = Duration::from_millis(node.config.region_instruction_timeout_ms);
     let mut sends = Vec::new();
-    for (target, regions) in &per_node {
+    for (target, regions) in per_node {
         for chunk in regions.chunks(REGIONS_PER_INSTRUCTION_MAX) {
             let kind = make(chunk);
             sends.push(async move {
@@ -86,58 +88,113 @@ async fn send_all(
     failed.into_values().collect()
 }
 
-/// Opens every region of `route` on its nodes (leaders as leader, followers as follower).
-pub async fn open_regions(node: &Node, route: &TableRoute) -> Vec<NodeFailure> {
-    send_all(node, by_node(route), |chunk| {
-        Kind::OpenRegions(OpenRegions {
-            regions: chunk
-                .iter()
-                .map(|(id, leader)| OpenRegion {
-                    region_id: *id,
-                    as_leader: *leader,
-                })
-                .collect(),
-        })
-    })
-    .await
+/// What a datanode is told to do with regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionAction {
+    /// Open each region (leaders as leader, followers as follower).
+    Open,
+    /// Close each region. Closing a region a node does not hold succeeds, so this may repeat.
+    Close,
+    /// Drop every row, as the TRUNCATE of `epoch` (its procedure id): a node that already
+    /// applied that epoch keeps the rows written since, so this may repeat after a retry or a
+    /// leader change.
+    Truncate { epoch: u64 },
 }
 
-/// Closes every region of `route` on its nodes. Closing a region a node does not hold succeeds,
-/// so this may be repeated.
-pub async fn close_regions(node: &Node, route: &TableRoute) -> Vec<NodeFailure> {
-    send_all(node, by_node(route), |chunk| {
-        Kind::CloseRegions(CloseRegions {
-            region_ids: chunk.iter().map(|(id, _)| *id).collect(),
-        })
-    })
-    .await
+/// One action on regions, addressed per node: what procedures send to datanodes.
+#[derive(Debug, Clone)]
+pub struct RegionInstructions {
+    action: RegionAction,
+    /// Per node: (region id, as leader).
+    per_node: BTreeMap<u64, Vec<(u64, bool)>>,
 }
 
-/// Closes regions given per node (for drops spanning many tables).
+impl RegionInstructions {
+    /// Opens every region of `route` on its nodes.
+    pub fn open(route: &TableRoute) -> Self {
+        Self::on_route(RegionAction::Open, route)
+    }
+
+    /// Closes every region of `route` on its nodes.
+    pub fn close(route: &TableRoute) -> Self {
+        Self::on_route(RegionAction::Close, route)
+    }
+
+    /// Truncates every region of `route`, on leaders and followers, as the TRUNCATE of `epoch`.
+    pub fn truncate(route: &TableRoute, epoch: u64) -> Self {
+        Self::on_route(RegionAction::Truncate { epoch }, route)
+    }
+
+    /// Closes regions given per node (for drops spanning many tables).
+    pub fn close_on(per_node: BTreeMap<u64, Vec<u64>>) -> Self {
+        let per_node = per_node
+            .into_iter()
+            .map(|(n, ids)| (n, ids.into_iter().map(|id| (id, false)).collect()))
+            .collect();
+        Self {
+            action: RegionAction::Close,
+            per_node,
+        }
+    }
+
+    fn on_route(action: RegionAction, route: &TableRoute) -> Self {
+        Self {
+            action,
+            per_node: by_node(route),
+        }
+    }
+
+    /// Sends once to every node; returns the nodes that failed, with why.
+    pub async fn send_once(&self, node: &Node) -> Vec<NodeFailure> {
+        let action = self.action;
+        send_all(node, &self.per_node, |chunk| {
+            let region_ids = || chunk.iter().map(|(id, _)| *id).collect();
+            match action {
+                RegionAction::Open => Kind::OpenRegions(OpenRegions {
+                    regions: chunk
+                        .iter()
+                        .map(|(id, leader)| OpenRegion {
+                            region_id: *id,
+                            as_leader: *leader,
+                        })
+                        .collect(),
+                }),
+                RegionAction::Close => Kind::CloseRegions(CloseRegions {
+                    region_ids: region_ids(),
+                }),
+                RegionAction::Truncate { epoch } => Kind::TruncateRegions(TruncateRegions {
+                    region_ids: region_ids(),
+                    epoch,
+                }),
+            }
+        })
+        .await
+    }
+
+    /// Sends to every node and waits out reconnecting ones: right after a leader change
+    /// datanodes are still reconnecting, so while every failure is a node without a stream that
+    /// is not judged down, and `reconnect_deadline` has not passed, it sends again (to those
+    /// nodes only) after a short pause. Returns the failures that remain, for the caller to
+    /// count as a failed attempt.
+    pub async fn send(
+        mut self,
+        node: &Node,
+        reconnect_deadline: tokio::time::Instant,
+    ) -> Vec<NodeFailure> {
+        loop {
+            let failed = self.send_once(node).await;
+            if !wait_for_reconnect(node, &failed, reconnect_deadline).await {
+                return failed;
+            }
+            self.per_node
+                .retain(|n, _| failed.iter().any(|f| f.node == *n));
+        }
+    }
+}
+
+/// Closes regions given per node, once (the orphan reconciler retries on its own schedule).
 pub async fn close_regions_on(node: &Node, per_node: BTreeMap<u64, Vec<u64>>) -> Vec<NodeFailure> {
-    let per_node = per_node
-        .into_iter()
-        .map(|(n, ids)| (n, ids.into_iter().map(|id| (id, false)).collect()))
-        .collect();
-    send_all(node, per_node, |chunk| {
-        Kind::CloseRegions(CloseRegions {
-            region_ids: chunk.iter().map(|(id, _)| *id).collect(),
-        })
-    })
-    .await
-}
-
-/// Drops every row of the regions of `route`, on leaders and followers, as the TRUNCATE of
-/// `epoch` (its procedure id): a node that already applied that epoch keeps the rows written
-/// since, so the procedure may repeat this after a retry or a leader change.
-pub async fn truncate_regions(node: &Node, route: &TableRoute, epoch: u64) -> Vec<NodeFailure> {
-    send_all(node, by_node(route), |chunk| {
-        Kind::TruncateRegions(TruncateRegions {
-            region_ids: chunk.iter().map(|(id, _)| *id).collect(),
-            epoch,
-        })
-    })
-    .await
+    RegionInstructions::close_on(per_node).send_once(node).await
 }
 
 /// Regions of `route` per node, as plain ids.
@@ -169,7 +226,7 @@ pub fn is_down(node: &Node, id: u64) -> bool {
 /// Right after a leader change datanodes are still reconnecting. When every failure is a node
 /// without a stream that is not judged down, and `deadline` has not passed, sleeps a little and
 /// returns true: the caller retries without spending an attempt.
-pub async fn wait_for_reconnect(
+async fn wait_for_reconnect(
     node: &Node,
     failed: &[NodeFailure],
     deadline: tokio::time::Instant,

@@ -3,17 +3,75 @@
 //! comparing the table's revision, so a concurrent change can never be lost; a stale
 //! `expected_version` fails before anything is written.
 
-use super::{begin, detached, lock};
+use super::engine::{self, Conflict, Kind, Next, Step, Txn};
+use super::{begin, detached, lock, Ctx};
 use crate::errors;
 use crate::meta::convert;
 use crate::meta::store::{self, absent, delete_op, layout, meta_status, put_op, unchanged_since};
 use crate::node::Node;
 use cairn_meta::{codec, AlterKind, MetaError, TableInfo, TableName};
 use cairn_proto::cairnpb::{AlterTableRequest, DdlResponse};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tonic::{Code, Status};
 
 pub const KIND: &str = "alter_table";
+
+/// ALTER TABLE's one step: it is stored only as it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlterTableStep {
+    /// The new table info (and name index) written (ends the procedure).
+    Commit,
+}
+
+impl Step for AlterTableStep {
+    const ALL: &'static [Self] = &[Self::Commit];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+        }
+    }
+}
+
+/// What the procedure knows when it commits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlterTable {
+    name: TableName,
+    renamed: Option<TableName>,
+    altered: TableInfo,
+}
+
+impl Kind for AlterTable {
+    const KIND: &'static str = KIND;
+    type Step = AlterTableStep;
+
+    async fn run(
+        &mut self,
+        _ctx: &mut Ctx,
+        step: AlterTableStep,
+    ) -> Result<Next<AlterTableStep>, Status> {
+        Err(engine::ProcedureError::NotRunnable {
+            kind: KIND.into(),
+            step: step.name().into(),
+        }
+        .into())
+    }
+
+    fn done(&mut self, ctx: &Ctx, revision: i64) -> DdlResponse {
+        let mut keys = vec![format!("table/{}", self.name)];
+        if let Some(to) = &self.renamed {
+            keys.push(format!("table/{to}"));
+        }
+        super::publish(&ctx.node, keys);
+        DdlResponse {
+            procedure_id: ctx.record.id,
+            table: Some(convert::table_info_to_proto(&self.altered)),
+            revision,
+            ..Default::default()
+        }
+    }
+}
 
 /// Runs ALTER TABLE on the leader.
 pub async fn run(node: &Arc<Node>, req: AlterTableRequest) -> Result<DdlResponse, Status> {
@@ -40,7 +98,7 @@ pub async fn run(node: &Arc<Node>, req: AlterTableRequest) -> Result<DdlResponse
     let node2 = node.clone();
     detached(node, async move {
         let node = node2;
-        let mut ctx = begin(&node, KIND, name.to_string(), locks).await?;
+        let ctx = begin(&node, KIND, name.to_string(), locks).await?;
         let name_key = layout().table_name(&name);
         let id = store::get::<u64>(&node, &name_key)?
             .ok_or_else(|| Status::new(Code::NotFound, format!("table {name} not found")))?;
@@ -74,25 +132,21 @@ pub async fn run(node: &Arc<Node>, req: AlterTableRequest) -> Result<DdlResponse
             ops.push(delete_op(&name_key));
             ops.push(put_op(&to_key, codec::encode_table_id(id.value)));
         }
-        ctx.hook("commit");
-        let (ok, revision) = ctx.finish("commit", compares, ops).await?;
-        if !ok {
-            return Err(Status::new(
-                Code::Aborted,
-                format!("table {name} changed while being altered; retry"),
-            ));
-        }
-        let mut keys = vec![format!("table/{name}")];
-        if let Some(to) = &renamed {
-            keys.push(format!("table/{to}"));
-        }
-        super::publish(&node, keys);
-        Ok(DdlResponse {
-            procedure_id: ctx.record.id,
-            table: Some(convert::table_info_to_proto(&altered)),
-            revision,
-            ..Default::default()
-        })
+        let why = format!("table {name} changed while being altered");
+        let otherwise = Conflict::Fail {
+            status: Status::new(Code::Aborted, format!("{why}; retry")),
+            error: why,
+        };
+        let alter = AlterTable {
+            name,
+            renamed,
+            altered,
+        };
+        let last = Next::Done(
+            AlterTableStep::Commit,
+            Txn::guarded(compares, ops, otherwise),
+        );
+        engine::start(ctx, alter, last).await
     })
     .await
 }

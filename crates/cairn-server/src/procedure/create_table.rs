@@ -6,13 +6,12 @@
 //! at opening regions (idempotent on datanodes) and commits, or rolls back by closing what it
 //! opened. Either way no table is half-written and no region is left open without a route.
 
+use super::engine::{self, Conflict, Kind, Next, Step, Txn};
 use super::{begin, detached, lock, Ctx};
 use crate::errors;
 use crate::meta::convert;
 use crate::meta::placement;
-use crate::meta::regions::{
-    close_regions, describe, is_down, open_regions, reconnect_wait, wait_for_reconnect,
-};
+use crate::meta::regions::{describe, is_down, RegionInstructions};
 use crate::meta::store::{self, absent, layout, meta_status, present, put_op};
 use crate::node::Node;
 use cairn_meta::{codec, LeaderState, RegionRoute, TableInfo, TableRoute};
@@ -24,9 +23,34 @@ use tonic::{Code, Status};
 
 pub const KIND: &str = "create_table";
 
+/// The stored steps of CREATE TABLE. Before `open_regions` the procedure prepares under its
+/// locks without storing anything (hooks `validate`, `allocate_id`, `plan_regions`,
+/// `select_nodes`): a crash there leaves nothing to resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateTableStep {
+    /// Open the regions on the placed datanodes.
+    OpenRegions,
+    /// Table info, name index and route written (ends the procedure).
+    Commit,
+    /// Close what may have been opened, then end as failed.
+    Rollback,
+}
+
+impl Step for CreateTableStep {
+    const ALL: &'static [Self] = &[Self::OpenRegions, Self::Commit, Self::Rollback];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::OpenRegions => "open_regions",
+            Self::Commit => "commit",
+            Self::Rollback => "rollback",
+        }
+    }
+}
+
 /// What the procedure stores between steps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Data {
+pub struct CreateTable {
     table: TableInfo,
     route: TableRoute,
     /// Regions opened under an earlier placement that was replaced: closed once we are done.
@@ -67,25 +91,17 @@ pub async fn run(node: &Arc<Node>, req: CreateTableRequest) -> Result<DdlRespons
         let table = create.into_table_info(id, super::now_ms());
         ctx.hook("select_nodes");
         let placement = placement::place(&node, id, table.region_numbers.clone(), &HashSet::new())?;
-        let route = route_of(id, &placement);
-        ctx.record.data = serde_json::to_value(Data {
+        let create = CreateTable {
+            route: route_of(id, &placement),
             table,
-            route,
             stale: Vec::new(),
-        })
-        .map_err(errors::internal)?;
+        };
+        // Stored before any region opens, so the orphan reconciler leaves them alone.
         ctx.record.opening_tables = vec![id];
-        if !ctx.persist("open_regions", Vec::new(), Vec::new()).await? {
-            return Err(ctx.superseded());
-        }
-        proceed(ctx).await
+        let first = Next::Step(CreateTableStep::OpenRegions, Txn::none());
+        engine::start(ctx, create, first).await
     })
     .await
-}
-
-/// Continues a stored CREATE TABLE on a new leader.
-pub async fn resume(ctx: Ctx) -> Result<DdlResponse, Status> {
-    proceed(ctx).await
 }
 
 fn existing(node: &Node, id: u64) -> Result<DdlResponse, Status> {
@@ -116,123 +132,136 @@ fn route_of(table_id: u64, placement: &cairn_sched::Placement) -> TableRoute {
     }
 }
 
-fn data(ctx: &Ctx) -> Result<Data, Status> {
-    serde_json::from_value(ctx.record.data.clone())
-        .map_err(|e| errors::internal(format!("procedure {}: bad data: {e}", ctx.record.id)))
+impl Kind for CreateTable {
+    const KIND: &'static str = KIND;
+    type Step = CreateTableStep;
+    const ROLLBACK: Option<CreateTableStep> = Some(CreateTableStep::Rollback);
+
+    async fn run(
+        &mut self,
+        ctx: &mut Ctx,
+        step: CreateTableStep,
+    ) -> Result<Next<CreateTableStep>, Status> {
+        match step {
+            CreateTableStep::OpenRegions => self.open_regions(ctx).await,
+            CreateTableStep::Rollback => self.rollback(ctx).await,
+            CreateTableStep::Commit => Err(engine::ProcedureError::NotRunnable {
+                kind: KIND.into(),
+                step: step.name().into(),
+            }
+            .into()),
+        }
+    }
+
+    fn done(&mut self, ctx: &Ctx, revision: i64) -> DdlResponse {
+        ctx.hook("publish");
+        // Close what earlier placements opened, except where the final route keeps a region
+        // on the same node.
+        let dropped = self.route.dropped_placements(&self.stale);
+        if !dropped.is_empty() {
+            let node = ctx.node.clone();
+            let stale = RegionInstructions::close(&TableRoute {
+                regions: dropped,
+                ..self.route.clone()
+            });
+            tokio::spawn(async move { stale.send_once(&node).await });
+        }
+        super::publish(&ctx.node, vec![format!("table/{}", self.table.name)]);
+        DdlResponse {
+            procedure_id: ctx.record.id,
+            table: Some(convert::table_info_to_proto(&self.table)),
+            revision,
+            ..Default::default()
+        }
+    }
 }
 
-async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
-    if ctx.record.step == "rollback" {
-        let d = data(&ctx)?;
-        return rollback(ctx, d, None).await;
-    }
-    ctx.hook("open_regions");
-    let mut d = data(&ctx)?;
-    let reconnect_deadline = tokio::time::Instant::now() + reconnect_wait(&ctx.node);
-    loop {
-        ctx.check_term()?;
-        let failed = open_regions(&ctx.node, &d.route).await;
+impl CreateTable {
+    async fn open_regions(&mut self, ctx: &mut Ctx) -> Result<Next<CreateTableStep>, Status> {
+        let failed = RegionInstructions::open(&self.route)
+            .send(&ctx.node, ctx.reconnect_deadline)
+            .await;
         if failed.is_empty() {
-            break;
+            let name = &self.table.name;
+            let compares = vec![
+                absent(&layout().table_name(name)),
+                present(&layout().database(&name.catalog, &name.schema)),
+            ];
+            let ops = vec![
+                put_op(&layout().table(self.table.id), codec::encode(&self.table)),
+                put_op(
+                    &layout().table_name(name),
+                    codec::encode_table_id(self.table.id),
+                ),
+                put_op(&layout().route(self.table.id), codec::encode(&self.route)),
+            ];
+            // Only a vanished database or a concurrent create (impossible under our locks
+            // unless records were edited by hand) fails the compares.
+            let why = format!("table {name} or its database changed while it was being created");
+            let txn = Txn::guarded(compares, ops, Conflict::Rollback(why));
+            return Ok(Next::Done(CreateTableStep::Commit, txn));
         }
-        // Right after a leader change datanodes are still reconnecting: wait for those not
-        // judged down (bounded) without spending attempts.
-        if wait_for_reconnect(&ctx.node, &failed, reconnect_deadline).await {
-            continue;
-        }
-        let why = describe(&failed);
-        if let Err(gave_up) = ctx.failed_attempt(format!("opening regions: {why}")).await {
-            return rollback(ctx, d, Some(gave_up)).await;
-        }
-        // Nodes that are gone will not come back in time: place the table elsewhere and close
-        // what the old placement opened once we are done.
+        // Nodes that are gone will not come back in time: place the table elsewhere (stored
+        // with the failed attempt, before the next one opens anything) and close what the old
+        // placement opened once we are done.
         let dead: HashSet<u64> = failed
             .iter()
             .map(|f| f.node)
             .filter(|n| is_down(&ctx.node, *n))
             .collect();
         if !dead.is_empty() {
-            match placement::place(&ctx.node, d.table.id, d.table.region_numbers.clone(), &dead) {
+            let regions = self.table.region_numbers.clone();
+            match placement::place(&ctx.node, self.table.id, regions, &dead) {
                 Ok(p) => {
-                    let old = std::mem::replace(&mut d.route, route_of(d.table.id, &p));
-                    d.stale.extend(old.regions);
-                    ctx.record.data = serde_json::to_value(&d).map_err(errors::internal)?;
-                    let step = ctx.record.step.clone();
-                    if !ctx.persist(&step, Vec::new(), Vec::new()).await? {
-                        return Err(ctx.superseded());
-                    }
+                    let old = std::mem::replace(&mut self.route, route_of(self.table.id, &p));
+                    self.stale.extend(old.regions);
                 }
-                Err(e) => tracing::info!("cannot re-place table {}: {e}", d.table.id),
+                Err(e) => tracing::info!("cannot re-place table {}: {e}", self.table.id),
             }
         }
+        Ok(Next::Retry(format!(
+            "opening regions: {}",
+            describe(&failed)
+        )))
     }
-    ctx.hook("commit");
-    let name = d.table.name.clone();
-    let compares = vec![
-        absent(&layout().table_name(&name)),
-        present(&layout().database(&name.catalog, &name.schema)),
-    ];
-    let ops = vec![
-        put_op(&layout().table(d.table.id), codec::encode(&d.table)),
-        put_op(
-            &layout().table_name(&name),
-            codec::encode_table_id(d.table.id),
-        ),
-        put_op(&layout().route(d.table.id), codec::encode(&d.route)),
-    ];
-    let (ok, revision) = ctx.finish("commit", compares, ops).await?;
-    if !ok {
-        // Only a vanished database or a concurrent create (impossible under our locks unless
-        // records were edited by hand) gets here.
-        let why = format!("table {name} or its database changed while it was being created");
-        return rollback(ctx, d, Some(why)).await;
+
+    /// Closes every region the procedure may have opened and ends it as failed.
+    async fn rollback(&mut self, ctx: &mut Ctx) -> Result<Next<CreateTableStep>, Status> {
+        let why = ctx.record.last_error.clone();
+        let mut all = self.route.clone();
+        all.regions.extend(self.stale.iter().cloned());
+        let left = RegionInstructions::close(&all)
+            .send(&ctx.node, ctx.reconnect_deadline)
+            .await;
+        let mut error = why.clone();
+        if !left.is_empty() {
+            error.push_str(&format!(
+                "; regions may be left open on nodes that could not be reached: {}",
+                describe(&left)
+            ));
+        }
+        let status = Status::new(
+            Code::Unavailable,
+            format!(
+                "create table {} failed and was rolled back: {why}",
+                self.table.name
+            ),
+        );
+        Ok(Next::Fail { error, status })
     }
-    ctx.hook("publish");
-    // Close what earlier placements opened, except where the final route keeps a region on
-    // the same node.
-    let dropped = d.route.dropped_placements(&d.stale);
-    if !dropped.is_empty() {
-        let node = ctx.node.clone();
-        let stale = TableRoute {
-            regions: dropped,
-            ..d.route.clone()
-        };
-        tokio::spawn(async move { close_regions(&node, &stale).await });
-    }
-    super::publish(&ctx.node, vec![format!("table/{name}")]);
-    Ok(DdlResponse {
-        procedure_id: ctx.record.id,
-        table: Some(convert::table_info_to_proto(&d.table)),
-        revision,
-        ..Default::default()
-    })
 }
 
-/// Closes every region the procedure may have opened and ends it as failed.
-async fn rollback(mut ctx: Ctx, d: Data, why: Option<String>) -> Result<DdlResponse, Status> {
-    let why = why.unwrap_or_else(|| ctx.record.last_error.clone());
-    if ctx.record.step != "rollback" {
-        ctx.record.last_error = why.clone();
-        if !ctx.persist("rollback", Vec::new(), Vec::new()).await? {
-            return Err(ctx.superseded());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_step_names_are_stable() {
+        let names: Vec<&str> = CreateTableStep::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["open_regions", "commit", "rollback"]);
+        for s in CreateTableStep::ALL {
+            assert_eq!(engine::parse_step(KIND, s.name()), Ok(*s));
         }
+        assert!(engine::parse_step::<CreateTableStep>(KIND, "prepare").is_err());
     }
-    let mut all = d.route.clone();
-    all.regions.extend(d.stale.iter().cloned());
-    let left = close_regions(&ctx.node, &all).await;
-    let mut error = why.clone();
-    if !left.is_empty() {
-        error.push_str(&format!(
-            "; regions may be left open on nodes that could not be reached: {}",
-            describe(&left)
-        ));
-    }
-    ctx.fail("rollback", &error).await?;
-    Err(Status::new(
-        Code::Unavailable,
-        format!(
-            "create table {} failed and was rolled back: {why}",
-            d.table.name
-        ),
-    ))
 }

@@ -6,12 +6,10 @@
 //! so a crash at any point resumes with nothing lost and nothing left open. The database record
 //! goes last, with the finished procedure.
 
+use super::engine::{self, Conflict, Kind, Next, Step, Txn};
 use super::{begin, detached, lock, Ctx};
-use crate::errors;
 use crate::meta::convert;
-use crate::meta::regions::{
-    close_regions_on, reconnect_wait, region_ids_by_node, wait_for_reconnect,
-};
+use crate::meta::regions::{describe, reconnect_wait, region_ids_by_node, RegionInstructions};
 use crate::meta::store::{self, absent, delete_op, layout, meta_status, put_op};
 use crate::node::Node;
 use cairn_meta::{codec, DatabaseInfo, TableRoute, DEFAULT_CATALOG};
@@ -25,6 +23,55 @@ pub const CREATE_KIND: &str = "create_database";
 pub const DROP_KIND: &str = "drop_database";
 /// Keys one dropped table takes in a transaction (info, name index, route).
 const KEYS_PER_TABLE: usize = 3;
+
+/// CREATE DATABASE's one step: it is stored only as it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateDatabaseStep {
+    /// The database record written (ends the procedure).
+    Commit,
+}
+
+impl Step for CreateDatabaseStep {
+    const ALL: &'static [Self] = &[Self::Commit];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+        }
+    }
+}
+
+/// What CREATE DATABASE knows when it commits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateDatabase {
+    info: DatabaseInfo,
+}
+
+impl Kind for CreateDatabase {
+    const KIND: &'static str = CREATE_KIND;
+    type Step = CreateDatabaseStep;
+
+    async fn run(
+        &mut self,
+        _ctx: &mut Ctx,
+        step: CreateDatabaseStep,
+    ) -> Result<Next<CreateDatabaseStep>, Status> {
+        Err(engine::ProcedureError::NotRunnable {
+            kind: CREATE_KIND.into(),
+            step: step.name().into(),
+        }
+        .into())
+    }
+
+    fn done(&mut self, ctx: &Ctx, revision: i64) -> DdlResponse {
+        DdlResponse {
+            procedure_id: ctx.record.id,
+            database: Some(convert::database_to_proto(&self.info)),
+            revision,
+            ..Default::default()
+        }
+    }
+}
 
 fn catalog_of(c: &str) -> String {
     if c.is_empty() {
@@ -48,7 +95,7 @@ pub async fn create(node: &Arc<Node>, req: CreateDatabaseRequest) -> Result<DdlR
     detached(node, async move {
         let node = node2;
         let target = format!("{catalog}.{}", req.name);
-        let mut ctx = begin(&node, CREATE_KIND, target.clone(), locks).await?;
+        let ctx = begin(&node, CREATE_KIND, target.clone(), locks).await?;
         let key = layout().database(&catalog, &req.name);
         if let Some(existing) = store::get::<DatabaseInfo>(&node, &key)? {
             if req.if_not_exists {
@@ -70,32 +117,45 @@ pub async fn create(node: &Arc<Node>, req: CreateDatabaseRequest) -> Result<DdlR
             options,
             created_ms: super::now_ms(),
         };
-        ctx.hook("commit");
-        let (ok, revision) = ctx
-            .finish(
-                "commit",
-                vec![absent(&key)],
-                vec![put_op(&key, codec::encode(&info))],
-            )
-            .await?;
-        if !ok {
-            return Err(Status::new(
-                Code::Aborted,
-                format!("database {target} changed while being created; retry"),
-            ));
-        }
-        Ok(DdlResponse {
-            procedure_id: ctx.record.id,
-            database: Some(convert::database_to_proto(&info)),
-            revision,
-            ..Default::default()
-        })
+        let why = format!("database {target} changed while being created");
+        let txn = Txn::guarded(
+            vec![absent(&key)],
+            vec![put_op(&key, codec::encode(&info))],
+            Conflict::Fail {
+                status: Status::new(Code::Aborted, format!("{why}; retry")),
+                error: why,
+            },
+        );
+        let last = Next::Done(CreateDatabaseStep::Commit, txn);
+        engine::start(ctx, CreateDatabase { info }, last).await
     })
     .await
 }
 
+/// The stored steps of DROP DATABASE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropDatabaseStep {
+    /// Close the regions the last chunk orphaned, then drop the next chunk of tables (stored
+    /// with this step again) until none is left.
+    DropTables,
+    /// The database record deleted (ends the procedure).
+    Commit,
+}
+
+impl Step for DropDatabaseStep {
+    const ALL: &'static [Self] = &[Self::DropTables, Self::Commit];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::DropTables => "drop_tables",
+            Self::Commit => "commit",
+        }
+    }
+}
+
+/// What DROP DATABASE stores between steps.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct DropData {
+pub struct DropDatabase {
     catalog: String,
     schema: String,
     /// Regions of the last chunk of dropped tables, per node, still to be closed.
@@ -118,7 +178,7 @@ pub async fn drop(node: &Arc<Node>, req: DropDatabaseRequest) -> Result<DdlRespo
     detached(node, async move {
         let node = node2;
         let target = format!("{catalog}.{}", req.name);
-        let mut ctx = begin(&node, DROP_KIND, target.clone(), locks).await?;
+        let ctx = begin(&node, DROP_KIND, target.clone(), locks).await?;
         if store::get_raw(&node, &layout().database(&catalog, &req.name))?.is_none() {
             if req.if_exists {
                 return Ok(DdlResponse {
@@ -132,51 +192,71 @@ pub async fn drop(node: &Arc<Node>, req: DropDatabaseRequest) -> Result<DdlRespo
                 format!("database {target} not found"),
             ));
         }
-        ctx.record.data = serde_json::to_value(DropData {
+        let drop = DropDatabase {
             catalog,
             schema: req.name.clone(),
             ..Default::default()
-        })
-        .map_err(errors::internal)?;
-        if !ctx.persist("drop_tables", Vec::new(), Vec::new()).await? {
-            return Err(ctx.superseded());
-        }
-        proceed(ctx).await
+        };
+        let first = Next::Step(DropDatabaseStep::DropTables, Txn::none());
+        engine::start(ctx, drop, first).await
     })
     .await
 }
 
-pub async fn resume_drop(ctx: Ctx) -> Result<DdlResponse, Status> {
-    proceed(ctx).await
+impl Kind for DropDatabase {
+    const KIND: &'static str = DROP_KIND;
+    type Step = DropDatabaseStep;
+
+    async fn run(
+        &mut self,
+        ctx: &mut Ctx,
+        step: DropDatabaseStep,
+    ) -> Result<Next<DropDatabaseStep>, Status> {
+        match step {
+            DropDatabaseStep::DropTables => self.drop_tables(ctx).await,
+            DropDatabaseStep::Commit => Err(engine::ProcedureError::NotRunnable {
+                kind: DROP_KIND.into(),
+                step: step.name().into(),
+            }
+            .into()),
+        }
+    }
+
+    fn done(&mut self, ctx: &Ctx, revision: i64) -> DdlResponse {
+        let key = format!("database/{}/{}", self.catalog, self.schema);
+        super::publish(&ctx.node, vec![key]);
+        DdlResponse {
+            procedure_id: ctx.record.id,
+            revision,
+            dropped_tables: self.dropped_tables,
+            ..Default::default()
+        }
+    }
 }
 
-async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
-    let node = ctx.node.clone();
-    let mut d: DropData = serde_json::from_value(ctx.record.data.clone())
-        .map_err(|e| errors::internal(format!("procedure {}: bad data: {e}", ctx.record.id)))?;
-    let chunk_tables = ((node.config.txn_ops_max.saturating_sub(1)) / KEYS_PER_TABLE).max(1);
-    let names_prefix = layout().table_names_prefix(&d.catalog, &d.schema);
-    loop {
-        ctx.hook("drop_tables");
-        if !d.to_close.is_empty() {
-            let mut pending = std::mem::take(&mut d.to_close);
+impl DropDatabase {
+    async fn drop_tables(&mut self, ctx: &mut Ctx) -> Result<Next<DropDatabaseStep>, Status> {
+        let node = ctx.node.clone();
+        if !self.to_close.is_empty() {
+            let pending = RegionInstructions::close_on(std::mem::take(&mut self.to_close));
+            // Each chunk waits out reconnecting nodes afresh: a long drop outlasts one wait.
             let deadline = tokio::time::Instant::now() + reconnect_wait(&node);
-            let left = loop {
-                let left = close_regions_on(&node, pending.clone()).await;
-                if !wait_for_reconnect(&node, &left, deadline).await {
-                    break left;
-                }
-                pending.retain(|n, _| left.iter().any(|f| f.node == *n));
-            };
+            let left = pending.send(&node, deadline).await;
             if !left.is_empty() {
-                let why = crate::meta::regions::describe(&left);
                 // The tables are gone already; remember which nodes may keep their regions.
-                ctx.record.last_error = format!("regions left on unreachable nodes: {why}");
+                ctx.record.last_error =
+                    format!("regions left on unreachable nodes: {}", describe(&left));
             }
         }
+        let chunk_tables = ((node.config.txn_ops_max.saturating_sub(1)) / KEYS_PER_TABLE).max(1);
+        let names_prefix = layout().table_names_prefix(&self.catalog, &self.schema);
         let (kvs, _) = store::scan(&node, &names_prefix, None, chunk_tables, false)?;
         if kvs.is_empty() {
-            break;
+            let key = layout().database(&self.catalog, &self.schema);
+            return Ok(Next::Done(
+                DropDatabaseStep::Commit,
+                Txn::ops(vec![delete_op(&key)]),
+            ));
         }
         let mut ops = Vec::with_capacity(kvs.len() * KEYS_PER_TABLE);
         let mut to_close = BTreeMap::new();
@@ -189,28 +269,11 @@ async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
             ops.push(delete_op(&layout().table(id)));
             ops.push(delete_op(&layout().route(id)));
         }
-        d.dropped_tables += kvs.len() as u64;
-        d.to_close = to_close;
-        ctx.record.data = serde_json::to_value(&d).map_err(errors::internal)?;
-        if !ctx.persist("drop_tables", Vec::new(), ops).await? {
-            return Err(ctx.superseded());
-        }
+        self.dropped_tables += kvs.len() as u64;
+        // Stored with the chunk's deletes, so a crash after them still closes their regions.
+        self.to_close = to_close;
+        Ok(Next::Step(DropDatabaseStep::DropTables, Txn::ops(ops)))
     }
-    ctx.hook("commit");
-    let key = layout().database(&d.catalog, &d.schema);
-    let (ok, revision) = ctx
-        .finish("commit", Vec::new(), vec![delete_op(&key)])
-        .await?;
-    if !ok {
-        return Err(ctx.superseded());
-    }
-    super::publish(&node, vec![format!("database/{}/{}", d.catalog, d.schema)]);
-    Ok(DdlResponse {
-        procedure_id: ctx.record.id,
-        revision,
-        dropped_tables: d.dropped_tables,
-        ..Default::default()
-    })
 }
 
 /// Names of the catalog default when empty; used by list calls too.
@@ -220,6 +283,18 @@ pub fn catalog_or_default(c: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_step_names_are_stable() {
+        let names: Vec<&str> = DropDatabaseStep::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["drop_tables", "commit"]);
+        for s in DropDatabaseStep::ALL {
+            assert_eq!(engine::parse_step(DROP_KIND, s.name()), Ok(*s));
+        }
+        assert_eq!(CreateDatabaseStep::Commit.name(), "commit");
+    }
+
     #[test]
     fn a_chunk_of_tables_fits_one_transaction() {
         let txn_ops_max = cairn_types::limits::TXN_OPS_MAX_DEFAULT;

@@ -6,24 +6,63 @@
 //! attempt are named in the procedure's last error (their regions are not routed any more and
 //! get closed when the node reports them).
 
+use super::engine::{self, Conflict, Kind, Next, Step, Txn};
 use super::{begin, detached, lock, Ctx};
 use crate::errors;
 use crate::meta::convert;
-use crate::meta::regions::{close_regions, reconnect_wait, wait_for_reconnect};
+use crate::meta::regions::{describe, RegionInstructions};
 use crate::meta::store::{self, delete_op, layout, meta_status, unchanged_since};
 use crate::node::Node;
 use cairn_meta::{TableInfo, TableRoute};
 use cairn_proto::cairnpb::{DdlResponse, DropTableRequest};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tonic::{Code, Status};
 
 pub const KIND: &str = "drop_table";
 
+/// The stored steps of DROP TABLE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropTableStep {
+    /// The table is gone from the store (written with this step); close its regions.
+    CloseRegions,
+    /// Ends the procedure.
+    Done,
+}
+
+impl Step for DropTableStep {
+    const ALL: &'static [Self] = &[Self::CloseRegions, Self::Done];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::CloseRegions => "close_regions",
+            Self::Done => "done",
+        }
+    }
+
+    fn hook(self) -> &'static str {
+        match self {
+            Self::CloseRegions => "close_regions",
+            // Named before the step was.
+            Self::Done => "finish",
+        }
+    }
+}
+
+/// What the procedure stores between steps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Data {
+pub struct DropTable {
     table: TableInfo,
+    /// Regions still to close: after a failed attempt, only those on nodes that failed.
     route: TableRoute,
+    /// The revision the table was dropped at, as answered (the record's when this leader
+    /// took the procedure up).
+    #[serde(skip)]
+    dropped_at: i64,
+    /// The nodes that failed the last attempt, and why.
+    #[serde(skip)]
+    unreachable: String,
 }
 
 /// Runs DROP TABLE on the leader.
@@ -34,7 +73,7 @@ pub async fn run(node: &Arc<Node>, req: DropTableRequest) -> Result<DdlResponse,
     let node2 = node.clone();
     detached(node, async move {
         let node = node2;
-        let mut ctx = begin(&node, KIND, name.to_string(), locks).await?;
+        let ctx = begin(&node, KIND, name.to_string(), locks).await?;
         let name_key = layout().table_name(&name);
         let Some(id) = store::get::<u64>(&node, &name_key)? else {
             if req.if_exists {
@@ -60,11 +99,12 @@ pub async fn run(node: &Arc<Node>, req: DropTableRequest) -> Result<DdlResponse,
                 version: 0,
                 regions: Vec::new(),
             });
-        ctx.record.data = serde_json::to_value(Data {
-            table: table.value.clone(),
+        let drop = DropTable {
+            table: table.value,
             route,
-        })
-        .map_err(errors::internal)?;
+            dropped_at: 0,
+            unreachable: String::new(),
+        };
         let compares = vec![
             unchanged_since(&table_key, table.mod_revision),
             unchanged_since(&name_key, id.mod_revision),
@@ -74,65 +114,101 @@ pub async fn run(node: &Arc<Node>, req: DropTableRequest) -> Result<DdlResponse,
             delete_op(&name_key),
             delete_op(&layout().route(id.value)),
         ];
-        if !ctx.persist("close_regions", compares, ops).await? {
-            return Err(Status::new(
-                Code::Aborted,
-                format!("table {name} changed while being dropped; retry"),
-            ));
-        }
-        proceed(ctx).await
+        let why = format!("table {name} changed while being dropped");
+        let otherwise = Conflict::Fail {
+            status: Status::new(Code::Aborted, format!("{why}; retry")),
+            error: why,
+        };
+        let first = Next::Step(
+            DropTableStep::CloseRegions,
+            Txn::guarded(compares, ops, otherwise),
+        );
+        engine::start(ctx, drop, first).await
     })
     .await
 }
 
-pub async fn resume(ctx: Ctx) -> Result<DdlResponse, Status> {
-    proceed(ctx).await
+impl Kind for DropTable {
+    const KIND: &'static str = KIND;
+    type Step = DropTableStep;
+
+    async fn run(
+        &mut self,
+        ctx: &mut Ctx,
+        step: DropTableStep,
+    ) -> Result<Next<DropTableStep>, Status> {
+        match step {
+            DropTableStep::CloseRegions => Ok(self.close_regions(ctx).await),
+            DropTableStep::Done => Err(engine::ProcedureError::NotRunnable {
+                kind: KIND.into(),
+                step: step.name().into(),
+            }
+            .into()),
+        }
+    }
+
+    /// The table is gone either way: end, saying which nodes may still hold its regions
+    /// (they are not routed any more, and get closed when the node reports them).
+    fn gave_up(
+        &mut self,
+        ctx: &mut Ctx,
+        _step: DropTableStep,
+        _error: String,
+    ) -> Next<DropTableStep> {
+        ctx.record.last_error = format!("regions left on unreachable nodes: {}", self.unreachable);
+        Next::Done(DropTableStep::Done, Txn::none())
+    }
+
+    fn done(&mut self, ctx: &Ctx, _revision: i64) -> DdlResponse {
+        super::publish(&ctx.node, vec![format!("table/{}", self.table.name)]);
+        DdlResponse {
+            procedure_id: ctx.record.id,
+            table: Some(convert::table_info_to_proto(&self.table)),
+            revision: self.dropped_at,
+            ..Default::default()
+        }
+    }
 }
 
-async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
-    ctx.hook("close_regions");
-    let d: Data = serde_json::from_value(ctx.record.data.clone())
-        .map_err(|e| errors::internal(format!("procedure {}: bad data: {e}", ctx.record.id)))?;
-    let dropped_at = ctx.revision;
-    let mut route = d.route.clone();
-    let reconnect_deadline = tokio::time::Instant::now() + reconnect_wait(&ctx.node);
-    loop {
-        let failed = close_regions(&ctx.node, &route).await;
+impl DropTable {
+    async fn close_regions(&mut self, ctx: &mut Ctx) -> Next<DropTableStep> {
+        if self.dropped_at == 0 {
+            self.dropped_at = ctx.revision;
+        }
+        let failed = RegionInstructions::close(&self.route)
+            .send(&ctx.node, ctx.reconnect_deadline)
+            .await;
         if failed.is_empty() {
-            break;
+            return Next::Done(DropTableStep::Done, Txn::none());
         }
-        if wait_for_reconnect(&ctx.node, &failed, reconnect_deadline).await {
-            continue;
-        }
-        let why = crate::meta::regions::describe(&failed);
-        if ctx
-            .failed_attempt(format!("closing regions: {why}"))
-            .await
-            .is_err()
-        {
-            // The table is gone either way; say which nodes may still hold its regions.
-            ctx.record.last_error = format!("regions left on unreachable nodes: {why}");
-            break;
-        }
+        self.unreachable = describe(&failed);
         // Retry only where it failed.
-        let left: std::collections::HashSet<u64> = failed.iter().map(|f| f.node).collect();
-        for r in &mut route.regions {
+        let left: HashSet<u64> = failed.iter().map(|f| f.node).collect();
+        for r in &mut self.route.regions {
             if !left.contains(&r.leader_node) {
                 r.leader_node = 0;
             }
             r.follower_nodes.retain(|f| left.contains(f));
         }
-        route
+        self.route
             .regions
             .retain(|r| r.leader_node != 0 || !r.follower_nodes.is_empty());
+        Next::Retry(format!("closing regions: {}", self.unreachable))
     }
-    ctx.hook("finish");
-    ctx.finish("done", Vec::new(), Vec::new()).await?;
-    super::publish(&ctx.node, vec![format!("table/{}", d.table.name)]);
-    Ok(DdlResponse {
-        procedure_id: ctx.record.id,
-        table: Some(convert::table_info_to_proto(&d.table)),
-        revision: dropped_at,
-        ..Default::default()
-    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_step_names_and_hooks_are_stable() {
+        let names: Vec<&str> = DropTableStep::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["close_regions", "done"]);
+        let hooks: Vec<&str> = DropTableStep::ALL.iter().map(|s| s.hook()).collect();
+        assert_eq!(hooks, ["close_regions", "finish"]);
+        for s in DropTableStep::ALL {
+            assert_eq!(engine::parse_step(KIND, s.name()), Ok(*s));
+        }
+    }
 }

@@ -7,24 +7,30 @@
 //! locks of every running procedure and resumes it from its step before it serves any DDL.
 //! Steps that fail are retried a bounded number of times, then rolled back.
 //!
-//! One file per procedure kind; this file holds what they share.
+//! One file per procedure kind, each saying only its steps (an enum), what each does, what comes
+//! next and its rollback; `engine.rs` runs every kind (persist, retry, roll back, resume),
+//! `ctx.rs` is a running procedure's record and writes, and this file holds the leader's
+//! procedure machinery: starting, resuming and housekeeping.
 
 pub mod alter_table;
 pub mod create_table;
+mod ctx;
 pub mod database;
 pub mod drop_table;
+pub mod engine;
 pub mod lock;
 pub mod truncate_table;
+
+pub use ctx::{crash_hook, Ctx};
 
 use crate::errors;
 use crate::leader::LeaderTerm;
 use crate::meta::ids::{IdSequence, PROCEDURE_ID_BATCH, TABLE_ID_BATCH, TABLE_ID_START};
-use crate::meta::store::{self, layout, put_op, unchanged_since};
+use crate::meta::store::{self, layout};
 use crate::node::Node;
 use cairn_meta::{codec, ProcedureRecord, ProcedureState};
-use cairn_proto::etcdserverpb::{Compare, RequestOp};
 use cairn_sched::{Selector, SelectorKind};
-use lock::{Held, LockSet, LockTable, Mode};
+use lock::{LockSet, LockTable, Mode};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,176 +117,6 @@ impl Procedures {
     }
 }
 
-/// A running procedure: its record, the record's revision in the store (0 before it is
-/// stored) and the term it runs in.
-pub struct Ctx {
-    pub node: Arc<Node>,
-    pub record: ProcedureRecord,
-    pub revision: i64,
-    pub term: u64,
-    _held: Option<Held>,
-}
-
-impl Ctx {
-    fn key(&self) -> String {
-        layout().procedure(self.record.id)
-    }
-
-    /// Fails when this node no longer leads the term the procedure started in. Before the
-    /// procedure is stored nothing happened, so the caller may retry on the new leader ("leader
-    /// changed"); after, the new leader finishes it, and a blind retry could run the DDL twice,
-    /// so the caller is told the outcome is unknown ("request timed out"), as for any write.
-    pub fn check_term(&self) -> Result<(), Status> {
-        if self.node.leads_term(self.term) {
-            Ok(())
-        } else if self.revision == 0 {
-            Err(errors::leader_changed())
-        } else {
-            Err(errors::timeout())
-        }
-    }
-
-    /// The error for a write of ours that found the record changed by someone else (a newer
-    /// leader): see [`Ctx::check_term`].
-    pub fn superseded(&self) -> Status {
-        if self.revision == 0 {
-            errors::leader_changed()
-        } else {
-            errors::timeout()
-        }
-    }
-
-    /// The test hook: crash the process at `step` when configured to (see
-    /// [`crate::ServerConfig::test_crash_at`]).
-    pub fn hook(&self, step: &str) {
-        crash_hook(&self.node, &self.record.kind, step);
-    }
-
-    /// Writes the record at `step` together with `ops`, if `compares` hold and the record is
-    /// unchanged since we last wrote it. Returns whether it was written.
-    pub async fn persist(
-        &mut self,
-        step: &str,
-        compares: Vec<Compare>,
-        ops: Vec<RequestOp>,
-    ) -> Result<bool, Status> {
-        self.check_term()?;
-        let mut record = self.record.clone();
-        record.step = step.to_string();
-        record.updated_ms = now_ms();
-        let key = self.key();
-        let mut compares = compares;
-        compares.push(unchanged_since(&key, self.revision));
-        let mut ops = ops;
-        ops.push(put_op(&key, codec::encode(&record)));
-        let (ok, _, revision) = store::txn_here(&self.node, self.term, compares, ops).await?;
-        if ok {
-            self.record = record;
-            self.revision = revision;
-        }
-        Ok(ok)
-    }
-
-    /// Ends the procedure as done (with `ops` in the same transaction); the record keeps its
-    /// summary and drops its data.
-    pub async fn finish(
-        &mut self,
-        step: &str,
-        compares: Vec<Compare>,
-        ops: Vec<RequestOp>,
-    ) -> Result<(bool, i64), Status> {
-        self.finish_as(ProcedureState::Done, step, compares, ops)
-            .await
-    }
-
-    /// Ends the procedure as failed with `error`.
-    pub async fn fail(&mut self, step: &str, error: &str) -> Result<(), Status> {
-        self.record.last_error = error.to_string();
-        self.finish_as(ProcedureState::Failed, step, Vec::new(), Vec::new())
-            .await?;
-        Ok(())
-    }
-
-    async fn finish_as(
-        &mut self,
-        state: ProcedureState,
-        step: &str,
-        compares: Vec<Compare>,
-        ops: Vec<RequestOp>,
-    ) -> Result<(bool, i64), Status> {
-        let saved = (self.record.state, self.record.data.clone());
-        self.record.state = state;
-        self.record.data = serde_json::Value::Null;
-        let ok = self.persist(step, compares, ops).await;
-        match ok {
-            Ok(true) => {
-                self.node.procedures.finished().push_back(self.record.id);
-                Ok((true, self.revision))
-            }
-            other => {
-                (self.record.state, self.record.data) = saved;
-                other.map(|ok| (ok, self.revision))
-            }
-        }
-    }
-
-    /// Records a failed attempt of the current step; `Err` once attempts are used up. Sleeps
-    /// the backoff before returning `Ok`.
-    pub async fn failed_attempt(&mut self, error: String) -> Result<(), String> {
-        self.record.attempts += 1;
-        tracing::info!(
-            procedure = self.record.id,
-            kind = %self.record.kind,
-            step = %self.record.step,
-            attempt = self.record.attempts,
-            "procedure step failed: {error}"
-        );
-        self.record.last_error = error.clone();
-        let step = self.record.step.clone();
-        if let Err(e) = self.persist(&step, Vec::new(), Vec::new()).await {
-            return Err(format!("{error}; recording the attempt failed: {e}"));
-        }
-        if self.record.attempts >= PROCEDURE_STEP_ATTEMPTS_MAX {
-            return Err(format!(
-                "{error} (gave up after {} attempts, procedure_step_attempts_max)",
-                self.record.attempts
-            ));
-        }
-        let shift = self.record.attempts.min(10);
-        let ms = (PROCEDURE_RETRY_BACKOFF_MS << shift).min(PROCEDURE_RETRY_BACKOFF_MAX_MS);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok(())
-    }
-
-    /// Starts a new step: attempts count from zero again.
-    pub fn reset_attempts(&mut self) {
-        self.record.attempts = 0;
-    }
-}
-
-/// Crashes the process when the test hook names `kind:step`. With a marker file configured, only
-/// the first node to get there crashes (it creates the marker); the others carry on, so the
-/// resuming leader does not crash too.
-pub fn crash_hook(node: &Node, kind: &str, step: &str) {
-    let Some(at) = node.config.test_crash_at.as_deref() else {
-        return;
-    };
-    if at != format!("{kind}:{step}") {
-        return;
-    }
-    if let Some(marker) = &node.config.test_crash_marker {
-        let created = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(marker);
-        if created.is_err() {
-            return;
-        }
-    }
-    eprintln!("cairn: test hook test_crash_at={at}: aborting the process");
-    std::process::abort();
-}
-
 /// Tells connected frontends to drop cached entries for `keys`, in the background. Best effort:
 /// the committed change is already visible, and the metadata watch reports it too.
 pub fn publish(node: &Arc<Node>, keys: Vec<String>) {
@@ -325,26 +161,21 @@ pub async fn begin(
     let held = node.procedures.locks.acquire(&locks).await;
     let id = node.procedures.procedure_ids.next(node, term).await?;
     let now = now_ms();
-    let ctx = Ctx {
-        node: node.clone(),
-        record: ProcedureRecord {
-            id,
-            kind: kind.to_string(),
-            target,
-            state: ProcedureState::Running,
-            step: "prepare".into(),
-            attempts: 0,
-            last_error: String::new(),
-            created_ms: now,
-            updated_ms: now,
-            locks: locks.iter().map(|(n, m)| lock_text(n, *m)).collect(),
-            opening_tables: Vec::new(),
-            data: serde_json::Value::Null,
-        },
-        revision: 0,
-        term,
-        _held: Some(held),
+    let record = ProcedureRecord {
+        id,
+        kind: kind.to_string(),
+        target,
+        state: ProcedureState::Running,
+        step: "prepare".into(),
+        attempts: 0,
+        last_error: String::new(),
+        created_ms: now,
+        updated_ms: now,
+        locks: locks.iter().map(|(n, m)| lock_text(n, *m)).collect(),
+        opening_tables: Vec::new(),
+        data: serde_json::Value::Null,
     };
+    let ctx = Ctx::new(node.clone(), record, 0, term, held);
     ctx.check_term()?;
     Ok(ctx)
 }
@@ -476,14 +307,7 @@ async fn resume_all(node: &Arc<Node>, term: u64) -> Result<usize, Status> {
         let locks: LockSet = record.locks.iter().filter_map(|l| parse_lock(l)).collect();
         // Taken here, before DDL is served, so no new procedure slips in between.
         let held = node.procedures.locks.acquire(&locks).await;
-        let ctx = Ctx {
-            node: node.clone(),
-            record,
-            revision,
-            term,
-            _held: Some(held),
-        };
-        tokio::spawn(resume(ctx));
+        tokio::spawn(resume(Ctx::new(node.clone(), record, revision, term, held)));
     }
     Ok(n)
 }
@@ -492,18 +316,17 @@ async fn resume(ctx: Ctx) {
     let id = ctx.record.id;
     let kind = ctx.record.kind.clone();
     tracing::info!(procedure = id, kind = %kind, step = %ctx.record.step, "resuming procedure");
+    // Alter table and create database are never stored running (they end in the transaction
+    // that stores them), so they are not resumed.
     let outcome = match kind.as_str() {
-        create_table::KIND => create_table::resume(ctx).await.map(|_| ()),
-        drop_table::KIND => drop_table::resume(ctx).await.map(|_| ()),
-        truncate_table::KIND => truncate_table::resume(ctx).await.map(|_| ()),
-        database::DROP_KIND => database::resume_drop(ctx).await.map(|_| ()),
-        other => {
-            tracing::error!(
-                procedure = id,
-                "cannot resume a procedure of unknown kind {other}"
-            );
-            Ok(())
+        create_table::KIND => engine::resume::<create_table::CreateTable>(ctx).await,
+        drop_table::KIND => engine::resume::<drop_table::DropTable>(ctx).await,
+        truncate_table::KIND => engine::resume::<truncate_table::TruncateTable>(ctx).await,
+        database::DROP_KIND => engine::resume::<database::DropDatabase>(ctx).await,
+        other => Err(engine::ProcedureError::UnknownKind {
+            kind: other.to_string(),
         }
+        .into()),
     };
     if let Err(e) = outcome {
         tracing::warn!(procedure = id, kind = %kind, "resumed procedure ended with an error: {e}");

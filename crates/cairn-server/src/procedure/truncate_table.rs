@@ -4,10 +4,10 @@
 //! leader resuming) is a no-op on a node that already truncated: rows written after the first
 //! truncate stay.
 
+use super::engine::{self, Conflict, Kind, Next, Step, Txn};
 use super::{begin, detached, lock, Ctx};
-use crate::errors;
 use crate::meta::convert;
-use crate::meta::regions::{reconnect_wait, truncate_regions, wait_for_reconnect};
+use crate::meta::regions::{describe, RegionInstructions};
 use crate::meta::store::{self, layout, meta_status, put_op, unchanged_since};
 use crate::node::Node;
 use cairn_meta::{codec, TableInfo, TableRoute};
@@ -18,9 +18,33 @@ use tonic::{Code, Status};
 
 pub const KIND: &str = "truncate_table";
 
+/// The stored steps of TRUNCATE TABLE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TruncateTableStep {
+    /// Have every datanode holding one of the table's regions drop its rows.
+    TruncateRegions,
+    /// The table's version bumped (ends the procedure).
+    Commit,
+}
+
+impl Step for TruncateTableStep {
+    const ALL: &'static [Self] = &[Self::TruncateRegions, Self::Commit];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::TruncateRegions => "truncate_regions",
+            Self::Commit => "commit",
+        }
+    }
+}
+
+/// What the procedure stores between steps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Data {
+pub struct TruncateTable {
     table_id: u64,
+    /// The table info written by the commit.
+    #[serde(skip)]
+    bumped: Option<TableInfo>,
 }
 
 /// Runs TRUNCATE TABLE on the leader.
@@ -31,87 +55,107 @@ pub async fn run(node: &Arc<Node>, req: TruncateTableRequest) -> Result<DdlRespo
     let node2 = node.clone();
     detached(node, async move {
         let node = node2;
-        let mut ctx = begin(&node, KIND, name.to_string(), locks).await?;
+        let ctx = begin(&node, KIND, name.to_string(), locks).await?;
         let id = store::get::<u64>(&node, &layout().table_name(&name))?
             .ok_or_else(|| Status::new(Code::NotFound, format!("table {name} not found")))?;
-        ctx.record.data =
-            serde_json::to_value(Data { table_id: id.value }).map_err(errors::internal)?;
-        if !ctx
-            .persist("truncate_regions", Vec::new(), Vec::new())
-            .await?
-        {
-            return Err(ctx.superseded());
-        }
-        proceed(ctx).await
+        let truncate = TruncateTable {
+            table_id: id.value,
+            bumped: None,
+        };
+        let first = Next::Step(TruncateTableStep::TruncateRegions, Txn::none());
+        engine::start(ctx, truncate, first).await
     })
     .await
 }
 
-pub async fn resume(ctx: Ctx) -> Result<DdlResponse, Status> {
-    proceed(ctx).await
+impl Kind for TruncateTable {
+    const KIND: &'static str = KIND;
+    type Step = TruncateTableStep;
+
+    async fn run(
+        &mut self,
+        ctx: &mut Ctx,
+        step: TruncateTableStep,
+    ) -> Result<Next<TruncateTableStep>, Status> {
+        match step {
+            TruncateTableStep::TruncateRegions => self.truncate_regions(ctx).await,
+            TruncateTableStep::Commit => Err(engine::ProcedureError::NotRunnable {
+                kind: KIND.into(),
+                step: step.name().into(),
+            }
+            .into()),
+        }
+    }
+
+    fn done(&mut self, ctx: &Ctx, revision: i64) -> DdlResponse {
+        let table = self.bumped.as_ref();
+        if let Some(t) = table {
+            super::publish(&ctx.node, vec![format!("table/{}", t.name)]);
+        }
+        DdlResponse {
+            procedure_id: ctx.record.id,
+            table: table.map(convert::table_info_to_proto),
+            revision,
+            ..Default::default()
+        }
+    }
 }
 
-async fn proceed(mut ctx: Ctx) -> Result<DdlResponse, Status> {
-    ctx.hook("truncate_regions");
-    let d: Data = serde_json::from_value(ctx.record.data.clone())
-        .map_err(|e| errors::internal(format!("procedure {}: bad data: {e}", ctx.record.id)))?;
-    let node = ctx.node.clone();
-    let table_key = layout().table(d.table_id);
-    let reconnect_deadline = tokio::time::Instant::now() + reconnect_wait(&node);
-    loop {
-        let Some(table) = store::get::<TableInfo>(&node, &table_key)? else {
+impl TruncateTable {
+    async fn truncate_regions(&mut self, ctx: &mut Ctx) -> Result<Next<TruncateTableStep>, Status> {
+        let node = &ctx.node;
+        let table_key = layout().table(self.table_id);
+        let Some(table) = store::get::<TableInfo>(node, &table_key)? else {
             // Dropped meanwhile (only possible if the locks were lost with a crash): nothing to do.
-            ctx.fail(
-                "truncate_regions",
-                "the table was dropped before it was truncated",
-            )
-            .await?;
-            return Err(Status::new(Code::NotFound, "table was dropped"));
+            return Ok(Next::Fail {
+                error: "the table was dropped before it was truncated".into(),
+                status: Status::new(Code::NotFound, "table was dropped"),
+            });
         };
-        let route = store::get::<TableRoute>(&node, &layout().route(d.table_id))?
+        let route = store::get::<TableRoute>(node, &layout().route(self.table_id))?
             .map(|r| r.value)
             .unwrap_or_else(|| TableRoute {
-                table_id: d.table_id,
+                table_id: self.table_id,
                 version: 0,
                 regions: Vec::new(),
             });
-        let failed = truncate_regions(&node, &route, ctx.record.id).await;
-        if wait_for_reconnect(&node, &failed, reconnect_deadline).await {
-            continue;
-        }
+        // The procedure id is the truncation's epoch: a repeat is a no-op on the datanode.
+        let failed = RegionInstructions::truncate(&route, ctx.record.id)
+            .send(node, ctx.reconnect_deadline)
+            .await;
         if !failed.is_empty() {
-            let why = crate::meta::regions::describe(&failed);
-            if let Err(gave_up) = ctx
-                .failed_attempt(format!("truncating regions: {why}"))
-                .await
-            {
-                ctx.fail("truncate_regions", &gave_up).await?;
-                return Err(Status::new(Code::Unavailable, gave_up));
-            }
-            continue;
+            return Ok(Next::Retry(format!(
+                "truncating regions: {}",
+                describe(&failed)
+            )));
         }
-        ctx.hook("commit");
-        let mut bumped = table.value.clone();
+        let mut bumped = table.value;
         bumped.version += 1;
         bumped.updated_ms = super::now_ms();
-        let (ok, revision) = ctx
-            .finish(
-                "commit",
-                vec![unchanged_since(&table_key, table.mod_revision)],
-                vec![put_op(&table_key, codec::encode(&bumped))],
-            )
-            .await?;
-        if !ok {
-            let why = "the table changed while it was being truncated";
-            ctx.fail("commit", why).await?;
-            return Err(Status::new(Code::Aborted, format!("{why}; retry")));
+        let why = "the table changed while it was being truncated";
+        let txn = Txn::guarded(
+            vec![unchanged_since(&table_key, table.mod_revision)],
+            vec![put_op(&table_key, codec::encode(&bumped))],
+            Conflict::Fail {
+                error: why.into(),
+                status: Status::new(Code::Aborted, format!("{why}; retry")),
+            },
+        );
+        self.bumped = Some(bumped);
+        Ok(Next::Done(TruncateTableStep::Commit, txn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_step_names_are_stable() {
+        let names: Vec<&str> = TruncateTableStep::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["truncate_regions", "commit"]);
+        for s in TruncateTableStep::ALL {
+            assert_eq!(engine::parse_step(KIND, s.name()), Ok(*s));
         }
-        super::publish(&node, vec![format!("table/{}", bumped.name)]);
-        return Ok(DdlResponse {
-            procedure_id: ctx.record.id,
-            table: Some(convert::table_info_to_proto(&bumped)),
-            revision,
-            ..Default::default()
-        });
     }
 }

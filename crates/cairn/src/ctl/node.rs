@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use cairn_client::meta::MetaClient;
-use cairn_client::proto::cairnpb::{NodeRole, NodeStats, NodeView};
 use cairn_client::EtcdClient;
+// One node as the HTTP API shows it (stable JSON shape, documented in `ctl`'s module docs).
+use cairn_server::http::node_json;
+use cairn_types::json::{NodeJson, NodeStatsJson};
 use clap::Subcommand;
 use serde::Serialize;
 
@@ -25,36 +27,6 @@ pub enum NodeCommand {
     },
 }
 
-/// One node (stable JSON shape, documented in `ctl`'s module docs).
-#[derive(Debug, Serialize)]
-struct NodeJson {
-    id: u64,
-    role: &'static str,
-    address: String,
-    labels: BTreeMap<String, String>,
-    version: String,
-    start_time_ms: u64,
-    state: String,
-    last_heartbeat_age_ms: Option<u64>,
-    report_interval_ms: u64,
-    region_count: u64,
-    unverified_region_count: u64,
-    stats: Option<NodeStatsJson>,
-}
-
-#[derive(Debug, Serialize)]
-struct NodeStatsJson {
-    rcus: u64,
-    wcus: u64,
-    table_count: u64,
-    region_count: u64,
-    cpu_usage: f64,
-    load: f64,
-    disk_read_bytes_per_sec: u64,
-    disk_write_bytes_per_sec: u64,
-    attributes: BTreeMap<String, String>,
-}
-
 #[derive(Serialize)]
 struct NodeListJson {
     leader_id: u64,
@@ -65,51 +37,6 @@ struct NodeListJson {
 struct NodeShowJson {
     leader_id: u64,
     node: NodeJson,
-}
-
-fn role_name(role: i32) -> &'static str {
-    match NodeRole::try_from(role) {
-        Ok(NodeRole::Datanode) => "datanode",
-        Ok(NodeRole::Frontend) => "frontend",
-        Ok(NodeRole::Flownode) => "flownode",
-        Ok(NodeRole::Unspecified) | Err(_) => "unspecified",
-    }
-}
-
-impl NodeStatsJson {
-    fn new(s: &NodeStats) -> Self {
-        NodeStatsJson {
-            rcus: s.rcus,
-            wcus: s.wcus,
-            table_count: s.table_count,
-            region_count: s.region_count,
-            cpu_usage: s.cpu_usage,
-            load: s.load,
-            disk_read_bytes_per_sec: s.disk_read_bytes_per_sec,
-            disk_write_bytes_per_sec: s.disk_write_bytes_per_sec,
-            attributes: s.attributes.clone().into_iter().collect(),
-        }
-    }
-}
-
-impl NodeJson {
-    fn new(view: &NodeView) -> Self {
-        let identity = view.identity.clone().unwrap_or_default();
-        NodeJson {
-            id: identity.id,
-            role: role_name(identity.role),
-            address: identity.address,
-            labels: identity.labels.into_iter().collect(),
-            version: identity.version,
-            start_time_ms: identity.start_time_ms,
-            state: view.state.clone(),
-            last_heartbeat_age_ms: view.last_heartbeat_age_ms,
-            report_interval_ms: view.report_interval_ms,
-            region_count: view.region_count,
-            unverified_region_count: view.unverified_region_count,
-            stats: view.stats.as_ref().map(NodeStatsJson::new),
-        }
-    }
 }
 
 pub async fn run(
@@ -125,7 +52,7 @@ pub async fn run(
                 .list_nodes(0)
                 .await
                 .map_err(CtlError::call("node list"))?;
-            let mut nodes: Vec<NodeJson> = response.nodes.iter().map(NodeJson::new).collect();
+            let mut nodes: Vec<NodeJson> = response.nodes.into_iter().map(node_json).collect();
             nodes.sort_by_key(|n| n.id);
             match out {
                 OutputFormat::Json => print_json(&NodeListJson {
@@ -143,8 +70,8 @@ pub async fn run(
             let response = meta.list_nodes(id).await.map_err(CtlError::call(&what))?;
             let node = response
                 .nodes
-                .iter()
-                .map(NodeJson::new)
+                .into_iter()
+                .map(node_json)
                 .find(|n| n.id == id)
                 .ok_or_else(|| {
                     CtlError::Unexpected(format!(
@@ -245,7 +172,7 @@ fn show_table(n: &NodeJson) -> comfy_table::Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_client::proto::cairnpb::NodeIdentity;
+    use cairn_client::proto::cairnpb::{NodeIdentity, NodeRole, NodeStats, NodeView};
 
     fn view() -> NodeView {
         NodeView {
@@ -272,7 +199,7 @@ mod tests {
 
     #[test]
     fn json_shape_is_stable() {
-        let json = serde_json::to_value(NodeJson::new(&view())).unwrap();
+        let json = serde_json::to_value(node_json(view())).unwrap();
         assert_eq!(json["id"], 1001);
         assert_eq!(json["role"], "datanode");
         assert_eq!(json["labels"]["zone"], "a");
@@ -286,7 +213,7 @@ mod tests {
             stats: None,
             ..view()
         };
-        let json = serde_json::to_value(NodeJson::new(&quiet)).unwrap();
+        let json = serde_json::to_value(node_json(quiet)).unwrap();
         assert!(json["last_heartbeat_age_ms"].is_null());
         assert!(json["stats"].is_null());
     }
@@ -296,7 +223,14 @@ mod tests {
         assert_eq!(age_cell(None), "-");
         assert_eq!(age_cell(Some(850)), "850ms");
         assert_eq!(age_cell(Some(3_240)), "3.2s");
-        assert_eq!(role_name(99), "unspecified");
+        let unknown_role = NodeView {
+            identity: Some(NodeIdentity {
+                role: 99,
+                ..Default::default()
+            }),
+            ..view()
+        };
+        assert_eq!(node_json(unknown_role).role, "unspecified");
         let labels: BTreeMap<String, String> =
             [("zone".into(), "a".into()), ("host".into(), "h".into())].into();
         assert_eq!(labels_cell(&labels), "host=h,zone=a");

@@ -1,0 +1,44 @@
+//! JSON shapes that the HTTP admin API and `cairn ctl --output json` both give: one definition
+//! each, so the two never drift apart. Field names are part of the documented interface
+//! (`docs/http.md`, `docs/ctl.md`): add fields, never rename them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A datanode, frontend or flownode as the leader knows it (`/v1/nodes`, `ctl node list|show`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeJson {
+    pub id: u64,
+    /// `datanode`, `frontend`, `flownode`, or `unspecified`.
+    pub role: String,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+    /// Milliseconds since the Unix epoch.
+    pub start_time_ms: u64,
+    /// `alive`, `suspect`, `down`, `draining` or `unknown`.
+    pub state: String,
+    /// `None` when no heartbeat arrived under the current leader.
+    pub last_heartbeat_age_ms: Option<u64>,
+    pub report_interval_ms: u64,
+    /// `None` before the first heartbeat under the current leader.
+    pub stats: Option<NodeStatsJson>,
+    /// Region stats in the latest heartbeat.
+    pub region_count: u64,
+    /// Of those, regions no table route places on this node.
+    pub unverified_region_count: u64,
+}
+
+/// The latest stats a node reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatsJson {
+    pub rcus: u64,
+    pub wcus: u64,
+    pub table_count: u64,
+    pub region_count: u64,
+    pub cpu_usage: f64,
+    pub load: f64,
+    pub disk_read_bytes_per_sec: u64,
+    pub disk_write_bytes_per_sec: u64,
+    pub attributes: BTreeMap<String, String>,
+}
