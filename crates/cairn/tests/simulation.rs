@@ -9,9 +9,10 @@
 //! the links' delays and losses, the clients' operations) comes from the seed.
 //!
 //! **Replay is not yet exact.** Running a seed again usually repeats it, but some runs take
-//! another interleaving after a few hundred milliseconds of simulated time (two tasks finishing
-//! in a different order at the same instant; the source is not found yet). Every fault in the
-//! printed trace carries the generator's draw count, so two runs show where they part.
+//! another interleaving after a few hundred milliseconds of simulated time: tokio's `watch`
+//! channel wakes its receivers in an order drawn from tokio's own runtime generator, which only
+//! `--cfg tokio_unstable` lets us seed. Every fault in the printed trace carries the generator's
+//! draw count, so two runs show where they part.
 //!
 //! Each run checks that
 //! - the KV history (reads and writes of a few keys through every node) is linearizable;
