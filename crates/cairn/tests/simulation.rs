@@ -8,11 +8,11 @@
 //! the only clock and every random choice (openraft's election timeouts, lease ids, the faults,
 //! the links' delays and losses, the clients' operations) comes from the seed.
 //!
-//! **Replay is not yet exact.** Running a seed again usually repeats it, but some runs take
-//! another interleaving after a few hundred milliseconds of simulated time: tokio's `watch`
-//! channel wakes its receivers in an order drawn from tokio's own runtime generator, which only
-//! `--cfg tokio_unstable` lets us seed. Every fault in the printed trace carries the generator's
-//! draw count, so two runs show where they part.
+//! tokio's own generator, which orders the wake-ups of watch receivers and select! branches, is
+//! seeded too (`--cfg tokio_unstable`, set in `.cargo/config.toml`), so a seed replays exactly:
+//! the same faults, operations and answers at the same simulated instants
+//! ([`a_seed_replays_exactly`]). Every fault in the printed trace carries the count of numbers
+//! drawn so far, so should two runs ever part, the trace shows where.
 //!
 //! Each run checks that
 //! - the KV history (reads and writes of a few keys through every node) is linearizable;
@@ -598,11 +598,13 @@ async fn simulate(seed: u64) -> Outcome {
 
 /// Runs one seed on a runtime of its own: one thread, paused clock.
 fn run_seed(seed: u64) -> Outcome {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time().start_paused(true);
+    // tokio's own generator orders the wake-ups of watch receivers (and select! branches): seeded
+    // too, a seed replays exactly. It needs `--cfg tokio_unstable` (set in .cargo/config.toml).
+    #[cfg(tokio_unstable)]
+    builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+    let rt = builder.build().expect("runtime");
     rt.block_on(simulate(seed))
 }
 
@@ -678,6 +680,32 @@ fn seeded_runs_stay_linearizable_with_exclusive_locks() {
         );
     }
     assert!(failures.is_empty(), "{} seeds failed", failures.len());
+}
+
+/// A seed runs the same way twice, down to every operation's timing: what makes a failing seed
+/// worth printing.
+#[cfg(tokio_unstable)]
+#[test]
+fn a_seed_replays_exactly() {
+    let lines = |o: &Outcome| {
+        let mut l: Vec<String> = o.trace.clone();
+        l.extend(o.ops.iter().map(|op| format!("{op:?}")));
+        l.extend(o.holdings.iter().map(|h| format!("{h:?}")));
+        l
+    };
+    for seed in [3, 4242] {
+        let first = lines(&run_seed(seed));
+        let again = lines(&run_seed(seed));
+        assert!(first.len() > 100, "seed {seed}: the clients did nothing");
+        let parted = (0..first.len().max(again.len())).find(|i| first.get(*i) != again.get(*i));
+        if let Some(i) = parted {
+            panic!(
+                "seed {seed} ran differently twice, from line {i}:\n  {:?}\n  {:?}",
+                first.get(i),
+                again.get(i)
+            );
+        }
+    }
 }
 
 #[test]
