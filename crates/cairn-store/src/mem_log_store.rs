@@ -8,6 +8,9 @@
 //! keeps its [`MemLogStore`] (clone it before), and the restarted node reads the vote, entries
 //! and purge point back from it, exactly what the redb log would hold after `append` reported
 //! the entries flushed. openraft's storage suite runs against it too.
+//!
+//! A slow disk can be simulated ([`MemLogStore::set_flush_delay_ms`]): appends are then reported
+//! flushed, in order, a random delay later, and a vote is saved after one such delay.
 
 use crate::{LogId, TypeConfig};
 use openraft::alias::{EntryOf, VoteOf};
@@ -18,6 +21,12 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Appends whose flush the simulated slow disk has not reported yet; more wait in `append`.
+pub const SIMULATED_FLUSHES_PENDING_MAX: usize = 1024;
 
 type Entry = EntryOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
@@ -34,11 +43,73 @@ struct Stored {
 #[derive(Clone, Default)]
 pub struct MemLogStore {
     stored: Arc<Mutex<Stored>>,
+    disk: Arc<Mutex<SlowDisk>>,
+}
+
+/// The simulated disk's flush latency, and the queue of flushes it has yet to report.
+#[derive(Default)]
+struct SlowDisk {
+    /// Flush delay range, milliseconds; (0, 0) for an instant fsync.
+    delay_ms: (u64, u64),
+    /// When the last queued flush completes: flushes complete in order.
+    last_done: Option<Instant>,
+    flusher: Option<mpsc::Sender<(Instant, IOFlushed<TypeConfig>)>>,
 }
 
 impl MemLogStore {
     fn stored(&self) -> MutexGuard<'_, Stored> {
         self.stored.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn disk(&self) -> MutexGuard<'_, SlowDisk> {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every flush take a delay drawn from `lo..=hi` milliseconds (from the thread's seeded
+    /// generator), as a slow disk's fsync would; (0, 0) restores instant flushes.
+    pub fn set_flush_delay_ms(&self, lo: u64, hi: u64) {
+        let mut disk = self.disk();
+        disk.delay_ms = (lo, hi.max(lo));
+        disk.flusher = None;
+        disk.last_done = None;
+    }
+
+    /// The delay of the next flush, if the disk is slow.
+    fn next_flush_delay(&self) -> Option<Duration> {
+        let (lo, hi) = self.disk().delay_ms;
+        (hi > 0).then(|| {
+            let ms = lo + crate::runtime::random_u64() % (hi - lo + 1);
+            Duration::from_millis(ms)
+        })
+    }
+
+    /// Queues `callback` to be reported a flush delay after the previous queued flush.
+    async fn report_later(&self, delay: Duration, callback: IOFlushed<TypeConfig>) {
+        let sender = {
+            let mut disk = self.disk();
+            let due = disk
+                .last_done
+                .map_or(Instant::now(), |d| d.max(Instant::now()))
+                + delay;
+            disk.last_done = Some(due);
+            let sender = disk.flusher.get_or_insert_with(|| {
+                let (tx, mut rx) = mpsc::channel::<(Instant, IOFlushed<TypeConfig>)>(
+                    SIMULATED_FLUSHES_PENDING_MAX,
+                );
+                tokio::spawn(async move {
+                    while let Some((due, callback)) = rx.recv().await {
+                        tokio::time::sleep_until(due).await;
+                        callback.io_completed(Ok(()));
+                    }
+                });
+                tx
+            });
+            (sender.clone(), due)
+        };
+        let (sender, due) = sender;
+        if let Err(mpsc::error::SendError((_, callback))) = sender.send((due, callback)).await {
+            callback.io_completed(Err(io::Error::other("simulated disk stopped")));
+        }
     }
 }
 
@@ -83,6 +154,9 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.stored().vote = Some(*vote);
+        if let Some(delay) = self.next_flush_delay() {
+            tokio::time::sleep(delay).await;
+        }
         Ok(())
     }
 
@@ -110,7 +184,10 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
                 s.entries.insert(entry.log_id.index, entry);
             }
         }
-        callback.io_completed(Ok(()));
+        match self.next_flush_delay() {
+            Some(delay) => self.report_later(delay, callback).await,
+            None => callback.io_completed(Ok(())),
+        }
         Ok(())
     }
 

@@ -53,7 +53,7 @@ const FAULT_PHASE_MS: u64 = 20_000;
 /// Simulated time the clients keep going after everything healed.
 const HEALED_PHASE_MS: u64 = 4_000;
 /// Keys the KV clients read and write.
-const KV_KEYS: u64 = 6;
+const KV_KEYS: u64 = 8;
 const KV_CLIENTS: u64 = 4;
 const LOCK_CLIENTS: u64 = 3;
 /// The lease TTL lock clients ask for, seconds.
@@ -558,9 +558,30 @@ struct Outcome {
     holdings: Vec<Holding>,
     trace: Vec<String>,
     converged: Result<(), String>,
+    /// The highest Raft term any node had once the first leader was elected, and at the end.
+    terms: (u64, u64),
 }
 
-async fn simulate(seed: u64) -> Outcome {
+/// What a run does to the cluster.
+#[derive(Clone, Copy)]
+struct Plan {
+    /// Partitions, lossy links, crashes (the nemesis); none when false.
+    faults: bool,
+    /// Every node's disk takes this long (ms, a range) to flush.
+    flush_delay_ms: (u64, u64),
+}
+
+const FAULTS: Plan = Plan {
+    faults: true,
+    flush_delay_ms: (0, 0),
+};
+
+fn highest_term(sim: &Sim) -> u64 {
+    let nodes = sim.nodes.lock().unwrap();
+    nodes.values().map(|n| n.term()).max().unwrap_or(0)
+}
+
+async fn simulate(seed: u64, plan: Plan) -> Outcome {
     // tokio's timer counts whole milliseconds from an instant taken just before the clock was
     // paused; until the clock first moves, "now" sits a few real nanoseconds off that grid, and
     // a deadline with a fraction of a millisecond (openraft draws some) could round to either
@@ -568,9 +589,16 @@ async fn simulate(seed: u64) -> Outcome {
     sleep(Duration::from_millis(1)).await;
     seed_thread_rng(seed);
     let sim = Sim::new(seed);
+    for log in sim.logs.values() {
+        log.set_flush_delay_ms(plan.flush_delay_ms.0, plan.flush_delay_ms.1);
+    }
     for id in NODES {
         sim.start_node(id, true).await;
     }
+    while sim.leader().is_none() {
+        sleep(Duration::from_millis(10)).await;
+    }
+    let first_term = highest_term(&sim);
     let end_ms = FAULT_PHASE_MS + HEALED_PHASE_MS;
     let mut tasks = Vec::new();
     for c in 0..KV_CLIENTS {
@@ -579,11 +607,14 @@ async fn simulate(seed: u64) -> Outcome {
     for c in 0..LOCK_CLIENTS {
         tasks.push(tokio::spawn(lock_client(sim.clone(), c, end_ms)));
     }
-    nemesis(sim.clone(), FAULT_PHASE_MS).await;
+    if plan.faults {
+        nemesis(sim.clone(), FAULT_PHASE_MS).await;
+    }
     for t in tasks {
         let _ = t.await;
     }
     let converged = check_convergence(&sim).await;
+    let terms = (first_term, highest_term(&sim));
     sim.stop_all().await;
     let ops = sim.history.lock().unwrap().clone();
     let holdings = sim.holdings.lock().unwrap().clone();
@@ -593,11 +624,12 @@ async fn simulate(seed: u64) -> Outcome {
         holdings,
         trace,
         converged,
+        terms,
     }
 }
 
 /// Runs one seed on a runtime of its own: one thread, paused clock.
-fn run_seed(seed: u64) -> Outcome {
+fn run_seed(seed: u64, plan: Plan) -> Outcome {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_time().start_paused(true);
     // tokio's own generator orders the wake-ups of watch receivers (and select! branches): seeded
@@ -605,7 +637,7 @@ fn run_seed(seed: u64) -> Outcome {
     #[cfg(tokio_unstable)]
     builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
     let rt = builder.build().expect("runtime");
-    rt.block_on(simulate(seed))
+    rt.block_on(simulate(seed, plan))
 }
 
 /// Everything that is wrong with a run.
@@ -648,7 +680,7 @@ fn seeded_runs_stay_linearizable_with_exclusive_locks() {
                 let Some(seed) = next.lock().unwrap().next() else {
                     return;
                 };
-                let outcome = run_seed(seed);
+                let outcome = run_seed(seed, FAULTS);
                 if replaying {
                     println!("seed {seed} faults:\n  {}", outcome.trace.join("\n  "));
                 }
@@ -694,8 +726,8 @@ fn a_seed_replays_exactly() {
         l
     };
     for seed in [3, 4242] {
-        let first = lines(&run_seed(seed));
-        let again = lines(&run_seed(seed));
+        let first = lines(&run_seed(seed, FAULTS));
+        let again = lines(&run_seed(seed, FAULTS));
         assert!(first.len() > 100, "seed {seed}: the clients did nothing");
         let parted = (0..first.len().max(again.len())).find(|i| first.get(*i) != again.get(*i));
         if let Some(i) = parted {
@@ -705,6 +737,32 @@ fn a_seed_replays_exactly() {
                 again.get(i)
             );
         }
+    }
+}
+
+/// Heartbeats and AppendEntries keep their deadlines when fsync is slow (up to 50 ms, several
+/// times a healthy disk's): with no network fault, no follower starts an election, and the
+/// history stays linearizable.
+#[test]
+fn slow_disks_cause_no_leader_change() {
+    let plan = Plan {
+        faults: false,
+        flush_delay_ms: (1, 50),
+    };
+    for seed in 1..=10 {
+        let outcome = run_seed(seed, plan);
+        assert!(
+            !outcome.ops.is_empty(),
+            "seed {seed}: the clients did nothing"
+        );
+        if let Err(why) = verdict(&outcome) {
+            panic!("seed {seed} with slow disks: {why}");
+        }
+        let (first, last) = outcome.terms;
+        assert_eq!(
+            first, last,
+            "seed {seed}: leadership changed (term {first} -> {last}) with slow disks and no fault"
+        );
     }
 }
 
