@@ -5,22 +5,21 @@
 //! The binary calls [`run`] with a [`ServerConfig`] and a shutdown future; tests do the same
 //! in-process.
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod errors;
-pub mod heartbeat;
-pub mod http;
-pub mod http_meta;
 pub mod leader;
 pub mod memory;
-pub mod meta;
 pub mod metrics;
-pub mod node;
-pub mod peer_request;
-pub mod peer_service;
-pub mod procedure;
+pub mod replica;
 pub mod run;
-pub mod services;
+
+// The paths these modules had before the server was laid out by layer, kept for the binary,
+// the tests and the simulation.
+pub use api::{http, http_meta, services};
+pub use leader::{heartbeat, procedure};
+pub use replica::{node, peer_request, peer_service};
 
 pub use cairn_store::WatchBatch;
 pub use config::ServerConfig;

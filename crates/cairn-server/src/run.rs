@@ -1,8 +1,8 @@
 //! Starting and stopping a node: open storage, start Raft, bootstrap or join, serve the client,
 //! peer and HTTP ports, and run the leader's background duties until shutdown.
 
-use crate::node::Node;
-use crate::services;
+use crate::api::services;
+use crate::replica::node::Node;
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
@@ -273,9 +273,9 @@ pub async fn run_with_node(
         .add_service(services::meta_server(node.clone(), max_msg))
         .serve_with_incoming_shutdown(incoming(client_listener), wait_stop(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
-        .add_service(crate::peer_service::peer_server(node.clone()))
+        .add_service(crate::replica::peer_service::peer_server(node.clone()))
         .serve_with_incoming_shutdown(incoming(peer_listener), wait_stop(stop_rx.clone()));
-    let http_server = axum::serve(http_listener, crate::http::router(node.clone()))
+    let http_server = axum::serve(http_listener, crate::api::http::router(node.clone()))
         .with_graceful_shutdown(wait_stop(stop_rx.clone()));
 
     let client_task = tokio::spawn(client_server);

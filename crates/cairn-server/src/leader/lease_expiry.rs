@@ -6,7 +6,7 @@
 //! deposed while its revocation was in flight cannot revoke a lease the next leader renewed.
 
 use super::LeaderTerm;
-use crate::node::Node;
+use crate::replica::node::Node;
 use cairn_store::Command;
 use std::sync::Arc;
 use std::time::Duration;

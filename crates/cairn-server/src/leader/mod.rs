@@ -4,12 +4,15 @@
 //! Raft term and has applied everything committed before it, it starts every leader service with
 //! a handle to that term; when the term ends (stepped down, deposed, cut off from a quorum, shut
 //! down) it ends them all. Leader services write only through
-//! [`crate::node::Node::propose_in_term`]: proposed here, never forwarded, and refused by the
+//! [`crate::replica::node::Node::propose_in_term`]: proposed here, never forwarded, and refused by the
 //! state machine once another leader appended it.
 
+pub mod heartbeat;
 pub mod lease_expiry;
 pub mod lease_keeper;
 pub mod lifecycle;
+pub mod meta;
+pub mod procedure;
 pub mod term;
 
 pub use term::LeaderTerm;
