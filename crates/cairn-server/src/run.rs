@@ -2,6 +2,9 @@
 //! peer and HTTP ports, and run the leader's background duties until shutdown.
 
 use crate::api::services;
+pub use crate::clock::sleep_unless_stopped;
+pub use crate::replica::log_file_size;
+use crate::replica::log_path;
 use crate::replica::node::Node;
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
@@ -14,7 +17,7 @@ use cairn_types::NodeAddrs;
 use openraft::{Config, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,15 +35,6 @@ const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 const JOIN_TIMEOUT_MS: u64 = 30_000;
 /// Log entries kept after a snapshot so slightly lagging followers need no snapshot.
 const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5000;
-
-fn log_path(dir: &Path) -> PathBuf {
-    dir.join("raft.redb")
-}
-
-/// Size of the node's Raft log file, bytes.
-pub fn log_file_size(config: &ServerConfig) -> u64 {
-    LogStore::file_size(&log_path(&config.data_dir()))
-}
 
 /// Reads the node id a previous run (or join) recorded in the data dir.
 fn stored_node_id(dir: &Path) -> Option<u64> {
@@ -318,16 +312,6 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-/// Sleeps `delay`, or less if the node is stopping; true when it is (the caller returns).
-pub async fn sleep_unless_stopped(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
-    tokio::select! {
-        biased;
-        _ = stop.changed() => {}
-        () = tokio::time::sleep(delay) => {}
-    }
-    *stop.borrow()
 }
 
 /// Publishes this node's client and HTTP addresses into the replicated state once a leader exists.

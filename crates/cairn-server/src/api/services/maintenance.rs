@@ -38,7 +38,7 @@ pub fn status(node: &Node) -> StatusResponse {
         let learner = !s.membership.membership().voter_ids().any(|v| v == node.id);
         (s.kv.approx_size_bytes() as i64, learner, s.kv.revision())
     };
-    let log_bytes = crate::run::log_file_size(&node.config) as i64;
+    let log_bytes = crate::replica::log_file_size(&node.config) as i64;
     let mut errors = Vec::new();
     let leader = node.live_leader();
     if leader.is_none() {

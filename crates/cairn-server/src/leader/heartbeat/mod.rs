@@ -1,5 +1,5 @@
 //! The heartbeat hub: the leader's view of datanodes, frontends and flownodes, fed by one
-//! heartbeat stream per node (served by [`crate::api::services::heartbeat`]), kept in the pure
+//! heartbeat stream per node (served by the `Heartbeat` gRPC service in `api::services`), kept in the pure
 //! [`registry`], with instructions to nodes through the [`mailbox`] and identities persisted as
 //! [`record`]s.
 //!
@@ -14,8 +14,8 @@ pub mod mailbox;
 pub mod record;
 pub mod registry;
 
-use crate::api::services::kv;
 use crate::leader::LeaderTerm;
+use crate::replica::kv;
 use crate::replica::meta::store::{delete_op, put_op, txn_here, unchanged_since};
 use crate::replica::node::Node;
 use cairn_proto::cairnpb::{instruction, InstructionReply, NodeIdentity, NodeRole, NodeView};

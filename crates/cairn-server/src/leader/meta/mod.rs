@@ -2,7 +2,7 @@
 //! instructions DDL sends to datanodes, and the reconciler of orphaned regions. The records and
 //! their rules are the pure `cairn-meta` crate; reading and writing them in the replicated store
 //! is [`crate::replica::meta`]; the procedures that change them are [`crate::leader::procedure`];
-//! the `cairn.v1.Meta` service and reads are [`crate::api::meta`].
+//! the `cairn.v1.Meta` service and reads are in `api::meta`.
 
 pub mod ids;
 pub mod placement;
