@@ -19,7 +19,15 @@ pub mod run;
 // the tests and the simulation.
 pub use api::{http, http_meta, services};
 pub use leader::{heartbeat, procedure};
-pub use replica::{node, peer_request, peer_service};
+pub use replica::{peer_request, peer_service};
+
+/// [`Node`](node::Node) and the forwarding seams, at the path they had before the split.
+pub mod node {
+    pub use crate::leader::node::Node;
+    pub use crate::replica::node::{
+        ForwardFailure, ForwardFuture, LeaderRequestHandler, PeerLink, Replica,
+    };
+}
 
 pub use cairn_store::WatchBatch;
 pub use config::ServerConfig;

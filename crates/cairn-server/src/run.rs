@@ -3,9 +3,9 @@
 
 use crate::api::services;
 pub use crate::clock::sleep_unless_stopped;
+use crate::leader::node::Node;
 pub use crate::replica::log_file_size;
 use crate::replica::log_path;
-use crate::replica::node::Node;
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
@@ -267,7 +267,9 @@ pub async fn run_with_node(
         .add_service(services::meta_server(node.clone(), max_msg))
         .serve_with_incoming_shutdown(incoming(client_listener), wait_stop(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
-        .add_service(crate::replica::peer_service::peer_server(node.clone()))
+        .add_service(crate::replica::peer_service::peer_server(
+            node.replica().clone(),
+        ))
         .serve_with_incoming_shutdown(incoming(peer_listener), wait_stop(stop_rx.clone()));
     let http_server = axum::serve(http_listener, crate::api::http::router(node.clone()))
         .with_graceful_shutdown(wait_stop(stop_rx.clone()));

@@ -2,7 +2,7 @@
 //! `/v1/…` JSON resources documented in `docs/http.md`.
 
 use crate::api::services::node_registry::list_nodes;
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -4,8 +4,8 @@
 //! default catalog; shapes are documented in `docs/http.md`.
 
 use crate::api::meta::read;
+use crate::leader::node::Node;
 use crate::replica::meta::store::{self, layout};
-use crate::replica::node::Node;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

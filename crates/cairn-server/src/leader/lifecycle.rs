@@ -10,7 +10,7 @@
 //! terms' services never run at once on one node.
 
 use super::{lease_expiry, LeaderTerm};
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ReadPolicy;
 use std::sync::Arc;

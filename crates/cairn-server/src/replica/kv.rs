@@ -3,7 +3,7 @@
 //! headers. The `KV` gRPC service and the leader's services both use them.
 
 use crate::errors;
-use crate::replica::node::Node;
+use crate::replica::node::Replica;
 use cairn_proto::etcdserverpb::{
     request_op, response_op, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
@@ -13,7 +13,7 @@ use cairn_store::Command;
 use tonic::Status;
 
 /// Rejects a request larger than the configured limit with etcd's error.
-pub fn check_size(node: &Node, encoded_len: usize) -> Result<(), Status> {
+pub fn check_size(node: &Replica, encoded_len: usize) -> Result<(), Status> {
     let max = node.config.request_bytes_max;
     if encoded_len > max {
         return Err(errors::request_too_large(encoded_len, max));
@@ -22,7 +22,7 @@ pub fn check_size(node: &Node, encoded_len: usize) -> Result<(), Status> {
 }
 
 /// Serves a range from this node's applied state, after a read barrier unless serializable.
-pub async fn range(node: &Node, req: &RangeRequest) -> Result<RangeResponse, Status> {
+pub async fn range(node: &Replica, req: &RangeRequest) -> Result<RangeResponse, Status> {
     mvcc::validate_range(req).map_err(|e| e.to_status())?;
     if !req.serializable {
         node.read_barrier().await?;
@@ -34,7 +34,7 @@ pub async fn range(node: &Node, req: &RangeRequest) -> Result<RangeResponse, Sta
 }
 
 /// Runs a transaction through Raft and returns etcd's response with a header.
-pub async fn txn(node: &Node, req: &TxnRequest) -> Result<TxnResponse, Status> {
+pub async fn txn(node: &Replica, req: &TxnRequest) -> Result<TxnResponse, Status> {
     let result = node.propose(Command::txn(req)).await?;
     let mut resp = result
         .txn_response()
@@ -44,7 +44,7 @@ pub async fn txn(node: &Node, req: &TxnRequest) -> Result<TxnResponse, Status> {
 }
 
 /// etcd puts a header in every nested response too.
-fn set_headers(node: &Node, resp: &mut TxnResponse, revision: i64) {
+fn set_headers(node: &Replica, resp: &mut TxnResponse, revision: i64) {
     resp.header = node.header(revision);
     for r in resp.responses.iter_mut() {
         match &mut r.response {
@@ -68,7 +68,7 @@ fn single_op(request: request_op::Request) -> TxnRequest {
 }
 
 /// Puts one key through Raft.
-pub async fn put(node: &Node, req: PutRequest) -> Result<PutResponse, Status> {
+pub async fn put(node: &Replica, req: PutRequest) -> Result<PutResponse, Status> {
     mvcc::validate_put(&req).map_err(|e| e.to_status())?;
     let resp = txn(node, &single_op(request_op::Request::RequestPut(req))).await?;
     match resp.responses.into_iter().next().and_then(|r| r.response) {
@@ -79,7 +79,7 @@ pub async fn put(node: &Node, req: PutRequest) -> Result<PutResponse, Status> {
 
 /// Deletes a key or range through Raft.
 pub async fn delete_range(
-    node: &Node,
+    node: &Replica,
     req: DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, Status> {
     mvcc::validate_delete(&req).map_err(|e| e.to_status())?;

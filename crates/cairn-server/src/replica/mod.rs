@@ -4,10 +4,12 @@
 //! in the replicated store ([`meta`]); the etcd KV operations ([`kv`]).
 
 pub mod kv;
+pub mod lease_keeper;
 pub mod meta;
 pub mod node;
 pub mod peer_request;
 pub mod peer_service;
+pub mod term;
 
 use crate::ServerConfig;
 use cairn_store::log_store::LogStore;

@@ -1,23 +1,22 @@
-//! One running Cairn node: the Raft handle, the applied state, and the two paths every handler
-//! uses — [`Node::leader_call`] for what only the leader decides (writes, read index, lease
-//! renewal, membership) and [`Node::read_barrier`] before a linearizable read.
+//! One node's replica — what every node has regardless of leadership: the Raft handle, the
+//! applied state, and the two paths every handler uses — [`Replica::leader_call`] for what only
+//! the leader decides (writes, read index, lease renewal, membership) and
+//! [`Replica::read_barrier`] before a linearizable read — and the term fence of leader writes
+//! ([`Replica::propose_in_term`]).
 //!
 //! A follower never tells a client to go elsewhere: it forwards to the leader over the peer port,
 //! at most one hop; if the leader moved meanwhile, the call is retried within the request timeout.
 
 use crate::clock::{SharedClock, TokioClock};
 use crate::errors;
-use crate::leader::heartbeat::HeartbeatHub;
-use crate::leader::lease_keeper::LeaseKeeper;
-use crate::leader::procedure::Procedures;
-use crate::leader::LeaderTerm;
 use crate::metrics::Metrics;
+use crate::replica::lease_keeper::LeaseKeeper;
 use crate::replica::peer_request::{LeaderRequest, LeaderResponse};
+use crate::replica::term::LeaderTerm;
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::ResponseHeader;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::RaftMessage;
-use cairn_sched::SelectorKind;
 use cairn_store::command::Outcome;
 use cairn_store::network::{decode, encode, peer_channel, PeerFaults};
 use cairn_store::state_machine::TERM_ENDED_MESSAGE;
@@ -58,7 +57,7 @@ pub type ForwardFuture<'a> =
     Pin<Box<dyn Future<Output = Result<LeaderResponse, ForwardFailure>> + Send + 'a>>;
 
 /// Another way to reach the leader's node than the peer port: the deterministic simulation's
-/// in-process network, which delivers `req` to node `to`'s [`Node::serve_as_leader`] (or
+/// in-process network, which delivers `req` to node `to`'s [`Replica::serve_as_leader`] (or
 /// loses it) within `timeout`.
 pub trait PeerLink: Send + Sync {
     fn forward(
@@ -70,8 +69,21 @@ pub trait PeerLink: Send + Sync {
     ) -> ForwardFuture<'_>;
 }
 
-/// Shared state of one node, handed to every service.
-pub struct Node {
+/// Leader-only requests the replica forwards but cannot answer itself, because they need the
+/// leader's services: `Meta` (a DDL run as a procedure) and `ListNodes` (the heartbeat hub's
+/// registry). The leader layer installs one on every node
+/// ([`Replica::install_leader_services`]); the replica hands it those requests when this node is
+/// asked as leader, locally or over the peer port.
+///
+/// Correctness requirements: answer only while this node leads, else with
+/// [`errors::leader_changed`] (which the forwarding side retries); never forward.
+#[tonic::async_trait]
+pub trait LeaderRequestHandler: Send + Sync {
+    async fn serve(&self, req: LeaderRequest) -> Result<LeaderResponse, Status>;
+}
+
+/// The replica of one node: Raft, the applied state, proposing and forwarding.
+pub struct Replica {
     pub id: u64,
     pub raft: Raft,
     pub sm: StateMachineHandle,
@@ -79,14 +91,10 @@ pub struct Node {
     pub metrics: Metrics,
     pub leases: LeaseKeeper,
     pub cluster_id: u64,
-    /// Datanodes, frontends and flownodes reporting to this node while it leads.
-    pub heartbeats: HeartbeatHub,
     peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
     forward_slots: Semaphore,
     /// When a leader last replicated to (or heartbeated) this node.
     last_leader_contact: Mutex<Option<Instant>>,
-    /// DDL procedures, run while this node leads.
-    pub procedures: Procedures,
     /// The leader term whose services run now; set and cleared by the leader lifecycle only.
     leadership: watch::Sender<Option<LeaderTerm>>,
     /// Links to peers cut by a test or the simulation (shared with the Raft network).
@@ -95,30 +103,20 @@ pub struct Node {
     pub clock: SharedClock,
     /// Where forwarded requests go instead of the peer port (the deterministic simulation).
     peer_link: OnceLock<Arc<dyn PeerLink>>,
-    /// This node itself, for work that outlives a request (procedures).
-    me: Weak<Node>,
+    /// Who answers `Meta` and `ListNodes` (the leader layer); set once, when the node is built.
+    leader_services: OnceLock<Weak<dyn LeaderRequestHandler>>,
 }
 
-impl Node {
+impl Replica {
     pub fn new(
         id: u64,
         raft: Raft,
         sm: StateMachineHandle,
         config: ServerConfig,
         peer_faults: PeerFaults,
-    ) -> Arc<Self> {
-        let heartbeats = HeartbeatHub::new(
-            config.node_heartbeat_interval_ms,
-            Duration::from_millis(config.node_lease_ms()),
-            Duration::from_millis(config.node_idle_forget_ms),
-        );
-        let selector = config
-            .placement_selector
-            .parse::<SelectorKind>()
-            .unwrap_or(SelectorKind::LoadBased);
-        let procedures = Procedures::new(selector, &config.placement_spread_label);
+    ) -> Self {
         let clock: SharedClock = Arc::new(TokioClock);
-        Arc::new_cyclic(|me| Self {
+        Self {
             id,
             raft,
             sm,
@@ -126,17 +124,23 @@ impl Node {
             metrics: Metrics::default(),
             leases: LeaseKeeper::new(clock.clone()),
             cluster_id: 0x6361_6972_6e00_0000, // "cairn" — one cluster per Raft group
-            heartbeats,
             peers: Mutex::new(HashMap::new()),
             forward_slots: Semaphore::new(FORWARD_INFLIGHT_MAX),
             last_leader_contact: Mutex::new(None),
-            procedures,
             leadership: watch::Sender::new(None),
             peer_faults,
             clock,
             peer_link: OnceLock::new(),
-            me: me.clone(),
-        })
+            leader_services: OnceLock::new(),
+        }
+    }
+
+    /// Installs who answers `Meta` and `ListNodes` on this node (the leader layer, once).
+    pub fn install_leader_services(&self, handler: Weak<dyn LeaderRequestHandler>) {
+        assert!(
+            self.leader_services.set(handler).is_ok(),
+            "leader services are installed once"
+        );
     }
 
     /// The leader term this node's leader services run in, if any.
@@ -224,13 +228,6 @@ impl Node {
             }
             _ => Ok(result),
         }
-    }
-
-    /// A strong handle on this node.
-    pub fn arc(&self) -> Result<Arc<Node>, Status> {
-        self.me
-            .upgrade()
-            .ok_or_else(|| errors::internal("node is shutting down"))
     }
 
     /// The leader this node currently follows, if any.
@@ -478,24 +475,18 @@ impl Node {
                     .map_err(errors::internal)?;
                 Ok(LeaderResponse::Done)
             }
-            LeaderRequest::Meta { ddl, body } => {
-                self.require_leader()?;
-                let me = self.arc()?;
-                let ddl_timeout = Duration::from_millis(self.config.ddl_timeout_ms);
-                let served = crate::api::meta::service::serve_ddl_boxed(me, ddl, body);
-                let bytes = tokio::time::timeout(ddl_timeout, served)
-                    .await
-                    .map_err(|_| errors::timeout())??;
-                Ok(LeaderResponse::Meta(bytes))
-            }
-            LeaderRequest::ListNodes { node_id } => {
-                let resp = crate::api::services::node_registry::list_as_leader(self, node_id)?;
-                Ok(LeaderResponse::Nodes(prost::Message::encode_to_vec(&resp)))
+            LeaderRequest::Meta { .. } | LeaderRequest::ListNodes { .. } => {
+                let handler = self
+                    .leader_services
+                    .get()
+                    .and_then(Weak::upgrade)
+                    .ok_or_else(|| errors::internal("node is shutting down"))?;
+                handler.serve(req).await
             }
         }
     }
 
-    fn require_leader(&self) -> Result<(), Status> {
+    pub(crate) fn require_leader(&self) -> Result<(), Status> {
         if self.raft.is_leader() {
             Ok(())
         } else {

@@ -1,8 +1,21 @@
 //! Requests only the leader can serve, as they travel from a follower to the leader over the peer
 //! port (`RaftPeer.Forward`). A node that leads serves them directly; see [`crate::replica::node`].
+//! `Meta` and `ListNodes` need the leader's services; the leader layer answers them (see
+//! [`crate::replica::node::LeaderRequestHandler`]).
 
 use cairn_store::{Command, CommandResult};
 use serde::{Deserialize, Serialize};
+
+/// A DDL request as it travels to the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ddl {
+    CreateDatabase,
+    DropDatabase,
+    CreateTable,
+    DropTable,
+    AlterTable,
+    TruncateTable,
+}
 
 /// Something only the leader decides.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,10 +39,7 @@ pub enum LeaderRequest {
     /// The leader's node registry: every node, or only `node_id` when not 0.
     ListNodes { node_id: u64 },
     /// A DDL request (prost-encoded) to run as a procedure.
-    Meta {
-        ddl: crate::api::meta::service::Ddl,
-        body: Vec<u8>,
-    },
+    Meta { ddl: Ddl, body: Vec<u8> },
 }
 
 /// The leader's answer.

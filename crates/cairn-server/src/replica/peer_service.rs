@@ -6,7 +6,7 @@
 //! naming it, and the node carries on.
 
 use crate::errors;
-use crate::replica::node::Node;
+use crate::replica::node::Replica;
 use crate::replica::peer_request::{LeaderRequest, LeaderResponse};
 use cairn_proto::raftpb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use cairn_proto::raftpb::{JoinRequest, JoinResponse, RaftMessage, SnapshotChunk};
@@ -23,7 +23,7 @@ use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 /// The peer service with its limits, ready for `Server::add_service`.
-pub fn peer_server(node: Arc<Node>) -> PeerServer {
+pub fn peer_server(node: Arc<Replica>) -> PeerServer {
     PeerServer {
         inner: RaftPeerServer::new(PeerService::new(node))
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -89,11 +89,11 @@ fn too_large(status: &Status) -> Status {
 
 /// Serves peers.
 pub struct PeerService {
-    node: Arc<Node>,
+    node: Arc<Replica>,
 }
 
 impl PeerService {
-    pub fn new(node: Arc<Node>) -> Self {
+    pub fn new(node: Arc<Replica>) -> Self {
         Self { node }
     }
 }

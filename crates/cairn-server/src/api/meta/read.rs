@@ -2,9 +2,9 @@
 //! asked, from its applied state (after a read barrier unless the request is serializable).
 
 use crate::leader::heartbeat::record::{node_key, NodeRecord};
+use crate::leader::node::Node;
 use crate::replica::meta::convert;
 use crate::replica::meta::store::{self, layout, meta_status};
-use crate::replica::node::Node;
 use cairn_meta::{codec, DatabaseInfo, ProcedureRecord, TableInfo, TableRoute};
 use cairn_proto::cairnpb::{
     DescribeTableRequest, DescribeTableResponse, GetRoutesRequest, GetRoutesResponse,

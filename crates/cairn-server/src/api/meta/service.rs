@@ -4,54 +4,15 @@
 use super::read;
 use super::watch as meta_watch;
 use crate::errors;
-use crate::leader::procedure;
-use crate::replica::node::Node;
+use crate::leader::node::Node;
+pub use crate::replica::peer_request::Ddl;
 use crate::replica::peer_request::{LeaderRequest, LeaderResponse};
 use cairn_proto::cairnpb::meta_server::Meta;
 use cairn_proto::cairnpb::*;
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
-
-/// A DDL request as it travels to the leader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Ddl {
-    CreateDatabase,
-    DropDatabase,
-    CreateTable,
-    DropTable,
-    AlterTable,
-    TruncateTable,
-}
-
-/// Runs a DDL request on this node, which leads; `body` is the prost-encoded request and the
-/// answer a prost-encoded `DdlResponse`.
-pub async fn serve_ddl(node: &Arc<Node>, ddl: Ddl, body: &[u8]) -> Result<Vec<u8>, Status> {
-    fn decode<M: Message + Default>(b: &[u8]) -> Result<M, Status> {
-        M::decode(b).map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))
-    }
-    let resp = match ddl {
-        Ddl::CreateDatabase => procedure::database::create(node, decode(body)?).await,
-        Ddl::DropDatabase => procedure::database::drop(node, decode(body)?).await,
-        Ddl::CreateTable => procedure::create_table::run(node, decode(body)?).await,
-        Ddl::DropTable => procedure::drop_table::run(node, decode(body)?).await,
-        Ddl::AlterTable => procedure::alter_table::run(node, decode(body)?).await,
-        Ddl::TruncateTable => procedure::truncate_table::run(node, decode(body)?).await,
-    }?;
-    Ok(resp.encode_to_vec())
-}
-
-/// [`serve_ddl`] as a boxed future: a procedure calls back into the leader path (read
-/// barriers), and the compiler cannot prove a recursive future `Send` unless it is boxed.
-pub fn serve_ddl_boxed(
-    node: Arc<Node>,
-    ddl: Ddl,
-    body: Vec<u8>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, Status>> + Send>> {
-    Box::pin(async move { serve_ddl(&node, ddl, &body).await })
-}
 
 /// The Meta service of one node.
 pub struct MetaService {

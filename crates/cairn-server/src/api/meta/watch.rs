@@ -3,8 +3,8 @@
 //! prefix. Resumable: a client that reconnects asks for its last revision + 1; if that history
 //! was compacted it is told so (`compact_revision`) and must reload.
 
+use crate::leader::node::Node;
 use crate::replica::meta::store::layout;
-use crate::replica::node::Node;
 use cairn_meta::{codec, MetaKey, TableInfo, TableRoute};
 use cairn_proto::cairnpb::{
     MetadataEvent, MetadataEventKind, TableName as PbTableName, WatchMetadataResponse,

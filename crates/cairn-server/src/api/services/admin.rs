@@ -1,6 +1,6 @@
 //! `cairn.v1.Admin`: leader information and leadership transfer for `cairn ctl leader`.
 
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use crate::replica::peer_request::LeaderRequest;
 use cairn_proto::cairnpb::admin_server::Admin;
 use cairn_proto::cairnpb::{

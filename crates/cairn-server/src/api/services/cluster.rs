@@ -3,7 +3,7 @@
 //! Members are the Raft membership; ids are Cairn node ids. Changes run on the leader.
 
 use crate::errors;
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use crate::replica::peer_request::{LeaderRequest, LeaderResponse};
 use cairn_proto::etcdserverpb::cluster_server::Cluster;
 use cairn_proto::etcdserverpb::{

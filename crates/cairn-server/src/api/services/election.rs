@@ -12,7 +12,7 @@
 
 use crate::api::services::kv;
 use crate::api::services::queue::{self, WaitError, Withdraw};
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use cairn_proto::etcdserverpb::{request_op, PutRequest, ResponseHeader};
 use cairn_proto::mvccpb::KeyValue;
 use cairn_proto::v3electionpb::election_server::Election;

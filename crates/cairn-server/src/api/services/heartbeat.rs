@@ -12,7 +12,7 @@
 //! request carries only unsent ones, so a busy node is not flooded with repeats.
 
 use crate::leader::heartbeat::{on_heartbeat, HeartbeatHub, HEARTBEAT_STREAM_BUFFER_MAX};
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use cairn_proto::cairnpb::heartbeat_server::Heartbeat;
 use cairn_proto::cairnpb::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, NotLeader};
 use std::sync::Arc;

@@ -3,10 +3,10 @@
 //! Thin: the operations are [`crate::replica::kv`] (read the applied state after a read barrier
 //! unless serializable, or propose through the leader); this maps them to etcd's responses.
 
+use crate::leader::node::Node;
 /// The KV operations themselves, at their old paths (the simulation and the lock, lease and
 /// election services use them from here).
 pub use crate::replica::kv::{check_size, delete_range, put, range, txn};
-use crate::replica::node::Node;
 use cairn_proto::etcdserverpb::kv_server::Kv;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,

@@ -4,7 +4,7 @@
 //! in-memory deadlines (a follower forwards them), as etcd's lessor does.
 
 use crate::errors;
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use crate::replica::peer_request::{LeaderRequest, LeaderResponse};
 use cairn_proto::etcdserverpb::lease_server::Lease;
 use cairn_proto::etcdserverpb::{

@@ -18,7 +18,7 @@
 use crate::api::services::kv;
 use crate::api::services::queue::{self, WaitError, Withdraw};
 use crate::errors;
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use cairn_proto::etcdserverpb::{DeleteRangeRequest, RangeRequest};
 use cairn_proto::v3lockpb::lock_server::Lock;
 use cairn_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};

@@ -2,7 +2,7 @@
 //! in-memory state machine with a Raft log (Defragment, Hash, HashKV, Snapshot download) answer
 //! `Unimplemented` with a reason, never a fake success.
 
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use crate::replica::peer_request::LeaderRequest;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{

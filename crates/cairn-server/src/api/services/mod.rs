@@ -15,7 +15,7 @@ pub mod stream;
 pub mod watch;
 
 use crate::api::services::heartbeat::HeartbeatService;
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use cairn_proto::cairnpb::admin_server::AdminServer;
 use cairn_proto::cairnpb::heartbeat_server::HeartbeatServer;
 use cairn_proto::cairnpb::meta_server::MetaServer;

@@ -16,7 +16,7 @@
 
 use crate::api::services::{kv, lease};
 use crate::errors;
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::{

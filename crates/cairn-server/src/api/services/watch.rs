@@ -6,7 +6,7 @@
 //! broadcast re-reads the gap from the MVCC store; one whose gap was compacted away is cancelled
 //! with etcd's compacted response. Responses go through one bounded channel per stream.
 
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;

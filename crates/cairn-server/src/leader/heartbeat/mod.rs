@@ -14,10 +14,10 @@ pub mod mailbox;
 pub mod record;
 pub mod registry;
 
+use crate::leader::node::Node;
 use crate::leader::LeaderTerm;
 use crate::replica::kv;
 use crate::replica::meta::store::{delete_op, put_op, txn_here, unchanged_since};
-use crate::replica::node::Node;
 use cairn_proto::cairnpb::{instruction, InstructionReply, NodeIdentity, NodeRole, NodeView};
 use cairn_proto::etcdserverpb::RangeRequest;
 use mailbox::{Mailbox, MailboxError};

@@ -6,8 +6,8 @@
 //! have gaps, never duplicates.
 
 use crate::errors;
+use crate::leader::node::Node;
 use crate::replica::meta::store::{self, put_op, unchanged_since};
-use crate::replica::node::Node;
 use tonic::Status;
 
 /// Table ids start here; lower ones are reserved for the system.

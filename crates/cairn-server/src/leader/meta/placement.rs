@@ -5,7 +5,7 @@
 //! node's last report are added on top until the report changes; without that, a burst of
 //! creates would all land on the node that looked emptiest.
 
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use cairn_proto::cairnpb::NodeRole;
 use cairn_sched::{Candidate, Placement, PlacementRequest, SelectError};
 use std::collections::HashSet;

@@ -13,9 +13,9 @@
 //! orphan indeed).
 
 use crate::leader::meta::regions::{close_regions_on, describe};
+use crate::leader::node::Node;
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout};
-use crate::replica::node::Node;
 use cairn_meta::{codec, ProcedureRecord, ProcedureState, TableRoute};
 use cairn_proto::cairnpb::NodeRole;
 use std::collections::{BTreeMap, HashMap, HashSet};

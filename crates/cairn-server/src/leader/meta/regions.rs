@@ -5,7 +5,7 @@
 //! that are reconnecting to a new leader and returns what still failed.
 
 use crate::leader::heartbeat::mailbox::MailboxError;
-use crate::replica::node::Node;
+use crate::leader::node::Node;
 use cairn_meta::TableRoute;
 use cairn_proto::cairnpb::instruction::Kind;
 use cairn_proto::cairnpb::{CloseRegions, OpenRegion, OpenRegions, TruncateRegions};

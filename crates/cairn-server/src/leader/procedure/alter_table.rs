@@ -6,11 +6,11 @@
 use super::engine::{self, Conflict, Kind, Next, Step, Txn};
 use super::{begin, detached, lock, Ctx};
 use crate::errors;
+use crate::leader::node::Node;
 use crate::replica::meta::convert;
 use crate::replica::meta::store::{
     self, absent, delete_op, layout, meta_status, put_op, unchanged_since,
 };
-use crate::replica::node::Node;
 use cairn_meta::{codec, AlterKind, MetaError, TableInfo, TableName};
 use cairn_proto::cairnpb::{AlterTableRequest, DdlResponse};
 use serde::{Deserialize, Serialize};

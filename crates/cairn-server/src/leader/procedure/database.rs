@@ -11,9 +11,9 @@ use super::{begin, detached, lock, Ctx};
 use crate::leader::meta::regions::{
     describe, reconnect_wait, region_ids_by_node, RegionInstructions,
 };
+use crate::leader::node::Node;
 use crate::replica::meta::convert;
 use crate::replica::meta::store::{self, absent, delete_op, layout, meta_status, put_op};
-use crate::replica::node::Node;
 use cairn_meta::{codec, DatabaseInfo, TableRoute, DEFAULT_CATALOG};
 use cairn_proto::cairnpb::{CreateDatabaseRequest, DdlResponse, DropDatabaseRequest};
 use serde::{Deserialize, Serialize};

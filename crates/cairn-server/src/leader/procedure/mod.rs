@@ -25,9 +25,9 @@ pub use ctx::{crash_hook, Ctx};
 
 use crate::errors;
 use crate::leader::meta::ids::{IdSequence, PROCEDURE_ID_BATCH, TABLE_ID_BATCH, TABLE_ID_START};
+use crate::leader::node::Node;
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout};
-use crate::replica::node::Node;
 use cairn_meta::{codec, ProcedureRecord, ProcedureState};
 use cairn_sched::{Selector, SelectorKind};
 use lock::{LockSet, LockTable, Mode};

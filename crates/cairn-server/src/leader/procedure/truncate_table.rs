@@ -7,9 +7,9 @@
 use super::engine::{self, Conflict, Kind, Next, Step, Txn};
 use super::{begin, detached, lock, Ctx};
 use crate::leader::meta::regions::{describe, RegionInstructions};
+use crate::leader::node::Node;
 use crate::replica::meta::convert;
 use crate::replica::meta::store::{self, layout, meta_status, put_op, unchanged_since};
-use crate::replica::node::Node;
 use cairn_meta::{codec, TableInfo, TableRoute};
 use cairn_proto::cairnpb::{DdlResponse, TruncateTableRequest};
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@
 //! new leader's back.
 
 use crate::errors;
-use crate::replica::node::Node;
+use crate::replica::node::Replica;
 use cairn_meta::{codec, KeyLayout, MetaError};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::{
@@ -37,7 +37,7 @@ pub struct Record<T> {
 }
 
 /// One key from the applied state.
-pub fn get_raw(node: &Node, key: &str) -> Result<Option<KeyValue>, Status> {
+pub fn get_raw(node: &Replica, key: &str) -> Result<Option<KeyValue>, Status> {
     let req = RangeRequest {
         key: key.as_bytes().to_vec(),
         serializable: true,
@@ -48,7 +48,7 @@ pub fn get_raw(node: &Node, key: &str) -> Result<Option<KeyValue>, Status> {
 }
 
 /// One decoded record from the applied state.
-pub fn get<T: DeserializeOwned>(node: &Node, key: &str) -> Result<Option<Record<T>>, Status> {
+pub fn get<T: DeserializeOwned>(node: &Replica, key: &str) -> Result<Option<Record<T>>, Status> {
     match get_raw(node, key)? {
         None => Ok(None),
         Some(kv) => {
@@ -64,7 +64,7 @@ pub fn get<T: DeserializeOwned>(node: &Node, key: &str) -> Result<Option<Record<
 /// Keys under `prefix` after `start_after` (exclusive; `None` = from the start), in key order,
 /// at most `limit`, with the revision they were read at.
 pub fn scan(
-    node: &Node,
+    node: &Replica,
     prefix: &str,
     start_after: Option<&str>,
     limit: usize,
@@ -97,7 +97,7 @@ pub const SCAN_PAGE_KEYS: usize = 1000;
 /// Calls `f` on every key under `prefix`, in key order, reading a page at a time so the state
 /// is never locked for long.
 pub fn scan_all(
-    node: &Node,
+    node: &Replica,
     prefix: &str,
     mut f: impl FnMut(KeyValue) -> Result<(), Status>,
 ) -> Result<(), Status> {
@@ -115,7 +115,7 @@ pub fn scan_all(
 }
 
 /// Counts keys under `prefix`.
-pub fn count(node: &Node, prefix: &str) -> Result<i64, Status> {
+pub fn count(node: &Replica, prefix: &str) -> Result<i64, Status> {
     let req = RangeRequest {
         key: prefix.as_bytes().to_vec(),
         range_end: cairn_meta::keys::prefix_end(prefix.as_bytes()),
@@ -192,7 +192,7 @@ pub fn unchanged_since(key: &str, revision: i64) -> Compare {
 /// refused once the term is over). Returns whether the compares held, the response, and the
 /// revision after it.
 pub async fn txn_here(
-    node: &Node,
+    node: &Replica,
     term: u64,
     compare: Vec<Compare>,
     success: Vec<RequestOp>,

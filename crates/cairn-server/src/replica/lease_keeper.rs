@@ -4,6 +4,9 @@
 //! a `LeaseRevoke` through Raft, so expiry is decided once and applied everywhere. A new leader
 //! starts every lease's clock afresh (a full TTL), so no lease expires early because leadership
 //! moved.
+//!
+//! It lives in the replica layer because the replica serves grants and keep-alives on the leader
+//! (`propose`, `serve_as_leader`); the leader's lease expiry (`leader::lease_expiry`) reads it.
 
 use crate::clock::SharedClock;
 use cairn_types::limits::LEASE_REVOKES_PER_ROUND_MAX;

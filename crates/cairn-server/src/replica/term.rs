@@ -1,6 +1,8 @@
 //! A leader term: the handle every leader service holds for the Raft term it was started in.
+//! It lives in the replica layer because the replica fences writes with it
+//! ([`crate::replica::node::Replica::propose_in_term`]).
 //!
-//! The lifecycle ([`super::lifecycle`]) makes one when this node becomes leader of term T and has
+//! The leader lifecycle (`leader::lifecycle`) makes one when this node becomes leader of term T and has
 //! applied everything committed before T, and ends it when T ends. A service checks
 //! [`LeaderTerm::is_current`] before it decides, waits on [`LeaderTerm::ended`] to stop, and
 //! passes [`LeaderTerm::term`] with every write, which the state machine refuses once another
