@@ -3,8 +3,10 @@
 //! ([`peer_request`]) to the leader over the peer port ([`peer_service`]), and metadata records
 //! in the replicated store ([`meta`]); the etcd KV operations ([`kv`]).
 
+pub mod forward;
 pub mod kv;
 pub mod lease_keeper;
+mod membership;
 pub mod meta;
 pub mod node;
 pub mod peer_request;

@@ -5,20 +5,21 @@
 //! ([`Replica::propose_in_term`]).
 //!
 //! A follower never tells a client to go elsewhere: it forwards to the leader over the peer port,
-//! at most one hop; if the leader moved meanwhile, the call is retried within the request timeout.
+//! at most one hop ([`crate::replica::forward`]); membership changes served on the leader are in
+//! `membership.rs`.
 
 use crate::clock::{SharedClock, TokioClock};
 use crate::errors;
 use crate::metrics::Metrics;
+pub use crate::replica::forward::{ForwardFailure, ForwardFuture, PeerLink};
 use crate::replica::lease_keeper::LeaseKeeper;
 use crate::replica::peer_request::{LeaderRequest, LeaderResponse};
 use crate::replica::term::LeaderTerm;
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::ResponseHeader;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
-use cairn_proto::raftpb::RaftMessage;
 use cairn_store::command::Outcome;
-use cairn_store::network::{decode, encode, peer_channel, PeerFaults};
+use cairn_store::network::PeerFaults;
 use cairn_store::state_machine::TERM_ENDED_MESSAGE;
 use cairn_store::{Command, CommandResult, Raft, StateMachineHandle};
 use cairn_types::limits::FORWARD_INFLIGHT_MAX;
@@ -26,10 +27,8 @@ use cairn_types::NodeAddrs;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::LinearizableReadError;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, LinearizerOption, ReadPolicy};
-use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::pin::Pin;
+use openraft::{LinearizerOption, ReadPolicy};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -37,37 +36,6 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-
-/// Pause between attempts while the cluster has no leader.
-const LEADER_RETRY_BACKOFF_MS: u64 = 50;
-
-/// Why a forwarded request got no answer from the leader.
-#[derive(Debug)]
-pub enum ForwardFailure {
-    /// It never left this node (the leader refused the connection): safe to retry.
-    NotSent,
-    /// It may have reached the leader, but no answer came back: a write's outcome is unknown.
-    Lost,
-    /// The transport refused it with this status.
-    Refused(Status),
-}
-
-/// A boxed future answering a forwarded request.
-pub type ForwardFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<LeaderResponse, ForwardFailure>> + Send + 'a>>;
-
-/// Another way to reach the leader's node than the peer port: the deterministic simulation's
-/// in-process network, which delivers `req` to node `to`'s [`Replica::serve_as_leader`] (or
-/// loses it) within `timeout`.
-pub trait PeerLink: Send + Sync {
-    fn forward(
-        &self,
-        from: u64,
-        to: u64,
-        req: LeaderRequest,
-        timeout: Duration,
-    ) -> ForwardFuture<'_>;
-}
 
 /// Leader-only requests the replica forwards but cannot answer itself, because they need the
 /// leader's services: `Meta` (a DDL run as a procedure) and `ListNodes` (the heartbeat hub's
@@ -91,8 +59,8 @@ pub struct Replica {
     pub metrics: Metrics,
     pub leases: LeaseKeeper,
     pub cluster_id: u64,
-    peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
-    forward_slots: Semaphore,
+    pub(super) peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
+    pub(super) forward_slots: Semaphore,
     /// When a leader last replicated to (or heartbeated) this node.
     last_leader_contact: Mutex<Option<Instant>>,
     /// The leader term whose services run now; set and cleared by the leader lifecycle only.
@@ -102,7 +70,7 @@ pub struct Replica {
     /// The clock leader services decide by.
     pub clock: SharedClock,
     /// Where forwarded requests go instead of the peer port (the deterministic simulation).
-    peer_link: OnceLock<Arc<dyn PeerLink>>,
+    pub(super) peer_link: OnceLock<Arc<dyn PeerLink>>,
     /// Who answers `Meta` and `ListNodes` (the leader layer); set once, when the node is built.
     leader_services: OnceLock<Weak<dyn LeaderRequestHandler>>,
 }
@@ -301,113 +269,8 @@ impl Replica {
         Some(addrs)
     }
 
-    fn request_timeout(&self) -> Duration {
+    pub(super) fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.config.request_timeout_ms)
-    }
-
-    fn peer_client(&self, id: u64) -> Result<RaftPeerClient<Channel>, Status> {
-        let addrs = self.node_addrs(id).ok_or_else(errors::no_leader)?;
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((addr, c)) = peers.get(&id) {
-            if *addr == addrs.peer {
-                return Ok(c.clone());
-            }
-        }
-        let channel = peer_channel(&addrs.peer).map_err(errors::internal)?;
-        let client = RaftPeerClient::new(channel);
-        peers.insert(id, (addrs.peer, client.clone()));
-        Ok(client)
-    }
-
-    /// Runs `req` on the leader: here if this node leads, else forwarded (one hop). Retries while
-    /// there is no leader or leadership moves, until the request timeout.
-    pub async fn leader_call(&self, req: LeaderRequest) -> Result<LeaderResponse, Status> {
-        let deadline = tokio::time::Instant::now() + self.request_timeout();
-        loop {
-            let attempt = match self.leader() {
-                // Cut off from a quorum: a new leader may exist elsewhere. Not retried here; the
-                // client should try another endpoint.
-                Some(l) if l == self.id && self.quorum_contact_lapsed() => {
-                    return Err(errors::leadership_unconfirmed())
-                }
-                Some(l) if l == self.id => self.serve_as_leader(req.clone()).await,
-                Some(l) => self.forward(l, &req).await,
-                None => Err(errors::no_leader()),
-            };
-            match attempt {
-                Err(s) if is_retryable(&s) && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(LEADER_RETRY_BACKOFF_MS)).await;
-                }
-                Err(s) if is_retryable(&s) => return Err(errors::timeout()),
-                other => return other,
-            }
-        }
-    }
-
-    /// Sends forwarded requests through `link` instead of the peer port: the deterministic
-    /// simulation's in-process network. Set once, before the node serves.
-    pub fn use_peer_link(&self, link: Arc<dyn PeerLink>) {
-        if self.peer_link.set(link).is_err() {
-            tracing::warn!("peer link already set; keeping the first");
-        }
-    }
-
-    async fn forward(&self, leader: u64, req: &LeaderRequest) -> Result<LeaderResponse, Status> {
-        if self.peer_faults.blocks(leader) {
-            // A cut link: nothing was sent, so retrying (once a leader is reachable) is safe.
-            return Err(errors::leader_changed());
-        }
-        let _slot = self
-            .forward_slots
-            .try_acquire()
-            .map_err(|_| errors::too_many_requests("forward_inflight_max reached"))?;
-        self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-        let is_ddl = matches!(req, LeaderRequest::Meta { .. });
-        let timeout = if is_ddl {
-            Duration::from_millis(self.config.ddl_timeout_ms)
-        } else {
-            self.request_timeout()
-        };
-        let is_write = is_ddl
-            || matches!(
-                req,
-                LeaderRequest::Write(_) | LeaderRequest::MemberAdd { .. }
-            );
-        let sent = match self.peer_link.get() {
-            Some(link) => link.forward(self.id, leader, req.clone(), timeout).await,
-            None => self.forward_over_peer_port(leader, req, timeout).await,
-        };
-        let resp = sent.map_err(|failure| match failure {
-            ForwardFailure::NotSent => errors::leader_changed(),
-            // The leader is unreachable: it may have died. A write may or may not have been
-            // applied, so it is not retried (etcd answers "request timed out" then too); anything
-            // else waits for the next leader.
-            ForwardFailure::Lost if is_write => errors::timeout(),
-            ForwardFailure::Lost => errors::leader_changed(),
-            ForwardFailure::Refused(s) => s,
-        })?;
-        match resp {
-            LeaderResponse::Error { code, message } => Err(Status::new(Code::from(code), message)),
-            other => Ok(other),
-        }
-    }
-
-    async fn forward_over_peer_port(
-        &self,
-        leader: u64,
-        req: &LeaderRequest,
-        timeout: Duration,
-    ) -> Result<LeaderResponse, ForwardFailure> {
-        let mut client = self.peer_client(leader).map_err(ForwardFailure::Refused)?;
-        let data = encode(req).map_err(|e| ForwardFailure::Refused(errors::internal(e)))?;
-        let mut request = tonic::Request::new(RaftMessage { data });
-        request.set_timeout(timeout);
-        let resp = client.forward(request).await.map_err(|s| match s.code() {
-            _ if never_sent(&s) => ForwardFailure::NotSent,
-            Code::Unavailable | Code::Cancelled | Code::Unknown => ForwardFailure::Lost,
-            _ => ForwardFailure::Refused(s),
-        })?;
-        decode(&resp.into_inner().data).map_err(|e| ForwardFailure::Refused(errors::internal(e)))
     }
 
     /// Serves a leader-only request on this node, which must be the leader (else "leader changed",
@@ -576,162 +439,13 @@ impl Replica {
             other => Err(errors::internal(format!("unexpected answer {other:?}"))),
         }
     }
-
-    async fn member_add(&self, peer_addr: String, learner: bool) -> Result<LeaderResponse, Status> {
-        self.require_leader()?;
-        let (id, exists) = {
-            let s = self.sm.read();
-            let m = s.membership.membership();
-            let exists = m.nodes().any(|(_, n)| n.peer == peer_addr);
-            // Ids are never reused: nodes that ever announced themselves count too.
-            let max = m
-                .nodes()
-                .map(|(id, _)| *id)
-                .chain(s.node_addrs.keys().copied())
-                .max()
-                .unwrap_or(0);
-            (max + 1, exists)
-        };
-        if exists {
-            return Err(Status::new(
-                Code::FailedPrecondition,
-                "etcdserver: Peer URLs already exists",
-            ));
-        }
-        let node = NodeAddrs {
-            peer: peer_addr,
-            ..Default::default()
-        };
-        self.raft
-            .add_learner(id, node, false)
-            .await
-            .map_err(write_error)?;
-        if !learner {
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await
-                .map_err(write_error)?;
-        }
-        Ok(LeaderResponse::MemberAdded { id })
-    }
-
-    async fn member_remove(&self, id: u64) -> Result<LeaderResponse, Status> {
-        self.require_leader()?;
-        let (is_voter, exists, voters) = {
-            let s = self.sm.read();
-            let m = s.membership.membership();
-            let r = (
-                m.voter_ids().any(|v| v == id),
-                m.get_node(&id).is_some(),
-                m.voter_ids().count(),
-            );
-            r
-        };
-        if !exists {
-            return Err(errors::member_not_found());
-        }
-        if is_voter && voters == 1 {
-            return Err(Status::new(
-                Code::FailedPrecondition,
-                "cairn: cannot remove the last voter",
-            ));
-        }
-        let change = if is_voter {
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(write_error)?;
-        if is_voter {
-            // A voter removed from the config stays a learner until removed as a node too.
-            let still_node = self
-                .sm
-                .read()
-                .membership
-                .membership()
-                .get_node(&id)
-                .is_some();
-            if still_node {
-                self.raft
-                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                    .await
-                    .map_err(write_error)?;
-            }
-        }
-        Ok(LeaderResponse::Done)
-    }
-
-    async fn member_promote(&self, id: u64) -> Result<LeaderResponse, Status> {
-        self.require_leader()?;
-        let (is_voter, exists) = {
-            let s = self.sm.read();
-            let m = s.membership.membership();
-            let r = (m.voter_ids().any(|v| v == id), m.get_node(&id).is_some());
-            r
-        };
-        if !exists {
-            return Err(errors::member_not_found());
-        }
-        if is_voter {
-            return Err(Status::new(
-                Code::FailedPrecondition,
-                "etcdserver: can only promote a learner member",
-            ));
-        }
-        let in_sync = {
-            let m = self.raft.metrics().borrow_watched().clone();
-            let last = m.last_log_index.unwrap_or(0);
-            m.replication
-                .as_ref()
-                .and_then(|r| r.get(&id).cloned())
-                .flatten()
-                .map(|matched| last.saturating_sub(matched.index) <= LEARNER_SYNC_LAG_MAX)
-                .unwrap_or(false)
-        };
-        if !in_sync {
-            return Err(Status::new(
-                Code::FailedPrecondition,
-                "etcdserver: can only promote a learner member which is in sync with leader",
-            ));
-        }
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(write_error)?;
-        Ok(LeaderResponse::Done)
-    }
 }
 
 /// Heartbeat intervals a lease renewal waits for a quorum's acknowledgement when the last one is
 /// older than a leader lease.
 const LEADERSHIP_CONFIRM_WAIT_HEARTBEATS: u64 = 3;
 
-/// A learner may be promoted only when it is at most this many log entries behind the leader.
-const LEARNER_SYNC_LAG_MAX: u64 = 1000;
-
-/// Whether a forwarding failure happened before the request left this node (the leader refused
-/// the connection), so retrying cannot apply a write twice.
-fn never_sent(s: &Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        source = e.source();
-    }
-    false
-}
-
-fn is_retryable(s: &Status) -> bool {
-    s.code() == Code::Unavailable
-        && (s.message() == errors::no_leader().message()
-            || s.message() == errors::leader_changed().message())
-}
-
-fn write_error(
+pub(super) fn write_error(
     e: RaftError<cairn_store::TypeConfig, ClientWriteError<cairn_store::TypeConfig>>,
 ) -> Status {
     match e {
