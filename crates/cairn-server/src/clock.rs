@@ -53,3 +53,15 @@ impl Clock for ManualClock {
         *self.now.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+/// Sleeps `delay`, or less if the node is stopping; true when it is (the caller returns).
+pub async fn sleep_unless_stopped(
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    delay: Duration,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = stop.changed() => {}
+        () = tokio::time::sleep(delay) => {}
+    }
+    *stop.borrow()
+}

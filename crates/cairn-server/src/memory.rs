@@ -46,7 +46,7 @@ pub fn release_free_memory() -> bool {
 /// Calls [`release_free_memory`] every [`MEMORY_TRIM_INTERVAL_MS`] until `stop` turns true.
 pub async fn trim_periodically(mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(MEMORY_TRIM_INTERVAL_MS);
-    while !crate::run::sleep_unless_stopped(&mut stop, interval).await {
+    while !crate::clock::sleep_unless_stopped(&mut stop, interval).await {
         // Walks every arena: off the async workers.
         let _ = tokio::task::spawn_blocking(release_free_memory).await;
     }

@@ -1,8 +1,11 @@
 //! Starting and stopping a node: open storage, start Raft, bootstrap or join, serve the client,
 //! peer and HTTP ports, and run the leader's background duties until shutdown.
 
-use crate::node::Node;
-use crate::services;
+use crate::api::services;
+pub use crate::clock::sleep_unless_stopped;
+use crate::leader::node::Node;
+pub use crate::replica::log_file_size;
+use crate::replica::log_path;
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
@@ -14,7 +17,7 @@ use cairn_types::NodeAddrs;
 use openraft::{Config, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,15 +35,6 @@ const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 const JOIN_TIMEOUT_MS: u64 = 30_000;
 /// Log entries kept after a snapshot so slightly lagging followers need no snapshot.
 const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5000;
-
-fn log_path(dir: &Path) -> PathBuf {
-    dir.join("raft.redb")
-}
-
-/// Size of the node's Raft log file, bytes.
-pub fn log_file_size(config: &ServerConfig) -> u64 {
-    LogStore::file_size(&log_path(&config.data_dir()))
-}
 
 /// Reads the node id a previous run (or join) recorded in the data dir.
 fn stored_node_id(dir: &Path) -> Option<u64> {
@@ -273,9 +267,11 @@ pub async fn run_with_node(
         .add_service(services::meta_server(node.clone(), max_msg))
         .serve_with_incoming_shutdown(incoming(client_listener), wait_stop(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
-        .add_service(crate::peer_service::peer_server(node.clone()))
+        .add_service(crate::replica::peer_service::peer_server(
+            node.replica().clone(),
+        ))
         .serve_with_incoming_shutdown(incoming(peer_listener), wait_stop(stop_rx.clone()));
-    let http_server = axum::serve(http_listener, crate::http::router(node.clone()))
+    let http_server = axum::serve(http_listener, crate::api::http::router(node.clone()))
         .with_graceful_shutdown(wait_stop(stop_rx.clone()));
 
     let client_task = tokio::spawn(client_server);
@@ -318,16 +314,6 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-/// Sleeps `delay`, or less if the node is stopping; true when it is (the caller returns).
-pub async fn sleep_unless_stopped(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
-    tokio::select! {
-        biased;
-        _ = stop.changed() => {}
-        () = tokio::time::sleep(delay) => {}
-    }
-    *stop.borrow()
 }
 
 /// Publishes this node's client and HTTP addresses into the replicated state once a leader exists.

@@ -1,12 +1,12 @@
 //! Lease expiry, a leader service: revokes leases whose deadline passed by this leader's clock
 //! (the node's [`crate::clock::Clock`], which the keeper reads).
 //!
-//! Deadlines live in the [`super::lease_keeper::LeaseKeeper`], renewed by keep-alives that were
+//! Deadlines live in the [`crate::replica::lease_keeper::LeaseKeeper`], renewed by keep-alives that were
 //! answered while leadership was confirmed. Each revocation is fenced with the term: a leader
 //! deposed while its revocation was in flight cannot revoke a lease the next leader renewed.
 
 use super::LeaderTerm;
-use crate::node::Node;
+use crate::leader::node::Node;
 use cairn_store::Command;
 use std::sync::Arc;
 use std::time::Duration;

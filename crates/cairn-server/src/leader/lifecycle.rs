@@ -10,7 +10,7 @@
 //! terms' services never run at once on one node.
 
 use super::{lease_expiry, LeaderTerm};
-use crate::node::Node;
+use crate::leader::node::Node;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ReadPolicy;
 use std::sync::Arc;
@@ -67,9 +67,18 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 fn start_services(node: &Arc<Node>, term: &LeaderTerm) -> JoinSet<()> {
     let mut set = JoinSet::new();
     set.spawn(lease_expiry::run(node.clone(), term.clone()));
-    set.spawn(crate::heartbeat::run_term(node.clone(), term.clone()));
-    set.spawn(crate::procedure::run_term(node.clone(), term.clone()));
-    set.spawn(crate::meta::reconcile::run_term(node.clone(), term.clone()));
+    set.spawn(crate::leader::heartbeat::run_term(
+        node.clone(),
+        term.clone(),
+    ));
+    set.spawn(crate::leader::procedure::run_term(
+        node.clone(),
+        term.clone(),
+    ));
+    set.spawn(crate::leader::meta::reconcile::run_term(
+        node.clone(),
+        term.clone(),
+    ));
     set
 }
 

@@ -1,0 +1,213 @@
+//! The read side of metadata: describe, list, routes and procedures, served by whichever node is
+//! asked, from its applied state (after a read barrier unless the request is serializable).
+
+use crate::leader::heartbeat::record::{node_key, NodeRecord};
+use crate::leader::node::Node;
+use crate::replica::meta::convert;
+use crate::replica::meta::store::{self, layout, meta_status};
+use cairn_meta::{codec, DatabaseInfo, ProcedureRecord, TableInfo, TableRoute};
+use cairn_proto::cairnpb::{
+    DescribeTableRequest, DescribeTableResponse, GetRoutesRequest, GetRoutesResponse,
+    ListDatabasesRequest, ListDatabasesResponse, ListProceduresRequest, ListProceduresResponse,
+    ListTablesRequest, ListTablesResponse, NodeAddress, ProcedureView,
+};
+use std::collections::BTreeSet;
+use tonic::{Code, Status};
+
+/// Tables one GetRoutes call may name.
+pub const ROUTE_TABLES_PER_REQUEST_MAX: usize = 1_000;
+/// Page size when the request names none.
+pub const LIST_PAGE_SIZE_DEFAULT: u32 = 100;
+/// Largest page a list call returns.
+pub const LIST_PAGE_SIZE_MAX: u32 = 1_000;
+/// Procedures ListProcedures returns when the request names no limit.
+pub const PROCEDURE_LIST_DEFAULT: u32 = 100;
+/// Most procedures one ListProcedures returns.
+pub const PROCEDURE_LIST_MAX: u32 = 1_000;
+
+async fn barrier(node: &Node, serializable: bool) -> Result<(), Status> {
+    if !serializable {
+        node.read_barrier().await?;
+    }
+    Ok(())
+}
+
+fn page_size(field: &str, requested: u32) -> Result<usize, Status> {
+    match requested {
+        0 => Ok(LIST_PAGE_SIZE_DEFAULT as usize),
+        n if n > LIST_PAGE_SIZE_MAX => Err(Status::invalid_argument(format!(
+            "{field}: {n} is above the limit (list_page_size_max) of {LIST_PAGE_SIZE_MAX}"
+        ))),
+        n => Ok(n as usize),
+    }
+}
+
+pub async fn describe_table(
+    node: &Node,
+    req: &DescribeTableRequest,
+) -> Result<DescribeTableResponse, Status> {
+    let name =
+        convert::table_name_from_proto("name", req.name.as_ref()).map_err(|e| meta_status(&e))?;
+    barrier(node, req.serializable).await?;
+    let revision = node.revision();
+    let id = store::get::<u64>(node, &layout().table_name(&name))?
+        .ok_or_else(|| Status::new(Code::NotFound, format!("table {name} not found")))?;
+    let table = store::get::<TableInfo>(node, &layout().table(id.value))?
+        .ok_or_else(|| Status::new(Code::NotFound, format!("table {name} not found")))?;
+    let route = store::get::<TableRoute>(node, &layout().route(id.value))?;
+    Ok(DescribeTableResponse {
+        table: Some(convert::table_info_to_proto(&table.value)),
+        route: route.map(|r| convert::route_to_proto(&r.value)),
+        revision,
+    })
+}
+
+pub async fn list_tables(
+    node: &Node,
+    req: &ListTablesRequest,
+) -> Result<ListTablesResponse, Status> {
+    let catalog = crate::leader::procedure::database::catalog_or_default(&req.catalog);
+    cairn_meta::names::validate_name("schema", &req.schema).map_err(|e| meta_status(&e))?;
+    let limit = page_size("page_size", req.page_size)?;
+    barrier(node, req.serializable).await?;
+    let prefix = layout().table_names_prefix(&catalog, &req.schema);
+    let after = (!req.page_token.is_empty()).then(|| format!("{prefix}{}", req.page_token));
+    let (kvs, revision) = store::scan(node, &prefix, after.as_deref(), limit + 1, false)?;
+    let more = kvs.len() > limit;
+    let mut tables = Vec::with_capacity(limit.min(kvs.len()));
+    let mut last = String::new();
+    for kv in kvs.into_iter().take(limit) {
+        let id = codec::decode_table_id(&kv.key, &kv.value).map_err(|e| meta_status(&e))?;
+        if let Some(t) = store::get::<TableInfo>(node, &layout().table(id))? {
+            last = t.value.name.name.clone();
+            tables.push(convert::table_info_to_proto(&t.value));
+        }
+    }
+    Ok(ListTablesResponse {
+        tables,
+        next_page_token: if more { last } else { String::new() },
+        revision,
+    })
+}
+
+pub async fn list_databases(
+    node: &Node,
+    req: &ListDatabasesRequest,
+) -> Result<ListDatabasesResponse, Status> {
+    let catalog = crate::leader::procedure::database::catalog_or_default(&req.catalog);
+    cairn_meta::names::validate_name("catalog", &catalog).map_err(|e| meta_status(&e))?;
+    let limit = page_size("page_size", req.page_size)?;
+    barrier(node, req.serializable).await?;
+    let prefix = layout().databases_prefix(&catalog);
+    let after = (!req.page_token.is_empty()).then(|| format!("{prefix}{}", req.page_token));
+    let (kvs, revision) = store::scan(node, &prefix, after.as_deref(), limit + 1, false)?;
+    let more = kvs.len() > limit;
+    let mut databases = Vec::new();
+    let mut last = String::new();
+    for kv in kvs.into_iter().take(limit) {
+        let info: DatabaseInfo = codec::decode(&kv.key, &kv.value).map_err(|e| meta_status(&e))?;
+        last = info.name.clone();
+        databases.push(convert::database_to_proto(&info));
+    }
+    Ok(ListDatabasesResponse {
+        databases,
+        next_page_token: if more { last } else { String::new() },
+        revision,
+    })
+}
+
+pub async fn get_routes(node: &Node, req: &GetRoutesRequest) -> Result<GetRoutesResponse, Status> {
+    if req.table_ids.len() > ROUTE_TABLES_PER_REQUEST_MAX {
+        return Err(Status::invalid_argument(format!(
+            "table_ids: {} tables, the limit (route_tables_per_request_max) is {ROUTE_TABLES_PER_REQUEST_MAX}",
+            req.table_ids.len()
+        )));
+    }
+    barrier(node, req.serializable).await?;
+    let mut routes = Vec::with_capacity(req.table_ids.len());
+    let mut missing = Vec::new();
+    let mut nodes = BTreeSet::new();
+    let revision = {
+        let state = node.sm.read();
+        for id in &req.table_ids {
+            let key = layout().route(*id);
+            let r = cairn_proto::etcdserverpb::RangeRequest {
+                key: key.as_bytes().to_vec(),
+                serializable: true,
+                ..Default::default()
+            };
+            let kv = state.kv.range(&r).map_err(|e| e.to_status())?.kvs.pop();
+            match kv {
+                Some(kv) => {
+                    let route: TableRoute =
+                        codec::decode(&kv.key, &kv.value).map_err(|e| meta_status(&e))?;
+                    nodes.extend(route.nodes());
+                    routes.push(convert::route_to_proto(&route));
+                }
+                None => missing.push(*id),
+            }
+        }
+        state.kv.revision()
+    };
+    let mut addresses = Vec::with_capacity(nodes.len());
+    for id in nodes {
+        let address = match store::get_raw(node, &node_key(id))? {
+            Some(kv) => NodeRecord::from_json(&kv.value)
+                .map(|r| r.address)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        addresses.push(NodeAddress {
+            node_id: id,
+            address,
+        });
+    }
+    Ok(GetRoutesResponse {
+        routes,
+        missing_table_ids: missing,
+        nodes: addresses,
+        revision,
+    })
+}
+
+pub async fn list_procedures(
+    node: &Node,
+    req: &ListProceduresRequest,
+) -> Result<ListProceduresResponse, Status> {
+    let limit = match req.limit {
+        0 => PROCEDURE_LIST_DEFAULT,
+        n if n > PROCEDURE_LIST_MAX => {
+            return Err(Status::invalid_argument(format!(
+                "limit: {n} is above the limit (procedure_list_max) of {PROCEDURE_LIST_MAX}"
+            )))
+        }
+        n => n,
+    } as usize;
+    if !matches!(req.state.as_str(), "" | "running" | "done" | "failed") {
+        return Err(Status::invalid_argument(format!(
+            "state: {:?} is not one of running, done, failed",
+            req.state
+        )));
+    }
+    node.read_barrier().await?;
+    // Newest first: walk the (id-ordered) records backwards in pages.
+    let prefix = layout().procedures_prefix();
+    let mut all: Vec<ProcedureView> = Vec::new();
+    store::scan_all(node, &prefix, |kv| {
+        let r: ProcedureRecord = codec::decode(&kv.key, &kv.value).map_err(|e| meta_status(&e))?;
+        if req.state.is_empty() || r.state.as_str() == req.state {
+            all.push(convert::procedure_to_proto(&r));
+        }
+        Ok(())
+    })?;
+    all.reverse();
+    all.truncate(limit);
+    Ok(ListProceduresResponse { procedures: all })
+}
+
+pub async fn get_procedure(node: &Node, id: u64) -> Result<ProcedureView, Status> {
+    node.read_barrier().await?;
+    let r = store::get::<ProcedureRecord>(node, &layout().procedure(id))?
+        .ok_or_else(|| Status::new(Code::NotFound, format!("procedure {id} not found")))?;
+    Ok(convert::procedure_to_proto(&r.value))
+}

@@ -1,0 +1,8 @@
+//! The API layer: gRPC services on the client port ([`services`], [`meta`]) and the HTTP admin
+//! endpoints ([`http`], [`http_meta`]). Thin: validate, call the replica or leader layer, map
+//! the error.
+
+pub mod http;
+pub mod http_meta;
+pub mod meta;
+pub mod services;

@@ -1,0 +1,377 @@
+//! The heartbeat hub: the leader's view of datanodes, frontends and flownodes, fed by one
+//! heartbeat stream per node (served by the `Heartbeat` gRPC service in `api::services`), kept in the pure
+//! [`registry`], with instructions to nodes through the [`mailbox`] and identities persisted as
+//! [`record`]s.
+//!
+//! Instructions do not wait for the node's next heartbeat: posting one wakes the node's open
+//! streams, which push it at once; the node returns the reply at once in a replies-only request.
+//!
+//! Everything here lives for one leader term: [`run_term`], started by the leader lifecycle,
+//! loads stored identities, judges liveness on a tick, and when the term ends the hub stops —
+//! closing every stream and failing every pending instruction.
+
+pub mod mailbox;
+pub mod record;
+pub mod registry;
+
+use crate::leader::node::Node;
+use crate::leader::LeaderTerm;
+use crate::replica::kv;
+use crate::replica::meta::store::{delete_op, put_op, txn_here, unchanged_since};
+use cairn_proto::cairnpb::{instruction, InstructionReply, NodeIdentity, NodeRole, NodeView};
+use cairn_proto::etcdserverpb::RangeRequest;
+use mailbox::{Mailbox, MailboxError};
+use record::{node_key, NodeRecord, NODES_PREFIX};
+use registry::{Accepted, HeartbeatError, NodeRegistry, Transition};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+
+/// Responses buffered per heartbeat stream; a node that lets more pile up is disconnected.
+pub const HEARTBEAT_STREAM_BUFFER_MAX: usize = 16;
+/// Identity writes (and deletes) to the store in flight at once.
+pub const NODE_RECORD_WRITES_INFLIGHT_MAX: usize = 64;
+/// Longest pause between two liveness judgements.
+const HUB_TICK_MAX_MS: u64 = 250;
+
+/// The open streams of one node.
+struct Connection {
+    streams: usize,
+    /// Bumped when an instruction is posted for the node; each stream task watches it and pushes
+    /// what it has not sent yet. A watch marks "changed" instead of queueing, so a burst of
+    /// posts wakes a stream once (few pushes), and a post while the task is busy is not lost.
+    posted: watch::Sender<u64>,
+}
+
+/// The leader's heartbeat hub; owned by [`Node`], idle on followers.
+pub struct HeartbeatHub {
+    /// What the leader asks nodes to heartbeat at.
+    pub heartbeat_interval_ms: u64,
+    registry: Mutex<NodeRegistry>,
+    pub mailbox: Mailbox,
+    /// Open streams per registered node.
+    connected: Mutex<HashMap<u64, Connection>>,
+    /// A number per leadership term, 0 while this node does not lead (or is still loading).
+    term: watch::Sender<u64>,
+    record_writes: Arc<Semaphore>,
+}
+
+impl HeartbeatHub {
+    pub fn new(heartbeat_interval_ms: u64, lease: Duration, idle_forget: Duration) -> Self {
+        Self {
+            heartbeat_interval_ms,
+            registry: Mutex::new(NodeRegistry::new(lease, idle_forget)),
+            mailbox: Mailbox::default(),
+            connected: Mutex::new(HashMap::new()),
+            term: watch::Sender::new(0),
+            record_writes: Arc::new(Semaphore::new(NODE_RECORD_WRITES_INFLIGHT_MAX)),
+        }
+    }
+
+    /// The registry, for reading or for operator actions such as
+    /// [`NodeRegistry::set_draining`].
+    pub fn registry(&self) -> MutexGuard<'_, NodeRegistry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connected(&self) -> MutexGuard<'_, HashMap<u64, Connection>> {
+        self.connected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `node_id` has a heartbeat stream open to this leader (so instructions reach it).
+    pub fn is_connected(&self, node_id: u64) -> bool {
+        self.connected()
+            .get(&node_id)
+            .is_some_and(|c| c.streams > 0)
+    }
+
+    /// Whether the hub is serving a leadership term.
+    pub fn is_active(&self) -> bool {
+        *self.term.borrow() != 0
+    }
+
+    /// The leader term the hub serves; 0 when none.
+    pub fn serving_term(&self) -> u64 {
+        *self.term.borrow()
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.term.subscribe()
+    }
+
+    /// Sends one instruction to `node_id` and waits for its reply.
+    pub async fn send(
+        &self,
+        node_id: u64,
+        kind: instruction::Kind,
+        timeout: Duration,
+    ) -> Result<InstructionReply, MailboxError> {
+        if !self.is_active() {
+            return Err(MailboxError::LeadershipLost);
+        }
+        if self.registry().get(node_id).is_none() {
+            return Err(MailboxError::NodeUnknown(node_id));
+        }
+        if !self.connected().contains_key(&node_id) {
+            return Err(MailboxError::NotConnected(node_id));
+        }
+        let (id, rx) = self.mailbox.post(node_id, kind, timeout, Instant::now())?;
+        // After the post, so a woken stream finds the instruction. A stream that closed meanwhile
+        // is simply not woken; the instruction then times out like any unanswered one.
+        if let Some(c) = self.connected().get(&node_id) {
+            c.posted.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        self.mailbox.wait(id, timeout, rx).await
+    }
+
+    /// Sends `kind` to every connected node of `role`; returns each node's outcome.
+    pub async fn broadcast(
+        &self,
+        role: NodeRole,
+        kind: instruction::Kind,
+        timeout: Duration,
+    ) -> Vec<(u64, Result<InstructionReply, MailboxError>)> {
+        let targets: Vec<u64> = {
+            let connected = self.connected();
+            self.registry()
+                .nodes()
+                .filter(|e| e.identity.role == role as i32)
+                .map(|e| e.identity.id)
+                .filter(|id| connected.contains_key(id))
+                .collect()
+        };
+        let sends = targets
+            .iter()
+            .map(|id| self.send(*id, kind.clone(), timeout));
+        let outcomes = futures::future::join_all(sends).await;
+        targets.into_iter().zip(outcomes).collect()
+    }
+
+    /// What ListNodes and `/v1/nodes` show: every node, or only `node_id` when not 0.
+    pub fn views(&self, node_id: u64, now: Instant) -> Vec<NodeView> {
+        self.registry()
+            .nodes()
+            .filter(|e| node_id == 0 || e.identity.id == node_id)
+            .map(|e| {
+                let latest = e.latest();
+                NodeView {
+                    identity: Some(e.identity.clone()),
+                    state: e.state().as_str().into(),
+                    last_heartbeat_age_ms: e
+                        .last_heartbeat
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    stats: latest.map(|s| s.stats.clone()),
+                    region_count: e.regions.len() as u64,
+                    // Filled in against table routes when listed (ListNodes).
+                    unverified_region_count: 0,
+                    report_interval_ms: latest.map_or(0, |s| s.report_interval_ms),
+                }
+            })
+            .collect()
+    }
+
+    /// Counts a new stream of `node_id`; returns what wakes it when instructions are posted.
+    pub(crate) fn attach(&self, node_id: u64) -> watch::Receiver<u64> {
+        let mut connected = self.connected();
+        let c = connected.entry(node_id).or_insert_with(|| Connection {
+            streams: 0,
+            posted: watch::Sender::new(0),
+        });
+        c.streams += 1;
+        c.posted.subscribe()
+    }
+
+    pub(crate) fn detach(&self, node_id: u64) {
+        let mut connected = self.connected();
+        if let Some(c) = connected.get_mut(&node_id) {
+            debug_assert!(c.streams > 0, "a stream detaches once per attach");
+            c.streams -= 1;
+            if c.streams == 0 {
+                connected.remove(&node_id);
+            }
+        }
+    }
+
+    fn start(&self, stored: Vec<NodeIdentity>, term: u64, now: Instant) {
+        self.registry().leadership_started(stored, now);
+        self.mailbox.start_term(term);
+        self.term.send_replace(term);
+    }
+
+    /// Ends the current term: streams close, pending instructions fail with LeadershipLost.
+    pub(crate) fn stop(&self) {
+        // Streams see the term end and close; senders learn leadership was lost.
+        self.term.send_replace(0);
+        self.registry().leadership_ended();
+        self.mailbox.clear();
+    }
+}
+
+/// Validates and records one heartbeat; starts the identity write when one is needed.
+pub(crate) fn on_heartbeat(
+    node: &Arc<Node>,
+    req: &cairn_proto::cairnpb::HeartbeatRequest,
+    last_sequence: Option<u64>,
+    now: Instant,
+) -> Result<u64, HeartbeatError> {
+    let hub = &node.heartbeats;
+    let Accepted { node_id, persist } = hub.registry().on_heartbeat(req, last_sequence, now)?;
+    if let Some(identity) = persist {
+        write_record(node, hub.serving_term(), identity);
+    }
+    hub.mailbox.on_replies(node_id, &req.replies);
+    Ok(node_id)
+}
+
+/// Writes a node's identity in the background, so the stream never waits for Raft; fenced with
+/// the leader term the hub serves (0: none, and the write is refused).
+fn write_record(node: &Arc<Node>, term: u64, identity: NodeIdentity) {
+    let id = identity.id;
+    let Ok(permit) = node.heartbeats.record_writes.clone().try_acquire_owned() else {
+        // Too many writes in flight; the next heartbeat asks again.
+        node.heartbeats.registry().persist_done(id, None);
+        return;
+    };
+    let node = node.clone();
+    tokio::spawn(async move {
+        let put = put_op(&node_key(id), NodeRecord::from(&identity).to_json());
+        let stored = match txn_here(&node, term, Vec::new(), vec![put]).await {
+            Ok(_) => Some(identity),
+            Err(e) => {
+                tracing::warn!(node = id, "storing node identity failed, will retry: {e}");
+                None
+            }
+        };
+        node.heartbeats.registry().persist_done(id, stored);
+        drop(permit);
+    });
+}
+
+/// The revision of a node's stored record (None: not stored). Read for a forgotten node while
+/// the registry lock that forgot it is still held: a heartbeat of the node coming back needs
+/// that lock to register again, so any write of its new identity comes after this revision.
+fn record_revision(node: &Node, id: u64) -> Option<i64> {
+    match crate::replica::meta::store::get_raw(node, &node_key(id)) {
+        Ok(kv) => kv.map(|kv| kv.mod_revision),
+        Err(e) => {
+            tracing::warn!(node = id, "node forgotten but its record stays: {e}");
+            None
+        }
+    }
+}
+
+/// Deletes a forgotten node's identity in the background, only if it is still as written at
+/// `revision` ([`record_revision`]): a node that came back meanwhile keeps its new record.
+fn delete_record(node: &Arc<Node>, term: u64, id: u64, revision: i64) {
+    let key = node_key(id);
+    let Ok(permit) = node.heartbeats.record_writes.clone().try_acquire_owned() else {
+        tracing::warn!(
+            node = id,
+            "node forgotten but its record stays: too many writes"
+        );
+        return;
+    };
+    let node = node.clone();
+    tokio::spawn(async move {
+        let compare = vec![unchanged_since(&key, revision)];
+        match txn_here(&node, term, compare, vec![delete_op(&key)]).await {
+            Ok((true, ..)) => {}
+            Ok((false, ..)) => {
+                tracing::info!(node = id, "forgotten node came back: its record stays")
+            }
+            Err(e) => tracing::warn!(node = id, "deleting forgotten node's record failed: {e}"),
+        }
+        drop(permit);
+    });
+}
+
+/// Every stored node identity, read after a barrier so a new leader sees all committed writes.
+async fn load_records(node: &Node) -> Result<Vec<NodeIdentity>, tonic::Status> {
+    node.read_barrier().await?;
+    let mut end = NODES_PREFIX.as_bytes().to_vec();
+    *end.last_mut().expect("prefix is not empty") += 1;
+    let req = RangeRequest {
+        key: NODES_PREFIX.as_bytes().to_vec(),
+        range_end: end,
+        serializable: true,
+        ..Default::default()
+    };
+    let resp = kv::range(node, &req).await?;
+    let mut out = Vec::with_capacity(resp.kvs.len());
+    for kv in resp.kvs {
+        match NodeRecord::from_json(&kv.value) {
+            Ok(r) => out.push(r.to_identity()),
+            Err(e) => tracing::warn!(
+                key = %String::from_utf8_lossy(&kv.key),
+                "ignoring unreadable node record: {e}"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the hub for one leader term: loads the stored nodes, serves streams, judges liveness
+/// and expires instructions until the term ends; the lifecycle then stops the hub.
+pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
+    let hub = &node.heartbeats;
+    let stored = loop {
+        match load_records(&node).await {
+            Ok(stored) => break stored,
+            Err(e) => {
+                tracing::debug!("loading node records failed, will retry: {e}");
+                if term.sleep(Duration::from_millis(HUB_TICK_MAX_MS)).await {
+                    return;
+                }
+            }
+        }
+    };
+    if !term.is_current() {
+        return;
+    }
+    tracing::info!(
+        node_id = node.id,
+        term = term.term(),
+        known = stored.len(),
+        "heartbeat hub started"
+    );
+    hub.start(stored, term.term(), Instant::now());
+    let lease_ms = hub.registry().lease().as_millis() as u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        (lease_ms / 4).clamp(1, HUB_TICK_MAX_MS),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = term.ended() => break,
+        }
+        let now = Instant::now();
+        let mut forgotten = Vec::new();
+        let transitions = {
+            let mut registry = hub.registry();
+            let transitions = registry.tick(now);
+            for t in &transitions {
+                if let Transition::Forgotten(id) = t {
+                    forgotten.extend(record_revision(&node, *id).map(|r| (*id, r)));
+                }
+            }
+            transitions
+        };
+        for t in transitions {
+            match t {
+                Transition::Suspect(id) => tracing::info!(node = id, "node is suspect"),
+                Transition::Down(id) => tracing::warn!(node = id, "node is down"),
+                Transition::Forgotten(id) => {
+                    tracing::info!(node = id, "node forgotten after staying down")
+                }
+            }
+        }
+        for (id, revision) in forgotten {
+            delete_record(&node, term.term(), id, revision);
+        }
+        hub.mailbox.expire(now);
+    }
+    tracing::info!(node_id = node.id, "heartbeat hub stopped: leadership ended");
+    hub.stop();
+}

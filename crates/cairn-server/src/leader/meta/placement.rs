@@ -1,0 +1,104 @@
+//! Where new regions go: the leader's view of datanodes turned into selector candidates, and the
+//! configured selector's answer.
+//!
+//! Reported region counts lag behind placements by up to one heartbeat, so regions placed since a
+//! node's last report are added on top until the report changes; without that, a burst of
+//! creates would all land on the node that looked emptiest.
+
+use crate::leader::node::Node;
+use cairn_proto::cairnpb::NodeRole;
+use cairn_sched::{Candidate, Placement, PlacementRequest, SelectError};
+use std::collections::HashSet;
+use tonic::{Code, Status};
+
+/// Alive, non-draining, connected datanodes, except `exclude`.
+/// A node counts only with an open heartbeat stream: one the registry still calls alive but
+/// whose stream closed would take regions it cannot be told to open.
+pub fn candidates(node: &Node, exclude: &HashSet<u64>) -> Vec<Candidate> {
+    // Never hold the registry lock while taking the connection lock: the hub takes them in the
+    // other order.
+    let ids: Vec<u64> = node
+        .heartbeats
+        .registry()
+        .nodes()
+        .map(|e| e.identity.id)
+        .collect();
+    let connected: HashSet<u64> = ids
+        .into_iter()
+        .filter(|id| node.heartbeats.is_connected(*id))
+        .collect();
+    let registry = node.heartbeats.registry();
+    let mut placed = node.procedures.placed();
+    let mut out = Vec::new();
+    for e in registry.nodes() {
+        if e.identity.role != NodeRole::Datanode as i32
+            || e.state() != crate::leader::heartbeat::registry::NodeState::Alive
+            || exclude.contains(&e.identity.id)
+            || !connected.contains(&e.identity.id)
+        {
+            continue;
+        }
+        let reported = e.regions.len();
+        let extra = match placed.get(&e.identity.id) {
+            Some((base, n)) if *base == reported => *n,
+            Some(_) => {
+                placed.remove(&e.identity.id);
+                0
+            }
+            None => 0,
+        };
+        let stats = e.latest().map(|s| s.stats.clone()).unwrap_or_default();
+        out.push(Candidate {
+            node_id: e.identity.id,
+            labels: e
+                .identity
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            region_count: reported as u64 + extra,
+            rcus: stats.rcus,
+            wcus: stats.wcus,
+            cpu_usage: stats.cpu_usage,
+        });
+    }
+    out
+}
+
+/// Places `region_numbers` of `table_id` on datanodes other than `exclude`.
+pub fn place(
+    node: &Node,
+    table_id: u64,
+    region_numbers: Vec<u32>,
+    exclude: &HashSet<u64>,
+) -> Result<Placement, Status> {
+    let candidates = candidates(node, exclude);
+    let request = PlacementRequest {
+        table_id,
+        region_numbers,
+        followers: node.config.region_followers,
+    };
+    let placement = node
+        .procedures
+        .selector()
+        .select(&candidates, &request)
+        .map_err(|e| select_status(&e))?;
+    // Count what we placed until the nodes report it.
+    let registry = node.heartbeats.registry();
+    let mut placed = node.procedures.placed();
+    for r in &placement.regions {
+        for n in std::iter::once(&r.leader).chain(r.followers.iter()) {
+            let reported = registry.get(*n).map_or(0, |e| e.regions.len());
+            let entry = placed.entry(*n).or_insert((reported, 0));
+            if entry.0 != reported {
+                *entry = (reported, 0);
+            }
+            entry.1 += 1;
+        }
+    }
+    Ok(placement)
+}
+
+fn select_status(e: &SelectError) -> Status {
+    Status::new(Code::FailedPrecondition, format!("cairn: placement: {e}"))
+}
