@@ -7,9 +7,11 @@
 
 pub mod alter;
 pub mod codec;
+pub mod column;
 pub mod database;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod literal;
 pub mod names;
 pub mod partition;
@@ -25,9 +27,10 @@ pub use alter::AlterKind;
 pub use database::{validate_database, DatabaseInfo};
 pub use error::MetaError;
 pub use keys::{prefix_end, KeyLayout, MetaKey};
+pub use literal::Literal;
 pub use names::{validate_name, DEFAULT_CATALOG, NAME_LEN_MAX};
 pub use partition::{PartitionRule, RangeBound};
 pub use procedure::{ProcedureRecord, ProcedureState};
 pub use route::{region_id, region_number_of, table_id_of, LeaderState, RegionRoute, TableRoute};
 pub use table::{ColumnDef, CreateTable, SemanticType, TableInfo, TableName, TableOptions};
-pub use types::{DataType, Literal};
+pub use types::DataType;

@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 
-use crate::table::LITERAL_LEN_MAX;
+use crate::limits::LITERAL_LEN_MAX;
 use crate::types::DataType;
 
 /// A parsed value. Values of one column's type compare totally; values of different variants
@@ -77,6 +77,13 @@ impl PartialEq for Literal {
 impl Eq for Literal {}
 
 /// Parses `text` as a value of `ty`; see [`DataType::parse_literal`].
+impl DataType {
+    /// Parses a partition bound or list value written as text, as a value of this type.
+    pub fn parse_literal(&self, s: &str) -> Result<Literal, String> {
+        parse(*self, s)
+    }
+}
+
 pub(crate) fn parse(ty: DataType, text: &str) -> Result<Literal, String> {
     if text.len() > LITERAL_LEN_MAX {
         return Err(format!(

@@ -6,9 +6,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::column::ColumnDef;
 use crate::error::MetaError;
-use crate::table::{ColumnDef, PARTITION_VALUES_MAX, REGIONS_PER_TABLE_MAX};
-use crate::types::{DataType, Literal};
+use crate::limits::{PARTITION_VALUES_MAX, REGIONS_PER_TABLE_MAX};
+use crate::literal::Literal;
+use crate::types::DataType;
 
 /// One range partition: rows with `start <= value < end`. `None` is unbounded on that side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,54 +15,8 @@ use crate::partition::PartitionRule;
 use crate::route::region_id;
 use crate::types::DataType;
 
-/// Most columns in one table (`columns_per_table_max`).
-pub const COLUMNS_PER_TABLE_MAX: usize = 4096;
-/// Most regions one table splits into (`regions_per_table_max`).
-pub const REGIONS_PER_TABLE_MAX: usize = 1024;
-/// Longest column comment, in bytes (`comment_len_max`).
-pub const COMMENT_LEN_MAX: usize = 1024;
-/// Longest column default value, in bytes (`default_value_len_max`).
-pub const DEFAULT_VALUE_LEN_MAX: usize = 1024;
-/// Most free-form options on a table or database (`options_extra_max`).
-pub const OPTIONS_EXTRA_MAX: usize = 64;
-/// Longest option key, in bytes (`option_key_len_max`).
-pub const OPTION_KEY_LEN_MAX: usize = 128;
-/// Longest option value, in bytes (`option_value_len_max`).
-pub const OPTION_VALUE_LEN_MAX: usize = 4096;
-/// Most values in all lists of a list partition rule (`partition_values_max`).
-pub const PARTITION_VALUES_MAX: usize = 4096;
-/// Longest partition bound or list value, in bytes (`literal_len_max`).
-pub const LITERAL_LEN_MAX: usize = 1024;
-/// Most columns in a primary key (`primary_key_columns_max`).
-pub const PRIMARY_KEY_COLUMNS_MAX: usize = 64;
-
-/// The role a column plays in the time-series model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SemanticType {
-    /// Identifies a series; tags make up the primary key.
-    Tag,
-    /// A measured value.
-    Field,
-    /// The time index.
-    Timestamp,
-}
-
-impl SemanticType {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            SemanticType::Tag => "tag",
-            SemanticType::Field => "field",
-            SemanticType::Timestamp => "timestamp",
-        }
-    }
-}
-
-impl fmt::Display for SemanticType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::column::{ColumnDef, SemanticType};
+pub use crate::limits::*;
 
 /// A table's full name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -112,34 +66,6 @@ impl fmt::Display for TableName {
             &self.catalog
         };
         write!(f, "{catalog}.{}.{}", self.schema, self.name)
-    }
-}
-
-/// One column. Empty parts are left out of the stored JSON to keep large tables small.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ColumnDef {
-    pub name: String,
-    pub data_type: DataType,
-    pub nullable: bool,
-    /// Default value as SQL text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_value: Option<String>,
-    pub semantic_type: SemanticType,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub comment: String,
-}
-
-impl ColumnDef {
-    /// A column without default or comment; nullable unless it is the time index.
-    pub fn new(name: impl Into<String>, data_type: DataType, semantic_type: SemanticType) -> Self {
-        ColumnDef {
-            name: name.into(),
-            data_type,
-            nullable: semantic_type != SemanticType::Timestamp,
-            default_value: None,
-            semantic_type,
-            comment: String::new(),
-        }
     }
 }
 

@@ -9,8 +9,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::literal::Literal;
-
 /// Largest decimal precision (`decimal_precision_max`): the digits an `i128` holds exactly.
 pub const DECIMAL_PRECISION_MAX: u8 = 38;
 /// Largest vector dimension (`vector_dim_max`).
@@ -174,11 +172,6 @@ impl DataType {
             self,
             DataType::Float32 | DataType::Float64 | DataType::Json | DataType::Vector { .. }
         )
-    }
-
-    /// Parses a partition bound or list value written as text, as a value of this type.
-    pub fn parse_literal(&self, s: &str) -> Result<Literal, String> {
-        crate::literal::parse(*self, s)
     }
 }
 
