@@ -248,6 +248,7 @@ pub async fn run_with_node(
         sm_handle,
         config.clone(),
         peer_faults,
+        Arc::new(crate::clock::TokioClock),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
 

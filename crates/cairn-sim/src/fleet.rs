@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use cairn_client::meta::{
     unix_time_ms, HeartbeatHandle, HeartbeatObserver, HeartbeatOptions, HeartbeatStatus, MetaClient,
@@ -104,6 +104,7 @@ impl Fleet {
             interval_ms: config.interval_ms,
             initial_delay_ms: 0,
             observer,
+            transport: None,
         };
         let mut fleet = Fleet {
             client,

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+// tokio's clock, so that load follows simulated time under a paused clock.
+use tokio::time::Instant;
 
 use cairn_client::meta::{InstructionHandler, StatsSource};
 use cairn_proto::cairnpb::{

@@ -39,6 +39,8 @@ struct Link {
 
 struct State {
     nodes: BTreeMap<u64, (Raft, ContactHook)>,
+    /// Hosts on the network that are not Raft nodes (simulated datanodes).
+    hosts: BTreeSet<u64>,
     /// Directed links that are down (from, to).
     cut: BTreeSet<(u64, u64)>,
     link: Link,
@@ -56,6 +58,7 @@ impl SimNet {
         Arc::new(Self {
             state: Mutex::new(State {
                 nodes: BTreeMap::new(),
+                hosts: BTreeSet::new(),
                 cut: BTreeSet::new(),
                 link: Link {
                     delay_ms: (1, 5),
@@ -79,6 +82,12 @@ impl SimNet {
     /// A node leaves the network (crashed): messages to it are lost.
     pub fn detach(&self, id: u64) {
         self.state().nodes.remove(&id);
+    }
+
+    /// A host that is not a Raft node (a simulated datanode) joins the network: messages
+    /// between it and attached nodes travel like any others.
+    pub fn add_host(&self, id: u64) {
+        self.state().hosts.insert(id);
     }
 
     /// Cuts every link between `side` and the other nodes of `all`, both ways.
@@ -114,7 +123,8 @@ impl SimNet {
     /// Whether `from` can reach `to` now (both attached, link up).
     pub fn reachable(&self, from: u64, to: u64) -> bool {
         let s = self.state();
-        s.nodes.contains_key(&from) && s.nodes.contains_key(&to) && !s.cut.contains(&(from, to))
+        let present = |id: u64| s.nodes.contains_key(&id) || s.hosts.contains(&id);
+        present(from) && present(to) && !s.cut.contains(&(from, to))
     }
 
     /// Sends one message from `from` to `to`: waits the link's delay and says whether it

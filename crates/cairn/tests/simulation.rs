@@ -2,7 +2,8 @@
 //! simulated network and clock, with faults chosen by a seed.
 //!
 //! Every node is a real `cairn_server::node::Node` (Raft, state machine, leader lifecycle, lease
-//! keeper, the KV, lease and lock handlers) over an in-memory log and a simulated network
+//! keeper, heartbeat hub, DDL procedures, the KV, lease and lock handlers) over an in-memory log
+//! and a simulated network
 //! (`cairn_store::sim_network`): links that are cut (partitions, one way or both), delayed and
 //! lossy, and nodes that crash and restart from what their "disk" holds. tokio's paused clock is
 //! the only clock and every random choice (openraft's election timeouts, lease ids, the faults,
@@ -20,7 +21,12 @@
 //!   believes it holds the lock from Lock's answer until it unlocks or its lease may have expired
 //!   by what the server told it: the send time of its last acknowledged grant or keep-alive plus
 //!   the TTL);
-//! - after the faults heal, every node holds the same keys and values.
+//! - after the faults heal, every node holds the same keys and values;
+//! - simulated datanodes (cairn-sim's `SimNode` behind cairn-client's real heartbeat loop, its
+//!   streams carried over the simulated network to the server's stream handler) end up holding
+//!   exactly the regions the stored routes give them, while a DDL client creates and drops tables
+//!   through random nodes; no procedure is left running; every table whose last create or drop
+//!   was acknowledged exists, or not, accordingly.
 //!
 //! `CAIRN_SIM_SEEDS` sets how many seeds run (default 200, starting at `CAIRN_SIM_SEED_BASE`,
 //! default 1); a failure prints its seed and the command that replays it:
@@ -28,12 +34,27 @@
 
 mod common;
 
+use cairn_client::meta::{
+    HeartbeatHandle, HeartbeatOptions, HeartbeatResponses, HeartbeatTransport, MetaClient,
+    OpenFuture,
+};
+use cairn_meta::procedure::{ProcedureRecord, ProcedureState};
+use cairn_meta::route::TableRoute;
+use cairn_proto::cairnpb::{
+    CreateDatabaseRequest, DropTableRequest, HeartbeatRequest, ListTablesRequest, RegionRole,
+};
 use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
+use cairn_server::clock::TokioClock;
 use cairn_server::node::{ForwardFailure, ForwardFuture, Node, PeerLink};
-use cairn_server::peer_request::{LeaderRequest, LeaderResponse};
+use cairn_server::peer_request::{Ddl, LeaderRequest, LeaderResponse};
+use cairn_server::replica::meta::store::{layout, scan_all};
 use cairn_server::run::{raft_config, NodeDuties};
+use cairn_server::services::heartbeat::{serve_stream, Out};
 use cairn_server::services::{kv, lease, lock};
 use cairn_server::ServerConfig;
+use cairn_sim::node::sim_identity;
+use cairn_sim::regions::RegionSet;
+use cairn_sim::{LoadPattern, SimNode, SimRole, WriteLoadConfig};
 use cairn_store::mem_log_store::MemLogStore;
 use cairn_store::network::{decode, encode, PeerFaults};
 use cairn_store::runtime::{random_u64, seed_thread_rng};
@@ -41,11 +62,14 @@ use cairn_store::sim_network::{SimNet, SimNetwork};
 use cairn_store::{Raft, StateMachineStore};
 use cairn_types::NodeAddrs;
 use common::linearizability::{check_history, Action, Op, Verdict, SEARCH_STEPS_PER_KEY_MAX};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 
 const NODES: [u64; 3] = [1, 2, 3];
 /// Simulated time during which faults are injected.
@@ -62,6 +86,18 @@ const LOCK_LEASE_TTL_SECS: i64 = 2;
 const CLIENT_TIMEOUT_MS: u64 = 3_000;
 const LOCK_NAME: &[u8] = b"sim-lock";
 const SEEDS_DEFAULT: u64 = 200;
+/// Simulated datanodes; they are not crashed or cut off (the Cairn nodes are).
+const DATANODES: [u64; 3] = [1001, 1002, 1003];
+/// What the leader asks datanodes to heartbeat at, ms.
+const DATANODE_HEARTBEAT_MS: u64 = 500;
+/// Table names the DDL client creates and drops (`sim_0` …).
+const DDL_TABLES: u64 = 6;
+/// Most regions per table the DDL client asks for.
+const DDL_REGIONS_MAX: u64 = 4;
+/// How long the DDL client waits for one answer before counting its outcome unknown.
+const DDL_TIMEOUT_MS: u64 = 6_000;
+/// Heartbeat requests (and responses) in transit on one simulated stream.
+const STREAM_IN_TRANSIT_MAX: usize = 16;
 
 /// A random number below `n` from the seeded generator.
 fn below(n: u64) -> u64 {
@@ -132,6 +168,94 @@ impl PeerLink for SimLink {
     }
 }
 
+/// Carries one datanode's heartbeat streams over the simulated network to the stream handler of
+/// the node it dials, as a TCP connection would: a crashed node refuses or resets it, and a
+/// message lost on it (a cut link, loss) breaks it.
+struct DatanodeLink {
+    sim: Weak<Sim>,
+    datanode: u64,
+}
+
+/// The Cairn node an endpoint (`http://sim-N:4379`) names.
+fn node_of_endpoint(endpoint: &str) -> Option<u64> {
+    let rest = endpoint.strip_prefix("http://sim-")?;
+    rest.split(':').next()?.parse().ok()
+}
+
+impl HeartbeatTransport for DatanodeLink {
+    fn open(&self, endpoint: &str, requests: mpsc::Receiver<HeartbeatRequest>) -> OpenFuture<'_> {
+        let target = node_of_endpoint(endpoint);
+        let endpoint = endpoint.to_string();
+        Box::pin(async move {
+            let refused = || tonic::Status::unavailable(format!("{endpoint}: connection refused"));
+            let sim = self.sim.upgrade().ok_or_else(refused)?;
+            let target = target.ok_or_else(refused)?;
+            // Connecting takes a round trip over the link.
+            let dn = self.datanode;
+            if !sim.net.transit(dn, target).await || !sim.net.transit(target, dn).await {
+                return Err(tonic::Status::unavailable(format!("{endpoint}: timed out")));
+            }
+            let (node, stopped) = sim.running_node(target).ok_or_else(refused)?;
+            let (up_tx, up_rx) = mpsc::channel(STREAM_IN_TRANSIT_MAX);
+            let (down_tx, down_rx) = mpsc::channel::<Out>(STREAM_IN_TRANSIT_MAX);
+            let (resp_tx, resp_rx) = mpsc::channel::<Out>(STREAM_IN_TRANSIT_MAX);
+            let net = sim.net.clone();
+            tokio::spawn(relay(
+                net.clone(),
+                (dn, target),
+                requests,
+                up_tx,
+                stopped.clone(),
+            ));
+            tokio::spawn(serve_stream(
+                node,
+                ReceiverStream::new(up_rx).map(Ok),
+                down_tx,
+            ));
+            tokio::spawn(relay(net, (target, dn), down_rx, resp_tx, stopped));
+            let responses: HeartbeatResponses = Box::pin(ReceiverStream::new(resp_rx));
+            Ok(responses)
+        })
+    }
+}
+
+/// Moves the messages of one direction of a stream across the link `from → to`, in order;
+/// returns (closing the stream) when the Cairn node crashes, a message is lost, or either end
+/// closes.
+async fn relay<T: Send + 'static>(
+    net: Arc<SimNet>,
+    (from, to): (u64, u64),
+    mut rx: mpsc::Receiver<T>,
+    tx: mpsc::Sender<T>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stopped.wait_for(|s| *s) => return,
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
+        if !net.transit(from, to).await || *stopped.borrow() {
+            return;
+        }
+        if tx.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One DDL request and what its client saw.
+#[derive(Debug, Clone)]
+struct DdlOp {
+    table: u64,
+    create: bool,
+    /// Acknowledged; false when it failed or its outcome is unknown.
+    acknowledged: bool,
+}
+
 /// A lock holding as its client saw it, in simulated milliseconds since the start.
 #[derive(Debug, Clone)]
 struct Holding {
@@ -151,15 +275,20 @@ struct Sim {
     start: Instant,
     history: Mutex<Vec<Op>>,
     holdings: Mutex<Vec<Holding>>,
+    /// The simulated datanodes and their heartbeat loops.
+    datanodes: Mutex<Vec<(Arc<SimNode>, HeartbeatHandle)>>,
+    /// The DDL client's requests, in order.
+    ddl: Mutex<Vec<DdlOp>>,
     /// What happened, for a failing seed's report.
     trace: Mutex<Vec<String>>,
+    me: Weak<Sim>,
 }
 
 impl Sim {
     fn new(seed: u64) -> Arc<Self> {
         let net = SimNet::new(seed);
         let nodes: Registry = Arc::default();
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             link: Arc::new(SimLink {
                 net: net.clone(),
                 nodes: nodes.clone(),
@@ -175,8 +304,56 @@ impl Sim {
             start: Instant::now(),
             history: Mutex::default(),
             holdings: Mutex::default(),
+            datanodes: Mutex::default(),
+            ddl: Mutex::default(),
             trace: Mutex::default(),
+            me: me.clone(),
         })
+    }
+
+    /// Node `id` if it runs, and what tells that it crashed.
+    fn running_node(&self, id: u64) -> Option<(Arc<Node>, watch::Receiver<bool>)> {
+        let running = self.running.lock().unwrap();
+        running
+            .get(&id)
+            .map(|r| (r.node.clone(), r.stop.subscribe()))
+    }
+
+    /// Starts the simulated datanodes, each reporting to the cluster through its heartbeat loop.
+    fn start_datanodes(&self, seed: u64) {
+        let endpoints = NODES.iter().map(|n| format!("sim-{n}:4379"));
+        let client = MetaClient::new(endpoints).expect("endpoints");
+        let mut datanodes = self.datanodes.lock().unwrap();
+        for id in DATANODES {
+            self.net.add_host(id);
+            let node = Arc::new(SimNode::new(
+                id,
+                SimRole::Datanode,
+                RegionSet::default(),
+                LoadPattern::Constant,
+                seed,
+                Instant::now(),
+            ));
+            let options = HeartbeatOptions {
+                interval_ms: DATANODE_HEARTBEAT_MS,
+                initial_delay_ms: below(DATANODE_HEARTBEAT_MS),
+                observer: None,
+                transport: Some(Arc::new(DatanodeLink {
+                    sim: self.me.clone(),
+                    datanode: id,
+                })),
+            };
+            let identity = sim_identity(id, SimRole::Datanode, self.now_ms());
+            let handle = client.run_heartbeat_with(identity, node.clone(), node.clone(), options);
+            datanodes.push((node, handle));
+        }
+    }
+
+    async fn stop_datanodes(&self) {
+        let datanodes = std::mem::take(&mut *self.datanodes.lock().unwrap());
+        for (_, handle) in datanodes {
+            handle.stop().await;
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -202,6 +379,10 @@ impl Sim {
             // Snapshots (and installs over the network after a long absence) happen in a run.
             snapshot_logs_since_last: 200,
             request_timeout_ms: 2_000,
+            node_heartbeat_interval_ms: DATANODE_HEARTBEAT_MS,
+            // Orphan regions (left by a rolled-back create) are closed within the healed phase.
+            region_reconcile_interval_ms: 1_000,
+            ddl_timeout_ms: DDL_TIMEOUT_MS,
             ..ServerConfig::default()
         }
     }
@@ -232,6 +413,8 @@ impl Sim {
                 .map(|n| {
                     let addrs = NodeAddrs {
                         peer: format!("sim-{n}:4380"),
+                        // Where a follower redirects a datanode's heartbeat stream.
+                        client: format!("sim-{n}:4379"),
                         ..Default::default()
                     };
                     (*n, addrs)
@@ -239,7 +422,14 @@ impl Sim {
                 .collect();
             raft.initialize(members).await.expect("bootstrap");
         }
-        let node = Node::new(id, raft.clone(), handle, config, PeerFaults::default());
+        let node = Node::new(
+            id,
+            raft.clone(),
+            handle,
+            config,
+            PeerFaults::default(),
+            Arc::new(TokioClock),
+        );
         node.use_peer_link(self.link.clone());
         let weak = Arc::downgrade(&node);
         self.net.attach(
@@ -426,6 +616,71 @@ async fn keep_alive(sim: Arc<Sim>, lease_id: i64, safe_until: Arc<Mutex<u64>>) {
     }
 }
 
+/// Creates and drops tables (`sim_0` … in database `sim`) through random nodes, one request at a
+/// time, recording what it was told.
+async fn ddl_client(sim: Arc<Sim>, until_ms: u64) {
+    let load = WriteLoadConfig::default();
+    let database = CreateDatabaseRequest {
+        catalog: String::new(),
+        name: load.database.clone(),
+        if_not_exists: true,
+        options: Default::default(),
+    };
+    loop {
+        if sim.now_ms() >= until_ms {
+            return;
+        }
+        sleep(Duration::from_millis(between(50, 300))).await;
+        let outcome = ddl_call(&sim, Ddl::CreateDatabase, database.encode_to_vec()).await;
+        sim.note(format!("create database: {outcome:?}"));
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    while sim.now_ms() < until_ms {
+        sleep(Duration::from_millis(between(100, 1_500))).await;
+        let table = below(DDL_TABLES);
+        let create = below(3) != 0;
+        let (ddl, body) = if create {
+            let config = WriteLoadConfig {
+                partitions: between(1, DDL_REGIONS_MAX) as u32,
+                ..load.clone()
+            };
+            let request = config.create_table_request(table as u32);
+            (Ddl::CreateTable, request.encode_to_vec())
+        } else {
+            let request = DropTableRequest {
+                name: Some(load.table_name(table as u32)),
+                if_exists: true,
+            };
+            (Ddl::DropTable, request.encode_to_vec())
+        };
+        let outcome = ddl_call(&sim, ddl, body).await;
+        let acknowledged = outcome.is_ok();
+        sim.note(format!(
+            "{} sim_{table}: {outcome:?}",
+            if create { "create" } else { "drop" },
+        ));
+        sim.ddl.lock().unwrap().push(DdlOp {
+            table,
+            create,
+            acknowledged,
+        });
+    }
+}
+
+/// One DDL request through a random node: acknowledged, or why not.
+async fn ddl_call(sim: &Sim, ddl: Ddl, body: Vec<u8>) -> Result<(), String> {
+    let node = sim.any_node().ok_or("no node runs")?;
+    let call = node.leader_call(LeaderRequest::Meta { ddl, body });
+    match tokio::time::timeout(Duration::from_millis(DDL_TIMEOUT_MS), call).await {
+        Ok(Ok(LeaderResponse::Meta(_))) => Ok(()),
+        Ok(Ok(other)) => Err(format!("unexpected answer {other:?}")),
+        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => Err("no answer in time".into()),
+    }
+}
+
 /// Injects faults until `until_ms`: partitions (of the leader or any node, both ways or one
 /// way), lossy and slow links, crashes and restarts.
 async fn nemesis(sim: Arc<Sim>, until_ms: u64) {
@@ -536,6 +791,122 @@ async fn check_convergence(sim: &Sim) -> Result<(), String> {
     Err(format!("nodes did not converge after healing: {last}"))
 }
 
+/// Waits (bounded) until the datanodes hold exactly what the stored routes give them and no
+/// procedure runs, then checks the DDL client's acknowledged outcomes.
+async fn check_datanodes(sim: &Sim) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..300 {
+        sleep(Duration::from_millis(50)).await;
+        match datanodes_agree(sim) {
+            Ok(node) => return check_ddl_outcomes(sim, &node).await,
+            Err(why) => last = why,
+        }
+    }
+    Err(format!("datanodes did not settle after healing: {last}"))
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(
+    kv: &cairn_proto::mvccpb::KeyValue,
+) -> Result<T, tonic::Status> {
+    cairn_meta::codec::decode(&kv.key, &kv.value)
+        .map_err(|e| tonic::Status::internal(e.to_string()))
+}
+
+/// The leader, if the datanodes hold what its routes say and none of its procedures runs.
+fn datanodes_agree(sim: &Sim) -> Result<Arc<Node>, String> {
+    let node = sim
+        .leader()
+        .and_then(|id| lookup(&sim.nodes, id))
+        .ok_or("no leader")?;
+    let mut running = Vec::new();
+    scan_all(&node, &layout().procedures_prefix(), |kv| {
+        let p: ProcedureRecord = decoded(&kv)?;
+        if p.state == ProcedureState::Running {
+            running.push(format!(
+                "{} {} at {} after {} attempts (last error: {:?})",
+                p.kind, p.target, p.step, p.attempts, p.last_error
+            ));
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    if !running.is_empty() {
+        return Err(format!("procedures still running: {running:?}"));
+    }
+    // Node → region → role, by the stored routes.
+    let mut routed: BTreeMap<u64, BTreeMap<u64, RegionRole>> = BTreeMap::new();
+    scan_all(&node, &layout().routes_prefix(), |kv| {
+        let route: TableRoute = decoded(&kv)?;
+        for r in &route.regions {
+            let on = routed.entry(r.leader_node).or_default();
+            on.insert(r.region_id, RegionRole::Leader);
+            for f in &r.follower_nodes {
+                routed
+                    .entry(*f)
+                    .or_default()
+                    .insert(r.region_id, RegionRole::Follower);
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    for (dn, _) in sim.datanodes.lock().unwrap().iter() {
+        let held: BTreeMap<u64, RegionRole> = dn.held_regions().into_iter().collect();
+        let want = routed.remove(&dn.id()).unwrap_or_default();
+        if held != want {
+            return Err(format!(
+                "datanode {} holds {held:?}, the routes give it {want:?}",
+                dn.id()
+            ));
+        }
+    }
+    if let Some((n, regions)) = routed.into_iter().next() {
+        return Err(format!(
+            "routes place {regions:?} on node {n}, not a datanode"
+        ));
+    }
+    Ok(node)
+}
+
+/// A table whose every create and drop was acknowledged exists exactly when the last was a
+/// create. (A request whose outcome is unknown may take effect at any later moment, so tables
+/// with one are not judged.)
+async fn check_ddl_outcomes(sim: &Sim, node: &Node) -> Result<(), String> {
+    let request = ListTablesRequest {
+        schema: WriteLoadConfig::default().database,
+        page_size: 100,
+        serializable: true,
+        ..Default::default()
+    };
+    let listed = cairn_server::api::meta::read::list_tables(node, &request)
+        .await
+        .map_err(|e| format!("listing tables: {e}"))?;
+    let tables: BTreeSet<String> = listed
+        .tables
+        .into_iter()
+        .filter_map(|t| t.name.map(|n| n.name))
+        .collect();
+    let ops = sim.ddl.lock().unwrap().clone();
+    for t in 0..DDL_TABLES {
+        let on_t: Vec<&DdlOp> = ops.iter().filter(|o| o.table == t).collect();
+        let Some(last) = on_t.last() else {
+            continue;
+        };
+        if on_t.iter().any(|o| !o.acknowledged) {
+            continue;
+        }
+        let exists = tables.contains(&format!("sim_{t}"));
+        if exists != last.create {
+            return Err(format!(
+                "table sim_{t}: last acknowledged {} but it {}",
+                if last.create { "create" } else { "drop" },
+                if exists { "exists" } else { "does not exist" }
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Two different clients must never have believed they held the lock at the same moment.
 fn check_lock_exclusive(holdings: &[Holding]) -> Result<(), String> {
     let mut sorted = holdings.to_vec();
@@ -555,6 +926,10 @@ fn check_lock_exclusive(holdings: &[Holding]) -> Result<(), String> {
 /// What one seed's run produced.
 struct Outcome {
     ops: Vec<Op>,
+    /// DDL requests the DDL client made.
+    ddl: Vec<DdlOp>,
+    /// What the datanodes hold against the stored routes, after healing.
+    datanodes: Result<(), String>,
     holdings: Vec<Holding>,
     trace: Vec<String>,
     converged: Result<(), String>,
@@ -600,7 +975,8 @@ async fn simulate(seed: u64, plan: Plan) -> Outcome {
     }
     let first_term = highest_term(&sim);
     let end_ms = FAULT_PHASE_MS + HEALED_PHASE_MS;
-    let mut tasks = Vec::new();
+    sim.start_datanodes(seed);
+    let mut tasks = vec![tokio::spawn(ddl_client(sim.clone(), end_ms))];
     for c in 0..KV_CLIENTS {
         tasks.push(tokio::spawn(kv_client(sim.clone(), c, end_ms)));
     }
@@ -614,13 +990,18 @@ async fn simulate(seed: u64, plan: Plan) -> Outcome {
         let _ = t.await;
     }
     let converged = check_convergence(&sim).await;
+    let datanodes = check_datanodes(&sim).await;
     let terms = (first_term, highest_term(&sim));
+    sim.stop_datanodes().await;
     sim.stop_all().await;
     let ops = sim.history.lock().unwrap().clone();
+    let ddl = sim.ddl.lock().unwrap().clone();
     let holdings = sim.holdings.lock().unwrap().clone();
     let trace = sim.trace.lock().unwrap().clone();
     Outcome {
         ops,
+        ddl,
+        datanodes,
         holdings,
         trace,
         converged,
@@ -643,6 +1024,7 @@ fn run_seed(seed: u64, plan: Plan) -> Outcome {
 /// Everything that is wrong with a run.
 fn verdict(outcome: &Outcome) -> Result<(), String> {
     outcome.converged.clone()?;
+    outcome.datanodes.clone()?;
     check_lock_exclusive(&outcome.holdings)?;
     match check_history(&outcome.ops, SEARCH_STEPS_PER_KEY_MAX) {
         Verdict::Linearizable => Ok(()),
@@ -662,6 +1044,13 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn seeded_runs_stay_linearizable_with_exclusive_locks() {
     let replaying = env_u64("CAIRN_SIM_SEED").is_some();
+    if replaying && std::env::var_os("RUST_LOG").is_some() {
+        // A replayed seed can show the nodes' own logs too: RUST_LOG=cairn_server=debug.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let seeds: Vec<u64> = match env_u64("CAIRN_SIM_SEED") {
         Some(seed) => vec![seed],
         None => {
@@ -673,7 +1062,7 @@ fn seeded_runs_stay_linearizable_with_exclusive_locks() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = Mutex::new(seeds.clone().into_iter());
     let failures: Mutex<Vec<(u64, String, Vec<String>)>> = Mutex::default();
-    let totals = Mutex::new((0usize, 0usize, 0usize)); // ops, holdings, seeds
+    let totals = Mutex::new((0usize, 0usize, 0usize, 0usize)); // ops, holdings, seeds, DDL acks
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
@@ -689,6 +1078,7 @@ fn seeded_runs_stay_linearizable_with_exclusive_locks() {
                     t.0 += outcome.ops.len();
                     t.1 += outcome.holdings.len();
                     t.2 += 1;
+                    t.3 += outcome.ddl.iter().filter(|d| d.acknowledged).count();
                 }
                 if let Err(why) = verdict(&outcome) {
                     failures.lock().unwrap().push((seed, why, outcome.trace));
@@ -696,9 +1086,10 @@ fn seeded_runs_stay_linearizable_with_exclusive_locks() {
             });
         }
     });
-    let (ops, holdings, runs) = *totals.lock().unwrap();
+    let (ops, holdings, runs, ddl) = *totals.lock().unwrap();
     println!(
-        "simulation: {runs} seeds from {}, {ops} KV operations, {holdings} lock holdings",
+        "simulation: {runs} seeds from {}, {ops} KV operations, {holdings} lock holdings, \
+         {ddl} acknowledged DDL requests",
         seeds.first().copied().unwrap_or(0)
     );
     let failures = failures.into_inner().unwrap();
@@ -723,6 +1114,7 @@ fn a_seed_replays_exactly() {
         let mut l: Vec<String> = o.trace.clone();
         l.extend(o.ops.iter().map(|op| format!("{op:?}")));
         l.extend(o.holdings.iter().map(|h| format!("{h:?}")));
+        l.extend(o.ddl.iter().map(|d| format!("{d:?}")));
         l
     };
     for seed in [3, 4242] {

@@ -12,17 +12,19 @@
 //! a leader that stops answering is noticed within [`HEARTBEAT_RESPONSE_TIMEOUT_MS`]. Replies
 //! that finish while a request is in flight go in the next one.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cairn_proto::cairnpb::heartbeat_client::HeartbeatClient;
 use cairn_proto::cairnpb::{
     HeartbeatRequest, HeartbeatResponse, Instruction, InstructionReply, NodeIdentity, NotLeader,
 };
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
+// tokio's clock, not std's: under a paused clock (the deterministic simulation) the interval and
+// the answer deadline go by simulated time.
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
 
+use super::transport::{GrpcTransport, HeartbeatTransport};
 use super::{
     clamp_interval_ms, ledger::INSTRUCTION_REPLIES_PER_REQUEST_MAX, lock,
     reconnect_delay_per_round_ms, Control, Disposition, HeartbeatObserver, HeartbeatOptions,
@@ -30,7 +32,7 @@ use super::{
     HEARTBEAT_RESPONSE_TIMEOUT_MS, LEADER_REDIRECTS_MAX,
 };
 use crate::endpoint::normalize_endpoint;
-use crate::{lazy_channel, EtcdClient, ENDPOINTS_MAX, RESPONSE_BYTES_MAX};
+use crate::EtcdClient;
 
 /// Requests queued on the outbound half of a stream; one is in flight at a time, so this is
 /// only slack.
@@ -74,7 +76,7 @@ pub(super) struct Driver<S, H> {
     pending_replies: Vec<InstructionReply>,
     finished_tx: mpsc::UnboundedSender<InstructionReply>,
     finished_rx: mpsc::UnboundedReceiver<InstructionReply>,
-    channels: HashMap<String, Channel>,
+    transport: Arc<dyn HeartbeatTransport>,
 }
 
 impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
@@ -88,6 +90,9 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
         status: Arc<Mutex<HeartbeatStatus>>,
     ) -> Self {
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let transport = options
+            .transport
+            .unwrap_or_else(|| Arc::new(GrpcTransport::new(etcd.config().clone())));
         Driver {
             etcd,
             identity,
@@ -104,7 +109,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
             pending_replies: Vec::new(),
             finished_tx,
             finished_rx,
-            channels: HashMap::new(),
+            transport,
         }
     }
 
@@ -193,27 +198,8 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
         }
     }
 
-    fn channel(&mut self, endpoint: &str) -> Result<Channel, String> {
-        if let Some(channel) = self.channels.get(endpoint) {
-            return Ok(channel.clone());
-        }
-        let channel = lazy_channel(endpoint, self.etcd.config()).map_err(|e| e.to_string())?;
-        // Leaders come and go; a client never needs more channels than a cluster has nodes.
-        if self.channels.len() >= ENDPOINTS_MAX {
-            self.channels.clear();
-        }
-        self.channels.insert(endpoint.to_string(), channel.clone());
-        Ok(channel)
-    }
-
     /// One stream: returns why it ended and whether any request on it was acknowledged.
     async fn stream(&mut self, endpoint: &str) -> (StreamEnd, bool) {
-        let channel = match self.channel(endpoint) {
-            Ok(channel) => channel,
-            Err(why) => return (StreamEnd::Failed(why), false),
-        };
-        let mut client =
-            HeartbeatClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX);
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE_MAX);
         let response_timeout = Duration::from_millis(HEARTBEAT_RESPONSE_TIMEOUT_MS);
         let mut acknowledged = false;
@@ -228,12 +214,12 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
         let opened = tokio::select! {
             opened = tokio::time::timeout(
                 response_timeout,
-                client.heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                self.transport.open(endpoint, rx),
             ) => opened,
             () = stop_requested(&mut self.control) => return (StreamEnd::Stopped, false),
         };
         let mut inbound = match opened {
-            Ok(Ok(response)) => response.into_inner(),
+            Ok(Ok(responses)) => responses,
             Ok(Err(status)) => {
                 return (
                     StreamEnd::Failed(format!("{:?}: {}", status.code(), status.message())),
@@ -248,11 +234,10 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
             if control == Control::Stop {
                 return (StreamEnd::Stopped, acknowledged);
             }
-            let due = tokio::time::Instant::from_std(last_regular)
-                + Duration::from_millis(self.interval_ms);
+            let due = last_regular + Duration::from_millis(self.interval_ms);
             // A paused node sends nothing, not even replies: it plays a node that hangs.
             if in_flight.is_none() && control == Control::Run {
-                let next = if tokio::time::Instant::now() >= due {
+                let next = if Instant::now() >= due {
                     Some(self.regular_request())
                 } else if self.has_replies() {
                     Some(self.replies_only_request())
@@ -270,9 +255,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
                     }
                 }
             }
-            let deadline = in_flight
-                .as_ref()
-                .map(|f| tokio::time::Instant::from_std(f.sent_at) + response_timeout);
+            let deadline = in_flight.as_ref().map(|f| f.sent_at + response_timeout);
             let idle = in_flight.is_none();
             // Read while an answer is awaited, and while running (pushed instructions); a paused
             // node with nothing in flight reads nothing, like a node that hangs.
@@ -284,7 +267,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
                     }
                     continue;
                 }
-                answer = inbound.message(), if reading => answer,
+                answer = inbound.next(), if reading => answer,
                 Some(reply) = self.finished_rx.recv() => {
                     self.on_finished(reply);
                     continue;
@@ -296,9 +279,9 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
                 () = tokio::time::sleep_until(due), if idle && control == Control::Run => continue,
             };
             let response = match answer {
-                Ok(Some(response)) => response,
-                Ok(None) => return (StreamEnd::Failed("stream ended".into()), acknowledged),
-                Err(status) => {
+                Some(Ok(response)) => response,
+                None => return (StreamEnd::Failed("stream ended".into()), acknowledged),
+                Some(Err(status)) => {
                     let why = format!("{:?}: {}", status.code(), status.message());
                     return (StreamEnd::Failed(why), acknowledged);
                 }

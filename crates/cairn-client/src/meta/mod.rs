@@ -49,6 +49,7 @@ mod metadata_error;
 mod metadata_watch;
 mod route_retry;
 mod routes;
+mod transport;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -81,6 +82,7 @@ pub use route_retry::{
     ROUTE_RETRY_BACKOFF_INITIAL_MS, ROUTE_RETRY_BACKOFF_MAX_MS,
 };
 pub use routes::{RouteCache, RouteCacheOptions, RouteCacheStats, ROUTE_CACHE_TABLES_MAX};
+pub use transport::{HeartbeatResponses, HeartbeatTransport, OpenFuture};
 
 /// Heartbeat interval used until the leader names its own.
 pub const HEARTBEAT_INTERVAL_DEFAULT_MS: u64 = 3_000;
@@ -147,6 +149,8 @@ pub struct HeartbeatOptions {
     pub initial_delay_ms: u64,
     /// Told about acknowledgements and reconnects.
     pub observer: Option<Arc<dyn HeartbeatObserver>>,
+    /// How streams reach the nodes; gRPC when `None`.
+    pub transport: Option<Arc<dyn HeartbeatTransport>>,
 }
 
 impl Default for HeartbeatOptions {
@@ -155,6 +159,7 @@ impl Default for HeartbeatOptions {
             interval_ms: HEARTBEAT_INTERVAL_DEFAULT_MS,
             initial_delay_ms: 0,
             observer: None,
+            transport: None,
         }
     }
 }

@@ -136,22 +136,35 @@ async fn next_term(node: &Node, stop: &mut watch::Receiver<bool>) -> Option<u64>
     }
 }
 
-/// A read barrier confirmed in `term`: the leader's blank entry of `term` is applied here.
+/// A read barrier confirmed in `term`, and this leader's whole log applied here: the blank
+/// entry of `term`, so everything committed before `term` is in the state, and every entry
+/// appended before the barrier. The latter matters when services start again in a term they
+/// ran in before (the node was cut off from its quorum, then reached it again): entries the
+/// earlier run proposed may commit only now, and the new run must see them (a procedure record
+/// stored then is resumed, not left running with nobody to run it).
 async fn barrier_in(node: &Node, term: u64) -> bool {
     let timeout = Duration::from_millis(node.config.request_timeout_ms);
+    let appended = node.raft.metrics().borrow_watched().last_log_index;
     match tokio::time::timeout(
         timeout,
         node.raft.ensure_linearizable(ReadPolicy::ReadIndex),
     )
     .await
     {
-        Ok(Ok(read)) => read.log_id().leader_id.term == term,
+        Ok(Ok(read)) if read.log_id().leader_id.term == term => {}
+        Ok(Ok(_)) => return false,
         Ok(Err(e)) => {
             tracing::debug!(term, "no read barrier in the new term: {e}");
-            false
+            return false;
         }
-        Err(_) => false,
+        Err(_) => return false,
     }
+    let applied = node
+        .raft
+        .wait(Some(timeout))
+        .applied_index_at_least(appended, "the leader's log applied")
+        .await;
+    applied.is_ok()
 }
 
 /// Waits until `term` is over; true when it ended because the node is stopping.

@@ -5,6 +5,7 @@
 //! It answers the leader-only requests the replica cannot (`Meta`, `ListNodes`): it installs
 //! itself on its replica as the [`LeaderRequestHandler`].
 
+use crate::clock::SharedClock;
 use crate::errors;
 use crate::leader::heartbeat::HeartbeatHub;
 use crate::leader::procedure::Procedures;
@@ -37,18 +38,20 @@ impl Node {
         sm: StateMachineHandle,
         config: ServerConfig,
         peer_faults: PeerFaults,
+        clock: SharedClock,
     ) -> Arc<Self> {
         let heartbeats = HeartbeatHub::new(
             config.node_heartbeat_interval_ms,
             Duration::from_millis(config.node_lease_ms()),
             Duration::from_millis(config.node_idle_forget_ms),
+            clock.clone(),
         );
         let selector = config
             .placement_selector
             .parse::<SelectorKind>()
             .unwrap_or(SelectorKind::LoadBased);
         let procedures = Procedures::new(selector, &config.placement_spread_label);
-        let replica = Arc::new(Replica::new(id, raft, sm, config, peer_faults));
+        let replica = Arc::new(Replica::new(id, raft, sm, config, peer_faults, clock));
         Arc::new_cyclic(|me: &Weak<Node>| {
             let handler: Weak<dyn LeaderRequestHandler> = me.clone();
             replica.install_leader_services(handler);

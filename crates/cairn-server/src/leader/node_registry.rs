@@ -9,7 +9,6 @@ use crate::replica::meta::store;
 use cairn_meta::TableRoute;
 use cairn_proto::cairnpb::{ListNodesResponse, NodeView};
 use std::collections::HashSet;
-use std::time::Instant;
 use tonic::Status;
 
 /// Answers ListNodes on the leader; "leader changed" (retried by the caller) while the hub is
@@ -18,7 +17,7 @@ pub fn list_as_leader(node: &Node, node_id: u64) -> Result<ListNodesResponse, St
     if !node.raft.is_leader() || !node.heartbeats.is_active() {
         return Err(errors::leader_changed());
     }
-    let mut nodes = node.heartbeats.views(node_id, Instant::now());
+    let mut nodes = node.heartbeats.views(node_id, node.heartbeats.now());
     count_unverified(node, &mut nodes)?;
     Ok(ListNodesResponse {
         nodes,

@@ -8,7 +8,7 @@
 //! at most one hop ([`crate::replica::forward`]); membership changes served on the leader are in
 //! `membership.rs`.
 
-use crate::clock::{SharedClock, TokioClock};
+use crate::clock::SharedClock;
 use crate::errors;
 use crate::metrics::Metrics;
 pub use crate::replica::forward::{ForwardFailure, ForwardFuture, PeerLink};
@@ -82,8 +82,8 @@ impl Replica {
         sm: StateMachineHandle,
         config: ServerConfig,
         peer_faults: PeerFaults,
+        clock: SharedClock,
     ) -> Self {
-        let clock: SharedClock = Arc::new(TokioClock);
         Self {
             id,
             raft,

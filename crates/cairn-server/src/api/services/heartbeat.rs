@@ -16,13 +16,14 @@ use crate::leader::node::Node;
 use cairn_proto::cairnpb::heartbeat_server::Heartbeat;
 use cairn_proto::cairnpb::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, NotLeader};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-type Out = Result<HeartbeatResponse, Status>;
+/// What a stream's task sends the node.
+pub type Out = Result<HeartbeatResponse, Status>;
 
 /// Heartbeat streams one node serves at once.
 pub const HEARTBEAT_STREAMS_MAX: usize = 16_384;
@@ -65,14 +66,14 @@ impl Heartbeat for HeartbeatService {
 /// The redirect a follower answers with. Right after start-up the leader may not have published
 /// its client address yet; wait for it a little (bounded) rather than send an empty address.
 async fn not_leader(node: &Node) -> HeartbeatResponse {
-    let deadline = tokio::time::Instant::now() + node.leader_silence_max();
+    let deadline = node.clock.now() + node.leader_silence_max();
     let (leader, addr) = loop {
         let leader = node.leader().filter(|l| *l != node.id);
         let addr = leader
             .and_then(|l| node.node_addrs(l))
             .map(|a| a.client)
             .unwrap_or_default();
-        if !addr.is_empty() || tokio::time::Instant::now() >= deadline {
+        if !addr.is_empty() || node.clock.now() >= deadline {
             break (leader, addr);
         }
         tokio::time::sleep(Duration::from_millis(node.config.heartbeat_interval_ms)).await;
@@ -89,8 +90,7 @@ async fn not_leader(node: &Node) -> HeartbeatResponse {
 /// Waits (bounded) for the hub to serve the current term; false if this node does not lead.
 async fn hub_ready(node: &Node, hub: &HeartbeatHub) -> bool {
     let mut term = hub.subscribe();
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(node.config.request_timeout_ms);
+    let deadline = node.clock.now() + Duration::from_millis(node.config.request_timeout_ms);
     loop {
         if !node.raft.is_leader() {
             return false;
@@ -103,7 +103,7 @@ async fn hub_ready(node: &Node, hub: &HeartbeatHub) -> bool {
             _ = term.changed() => {}
             _ = wait => {}
         }
-        if tokio::time::Instant::now() >= deadline {
+        if node.clock.now() >= deadline {
             return false;
         }
     }
@@ -118,11 +118,12 @@ enum Event {
     End,
 }
 
-async fn serve_stream(
-    node: Arc<Node>,
-    mut inbound: Streaming<HeartbeatRequest>,
-    tx: mpsc::Sender<Out>,
-) {
+/// Serves one node's stream until it ends: requests from `inbound`, responses to `tx`. Behind
+/// the gRPC service, and run directly by the deterministic simulation over its own network.
+pub async fn serve_stream<S>(node: Arc<Node>, mut inbound: S, tx: mpsc::Sender<Out>)
+where
+    S: tokio_stream::Stream<Item = Result<HeartbeatRequest, Status>> + Unpin + Send,
+{
     let first = match inbound.next().await {
         Some(Ok(r)) => r,
         _ => return,
@@ -167,9 +168,9 @@ async fn serve_stream(
                     break;
                 }
                 let node_id = attached.expect("only an attached stream is woken");
-                let instructions = hub
-                    .mailbox
-                    .outbound_after(node_id, sent_up_to, Instant::now());
+                let instructions =
+                    hub.mailbox
+                        .outbound_after(node_id, sent_up_to, node.heartbeats.now());
                 let Some(last) = instructions.last() else {
                     // Already sent on an answer, replied or expired meanwhile.
                     continue;
@@ -200,7 +201,7 @@ async fn serve_stream(
             )));
             break;
         }
-        let now = Instant::now();
+        let now = node.heartbeats.now();
         let node_id = match on_heartbeat(&node, &req, last_sequence, now) {
             Ok(id) => id,
             Err(e) => {

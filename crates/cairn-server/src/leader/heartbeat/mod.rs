@@ -14,6 +14,7 @@ pub mod mailbox;
 pub mod record;
 pub mod registry;
 
+use crate::clock::SharedClock;
 use crate::leader::node::Node;
 use crate::leader::LeaderTerm;
 use crate::replica::kv;
@@ -55,10 +56,17 @@ pub struct HeartbeatHub {
     /// A number per leadership term, 0 while this node does not lead (or is still loading).
     term: watch::Sender<u64>,
     record_writes: Arc<Semaphore>,
+    /// What the hub's "now" is: liveness, instruction deadlines and node views go by it.
+    clock: SharedClock,
 }
 
 impl HeartbeatHub {
-    pub fn new(heartbeat_interval_ms: u64, lease: Duration, idle_forget: Duration) -> Self {
+    pub fn new(
+        heartbeat_interval_ms: u64,
+        lease: Duration,
+        idle_forget: Duration,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             heartbeat_interval_ms,
             registry: Mutex::new(NodeRegistry::new(lease, idle_forget)),
@@ -66,7 +74,13 @@ impl HeartbeatHub {
             connected: Mutex::new(HashMap::new()),
             term: watch::Sender::new(0),
             record_writes: Arc::new(Semaphore::new(NODE_RECORD_WRITES_INFLIGHT_MAX)),
+            clock,
         }
+    }
+
+    /// Now, by the hub's clock.
+    pub fn now(&self) -> Instant {
+        self.clock.now_std()
     }
 
     /// The registry, for reading or for operator actions such as
@@ -116,7 +130,7 @@ impl HeartbeatHub {
         if !self.connected().contains_key(&node_id) {
             return Err(MailboxError::NotConnected(node_id));
         }
-        let (id, rx) = self.mailbox.post(node_id, kind, timeout, Instant::now())?;
+        let (id, rx) = self.mailbox.post(node_id, kind, timeout, self.now())?;
         // After the post, so a woken stream finds the instruction. A stream that closed meanwhile
         // is simply not woken; the instruction then times out like any unanswered one.
         if let Some(c) = self.connected().get(&node_id) {
@@ -335,7 +349,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
         known = stored.len(),
         "heartbeat hub started"
     );
-    hub.start(stored, term.term(), Instant::now());
+    hub.start(stored, term.term(), hub.now());
     let lease_ms = hub.registry().lease().as_millis() as u64;
     let mut tick = tokio::time::interval(Duration::from_millis(
         (lease_ms / 4).clamp(1, HUB_TICK_MAX_MS),
@@ -346,7 +360,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             _ = tick.tick() => {}
             () = term.ended() => break,
         }
-        let now = Instant::now();
+        let now = hub.now();
         let mut forgotten = Vec::new();
         let transitions = {
             let mut registry = hub.registry();

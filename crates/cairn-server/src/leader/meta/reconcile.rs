@@ -44,11 +44,11 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     }
     // The first pass of a term waits one interval: datanodes reconnect and report first.
     while !term.sleep(interval).await {
-        let started = std::time::Instant::now();
+        let started = node.clock.now();
         let outcome = close_orphans(&node, &term).await;
         tracing::debug!(
             node_id = node.id,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = node.clock.now().duration_since(started).as_millis() as u64,
             "orphan region pass done"
         );
         match outcome {

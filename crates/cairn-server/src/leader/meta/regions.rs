@@ -235,7 +235,7 @@ async fn wait_for_reconnect(
         && failed
             .iter()
             .all(|f| f.unreachable && !is_down(node, f.node))
-        && tokio::time::Instant::now() < deadline;
+        && node.clock.now() < deadline;
     if waiting {
         tokio::time::sleep(Duration::from_millis(RECONNECT_POLL_MS)).await;
     }

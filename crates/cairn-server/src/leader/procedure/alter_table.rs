@@ -117,7 +117,7 @@ pub async fn run(node: &Arc<Node>, req: AlterTableRequest) -> Result<DdlResponse
         }
         let altered = current
             .value
-            .altered(&kind, super::now_ms())
+            .altered(&kind, node.clock.unix_ms())
             .map_err(|e| meta_status(&e))?;
         let mut compares = vec![unchanged_since(&table_key, current.mod_revision)];
         let mut ops = vec![put_op(&table_key, codec::encode(&altered))];

@@ -88,7 +88,7 @@ pub async fn run(node: &Arc<Node>, req: CreateTableRequest) -> Result<DdlRespons
         ctx.hook("allocate_id");
         let id = node.procedures.table_ids.next(&node, ctx.term).await?;
         ctx.hook("plan_regions");
-        let table = create.into_table_info(id, super::now_ms());
+        let table = create.into_table_info(id, node.clock.unix_ms());
         ctx.hook("select_nodes");
         let placement = placement::place(&node, id, table.region_numbers.clone(), &HashSet::new())?;
         let create = CreateTable {

@@ -3,10 +3,10 @@
 //! revision, so a deposed leader's copy never writes over a newer one).
 
 use super::lock::Held;
-use super::now_ms;
 use crate::errors;
 use crate::leader::meta::regions::reconnect_wait;
 use crate::leader::node::Node;
+use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout, put_op, unchanged_since};
 use cairn_meta::{codec, ProcedureRecord, ProcedureState};
 use cairn_proto::etcdserverpb::{Compare, RequestOp};
@@ -19,7 +19,12 @@ pub struct Ctx {
     pub node: Arc<Node>,
     pub record: ProcedureRecord,
     pub revision: i64,
+    /// The Raft term of `leader`, which every write carries.
     pub term: u64,
+    /// The run of leader services this procedure belongs to. A node cut off from its quorum
+    /// ends its services and may start them again in the same Raft term once it is back; a
+    /// procedure of the earlier run stops then (the new run resumes it from its record).
+    leader: LeaderTerm,
     /// Until when datanodes that have no stream to this leader yet are waited for (see
     /// [`crate::leader::meta::regions::RegionInstructions::send`]): set when this leader takes the
     /// procedure up.
@@ -28,20 +33,21 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// A procedure `record` stored at `revision` (0: not yet), run in `term` holding `held`.
+    /// A procedure `record` stored at `revision` (0: not yet), run in `leader` holding `held`.
     pub(super) fn new(
         node: Arc<Node>,
         record: ProcedureRecord,
         revision: i64,
-        term: u64,
+        leader: LeaderTerm,
         held: Held,
     ) -> Self {
-        let reconnect_deadline = tokio::time::Instant::now() + reconnect_wait(&node);
+        let reconnect_deadline = node.clock.now() + reconnect_wait(&node);
         Self {
             node,
             record,
             revision,
-            term,
+            term: leader.term(),
+            leader,
             reconnect_deadline,
             _held: held,
         }
@@ -56,7 +62,7 @@ impl Ctx {
     /// changed"); after, the new leader finishes it, and a blind retry could run the DDL twice,
     /// so the caller is told the outcome is unknown ("request timed out"), as for any write.
     pub fn check_term(&self) -> Result<(), Status> {
-        if self.node.leads_term(self.term) {
+        if self.leader.is_current() && self.node.leads_term(self.term) {
             Ok(())
         } else if self.revision == 0 {
             Err(errors::leader_changed())
@@ -92,7 +98,7 @@ impl Ctx {
         self.check_term()?;
         let mut record = self.record.clone();
         record.step = step.to_string();
-        record.updated_ms = now_ms();
+        record.updated_ms = self.node.clock.unix_ms();
         let key = self.key();
         let mut compares = compares;
         compares.push(unchanged_since(&key, self.revision));

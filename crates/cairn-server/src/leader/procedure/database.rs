@@ -117,7 +117,7 @@ pub async fn create(node: &Arc<Node>, req: CreateDatabaseRequest) -> Result<DdlR
             catalog: catalog.clone(),
             name: req.name.clone(),
             options,
-            created_ms: super::now_ms(),
+            created_ms: node.clock.unix_ms(),
         };
         let why = format!("database {target} changed while being created");
         let txn = Txn::guarded(
@@ -242,7 +242,7 @@ impl DropDatabase {
         if !self.to_close.is_empty() {
             let pending = RegionInstructions::close_on(std::mem::take(&mut self.to_close));
             // Each chunk waits out reconnecting nodes afresh: a long drop outlasts one wait.
-            let deadline = tokio::time::Instant::now() + reconnect_wait(&node);
+            let deadline = node.clock.now() + reconnect_wait(&node);
             let left = pending.send(&node, deadline).await;
             if !left.is_empty() {
                 // The tables are gone already; remember which nodes may keep their regions.

@@ -141,13 +141,6 @@ pub fn publish(node: &Arc<Node>, keys: Vec<String>) {
     });
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Starts a procedure of `kind` on `target` holding `locks`: waits for DDL to be served in the
 /// current term, takes the locks, and allocates its id. Nothing is stored yet: the procedure
 /// persists its first step itself.
@@ -157,10 +150,14 @@ pub async fn begin(
     target: String,
     locks: LockSet,
 ) -> Result<Ctx, Status> {
-    let term = wait_serving(node).await?;
+    let leader = wait_serving(node).await?;
     let held = node.procedures.locks.acquire(&locks).await;
-    let id = node.procedures.procedure_ids.next(node, term).await?;
-    let now = now_ms();
+    let id = node
+        .procedures
+        .procedure_ids
+        .next(node, leader.term())
+        .await?;
+    let now = node.clock.unix_ms();
     let record = ProcedureRecord {
         id,
         kind: kind.to_string(),
@@ -175,7 +172,7 @@ pub async fn begin(
         opening_tables: Vec::new(),
         data: serde_json::Value::Null,
     };
-    let ctx = Ctx::new(node.clone(), record, 0, term, held);
+    let ctx = Ctx::new(node.clone(), record, 0, leader, held);
     ctx.check_term()?;
     Ok(ctx)
 }
@@ -220,24 +217,24 @@ where
 }
 
 /// Waits (bounded by the request timeout) until this node serves DDL in its current term.
-async fn wait_serving(node: &Node) -> Result<u64, Status> {
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(node.config.request_timeout_ms);
+async fn wait_serving(node: &Node) -> Result<LeaderTerm, Status> {
+    let deadline = node.clock.now() + Duration::from_millis(node.config.request_timeout_ms);
     let mut rx = node.procedures.serving.subscribe();
     loop {
         if !node.raft.is_leader() {
             return Err(errors::leader_changed());
         }
         // The term whose services run here; None while a new term's barrier is pending.
-        let term = node.leader_term().map(|t| t.term());
-        if term.is_some_and(|t| *rx.borrow_and_update() == t) {
-            return Ok(term.unwrap_or_default());
+        if let Some(leader) = node.leader_term() {
+            if *rx.borrow_and_update() == leader.term() {
+                return Ok(leader);
+            }
         }
         tokio::select! {
             _ = rx.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(DUTIES_TICK_MS)) => {}
         }
-        if tokio::time::Instant::now() >= deadline {
+        if node.clock.now() >= deadline {
             return Err(errors::leader_changed());
         }
     }
@@ -254,7 +251,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
         }
     }
     loop {
-        match resume_all(&node, term.term()).await {
+        match resume_all(&node, &term).await {
             Ok(n) => {
                 if n > 0 {
                     tracing::info!(node_id = node.id, resumed = n, "procedures resumed");
@@ -283,7 +280,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
 }
 
 /// Loads every procedure record, takes the locks of the running ones and resumes them.
-async fn resume_all(node: &Arc<Node>, term: u64) -> Result<usize, Status> {
+async fn resume_all(node: &Arc<Node>, term: &LeaderTerm) -> Result<usize, Status> {
     node.read_barrier().await?;
     let prefix = layout().procedures_prefix();
     let mut finished = VecDeque::new();
@@ -307,7 +304,13 @@ async fn resume_all(node: &Arc<Node>, term: u64) -> Result<usize, Status> {
         let locks: LockSet = record.locks.iter().filter_map(|l| parse_lock(l)).collect();
         // Taken here, before DDL is served, so no new procedure slips in between.
         let held = node.procedures.locks.acquire(&locks).await;
-        tokio::spawn(resume(Ctx::new(node.clone(), record, revision, term, held)));
+        tokio::spawn(resume(Ctx::new(
+            node.clone(),
+            record,
+            revision,
+            term.clone(),
+            held,
+        )));
     }
     Ok(n)
 }

@@ -131,7 +131,7 @@ impl TruncateTable {
         }
         let mut bumped = table.value;
         bumped.version += 1;
-        bumped.updated_ms = super::now_ms();
+        bumped.updated_ms = node.clock.unix_ms();
         let why = "the table changed while it was being truncated";
         let txn = Txn::guarded(
             vec![unchanged_since(&table_key, table.mod_revision)],
