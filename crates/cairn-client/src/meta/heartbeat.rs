@@ -92,7 +92,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let transport = options
             .transport
-            .unwrap_or_else(|| Arc::new(GrpcTransport::new(etcd.config().clone())));
+            .unwrap_or_else(|| Arc::new(GrpcTransport::new(*etcd.config())));
         Driver {
             etcd,
             identity,
