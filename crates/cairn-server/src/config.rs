@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 /// How often nodes heartbeat unless configured, ms.
 pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 3000;
+/// Default of [`ServerConfig::region_lease_margin_ms`].
+pub const REGION_LEASE_MARGIN_MS_DEFAULT: u64 = 500;
 /// How long a down node stays listed unless configured, ms (one hour).
 pub const NODE_IDLE_FORGET_MS_DEFAULT: u64 = 3_600_000;
 
@@ -57,6 +59,14 @@ pub struct ServerConfig {
     pub node_lease_ms: Option<u64>,
     /// How long a down node stays listed before it is forgotten, ms.
     pub node_idle_forget_ms: u64,
+    /// How long a region lease granted on a heartbeat answer lets a datanode write the region,
+    /// ms from when the datanode sent the heartbeat; unset means 4/3 x
+    /// node_heartbeat_interval_ms (4 s at 3 s). Longer rides out late heartbeats (a Cairn leader
+    /// change) without a pause in writes; shorter lets a dead node's regions move sooner.
+    pub region_lease_ms: Option<u64>,
+    /// Added to a region lease on the leader's side before it counts the lease as surely over
+    /// (clock drift between leader and datanode, and the grant's time in flight), ms.
+    pub region_lease_margin_ms: u64,
     /// How new regions are placed: "round_robin", "load_based" or "label_aware".
     pub placement_selector: String,
     /// The datanode label the label-aware selector spreads regions and replicas over.
@@ -101,6 +111,8 @@ impl Default for ServerConfig {
             node_heartbeat_interval_ms: NODE_HEARTBEAT_INTERVAL_MS_DEFAULT,
             node_lease_ms: None,
             node_idle_forget_ms: NODE_IDLE_FORGET_MS_DEFAULT,
+            region_lease_ms: None,
+            region_lease_margin_ms: REGION_LEASE_MARGIN_MS_DEFAULT,
             placement_selector: "load_based".into(),
             placement_spread_label: "zone".into(),
             region_followers: 0,
@@ -141,6 +153,12 @@ impl ServerConfig {
     }
 
     /// The node lease, ms: as configured, else three heartbeat intervals.
+    /// See [`ServerConfig::region_lease_ms`].
+    pub fn region_lease_ms(&self) -> u64 {
+        self.region_lease_ms
+            .unwrap_or(self.node_heartbeat_interval_ms.saturating_mul(4) / 3)
+    }
+
     pub fn node_lease_ms(&self) -> u64 {
         self.node_lease_ms
             .unwrap_or(3 * self.node_heartbeat_interval_ms)
@@ -208,6 +226,13 @@ impl ServerConfig {
         }
         if self.node_idle_forget_ms == 0 {
             return Err("node-idle-forget-ms: must be at least 1".into());
+        }
+        if self.region_lease_ms() <= self.node_heartbeat_interval_ms {
+            return Err(
+                "region-lease-ms: must exceed node-heartbeat-interval-ms (a lease must outlast \
+                 the wait for the next heartbeat)"
+                    .into(),
+            );
         }
         if let Err(e) = self.placement_selector.parse::<cairn_sched::SelectorKind>() {
             return Err(format!("placement-selector: {e}"));

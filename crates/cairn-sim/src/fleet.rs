@@ -105,6 +105,7 @@ impl Fleet {
             initial_delay_ms: 0,
             observer,
             transport: None,
+            region_leases: None,
         };
         let mut fleet = Fleet {
             client,
@@ -143,6 +144,7 @@ impl Fleet {
         let identity = sim_identity(node.id(), node.role(), unix_time_ms());
         let options = HeartbeatOptions {
             initial_delay_ms,
+            region_leases: Some(Arc::clone(node.leases())),
             ..self.options.clone()
         };
         self.client

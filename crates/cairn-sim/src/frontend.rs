@@ -362,7 +362,9 @@ impl Writer {
                     .fetch_add(1, Ordering::Relaxed);
                 Err(RouteAttemptError::InvalidRoute { region_id, node_id })
             }
-            Err(e @ SimWriteError::NodeDown { .. }) => Err(RouteAttemptError::Other(e.to_string())),
+            Err(e @ (SimWriteError::NodeDown { .. } | SimWriteError::NoLease { .. })) => {
+                Err(RouteAttemptError::Other(e.to_string()))
+            }
         }
     }
 

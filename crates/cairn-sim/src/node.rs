@@ -10,7 +10,9 @@ use std::sync::Mutex;
 // tokio's clock, so that load follows simulated time under a paused clock.
 use tokio::time::Instant;
 
-use cairn_client::meta::{InstructionHandler, StatsSource};
+use cairn_client::meta::{InstructionHandler, RegionLeases, StatsSource};
+use cairn_proto::cairnpb::instruction::Kind;
+use std::sync::Arc;
 use cairn_proto::cairnpb::{
     Instruction, NodeIdentity, NodeRole, NodeStats, RegionRole, RegionStat,
 };
@@ -126,6 +128,15 @@ pub enum SimWriteError {
         /// The node.
         node_id: u64,
     },
+    /// The node leads the region but its lease ran out (it lost the Cairn leader, or the
+    /// leader stopped renewing it because the region is moving): it writes nothing until renewed.
+    #[error("node {node_id} holds no valid lease for region {region_id}")]
+    NoLease {
+        /// The region written.
+        region_id: u64,
+        /// The node that refused.
+        node_id: u64,
+    },
 }
 
 /// Why a simulated datanode refused a read.
@@ -158,6 +169,8 @@ pub struct SimNode {
     /// The simulation's start: time zero of the load pattern.
     epoch: Instant,
     regions: Mutex<RegionSet>,
+    /// The region leases its heartbeat loop records; a write needs one.
+    leases: Arc<RegionLeases>,
     /// False while the fleet has the node killed: it then refuses data requests too.
     running: AtomicBool,
 }
@@ -179,17 +192,28 @@ impl SimNode {
             seed,
             epoch,
             regions: Mutex::new(regions),
+            leases: Arc::new(RegionLeases::new()),
             running: AtomicBool::new(true),
         }
     }
 
     /// Writes `rows` rows to `region_id`. Refused with [`SimWriteError::InvalidRoute`] unless
-    /// this node leads the region, and with [`SimWriteError::NodeDown`] while it is killed.
+    /// this node leads the region, with [`SimWriteError::NoLease`] unless it holds a valid
+    /// lease for it, and with [`SimWriteError::NodeDown`] while it is killed.
     pub fn write(&self, region_id: u64, rows: u64) -> Result<(), SimWriteError> {
         if !self.is_running() {
             return Err(SimWriteError::NodeDown { node_id: self.id });
         }
-        self.regions()
+        let mut regions = self.regions();
+        if regions.role(region_id) == Some(RegionRole::Leader)
+            && !self.leases.is_valid_now(region_id)
+        {
+            return Err(SimWriteError::NoLease {
+                region_id,
+                node_id: self.id,
+            });
+        }
+        regions
             .write(region_id, rows)
             .map_err(|_: RegionRefusal| SimWriteError::InvalidRoute {
                 region_id,
@@ -209,6 +233,12 @@ impl SimNode {
                 region_id,
                 node_id: self.id,
             })
+    }
+
+    /// The region leases its heartbeat loop must record
+    /// ([`cairn_client::meta::HeartbeatOptions::region_leases`]).
+    pub fn leases(&self) -> &Arc<RegionLeases> {
+        &self.leases
     }
 
     /// Whether the node is up (not killed by the fleet).
@@ -274,7 +304,15 @@ impl InstructionHandler for SimNode {
                 _ => Err("a frontend holds no regions".to_string()),
             };
         }
-        self.regions().apply(&instruction)
+        let outcome = self.regions().apply(&instruction);
+        // A region closed or downgraded is no longer written here, whatever its lease says.
+        match &instruction.kind {
+            Some(Kind::CloseRegion(c)) => self.leases.revoke(c.region_id),
+            Some(Kind::DowngradeRegionLeader(d)) => self.leases.revoke(d.region_id),
+            Some(Kind::CloseRegions(c)) => c.region_ids.iter().for_each(|r| self.leases.revoke(*r)),
+            _ => {}
+        }
+        outcome
     }
 }
 
@@ -329,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn writes_need_the_leader_and_a_running_node() {
+    fn writes_need_the_leader_a_lease_and_a_running_node() {
         let region = crate::regions::sim_region_id(1001, 0);
         let node = SimNode::new(
             1001,
@@ -339,6 +377,17 @@ mod tests {
             0,
             Instant::now(),
         );
+        assert_eq!(
+            node.write(region, 7),
+            Err(SimWriteError::NoLease {
+                region_id: region,
+                node_id: 1001
+            }),
+            "no lease granted yet"
+        );
+        let now = Instant::now();
+        node.leases()
+            .renew(&[region], now + std::time::Duration::from_secs(60), now);
         node.write(region, 7).unwrap();
         assert_eq!(node.read(region), Ok(7));
         assert_eq!(

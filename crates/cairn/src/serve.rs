@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// How long a down node stays listed before it is forgotten, ms. Default 3600000.
     #[arg(long, env = "CAIRN_NODE_IDLE_FORGET_MS")]
     pub node_idle_forget_ms: Option<u64>,
+    /// How long a region lease lets a datanode write a region after it sent the heartbeat that
+    /// renewed it, ms. Default 4/3 x node-heartbeat-interval-ms.
+    #[arg(long, env = "CAIRN_REGION_LEASE_MS")]
+    pub region_lease_ms: Option<u64>,
+    /// Safety margin the leader adds to a region lease before it counts it as over, ms. Default 500.
+    #[arg(long, env = "CAIRN_REGION_LEASE_MARGIN_MS")]
+    pub region_lease_margin_ms: Option<u64>,
     /// How new regions are placed: round_robin, load_based or label_aware. Default load_based.
     #[arg(long, env = "CAIRN_PLACEMENT_SELECTOR")]
     pub placement_selector: Option<String>,
@@ -149,6 +156,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.node_idle_forget_ms {
             c.node_idle_forget_ms = v;
+        }
+        if let Some(v) = self.region_lease_ms {
+            c.region_lease_ms = Some(v);
+        }
+        if let Some(v) = self.region_lease_margin_ms {
+            c.region_lease_margin_ms = v;
         }
         if let Some(v) = &self.placement_selector {
             c.placement_selector = v.clone();

@@ -96,6 +96,8 @@ const DDL_TABLES: u64 = 6;
 const DDL_REGIONS_MAX: u64 = 4;
 /// How long the DDL client waits for one answer before counting its outcome unknown.
 const DDL_TIMEOUT_MS: u64 = 6_000;
+/// How often the simulation looks for two datanodes able to write one region, ms.
+const LEASE_CHECK_EVERY_MS: u64 = 10;
 /// Heartbeat requests (and responses) in transit on one simulated stream.
 const STREAM_IN_TRANSIT_MAX: usize = 16;
 
@@ -279,6 +281,8 @@ struct Sim {
     datanodes: Mutex<Vec<(Arc<SimNode>, HeartbeatHandle)>>,
     /// The DDL client's requests, in order.
     ddl: Mutex<Vec<DdlOp>>,
+    /// The first instant two datanodes could write one region, if any.
+    lease_violation: Mutex<Option<String>>,
     /// What happened, for a failing seed's report.
     trace: Mutex<Vec<String>>,
     me: Weak<Sim>,
@@ -306,6 +310,7 @@ impl Sim {
             holdings: Mutex::default(),
             datanodes: Mutex::default(),
             ddl: Mutex::default(),
+            lease_violation: Mutex::default(),
             trace: Mutex::default(),
             me: me.clone(),
         })
@@ -342,6 +347,7 @@ impl Sim {
                     sim: self.me.clone(),
                     datanode: id,
                 })),
+                region_leases: Some(node.leases().clone()),
             };
             let identity = sim_identity(id, SimRole::Datanode, self.now_ms());
             let handle = client.run_heartbeat_with(identity, node.clone(), node.clone(), options);
@@ -859,6 +865,18 @@ fn datanodes_agree(sim: &Sim) -> Result<Arc<Node>, String> {
                 dn.id()
             ));
         }
+        // Every region it leads is writable: the leader keeps its lease renewed.
+        let unleased: Vec<u64> = want
+            .iter()
+            .filter(|(r, role)| **role == RegionRole::Leader && !dn.leases().is_valid_now(**r))
+            .map(|(r, _)| *r)
+            .collect();
+        if !unleased.is_empty() {
+            return Err(format!(
+                "datanode {} leads {unleased:?} without a valid lease",
+                dn.id()
+            ));
+        }
     }
     if let Some((n, regions)) = routed.into_iter().next() {
         return Err(format!(
@@ -905,6 +923,31 @@ async fn check_ddl_outcomes(sim: &Sim, node: &Node) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Every few simulated milliseconds until `until_ms`: no two datanodes may write one region at
+/// the same instant (both leading it with a valid lease). The first violation is kept.
+async fn watch_region_leases(sim: Arc<Sim>, until_ms: u64) {
+    while sim.now_ms() < until_ms {
+        sleep(Duration::from_millis(LEASE_CHECK_EVERY_MS)).await;
+        let mut writers: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for (dn, _) in sim.datanodes.lock().unwrap().iter() {
+            for (region, role) in dn.held_regions() {
+                if role == RegionRole::Leader && dn.leases().is_valid_now(region) {
+                    writers.entry(region).or_default().push(dn.id());
+                }
+            }
+        }
+        if let Some((region, nodes)) = writers.into_iter().find(|(_, n)| n.len() > 1) {
+            let mut v = sim.lease_violation.lock().unwrap();
+            if v.is_none() {
+                *v = Some(format!(
+                    "at {} ms datanodes {nodes:?} could all write region {region}",
+                    sim.now_ms()
+                ));
+            }
+        }
+    }
 }
 
 /// Two different clients must never have believed they held the lock at the same moment.
@@ -976,7 +1019,10 @@ async fn simulate(seed: u64, plan: Plan) -> Outcome {
     let first_term = highest_term(&sim);
     let end_ms = FAULT_PHASE_MS + HEALED_PHASE_MS;
     sim.start_datanodes(seed);
-    let mut tasks = vec![tokio::spawn(ddl_client(sim.clone(), end_ms))];
+    let mut tasks = vec![
+        tokio::spawn(ddl_client(sim.clone(), end_ms)),
+        tokio::spawn(watch_region_leases(sim.clone(), end_ms)),
+    ];
     for c in 0..KV_CLIENTS {
         tasks.push(tokio::spawn(kv_client(sim.clone(), c, end_ms)));
     }
@@ -990,7 +1036,14 @@ async fn simulate(seed: u64, plan: Plan) -> Outcome {
         let _ = t.await;
     }
     let converged = check_convergence(&sim).await;
-    let datanodes = check_datanodes(&sim).await;
+    let datanodes = match sim.lease_violation.lock().unwrap().clone() {
+        Some(v) => Err(v),
+        None => Ok(()),
+    };
+    let datanodes = match datanodes {
+        Ok(()) => check_datanodes(&sim).await,
+        e => e,
+    };
     let terms = (first_term, highest_term(&sim));
     sim.stop_datanodes().await;
     sim.stop_all().await;

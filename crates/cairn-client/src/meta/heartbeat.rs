@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
+use super::region_leases::RegionLeases;
 use super::transport::{GrpcTransport, HeartbeatTransport};
 use super::{
     clamp_interval_ms, ledger::INSTRUCTION_REPLIES_PER_REQUEST_MAX, lock,
@@ -77,6 +78,7 @@ pub(super) struct Driver<S, H> {
     finished_tx: mpsc::UnboundedSender<InstructionReply>,
     finished_rx: mpsc::UnboundedReceiver<InstructionReply>,
     transport: Arc<dyn HeartbeatTransport>,
+    region_leases: Option<Arc<RegionLeases>>,
 }
 
 impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
@@ -110,6 +112,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
             finished_tx,
             finished_rx,
             transport,
+            region_leases: options.region_leases,
         }
     }
 
@@ -329,6 +332,15 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
                     )))
                 }
             };
+            if let (Some(_), Some(grant), Some(leases)) = (
+                answered.regions,
+                response.region_leases.as_ref(),
+                self.region_leases.as_ref(),
+            ) {
+                // From when the request left: the lease ends here before the leader's record.
+                let until = answered.sent_at + Duration::from_millis(grant.duration_ms);
+                leases.renew(&grant.region_ids, until, Instant::now());
+            }
             let mut status = lock(&self.status);
             if let Some(regions) = answered.regions {
                 if let Some(observer) = &self.observer {

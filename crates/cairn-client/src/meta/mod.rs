@@ -48,6 +48,7 @@ mod ledger;
 mod metadata_error;
 mod metadata_watch;
 mod route_retry;
+mod region_leases;
 mod routes;
 mod transport;
 
@@ -82,6 +83,7 @@ pub use route_retry::{
     ROUTE_RETRY_BACKOFF_INITIAL_MS, ROUTE_RETRY_BACKOFF_MAX_MS,
 };
 pub use routes::{RouteCache, RouteCacheOptions, RouteCacheStats, ROUTE_CACHE_TABLES_MAX};
+pub use region_leases::{RegionLeases, REGION_LEASES_PER_NODE_MAX};
 pub use transport::{HeartbeatResponses, HeartbeatTransport, OpenFuture};
 
 /// Heartbeat interval used until the leader names its own.
@@ -151,6 +153,9 @@ pub struct HeartbeatOptions {
     pub observer: Option<Arc<dyn HeartbeatObserver>>,
     /// How streams reach the nodes; gRPC when `None`.
     pub transport: Option<Arc<dyn HeartbeatTransport>>,
+    /// Where the region leases the leader grants are recorded; the node checks them before
+    /// writing. Not recorded when `None` (a node that holds no regions).
+    pub region_leases: Option<Arc<RegionLeases>>,
 }
 
 impl Default for HeartbeatOptions {
@@ -160,6 +165,7 @@ impl Default for HeartbeatOptions {
             initial_delay_ms: 0,
             observer: None,
             transport: None,
+            region_leases: None,
         }
     }
 }

@@ -44,6 +44,10 @@ impl Node {
             config.node_heartbeat_interval_ms,
             Duration::from_millis(config.node_lease_ms()),
             Duration::from_millis(config.node_idle_forget_ms),
+            (
+                Duration::from_millis(config.region_lease_ms()),
+                Duration::from_millis(config.region_lease_margin_ms),
+            ),
             clock.clone(),
         );
         let selector = config

@@ -11,7 +11,9 @@
 //! answer still carries every unreplied instruction (at least once); the answer to a replies-only
 //! request carries only unsent ones, so a busy node is not flooded with repeats.
 
-use crate::leader::heartbeat::{on_heartbeat, HeartbeatHub, HEARTBEAT_STREAM_BUFFER_MAX};
+use crate::leader::heartbeat::{
+    grant_region_leases, on_heartbeat, HeartbeatHub, HEARTBEAT_STREAM_BUFFER_MAX,
+};
 use crate::leader::node::Node;
 use cairn_proto::cairnpb::heartbeat_server::Heartbeat;
 use cairn_proto::cairnpb::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, NotLeader};
@@ -231,6 +233,7 @@ where
             sequence: req.sequence,
             instructions,
             heartbeat_interval_ms: hub.heartbeat_interval_ms,
+            region_leases: grant_region_leases(&node, node_id, &req, now),
             ..Default::default()
         };
         // Handling time of one request (regular or replies-only) on the leader (registry,

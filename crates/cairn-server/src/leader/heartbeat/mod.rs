@@ -12,17 +12,22 @@
 
 pub mod mailbox;
 pub mod record;
+pub mod region_leases;
 pub mod registry;
 
 use crate::clock::SharedClock;
 use crate::leader::node::Node;
 use crate::leader::LeaderTerm;
 use crate::replica::kv;
-use crate::replica::meta::store::{delete_op, put_op, txn_here, unchanged_since};
-use cairn_proto::cairnpb::{instruction, InstructionReply, NodeIdentity, NodeRole, NodeView};
+use crate::replica::meta::store::{self, delete_op, layout, put_op, txn_here, unchanged_since};
+use cairn_meta::route::{table_id_of, TableRoute};
+use cairn_proto::cairnpb::{
+    instruction, InstructionReply, NodeIdentity, NodeRole, NodeView, RegionLeaseGrant, RegionRole,
+};
 use cairn_proto::etcdserverpb::RangeRequest;
 use mailbox::{Mailbox, MailboxError};
 use record::{node_key, NodeRecord, NODES_PREFIX};
+use region_leases::RegionLeaseTable;
 use registry::{Accepted, HeartbeatError, NodeRegistry, Transition};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,6 +63,9 @@ pub struct HeartbeatHub {
     record_writes: Arc<Semaphore>,
     /// What the hub's "now" is: liveness, instruction deadlines and node views go by it.
     clock: SharedClock,
+    /// Region leases granted in the current term.
+    region_leases: Mutex<RegionLeaseTable>,
+    region_lease_margin: Duration,
 }
 
 impl HeartbeatHub {
@@ -65,8 +73,10 @@ impl HeartbeatHub {
         heartbeat_interval_ms: u64,
         lease: Duration,
         idle_forget: Duration,
+        (region_lease, region_lease_margin): (Duration, Duration),
         clock: SharedClock,
     ) -> Self {
+        let region_leases = RegionLeaseTable::new(region_lease, region_lease_margin, clock.now_std());
         Self {
             heartbeat_interval_ms,
             registry: Mutex::new(NodeRegistry::new(lease, idle_forget)),
@@ -75,7 +85,14 @@ impl HeartbeatHub {
             term: watch::Sender::new(0),
             record_writes: Arc::new(Semaphore::new(NODE_RECORD_WRITES_INFLIGHT_MAX)),
             clock,
+            region_leases: Mutex::new(region_leases),
+            region_lease_margin,
         }
+    }
+
+    /// The region leases granted in the current term.
+    pub fn region_leases(&self) -> MutexGuard<'_, RegionLeaseTable> {
+        self.region_leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Now, by the hub's clock.
@@ -209,6 +226,10 @@ impl HeartbeatHub {
 
     fn start(&self, stored: Vec<NodeIdentity>, term: u64, now: Instant) {
         self.registry().leadership_started(stored, now);
+        // Leases an earlier leader granted may run until one lease after now (it stopped
+        // granting before this term began).
+        let duration = self.region_leases().duration();
+        *self.region_leases() = RegionLeaseTable::new(duration, self.region_lease_margin, now);
         self.mailbox.start_term(term);
         self.term.send_replace(term);
     }
@@ -220,6 +241,58 @@ impl HeartbeatHub {
         self.registry().leadership_ended();
         self.mailbox.clear();
     }
+}
+
+/// The region leases to grant `node_id` on the answer to its regular request `req`, answered at
+/// `now`: the regions it reports as leader whose stored route names it their active leader.
+/// Recorded in the hub's lease table. None for a replies-only request (it reports nothing).
+pub(crate) fn grant_region_leases(
+    node: &Node,
+    node_id: u64,
+    req: &cairn_proto::cairnpb::HeartbeatRequest,
+    now: Instant,
+) -> Option<RegionLeaseGrant> {
+    if req.replies_only {
+        return None;
+    }
+    let hub = &node.heartbeats;
+    // Regions reported as leader, by table, so each route is read once.
+    let mut by_table: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    for stat in &req.regions {
+        if stat.role == RegionRole::Leader as i32 {
+            by_table
+                .entry(table_id_of(stat.region_id))
+                .or_default()
+                .push(stat.region_id);
+        }
+    }
+    let mut granted = Vec::new();
+    for (table, regions) in by_table {
+        let route = match store::get::<TableRoute>(node, &layout().route(table)) {
+            Ok(Some(r)) => r.value,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(table, "no region leases: route unreadable: {e}");
+                continue;
+            }
+        };
+        for region in regions {
+            let leads = route
+                .region(region)
+                .is_some_and(|r| r.leader_node == node_id && r.leader_state.is_active());
+            if leads {
+                granted.push(region);
+            }
+        }
+    }
+    let mut table = hub.region_leases();
+    for region in &granted {
+        table.grant(*region, node_id, now);
+    }
+    Some(RegionLeaseGrant {
+        duration_ms: table.duration().as_millis() as u64,
+        region_ids: granted,
+    })
 }
 
 /// Validates and records one heartbeat; starts the identity write when one is needed.
@@ -385,6 +458,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             delete_record(&node, term.term(), id, revision);
         }
         hub.mailbox.expire(now);
+        hub.region_leases().expire(now);
     }
     tracing::info!(node_id = node.id, "heartbeat hub stopped: leadership ended");
     hub.stop();

@@ -1,0 +1,135 @@
+//! Region leases, the leader's side: which regions a node may write, granted on the answers to
+//! its regular heartbeats, and until when the leader must assume a granted lease still holds.
+//!
+//! A node gets a lease for a region it reports as leader only while the stored route names it the
+//! region's active leader; nothing is granted for a region being moved (its route says
+//! `downgrading`) or led elsewhere. The node's lease runs from when it *sent* the request, by its
+//! own clock; the leader records the grant from when it *answers*, which is later, and adds a
+//! margin for clock drift, so the leader never counts a lease as over while the node may still
+//! write. A new leader knows nothing of its predecessor's grants: until one lease plus the margin
+//! has passed since its term began, it counts every region as possibly leased.
+//!
+//! Pure: the clock comes in as `now`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Grants the leader remembers (one per region), at most; beyond it the oldest-expiring are not
+/// dropped but new grants are still made and counted as possibly held until the term floor plus
+/// a lease (see [`RegionLeaseTable::surely_over`]).
+pub const REGION_LEASE_RECORDS_MAX: usize = 4_000_000;
+
+/// The leader's record of the region leases it granted in one term.
+#[derive(Debug)]
+pub struct RegionLeaseTable {
+    duration: Duration,
+    margin: Duration,
+    /// When the term began: grants of an earlier leader may run until this plus a lease.
+    term_started: Instant,
+    /// Region → (node, when its lease is surely over by this leader's clock).
+    granted: HashMap<u64, (u64, Instant)>,
+    /// Set when a grant could not be recorded (the table was full): from then on every region
+    /// counts as leased until `overflow_until`.
+    overflow_until: Option<Instant>,
+}
+
+impl RegionLeaseTable {
+    /// A table for a term that began at `term_started`.
+    pub fn new(duration: Duration, margin: Duration, term_started: Instant) -> Self {
+        RegionLeaseTable {
+            duration,
+            margin,
+            term_started,
+            granted: HashMap::new(),
+            overflow_until: None,
+        }
+    }
+
+    /// How long a lease lets a node write.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Records that `node` was granted `region` on an answer sent at `now`.
+    pub fn grant(&mut self, region: u64, node: u64, now: Instant) {
+        let over = now + self.duration + self.margin;
+        if self.granted.len() >= REGION_LEASE_RECORDS_MAX && !self.granted.contains_key(&region) {
+            self.overflow_until = Some(self.overflow_until.map_or(over, |o| o.max(over)));
+            return;
+        }
+        self.granted.insert(region, (node, over));
+    }
+
+    /// The node this leader last granted `region` to and until when that lease may hold, if it
+    /// may still hold at `now`.
+    pub fn holder(&self, region: u64, now: Instant) -> Option<(u64, Instant)> {
+        self.granted
+            .get(&region)
+            .copied()
+            .filter(|(_, over)| *over > now)
+    }
+
+    /// Whether no node can hold a valid lease for `region` at `now`: every lease this leader
+    /// granted has run out (with the margin), and so has any a predecessor could have granted.
+    /// Only then may another node be made its writable leader (unless the holder acknowledged a
+    /// downgrade).
+    pub fn surely_over(&self, region: u64, now: Instant) -> bool {
+        let predecessors = self.term_started + self.duration + self.margin;
+        now >= predecessors
+            && self.holder(region, now).is_none()
+            && self.overflow_until.is_none_or(|o| now >= o)
+    }
+
+    /// Forgets grants that have run out (called on the hub's tick; keeps the table bounded by
+    /// the regions leased within one lease).
+    pub fn expire(&mut self, now: Instant) {
+        self.granted.retain(|_, (_, over)| *over > now);
+        if self.overflow_until.is_some_and(|o| now >= o) {
+            self.overflow_until = None;
+        }
+    }
+
+    /// Grants remembered now.
+    pub fn len(&self) -> usize {
+        self.granted.len()
+    }
+
+    /// Whether no grant is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.granted.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(4);
+    const MARGIN: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn a_new_leader_waits_out_its_predecessors_leases() {
+        let t0 = Instant::now();
+        let table = RegionLeaseTable::new(LEASE, MARGIN, t0);
+        assert!(!table.surely_over(7, t0));
+        assert!(!table.surely_over(7, t0 + LEASE));
+        assert!(table.surely_over(7, t0 + LEASE + MARGIN));
+    }
+
+    #[test]
+    fn a_grant_holds_for_the_lease_plus_the_margin() {
+        let t0 = Instant::now();
+        let mut table = RegionLeaseTable::new(LEASE, MARGIN, t0);
+        let later = t0 + 2 * LEASE;
+        table.grant(7, 1001, later);
+        assert_eq!(table.holder(7, later), Some((1001, later + LEASE + MARGIN)));
+        assert!(!table.surely_over(7, later + LEASE));
+        assert!(table.surely_over(7, later + LEASE + MARGIN));
+        assert!(table.surely_over(8, later), "another region is free");
+        // A renewal moves the end.
+        table.grant(7, 1001, later + LEASE);
+        assert!(!table.surely_over(7, later + LEASE + MARGIN));
+        table.expire(later + 3 * LEASE);
+        assert!(table.is_empty());
+    }
+}
