@@ -6,6 +6,12 @@ use std::path::PathBuf;
 
 /// How often nodes heartbeat unless configured, ms.
 pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 3000;
+/// Default of [`ServerConfig::failure_phi_threshold`].
+pub const FAILURE_PHI_THRESHOLD_DEFAULT: f64 = 8.0;
+/// Default of [`ServerConfig::failure_min_std_dev_ms`].
+pub const FAILURE_MIN_STD_DEV_MS_DEFAULT: u64 = 200;
+/// Default of [`ServerConfig::failure_acceptable_pause_ms`].
+pub const FAILURE_ACCEPTABLE_PAUSE_MS_DEFAULT: u64 = 300;
 /// Default of [`ServerConfig::region_lease_margin_ms`].
 pub const REGION_LEASE_MARGIN_MS_DEFAULT: u64 = 500;
 /// How long a down node stays listed unless configured, ms (one hour).
@@ -64,6 +70,19 @@ pub struct ServerConfig {
     /// node_heartbeat_interval_ms (4 s at 3 s). Longer rides out late heartbeats (a Cairn leader
     /// change) without a pause in writes; shorter lets a dead node's regions move sooner.
     pub region_lease_ms: Option<u64>,
+    /// The failure detector (phi accrual, see `leader::heartbeat::phi`): the suspicion level at
+    /// which a node is judged failed.
+    pub failure_phi_threshold: f64,
+    /// The smallest deviation of heartbeat gaps the detector assumes, ms.
+    pub failure_min_std_dev_ms: u64,
+    /// Silence beyond the usual heartbeat gap not held against a node, ms.
+    pub failure_acceptable_pause_ms: u64,
+    /// The heartbeat gap assumed before two heartbeats arrived, ms; unset means
+    /// node_heartbeat_interval_ms.
+    pub failure_first_heartbeat_estimate_ms: Option<u64>,
+    /// Nothing is judged failed for this long after a leader term starts (nodes reconnect), ms;
+    /// unset means 2 x node_heartbeat_interval_ms.
+    pub failure_detection_grace_ms: Option<u64>,
     /// Added to a region lease on the leader's side before it counts the lease as surely over
     /// (clock drift between leader and datanode, and the grant's time in flight), ms.
     pub region_lease_margin_ms: u64,
@@ -113,6 +132,11 @@ impl Default for ServerConfig {
             node_idle_forget_ms: NODE_IDLE_FORGET_MS_DEFAULT,
             region_lease_ms: None,
             region_lease_margin_ms: REGION_LEASE_MARGIN_MS_DEFAULT,
+            failure_phi_threshold: FAILURE_PHI_THRESHOLD_DEFAULT,
+            failure_min_std_dev_ms: FAILURE_MIN_STD_DEV_MS_DEFAULT,
+            failure_acceptable_pause_ms: FAILURE_ACCEPTABLE_PAUSE_MS_DEFAULT,
+            failure_first_heartbeat_estimate_ms: None,
+            failure_detection_grace_ms: None,
             placement_selector: "load_based".into(),
             placement_spread_label: "zone".into(),
             region_followers: 0,
@@ -153,6 +177,27 @@ impl ServerConfig {
     }
 
     /// The node lease, ms: as configured, else three heartbeat intervals.
+    /// The failure detector's settings and the grace after a term starts.
+    pub fn failure_detector(
+        &self,
+    ) -> (
+        crate::leader::heartbeat::phi::FailureDetectorSettings,
+        std::time::Duration,
+    ) {
+        use std::time::Duration;
+        let interval = self.node_heartbeat_interval_ms;
+        let settings = crate::leader::heartbeat::phi::FailureDetectorSettings {
+            threshold: self.failure_phi_threshold,
+            min_std_dev: Duration::from_millis(self.failure_min_std_dev_ms),
+            acceptable_pause: Duration::from_millis(self.failure_acceptable_pause_ms),
+            first_heartbeat_estimate: Duration::from_millis(
+                self.failure_first_heartbeat_estimate_ms.unwrap_or(interval),
+            ),
+        };
+        let grace = self.failure_detection_grace_ms.unwrap_or(2 * interval);
+        (settings, Duration::from_millis(grace))
+    }
+
     /// See [`ServerConfig::region_lease_ms`].
     pub fn region_lease_ms(&self) -> u64 {
         self.region_lease_ms
@@ -226,6 +271,12 @@ impl ServerConfig {
         }
         if self.node_idle_forget_ms == 0 {
             return Err("node-idle-forget-ms: must be at least 1".into());
+        }
+        if !(self.failure_phi_threshold.is_finite() && self.failure_phi_threshold > 0.0) {
+            return Err("failure-phi-threshold: must be a positive number (8 is usual)".into());
+        }
+        if self.failure_first_heartbeat_estimate_ms == Some(0) {
+            return Err("failure-first-heartbeat-estimate-ms: must be at least 1".into());
         }
         if self.region_lease_ms() <= self.node_heartbeat_interval_ms {
             return Err(

@@ -815,3 +815,58 @@ async fn after_leader_change_nodes_are_known_and_not_marked_down() {
     stop.store(true, Ordering::Relaxed);
     let _ = beating.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_detector_judges_a_silent_node_and_clears_it_when_it_returns() {
+    let cluster = TestCluster::start(1, |c| {
+        fast_nodes(c);
+        c.failure_detection_grace_ms = Some(0);
+    })
+    .await;
+    let addr = cluster.nodes[0].client_addr();
+    let mut s = Stream::open(&addr).await;
+    for seq in 1..=10 {
+        s.call(request(8, NodeRole::Datanode, "h:8", seq))
+            .await
+            .expect("answer");
+        tokio::time::sleep(Duration::from_millis(INTERVAL_MS)).await;
+    }
+    let view = list(&addr, 8).await.remove(0);
+    assert!(!view.failed, "{view:?}");
+    assert!(view.phi.is_some_and(|p| p < 8.0), "{view:?}");
+    // Silent: judged failed once phi passes the threshold, and shown so.
+    let deadline = Instant::now() + WAIT_MAX;
+    let judged = loop {
+        let v = list(&addr, 8).await.remove(0);
+        if v.failed {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never judged failed: {v:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(judged.phi.is_some_and(|p| p >= 8.0), "{judged:?}");
+    // Heard from again: no longer failed.
+    s.call(request(8, NodeRole::Datanode, "h:8", 11))
+        .await
+        .expect("answer");
+    let back = list(&addr, 8).await.remove(0);
+    assert!(!back.failed, "{back:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_region_lease_for_a_region_no_route_places_on_the_node() {
+    let cluster = TestCluster::start(1, fast_nodes).await;
+    let addr = cluster.nodes[0].client_addr();
+    let mut s = Stream::open(&addr).await;
+    let mut req = request(9, NodeRole::Datanode, "h:9", 1);
+    req.regions = regions(3);
+    let resp = s.call(req).await.expect("answer");
+    let grant = resp
+        .region_leases
+        .expect("a regular answer carries a grant");
+    assert!(grant.duration_ms > INTERVAL_MS, "{grant:?}");
+    assert!(
+        grant.region_ids.is_empty(),
+        "no route names node 9: {grant:?}"
+    );
+}

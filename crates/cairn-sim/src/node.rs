@@ -12,10 +12,10 @@ use tokio::time::Instant;
 
 use cairn_client::meta::{InstructionHandler, RegionLeases, StatsSource};
 use cairn_proto::cairnpb::instruction::Kind;
-use std::sync::Arc;
 use cairn_proto::cairnpb::{
     Instruction, NodeIdentity, NodeRole, NodeStats, RegionRole, RegionStat,
 };
+use std::sync::Arc;
 
 use crate::load::{
     region_weight, units, LoadPattern, BYTES_PER_WCU, REGION_BYTES, REGION_RCUS_PER_SEC,

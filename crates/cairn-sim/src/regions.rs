@@ -239,6 +239,7 @@ mod tests {
         set.apply(&instr(Kind::OpenRegion(OpenRegion {
             region_id: new,
             as_leader: false,
+            lease_ms: 0,
         })))
         .unwrap();
         assert_eq!(set.role(new), Some(RegionRole::Follower));
@@ -286,10 +287,12 @@ mod tests {
                 OpenRegion {
                     region_id: led,
                     as_leader: true,
+                    lease_ms: 0,
                 },
                 OpenRegion {
                     region_id: followed,
                     as_leader: false,
+                    lease_ms: 0,
                 },
             ],
         })))
@@ -363,6 +366,7 @@ mod tests {
         let open = instr(Kind::OpenRegion(OpenRegion {
             region_id: 5,
             as_leader: true,
+            lease_ms: 0,
         }));
         set.apply(&open).unwrap();
         set.apply(&open).unwrap();

@@ -27,6 +27,12 @@ pub struct NodeJson {
     pub region_count: u64,
     /// Of those, regions no table route places on this node.
     pub unverified_region_count: u64,
+    /// The failure detector's suspicion level; `None` when not heard from in this leader's term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phi: Option<f64>,
+    /// Judged failed by the failure detector.
+    #[serde(default)]
+    pub failed: bool,
 }
 
 /// The latest stats a node reported.

@@ -68,6 +68,21 @@ pub struct ServeArgs {
     /// Safety margin the leader adds to a region lease before it counts it as over, ms. Default 500.
     #[arg(long, env = "CAIRN_REGION_LEASE_MARGIN_MS")]
     pub region_lease_margin_ms: Option<u64>,
+    /// Failure detector: suspicion level (phi) at which a node is judged failed. Default 8.
+    #[arg(long, env = "CAIRN_FAILURE_PHI_THRESHOLD")]
+    pub failure_phi_threshold: Option<f64>,
+    /// Failure detector: smallest deviation of heartbeat gaps assumed, ms. Default 200.
+    #[arg(long, env = "CAIRN_FAILURE_MIN_STD_DEV_MS")]
+    pub failure_min_std_dev_ms: Option<u64>,
+    /// Failure detector: silence beyond the usual gap not held against a node, ms. Default 300.
+    #[arg(long, env = "CAIRN_FAILURE_ACCEPTABLE_PAUSE_MS")]
+    pub failure_acceptable_pause_ms: Option<u64>,
+    /// Failure detector: heartbeat gap assumed before two arrived, ms. Default the interval.
+    #[arg(long, env = "CAIRN_FAILURE_FIRST_HEARTBEAT_ESTIMATE_MS")]
+    pub failure_first_heartbeat_estimate_ms: Option<u64>,
+    /// Nothing is judged failed for this long after a leader term starts, ms. Default 2 x the interval.
+    #[arg(long, env = "CAIRN_FAILURE_DETECTION_GRACE_MS")]
+    pub failure_detection_grace_ms: Option<u64>,
     /// How new regions are placed: round_robin, load_based or label_aware. Default load_based.
     #[arg(long, env = "CAIRN_PLACEMENT_SELECTOR")]
     pub placement_selector: Option<String>,
@@ -162,6 +177,21 @@ impl ServeArgs {
         }
         if let Some(v) = self.region_lease_margin_ms {
             c.region_lease_margin_ms = v;
+        }
+        if let Some(v) = self.failure_phi_threshold {
+            c.failure_phi_threshold = v;
+        }
+        if let Some(v) = self.failure_min_std_dev_ms {
+            c.failure_min_std_dev_ms = v;
+        }
+        if let Some(v) = self.failure_acceptable_pause_ms {
+            c.failure_acceptable_pause_ms = v;
+        }
+        if let Some(v) = self.failure_first_heartbeat_estimate_ms {
+            c.failure_first_heartbeat_estimate_ms = Some(v);
+        }
+        if let Some(v) = self.failure_detection_grace_ms {
+            c.failure_detection_grace_ms = Some(v);
         }
         if let Some(v) = &self.placement_selector {
             c.placement_selector = v.clone();

@@ -361,6 +361,9 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
     fn dispatch(&mut self, instruction: Instruction) {
         match self.ledger.receive(instruction.id) {
             Disposition::Run => {
+                if let Some(leases) = &self.region_leases {
+                    lease_opened_regions(leases, &instruction);
+                }
                 let handler = Arc::clone(&self.handler);
                 let finished = self.finished_tx.clone();
                 tokio::spawn(async move {
@@ -458,6 +461,22 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
 }
 
 /// Takes the oldest replies, at most as many as one request may carry.
+/// Regions an instruction opens as leader with a lease come leased from when it arrived.
+fn lease_opened_regions(leases: &RegionLeases, instruction: &Instruction) {
+    use cairn_proto::cairnpb::instruction::Kind;
+    let now = Instant::now();
+    let lease = |o: &cairn_proto::cairnpb::OpenRegion| {
+        if o.as_leader && o.lease_ms > 0 {
+            leases.renew(&[o.region_id], now + Duration::from_millis(o.lease_ms), now);
+        }
+    };
+    match &instruction.kind {
+        Some(Kind::OpenRegion(o)) => lease(o),
+        Some(Kind::OpenRegions(open)) => open.regions.iter().for_each(lease),
+        _ => {}
+    }
+}
+
 fn take_reply_batch(pending: &mut Vec<InstructionReply>) -> Vec<InstructionReply> {
     let n = pending.len().min(INSTRUCTION_REPLIES_PER_REQUEST_MAX);
     pending.drain(..n).collect()

@@ -47,8 +47,8 @@ pub use heartbeat::unix_time_ms;
 mod ledger;
 mod metadata_error;
 mod metadata_watch;
-mod route_retry;
 mod region_leases;
+mod route_retry;
 mod routes;
 mod transport;
 
@@ -78,12 +78,12 @@ pub use ledger::{
 };
 pub use metadata_error::MetadataError;
 pub use metadata_watch::{MetadataWatch, MetadataWatchItem, METADATA_WATCH_BUFFER_MAX};
+pub use region_leases::{RegionLeases, REGION_LEASES_PER_NODE_MAX};
 pub use route_retry::{
     route_retry_delay_ms, RouteAttemptError, RouteRetryError, ROUTE_RETRIES_MAX,
     ROUTE_RETRY_BACKOFF_INITIAL_MS, ROUTE_RETRY_BACKOFF_MAX_MS,
 };
 pub use routes::{RouteCache, RouteCacheOptions, RouteCacheStats, ROUTE_CACHE_TABLES_MAX};
-pub use region_leases::{RegionLeases, REGION_LEASES_PER_NODE_MAX};
 pub use transport::{HeartbeatResponses, HeartbeatTransport, OpenFuture};
 
 /// Heartbeat interval used until the leader names its own.

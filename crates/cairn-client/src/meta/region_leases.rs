@@ -97,14 +97,15 @@ mod tests {
         // A late answer carrying an older grant does not shorten a newer one.
         leases.renew(&[1], t0 + Duration::from_secs(6), t0);
         leases.renew(&[1], t0 + Duration::from_secs(5), t0);
-        assert_eq!(
-            leases.valid_until(1, t0),
-            Some(t0 + Duration::from_secs(6))
-        );
+        assert_eq!(leases.valid_until(1, t0), Some(t0 + Duration::from_secs(6)));
         leases.revoke(1);
         assert!(!leases.is_valid(1, t0));
         // Expired leases are forgotten on the next renewal.
-        leases.renew(&[3], t0 + Duration::from_secs(20), t0 + Duration::from_secs(10));
+        leases.renew(
+            &[3],
+            t0 + Duration::from_secs(20),
+            t0 + Duration::from_secs(10),
+        );
         assert_eq!(leases.valid_regions(t0 + Duration::from_secs(10)), vec![3]);
         assert_eq!(leases.lock().len(), 1);
     }

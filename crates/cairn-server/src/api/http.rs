@@ -144,6 +144,8 @@ pub fn node_json(v: NodeView) -> NodeJson {
         }),
         region_count: v.region_count,
         unverified_region_count: v.unverified_region_count,
+        phi: v.phi,
+        failed: v.failed,
     }
 }
 
@@ -216,6 +218,8 @@ mod tests {
             region_count: 12,
             unverified_region_count: 12,
             report_interval_ms: 3_000,
+            phi: Some(1.5),
+            failed: false,
         };
         let node = node_json(view);
         let json = serde_json::to_value(&node).unwrap();
@@ -230,9 +234,11 @@ mod tests {
             keys,
             [
                 "address",
+                "failed",
                 "id",
                 "labels",
                 "last_heartbeat_age_ms",
+                "phi",
                 "region_count",
                 "report_interval_ms",
                 "role",

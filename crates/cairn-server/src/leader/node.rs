@@ -48,6 +48,7 @@ impl Node {
                 Duration::from_millis(config.region_lease_ms()),
                 Duration::from_millis(config.region_lease_margin_ms),
             ),
+            config.failure_detector(),
             clock.clone(),
         );
         let selector = config

@@ -153,6 +153,14 @@ fn show_table(n: &NodeJson) -> comfy_table::Table {
     row("start time (ms since epoch)", n.start_time_ms.to_string());
     row("state", n.state.clone());
     row("last heartbeat", age_cell(n.last_heartbeat_age_ms));
+    row(
+        "failure detector",
+        match n.phi {
+            Some(phi) if n.failed => format!("judged failed (phi {phi:.2})"),
+            Some(phi) => format!("phi {phi:.2}"),
+            None => "-".into(),
+        },
+    );
     row("report interval (ms)", n.report_interval_ms.to_string());
     row("regions", n.region_count.to_string());
     row("unverified regions", n.unverified_region_count.to_string());
@@ -194,6 +202,8 @@ mod tests {
             region_count: 3,
             unverified_region_count: 3,
             report_interval_ms: 3_000,
+            phi: Some(0.25),
+            failed: false,
         }
     }
 
@@ -206,16 +216,20 @@ mod tests {
         assert_eq!(json["last_heartbeat_age_ms"], 1250);
         assert_eq!(json["stats"]["rcus"], 10);
         assert_eq!(json["stats"]["cpu_usage"], 0.5);
+        assert_eq!(json["phi"], 0.25);
+        assert_eq!(json["failed"], false);
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 12, "{keys:?}");
+        assert_eq!(keys.len(), 14, "{keys:?}");
         let quiet = NodeView {
             last_heartbeat_age_ms: None,
             stats: None,
+            phi: None,
             ..view()
         };
         let json = serde_json::to_value(node_json(quiet)).unwrap();
         assert!(json["last_heartbeat_age_ms"].is_null());
         assert!(json["stats"].is_null());
+        assert!(json.get("phi").is_none(), "not heard from: no phi");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! closing every stream and failing every pending instruction.
 
 pub mod mailbox;
+pub mod phi;
 pub mod record;
 pub mod region_leases;
 pub mod registry;
@@ -26,6 +27,7 @@ use cairn_proto::cairnpb::{
 };
 use cairn_proto::etcdserverpb::RangeRequest;
 use mailbox::{Mailbox, MailboxError};
+use phi::{FailureDetectorSettings, PhiAccrual};
 use record::{node_key, NodeRecord, NODES_PREFIX};
 use region_leases::RegionLeaseTable;
 use registry::{Accepted, HeartbeatError, NodeRegistry, Transition};
@@ -66,6 +68,55 @@ pub struct HeartbeatHub {
     /// Region leases granted in the current term.
     region_leases: Mutex<RegionLeaseTable>,
     region_lease_margin: Duration,
+    /// The failure detector of every registered node, in the current term.
+    detectors: Mutex<FailureDetectors>,
+}
+
+/// Phi-accrual detectors per node, and which nodes are judged failed now.
+struct FailureDetectors {
+    settings: FailureDetectorSettings,
+    /// Nothing is judged before this instant (set when a term starts).
+    judge_from: Option<Instant>,
+    grace: Duration,
+    by_node: HashMap<u64, PhiAccrual>,
+    failed: std::collections::BTreeSet<u64>,
+}
+
+/// A change in a node's failure judgement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Judgement {
+    /// Judged failed, at this suspicion level.
+    Failed { node: u64, phi: f64 },
+    /// Heard from again after being judged failed.
+    Recovered { node: u64 },
+}
+
+impl FailureDetectors {
+    fn heartbeat(&mut self, node: u64, now: Instant) -> Option<Judgement> {
+        let settings = self.settings;
+        self.by_node
+            .entry(node)
+            .or_insert_with(|| PhiAccrual::new(settings))
+            .heartbeat(now);
+        self.failed
+            .remove(&node)
+            .then_some(Judgement::Recovered { node })
+    }
+
+    fn judge(&mut self, now: Instant) -> Vec<Judgement> {
+        if self.judge_from.is_none_or(|from| now < from) {
+            return Vec::new();
+        }
+        let threshold = self.settings.threshold;
+        let mut out = Vec::new();
+        for (node, d) in &self.by_node {
+            let phi = d.phi(now);
+            if phi >= threshold && self.failed.insert(*node) {
+                out.push(Judgement::Failed { node: *node, phi });
+            }
+        }
+        out
+    }
 }
 
 impl HeartbeatHub {
@@ -74,9 +125,11 @@ impl HeartbeatHub {
         lease: Duration,
         idle_forget: Duration,
         (region_lease, region_lease_margin): (Duration, Duration),
+        (failure, failure_grace): (FailureDetectorSettings, Duration),
         clock: SharedClock,
     ) -> Self {
-        let region_leases = RegionLeaseTable::new(region_lease, region_lease_margin, clock.now_std());
+        let region_leases =
+            RegionLeaseTable::new(region_lease, region_lease_margin, clock.now_std());
         Self {
             heartbeat_interval_ms,
             registry: Mutex::new(NodeRegistry::new(lease, idle_forget)),
@@ -87,7 +140,32 @@ impl HeartbeatHub {
             clock,
             region_leases: Mutex::new(region_leases),
             region_lease_margin,
+            detectors: Mutex::new(FailureDetectors {
+                settings: failure,
+                judge_from: None,
+                grace: failure_grace,
+                by_node: HashMap::new(),
+                failed: Default::default(),
+            }),
         }
+    }
+
+    fn detectors(&self) -> MutexGuard<'_, FailureDetectors> {
+        self.detectors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The failure detector's suspicion level of `node` at `now` (None: never heard from in
+    /// this term), and whether it is judged failed.
+    pub fn suspicion(&self, node: u64, now: Instant) -> Option<(f64, bool)> {
+        let d = self.detectors();
+        d.by_node
+            .get(&node)
+            .map(|p| (p.phi(now), d.failed.contains(&node)))
+    }
+
+    /// The nodes judged failed now, in id order.
+    pub fn failed_nodes(&self) -> Vec<u64> {
+        self.detectors().failed.iter().copied().collect()
     }
 
     /// The region leases granted in the current term.
@@ -181,7 +259,8 @@ impl HeartbeatHub {
 
     /// What ListNodes and `/v1/nodes` show: every node, or only `node_id` when not 0.
     pub fn views(&self, node_id: u64, now: Instant) -> Vec<NodeView> {
-        self.registry()
+        let mut views: Vec<NodeView> = self
+            .registry()
             .nodes()
             .filter(|e| node_id == 0 || e.identity.id == node_id)
             .map(|e| {
@@ -197,9 +276,20 @@ impl HeartbeatHub {
                     // Filled in against table routes when listed (ListNodes).
                     unverified_region_count: 0,
                     report_interval_ms: latest.map_or(0, |s| s.report_interval_ms),
+                    phi: None,
+                    failed: false,
                 }
             })
-            .collect()
+            .collect();
+        for v in &mut views {
+            if let Some((phi, failed)) = v.identity.as_ref().and_then(|i| self.suspicion(i.id, now))
+            {
+                // Two decimals are all an operator reads; the JSON stays short.
+                v.phi = Some((phi * 100.0).round() / 100.0);
+                v.failed = failed;
+            }
+        }
+        views
     }
 
     /// Counts a new stream of `node_id`; returns what wakes it when instructions are posted.
@@ -225,6 +315,17 @@ impl HeartbeatHub {
     }
 
     fn start(&self, stored: Vec<NodeIdentity>, term: u64, now: Instant) {
+        {
+            // Every known node counts as heard from now, so one that never reconnects to this
+            // leader is judged too; nobody is judged during the grace.
+            let mut d = self.detectors();
+            d.by_node.clear();
+            d.failed.clear();
+            d.judge_from = Some(now + d.grace);
+            for identity in &stored {
+                d.heartbeat(identity.id, now);
+            }
+        }
         self.registry().leadership_started(stored, now);
         // Leases an earlier leader granted may run until one lease after now (it stopped
         // granting before this term began).
@@ -238,6 +339,7 @@ impl HeartbeatHub {
     pub(crate) fn stop(&self) {
         // Streams see the term end and close; senders learn leadership was lost.
         self.term.send_replace(0);
+        self.detectors().judge_from = None;
         self.registry().leadership_ended();
         self.mailbox.clear();
     }
@@ -304,6 +406,13 @@ pub(crate) fn on_heartbeat(
 ) -> Result<u64, HeartbeatError> {
     let hub = &node.heartbeats;
     let Accepted { node_id, persist } = hub.registry().on_heartbeat(req, last_sequence, now)?;
+    // Regular reports only: replies-only requests come at irregular moments and would skew
+    // the gaps the detector learns.
+    if !req.replies_only {
+        if let Some(Judgement::Recovered { node }) = hub.detectors().heartbeat(node_id, now) {
+            tracing::info!(node, "node heard from again after it was judged failed");
+        }
+    }
     if let Some(identity) = persist {
         write_record(node, hub.serving_term(), identity);
     }
@@ -450,8 +559,15 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                 Transition::Suspect(id) => tracing::info!(node = id, "node is suspect"),
                 Transition::Down(id) => tracing::warn!(node = id, "node is down"),
                 Transition::Forgotten(id) => {
+                    hub.detectors().by_node.remove(&id);
                     tracing::info!(node = id, "node forgotten after staying down")
                 }
+            }
+        }
+        let judgements = hub.detectors().judge(now);
+        for j in judgements {
+            if let Judgement::Failed { node, phi } = j {
+                tracing::warn!(node, phi, "node judged failed by the failure detector");
             }
         }
         for (id, revision) in forgotten {

@@ -147,6 +147,19 @@ impl RegionInstructions {
     /// Sends once to every node; returns the nodes that failed, with why.
     pub async fn send_once(&self, node: &Node) -> Vec<NodeFailure> {
         let action = self.action;
+        let lease_ms = node.config.region_lease_ms();
+        if action == RegionAction::Open {
+            // The node's lease runs from when it receives the open, at most the instruction's
+            // timeout after now: recorded from then, so this leader never counts it over early.
+            let timeout = Duration::from_millis(node.config.region_instruction_timeout_ms);
+            let received_by = node.heartbeats.now() + timeout;
+            let mut leases = node.heartbeats.region_leases();
+            for (target, regions) in &self.per_node {
+                for (region, _) in regions.iter().filter(|(_, leader)| *leader) {
+                    leases.grant(*region, *target, received_by);
+                }
+            }
+        }
         send_all(node, &self.per_node, |chunk| {
             let region_ids = || chunk.iter().map(|(id, _)| *id).collect();
             match action {
@@ -156,6 +169,7 @@ impl RegionInstructions {
                         .map(|(id, leader)| OpenRegion {
                             region_id: *id,
                             as_leader: *leader,
+                            lease_ms: if *leader { lease_ms } else { 0 },
                         })
                         .collect(),
                 }),
