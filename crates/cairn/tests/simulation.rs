@@ -86,7 +86,8 @@ const LOCK_LEASE_TTL_SECS: i64 = 2;
 const CLIENT_TIMEOUT_MS: u64 = 3_000;
 const LOCK_NAME: &[u8] = b"sim-lock";
 const SEEDS_DEFAULT: u64 = 200;
-/// Simulated datanodes; they are not crashed or cut off (the Cairn nodes are).
+/// Simulated datanodes; the nemesis cuts them off from every Cairn node or pauses their
+/// heartbeats (they are not crashed yet).
 const DATANODES: [u64; 3] = [1001, 1002, 1003];
 /// What the leader asks datanodes to heartbeat at, ms.
 const DATANODE_HEARTBEAT_MS: u64 = 500;
@@ -352,6 +353,12 @@ impl Sim {
             let identity = sim_identity(id, SimRole::Datanode, self.now_ms());
             let handle = client.run_heartbeat_with(identity, node.clone(), node.clone(), options);
             datanodes.push((node, handle));
+        }
+    }
+
+    fn resume_datanodes(&self) {
+        for (_, heartbeat) in self.datanodes.lock().unwrap().iter() {
+            heartbeat.resume();
         }
     }
 
@@ -688,7 +695,8 @@ async fn ddl_call(sim: &Sim, ddl: Ddl, body: Vec<u8>) -> Result<(), String> {
 }
 
 /// Injects faults until `until_ms`: partitions (of the leader or any node, both ways or one
-/// way), lossy and slow links, crashes and restarts.
+/// way), lossy and slow links, crashes and restarts; datanodes cut off from every Cairn node or
+/// hanging (heartbeats paused).
 async fn nemesis(sim: Arc<Sim>, until_ms: u64) {
     let mut down: Vec<(u64, u64)> = Vec::new(); // (node, restart at ms)
     while sim.now_ms() < until_ms {
@@ -706,7 +714,7 @@ async fn nemesis(sim: Arc<Sim>, until_ms: u64) {
             sim.note(format!("restart node {id}"));
             sim.start_node(id, false).await;
         }
-        match below(7) {
+        match below(9) {
             0 => {
                 let victim = sim.leader().unwrap_or(NODES[below(3) as usize]);
                 sim.note(format!("isolate leader {victim}"));
@@ -742,16 +750,31 @@ async fn nemesis(sim: Arc<Sim>, until_ms: u64) {
                 sim.note(format!("links {delay:?} ms, loss {loss}/1000"));
                 sim.net.set_links(delay, loss);
             }
+            5 => {
+                let dn = DATANODES[below(3) as usize];
+                sim.note(format!("isolate datanode {dn}"));
+                sim.net.partition(&[dn], &NODES);
+            }
+            6 => {
+                // A datanode that hangs: its stream stays open, it sends nothing.
+                let i = below(3) as usize;
+                sim.note(format!("pause datanode {}", DATANODES[i]));
+                if let Some((_, heartbeat)) = sim.datanodes.lock().unwrap().get(i) {
+                    heartbeat.pause();
+                }
+            }
             _ => {
                 sim.note("heal".into());
                 sim.net.heal();
                 sim.net.set_links((1, 5), 0);
+                sim.resume_datanodes();
             }
         }
     }
     sim.note("heal all".into());
     sim.net.heal();
     sim.net.set_links((1, 5), 0);
+    sim.resume_datanodes();
     for (id, _) in down {
         sim.note(format!("restart node {id}"));
         sim.start_node(id, false).await;

@@ -388,6 +388,8 @@ pub(crate) fn grant_region_leases(
         }
     }
     let mut table = hub.region_leases();
+    // Never while another node may still hold a lease (a region just moved away from it).
+    granted.retain(|region| table.holder(*region, now).is_none_or(|(n, _)| n == node_id));
     for region in &granted {
         table.grant(*region, node_id, now);
     }

@@ -80,6 +80,16 @@ impl RegionLeaseTable {
             && self.overflow_until.is_none_or(|o| now >= o)
     }
 
+    /// Whether `node` may be made the writable leader of `region` at `now`: any lease an
+    /// earlier leader could have granted has run out, and so has every lease this leader granted
+    /// to another node.
+    pub fn free_for(&self, region: u64, node: u64, now: Instant) -> bool {
+        let predecessors = self.term_started + self.duration + self.margin;
+        now >= predecessors
+            && self.holder(region, now).is_none_or(|(n, _)| n == node)
+            && self.overflow_until.is_none_or(|o| now >= o)
+    }
+
     /// Forgets grants that have run out (called on the hub's tick; keeps the table bounded by
     /// the regions leased within one lease).
     pub fn expire(&mut self, now: Instant) {
@@ -126,6 +136,9 @@ mod tests {
         assert!(!table.surely_over(7, later + LEASE));
         assert!(table.surely_over(7, later + LEASE + MARGIN));
         assert!(table.surely_over(8, later), "another region is free");
+        assert!(table.free_for(7, 1001, later), "the holder may keep it");
+        assert!(!table.free_for(7, 1002, later), "another node must wait");
+        assert!(table.free_for(7, 1002, later + LEASE + MARGIN));
         // A renewal moves the end.
         table.grant(7, 1001, later + LEASE);
         assert!(!table.surely_over(7, later + LEASE + MARGIN));

@@ -16,6 +16,10 @@ use crate::replica::meta::convert;
 use crate::replica::meta::store::{self, absent, layout, meta_status, present, put_op};
 use cairn_meta::{codec, LeaderState, RegionRoute, TableInfo, TableRoute};
 use cairn_proto::cairnpb::{CreateTableRequest, DdlResponse};
+use std::time::Duration;
+
+/// How often a re-placed create checks whether the earlier placement's leases are over, ms.
+const MOVED_LEASE_POLL_MS: u64 = 100;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -178,6 +182,7 @@ impl Kind for CreateTable {
 
 impl CreateTable {
     async fn open_regions(&mut self, ctx: &mut Ctx) -> Result<Next<CreateTableStep>, Status> {
+        self.wait_for_moved_leases(ctx).await?;
         let failed = RegionInstructions::open(&self.route)
             .send(&ctx.node, ctx.reconnect_deadline)
             .await;
@@ -223,6 +228,35 @@ impl CreateTable {
             "opening regions: {}",
             describe(&failed)
         )))
+    }
+
+    /// Regions an earlier attempt opened as leader on a node this attempt does not use may still
+    /// be leased there (the node was judged down, but it may be alive and writing): the new
+    /// leader is opened only once those leases are surely over. Two writable leaders: never.
+    async fn wait_for_moved_leases(&self, ctx: &Ctx) -> Result<(), Status> {
+        let moved: Vec<(u64, u64)> = self
+            .route
+            .regions
+            .iter()
+            .filter(|r| {
+                self.stale
+                    .iter()
+                    .any(|s| s.region_id == r.region_id && s.leader_node != r.leader_node)
+            })
+            .map(|r| (r.region_id, r.leader_node))
+            .collect();
+        loop {
+            ctx.check_term()?;
+            let now = ctx.node.heartbeats.now();
+            let free = {
+                let leases = ctx.node.heartbeats.region_leases();
+                moved.iter().all(|(r, n)| leases.free_for(*r, *n, now))
+            };
+            if free {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(MOVED_LEASE_POLL_MS)).await;
+        }
     }
 
     /// Closes every region the procedure may have opened and ends it as failed.
