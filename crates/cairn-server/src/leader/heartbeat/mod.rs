@@ -329,8 +329,9 @@ impl HeartbeatHub {
         self.registry().leadership_started(stored, now);
         // Leases an earlier leader granted may run until one lease after now (it stopped
         // granting before this term began).
-        let duration = self.region_leases().duration();
-        *self.region_leases() = RegionLeaseTable::new(duration, self.region_lease_margin, now);
+        let mut leases = self.region_leases();
+        *leases = RegionLeaseTable::new(leases.duration(), self.region_lease_margin, now);
+        drop(leases);
         self.mailbox.start_term(term);
         self.term.send_replace(term);
     }

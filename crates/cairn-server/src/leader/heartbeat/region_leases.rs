@@ -74,19 +74,23 @@ impl RegionLeaseTable {
     /// Only then may another node be made its writable leader (unless the holder acknowledged a
     /// downgrade).
     pub fn surely_over(&self, region: u64, now: Instant) -> bool {
-        let predecessors = self.term_started + self.duration + self.margin;
-        now >= predecessors
-            && self.holder(region, now).is_none()
-            && self.overflow_until.is_none_or(|o| now >= o)
+        self.free_of_others(region, None, now)
     }
 
     /// Whether `node` may be made the writable leader of `region` at `now`: any lease an
     /// earlier leader could have granted has run out, and so has every lease this leader granted
     /// to another node.
     pub fn free_for(&self, region: u64, node: u64, now: Instant) -> bool {
+        self.free_of_others(region, Some(node), now)
+    }
+
+    /// No lease on `region` can hold at `now` but one of `node`'s.
+    fn free_of_others(&self, region: u64, node: Option<u64>, now: Instant) -> bool {
         let predecessors = self.term_started + self.duration + self.margin;
         now >= predecessors
-            && self.holder(region, now).is_none_or(|(n, _)| n == node)
+            && self
+                .holder(region, now)
+                .is_none_or(|(holder, _)| Some(holder) == node)
             && self.overflow_until.is_none_or(|o| now >= o)
     }
 
