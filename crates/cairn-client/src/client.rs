@@ -172,6 +172,37 @@ impl EtcdClient {
     pub(crate) async fn call_indexed<T, F, Fut>(
         &self,
         idempotent: bool,
+        op: F,
+    ) -> Result<(T, usize), ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let timeout_ms = self.inner.config.request_timeout_ms;
+        self.call_indexed_within(idempotent, timeout_ms, op).await
+    }
+
+    /// [`EtcdClient::call`] with `timeout_ms` for each attempt instead of the configured request
+    /// timeout: for requests that take long by nature (a region migration).
+    pub(crate) async fn call_within<T, F, Fut>(
+        &self,
+        idempotent: bool,
+        timeout_ms: u64,
+        op: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        self.call_indexed_within(idempotent, timeout_ms, op)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    async fn call_indexed_within<T, F, Fut>(
+        &self,
+        idempotent: bool,
+        timeout_ms: u64,
         mut op: F,
     ) -> Result<(T, usize), ClientError>
     where
@@ -182,7 +213,7 @@ impl EtcdClient {
         let count = inner.channels.len();
         let policy = inner.config.retry_policy();
         let attempts = policy.attempts(count);
-        let timeout = Duration::from_millis(inner.config.request_timeout_ms);
+        let timeout = Duration::from_millis(timeout_ms);
         let start = self.preferred_index();
         let mut last: Option<ClientError> = None;
         for attempt in 0..attempts {
@@ -209,7 +240,7 @@ impl EtcdClient {
                         Failure::Timeout,
                         ClientError::Timeout {
                             endpoint: endpoint.clone(),
-                            timeout_ms: inner.config.request_timeout_ms,
+                            timeout_ms,
                         },
                     ),
                 };

@@ -334,6 +334,18 @@ impl Meta for FakeMeta {
     ) -> Result<Response<ProcedureView>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn migrate_region(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::MigrateRegionRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_region(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::GetRegionRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::RegionView>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `fake` on 127.0.0.1:0 and returns a client for it (few, fast retries).

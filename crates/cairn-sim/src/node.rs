@@ -386,8 +386,12 @@ mod tests {
             "no lease granted yet"
         );
         let now = Instant::now();
-        node.leases()
-            .renew(&[region], now + std::time::Duration::from_secs(60), now);
+        node.leases().renew(
+            &[region],
+            now,
+            now + std::time::Duration::from_secs(60),
+            now,
+        );
         node.write(region, 7).unwrap();
         assert_eq!(node.read(region), Ok(7));
         assert_eq!(

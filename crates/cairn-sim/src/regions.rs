@@ -245,6 +245,7 @@ mod tests {
         assert_eq!(set.role(new), Some(RegionRole::Follower));
         set.apply(&instr(Kind::UpgradeRegionToLeader(UpgradeRegionToLeader {
             region_id: new,
+            lease_ms: 0,
         })))
         .unwrap();
         assert_eq!(set.role(new), Some(RegionRole::Leader));
@@ -313,6 +314,7 @@ mod tests {
         assert_eq!(set.write(led, 1), Err(RegionRefusal::NotLeader));
         set.apply(&instr(Kind::UpgradeRegionToLeader(UpgradeRegionToLeader {
             region_id: followed,
+            lease_ms: 0,
         })))
         .unwrap();
         set.write(followed, 2).unwrap();
@@ -339,7 +341,10 @@ mod tests {
         let missing = 999 << 32;
         for kind in [
             Kind::DowngradeRegionLeader(DowngradeRegionLeader { region_id: missing }),
-            Kind::UpgradeRegionToLeader(UpgradeRegionToLeader { region_id: missing }),
+            Kind::UpgradeRegionToLeader(UpgradeRegionToLeader {
+                region_id: missing,
+                lease_ms: 0,
+            }),
             Kind::FlushRegion(FlushRegion { region_id: missing }),
         ] {
             let err = set.apply(&instr(kind)).unwrap_err();

@@ -48,3 +48,41 @@ pub struct NodeStatsJson {
     pub disk_write_bytes_per_sec: u64,
     pub attributes: BTreeMap<String, String>,
 }
+
+/// A region as `/v1/regions/{id}` and `cairn ctl region show` print it (see docs/http.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionJson {
+    pub region_id: u64,
+    pub table_id: u64,
+    pub region_number: u32,
+    /// `catalog.schema.name`.
+    pub table: String,
+    pub leader_node: u64,
+    pub follower_nodes: Vec<u64>,
+    /// "active" or "downgrading" (a migration is moving its leader).
+    pub leader_state: String,
+    pub route_version: u64,
+    /// The write lease as the Cairn leader's record has it; null when no node may hold one.
+    pub lease: Option<RegionLeaseJson>,
+    /// The migration moving the region; null when none runs.
+    pub migration: Option<RegionMigrationJson>,
+}
+
+/// A region's write lease, by the Cairn leader's clock (its safety margin included).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionLeaseJson {
+    pub holder: u64,
+    pub remaining_ms: u64,
+}
+
+/// A migration in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionMigrationJson {
+    pub procedure_id: u64,
+    pub from_node: u64,
+    pub to_node: u64,
+    pub step: String,
+    /// "manual" or "failover".
+    pub reason: String,
+    pub started_ms: u64,
+}

@@ -15,9 +15,10 @@ use cairn_proto::cairnpb::meta_client::MetaClient as MetaRpc;
 use cairn_proto::cairnpb::{
     AlterTableRequest, CreateDatabaseRequest, CreateTableRequest, DdlResponse,
     DescribeTableRequest, DescribeTableResponse, DropDatabaseRequest, DropTableRequest,
-    GetProcedureRequest, GetRoutesRequest, GetRoutesResponse, ListDatabasesRequest,
-    ListDatabasesResponse, ListProceduresRequest, ListProceduresResponse, ListTablesRequest,
-    ListTablesResponse, ProcedureView, TableInfo, TableName, TruncateTableRequest,
+    GetProcedureRequest, GetRegionRequest, GetRoutesRequest, GetRoutesResponse,
+    ListDatabasesRequest, ListDatabasesResponse, ListProceduresRequest, ListProceduresResponse,
+    ListTablesRequest, ListTablesResponse, MigrateRegionRequest, ProcedureView, RegionView,
+    TableInfo, TableName, TruncateTableRequest,
 };
 use tonic::transport::Channel;
 
@@ -30,6 +31,12 @@ pub const ROUTE_TABLES_PER_REQUEST_MAX: usize = 1_000;
 /// Most pages [`MetaClient::list_all_tables`] follows before it gives up: a server that keeps
 /// answering with a next page token must not make the client loop forever.
 pub const LIST_ALL_TABLES_PAGES_MAX: u32 = 10_000;
+
+/// The server's migration deadline when a request names none (`region_migration_timeout_ms`).
+pub const MIGRATE_REGION_DEFAULT_TIMEOUT_MS: u64 = 60_000;
+/// How much longer than a migration's deadline [`MetaClient::migrate_region`] waits for its
+/// answer: the rollback after a missed deadline takes a lease or so.
+pub const MIGRATE_REGION_CALL_SLACK_MS: u64 = 30_000;
 
 /// A `Meta` service client on `channel` that accepts large answers (a listing of many tables).
 pub(super) fn meta_rpc(channel: Channel) -> MetaRpc<Channel> {
@@ -155,6 +162,45 @@ impl MetaClient {
             .call(false, |ch| {
                 let request = request.clone();
                 async move { Ok(meta_rpc(ch).truncate_table(request).await?.into_inner()) }
+            })
+            .await
+    }
+
+    /// Moves a region's leadership to datanode `to_node` and waits until it is writable there
+    /// (or the migration rolled back). `timeout_ms` 0 takes the server's default; the call
+    /// waits that long plus [`MIGRATE_REGION_CALL_SLACK_MS`]. Never retried after an unknown
+    /// outcome: the migration may be running; `get_region` shows it.
+    pub async fn migrate_region(
+        &self,
+        region_id: u64,
+        to_node: u64,
+        timeout_ms: u64,
+    ) -> Result<DdlResponse, ClientError> {
+        let request = MigrateRegionRequest {
+            region_id,
+            to_node,
+            timeout_ms,
+        };
+        let wait = match timeout_ms {
+            0 => MIGRATE_REGION_DEFAULT_TIMEOUT_MS,
+            t => t,
+        } + MIGRATE_REGION_CALL_SLACK_MS;
+        self.etcd
+            .call_within(false, wait, |ch| async move {
+                Ok(meta_rpc(ch).migrate_region(request).await?.into_inner())
+            })
+            .await
+    }
+
+    /// Where a region is: its route, its lease as the Cairn leader sees it, and any migration
+    /// in flight (a read, retried). A missing region is a `NotFound` status.
+    pub async fn get_region(&self, region_id: u64) -> Result<RegionView, ClientError> {
+        self.etcd
+            .call(true, |ch| async move {
+                Ok(meta_rpc(ch)
+                    .get_region(GetRegionRequest { region_id })
+                    .await?
+                    .into_inner())
             })
             .await
     }

@@ -339,7 +339,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
             ) {
                 // From when the request left: the lease ends here before the leader's record.
                 let until = answered.sent_at + Duration::from_millis(grant.duration_ms);
-                leases.renew(&grant.region_ids, until, Instant::now());
+                leases.renew(&grant.region_ids, answered.sent_at, until, Instant::now());
             }
             let mut status = lock(&self.status);
             if let Some(regions) = answered.regions {
@@ -362,7 +362,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
         match self.ledger.receive(instruction.id) {
             Disposition::Run => {
                 if let Some(leases) = &self.region_leases {
-                    lease_opened_regions(leases, &instruction);
+                    apply_to_leases(leases, &instruction);
                 }
                 let handler = Arc::clone(&self.handler);
                 let finished = self.finished_tx.clone();
@@ -460,23 +460,34 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
     }
 }
 
-/// Takes the oldest replies, at most as many as one request may carry.
-/// Regions an instruction opens as leader with a lease come leased from when it arrived.
-fn lease_opened_regions(leases: &RegionLeases, instruction: &Instruction) {
+/// What an instruction does to the node's region leases, on arrival: regions it opens or
+/// upgrades as leader with a lease come leased from now; regions it downgrades or closes lose
+/// their lease before the instruction runs (and so before it is acknowledged).
+fn apply_to_leases(leases: &RegionLeases, instruction: &Instruction) {
     use cairn_proto::cairnpb::instruction::Kind;
     let now = Instant::now();
-    let lease = |o: &cairn_proto::cairnpb::OpenRegion| {
-        if o.as_leader && o.lease_ms > 0 {
-            leases.renew(&[o.region_id], now + Duration::from_millis(o.lease_ms), now);
+    let lease = |region: u64, lease_ms: u64| {
+        if lease_ms > 0 {
+            leases.renew(&[region], now, now + Duration::from_millis(lease_ms), now);
+        }
+    };
+    let open = |o: &cairn_proto::cairnpb::OpenRegion| {
+        if o.as_leader {
+            lease(o.region_id, o.lease_ms);
         }
     };
     match &instruction.kind {
-        Some(Kind::OpenRegion(o)) => lease(o),
-        Some(Kind::OpenRegions(open)) => open.regions.iter().for_each(lease),
+        Some(Kind::OpenRegion(o)) => open(o),
+        Some(Kind::OpenRegions(many)) => many.regions.iter().for_each(open),
+        Some(Kind::UpgradeRegionToLeader(u)) => lease(u.region_id, u.lease_ms),
+        Some(Kind::DowngradeRegionLeader(d)) => leases.revoke(d.region_id),
+        Some(Kind::CloseRegion(c)) => leases.revoke(c.region_id),
+        Some(Kind::CloseRegions(c)) => c.region_ids.iter().for_each(|r| leases.revoke(*r)),
         _ => {}
     }
 }
 
+/// Takes the oldest replies, at most as many as one request may carry.
 fn take_reply_batch(pending: &mut Vec<InstructionReply>) -> Vec<InstructionReply> {
     let n = pending.len().min(INSTRUCTION_REPLIES_PER_REQUEST_MAX);
     pending.drain(..n).collect()

@@ -18,10 +18,21 @@ use tokio::time::Instant;
 /// no writes), which errs on the safe side.
 pub const REGION_LEASES_PER_NODE_MAX: usize = 1_000_000;
 
+/// How long a revocation is remembered: a grant answering a request sent before it is refused
+/// for this long (a heartbeat answer never takes longer to arrive).
+pub const REVOCATIONS_REMEMBERED_MS: u64 = 60_000;
+
 /// The leases a node holds: region id → until when it may write the region.
 #[derive(Debug, Default)]
 pub struct RegionLeases {
-    until: Mutex<HashMap<u64, Instant>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    until: HashMap<u64, Instant>,
+    /// Region → when its lease was last revoked (for [`REVOCATIONS_REMEMBERED_MS`]).
+    revoked: HashMap<u64, Instant>,
 }
 
 impl RegionLeases {
@@ -30,30 +41,43 @@ impl RegionLeases {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
-        // A map of deadlines cannot be left half-updated by a panic.
-        self.until
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Maps of deadlines cannot be left half-updated by a panic.
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Extends the leases of `regions` to `until` (a lease is never shortened), and forgets
-    /// leases that ran out before `now`.
-    pub fn renew(&self, regions: &[u64], until: Instant, now: Instant) {
-        let mut leases = self.lock();
-        leases.retain(|_, u| *u > now);
+    /// leases that ran out before `now`. `granted_at` is when the grant was asked for (the
+    /// request's send time, or the instruction's arrival): a region revoked after that keeps no
+    /// lease, since the grant predates the revocation (an answer overtaken by a downgrade).
+    pub fn renew(&self, regions: &[u64], granted_at: Instant, until: Instant, now: Instant) {
+        let mut state = self.lock();
+        let remembered = std::time::Duration::from_millis(REVOCATIONS_REMEMBERED_MS);
+        state.until.retain(|_, u| *u > now);
+        state.revoked.retain(|_, at| *at + remembered > now);
         for region in regions {
-            if leases.len() >= REGION_LEASES_PER_NODE_MAX && !leases.contains_key(region) {
+            if state
+                .revoked
+                .get(region)
+                .is_some_and(|at| *at >= granted_at)
+            {
                 continue;
             }
-            let u = leases.entry(*region).or_insert(until);
+            state.revoked.remove(region);
+            if state.until.len() >= REGION_LEASES_PER_NODE_MAX && !state.until.contains_key(region)
+            {
+                continue;
+            }
+            let u = state.until.entry(*region).or_insert(until);
             *u = (*u).max(until);
         }
     }
 
     /// Until when `region` may be written, if it may be written at `now`.
     pub fn valid_until(&self, region: u64, now: Instant) -> Option<Instant> {
-        self.lock().get(&region).copied().filter(|u| *u > now)
+        self.lock().until.get(&region).copied().filter(|u| *u > now)
     }
 
     /// Whether `region` may be written at `now`.
@@ -68,12 +92,17 @@ impl RegionLeases {
 
     /// Ends the lease of `region` at once (the node gave up leading it: closed or downgraded).
     pub fn revoke(&self, region: u64) {
-        self.lock().remove(&region);
+        let mut state = self.lock();
+        state.until.remove(&region);
+        if state.revoked.len() < REGION_LEASES_PER_NODE_MAX {
+            state.revoked.insert(region, Instant::now());
+        }
     }
 
     /// The regions with a valid lease at `now`, in no particular order.
     pub fn valid_regions(&self, now: Instant) -> Vec<u64> {
         self.lock()
+            .until
             .iter()
             .filter(|(_, u)| **u > now)
             .map(|(r, _)| *r)
@@ -91,22 +120,36 @@ mod tests {
         let t0 = Instant::now();
         let leases = RegionLeases::new();
         assert!(!leases.is_valid(1, t0));
-        leases.renew(&[1, 2], t0 + Duration::from_secs(4), t0);
+        leases.renew(&[1, 2], t0, t0 + Duration::from_secs(4), t0);
         assert!(leases.is_valid(1, t0 + Duration::from_secs(3)));
         assert!(!leases.is_valid(1, t0 + Duration::from_secs(4)));
         // A late answer carrying an older grant does not shorten a newer one.
-        leases.renew(&[1], t0 + Duration::from_secs(6), t0);
-        leases.renew(&[1], t0 + Duration::from_secs(5), t0);
+        leases.renew(&[1], t0, t0 + Duration::from_secs(6), t0);
+        leases.renew(&[1], t0, t0 + Duration::from_secs(5), t0);
         assert_eq!(leases.valid_until(1, t0), Some(t0 + Duration::from_secs(6)));
         leases.revoke(1);
         assert!(!leases.is_valid(1, t0));
         // Expired leases are forgotten on the next renewal.
-        leases.renew(
-            &[3],
-            t0 + Duration::from_secs(20),
-            t0 + Duration::from_secs(10),
-        );
-        assert_eq!(leases.valid_regions(t0 + Duration::from_secs(10)), vec![3]);
-        assert_eq!(leases.lock().len(), 1);
+        let t10 = t0 + Duration::from_secs(10);
+        leases.renew(&[3], t10, t0 + Duration::from_secs(20), t10);
+        assert_eq!(leases.valid_regions(t10), vec![3]);
+        assert_eq!(leases.lock().until.len(), 1);
+    }
+
+    #[test]
+    fn a_grant_asked_for_before_a_revocation_does_not_bring_the_lease_back() {
+        let leases = RegionLeases::new();
+        let asked = Instant::now();
+        let until = asked + Duration::from_secs(4);
+        leases.renew(&[1], asked, until, asked);
+        // The downgrade arrives while a heartbeat is in flight...
+        leases.revoke(1);
+        // ...whose answer, granted before the downgrade, arrives after it.
+        leases.renew(&[1], asked, until, asked);
+        assert!(!leases.is_valid(1, asked));
+        // A grant asked for after the revocation (an upgrade) leases it again.
+        let later = Instant::now() + Duration::from_millis(1);
+        leases.renew(&[1], later, later + Duration::from_secs(4), later);
+        assert!(leases.is_valid(1, later));
     }
 }

@@ -108,6 +108,11 @@ impl LeaderRequestHandler for Node {
                 let resp = crate::leader::node_registry::list_as_leader(self, node_id)?;
                 Ok(LeaderResponse::Nodes(prost::Message::encode_to_vec(&resp)))
             }
+            LeaderRequest::GetRegion { region_id } => {
+                let view =
+                    crate::leader::meta::region_view::region_as_leader(self, region_id).await?;
+                Ok(LeaderResponse::Region(prost::Message::encode_to_vec(&view)))
+            }
             other => Err(errors::internal(format!(
                 "not a request for the leader's services: {other:?}"
             ))),

@@ -338,7 +338,9 @@ impl Replica {
                     .map_err(errors::internal)?;
                 Ok(LeaderResponse::Done)
             }
-            LeaderRequest::Meta { .. } | LeaderRequest::ListNodes { .. } => {
+            LeaderRequest::Meta { .. }
+            | LeaderRequest::ListNodes { .. }
+            | LeaderRequest::GetRegion { .. } => {
                 let handler = self
                     .leader_services
                     .get()

@@ -15,6 +15,7 @@ pub enum Ddl {
     DropTable,
     AlterTable,
     TruncateTable,
+    MigrateRegion,
 }
 
 /// Something only the leader decides.
@@ -40,6 +41,8 @@ pub enum LeaderRequest {
     ListNodes { node_id: u64 },
     /// A DDL request (prost-encoded) to run as a procedure.
     Meta { ddl: Ddl, body: Vec<u8> },
+    /// Where a region is, with its lease as the leader sees it.
+    GetRegion { region_id: u64 },
 }
 
 /// The leader's answer.
@@ -59,6 +62,8 @@ pub enum LeaderResponse {
     Nodes(Vec<u8>),
     /// A prost-encoded `cairn.v1.DdlResponse`.
     Meta(Vec<u8>),
+    /// A prost-encoded `cairn.v1.RegionView`.
+    Region(Vec<u8>),
     /// A gRPC status the leader returned, carried across as code and message.
     Error {
         code: i32,

@@ -38,6 +38,8 @@
 //!   route get [NAME...] [--id ID...] [--serializable]
 //!   procedure list [--state running|done|failed] [--limit N]
 //!   procedure show ID
+//!   region show REGION_ID
+//!   region migrate REGION_ID --to NODE_ID [--timeout D]
 //! ```
 //!
 //! `--endpoints` defaults to `127.0.0.1:4379` and may come from `CAIRN_ENDPOINTS`. Ids (member,
@@ -109,6 +111,7 @@ mod member;
 mod node;
 pub mod output;
 mod procedure;
+mod region;
 mod route;
 mod table;
 
@@ -187,6 +190,11 @@ pub enum Resource {
     Procedure {
         #[command(subcommand)]
         command: procedure::ProcedureCommand,
+    },
+    /// One region: where it is, its lease, moving its leadership (Cairn Meta).
+    Region {
+        #[command(subcommand)]
+        command: region::RegionCommand,
     },
 }
 
@@ -280,6 +288,9 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         Resource::Procedure { command } => {
             procedure::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
+        Resource::Region { command } => {
+            region::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
         }
     }
 }

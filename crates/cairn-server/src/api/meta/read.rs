@@ -9,7 +9,7 @@ use cairn_meta::{codec, DatabaseInfo, ProcedureRecord, TableInfo, TableRoute};
 use cairn_proto::cairnpb::{
     DescribeTableRequest, DescribeTableResponse, GetRoutesRequest, GetRoutesResponse,
     ListDatabasesRequest, ListDatabasesResponse, ListProceduresRequest, ListProceduresResponse,
-    ListTablesRequest, ListTablesResponse, NodeAddress, ProcedureView,
+    ListTablesRequest, ListTablesResponse, NodeAddress, ProcedureView, RegionView,
 };
 use std::collections::BTreeSet;
 use tonic::{Code, Status};
@@ -210,4 +210,22 @@ pub async fn get_procedure(node: &Node, id: u64) -> Result<ProcedureView, Status
     let r = store::get::<ProcedureRecord>(node, &layout().procedure(id))?
         .ok_or_else(|| Status::new(Code::NotFound, format!("procedure {id} not found")))?;
     Ok(convert::procedure_to_proto(&r.value))
+}
+
+/// Where a region is (`GetRegion`), from the leader: only it knows the region's lease.
+pub async fn get_region(node: &Node, region_id: u64) -> Result<RegionView, Status> {
+    if region_id == 0 {
+        return Err(Status::invalid_argument("region_id: must be set"));
+    }
+    match node
+        .leader_call(crate::replica::peer_request::LeaderRequest::GetRegion { region_id })
+        .await?
+    {
+        crate::replica::peer_request::LeaderResponse::Region(bytes) => {
+            prost::Message::decode(bytes.as_slice()).map_err(crate::errors::internal)
+        }
+        other => Err(crate::errors::internal(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
 }

@@ -188,6 +188,27 @@ impl Meta for MetaService {
             .await
     }
 
+    async fn migrate_region(
+        &self,
+        r: Request<MigrateRegionRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        self.ddl("MigrateRegion", Ddl::MigrateRegion, r).await
+    }
+
+    async fn get_region(
+        &self,
+        r: Request<GetRegionRequest>,
+    ) -> Result<Response<RegionView>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("GetRegion", async {
+                read::get_region(node, r.into_inner().region_id)
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
+
     async fn get_procedure(
         &self,
         r: Request<GetProcedureRequest>,

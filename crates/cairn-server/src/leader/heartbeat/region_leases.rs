@@ -94,6 +94,14 @@ impl RegionLeaseTable {
             && self.overflow_until.is_none_or(|o| now >= o)
     }
 
+    /// Forgets the grant of `region` to `node`: the node acknowledged giving the region up (a
+    /// downgrade or a close), so it holds no lease for it any more.
+    pub fn release(&mut self, region: u64, node: u64) {
+        if self.granted.get(&region).is_some_and(|(n, _)| *n == node) {
+            self.granted.remove(&region);
+        }
+    }
+
     /// Forgets grants that have run out (called on the hub's tick; keeps the table bounded by
     /// the regions leased within one lease).
     pub fn expire(&mut self, now: Instant) {
@@ -148,5 +156,23 @@ mod tests {
         assert!(!table.surely_over(7, later + LEASE + MARGIN));
         table.expire(later + 3 * LEASE);
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_released_grant_frees_the_region_but_not_a_new_term() {
+        let t0 = Instant::now();
+        let mut table = RegionLeaseTable::new(LEASE, MARGIN, t0);
+        let later = t0 + 2 * LEASE;
+        table.grant(7, 1001, later);
+        table.release(7, 1002);
+        assert!(!table.free_for(7, 1002, later), "only the holder releases");
+        table.release(7, 1001);
+        assert!(table.free_for(7, 1002, later));
+        // Within a new term's floor a release frees nothing: an earlier leader's grants count.
+        let mut fresh = RegionLeaseTable::new(LEASE, MARGIN, later);
+        fresh.grant(7, 1001, later);
+        fresh.release(7, 1001);
+        assert!(!fresh.free_for(7, 1002, later + LEASE));
+        assert!(fresh.free_for(7, 1002, later + LEASE + MARGIN));
     }
 }

@@ -7,4 +7,5 @@
 pub mod ids;
 pub mod placement;
 pub mod reconcile;
+pub mod region_view;
 pub mod regions;

@@ -8,7 +8,10 @@ use crate::leader::heartbeat::mailbox::MailboxError;
 use crate::leader::node::Node;
 use cairn_meta::TableRoute;
 use cairn_proto::cairnpb::instruction::Kind;
-use cairn_proto::cairnpb::{CloseRegions, OpenRegion, OpenRegions, TruncateRegions};
+use cairn_proto::cairnpb::{
+    CloseRegions, DowngradeRegionLeader, OpenRegion, OpenRegions, TruncateRegions,
+    UpgradeRegionToLeader,
+};
 use cairn_types::limits::REGIONS_PER_INSTRUCTION_MAX;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -53,12 +56,13 @@ pub fn describe(failed: &[NodeFailure]) -> String {
 async fn send_all(
     node: &Node,
     per_node: &BTreeMap<u64, Vec<(u64, bool)>>,
+    chunk_max: usize,
     make: impl Fn(&[(u64, bool)]) -> Kind,
 ) -> Vec<NodeFailure> {
     let timeout = Duration::from_millis(node.config.region_instruction_timeout_ms);
     let mut sends = Vec::new();
     for (target, regions) in per_node {
-        for chunk in regions.chunks(REGIONS_PER_INSTRUCTION_MAX) {
+        for chunk in regions.chunks(chunk_max) {
             let kind = make(chunk);
             sends.push(async move {
                 let r = node.heartbeats.send(*target, kind, timeout).await;
@@ -99,6 +103,12 @@ pub enum RegionAction {
     /// applied that epoch keeps the rows written since, so this may repeat after a retry or a
     /// leader change.
     Truncate { epoch: u64 },
+    /// Stop taking writes for each region, keeping it open as a follower; the node drops its
+    /// lease when the instruction arrives.
+    Downgrade,
+    /// Take writes for each region (held as a follower), leased from when it arrives: sent only
+    /// once no other node can hold a lease for it.
+    Upgrade,
 }
 
 /// One action on regions, addressed per node: what procedures send to datanodes.
@@ -137,6 +147,15 @@ impl RegionInstructions {
         }
     }
 
+    /// `action` on one region on one node; `as_leader` matters for opens only.
+    pub fn one(action: RegionAction, node: u64, region: u64, as_leader: bool) -> Self {
+        let as_leader = as_leader || action == RegionAction::Upgrade;
+        Self {
+            action,
+            per_node: BTreeMap::from([(node, vec![(region, as_leader)])]),
+        }
+    }
+
     fn on_route(action: RegionAction, route: &TableRoute) -> Self {
         Self {
             action,
@@ -148,9 +167,10 @@ impl RegionInstructions {
     pub async fn send_once(&self, node: &Node) -> Vec<NodeFailure> {
         let action = self.action;
         let lease_ms = node.config.region_lease_ms();
-        if action == RegionAction::Open {
-            // The node's lease runs from when it receives the open, at most the instruction's
-            // timeout after now: recorded from then, so this leader never counts it over early.
+        if matches!(action, RegionAction::Open | RegionAction::Upgrade) {
+            // The node's lease runs from when it receives the open or upgrade, at most the
+            // instruction's timeout after now: recorded from then, so this leader never counts it
+            // over early.
             let timeout = Duration::from_millis(node.config.region_instruction_timeout_ms);
             let received_by = node.heartbeats.now() + timeout;
             let mut leases = node.heartbeats.region_leases();
@@ -160,7 +180,12 @@ impl RegionInstructions {
                 }
             }
         }
-        send_all(node, &self.per_node, |chunk| {
+        // Downgrade and upgrade name one region per instruction.
+        let chunk_max = match action {
+            RegionAction::Downgrade | RegionAction::Upgrade => 1,
+            _ => REGIONS_PER_INSTRUCTION_MAX,
+        };
+        send_all(node, &self.per_node, chunk_max, |chunk| {
             let region_ids = || chunk.iter().map(|(id, _)| *id).collect();
             match action {
                 RegionAction::Open => Kind::OpenRegions(OpenRegions {
@@ -179,6 +204,14 @@ impl RegionInstructions {
                 RegionAction::Truncate { epoch } => Kind::TruncateRegions(TruncateRegions {
                     region_ids: region_ids(),
                     epoch,
+                }),
+                // One region each: `one` builds these.
+                RegionAction::Downgrade => Kind::DowngradeRegionLeader(DowngradeRegionLeader {
+                    region_id: chunk[0].0,
+                }),
+                RegionAction::Upgrade => Kind::UpgradeRegionToLeader(UpgradeRegionToLeader {
+                    region_id: chunk[0].0,
+                    lease_ms,
                 }),
             }
         })

@@ -52,6 +52,14 @@ pub struct Held {
     table: Arc<LockTable>,
 }
 
+impl Held {
+    /// One set of held locks from two (released together).
+    pub fn merge(mut self, mut other: Held) -> Held {
+        self.guards.append(&mut other.guards);
+        self
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         let names: Vec<String> = self.guards.drain(..).map(|(n, _)| n).collect();
@@ -87,6 +95,29 @@ impl LockTable {
             guards,
             table: self.clone(),
         }
+    }
+
+    /// Takes every lock of `set` if none is held or awaited by anyone else; otherwise takes none
+    /// and returns the first lock that is busy.
+    pub fn try_acquire(self: &Arc<Self>, set: &LockSet) -> Result<Held, String> {
+        let mut held = Held {
+            guards: Vec::with_capacity(set.len()),
+            table: self.clone(),
+        };
+        for (name, mode) in set {
+            let lock = self.entry(name);
+            let g = match mode {
+                Mode::Shared => lock.try_read_owned().map(Guard::Shared),
+                Mode::Exclusive => lock.try_write_owned().map(Guard::Exclusive),
+            };
+            match g {
+                Ok(g) => held.guards.push((name.clone(), g)),
+                // Dropping `held` releases what was taken and forgets unused entries; the busy
+                // one is held by someone else, so it stays.
+                Err(_) => return Err(name.clone()),
+            }
+        }
+        Ok(held)
     }
 
     fn forget_unused(&self, names: &[String]) {
@@ -138,5 +169,26 @@ mod tests {
             .unwrap();
         drop(held);
         assert!(t.is_empty(), "no entry outlives its holders");
+    }
+
+    #[tokio::test]
+    async fn try_acquire_takes_all_or_nothing() {
+        let t = Arc::new(LockTable::default());
+        let region = vec![("region/7".to_string(), Mode::Exclusive)];
+        let first = t.try_acquire(&region).expect("free");
+        let both = vec![
+            ("region/8".to_string(), Mode::Exclusive),
+            ("region/7".to_string(), Mode::Exclusive),
+        ];
+        assert_eq!(t.try_acquire(&both).err().as_deref(), Some("region/7"));
+        // region/8 was released again: only region/7 is still known.
+        assert_eq!(t.len(), 1);
+        let other = t
+            .try_acquire(&vec![("region/8".to_string(), Mode::Exclusive)])
+            .expect("region/8 is free");
+        let merged = first.merge(other);
+        assert_eq!(t.len(), 2);
+        drop(merged);
+        assert!(t.is_empty());
     }
 }

@@ -19,6 +19,7 @@ pub mod database;
 pub mod drop_table;
 pub mod engine;
 pub mod lock;
+pub mod migrate_region;
 pub mod truncate_table;
 
 pub use ctx::{crash_hook, Ctx};
@@ -150,8 +151,44 @@ pub async fn begin(
     target: String,
     locks: LockSet,
 ) -> Result<Ctx, Status> {
+    begin_locked(node, kind, target, locks, Vec::new())
+        .await
+        .map_err(|e| match e {
+            Begin::Busy(name) => errors::internal(format!("lock {name} busy")),
+            Begin::Failed(status) => status,
+        })
+}
+
+/// Why [`begin_locked`] did not start a procedure.
+pub enum Begin {
+    /// A lock that must be free at once was held by another procedure.
+    Busy(String),
+    Failed(Status),
+}
+
+impl From<Status> for Begin {
+    fn from(s: Status) -> Self {
+        Begin::Failed(s)
+    }
+}
+
+/// [`begin`], taking `now` (locks that must be free at once: refused with [`Begin::Busy`]
+/// otherwise, never waited for) before `wait` (waited for).
+pub async fn begin_locked(
+    node: &Arc<Node>,
+    kind: &str,
+    target: String,
+    wait: LockSet,
+    now: LockSet,
+) -> Result<Ctx, Begin> {
     let leader = wait_serving(node).await?;
-    let held = node.procedures.locks.acquire(&locks).await;
+    let first = node
+        .procedures
+        .locks
+        .try_acquire(&now)
+        .map_err(Begin::Busy)?;
+    let held = first.merge(node.procedures.locks.acquire(&wait).await);
+    let locks: LockSet = now.into_iter().chain(wait).collect();
     let id = node
         .procedures
         .procedure_ids
@@ -323,6 +360,7 @@ async fn resume(ctx: Ctx) {
     // that stores them), so they are not resumed.
     let outcome = match kind.as_str() {
         create_table::KIND => engine::resume::<create_table::CreateTable>(ctx).await,
+        migrate_region::KIND => engine::resume::<migrate_region::MigrateRegion>(ctx).await,
         drop_table::KIND => engine::resume::<drop_table::DropTable>(ctx).await,
         truncate_table::KIND => engine::resume::<truncate_table::TruncateTable>(ctx).await,
         database::DROP_KIND => engine::resume::<database::DropDatabase>(ctx).await,

@@ -257,16 +257,16 @@ pub fn route_to_proto(route: &TableRoute) -> pb::TableRoute {
     pb::TableRoute {
         table_id: route.table_id,
         version: route.version,
-        regions: route
-            .regions
-            .iter()
-            .map(|r| pb::RegionRoute {
-                region_id: r.region_id,
-                leader_node: r.leader_node,
-                follower_nodes: r.follower_nodes.clone(),
-                leader_state: leader_state_to_proto(r.leader_state) as i32,
-            })
-            .collect(),
+        regions: route.regions.iter().map(region_route_to_proto).collect(),
+    }
+}
+
+pub fn region_route_to_proto(r: &cairn_meta::RegionRoute) -> pb::RegionRoute {
+    pb::RegionRoute {
+        region_id: r.region_id,
+        leader_node: r.leader_node,
+        follower_nodes: r.follower_nodes.clone(),
+        leader_state: leader_state_to_proto(r.leader_state) as i32,
     }
 }
 

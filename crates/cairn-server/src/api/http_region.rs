@@ -1,0 +1,143 @@
+//! HTTP JSON resources for regions, mirroring `cairn ctl region`: `GET /v1/regions/{id}` (where
+//! a region is, its lease and any migration) and `POST /v1/regions/{id}/migrate?to=N
+//! [&timeout_ms=T]` (move its leadership; answers when done or rolled back). Shapes are in
+//! `docs/http.md`.
+
+use crate::api::meta::read;
+use crate::leader::node::Node;
+use crate::replica::peer_request::{Ddl, LeaderRequest, LeaderResponse};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cairn_proto::cairnpb::{DdlResponse, LeaderState, MigrateRegionRequest, RegionView};
+use cairn_types::json::{RegionJson, RegionLeaseJson, RegionMigrationJson};
+use prost::Message;
+use serde_json::json;
+use std::sync::Arc;
+use tonic::{Code, Status};
+
+/// Routes of this module, merged into the node's HTTP router.
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/v1/regions/{id}", get(region))
+        .route("/v1/regions/{id}/migrate", post(migrate))
+}
+
+/// A region as `/v1/regions/{id}` and `cairn ctl region show` print it: the one conversion from
+/// `RegionView`, used by both.
+pub fn region_json(v: RegionView) -> RegionJson {
+    let route = v.route.unwrap_or_default();
+    let table = v
+        .table
+        .map(|t| format!("{}.{}.{}", t.catalog, t.schema, t.name))
+        .unwrap_or_default();
+    let leader_state = match LeaderState::try_from(route.leader_state) {
+        Ok(LeaderState::Downgrading) => "downgrading",
+        _ => "active",
+    };
+    RegionJson {
+        region_id: v.region_id,
+        table_id: v.table_id,
+        region_number: v.region_number,
+        table,
+        leader_node: route.leader_node,
+        follower_nodes: route.follower_nodes,
+        leader_state: leader_state.to_string(),
+        route_version: v.route_version,
+        lease: v.lease_holder.map(|holder| RegionLeaseJson {
+            holder,
+            remaining_ms: v.lease_remaining_ms.unwrap_or(0),
+        }),
+        migration: v.migration.map(|m| RegionMigrationJson {
+            procedure_id: m.procedure_id,
+            from_node: m.from_node,
+            to_node: m.to_node,
+            step: m.step,
+            reason: m.reason,
+            started_ms: m.started_ms,
+        }),
+    }
+}
+
+fn error(s: Status) -> Response {
+    let code = match s.code() {
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, Json(json!({ "error": s.message() }))).into_response()
+}
+
+fn region_id(raw: &str) -> Result<u64, Status> {
+    match raw.parse::<u64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(Status::invalid_argument(format!(
+            "region id {raw:?} is not a positive number"
+        ))),
+    }
+}
+
+async fn region(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
+    let id = match region_id(&id) {
+        Ok(id) => id,
+        Err(s) => return error(s),
+    };
+    match read::get_region(&node, id).await {
+        Ok(view) => Json(region_json(view)).into_response(),
+        Err(s) => error(s),
+    }
+}
+
+/// The numeric query parameter `key` (0 when absent).
+fn query_u64(raw: &Option<String>, key: &str) -> Result<u64, Status> {
+    let value = raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v);
+    match value {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("{key}: {v:?} is not a number"))),
+    }
+}
+
+async fn migrate(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let request = match (
+        region_id(&id),
+        query_u64(&q, "to"),
+        query_u64(&q, "timeout_ms"),
+    ) {
+        (Ok(region_id), Ok(to_node), Ok(timeout_ms)) => MigrateRegionRequest {
+            region_id,
+            to_node,
+            timeout_ms,
+        },
+        (Err(s), _, _) | (_, Err(s), _) | (_, _, Err(s)) => return error(s),
+    };
+    let body = request.encode_to_vec();
+    let ddl = Ddl::MigrateRegion;
+    match node.leader_call(LeaderRequest::Meta { ddl, body }).await {
+        Ok(LeaderResponse::Meta(bytes)) => match DdlResponse::decode(bytes.as_slice()) {
+            Ok(r) => Json(json!({
+                "procedure_id": r.procedure_id,
+                "revision": r.revision,
+            }))
+            .into_response(),
+            Err(e) => error(Status::internal(e.to_string())),
+        },
+        Ok(other) => error(Status::internal(format!("unexpected answer {other:?}"))),
+        Err(s) => error(s),
+    }
+}

@@ -1,0 +1,68 @@
+//! The leader's answer to `GetRegion`: a region's route, its write lease as this leader's record
+//! has it, and the migration moving it, if any.
+
+use crate::errors;
+use crate::leader::node::Node;
+use crate::leader::procedure::migrate_region::{self, MigrateRegion};
+use crate::replica::meta::convert;
+use crate::replica::meta::store::{self, layout};
+use cairn_meta::route::{region_number_of, table_id_of};
+use cairn_meta::{codec, ProcedureRecord, ProcedureState, TableInfo, TableRoute};
+use cairn_proto::cairnpb::{RegionMigration, RegionView};
+use tonic::Status;
+
+/// Answers GetRegion on the leader ("leader changed", retried by the caller, while its heartbeat
+/// hub does not serve this term yet: the lease record would be empty).
+pub async fn region_as_leader(node: &Node, region_id: u64) -> Result<RegionView, Status> {
+    if !node.raft.is_leader() || !node.heartbeats.is_active() {
+        return Err(errors::leader_changed());
+    }
+    node.read_barrier().await?;
+    let table_id = table_id_of(region_id);
+    let not_found = || Status::not_found(format!("region {region_id} not found"));
+    let table = store::get::<TableInfo>(node, &layout().table(table_id))?.ok_or_else(not_found)?;
+    let route = store::get::<TableRoute>(node, &layout().route(table_id))?.ok_or_else(not_found)?;
+    let region = route.value.region(region_id).ok_or_else(not_found)?;
+    let now = node.heartbeats.now();
+    let holder = node.heartbeats.region_leases().holder(region_id, now);
+    Ok(RegionView {
+        region_id,
+        table_id,
+        region_number: region_number_of(region_id),
+        table: Some(convert::table_name_to_proto(&table.value.name)),
+        route: Some(convert::region_route_to_proto(region)),
+        route_version: route.value.version,
+        lease_holder: holder.map(|(n, _)| n),
+        lease_remaining_ms: holder.map(|(_, over)| over.duration_since(now).as_millis() as u64),
+        migration: migration_of(node, region_id)?,
+    })
+}
+
+/// The running migration of `region_id`, from the stored procedure records.
+fn migration_of(node: &Node, region_id: u64) -> Result<Option<RegionMigration>, Status> {
+    let target = migrate_region::target(region_id);
+    let mut found = None;
+    store::scan_all(node, &layout().procedures_prefix(), |kv| {
+        let Ok(record) = codec::decode::<ProcedureRecord>(&kv.key, &kv.value) else {
+            return Ok(());
+        };
+        if record.state != ProcedureState::Running
+            || record.kind != migrate_region::KIND
+            || record.target != target
+        {
+            return Ok(());
+        }
+        if let Ok(m) = serde_json::from_value::<MigrateRegion>(record.data.clone()) {
+            found = Some(RegionMigration {
+                procedure_id: record.id,
+                from_node: m.from,
+                to_node: m.to,
+                step: record.step.clone(),
+                reason: m.reason,
+                started_ms: record.created_ms,
+            });
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}

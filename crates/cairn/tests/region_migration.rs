@@ -1,0 +1,398 @@
+//! Region migration against a 3-node Cairn cluster (child processes) with simulated datanodes
+//! (cairn-sim's fleet: leases, roles, a frontend writing through a route cache): a region moves
+//! and the frontend's writes follow; bad requests get typed errors and change nothing; a
+//! migration that misses its deadline rolls back; the Cairn leader killed at each step leaves a
+//! migration the new leader finishes.
+
+mod common;
+#[path = "common/settle.rs"]
+mod settle;
+
+use cairn_client::meta::MetaClient;
+use cairn_proto::cairnpb::{DescribeTableRequest, LeaderState, RegionRole, TableName};
+use cairn_sim::{Fleet, SimConfig, WriteLoadConfig};
+use common::TestCluster;
+use settle::{eventually, no_running_procedure};
+use std::time::Duration;
+use tonic::Code;
+
+const FIRST_DATANODE: u64 = 1001;
+const DATANODES: u32 = 3;
+const PARTITIONS: u32 = 4;
+
+struct Setup {
+    cluster: TestCluster,
+    client: MetaClient,
+    fleet: Fleet,
+    _marker: tempfile::TempDir,
+    marker_path: std::path::PathBuf,
+}
+
+fn table(index: u32) -> TableName {
+    TableName {
+        catalog: String::new(),
+        schema: "mig".into(),
+        name: format!("sim_{index}"),
+    }
+}
+
+impl Setup {
+    /// A 3-node cluster (heartbeats every 200 ms, the leader crashing once at `crash_at` if
+    /// given), three simulated datanodes and a frontend writing to two tables of four regions.
+    async fn start(crash_at: Option<&str>, margin_ms: u64) -> Setup {
+        let marker = tempfile::tempdir().unwrap();
+        let marker_path = marker.path().join("crashed");
+        let mut args: Vec<String> = [
+            "--node-heartbeat-interval-ms",
+            "200",
+            "--region-lease-margin-ms",
+            &margin_ms.to_string(),
+            "--region-instruction-timeout-ms",
+            "2000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(at) = crash_at {
+            args.extend([
+                "--test-crash-at".to_string(),
+                at.to_string(),
+                "--test-crash-marker".to_string(),
+                marker_path.display().to_string(),
+            ]);
+        }
+        let cluster = TestCluster::start_with_args(3, args).await;
+        let endpoints: Vec<String> = (0..3).map(|i| cluster.client_addr(i)).collect();
+        let client = MetaClient::new(endpoints).unwrap();
+        let config = SimConfig {
+            datanodes: DATANODES,
+            regions_per_node: 0,
+            frontends: 0,
+            interval_ms: 200,
+            load: cairn_sim::LoadPattern::Constant,
+            seed: 7,
+            first_node_id: FIRST_DATANODE,
+        };
+        let mut fleet = Fleet::start(client.clone(), &config, None).expect("fleet");
+        eventually("datanodes alive", || {
+            let client = &client;
+            async move {
+                let nodes = client.list_nodes(0).await.ok()?;
+                let alive = nodes.nodes.iter().filter(|n| n.state == "alive").count();
+                (alive == DATANODES as usize).then_some(())
+            }
+        })
+        .await;
+        fleet
+            .start_writes(WriteLoadConfig {
+                database: "mig".into(),
+                tables: 2,
+                partitions: PARTITIONS,
+                writes_per_sec: 200,
+                rows_per_write: 1,
+                seed: 3,
+            })
+            .expect("write load");
+        eventually("tables created", || {
+            let ready = fleet.write_stats().is_some_and(|s| s.tables_ready == 2);
+            async move { ready.then_some(()) }
+        })
+        .await;
+        Setup {
+            cluster,
+            client,
+            fleet,
+            _marker: marker,
+            marker_path,
+        }
+    }
+
+    /// Region ids of table `sim_0` with their leaders.
+    async fn regions(&self) -> Vec<(u64, u64)> {
+        let d = self
+            .client
+            .describe_table(DescribeTableRequest {
+                name: Some(table(0)),
+                serializable: false,
+            })
+            .await
+            .expect("describe");
+        d.route
+            .expect("route")
+            .regions
+            .iter()
+            .map(|r| (r.region_id, r.leader_node))
+            .collect()
+    }
+
+    fn role_on(&self, node: u64, region: u64) -> Option<RegionRole> {
+        self.fleet
+            .node(node)
+            .expect("node")
+            .held_regions()
+            .into_iter()
+            .find(|(r, _)| *r == region)
+            .map(|(_, role)| role)
+    }
+
+    /// Waits until `region` is led by `to` by every account: the route, the datanodes' roles,
+    /// the new leader's lease (a direct write succeeds), and no migration runs.
+    async fn moved(&self, region: u64, from: u64, to: u64) {
+        eventually("the route naming the new leader", || async {
+            let v = self.client.get_region(region).await.ok()?;
+            let r = v.route?;
+            (r.leader_node == to
+                && v.migration.is_none()
+                && r.leader_state == LeaderState::Active as i32)
+                .then_some(())
+        })
+        .await;
+        eventually("the new leader writing", || {
+            let ok = self.fleet.node(to).unwrap().write(region, 1).is_ok();
+            async move { ok.then_some(()) }
+        })
+        .await;
+        assert_eq!(self.role_on(to, region), Some(RegionRole::Leader));
+        eventually("the old leader closing it", || {
+            let gone = self.role_on(from, region).is_none();
+            async move { gone.then_some(()) }
+        })
+        .await;
+    }
+
+    fn other_than(&self, leader: u64) -> u64 {
+        (FIRST_DATANODE..FIRST_DATANODE + u64::from(DATANODES))
+            .find(|n| *n != leader)
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        self.fleet.stop().await;
+        drop(self.cluster);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migrated_region_is_written_on_its_new_leader_and_the_frontend_follows() {
+    let s = Setup::start(None, 200).await;
+    let (region, from) = s.regions().await[0];
+    let to = s.other_than(from);
+    let before = s.fleet.write_stats().unwrap();
+    let done = s
+        .client
+        .migrate_region(region, to, 20_000)
+        .await
+        .expect("migrate");
+    assert!(done.procedure_id > 0);
+    s.moved(region, from, to).await;
+    let view = s.client.get_region(region).await.unwrap();
+    assert_eq!(
+        view.route_version, 3,
+        "downgrading, then moved: two route versions"
+    );
+    // The old leader refuses writes from now on; the frontend's cache follows the move.
+    assert!(s.fleet.node(from).unwrap().write(region, 1).is_err());
+    let written = before.writes_ok;
+    eventually("the frontend writing on", || {
+        let now = s.fleet.write_stats().unwrap().writes_ok;
+        async move { (now > written + 400).then_some(()) }
+    })
+    .await;
+    let leased = eventually("the lease renewed by heartbeats", || async {
+        let v = s.client.get_region(region).await.ok()?;
+        (v.lease_holder == Some(to)).then_some(v)
+    })
+    .await;
+    assert!(leased.lease_remaining_ms.is_some());
+    // And back again, now that it has moved once.
+    s.client
+        .migrate_region(region, from, 20_000)
+        .await
+        .expect("migrate back");
+    s.moved(region, to, from).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_migrations_get_typed_errors_and_change_nothing() {
+    let mut s = Setup::start(None, 3_000).await;
+    let (region, leader) = s.regions().await[0];
+    let to = s.other_than(leader);
+    fn code<T>(r: Result<T, cairn_client::ClientError>) -> Option<Code> {
+        r.err().and_then(|e| e.code())
+    }
+    let c = &s.client;
+    assert_eq!(
+        code(c.migrate_region(0, to, 0).await),
+        Some(Code::InvalidArgument)
+    );
+    assert_eq!(
+        code(c.migrate_region(region, 0, 0).await),
+        Some(Code::InvalidArgument)
+    );
+    assert_eq!(
+        code(c.migrate_region(region, leader, 0).await),
+        Some(Code::FailedPrecondition),
+        "to the node that leads it"
+    );
+    assert_eq!(
+        code(c.migrate_region(region, 99_999, 0).await),
+        Some(Code::NotFound)
+    );
+    let missing = (9_999u64 << 32) | 1;
+    assert_eq!(
+        code(c.migrate_region(missing, to, 0).await),
+        Some(Code::NotFound)
+    );
+    assert_eq!(code(c.get_region(missing).await), Some(Code::NotFound));
+    assert_eq!(
+        code(c.migrate_region(region, to, 100_000_000).await),
+        Some(Code::InvalidArgument),
+        "a timeout beyond ddl_timeout_ms"
+    );
+    // To a dead node.
+    let dead = (FIRST_DATANODE..FIRST_DATANODE + u64::from(DATANODES))
+        .find(|n| *n != leader && *n != to)
+        .unwrap();
+    s.fleet.kill(dead).await.unwrap();
+    eventually("the killed datanode judged down", || async {
+        let n = c.list_nodes(dead).await.ok()?;
+        n.nodes
+            .first()
+            .is_some_and(|n| n.state == "down" || n.failed)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        code(c.migrate_region(region, dead, 0).await),
+        Some(Code::FailedPrecondition)
+    );
+    let unchanged = c.get_region(region).await.unwrap();
+    assert_eq!(unchanged.route.unwrap().leader_node, leader);
+    assert_eq!(unchanged.route_version, 1, "nothing was written");
+    // A second migration of a region already moving: its leader is killed, so the first waits
+    // out the lease (3 s margin) while the second is refused.
+    s.fleet.kill(leader).await.unwrap();
+    let first = {
+        let c = c.clone();
+        tokio::spawn(async move { c.migrate_region(region, to, 30_000).await })
+    };
+    eventually("the migration in flight", || async {
+        let v = c.get_region(region).await.ok()?;
+        let m = v.migration?;
+        (m.to_node == to && m.from_node == leader && m.reason == "manual").then_some(())
+    })
+    .await;
+    let second = c.migrate_region(region, to, 0).await;
+    assert_eq!(
+        code(second),
+        Some(Code::FailedPrecondition),
+        "already moving"
+    );
+    first.await.unwrap().expect("the first migration");
+    let v = c.get_region(region).await.unwrap();
+    assert_eq!(v.route.unwrap().leader_node, to);
+    eventually("the new leader writing", || {
+        let ok = s.fleet.node(to).unwrap().write(region, 1).is_ok();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_past_its_deadline_rolls_back() {
+    // The old leader is dead, so its lease must be waited out (a 5 s margin): a 1 s deadline
+    // passes first.
+    let mut s = Setup::start(None, 5_000).await;
+    let (region, leader) = s.regions().await[0];
+    let to = s.other_than(leader);
+    s.fleet.kill(leader).await.unwrap();
+    let err = s
+        .client
+        .migrate_region(region, to, 1_000)
+        .await
+        .expect_err("rolled back");
+    assert_eq!(err.code(), Some(Code::Aborted), "{err}");
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    let v = s.client.get_region(region).await.unwrap();
+    let route = v.route.unwrap();
+    assert_eq!(route.leader_node, leader);
+    assert_eq!(
+        route.leader_state,
+        LeaderState::Active as i32,
+        "active again"
+    );
+    assert!(v.migration.is_none());
+    assert_eq!(s.role_on(to, region), None, "the candidate was closed");
+    let procs = s
+        .client
+        .list_procedures(cairn_proto::cairnpb::ListProceduresRequest {
+            state: "failed".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    let failed = procs
+        .procedures
+        .iter()
+        .find(|p| p.kind == "migrate_region")
+        .expect("a failed migration record");
+    assert_eq!(failed.step, "rollback");
+    assert!(failed.last_error.contains("deadline"), "{failed:?}");
+    // The old leader comes back and takes writes again once its lease is renewed.
+    s.fleet.restart(leader).await.unwrap();
+    eventually("the old leader writing again", || {
+        let ok = s.fleet.node(leader).unwrap().write(region, 1).is_ok();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    s.stop().await;
+}
+
+/// The hooks a migration fires, in order: the leader dies at each.
+const STEPS: &[&str] = &[
+    "open_candidate",
+    "downgrade_leader",
+    "upgrade_candidate",
+    "close_old",
+    "done",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_resumes_after_the_cairn_leader_dies_at_each_step() {
+    let only = std::env::var("CAIRN_CRASH_CASES").unwrap_or_default();
+    for step in STEPS
+        .iter()
+        .filter(|s| only.is_empty() || only.split(',').any(|o| o == **s))
+    {
+        eprintln!("--- crashing the leader at migrate_region:{step}");
+        let mut s = Setup::start(Some(&format!("migrate_region:{step}")), 200).await;
+        let (region, from) = s.regions().await[1];
+        let to = s.other_than(from);
+        let answer = s.client.migrate_region(region, to, 30_000).await;
+        assert!(
+            answer.is_err(),
+            "{step}: the leader should have crashed first"
+        );
+        assert!(
+            s.marker_path.exists(),
+            "{step}: the crash hook did not fire"
+        );
+        let cluster = &mut s.cluster;
+        eventually("the crashed node to exit", || {
+            let exited = cluster.check_alive().is_err();
+            async move { exited.then_some(()) }
+        })
+        .await;
+        let leader = s
+            .cluster
+            .wait_for_leader(None, Duration::from_secs(20))
+            .await
+            .expect("a new leader");
+        let meta = cairn_proto::cairnpb::meta_client::MetaClient::new(s.cluster.channel(leader));
+        no_running_procedure(&meta).await;
+        s.moved(region, from, to).await;
+        s.stop().await;
+    }
+}
