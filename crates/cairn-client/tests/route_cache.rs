@@ -340,6 +340,18 @@ impl Meta for FakeMeta {
     ) -> Result<Response<DdlResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn set_maintenance(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::SetMaintenanceRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_maintenance(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::GetMaintenanceRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::MaintenanceState>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_region(
         &self,
         _: Request<cairn_client::proto::cairnpb::GetRegionRequest>,

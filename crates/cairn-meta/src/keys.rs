@@ -108,6 +108,11 @@ impl KeyLayout {
         format!("{}/procedure/", self.root)
     }
 
+    /// Whether the cluster is in maintenance mode ([`crate::Maintenance`]).
+    pub fn maintenance(&self) -> String {
+        format!("{}/maintenance", self.root)
+    }
+
     /// What `key` refers to, or `None` for keys this layout does not write (other clusters,
     /// user keys, malformed names or ids).
     pub fn parse(&self, key: &[u8]) -> Option<MetaKey> {

@@ -12,6 +12,8 @@ pub const FAILURE_PHI_THRESHOLD_DEFAULT: f64 = 8.0;
 pub const FAILURE_MIN_STD_DEV_MS_DEFAULT: u64 = 200;
 /// Default of [`ServerConfig::failure_acceptable_pause_ms`].
 pub const FAILURE_ACCEPTABLE_PAUSE_MS_DEFAULT: u64 = 300;
+/// Default of [`ServerConfig::failover_migrations_max`].
+pub const FAILOVER_MIGRATIONS_MAX_DEFAULT: usize = 64;
 /// Default of [`ServerConfig::region_lease_margin_ms`].
 pub const REGION_LEASE_MARGIN_MS_DEFAULT: u64 = 500;
 /// How long a down node stays listed unless configured, ms (one hour).
@@ -92,6 +94,8 @@ pub struct ServerConfig {
     pub placement_spread_label: String,
     /// Follower replicas per region (0: leader only).
     pub region_followers: u32,
+    /// Region migrations failover runs at once; more regions wait for a slot.
+    pub failover_migrations_max: usize,
     /// How long a datanode gets to answer an open, close or truncate instruction, ms.
     pub region_instruction_timeout_ms: u64,
     /// How often the leader looks for orphan regions (open on a datanode, placed there by no
@@ -140,6 +144,7 @@ impl Default for ServerConfig {
             placement_selector: "load_based".into(),
             placement_spread_label: "zone".into(),
             region_followers: 0,
+            failover_migrations_max: FAILOVER_MIGRATIONS_MAX_DEFAULT,
             region_instruction_timeout_ms: 10_000,
             region_reconcile_interval_ms: 30_000,
             ddl_timeout_ms: 120_000,
@@ -287,6 +292,9 @@ impl ServerConfig {
         }
         if let Err(e) = self.placement_selector.parse::<cairn_sched::SelectorKind>() {
             return Err(format!("placement-selector: {e}"));
+        }
+        if self.failover_migrations_max == 0 {
+            return Err("failover-migrations-max: must be at least 1".into());
         }
         if self.region_followers > REGION_FOLLOWERS_MAX {
             return Err(format!(

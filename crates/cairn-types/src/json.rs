@@ -86,3 +86,12 @@ pub struct RegionMigrationJson {
     pub reason: String,
     pub started_ms: u64,
 }
+
+/// Maintenance mode as `/v1/maintenance` and `cairn ctl maintenance status` print it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceJson {
+    pub on: bool,
+    pub reason: String,
+    /// When it was last switched, Unix ms (0: never).
+    pub since_ms: u64,
+}

@@ -92,6 +92,9 @@ pub struct ServeArgs {
     /// Follower replicas per region (0 = leader only). Default 0.
     #[arg(long, env = "CAIRN_REGION_FOLLOWERS")]
     pub region_followers: Option<u32>,
+    /// Region migrations failover runs at once when datanodes fail. Default 64.
+    #[arg(long, env = "CAIRN_FAILOVER_MIGRATIONS_MAX")]
+    pub failover_migrations_max: Option<usize>,
     /// How long a datanode gets to answer a region instruction, ms. Default 10000.
     #[arg(long, env = "CAIRN_REGION_INSTRUCTION_TIMEOUT_MS")]
     pub region_instruction_timeout_ms: Option<u64>,
@@ -201,6 +204,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.region_followers {
             c.region_followers = v;
+        }
+        if let Some(v) = self.failover_migrations_max {
+            c.failover_migrations_max = v;
         }
         if let Some(v) = self.region_instruction_timeout_ms {
             c.region_instruction_timeout_ms = v;

@@ -1,8 +1,10 @@
-//! Region migration against a 3-node Cairn cluster (child processes) with simulated datanodes
-//! (cairn-sim's fleet: leases, roles, a frontend writing through a route cache): a region moves
-//! and the frontend's writes follow; bad requests get typed errors and change nothing; a
-//! migration that misses its deadline rolls back; the Cairn leader killed at each step leaves a
-//! migration the new leader finishes.
+//! Region migration and failover against a 3-node Cairn cluster (child processes) with simulated
+//! datanodes (cairn-sim's fleet: leases, roles, a frontend writing through a route cache): a
+//! region moves and the frontend's writes follow; bad requests get typed errors and change
+//! nothing; a migration that misses its deadline rolls back; the Cairn leader killed at each step
+//! leaves a migration the new leader finishes; a killed datanode's regions fail over (not while
+//! maintenance mode is on) and the frontend recovers; a paused datanode resumed after failover
+//! writes nothing.
 
 mod common;
 #[path = "common/settle.rs"]
@@ -49,6 +51,8 @@ impl Setup {
             &margin_ms.to_string(),
             "--region-instruction-timeout-ms",
             "2000",
+            "--region-reconcile-interval-ms",
+            "1000",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -157,6 +161,57 @@ impl Setup {
             let gone = self.role_on(from, region).is_none();
             async move { gone.then_some(()) }
         })
+        .await;
+    }
+
+    /// Every region of both tables with its leader.
+    async fn all_leaders(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for t in 0..2 {
+            let d = self
+                .client
+                .describe_table(DescribeTableRequest {
+                    name: Some(table(t)),
+                    serializable: false,
+                })
+                .await
+                .expect("describe");
+            out.extend(
+                d.route
+                    .expect("route")
+                    .regions
+                    .iter()
+                    .map(|r| (r.region_id, r.leader_node)),
+            );
+        }
+        out
+    }
+
+    /// A datanode that leads at least one region of table `sim_0`.
+    async fn busy_datanode(&self) -> u64 {
+        self.regions().await[0].1
+    }
+
+    async fn judged_failed(&self, id: u64) {
+        eventually("the datanode judged failed", || async {
+            let n = self.client.list_nodes(id).await.ok()?;
+            n.nodes.first().is_some_and(|n| n.failed).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until no region is led by `dead` and every region's leader writes it.
+    async fn failed_over(&self, dead: u64) {
+        eventually(
+            "every region of the dead node moved and writable",
+            || async {
+                let leaders = self.all_leaders().await;
+                let ok = leaders.iter().all(|(region, leader)| {
+                    *leader != dead && self.fleet.node(*leader).unwrap().write(*region, 1).is_ok()
+                });
+                ok.then_some(())
+            },
+        )
         .await;
     }
 
@@ -395,4 +450,144 @@ async fn a_migration_resumes_after_the_cairn_leader_dies_at_each_step() {
         s.moved(region, from, to).await;
         s.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_datanode_fails_over_but_not_in_maintenance_mode() {
+    let mut s = Setup::start(None, 200).await;
+    let dead = s.busy_datanode().await;
+    let led: Vec<u64> = s
+        .all_leaders()
+        .await
+        .into_iter()
+        .filter(|(_, l)| *l == dead)
+        .map(|(r, _)| r)
+        .collect();
+    s.client.set_maintenance(true, "test").await.expect("on");
+    let m = s.client.get_maintenance().await.unwrap();
+    assert!(m.on && m.reason == "test" && m.since_ms > 0, "{m:?}");
+    s.fleet.kill(dead).await.unwrap();
+    s.judged_failed(dead).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still: Vec<u64> = s
+        .all_leaders()
+        .await
+        .into_iter()
+        .filter(|(_, l)| *l == dead)
+        .map(|(r, _)| r)
+        .collect();
+    assert_eq!(still, led, "maintenance mode must stop failover");
+    // Off: the dead node's regions move, spread over the two live datanodes.
+    s.client.set_maintenance(false, "").await.expect("off");
+    s.failed_over(dead).await;
+    let new_leaders: std::collections::BTreeSet<u64> = s
+        .all_leaders()
+        .await
+        .into_iter()
+        .filter(|(r, _)| led.contains(r))
+        .map(|(_, l)| l)
+        .collect();
+    if led.len() >= 2 {
+        assert_eq!(
+            new_leaders.len(),
+            2,
+            "spread over the live nodes: {new_leaders:?}"
+        );
+    }
+    // The frontend writes on through its route cache.
+    let written = s.fleet.write_stats().unwrap().writes_ok;
+    eventually("the frontend writing on", || {
+        let now = s.fleet.write_stats().unwrap().writes_ok;
+        async move { (now > written + 400).then_some(()) }
+    })
+    .await;
+    // The dead node comes back and is told to close what it no longer owns.
+    s.fleet.restart(dead).await.unwrap();
+    eventually("the returned node closing its old regions", || {
+        let empty = s.fleet.node(dead).unwrap().held_regions().is_empty();
+        async move { empty.then_some(()) }
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_datanode_resumed_after_failover_writes_nothing() {
+    let mut s = Setup::start(None, 200).await;
+    let hung = s.busy_datanode().await;
+    let led: Vec<u64> = s
+        .all_leaders()
+        .await
+        .into_iter()
+        .filter(|(_, l)| *l == hung)
+        .map(|(r, _)| r)
+        .collect();
+    s.fleet.pause(hung).unwrap();
+    s.judged_failed(hung).await;
+    s.failed_over(hung).await;
+    s.fleet.resume(hung).unwrap();
+    // From the moment it resumes it holds no valid lease for any region it led.
+    let node = s.fleet.node(hung).unwrap();
+    for region in &led {
+        assert!(
+            node.write(*region, 1).is_err(),
+            "region {region} written by the node it was moved off"
+        );
+    }
+    eventually("the resumed node closing its old regions", || {
+        let empty = node.held_regions().is_empty();
+        async move { empty.then_some(()) }
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cairn_leader_killed_under_load_fails_over_no_datanode() {
+    let mut s = Setup::start(None, 200).await;
+    let before = s.all_leaders().await;
+    for round in 0..2 {
+        let leader = s
+            .cluster
+            .wait_for_leader(None, Duration::from_secs(20))
+            .await
+            .expect("a leader");
+        s.cluster.kill(leader);
+        // DDL meanwhile: a table created through the new leader.
+        let created = eventually("a table created on the new leader", || async {
+            let name = TableName {
+                catalog: String::new(),
+                schema: "mig".into(),
+                name: format!("during_{round}"),
+            };
+            let mut req = WriteLoadConfig::default().create_table_request(0);
+            req.name = Some(name);
+            s.client.create_table(req).await.ok()
+        })
+        .await;
+        assert!(created.procedure_id > 0);
+        // Longer than the failure detector needs to judge a silent node at this interval.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        s.cluster.restart(leader);
+    }
+    let nodes = s.client.list_nodes(0).await.unwrap();
+    let failed: Vec<u64> = nodes
+        .nodes
+        .iter()
+        .filter(|n| n.failed)
+        .map(|n| n.identity.as_ref().unwrap().id)
+        .collect();
+    assert!(failed.is_empty(), "judged failed: {failed:?}");
+    assert_eq!(s.all_leaders().await, before, "a region moved");
+    let procs = s
+        .client
+        .list_procedures(cairn_proto::cairnpb::ListProceduresRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        procs.procedures.iter().all(|p| p.kind != "migrate_region"),
+        "{:?}",
+        procs.procedures
+    );
+    s.stop().await;
 }

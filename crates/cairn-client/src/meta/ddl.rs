@@ -15,10 +15,11 @@ use cairn_proto::cairnpb::meta_client::MetaClient as MetaRpc;
 use cairn_proto::cairnpb::{
     AlterTableRequest, CreateDatabaseRequest, CreateTableRequest, DdlResponse,
     DescribeTableRequest, DescribeTableResponse, DropDatabaseRequest, DropTableRequest,
-    GetProcedureRequest, GetRegionRequest, GetRoutesRequest, GetRoutesResponse,
-    ListDatabasesRequest, ListDatabasesResponse, ListProceduresRequest, ListProceduresResponse,
-    ListTablesRequest, ListTablesResponse, MigrateRegionRequest, ProcedureView, RegionView,
-    TableInfo, TableName, TruncateTableRequest,
+    GetMaintenanceRequest, GetProcedureRequest, GetRegionRequest, GetRoutesRequest,
+    GetRoutesResponse, ListDatabasesRequest, ListDatabasesResponse, ListProceduresRequest,
+    ListProceduresResponse, ListTablesRequest, ListTablesResponse, MaintenanceState,
+    MigrateRegionRequest, ProcedureView, RegionView, SetMaintenanceRequest, TableInfo, TableName,
+    TruncateTableRequest,
 };
 use tonic::transport::Channel;
 
@@ -199,6 +200,39 @@ impl MetaClient {
             .call(true, |ch| async move {
                 Ok(meta_rpc(ch)
                     .get_region(GetRegionRequest { region_id })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// Switches maintenance mode (while on, the leader moves no region on its own). Setting
+    /// the same state again is harmless, so this is retried like a read.
+    pub async fn set_maintenance(
+        &self,
+        on: bool,
+        reason: &str,
+    ) -> Result<DdlResponse, ClientError> {
+        let request = SetMaintenanceRequest {
+            on,
+            reason: reason.to_string(),
+        };
+        self.etcd
+            .call(true, |ch| {
+                let request = request.clone();
+                async move { Ok(meta_rpc(ch).set_maintenance(request).await?.into_inner()) }
+            })
+            .await
+    }
+
+    /// Whether the cluster is in maintenance mode (a linearizable read, retried).
+    pub async fn get_maintenance(&self) -> Result<MaintenanceState, ClientError> {
+        self.etcd
+            .call(true, |ch| async move {
+                Ok(meta_rpc(ch)
+                    .get_maintenance(GetMaintenanceRequest {
+                        serializable: false,
+                    })
                     .await?
                     .into_inner())
             })

@@ -25,7 +25,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{id}", get(node_by_id))
         .merge(crate::api::http_meta::routes())
-        .merge(crate::api::http_region::routes())
+        .merge(crate::api::http_ops::routes())
         .with_state(node)
 }
 

@@ -4,6 +4,6 @@
 
 pub mod http;
 pub mod http_meta;
-pub mod http_region;
+pub mod http_ops;
 pub mod meta;
 pub mod services;

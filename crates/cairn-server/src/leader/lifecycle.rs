@@ -75,6 +75,10 @@ fn start_services(node: &Arc<Node>, term: &LeaderTerm) -> JoinSet<()> {
         node.clone(),
         term.clone(),
     ));
+    set.spawn(crate::leader::failover::run_term(
+        node.clone(),
+        term.clone(),
+    ));
     set.spawn(crate::leader::meta::reconcile::run_term(
         node.clone(),
         term.clone(),

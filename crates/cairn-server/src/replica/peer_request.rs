@@ -16,6 +16,7 @@ pub enum Ddl {
     AlterTable,
     TruncateTable,
     MigrateRegion,
+    SetMaintenance,
 }
 
 /// Something only the leader decides.

@@ -40,6 +40,7 @@
 //!   procedure show ID
 //!   region show REGION_ID
 //!   region migrate REGION_ID --to NODE_ID [--timeout D]
+//!   maintenance on [--reason R] | off | status
 //! ```
 //!
 //! `--endpoints` defaults to `127.0.0.1:4379` and may come from `CAIRN_ENDPOINTS`. Ids (member,
@@ -107,6 +108,7 @@ mod database;
 mod endpoint;
 mod kv;
 mod leader;
+mod maintenance;
 mod member;
 mod node;
 pub mod output;
@@ -190,6 +192,11 @@ pub enum Resource {
     Procedure {
         #[command(subcommand)]
         command: procedure::ProcedureCommand,
+    },
+    /// Maintenance mode: no failover while on (Cairn Meta).
+    Maintenance {
+        #[command(subcommand)]
+        command: maintenance::MaintenanceCommand,
     },
     /// One region: where it is, its lease, moving its leadership (Cairn Meta).
     Region {
@@ -288,6 +295,9 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         Resource::Procedure { command } => {
             procedure::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
+        Resource::Maintenance { command } => {
+            maintenance::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
         }
         Resource::Region { command } => {
             region::run(&meta().map_err(CtlError::Endpoints)?, out, command).await

@@ -2,7 +2,7 @@
 //! it, any migration in flight), and moving its leadership to another datanode.
 
 use cairn_client::meta::MetaClient;
-use cairn_server::api::http_region::region_json;
+use cairn_server::api::http_ops::region_json;
 use cairn_types::json::RegionJson;
 use clap::Subcommand;
 use serde::Serialize;

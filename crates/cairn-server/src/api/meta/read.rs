@@ -229,3 +229,20 @@ pub async fn get_region(node: &Node, region_id: u64) -> Result<RegionView, Statu
         ))),
     }
 }
+
+/// Whether the cluster is in maintenance mode (`GetMaintenance`), from this node's state.
+pub async fn get_maintenance(
+    node: &Node,
+    serializable: bool,
+) -> Result<cairn_proto::cairnpb::MaintenanceState, Status> {
+    if !serializable {
+        node.read_barrier().await?;
+    }
+    let m = crate::leader::procedure::maintenance::current(node)?;
+    Ok(cairn_proto::cairnpb::MaintenanceState {
+        on: m.on,
+        reason: m.reason,
+        since_ms: m.since_ms,
+        revision: node.revision(),
+    })
+}

@@ -209,6 +209,27 @@ impl Meta for MetaService {
             .await
     }
 
+    async fn set_maintenance(
+        &self,
+        r: Request<SetMaintenanceRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        self.ddl("SetMaintenance", Ddl::SetMaintenance, r).await
+    }
+
+    async fn get_maintenance(
+        &self,
+        r: Request<GetMaintenanceRequest>,
+    ) -> Result<Response<MaintenanceState>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("GetMaintenance", async {
+                read::get_maintenance(node, r.into_inner().serializable)
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
+
     async fn get_procedure(
         &self,
         r: Request<GetProcedureRequest>,

@@ -72,16 +72,62 @@ pub fn place(
     region_numbers: Vec<u32>,
     exclude: &HashSet<u64>,
 ) -> Result<Placement, Status> {
-    let candidates = candidates(node, exclude);
+    let followers = node.config.region_followers;
+    place_with(node, table_id, region_numbers, exclude, followers)
+}
+
+/// New leaders for `count` regions on datanodes other than `exclude`, in one selector call so
+/// they spread (failover: the regions of a dead node, whatever their tables). Unlike new
+/// regions, these carry their traffic with them, which no node's stats show yet: the nodes are
+/// compared by region count alone, so the busiest-looking node is not skipped only for the
+/// quietest to take every region.
+pub fn place_leaders(
+    node: &Node,
+    count: usize,
+    exclude: &HashSet<u64>,
+) -> Result<Vec<u64>, Status> {
+    let mut candidates = candidates(node, exclude);
+    for c in &mut candidates {
+        (c.rcus, c.wcus, c.cpu_usage) = (0, 0, 0.0);
+    }
+    let slots = (0..count as u32).collect();
+    let placement = select(node, &candidates, 0, slots, 0)?;
+    Ok(placement.regions.iter().map(|r| r.leader).collect())
+}
+
+fn place_with(
+    node: &Node,
+    table_id: u64,
+    region_numbers: Vec<u32>,
+    exclude: &HashSet<u64>,
+    followers: u32,
+) -> Result<Placement, Status> {
+    select(
+        node,
+        &candidates(node, exclude),
+        table_id,
+        region_numbers,
+        followers,
+    )
+}
+
+/// The configured selector's placement among `candidates`, counted as placed.
+fn select(
+    node: &Node,
+    candidates: &[Candidate],
+    table_id: u64,
+    region_numbers: Vec<u32>,
+    followers: u32,
+) -> Result<Placement, Status> {
     let request = PlacementRequest {
         table_id,
         region_numbers,
-        followers: node.config.region_followers,
+        followers,
     };
     let placement = node
         .procedures
         .selector()
-        .select(&candidates, &request)
+        .select(candidates, &request)
         .map_err(|e| select_status(&e))?;
     // Count what we placed until the nodes report it.
     let registry = node.heartbeats.registry();

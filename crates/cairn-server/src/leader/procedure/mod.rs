@@ -19,6 +19,7 @@ pub mod database;
 pub mod drop_table;
 pub mod engine;
 pub mod lock;
+pub mod maintenance;
 pub mod migrate_region;
 pub mod truncate_table;
 
@@ -356,7 +357,7 @@ async fn resume(ctx: Ctx) {
     let id = ctx.record.id;
     let kind = ctx.record.kind.clone();
     tracing::info!(procedure = id, kind = %kind, step = %ctx.record.step, "resuming procedure");
-    // Alter table and create database are never stored running (they end in the transaction
+    // Alter table, create database and set maintenance are never stored running (they end in the transaction
     // that stores them), so they are not resumed.
     let outcome = match kind.as_str() {
         create_table::KIND => engine::resume::<create_table::CreateTable>(ctx).await,

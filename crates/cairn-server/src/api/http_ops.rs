@@ -1,7 +1,8 @@
-//! HTTP JSON resources for regions, mirroring `cairn ctl region`: `GET /v1/regions/{id}` (where
-//! a region is, its lease and any migration) and `POST /v1/regions/{id}/migrate?to=N
-//! [&timeout_ms=T]` (move its leadership; answers when done or rolled back). Shapes are in
-//! `docs/http.md`.
+//! HTTP JSON resources for operators, mirroring `cairn ctl region` and `cairn ctl maintenance`:
+//! `GET /v1/regions/{id}` (where a region is, its lease and any migration), `POST
+//! /v1/regions/{id}/migrate?to=N[&timeout_ms=T]` (move its leadership; answers when done or
+//! rolled back), `GET /v1/maintenance` and `PUT /v1/maintenance` with `{"on": bool, "reason":
+//! str}`. Shapes are in `docs/http.md`.
 
 use crate::api::meta::read;
 use crate::leader::node::Node;
@@ -11,8 +12,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cairn_proto::cairnpb::{DdlResponse, LeaderState, MigrateRegionRequest, RegionView};
-use cairn_types::json::{RegionJson, RegionLeaseJson, RegionMigrationJson};
+use cairn_proto::cairnpb::{
+    DdlResponse, LeaderState, MigrateRegionRequest, RegionView, SetMaintenanceRequest,
+};
+use cairn_types::json::{MaintenanceJson, RegionJson, RegionLeaseJson, RegionMigrationJson};
 use prost::Message;
 use serde_json::json;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ pub fn routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/v1/regions/{id}", get(region))
         .route("/v1/regions/{id}/migrate", post(migrate))
+        .route("/v1/maintenance", get(maintenance).put(set_maintenance))
 }
 
 /// A region as `/v1/regions/{id}` and `cairn ctl region show` print it: the one conversion from
@@ -126,18 +130,67 @@ async fn migrate(
         },
         (Err(s), _, _) | (_, Err(s), _) | (_, _, Err(s)) => return error(s),
     };
-    let body = request.encode_to_vec();
-    let ddl = Ddl::MigrateRegion;
-    match node.leader_call(LeaderRequest::Meta { ddl, body }).await {
-        Ok(LeaderResponse::Meta(bytes)) => match DdlResponse::decode(bytes.as_slice()) {
-            Ok(r) => Json(json!({
-                "procedure_id": r.procedure_id,
-                "revision": r.revision,
-            }))
-            .into_response(),
-            Err(e) => error(Status::internal(e.to_string())),
-        },
-        Ok(other) => error(Status::internal(format!("unexpected answer {other:?}"))),
+    match leader_ddl(&node, Ddl::MigrateRegion, request.encode_to_vec()).await {
+        Ok(r) => Json(json!({
+            "procedure_id": r.procedure_id,
+            "revision": r.revision,
+        }))
+        .into_response(),
+        Err(s) => error(s),
+    }
+}
+
+/// Runs a DDL-like request on the leader (from wherever this node is).
+async fn leader_ddl(node: &Node, ddl: Ddl, body: Vec<u8>) -> Result<DdlResponse, Status> {
+    match node.leader_call(LeaderRequest::Meta { ddl, body }).await? {
+        LeaderResponse::Meta(bytes) => {
+            DdlResponse::decode(bytes.as_slice()).map_err(|e| Status::internal(e.to_string()))
+        }
+        other => Err(Status::internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+async fn maintenance_json(node: &Node) -> Result<MaintenanceJson, Status> {
+    let m = read::get_maintenance(node, false).await?;
+    Ok(MaintenanceJson {
+        on: m.on,
+        reason: m.reason,
+        since_ms: m.since_ms,
+    })
+}
+
+async fn maintenance(State(node): State<Arc<Node>>) -> Response {
+    match maintenance_json(&node).await {
+        Ok(m) => Json(m).into_response(),
+        Err(s) => error(s),
+    }
+}
+
+/// The body of `PUT /v1/maintenance`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetMaintenanceBody {
+    on: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn set_maintenance(State(node): State<Arc<Node>>, body: axum::body::Bytes) -> Response {
+    let body: SetMaintenanceBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(Status::invalid_argument(format!(
+                "body: expected {{\"on\": bool, \"reason\": string}}: {e}"
+            )))
+        }
+    };
+    let request = SetMaintenanceRequest {
+        on: body.on,
+        reason: body.reason,
+    };
+    let set = leader_ddl(&node, Ddl::SetMaintenance, request.encode_to_vec()).await;
+    match set {
+        Ok(_) => maintenance(State(node)).await,
         Err(s) => error(s),
     }
 }
