@@ -12,6 +12,12 @@ pub const FAILURE_PHI_THRESHOLD_DEFAULT: f64 = 8.0;
 pub const FAILURE_MIN_STD_DEV_MS_DEFAULT: u64 = 200;
 /// Default of [`ServerConfig::failure_acceptable_pause_ms`].
 pub const FAILURE_ACCEPTABLE_PAUSE_MS_DEFAULT: u64 = 300;
+/// What a datanode may need, beyond one heartbeat interval, to reach a new leader: a stream to
+/// a deposed leader that hangs is given up after 3 s (cairn-client's
+/// `HEARTBEAT_RESPONSE_TIMEOUT_MS`), then the node finds the new leader and reconnects. Part of
+/// the default [`ServerConfig::failure_detection_grace_ms`], so a leader change fails over no
+/// datanode.
+pub const FAILURE_RECONNECT_ALLOWANCE_MS: u64 = 4_000;
 /// Default of [`ServerConfig::failover_migrations_max`].
 pub const FAILOVER_MIGRATIONS_MAX_DEFAULT: usize = 64;
 /// Default of [`ServerConfig::region_lease_margin_ms`].
@@ -83,7 +89,7 @@ pub struct ServerConfig {
     /// node_heartbeat_interval_ms.
     pub failure_first_heartbeat_estimate_ms: Option<u64>,
     /// Nothing is judged failed for this long after a leader term starts (nodes reconnect), ms;
-    /// unset means 2 x node_heartbeat_interval_ms.
+    /// unset means node_heartbeat_interval_ms + [`FAILURE_RECONNECT_ALLOWANCE_MS`].
     pub failure_detection_grace_ms: Option<u64>,
     /// Added to a region lease on the leader's side before it counts the lease as surely over
     /// (clock drift between leader and datanode, and the grant's time in flight), ms.
@@ -199,7 +205,9 @@ impl ServerConfig {
                 self.failure_first_heartbeat_estimate_ms.unwrap_or(interval),
             ),
         };
-        let grace = self.failure_detection_grace_ms.unwrap_or(2 * interval);
+        let grace = self
+            .failure_detection_grace_ms
+            .unwrap_or(interval + FAILURE_RECONNECT_ALLOWANCE_MS);
         (settings, Duration::from_millis(grace))
     }
 

@@ -80,7 +80,7 @@ pub struct ServeArgs {
     /// Failure detector: heartbeat gap assumed before two arrived, ms. Default the interval.
     #[arg(long, env = "CAIRN_FAILURE_FIRST_HEARTBEAT_ESTIMATE_MS")]
     pub failure_first_heartbeat_estimate_ms: Option<u64>,
-    /// Nothing is judged failed for this long after a leader term starts, ms. Default 2 x the interval.
+    /// Nothing is judged failed for this long after a leader term starts, ms. Default the interval + 4 s.
     #[arg(long, env = "CAIRN_FAILURE_DETECTION_GRACE_MS")]
     pub failure_detection_grace_ms: Option<u64>,
     /// How new regions are placed: round_robin, load_based or label_aware. Default load_based.

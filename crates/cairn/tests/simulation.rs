@@ -821,13 +821,14 @@ async fn check_convergence(sim: &Sim) -> Result<(), String> {
 }
 
 /// Waits (bounded) until the datanodes hold exactly what the stored routes give them and no
-/// procedure runs, then checks the DDL client's acknowledged outcomes.
-async fn check_datanodes(sim: &Sim) -> Result<(), String> {
+/// procedure runs, then checks the DDL client's acknowledged outcomes. Returns how many region
+/// migrations (failovers) finished.
+async fn check_datanodes(sim: &Sim) -> Result<usize, String> {
     let mut last = String::new();
     for _ in 0..300 {
         sleep(Duration::from_millis(50)).await;
         match datanodes_agree(sim) {
-            Ok(node) => return check_ddl_outcomes(sim, &node).await,
+            Ok((node, migrated)) => return check_ddl_outcomes(sim, &node).await.map(|()| migrated),
             Err(why) => last = why,
         }
     }
@@ -841,15 +842,20 @@ fn decoded<T: serde::de::DeserializeOwned>(
         .map_err(|e| tonic::Status::internal(e.to_string()))
 }
 
-/// The leader, if the datanodes hold what its routes say and none of its procedures runs.
-fn datanodes_agree(sim: &Sim) -> Result<Arc<Node>, String> {
+/// The leader, if the datanodes hold what its routes say and none of its procedures runs, and
+/// the region migrations it finished.
+fn datanodes_agree(sim: &Sim) -> Result<(Arc<Node>, usize), String> {
     let node = sim
         .leader()
         .and_then(|id| lookup(&sim.nodes, id))
         .ok_or("no leader")?;
     let mut running = Vec::new();
+    let mut migrated = 0;
     scan_all(&node, &layout().procedures_prefix(), |kv| {
         let p: ProcedureRecord = decoded(&kv)?;
+        if p.kind == "migrate_region" && p.state == ProcedureState::Done {
+            migrated += 1;
+        }
         if p.state == ProcedureState::Running {
             running.push(format!(
                 "{} {} at {} after {} attempts (last error: {:?})",
@@ -906,7 +912,7 @@ fn datanodes_agree(sim: &Sim) -> Result<Arc<Node>, String> {
             "routes place {regions:?} on node {n}, not a datanode"
         ));
     }
-    Ok(node)
+    Ok((node, migrated))
 }
 
 /// A table whose every create and drop was acknowledged exists exactly when the last was a
@@ -953,19 +959,34 @@ async fn check_ddl_outcomes(sim: &Sim, node: &Node) -> Result<(), String> {
 async fn watch_region_leases(sim: Arc<Sim>, until_ms: u64) {
     while sim.now_ms() < until_ms {
         sleep(Duration::from_millis(LEASE_CHECK_EVERY_MS)).await;
-        let mut writers: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut writers: BTreeMap<u64, Vec<(u64, u128)>> = BTreeMap::new();
+        let now = tokio::time::Instant::now();
         for (dn, _) in sim.datanodes.lock().unwrap().iter() {
             for (region, role) in dn.held_regions() {
-                if role == RegionRole::Leader && dn.leases().is_valid_now(region) {
-                    writers.entry(region).or_default().push(dn.id());
+                if role != RegionRole::Leader {
+                    continue;
+                }
+                if let Some(until) = dn.leases().valid_until(region, now) {
+                    let left_ms = (until - now).as_millis();
+                    writers.entry(region).or_default().push((dn.id(), left_ms));
                 }
             }
         }
         if let Some((region, nodes)) = writers.into_iter().find(|(_, n)| n.len() > 1) {
             let mut v = sim.lease_violation.lock().unwrap();
             if v.is_none() {
+                // What the leader's routes say, for the one replaying the seed.
+                let route = sim
+                    .leader()
+                    .and_then(|id| lookup(&sim.nodes, id))
+                    .and_then(|n| {
+                        let key = layout().route(cairn_meta::route::table_id_of(region));
+                        cairn_server::replica::meta::store::get::<TableRoute>(&n, &key).ok()?
+                    })
+                    .and_then(|r| r.value.region(region).cloned());
                 *v = Some(format!(
-                    "at {} ms datanodes {nodes:?} could all write region {region}",
+                    "at {} ms datanodes (id, lease ms left) {nodes:?} could all write region \
+                     {region}; the leader's route: {route:?}",
                     sim.now_ms()
                 ));
             }
@@ -995,7 +1016,8 @@ struct Outcome {
     /// DDL requests the DDL client made.
     ddl: Vec<DdlOp>,
     /// What the datanodes hold against the stored routes, after healing.
-    datanodes: Result<(), String>,
+    /// Region migrations finished, if the datanodes agree with the routes after healing.
+    datanodes: Result<usize, String>,
     holdings: Vec<Holding>,
     trace: Vec<String>,
     converged: Result<(), String>,
@@ -1061,11 +1083,7 @@ async fn simulate(seed: u64, plan: Plan) -> Outcome {
     let converged = check_convergence(&sim).await;
     let datanodes = match sim.lease_violation.lock().unwrap().clone() {
         Some(v) => Err(v),
-        None => Ok(()),
-    };
-    let datanodes = match datanodes {
-        Ok(()) => check_datanodes(&sim).await,
-        e => e,
+        None => check_datanodes(&sim).await,
     };
     let terms = (first_term, highest_term(&sim));
     sim.stop_datanodes().await;
@@ -1138,7 +1156,8 @@ fn seeded_runs_stay_linearizable_with_exclusive_locks() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = Mutex::new(seeds.clone().into_iter());
     let failures: Mutex<Vec<(u64, String, Vec<String>)>> = Mutex::default();
-    let totals = Mutex::new((0usize, 0usize, 0usize, 0usize)); // ops, holdings, seeds, DDL acks
+    // ops, holdings, seeds, DDL acks, region migrations
+    let totals = Mutex::new((0usize, 0usize, 0usize, 0usize, 0usize));
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
@@ -1155,6 +1174,7 @@ fn seeded_runs_stay_linearizable_with_exclusive_locks() {
                     t.1 += outcome.holdings.len();
                     t.2 += 1;
                     t.3 += outcome.ddl.iter().filter(|d| d.acknowledged).count();
+                    t.4 += outcome.datanodes.as_ref().map_or(0, |m| *m);
                 }
                 if let Err(why) = verdict(&outcome) {
                     failures.lock().unwrap().push((seed, why, outcome.trace));
@@ -1162,10 +1182,10 @@ fn seeded_runs_stay_linearizable_with_exclusive_locks() {
             });
         }
     });
-    let (ops, holdings, runs, ddl) = *totals.lock().unwrap();
+    let (ops, holdings, runs, ddl, migrated) = *totals.lock().unwrap();
     println!(
         "simulation: {runs} seeds from {}, {ops} KV operations, {holdings} lock holdings, \
-         {ddl} acknowledged DDL requests",
+         {ddl} acknowledged DDL requests, {migrated} region failovers",
         seeds.first().copied().unwrap_or(0)
     );
     let failures = failures.into_inner().unwrap();

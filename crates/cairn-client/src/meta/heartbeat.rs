@@ -12,6 +12,7 @@
 //! a leader that stops answering is noticed within [`HEARTBEAT_RESPONSE_TIMEOUT_MS`]. Replies
 //! that finish while a request is in flight go in the next one.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,7 +80,14 @@ pub(super) struct Driver<S, H> {
     finished_rx: mpsc::UnboundedReceiver<InstructionReply>,
     transport: Arc<dyn HeartbeatTransport>,
     region_leases: Option<Arc<RegionLeases>>,
+    /// (sequence, sent at) of the latest requests, newest last, at most
+    /// [`SENT_REQUESTS_REMEMBERED_MAX`]: where the leases of instructions start.
+    sent: VecDeque<(u64, Instant)>,
 }
+
+/// Requests whose send time is remembered for instruction leases (a response names one of the
+/// latest; one naming an older request grants no lease, which errs on the safe side).
+pub const SENT_REQUESTS_REMEMBERED_MAX: usize = 32;
 
 impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
     pub(super) fn new(
@@ -113,6 +121,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
             finished_rx,
             transport,
             region_leases: options.region_leases,
+            sent: VecDeque::with_capacity(SENT_REQUESTS_REMEMBERED_MAX),
         }
     }
 
@@ -251,6 +260,10 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
                     if sent.regions.is_some() {
                         last_regular = sent.sent_at;
                     }
+                    if self.sent.len() >= SENT_REQUESTS_REMEMBERED_MAX {
+                        self.sent.pop_front();
+                    }
+                    self.sent.push_back((sent.sequence, sent.sent_at));
                     in_flight = Some(sent);
                     if tx.send(request).await.is_err() {
                         let why = "request stream closed".into();
@@ -351,18 +364,24 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
             status.interval_ms = self.interval_ms;
             status.last_error = None;
         }
+        let lease_base = self
+            .sent
+            .iter()
+            .find(|(sequence, _)| *sequence == response.lease_base_sequence)
+            .map(|(_, at)| *at);
         for instruction in response.instructions {
-            self.dispatch(instruction);
+            self.dispatch(instruction, lease_base);
         }
         Ok(!response.pushed)
     }
 
     /// Runs a new instruction on its own task, or re-queues the reply of one already handled.
-    fn dispatch(&mut self, instruction: Instruction) {
+    /// Leases it grants start at `lease_base` (none when unknown).
+    fn dispatch(&mut self, instruction: Instruction, lease_base: Option<Instant>) {
         match self.ledger.receive(instruction.id) {
             Disposition::Run => {
                 if let Some(leases) = &self.region_leases {
-                    apply_to_leases(leases, &instruction);
+                    apply_to_leases(leases, &instruction, lease_base);
                 }
                 let handler = Arc::clone(&self.handler);
                 let finished = self.finished_tx.clone();
@@ -461,14 +480,16 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
 }
 
 /// What an instruction does to the node's region leases, on arrival: regions it opens or
-/// upgrades as leader with a lease come leased from now; regions it downgrades or closes lose
-/// their lease before the instruction runs (and so before it is acknowledged).
-fn apply_to_leases(leases: &RegionLeases, instruction: &Instruction) {
+/// upgrades as leader with a lease come leased from `base` (when the node sent the request the
+/// leader last had, not when the instruction is read: a node that hung with it in its buffer
+/// must not start a fresh lease); regions it downgrades or closes lose their lease before the
+/// instruction runs (and so before it is acknowledged).
+fn apply_to_leases(leases: &RegionLeases, instruction: &Instruction, base: Option<Instant>) {
     use cairn_proto::cairnpb::instruction::Kind;
     let now = Instant::now();
     let lease = |region: u64, lease_ms: u64| {
-        if lease_ms > 0 {
-            leases.renew(&[region], now, now + Duration::from_millis(lease_ms), now);
+        if let (Some(base), true) = (base, lease_ms > 0) {
+            leases.renew(&[region], base, base + Duration::from_millis(lease_ms), now);
         }
     };
     let open = |o: &cairn_proto::cairnpb::OpenRegion| {
@@ -534,5 +555,46 @@ mod tests {
             (INSTRUCTION_REPLIES_PER_REQUEST_MAX as u64 + 1..=total).collect::<Vec<_>>()
         );
         assert!(pending.is_empty() && take_reply_batch(&mut pending).is_empty());
+    }
+
+    #[test]
+    fn instruction_leases_run_from_the_request_the_leader_had() {
+        use cairn_proto::cairnpb::instruction::Kind;
+        use cairn_proto::cairnpb::{DowngradeRegionLeader, UpgradeRegionToLeader};
+        let instruction = |kind| Instruction {
+            id: 1,
+            timeout_ms: 1_000,
+            kind: Some(kind),
+        };
+        let upgrade = instruction(Kind::UpgradeRegionToLeader(UpgradeRegionToLeader {
+            region_id: 7,
+            lease_ms: 4_000,
+        }));
+        let leases = RegionLeases::new();
+        // Read 1 s after the request went: leased for what is left of 4 s from then.
+        let sent = Instant::now() - Duration::from_secs(1);
+        apply_to_leases(&leases, &upgrade, Some(sent));
+        let until = leases.valid_until(7, Instant::now());
+        assert_eq!(until, Some(sent + Duration::from_secs(4)));
+        // Read after the node hung for 10 s with it in its buffer: nothing to write with.
+        let hung = RegionLeases::new();
+        apply_to_leases(
+            &hung,
+            &upgrade,
+            Some(Instant::now() - Duration::from_secs(11)),
+        );
+        assert!(!hung.is_valid_now(7));
+        // A response naming a request the node no longer remembers grants nothing.
+        apply_to_leases(&hung, &upgrade, None);
+        assert!(!hung.is_valid_now(7));
+        // A downgrade drops the lease on arrival.
+        let down = instruction(Kind::DowngradeRegionLeader(DowngradeRegionLeader {
+            region_id: 7,
+        }));
+        let fresh = Instant::now();
+        apply_to_leases(&leases, &upgrade, Some(fresh));
+        assert!(leases.is_valid_now(7));
+        apply_to_leases(&leases, &down, None);
+        assert!(!leases.is_valid_now(7));
     }
 }

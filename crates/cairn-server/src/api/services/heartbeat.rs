@@ -182,6 +182,7 @@ where
                     pushed: true,
                     instructions,
                     heartbeat_interval_ms: hub.heartbeat_interval_ms,
+                    lease_base_sequence: last_sequence.unwrap_or(0),
                     ..Default::default()
                 };
                 if !deliver(&tx, node_id, push) {
@@ -234,6 +235,7 @@ where
             instructions,
             heartbeat_interval_ms: hub.heartbeat_interval_ms,
             region_leases: grant_region_leases(&node, node_id, &req, now),
+            lease_base_sequence: req.sequence,
             ..Default::default()
         };
         // Handling time of one request (regular or replies-only) on the leader (registry,
