@@ -1081,7 +1081,8 @@ async fn simulate(seed: u64, plan: Plan) -> Outcome {
         let _ = t.await;
     }
     let converged = check_convergence(&sim).await;
-    let datanodes = match sim.lease_violation.lock().unwrap().clone() {
+    let violation = sim.lease_violation.lock().unwrap().clone();
+    let datanodes = match violation {
         Some(v) => Err(v),
         None => check_datanodes(&sim).await,
     };
