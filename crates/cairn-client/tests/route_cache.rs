@@ -352,6 +352,12 @@ impl Meta for FakeMeta {
     ) -> Result<Response<cairn_client::proto::cairnpb::MaintenanceState>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn drain_node(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::DrainNodeRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_region(
         &self,
         _: Request<cairn_client::proto::cairnpb::GetRegionRequest>,

@@ -108,6 +108,15 @@ impl KeyLayout {
         format!("{}/procedure/", self.root)
     }
 
+    /// A datanode being drained ([`crate::Drain`]).
+    pub fn drain(&self, node_id: u64) -> String {
+        format!("{}/drain/{node_id:0ID_DIGITS$}", self.root)
+    }
+
+    pub fn drains_prefix(&self) -> String {
+        format!("{}/drain/", self.root)
+    }
+
     /// Whether the cluster is in maintenance mode ([`crate::Maintenance`]).
     pub fn maintenance(&self) -> String {
         format!("{}/maintenance", self.root)

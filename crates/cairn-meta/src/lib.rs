@@ -29,7 +29,7 @@ pub use database::{validate_database, DatabaseInfo};
 pub use error::MetaError;
 pub use keys::{prefix_end, KeyLayout, MetaKey};
 pub use literal::Literal;
-pub use maintenance::{Maintenance, MAINTENANCE_REASON_BYTES_MAX};
+pub use maintenance::{Drain, DrainMode, Maintenance, MAINTENANCE_REASON_BYTES_MAX};
 pub use names::{validate_name, DEFAULT_CATALOG, NAME_LEN_MAX};
 pub use partition::{PartitionRule, RangeBound};
 pub use procedure::{ProcedureRecord, ProcedureState};

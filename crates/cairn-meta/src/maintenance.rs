@@ -18,6 +18,35 @@ pub struct Maintenance {
     pub since_ms: u64,
 }
 
+/// What draining a datanode moves off it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainMode {
+    /// Every region it leads (and no new region is placed on it).
+    Drain,
+    /// Only leadership, to a live follower, where the region has one.
+    EvictLeaders,
+}
+
+impl DrainMode {
+    /// The name shown in node views: "drain", "evict_leaders".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainMode::Drain => "drain",
+            DrainMode::EvictLeaders => "evict_leaders",
+        }
+    }
+}
+
+/// A datanode an operator asked to drain; absent when none was asked (or it was cancelled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    pub node_id: u64,
+    pub mode: DrainMode,
+    /// When it was asked, Unix ms.
+    pub since_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

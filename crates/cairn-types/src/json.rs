@@ -33,6 +33,15 @@ pub struct NodeJson {
     /// Judged failed by the failure detector.
     #[serde(default)]
     pub failed: bool,
+    /// `drain` or `evict_leaders` while an operator drains the node; `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<String>,
+    /// Regions the stored routes name this node the leader of (a drain's progress).
+    #[serde(default)]
+    pub led_regions: u64,
+    /// Regions the stored routes name this node a follower of.
+    #[serde(default)]
+    pub followed_regions: u64,
 }
 
 /// The latest stats a node reported.

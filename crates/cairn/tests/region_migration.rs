@@ -42,6 +42,11 @@ impl Setup {
     /// A 3-node cluster (heartbeats every 200 ms, the leader crashing once at `crash_at` if
     /// given), three simulated datanodes and a frontend writing to two tables of four regions.
     async fn start(crash_at: Option<&str>, margin_ms: u64) -> Setup {
+        Self::start_with(crash_at, margin_ms, &[]).await
+    }
+
+    /// [`Setup::start`] with `extra` arguments for every Cairn node.
+    async fn start_with(crash_at: Option<&str>, margin_ms: u64, extra: &[&str]) -> Setup {
         let marker = tempfile::tempdir().unwrap();
         let marker_path = marker.path().join("crashed");
         let mut args: Vec<String> = [
@@ -57,6 +62,7 @@ impl Setup {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         if let Some(at) = crash_at {
             args.extend([
                 "--test-crash-at".to_string(),
@@ -589,5 +595,95 @@ async fn a_cairn_leader_killed_under_load_fails_over_no_datanode() {
         "{:?}",
         procs.procedures
     );
+    s.stop().await;
+}
+
+async fn node_view(s: &Setup, id: u64) -> cairn_proto::cairnpb::NodeView {
+    s.client.list_nodes(id).await.unwrap().nodes.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_datanode_is_emptied_and_gets_no_new_region() {
+    let s = Setup::start(None, 200).await;
+    let drained = s.busy_datanode().await;
+    assert!(node_view(&s, drained).await.led_regions > 0);
+    s.client
+        .drain_node(drained, cairn_proto::cairnpb::DrainMode::Drain)
+        .await
+        .expect("drain");
+    eventually("the drained node leading nothing", || async {
+        let v = s.client.list_nodes(drained).await.ok()?.nodes.pop()?;
+        (v.drain == "drain" && v.led_regions == 0 && v.state == "draining").then_some(())
+    })
+    .await;
+    s.failed_over(drained).await;
+    eventually("the drained node closing its regions", || {
+        let empty = s.fleet.node(drained).unwrap().held_regions().is_empty();
+        async move { empty.then_some(()) }
+    })
+    .await;
+    // A new table places nothing on it.
+    let mut req = WriteLoadConfig::default().create_table_request(0);
+    req.name = Some(TableName {
+        catalog: String::new(),
+        schema: "mig".into(),
+        name: "after_drain".into(),
+    });
+    let created = s.client.create_table(req).await.expect("create");
+    let id = created.table.unwrap().id;
+    let routes = s.client.get_routes(&[id]).await.unwrap();
+    assert!(routes.routes[0]
+        .regions
+        .iter()
+        .all(|r| r.leader_node != drained));
+    // Cancelled, it takes regions again.
+    s.client
+        .drain_node(drained, cairn_proto::cairnpb::DrainMode::Cancel)
+        .await
+        .expect("cancel");
+    eventually("the node alive again", || async {
+        let v = s.client.list_nodes(drained).await.ok()?.nodes.pop()?;
+        (v.drain.is_empty() && v.state == "alive").then_some(())
+    })
+    .await;
+    let code = s
+        .client
+        .drain_node(99_999, cairn_proto::cairnpb::DrainMode::Drain)
+        .await
+        .err()
+        .and_then(|e| e.code());
+    assert_eq!(code, Some(Code::NotFound));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evicting_leaders_hands_leadership_to_followers() {
+    let s = Setup::start_with(None, 200, &["--region-followers", "1"]).await;
+    let evicted = s.busy_datanode().await;
+    let before = node_view(&s, evicted).await;
+    assert!(before.led_regions > 0);
+    s.client
+        .drain_node(evicted, cairn_proto::cairnpb::DrainMode::EvictLeaders)
+        .await
+        .expect("evict");
+    eventually("the node leading nothing, following more", || async {
+        let v = s.client.list_nodes(evicted).await.ok()?.nodes.pop()?;
+        (v.drain == "evict_leaders" && v.led_regions == 0).then_some(v)
+    })
+    .await;
+    let after = node_view(&s, evicted).await;
+    assert_eq!(
+        after.followed_regions,
+        before.followed_regions + before.led_regions,
+        "every region it led, it now follows"
+    );
+    s.failed_over(evicted).await;
+    eventually("its copies downgraded to followers", || {
+        let roles = s.fleet.node(evicted).unwrap().held_regions();
+        let all_followers = !roles.is_empty()
+            && roles.iter().all(|(_, role)| *role == RegionRole::Follower);
+        async move { all_followers.then_some(()) }
+    })
+    .await;
     s.stop().await;
 }

@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use cairn_proto::cairnpb::meta_client::MetaClient as MetaRpc;
 use cairn_proto::cairnpb::{
     AlterTableRequest, CreateDatabaseRequest, CreateTableRequest, DdlResponse,
-    DescribeTableRequest, DescribeTableResponse, DropDatabaseRequest, DropTableRequest,
-    GetMaintenanceRequest, GetProcedureRequest, GetRegionRequest, GetRoutesRequest,
-    GetRoutesResponse, ListDatabasesRequest, ListDatabasesResponse, ListProceduresRequest,
-    ListProceduresResponse, ListTablesRequest, ListTablesResponse, MaintenanceState,
-    MigrateRegionRequest, ProcedureView, RegionView, SetMaintenanceRequest, TableInfo, TableName,
-    TruncateTableRequest,
+    DescribeTableRequest, DescribeTableResponse, DrainMode, DrainNodeRequest, DropDatabaseRequest,
+    DropTableRequest, GetMaintenanceRequest, GetProcedureRequest, GetRegionRequest,
+    GetRoutesRequest, GetRoutesResponse, ListDatabasesRequest, ListDatabasesResponse,
+    ListProceduresRequest, ListProceduresResponse, ListTablesRequest, ListTablesResponse,
+    MaintenanceState, MigrateRegionRequest, ProcedureView, RegionView, SetMaintenanceRequest,
+    TableInfo, TableName, TruncateTableRequest,
 };
 use tonic::transport::Channel;
 
@@ -221,6 +221,25 @@ impl MetaClient {
             .call(true, |ch| {
                 let request = request.clone();
                 async move { Ok(meta_rpc(ch).set_maintenance(request).await?.into_inner()) }
+            })
+            .await
+    }
+
+    /// Starts draining datanode `node_id` (or evicting its leaders, or cancels either); the
+    /// moves happen in the background, their progress is in the node's view. Setting the same
+    /// mode again is harmless, so this is retried like a read.
+    pub async fn drain_node(
+        &self,
+        node_id: u64,
+        mode: DrainMode,
+    ) -> Result<DdlResponse, ClientError> {
+        let request = DrainNodeRequest {
+            node_id,
+            mode: mode as i32,
+        };
+        self.etcd
+            .call(true, |ch| async move {
+                Ok(meta_rpc(ch).drain_node(request).await?.into_inner())
             })
             .await
     }

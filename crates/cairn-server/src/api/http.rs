@@ -147,6 +147,9 @@ pub fn node_json(v: NodeView) -> NodeJson {
         unverified_region_count: v.unverified_region_count,
         phi: v.phi,
         failed: v.failed,
+        drain: (!v.drain.is_empty()).then_some(v.drain),
+        led_regions: v.led_regions,
+        followed_regions: v.followed_regions,
     }
 }
 
@@ -221,6 +224,7 @@ mod tests {
             report_interval_ms: 3_000,
             phi: Some(1.5),
             failed: false,
+            ..Default::default()
         };
         let node = node_json(view);
         let json = serde_json::to_value(&node).unwrap();
@@ -236,9 +240,11 @@ mod tests {
             [
                 "address",
                 "failed",
+                "followed_regions",
                 "id",
                 "labels",
                 "last_heartbeat_age_ms",
+                "led_regions",
                 "phi",
                 "region_count",
                 "report_interval_ms",

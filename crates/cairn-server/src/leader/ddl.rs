@@ -22,7 +22,8 @@ pub async fn serve_ddl(node: &Arc<Node>, ddl: Ddl, body: &[u8]) -> Result<Vec<u8
         Ddl::AlterTable => procedure::alter_table::run(node, decode(body)?).await,
         Ddl::TruncateTable => procedure::truncate_table::run(node, decode(body)?).await,
         Ddl::MigrateRegion => procedure::migrate_region::run(node, decode(body)?).await,
-        Ddl::SetMaintenance => procedure::maintenance::run(node, decode(body)?).await,
+        Ddl::SetMaintenance => procedure::maintenance::set_maintenance(node, decode(body)?).await,
+        Ddl::DrainNode => procedure::maintenance::drain_node(node, decode(body)?).await,
     }?;
     Ok(resp.encode_to_vec())
 }

@@ -19,6 +19,7 @@ pub fn list_as_leader(node: &Node, node_id: u64) -> Result<ListNodesResponse, St
     }
     let mut nodes = node.heartbeats.views(node_id, node.heartbeats.now());
     count_unverified(node, &mut nodes)?;
+    count_routed(node, &mut nodes)?;
     Ok(ListNodesResponse {
         nodes,
         leader_id: node.id,
@@ -49,6 +50,42 @@ fn count_unverified(node: &Node, views: &mut [NodeView]) -> Result<(), Status> {
     for view in views.iter_mut() {
         let id = view.identity.as_ref().map_or(0, |i| i.id);
         view.unverified_region_count = unverified.get(&id).map_or(0, |r| r.len() as u64);
+    }
+    Ok(())
+}
+
+/// Sets each view's drain mode and the regions the stored routes name it leader and follower of
+/// (a drain's progress). One pass over the routes, on an operator's request.
+fn count_routed(node: &Node, views: &mut [NodeView]) -> Result<(), Status> {
+    let drains = crate::leader::procedure::maintenance::drains(node)?;
+    let mut counts: std::collections::HashMap<u64, (u64, u64)> = Default::default();
+    for v in views.iter() {
+        if let Some(i) = &v.identity {
+            counts.insert(i.id, (0, 0));
+        }
+    }
+    store::scan_all(node, &store::layout().routes_prefix(), |kv| {
+        let Ok(route) = cairn_meta::codec::decode::<TableRoute>(&kv.key, &kv.value) else {
+            return Ok(());
+        };
+        for r in &route.regions {
+            if let Some(c) = counts.get_mut(&r.leader_node) {
+                c.0 += 1;
+            }
+            for f in &r.follower_nodes {
+                if let Some(c) = counts.get_mut(f) {
+                    c.1 += 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    for view in views.iter_mut() {
+        let id = view.identity.as_ref().map_or(0, |i| i.id);
+        (view.led_regions, view.followed_regions) = counts.get(&id).copied().unwrap_or_default();
+        if let Some(d) = drains.iter().find(|d| d.node_id == id) {
+            view.drain = d.mode.as_str().to_string();
+        }
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ pub enum Ddl {
     TruncateTable,
     MigrateRegion,
     SetMaintenance,
+    DrainNode,
 }
 
 /// Something only the leader decides.

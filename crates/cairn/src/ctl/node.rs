@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use cairn_client::meta::MetaClient;
+use cairn_client::proto::cairnpb::DrainMode;
 use cairn_client::EtcdClient;
 // One node as the HTTP API shows it (stable JSON shape, documented in `ctl`'s module docs).
 use cairn_server::http::node_json;
@@ -24,6 +25,23 @@ pub enum NodeCommand {
         /// Node id (decimal, or hex with 0x).
         #[arg(value_parser = output::parse_id)]
         id: u64,
+    },
+    /// Moves every region a datanode leads elsewhere and places nothing new on it; progress in
+    /// `node show` (led regions). Stays drained until `--cancel`.
+    Drain {
+        #[arg(value_parser = output::parse_id)]
+        id: u64,
+        /// Stop draining it (regions already moved stay where they are).
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Moves a datanode's leaderships to live followers, where its regions have them.
+    EvictLeaders {
+        #[arg(value_parser = output::parse_id)]
+        id: u64,
+        /// Stop evicting.
+        #[arg(long)]
+        cancel: bool,
     },
 }
 
@@ -64,6 +82,17 @@ pub async fn run(
                     Ok(())
                 }
             }
+        }
+        NodeCommand::Drain { id, cancel } | NodeCommand::EvictLeaders { id, cancel } => {
+            let (verb, mode) = match (&command, cancel) {
+                (_, true) => ("cancel", DrainMode::Cancel),
+                (NodeCommand::Drain { .. }, false) => ("drain", DrainMode::Drain),
+                _ => ("evict-leaders", DrainMode::EvictLeaders),
+            };
+            meta.drain_node(id, mode)
+                .await
+                .map_err(CtlError::call(format!("node {verb} {id}")))?;
+            Box::pin(run(client, out, NodeCommand::Show { id })).await
         }
         NodeCommand::Show { id } => {
             let what = format!("node show {id}");
@@ -163,6 +192,18 @@ fn show_table(n: &NodeJson) -> comfy_table::Table {
     );
     row("report interval (ms)", n.report_interval_ms.to_string());
     row("regions", n.region_count.to_string());
+    row(
+        "routed regions",
+        format!("{} led, {} followed", n.led_regions, n.followed_regions),
+    );
+    row(
+        "drain",
+        match (&n.drain, n.led_regions) {
+            (None, _) => "-".into(),
+            (Some(mode), 0) => format!("{mode}: done"),
+            (Some(mode), led) => format!("{mode}: {led} led regions to move"),
+        },
+    );
     row("unverified regions", n.unverified_region_count.to_string());
     if let Some(s) = &n.stats {
         row("rcus", s.rcus.to_string());
@@ -204,6 +245,9 @@ mod tests {
             report_interval_ms: 3_000,
             phi: Some(0.25),
             failed: false,
+            drain: "drain".into(),
+            led_regions: 2,
+            followed_regions: 0,
         }
     }
 
@@ -218,8 +262,11 @@ mod tests {
         assert_eq!(json["stats"]["cpu_usage"], 0.5);
         assert_eq!(json["phi"], 0.25);
         assert_eq!(json["failed"], false);
+        assert_eq!(json["drain"], "drain");
+        assert_eq!(json["led_regions"], 2);
+        assert_eq!(json["followed_regions"], 0);
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 14, "{keys:?}");
+        assert_eq!(keys.len(), 17, "{keys:?}");
         let quiet = NodeView {
             last_heartbeat_age_ms: None,
             stats: None,

@@ -216,6 +216,13 @@ impl Meta for MetaService {
         self.ddl("SetMaintenance", Ddl::SetMaintenance, r).await
     }
 
+    async fn drain_node(
+        &self,
+        r: Request<DrainNodeRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        self.ddl("DrainNode", Ddl::DrainNode, r).await
+    }
+
     async fn get_maintenance(
         &self,
         r: Request<GetMaintenanceRequest>,

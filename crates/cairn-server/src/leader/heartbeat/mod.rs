@@ -278,6 +278,8 @@ impl HeartbeatHub {
                     report_interval_ms: latest.map_or(0, |s| s.report_interval_ms),
                     phi: None,
                     failed: false,
+                    // Filled in from the drain records and routes when listed (ListNodes).
+                    ..Default::default()
                 }
             })
             .collect();

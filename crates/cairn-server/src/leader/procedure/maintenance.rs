@@ -1,28 +1,27 @@
-//! SET MAINTENANCE: switch maintenance mode on or off. One transaction stores the new state and
-//! the finished procedure record (so `ctl procedure list` shows who switched it when, until the
-//! event log does); nothing is resumed.
+//! Operator switches: maintenance mode on or off, and draining a datanode (or cancelling it).
+//! Each is one transaction that stores the new state with the finished procedure record (kind
+//! `operator_change`, so `ctl procedure list` shows who switched what when); nothing is resumed.
 
 use super::engine::{self, Kind, Next, Step, Txn};
 use super::{begin, detached, lock, Ctx};
 use crate::leader::node::Node;
-use crate::replica::meta::store::{self, layout, put_op};
-use cairn_meta::{codec, Maintenance, MAINTENANCE_REASON_BYTES_MAX};
-use cairn_proto::cairnpb::{DdlResponse, SetMaintenanceRequest};
+use crate::replica::meta::store::{self, delete_op, layout, put_op};
+use cairn_meta::{codec, Drain, DrainMode, Maintenance, MAINTENANCE_REASON_BYTES_MAX};
+use cairn_proto::cairnpb::{self as pb, DdlResponse, DrainNodeRequest, SetMaintenanceRequest};
+use cairn_proto::etcdserverpb::RequestOp;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tonic::Status;
 
-pub const KIND: &str = "set_maintenance";
-/// The lock every change of the maintenance state takes.
-const LOCK: &str = "maintenance";
+pub const KIND: &str = "operator_change";
 
 /// The one step: stored only as it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetMaintenanceStep {
+pub enum OperatorChangeStep {
     Commit,
 }
 
-impl Step for SetMaintenanceStep {
+impl Step for OperatorChangeStep {
     const ALL: &'static [Self] = &[Self::Commit];
 
     fn name(self) -> &'static str {
@@ -30,21 +29,21 @@ impl Step for SetMaintenanceStep {
     }
 }
 
-/// The state written.
+/// What was switched, for the log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SetMaintenance {
-    state: Maintenance,
+pub struct OperatorChange {
+    what: String,
 }
 
-impl Kind for SetMaintenance {
+impl Kind for OperatorChange {
     const KIND: &'static str = KIND;
-    type Step = SetMaintenanceStep;
+    type Step = OperatorChangeStep;
 
     async fn run(
         &mut self,
         _ctx: &mut Ctx,
-        step: SetMaintenanceStep,
-    ) -> Result<Next<SetMaintenanceStep>, Status> {
+        step: OperatorChangeStep,
+    ) -> Result<Next<OperatorChangeStep>, Status> {
         Err(engine::ProcedureError::NotRunnable {
             kind: KIND.into(),
             step: step.name().into(),
@@ -53,18 +52,31 @@ impl Kind for SetMaintenance {
     }
 
     fn done(&mut self, ctx: &Ctx, revision: i64) -> DdlResponse {
-        tracing::info!(
-            on = self.state.on,
-            reason = %self.state.reason,
-            "maintenance mode {}",
-            if self.state.on { "on" } else { "off" }
-        );
+        tracing::info!(procedure = ctx.record.id, "operator change: {}", self.what);
         DdlResponse {
             procedure_id: ctx.record.id,
             revision,
             ..Default::default()
         }
     }
+}
+
+/// Stores `ops` as the change `what`, under the lock `lock_name`.
+async fn change(
+    node: &Arc<Node>,
+    lock_name: String,
+    what: String,
+    ops: impl FnOnce(&Node) -> Result<Vec<RequestOp>, Status> + Send + 'static,
+) -> Result<DdlResponse, Status> {
+    let node2 = node.clone();
+    detached(node, async move {
+        let node = node2;
+        let locks = vec![(lock_name, lock::Mode::Exclusive)];
+        let ctx = begin(&node, KIND, what.clone(), locks).await?;
+        let last = Next::Done(OperatorChangeStep::Commit, Txn::ops(ops(&node)?));
+        engine::start(ctx, OperatorChange { what }, last).await
+    })
+    .await
 }
 
 /// The stored maintenance state (off when never set), from this node's applied state.
@@ -74,8 +86,23 @@ pub fn current(node: &crate::replica::node::Replica) -> Result<Maintenance, Stat
         .unwrap_or_default())
 }
 
+/// Every stored drain, in node id order.
+pub fn drains(node: &crate::replica::node::Replica) -> Result<Vec<Drain>, Status> {
+    let mut out = Vec::new();
+    store::scan_all(node, &layout().drains_prefix(), |kv| {
+        if let Ok(d) = codec::decode::<Drain>(&kv.key, &kv.value) {
+            out.push(d);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// Runs SetMaintenance on the leader.
-pub async fn run(node: &Arc<Node>, req: SetMaintenanceRequest) -> Result<DdlResponse, Status> {
+pub async fn set_maintenance(
+    node: &Arc<Node>,
+    req: SetMaintenanceRequest,
+) -> Result<DdlResponse, Status> {
     if req.reason.len() > MAINTENANCE_REASON_BYTES_MAX {
         return Err(Status::invalid_argument(format!(
             "reason: at most {MAINTENANCE_REASON_BYTES_MAX} bytes (maintenance_reason_bytes_max), \
@@ -83,20 +110,66 @@ pub async fn run(node: &Arc<Node>, req: SetMaintenanceRequest) -> Result<DdlResp
             req.reason.len()
         )));
     }
-    let node2 = node.clone();
-    detached(node, async move {
-        let node = node2;
-        let locks = vec![(LOCK.to_string(), lock::Mode::Exclusive)];
-        let target = if req.on { "on" } else { "off" };
-        let ctx = begin(&node, KIND, format!("maintenance {target}"), locks).await?;
+    let what = format!("maintenance {}", if req.on { "on" } else { "off" });
+    change(node, "maintenance".into(), what, move |node| {
         let state = Maintenance {
             on: req.on,
             reason: req.reason,
             since_ms: node.clock.unix_ms(),
         };
-        let ops = vec![put_op(&layout().maintenance(), codec::encode(&state))];
-        let last = Next::Done(SetMaintenanceStep::Commit, Txn::ops(ops));
-        engine::start(ctx, SetMaintenance { state }, last).await
+        Ok(vec![put_op(&layout().maintenance(), codec::encode(&state))])
+    })
+    .await
+}
+
+/// Runs DrainNode on the leader: the node must be a datanode the leader knows (heard from, or
+/// stored).
+pub async fn drain_node(node: &Arc<Node>, req: DrainNodeRequest) -> Result<DdlResponse, Status> {
+    let id = req.node_id;
+    if id == 0 {
+        return Err(Status::invalid_argument("node_id: must be set"));
+    }
+    let mode = match pb::DrainMode::try_from(req.mode) {
+        Ok(pb::DrainMode::Drain) => Some(DrainMode::Drain),
+        Ok(pb::DrainMode::EvictLeaders) => Some(DrainMode::EvictLeaders),
+        Ok(pb::DrainMode::Cancel) => None,
+        _ => {
+            return Err(Status::invalid_argument(
+                "mode: one of DRAIN, EVICT_LEADERS, CANCEL",
+            ))
+        }
+    };
+    let role = node.heartbeats.registry().get(id).map(|e| e.identity.role);
+    match role {
+        None => {
+            return Err(Status::not_found(format!(
+                "node_id: node {id} is not a known datanode"
+            )))
+        }
+        Some(r) if r != pb::NodeRole::Datanode as i32 => {
+            return Err(Status::invalid_argument(format!(
+                "node_id: node {id} is not a datanode"
+            )))
+        }
+        Some(_) => {}
+    }
+    let what = match mode {
+        Some(m) => format!("{} node {id}", m.as_str()),
+        None => format!("cancel drain of node {id}"),
+    };
+    change(node, format!("drain/{id}"), what, move |node| {
+        let key = layout().drain(id);
+        Ok(vec![match mode {
+            Some(mode) => put_op(
+                &key,
+                codec::encode(&Drain {
+                    node_id: id,
+                    mode,
+                    since_ms: node.clock.unix_ms(),
+                }),
+            ),
+            None => delete_op(&key),
+        }])
     })
     .await
 }

@@ -45,6 +45,8 @@ const LEASE_POLL_MS: u64 = 50;
 /// Why a migration runs.
 pub const REASON_MANUAL: &str = "manual";
 pub const REASON_FAILOVER: &str = "failover";
+pub const REASON_DRAIN: &str = "drain";
+pub const REASON_EVICT_LEADERS: &str = "evict_leaders";
 
 /// The stored steps of a region migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +57,8 @@ pub enum MigrateRegionStep {
     DowngradeLeader,
     /// Upgrade the candidate and write the route naming it the active leader.
     UpgradeCandidate,
-    /// Close the region on the old leader.
+    /// Close the region on the old leader (downgrade it, when evicting leaders: it stays a
+    /// follower).
     CloseOld,
     /// Ended (the record's final step).
     Done,
@@ -288,6 +291,11 @@ impl MigrateRegion {
         table_id_of(self.region_id)
     }
 
+    /// Evicting leaders keeps the old leader as a follower (downgraded, not closed).
+    fn keeps_old(&self) -> bool {
+        self.reason == REASON_EVICT_LEADERS
+    }
+
     fn past_deadline(&self, ctx: &Ctx) -> bool {
         ctx.node.clock.unix_ms() >= self.deadline_ms
     }
@@ -373,11 +381,15 @@ impl MigrateRegion {
                 describe(&failed)
             )));
         }
+        let keep = self.keeps_old();
         let route = update_route(ctx, self.table_id(), |route| {
             match route.regions.iter_mut().find(|r| r.region_id == region) {
                 Some(r) if r.leader_node == from => {
                     r.leader_node = to;
                     r.follower_nodes.retain(|f| *f != to && *f != from);
+                    if keep {
+                        r.follower_nodes.push(from);
+                    }
                     r.leader_state = LeaderState::Active;
                     true
                 }
@@ -397,7 +409,14 @@ impl MigrateRegion {
     }
 
     async fn close_old(&mut self, ctx: &mut Ctx) -> Result<Next<MigrateRegionStep>, Status> {
-        let failed = RegionInstructions::one(RegionAction::Close, self.from, self.region_id, false)
+        // Evicting leaders keeps the old copy as a follower: downgraded (again, if its first
+        // downgrade went unanswered), not closed.
+        let action = if self.keeps_old() {
+            RegionAction::Downgrade
+        } else {
+            RegionAction::Close
+        };
+        let failed = RegionInstructions::one(action, self.from, self.region_id, false)
             .send_once(&ctx.node)
             .await;
         if !failed.is_empty() && self.reason != REASON_FAILOVER {

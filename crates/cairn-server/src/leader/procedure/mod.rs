@@ -357,7 +357,7 @@ async fn resume(ctx: Ctx) {
     let id = ctx.record.id;
     let kind = ctx.record.kind.clone();
     tracing::info!(procedure = id, kind = %kind, step = %ctx.record.step, "resuming procedure");
-    // Alter table, create database and set maintenance are never stored running (they end in the transaction
+    // Alter table, create database and operator changes are never stored running (they end in the transaction
     // that stores them), so they are not resumed.
     let outcome = match kind.as_str() {
         create_table::KIND => engine::resume::<create_table::CreateTable>(ctx).await,
