@@ -358,6 +358,12 @@ impl Meta for FakeMeta {
     ) -> Result<Response<DdlResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_events(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::ListEventsRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::ListEventsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_region(
         &self,
         _: Request<cairn_client::proto::cairnpb::GetRegionRequest>,

@@ -108,6 +108,19 @@ impl KeyLayout {
         format!("{}/procedure/", self.root)
     }
 
+    /// One entry of the event log ([`crate::Event`]).
+    pub fn event(&self, id: u64) -> String {
+        format!("{}/event/{id:0ID_DIGITS$}", self.root)
+    }
+
+    pub fn events_prefix(&self) -> String {
+        format!("{}/event/", self.root)
+    }
+
+    pub fn event_id_sequence(&self) -> String {
+        format!("{}/sequence/event_id", self.root)
+    }
+
     /// A datanode being drained ([`crate::Drain`]).
     pub fn drain(&self, node_id: u64) -> String {
         format!("{}/drain/{node_id:0ID_DIGITS$}", self.root)

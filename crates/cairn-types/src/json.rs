@@ -104,3 +104,15 @@ pub struct MaintenanceJson {
     /// When it was last switched, Unix ms (0: never).
     pub since_ms: u64,
 }
+
+/// One event of the event log as `/v1/events` and `cairn ctl event list` print it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventJson {
+    pub id: u64,
+    /// Unix ms.
+    pub at_ms: u64,
+    pub kind: String,
+    pub subject: String,
+    pub message: String,
+    pub figures: BTreeMap<String, String>,
+}

@@ -401,6 +401,13 @@ async fn a_migration_past_its_deadline_rolls_back() {
         .expect("a failed migration record");
     assert_eq!(failed.step, "rollback");
     assert!(failed.last_error.contains("deadline"), "{failed:?}");
+    let rolled_back = eventually("the migration event", || async {
+        let e = s.client.list_events(0, "migration", 0).await.ok()?.events;
+        e.into_iter().next()
+    })
+    .await;
+    assert_eq!(rolled_back.figures["outcome"], "rolled back");
+    assert_eq!(rolled_back.subject, format!("region {region}"));
     // The old leader comes back and takes writes again once its lease is renewed.
     s.fleet.restart(leader).await.unwrap();
     eventually("the old leader writing again", || {
@@ -507,6 +514,40 @@ async fn a_killed_datanode_fails_over_but_not_in_maintenance_mode() {
         async move { (now > written + 400).then_some(()) }
     })
     .await;
+    // The event log says what was decided, and why.
+    let events = eventually("the failover events", || async {
+        let e = s.client.list_events(0, "", 0).await.ok()?.events;
+        let failovers = e
+            .iter()
+            .filter(|e| {
+                e.kind == "failover" && e.figures.get("outcome").map(String::as_str) == Some("done")
+            })
+            .count();
+        (failovers == led.len()).then_some(e)
+    })
+    .await;
+    let judged = events
+        .iter()
+        .find(|e| e.kind == "node_failed")
+        .expect("a node_failed event");
+    assert_eq!(judged.subject, format!("node {dead}"));
+    assert!(judged.figures.contains_key("phi") && judged.figures.contains_key("threshold"));
+    let switches: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "maintenance")
+        .map(|e| e.figures["on"].as_str())
+        .collect();
+    assert_eq!(switches, ["false", "true"], "newest first");
+    let only = s.client.list_events(0, "failover", 1).await.unwrap().events;
+    assert_eq!(only.len(), 1);
+    assert_eq!(
+        s.client
+            .list_events(0, "bogus", 0)
+            .await
+            .err()
+            .and_then(|e| e.code()),
+        Some(Code::InvalidArgument)
+    );
     // The dead node comes back and is told to close what it no longer owns.
     s.fleet.restart(dead).await.unwrap();
     eventually("the returned node closing its old regions", || {
@@ -680,8 +721,8 @@ async fn evicting_leaders_hands_leadership_to_followers() {
     s.failed_over(evicted).await;
     eventually("its copies downgraded to followers", || {
         let roles = s.fleet.node(evicted).unwrap().held_regions();
-        let all_followers = !roles.is_empty()
-            && roles.iter().all(|(_, role)| *role == RegionRole::Follower);
+        let all_followers =
+            !roles.is_empty() && roles.iter().all(|(_, role)| *role == RegionRole::Follower);
         async move { all_followers.then_some(()) }
     })
     .await;

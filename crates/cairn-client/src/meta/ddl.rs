@@ -17,9 +17,9 @@ use cairn_proto::cairnpb::{
     DescribeTableRequest, DescribeTableResponse, DrainMode, DrainNodeRequest, DropDatabaseRequest,
     DropTableRequest, GetMaintenanceRequest, GetProcedureRequest, GetRegionRequest,
     GetRoutesRequest, GetRoutesResponse, ListDatabasesRequest, ListDatabasesResponse,
-    ListProceduresRequest, ListProceduresResponse, ListTablesRequest, ListTablesResponse,
-    MaintenanceState, MigrateRegionRequest, ProcedureView, RegionView, SetMaintenanceRequest,
-    TableInfo, TableName, TruncateTableRequest,
+    ListEventsRequest, ListEventsResponse, ListProceduresRequest, ListProceduresResponse,
+    ListTablesRequest, ListTablesResponse, MaintenanceState, MigrateRegionRequest, ProcedureView,
+    RegionView, SetMaintenanceRequest, TableInfo, TableName, TruncateTableRequest,
 };
 use tonic::transport::Channel;
 
@@ -240,6 +240,27 @@ impl MetaClient {
         self.etcd
             .call(true, |ch| async move {
                 Ok(meta_rpc(ch).drain_node(request).await?.into_inner())
+            })
+            .await
+    }
+
+    /// The event log, newest first: events at or after `since_ms` (0: all kept), of `kind`
+    /// (empty: all), at most `limit` (0: the server's default). A read, retried.
+    pub async fn list_events(
+        &self,
+        since_ms: u64,
+        kind: &str,
+        limit: u32,
+    ) -> Result<ListEventsResponse, ClientError> {
+        let request = ListEventsRequest {
+            since_ms,
+            kind: kind.to_string(),
+            limit,
+        };
+        self.etcd
+            .call(true, |ch| {
+                let request = request.clone();
+                async move { Ok(meta_rpc(ch).list_events(request).await?.into_inner()) }
             })
             .await
     }

@@ -13,9 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_proto::cairnpb::{
-    DdlResponse, LeaderState, MigrateRegionRequest, RegionView, SetMaintenanceRequest,
+    DdlResponse, EventView, LeaderState, ListEventsRequest, MigrateRegionRequest, RegionView,
+    SetMaintenanceRequest,
 };
-use cairn_types::json::{MaintenanceJson, RegionJson, RegionLeaseJson, RegionMigrationJson};
+use cairn_types::json::{
+    EventJson, MaintenanceJson, RegionJson, RegionLeaseJson, RegionMigrationJson,
+};
 use prost::Message;
 use serde_json::json;
 use std::sync::Arc;
@@ -27,6 +30,42 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/regions/{id}", get(region))
         .route("/v1/regions/{id}/migrate", post(migrate))
         .route("/v1/maintenance", get(maintenance).put(set_maintenance))
+        .route("/v1/events", get(events))
+}
+
+/// An event as `/v1/events` and `cairn ctl event list` print it.
+pub fn event_json(e: EventView) -> EventJson {
+    EventJson {
+        id: e.id,
+        at_ms: e.at_ms,
+        kind: e.kind,
+        subject: e.subject,
+        message: e.message,
+        figures: e.figures.into_iter().collect(),
+    }
+}
+
+async fn events(State(node): State<Arc<Node>>, RawQuery(q): RawQuery) -> Response {
+    let kind = q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "kind")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
+    let request = match (query_u64(&q, "since_ms"), query_u64(&q, "limit")) {
+        (Ok(since_ms), Ok(limit)) => ListEventsRequest {
+            since_ms,
+            kind,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        },
+        (Err(s), _) | (_, Err(s)) => return error(s),
+    };
+    match read::list_events(&node, &request).await {
+        Ok(r) => Json(r.events.into_iter().map(event_json).collect::<Vec<_>>()).into_response(),
+        Err(s) => error(s),
+    }
 }
 
 /// A region as `/v1/regions/{id}` and `cairn ctl region show` print it: the one conversion from

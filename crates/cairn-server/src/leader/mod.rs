@@ -9,6 +9,7 @@
 //! state machine once another leader appended it.
 
 pub mod ddl;
+pub mod events;
 pub mod failover;
 pub mod heartbeat;
 pub mod lease_expiry;

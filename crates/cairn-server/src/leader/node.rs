@@ -27,6 +27,8 @@ pub struct Node {
     pub heartbeats: HeartbeatHub,
     /// DDL procedures, run while this node leads.
     pub procedures: Procedures,
+    /// The writer of the event log.
+    pub events: crate::leader::events::EventLog,
     /// This node itself, for work that outlives a request (procedures).
     me: Weak<Node>,
 }
@@ -64,6 +66,7 @@ impl Node {
                 replica,
                 heartbeats,
                 procedures,
+                events: Default::default(),
                 me: me.clone(),
             }
         })

@@ -41,6 +41,8 @@
 //!   region show REGION_ID
 //!   region migrate REGION_ID --to NODE_ID [--timeout D]
 //!   maintenance on [--reason R] | off | status
+//!   node drain ID [--cancel] | node evict-leaders ID [--cancel]
+//!   event list [--since D] [--kind K] [--limit N]
 //! ```
 //!
 //! `--endpoints` defaults to `127.0.0.1:4379` and may come from `CAIRN_ENDPOINTS`. Ids (member,
@@ -106,6 +108,7 @@
 
 mod database;
 mod endpoint;
+mod event;
 mod kv;
 mod leader;
 mod maintenance;
@@ -192,6 +195,11 @@ pub enum Resource {
     Procedure {
         #[command(subcommand)]
         command: procedure::ProcedureCommand,
+    },
+    /// The leader's decisions: failure judgements, failovers, migrations, drains (Cairn Meta).
+    Event {
+        #[command(subcommand)]
+        command: event::EventCommand,
     },
     /// Maintenance mode: no failover while on (Cairn Meta).
     Maintenance {
@@ -295,6 +303,9 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         Resource::Procedure { command } => {
             procedure::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
+        Resource::Event { command } => {
+            event::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
         }
         Resource::Maintenance { command } => {
             maintenance::run(&meta().map_err(CtlError::Endpoints)?, out, command).await

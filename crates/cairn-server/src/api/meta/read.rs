@@ -246,3 +246,51 @@ pub async fn get_maintenance(
         revision: node.revision(),
     })
 }
+
+/// Events ListEvents returns when the request names no limit.
+pub const EVENT_LIST_DEFAULT: u32 = 100;
+/// Most events one ListEvents returns.
+pub const EVENT_LIST_MAX: u32 = 1_000;
+
+/// The event log, newest first (`ListEvents`), from this node's state after a read barrier.
+pub async fn list_events(
+    node: &Node,
+    req: &cairn_proto::cairnpb::ListEventsRequest,
+) -> Result<cairn_proto::cairnpb::ListEventsResponse, Status> {
+    let limit = match req.limit {
+        0 => EVENT_LIST_DEFAULT,
+        n if n > EVENT_LIST_MAX => {
+            return Err(Status::invalid_argument(format!(
+                "limit: {n} is above the limit (event_list_max) of {EVENT_LIST_MAX}"
+            )))
+        }
+        n => n,
+    } as usize;
+    if !req.kind.is_empty() && !cairn_meta::event::EVENT_KINDS.contains(&req.kind.as_str()) {
+        return Err(Status::invalid_argument(format!(
+            "kind: {:?} is not one of {}",
+            req.kind,
+            cairn_meta::event::EVENT_KINDS.join(", ")
+        )));
+    }
+    node.read_barrier().await?;
+    let mut all = Vec::new();
+    store::scan_all(node, &layout().events_prefix(), |kv| {
+        let e: cairn_meta::Event =
+            codec::decode(&kv.key, &kv.value).map_err(|e| meta_status(&e))?;
+        if e.at_ms >= req.since_ms && (req.kind.is_empty() || e.kind == req.kind) {
+            all.push(cairn_proto::cairnpb::EventView {
+                id: e.id,
+                at_ms: e.at_ms,
+                kind: e.kind,
+                subject: e.subject,
+                message: e.message,
+                figures: e.figures.into_iter().collect(),
+            });
+        }
+        Ok(())
+    })?;
+    all.reverse();
+    all.truncate(limit);
+    Ok(cairn_proto::cairnpb::ListEventsResponse { events: all })
+}

@@ -223,6 +223,20 @@ impl Meta for MetaService {
         self.ddl("DrainNode", Ddl::DrainNode, r).await
     }
 
+    async fn list_events(
+        &self,
+        r: Request<ListEventsRequest>,
+    ) -> Result<Response<ListEventsResponse>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("ListEvents", async {
+                read::list_events(node, &r.into_inner())
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
+
     async fn get_maintenance(
         &self,
         r: Request<GetMaintenanceRequest>,

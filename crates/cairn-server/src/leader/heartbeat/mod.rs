@@ -414,8 +414,19 @@ pub(crate) fn on_heartbeat(
     // Regular reports only: replies-only requests come at irregular moments and would skew
     // the gaps the detector learns.
     if !req.replies_only {
-        if let Some(Judgement::Recovered { node }) = hub.detectors().heartbeat(node_id, now) {
-            tracing::info!(node, "node heard from again after it was judged failed");
+        if let Some(Judgement::Recovered { node: id }) = hub.detectors().heartbeat(node_id, now) {
+            tracing::info!(
+                node = id,
+                "node heard from again after it was judged failed"
+            );
+            crate::leader::events::record(
+                node,
+                hub.serving_term(),
+                "node_recovered",
+                format!("node {id}"),
+                format!("node {id} heard from again after it was judged failed"),
+                &[],
+            );
         }
     }
     if let Some(identity) = persist {
@@ -571,8 +582,28 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
         }
         let judgements = hub.detectors().judge(now);
         for j in judgements {
-            if let Judgement::Failed { node, phi } = j {
-                tracing::warn!(node, phi, "node judged failed by the failure detector");
+            if let Judgement::Failed { node: id, phi } = j {
+                tracing::warn!(node = id, phi, "node judged failed by the failure detector");
+                let threshold = hub.detectors().settings.threshold;
+                let silent = hub
+                    .registry()
+                    .get(id)
+                    .and_then(|e| e.last_heartbeat)
+                    .map(|t| now.saturating_duration_since(t).as_millis().to_string());
+                crate::leader::events::record(
+                    &node,
+                    term.term(),
+                    "node_failed",
+                    format!("node {id}"),
+                    format!(
+                        "node {id} judged failed: phi {phi:.2} reached the threshold {threshold}"
+                    ),
+                    &[
+                        ("phi", format!("{phi:.2}")),
+                        ("threshold", threshold.to_string()),
+                        ("silent_ms", silent.unwrap_or_else(|| "-".into())),
+                    ],
+                );
             }
         }
         for (id, revision) in forgotten {

@@ -33,6 +33,8 @@ impl Step for OperatorChangeStep {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OperatorChange {
     what: String,
+    /// The event log entry: kind, subject, figures.
+    event: (String, String, Vec<(String, String)>),
 }
 
 impl Kind for OperatorChange {
@@ -53,6 +55,19 @@ impl Kind for OperatorChange {
 
     fn done(&mut self, ctx: &Ctx, revision: i64) -> DdlResponse {
         tracing::info!(procedure = ctx.record.id, "operator change: {}", self.what);
+        let (kind, subject, figures) = &self.event;
+        let figures: Vec<(&str, String)> = figures
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        crate::leader::events::record(
+            &ctx.node,
+            ctx.term,
+            kind,
+            subject.clone(),
+            self.what.clone(),
+            &figures,
+        );
         DdlResponse {
             procedure_id: ctx.record.id,
             revision,
@@ -66,6 +81,7 @@ async fn change(
     node: &Arc<Node>,
     lock_name: String,
     what: String,
+    event: (String, String, Vec<(String, String)>),
     ops: impl FnOnce(&Node) -> Result<Vec<RequestOp>, Status> + Send + 'static,
 ) -> Result<DdlResponse, Status> {
     let node2 = node.clone();
@@ -74,7 +90,7 @@ async fn change(
         let locks = vec![(lock_name, lock::Mode::Exclusive)];
         let ctx = begin(&node, KIND, what.clone(), locks).await?;
         let last = Next::Done(OperatorChangeStep::Commit, Txn::ops(ops(&node)?));
-        engine::start(ctx, OperatorChange { what }, last).await
+        engine::start(ctx, OperatorChange { what, event }, last).await
     })
     .await
 }
@@ -111,7 +127,15 @@ pub async fn set_maintenance(
         )));
     }
     let what = format!("maintenance {}", if req.on { "on" } else { "off" });
-    change(node, "maintenance".into(), what, move |node| {
+    let event = (
+        "maintenance".to_string(),
+        "cluster".to_string(),
+        vec![
+            ("on".to_string(), req.on.to_string()),
+            ("reason".to_string(), req.reason.clone()),
+        ],
+    );
+    change(node, "maintenance".into(), what, event, move |node| {
         let state = Maintenance {
             on: req.on,
             reason: req.reason,
@@ -157,7 +181,16 @@ pub async fn drain_node(node: &Arc<Node>, req: DrainNodeRequest) -> Result<DdlRe
         Some(m) => format!("{} node {id}", m.as_str()),
         None => format!("cancel drain of node {id}"),
     };
-    change(node, format!("drain/{id}"), what, move |node| {
+    let kind = match mode {
+        Some(DrainMode::EvictLeaders) => "evict_leaders",
+        _ => "drain",
+    };
+    let figures = vec![(
+        "mode".to_string(),
+        mode.map_or("cancel", |m| m.as_str()).to_string(),
+    )];
+    let event = (kind.to_string(), format!("node {id}"), figures);
+    change(node, format!("drain/{id}"), what, event, move |node| {
         let key = layout().drain(id);
         Ok(vec![match mode {
             Some(mode) => put_op(

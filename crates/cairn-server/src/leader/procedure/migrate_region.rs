@@ -278,6 +278,7 @@ impl Kind for MigrateRegion {
     }
 
     fn done(&mut self, ctx: &Ctx, revision: i64) -> DdlResponse {
+        self.record(ctx, "done", String::new());
         DdlResponse {
             procedure_id: ctx.record.id,
             revision,
@@ -289,6 +290,40 @@ impl Kind for MigrateRegion {
 impl MigrateRegion {
     fn table_id(&self) -> u64 {
         table_id_of(self.region_id)
+    }
+
+    /// Records how the migration ended in the event log (kind: its reason, "migration" when
+    /// manual).
+    fn record(&self, ctx: &Ctx, outcome: &str, why: String) {
+        let kind = if self.reason == REASON_MANUAL {
+            "migration"
+        } else {
+            self.reason.as_str()
+        };
+        let (region, from, to) = (self.region_id, self.from, self.to);
+        let elapsed = ctx
+            .node
+            .clock
+            .unix_ms()
+            .saturating_sub(ctx.record.created_ms);
+        let mut message = format!("region {region} from node {from} to node {to}: {outcome}");
+        if !why.is_empty() {
+            message.push_str(&format!(" ({why})"));
+        }
+        crate::leader::events::record(
+            &ctx.node,
+            ctx.term,
+            kind,
+            format!("region {region}"),
+            message,
+            &[
+                ("from", from.to_string()),
+                ("to", to.to_string()),
+                ("outcome", outcome.to_string()),
+                ("elapsed_ms", elapsed.to_string()),
+                ("procedure", ctx.record.id.to_string()),
+            ],
+        );
     }
 
     /// Evicting leaders keeps the old leader as a follower (downgraded, not closed).
@@ -483,6 +518,7 @@ impl MigrateRegion {
         if !notes.is_empty() {
             error.push_str(&format!("; rollback could not reach {}", notes.join("; ")));
         }
+        self.record(ctx, "rolled back", error.clone());
         let status = Status::new(
             Code::Aborted,
             format!("migration of region {region} to node {to} failed and was rolled back: {why}"),

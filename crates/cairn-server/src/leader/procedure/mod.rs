@@ -310,6 +310,9 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
         if let Err(e) = forget_finished(&node, term.term()).await {
             tracing::debug!("deleting old procedure records failed: {e}");
         }
+        if let Err(e) = crate::leader::events::forget_old(&node, term.term()).await {
+            tracing::debug!("deleting old events failed: {e}");
+        }
         if let Err(e) = auto_compact(&node, term.term()).await {
             tracing::debug!("auto compaction failed: {e}");
         }
