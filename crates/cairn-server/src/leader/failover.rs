@@ -30,7 +30,7 @@ const FAILOVER_PLACEMENTS_PER_CALL_MAX: usize = 1_024;
 const FAILOVER_TICK_MS: u64 = 200;
 /// While failed nodes still led regions at the last look (a migration rolled back or could not
 /// start), the routes are scanned again this often.
-const FAILOVER_RESCAN_MS: u64 = 5_000;
+const FAILOVER_RESCAN_MS: u64 = 1_000;
 /// How often drained nodes' routes are scanned for regions still to move.
 const DRAIN_RESCAN_MS: u64 = 1_000;
 /// A failover migration's deadline.

@@ -14,6 +14,9 @@
 //! cairn bench leader-failover [--target cairn|etcd] [--cairn-bin PATH] [--etcd-bin PATH]
 //!                [--rounds N] [--attempt-timeout-ms T] [--settle-ms S] [--server-arg ARG ...]
 //!                [--log-dir DIR] [--output table|json]
+//! cairn bench region-failover [--endpoints A,B,C] [--datanodes N] [--regions R]
+//!                [--regions-per-table P] [--runs K] [--interval-ms T] [--no-drain]
+//!                [--output table|json]
 //! ```
 //!
 //! All but `leader-failover` drive endpoints that already run; `leader-failover` starts (and
@@ -27,6 +30,7 @@ mod kv;
 mod leader_failover;
 mod local_cluster;
 pub mod proc;
+mod region_failover;
 mod report;
 mod route;
 
@@ -55,6 +59,9 @@ pub enum BenchWorkload {
     /// Leader SIGKILL to first successful write through the survivors, over N rounds, on a
     /// 3-node Cairn or etcd cluster this command starts (and restarts) as child processes.
     LeaderFailover(leader_failover::LeaderFailoverArgs),
+    /// Datanode killed to every region it led writable elsewhere, over K kills, and the rate of
+    /// a drain, with in-process simulated datanodes against a running Cairn cluster.
+    RegionFailover(region_failover::RegionFailoverArgs),
 }
 
 /// Where a benchmark sends its requests; every benchmark takes it.
@@ -126,5 +133,6 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         BenchWorkload::Ddl(args) => ddl::run(args).await,
         BenchWorkload::Route(args) => route::run(args).await,
         BenchWorkload::LeaderFailover(args) => leader_failover::run(args).await,
+        BenchWorkload::RegionFailover(args) => region_failover::run(args).await,
     }
 }
