@@ -193,6 +193,16 @@ impl Setup {
         out
     }
 
+    /// The regions of both tables that `node` leads.
+    async fn led_by(&self, node: u64) -> Vec<u64> {
+        self.all_leaders()
+            .await
+            .into_iter()
+            .filter(|(_, l)| *l == node)
+            .map(|(r, _)| r)
+            .collect()
+    }
+
     /// A datanode that leads at least one region of table `sim_0`.
     async fn busy_datanode(&self) -> u64 {
         self.regions().await[0].1
@@ -469,26 +479,14 @@ async fn a_migration_resumes_after_the_cairn_leader_dies_at_each_step() {
 async fn a_killed_datanode_fails_over_but_not_in_maintenance_mode() {
     let mut s = Setup::start(None, 200).await;
     let dead = s.busy_datanode().await;
-    let led: Vec<u64> = s
-        .all_leaders()
-        .await
-        .into_iter()
-        .filter(|(_, l)| *l == dead)
-        .map(|(r, _)| r)
-        .collect();
+    let led = s.led_by(dead).await;
     s.client.set_maintenance(true, "test").await.expect("on");
     let m = s.client.get_maintenance().await.unwrap();
     assert!(m.on && m.reason == "test" && m.since_ms > 0, "{m:?}");
     s.fleet.kill(dead).await.unwrap();
     s.judged_failed(dead).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let still: Vec<u64> = s
-        .all_leaders()
-        .await
-        .into_iter()
-        .filter(|(_, l)| *l == dead)
-        .map(|(r, _)| r)
-        .collect();
+    let still = s.led_by(dead).await;
     assert_eq!(still, led, "maintenance mode must stop failover");
     // Off: the dead node's regions move, spread over the two live datanodes.
     s.client.set_maintenance(false, "").await.expect("off");
@@ -562,13 +560,7 @@ async fn a_killed_datanode_fails_over_but_not_in_maintenance_mode() {
 async fn a_paused_datanode_resumed_after_failover_writes_nothing() {
     let mut s = Setup::start(None, 200).await;
     let hung = s.busy_datanode().await;
-    let led: Vec<u64> = s
-        .all_leaders()
-        .await
-        .into_iter()
-        .filter(|(_, l)| *l == hung)
-        .map(|(r, _)| r)
-        .collect();
+    let led = s.led_by(hung).await;
     s.fleet.pause(hung).unwrap();
     s.judged_failed(hung).await;
     s.failed_over(hung).await;

@@ -364,11 +364,12 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
             status.interval_ms = self.interval_ms;
             status.last_error = None;
         }
+        let age = Duration::from_millis(response.lease_base_age_ms);
         let lease_base = self
             .sent
             .iter()
             .find(|(sequence, _)| *sequence == response.lease_base_sequence)
-            .map(|(_, at)| *at);
+            .map(|(_, at)| LeaseBase { sent_at: *at, age });
         for instruction in response.instructions {
             self.dispatch(instruction, lease_base);
         }
@@ -377,7 +378,7 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
 
     /// Runs a new instruction on its own task, or re-queues the reply of one already handled.
     /// Leases it grants start at `lease_base` (none when unknown).
-    fn dispatch(&mut self, instruction: Instruction, lease_base: Option<Instant>) {
+    fn dispatch(&mut self, instruction: Instruction, lease_base: Option<LeaseBase>) {
         match self.ledger.receive(instruction.id) {
             Disposition::Run => {
                 if let Some(leases) = &self.region_leases {
@@ -479,17 +480,27 @@ impl<S: StatsSource, H: InstructionHandler> Driver<S, H> {
     }
 }
 
+/// Where the leases an instruction grants start: the send time of the request the leader had
+/// last received when it wrote the response, and how long after receiving it the leader wrote.
+#[derive(Debug, Clone, Copy)]
+struct LeaseBase {
+    sent_at: Instant,
+    age: Duration,
+}
+
 /// What an instruction does to the node's region leases, on arrival: regions it opens or
-/// upgrades as leader with a lease come leased from `base` (when the node sent the request the
-/// leader last had, not when the instruction is read: a node that hung with it in its buffer
-/// must not start a fresh lease); regions it downgrades or closes lose their lease before the
-/// instruction runs (and so before it is acknowledged).
-fn apply_to_leases(leases: &RegionLeases, instruction: &Instruction, base: Option<Instant>) {
+/// upgrades as leader with a lease come leased for `lease_ms` plus the base's age from the
+/// base's send time (not from when the instruction is read: a node that hung with it in its
+/// buffer must not start a fresh lease); regions it downgrades or closes lose their lease before
+/// the instruction runs (and so before it is acknowledged).
+fn apply_to_leases(leases: &RegionLeases, instruction: &Instruction, base: Option<LeaseBase>) {
     use cairn_proto::cairnpb::instruction::Kind;
     let now = Instant::now();
     let lease = |region: u64, lease_ms: u64| {
-        if let (Some(base), true) = (base, lease_ms > 0) {
-            leases.renew(&[region], base, base + Duration::from_millis(lease_ms), now);
+        if let (Some(b), true) = (base, lease_ms > 0) {
+            let until = b.sent_at + b.age + Duration::from_millis(lease_ms);
+            // Asked for when the base request left: a revocation after that wins.
+            leases.renew(&[region], b.sent_at, until, now);
         }
     };
     let open = |o: &cairn_proto::cairnpb::OpenRegion| {
@@ -570,10 +581,14 @@ mod tests {
             region_id: 7,
             lease_ms: 4_000,
         }));
+        let base = |sent_at| LeaseBase {
+            sent_at,
+            age: Duration::ZERO,
+        };
         let leases = RegionLeases::new();
         // Read 1 s after the request went: leased for what is left of 4 s from then.
         let sent = Instant::now() - Duration::from_secs(1);
-        apply_to_leases(&leases, &upgrade, Some(sent));
+        apply_to_leases(&leases, &upgrade, Some(base(sent)));
         let until = leases.valid_until(7, Instant::now());
         assert_eq!(until, Some(sent + Duration::from_secs(4)));
         // Read after the node hung for 10 s with it in its buffer: nothing to write with.
@@ -581,7 +596,7 @@ mod tests {
         apply_to_leases(
             &hung,
             &upgrade,
-            Some(Instant::now() - Duration::from_secs(11)),
+            Some(base(Instant::now() - Duration::from_secs(11))),
         );
         assert!(!hung.is_valid_now(7));
         // A response naming a request the node no longer remembers grants nothing.
@@ -592,9 +607,16 @@ mod tests {
             region_id: 7,
         }));
         let fresh = Instant::now();
-        apply_to_leases(&leases, &upgrade, Some(fresh));
+        apply_to_leases(&leases, &upgrade, Some(base(fresh)));
         assert!(leases.is_valid_now(7));
         apply_to_leases(&leases, &down, None);
         assert!(!leases.is_valid_now(7));
+        // Written by the leader 2 s after it received the base request: the lease runs 2 s more.
+        let aged = RegionLeases::new();
+        let sent_at = Instant::now() - Duration::from_secs(5);
+        let age = Duration::from_secs(2);
+        apply_to_leases(&aged, &upgrade, Some(LeaseBase { sent_at, age }));
+        let until = aged.valid_until(7, Instant::now());
+        assert_eq!(until, Some(sent_at + Duration::from_secs(6)));
     }
 }

@@ -142,6 +142,8 @@ where
         return;
     }
     let mut last_sequence = None;
+    // When the request of `last_sequence` arrived: pushes say how long ago, for their leases.
+    let mut last_received = node.heartbeats.now();
     let mut attached: Option<u64> = None;
     // Wakes the task when instructions are posted for the attached node.
     let mut posted: Option<watch::Receiver<u64>> = None;
@@ -183,6 +185,11 @@ where
                     instructions,
                     heartbeat_interval_ms: hub.heartbeat_interval_ms,
                     lease_base_sequence: last_sequence.unwrap_or(0),
+                    lease_base_age_ms: node
+                        .heartbeats
+                        .now()
+                        .saturating_duration_since(last_received)
+                        .as_millis() as u64,
                     ..Default::default()
                 };
                 if !deliver(&tx, node_id, push) {
@@ -220,6 +227,7 @@ where
             attached = Some(node_id);
         }
         last_sequence = Some(req.sequence);
+        last_received = now;
         // A regular answer re-sends every unreplied instruction (at least once); a replies-only
         // one comes between heartbeats and adds only what this stream has not sent yet.
         let instructions = if req.replies_only {
