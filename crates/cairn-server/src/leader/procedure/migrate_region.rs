@@ -390,7 +390,7 @@ impl MigrateRegion {
                 .await
         };
         if !self
-            .wait_until_free(ctx, self.to, Some((from, downgrade)))
+            .wait_until_free(ctx, self.to, Some((from, downgrade)), false)
             .await?
         {
             return Ok(Next::Rollback(self.timed_out()));
@@ -404,7 +404,7 @@ impl MigrateRegion {
     ) -> Result<Next<MigrateRegionStep>, Status> {
         let (region, from, to) = (self.region_id, self.from, self.to);
         // Again after a resume: a new leader knows nothing of its predecessor's grants.
-        if !self.wait_until_free::<NoAck>(ctx, to, None).await? {
+        if !self.wait_until_free::<NoAck>(ctx, to, None, false).await? {
             return Ok(Next::Rollback(self.timed_out()));
         }
         let failed = RegionInstructions::one(RegionAction::Upgrade, to, region, true)
@@ -495,7 +495,7 @@ impl MigrateRegion {
         }
         if leader == Some(from) {
             // Its lease (if the upgrade reached it) must be over before the old leader writes.
-            self.wait_until_free::<NoAck>(ctx, from, None).await?;
+            self.wait_until_free::<NoAck>(ctx, from, None, true).await?;
             update_route(ctx, self.table_id(), |route| {
                 match route.regions.iter_mut().find(|r| r.region_id == region) {
                     Some(r) if r.leader_node == from && !r.leader_state.is_active() => {
@@ -529,12 +529,14 @@ impl MigrateRegion {
     /// Waits until no node but `to` can hold a lease for the region, by this leader's record
     /// (with its margin, and its new-term floor). `ack`, when given, is the old leader and its
     /// downgrade: once it acknowledges, its lease is released at once. False when the
-    /// migration's deadline passed first.
+    /// migration's deadline passed first, unless `past_deadline_too` (a rollback: it must wait
+    /// whatever the deadline, and leases not renewed always run out).
     async fn wait_until_free<A>(
         &self,
         ctx: &Ctx,
         to: u64,
         ack: Option<(u64, A)>,
+        past_deadline_too: bool,
     ) -> Result<bool, Status>
     where
         A: std::future::Future<Output = Vec<crate::leader::meta::regions::NodeFailure>>,
@@ -557,7 +559,7 @@ impl MigrateRegion {
             {
                 return Ok(true);
             }
-            if self.past_deadline(ctx) {
+            if !past_deadline_too && self.past_deadline(ctx) {
                 return Ok(false);
             }
             match downgrade.as_mut() {
