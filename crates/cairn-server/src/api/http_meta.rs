@@ -54,7 +54,7 @@ fn route_json(route: &TableRoute) -> Value {
 
 /// `key=value` pairs of a query string. Values here are numbers, names and page tokens, which
 /// never need percent-decoding (names are ASCII letters, digits, '_' and '-').
-fn query(raw: &Option<String>) -> Vec<(String, String)> {
+pub(crate) fn query(raw: &Option<String>) -> Vec<(String, String)> {
     raw.as_deref()
         .unwrap_or("")
         .split('&')

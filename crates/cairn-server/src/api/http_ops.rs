@@ -46,13 +46,10 @@ pub fn event_json(e: EventView) -> EventJson {
 }
 
 async fn events(State(node): State<Arc<Node>>, RawQuery(q): RawQuery) -> Response {
-    let kind = q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "kind")
-        .map(|(_, v)| v.to_string())
+    let kind = crate::api::http_meta::query(&q)
+        .into_iter()
+        .find(|(k, _)| k == "kind")
+        .map(|(_, v)| v)
         .unwrap_or_default();
     let request = match (query_u64(&q, "since_ms"), query_u64(&q, "limit")) {
         (Ok(since_ms), Ok(limit)) => ListEventsRequest {
@@ -137,13 +134,8 @@ async fn region(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Respon
 
 /// The numeric query parameter `key` (0 when absent).
 fn query_u64(raw: &Option<String>, key: &str) -> Result<u64, Status> {
-    let value = raw
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v);
+    let pairs = crate::api::http_meta::query(raw);
+    let value = pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v);
     match value {
         None => Ok(0),
         Some(v) => v

@@ -57,11 +57,7 @@ pub async fn run(
 ) -> Result<(), CtlError> {
     match command {
         RegionCommand::Show { region_id } => {
-            let view = meta
-                .get_region(region_id)
-                .await
-                .map_err(CtlError::call(format!("region show {region_id}")))?;
-            let region = region_json(view);
+            let region = fetch(meta, region_id).await?;
             match out {
                 OutputFormat::Json => print_json(&RegionShowJson { region }),
                 OutputFormat::Table => {
@@ -89,11 +85,7 @@ pub async fn run(
                 .migrate_region(region_id, to, timeout_ms)
                 .await
                 .map_err(CtlError::call(what.clone()))?;
-            let view = meta
-                .get_region(region_id)
-                .await
-                .map_err(CtlError::call(format!("region show {region_id}")))?;
-            let region = region_json(view);
+            let region = fetch(meta, region_id).await?;
             match out {
                 OutputFormat::Json => print_json(&MigratedJson {
                     region_id,
@@ -111,6 +103,15 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The region as the leader sees it now.
+async fn fetch(meta: &MetaClient, region_id: u64) -> Result<RegionJson, CtlError> {
+    let view = meta
+        .get_region(region_id)
+        .await
+        .map_err(CtlError::call(format!("region show {region_id}")))?;
+    Ok(region_json(view))
 }
 
 fn show_table(r: &RegionJson) -> comfy_table::Table {
