@@ -19,7 +19,7 @@ pub const FAILURE_ACCEPTABLE_PAUSE_MS_DEFAULT: u64 = 300;
 /// datanode.
 pub const FAILURE_RECONNECT_ALLOWANCE_MS: u64 = 4_000;
 /// Default of [`ServerConfig::failover_migrations_max`].
-pub const FAILOVER_MIGRATIONS_MAX_DEFAULT: usize = 64;
+pub const FAILOVER_MIGRATIONS_MAX_DEFAULT: usize = 8;
 /// Default of [`ServerConfig::region_lease_margin_ms`].
 pub const REGION_LEASE_MARGIN_MS_DEFAULT: u64 = 500;
 /// How long a down node stays listed unless configured, ms (one hour).
@@ -100,7 +100,8 @@ pub struct ServerConfig {
     pub placement_spread_label: String,
     /// Follower replicas per region (0: leader only).
     pub region_followers: u32,
-    /// Region migrations failover runs at once; more regions wait for a slot.
+    /// Migration batches (each up to `MIGRATION_BATCH_REGIONS_MAX` regions) failover and drain
+    /// run at once; more wait for a slot.
     pub failover_migrations_max: usize,
     /// How long a datanode gets to answer an open, close or truncate instruction, ms.
     pub region_instruction_timeout_ms: u64,

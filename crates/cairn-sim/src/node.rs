@@ -309,6 +309,9 @@ impl InstructionHandler for SimNode {
         match &instruction.kind {
             Some(Kind::CloseRegion(c)) => self.leases.revoke(c.region_id),
             Some(Kind::DowngradeRegionLeader(d)) => self.leases.revoke(d.region_id),
+            Some(Kind::DowngradeRegionLeaders(d)) => {
+                d.region_ids.iter().for_each(|r| self.leases.revoke(*r))
+            }
             Some(Kind::CloseRegions(c)) => c.region_ids.iter().for_each(|r| self.leases.revoke(*r)),
             _ => {}
         }

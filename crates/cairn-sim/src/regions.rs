@@ -110,6 +110,17 @@ impl RegionSet {
         self.truncated_epochs.remove(&region_id);
     }
 
+    /// Gives every region of `ids` `role`, if all are held (otherwise changes nothing).
+    fn set_roles(&mut self, ids: &[u64], role: RegionRole) -> Result<(), String> {
+        if let Some(missing) = ids.iter().find(|id| !self.regions.contains_key(id)) {
+            return Err(format!("region {missing} is not held by this node"));
+        }
+        for id in ids {
+            self.regions.insert(*id, role);
+        }
+        Ok(())
+    }
+
     /// Obeys `instruction`. Repeating an instruction that succeeded succeeds again: opening an
     /// open region, flushing, and closing too (a region not held is closed already; a procedure
     /// resumed by a new leader may close twice).
@@ -152,6 +163,12 @@ impl RegionSet {
                 held(self, up.region_id)?;
                 self.regions.insert(up.region_id, RegionRole::Leader);
                 Ok(())
+            }
+            Some(Kind::DowngradeRegionLeaders(down)) => {
+                self.set_roles(&down.region_ids, RegionRole::Follower)
+            }
+            Some(Kind::UpgradeRegionsToLeader(up)) => {
+                self.set_roles(&up.region_ids, RegionRole::Leader)
             }
             Some(Kind::FlushRegion(flush)) => held(self, flush.region_id),
             Some(Kind::InvalidateCaches(_)) => Ok(()),
@@ -210,8 +227,9 @@ impl RegionSet {
 mod tests {
     use super::*;
     use cairn_proto::cairnpb::{
-        CloseRegion, CloseRegions, DowngradeRegionLeader, FlushRegion, InvalidateCaches,
-        OpenRegion, OpenRegions, TruncateRegions, UpgradeRegionToLeader,
+        CloseRegion, CloseRegions, DowngradeRegionLeader, DowngradeRegionLeaders, FlushRegion,
+        InvalidateCaches, OpenRegion, OpenRegions, TruncateRegions, UpgradeRegionToLeader,
+        UpgradeRegionsToLeader,
     };
 
     fn instr(kind: Kind) -> Instruction {
@@ -346,6 +364,13 @@ mod tests {
                 lease_ms: 0,
             }),
             Kind::FlushRegion(FlushRegion { region_id: missing }),
+            Kind::DowngradeRegionLeaders(DowngradeRegionLeaders {
+                region_ids: vec![missing],
+            }),
+            Kind::UpgradeRegionsToLeader(UpgradeRegionsToLeader {
+                region_ids: vec![missing],
+                lease_ms: 0,
+            }),
         ] {
             let err = set.apply(&instr(kind)).unwrap_err();
             assert!(err.contains("not held"), "{err}");

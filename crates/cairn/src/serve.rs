@@ -92,7 +92,7 @@ pub struct ServeArgs {
     /// Follower replicas per region (0 = leader only). Default 0.
     #[arg(long, env = "CAIRN_REGION_FOLLOWERS")]
     pub region_followers: Option<u32>,
-    /// Region migrations failover runs at once when datanodes fail. Default 64.
+    /// Migration batches (each up to 256 regions) failover and drain run at once. Default 8.
     #[arg(long, env = "CAIRN_FAILOVER_MIGRATIONS_MAX")]
     pub failover_migrations_max: Option<usize>,
     /// How long a datanode gets to answer a region instruction, ms. Default 10000.

@@ -515,13 +515,22 @@ async fn a_killed_datanode_fails_over_but_not_in_maintenance_mode() {
     // The event log says what was decided, and why.
     let events = eventually("the failover events", || async {
         let e = s.client.list_events(0, "", 0).await.ok()?.events;
-        let failovers = e
+        // Batched: each event names its regions.
+        let mut moved: Vec<u64> = e
             .iter()
             .filter(|e| {
                 e.kind == "failover" && e.figures.get("outcome").map(String::as_str) == Some("done")
             })
-            .count();
-        (failovers == led.len()).then_some(e)
+            .flat_map(|e| {
+                e.figures["region_ids"]
+                    .split(',')
+                    .map(|r| r.parse::<u64>().unwrap())
+            })
+            .collect();
+        moved.sort_unstable();
+        let mut want: Vec<u64> = led.iter().copied().collect();
+        want.sort_unstable();
+        (moved == want).then_some(e)
     })
     .await;
     let judged = events

@@ -512,7 +512,13 @@ fn apply_to_leases(leases: &RegionLeases, instruction: &Instruction, base: Optio
         Some(Kind::OpenRegion(o)) => open(o),
         Some(Kind::OpenRegions(many)) => many.regions.iter().for_each(open),
         Some(Kind::UpgradeRegionToLeader(u)) => lease(u.region_id, u.lease_ms),
+        Some(Kind::UpgradeRegionsToLeader(u)) => {
+            u.region_ids.iter().for_each(|r| lease(*r, u.lease_ms))
+        }
         Some(Kind::DowngradeRegionLeader(d)) => leases.revoke(d.region_id),
+        Some(Kind::DowngradeRegionLeaders(d)) => {
+            d.region_ids.iter().for_each(|r| leases.revoke(*r))
+        }
         Some(Kind::CloseRegion(c)) => leases.revoke(c.region_id),
         Some(Kind::CloseRegions(c)) => c.region_ids.iter().for_each(|r| leases.revoke(*r)),
         _ => {}
@@ -571,7 +577,10 @@ mod tests {
     #[test]
     fn instruction_leases_run_from_the_request_the_leader_had() {
         use cairn_proto::cairnpb::instruction::Kind;
-        use cairn_proto::cairnpb::{DowngradeRegionLeader, UpgradeRegionToLeader};
+        use cairn_proto::cairnpb::{
+            DowngradeRegionLeader, DowngradeRegionLeaders, UpgradeRegionToLeader,
+            UpgradeRegionsToLeader,
+        };
         let instruction = |kind| Instruction {
             id: 1,
             timeout_ms: 1_000,
@@ -618,5 +627,18 @@ mod tests {
         apply_to_leases(&aged, &upgrade, Some(LeaseBase { sent_at, age }));
         let until = aged.valid_until(7, Instant::now());
         assert_eq!(until, Some(sent_at + Duration::from_secs(6)));
+        // The batched forms lease and revoke every region they name.
+        let many = RegionLeases::new();
+        let up = instruction(Kind::UpgradeRegionsToLeader(UpgradeRegionsToLeader {
+            region_ids: vec![8, 9],
+            lease_ms: 4_000,
+        }));
+        apply_to_leases(&many, &up, Some(base(Instant::now())));
+        assert!(many.is_valid_now(8) && many.is_valid_now(9));
+        let down = instruction(Kind::DowngradeRegionLeaders(DowngradeRegionLeaders {
+            region_ids: vec![9],
+        }));
+        apply_to_leases(&many, &down, None);
+        assert!(many.is_valid_now(8) && !many.is_valid_now(9));
     }
 }

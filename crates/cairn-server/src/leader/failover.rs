@@ -1,6 +1,8 @@
 //! Failover: when the failure detector judges a datanode failed, every region it leads is
-//! migrated to a live datanode, a region migration each (see
-//! [`crate::leader::procedure::migrate_region`]), at most `failover_migrations_max` at once.
+//! migrated to a live datanode, in batched migrations (see
+//! [`crate::leader::procedure::migrate_region`]): a table's regions in one batch, tables packed
+//! up to `MIGRATION_BATCH_REGIONS_MAX` regions a batch, at most `failover_migrations_max`
+//! batches at once.
 //! A live follower of the region is preferred (nothing to open); otherwise the selector places
 //! it, spreading the dead node's regions over the others. The migration waits out the dead
 //! node's lease before the new leader takes writes, so a node that was only cut off never writes
@@ -14,10 +16,11 @@ use crate::leader::meta::placement;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
 use crate::leader::procedure::migrate_region::{
-    self, REASON_DRAIN, REASON_EVICT_LEADERS, REASON_FAILOVER,
+    self, MIGRATION_BATCH_REGIONS_MAX, REASON_DRAIN, REASON_EVICT_LEADERS, REASON_FAILOVER,
 };
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout};
+use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, Drain, DrainMode, TableRoute};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -51,7 +54,7 @@ struct Scan {
     found: bool,
 }
 
-/// The migrations the supervisor runs, bounded by `failover_migrations_max`.
+/// The migrations the supervisor runs, bounded by `failover_migrations_max` (batches).
 struct Mover {
     node: Arc<Node>,
     term: LeaderTerm,
@@ -82,11 +85,17 @@ impl Mover {
                 .filter(|r| !moving.contains(&r.region_id))
                 .collect()
         };
-        for (region, to) in choose(&self.node, regions, exclude, followers_only) {
-            let Some(to) = to else {
-                tracing::debug!(region = region.region_id, reason, "no datanode to move to");
-                continue;
-            };
+        let chosen: Vec<(u64, u64)> = choose(&self.node, regions, exclude, followers_only)
+            .into_iter()
+            .filter_map(|(region, to)| match to {
+                Some(to) => Some((region.region_id, to)),
+                None => {
+                    tracing::debug!(region = region.region_id, reason, "no datanode to move to");
+                    None
+                }
+            })
+            .collect();
+        for batch in batches(chosen, MIGRATION_BATCH_REGIONS_MAX) {
             // At most failover_migrations_max at once: wait for a slot (or the term's end).
             let permit = loop {
                 match self.slots.clone().try_acquire_owned() {
@@ -95,24 +104,27 @@ impl Mover {
                     Err(_) => {}
                 }
             };
-            self.moving().insert(region.region_id);
+            self.moving().extend(batch.iter().map(|(r, _)| *r));
             let (node, moving) = (self.node.clone(), self.moving.clone());
             tokio::spawn(async move {
-                let id = region.region_id;
+                let ids: Vec<u64> = batch.iter().map(|(r, _)| *r).collect();
                 let timeout = FAILOVER_MIGRATION_TIMEOUT_MS;
-                let outcome = migrate_region::start(&node, id, to, reason, timeout).await;
-                match outcome {
-                    Ok(_) => tracing::info!(region = id, from = region.from, to, reason, "moved"),
+                let n = batch.len();
+                match migrate_region::start_batch(&node, batch, reason, timeout).await {
+                    Ok(r) => {
+                        tracing::info!(regions = n, reason, procedure = r.procedure_id, "moved")
+                    }
                     Err(e) => tracing::info!(
-                        region = id,
-                        from = region.from,
-                        to,
+                        regions = n,
                         reason,
                         "migration did not complete: {}",
                         e.message()
                     ),
                 }
-                moving.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                let mut moving = moving.lock().unwrap_or_else(|p| p.into_inner());
+                for id in ids {
+                    moving.remove(&id);
+                }
                 drop(permit);
             });
         }
@@ -260,6 +272,27 @@ pub fn regions_led_by(node: &Node, failed: &BTreeSet<u64>) -> Result<Vec<Orphane
     Ok(out)
 }
 
+/// Splits (region, candidate) pairs into batches of at most `max`, a table's regions together
+/// (a table with more than `max` is split), so concurrent batches rarely write the same route.
+fn batches(mut moves: Vec<(u64, u64)>, max: usize) -> Vec<Vec<(u64, u64)>> {
+    moves.sort_unstable();
+    let mut out: Vec<Vec<(u64, u64)>> = Vec::new();
+    let mut rest = moves.as_slice();
+    while let Some((first, _)) = rest.first() {
+        let table = table_id_of(*first);
+        let n = rest.partition_point(|(r, _)| table_id_of(*r) == table);
+        let (group, after) = rest.split_at(n);
+        rest = after;
+        for chunk in group.chunks(max) {
+            match out.last_mut() {
+                Some(last) if last.len() + chunk.len() <= max => last.extend_from_slice(chunk),
+                _ => out.push(chunk.to_vec()),
+            }
+        }
+    }
+    out
+}
+
 /// Where each region goes: a live follower (the least loaded), else where the selector places
 /// it; the regions without a follower are placed together so they spread. None: nowhere.
 fn choose(
@@ -308,4 +341,36 @@ fn choose(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_keep_a_tables_regions_together_and_stay_bounded() {
+        let region = |table: u64, n: u64| (table << 32) | n;
+        // Table 1: 3 regions, table 2: 5, table 3: 2 (unsorted input).
+        let mut moves: Vec<(u64, u64)> = (0..5).map(|n| (region(2, n), 9)).collect();
+        moves.extend((0..3).map(|n| (region(1, n), 8)));
+        moves.extend((0..2).map(|n| (region(3, n), 7)));
+        let out = batches(moves.clone(), 4);
+        let tables = |b: &Vec<(u64, u64)>| -> Vec<u64> {
+            let mut t: Vec<u64> = b.iter().map(|(r, _)| table_id_of(*r)).collect();
+            t.dedup();
+            t
+        };
+        // Table 2 alone is bigger than a batch: split; the others are not.
+        assert_eq!(
+            out.iter().map(tables).collect::<Vec<_>>(),
+            [vec![1], vec![2], vec![2, 3]]
+        );
+        assert!(out.iter().all(|b| b.len() <= 4));
+        let mut all: Vec<(u64, u64)> = out.concat();
+        all.sort_unstable();
+        moves.sort_unstable();
+        assert_eq!(all, moves, "every move once");
+        assert!(batches(Vec::new(), 4).is_empty());
+        assert_eq!(batches(moves.clone(), 100).len(), 1);
+    }
 }

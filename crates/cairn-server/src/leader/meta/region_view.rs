@@ -40,25 +40,24 @@ pub async fn region_as_leader(node: &Node, region_id: u64) -> Result<RegionView,
 
 /// The running migration of `region_id`, from the stored procedure records.
 fn migration_of(node: &Node, region_id: u64) -> Result<Option<RegionMigration>, Status> {
-    let target = migrate_region::target(region_id);
     let mut found = None;
     store::scan_all(node, &layout().procedures_prefix(), |kv| {
         let Ok(record) = codec::decode::<ProcedureRecord>(&kv.key, &kv.value) else {
             return Ok(());
         };
-        if record.state != ProcedureState::Running
-            || record.kind != migrate_region::KIND
-            || record.target != target
-        {
+        if record.state != ProcedureState::Running || record.kind != migrate_region::KIND {
             return Ok(());
         }
-        if let Ok(m) = serde_json::from_value::<MigrateRegion>(record.data.clone()) {
+        let Ok(m) = serde_json::from_value::<MigrateRegion>(record.data.clone()) else {
+            return Ok(());
+        };
+        if let Some(one) = m.moves.iter().find(|m| m.region_id == region_id) {
             found = Some(RegionMigration {
                 procedure_id: record.id,
-                from_node: m.from,
-                to_node: m.to,
+                from_node: one.from,
+                to_node: one.to,
                 step: record.step.clone(),
-                reason: m.reason,
+                reason: m.reason.clone(),
                 started_ms: record.created_ms,
             });
         }

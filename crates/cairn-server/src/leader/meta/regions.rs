@@ -9,8 +9,8 @@ use crate::leader::node::Node;
 use cairn_meta::TableRoute;
 use cairn_proto::cairnpb::instruction::Kind;
 use cairn_proto::cairnpb::{
-    CloseRegions, DowngradeRegionLeader, OpenRegion, OpenRegions, TruncateRegions,
-    UpgradeRegionToLeader,
+    CloseRegions, DowngradeRegionLeaders, OpenRegion, OpenRegions, TruncateRegions,
+    UpgradeRegionsToLeader,
 };
 use cairn_types::limits::REGIONS_PER_INSTRUCTION_MAX;
 use std::collections::BTreeMap;
@@ -149,11 +149,33 @@ impl RegionInstructions {
 
     /// `action` on one region on one node; `as_leader` matters for opens only.
     pub fn one(action: RegionAction, node: u64, region: u64, as_leader: bool) -> Self {
+        Self::on(action, [(node, region)], as_leader)
+    }
+
+    /// `action` on each (node, region) of `targets`; `as_leader` matters for opens only.
+    pub fn on(
+        action: RegionAction,
+        targets: impl IntoIterator<Item = (u64, u64)>,
+        as_leader: bool,
+    ) -> Self {
         let as_leader = as_leader || action == RegionAction::Upgrade;
-        Self {
-            action,
-            per_node: BTreeMap::from([(node, vec![(region, as_leader)])]),
+        let mut per_node: BTreeMap<u64, Vec<(u64, bool)>> = BTreeMap::new();
+        for (node, region) in targets {
+            per_node.entry(node).or_default().push((region, as_leader));
         }
+        Self { action, per_node }
+    }
+
+    /// Nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.per_node.is_empty()
+    }
+
+    /// The nodes addressed, with their regions.
+    pub fn targets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.per_node
+            .iter()
+            .flat_map(|(n, regions)| regions.iter().map(move |(r, _)| (*n, *r)))
     }
 
     fn on_route(action: RegionAction, route: &TableRoute) -> Self {
@@ -180,12 +202,7 @@ impl RegionInstructions {
                 }
             }
         }
-        // Downgrade and upgrade name one region per instruction.
-        let chunk_max = match action {
-            RegionAction::Downgrade | RegionAction::Upgrade => 1,
-            _ => REGIONS_PER_INSTRUCTION_MAX,
-        };
-        send_all(node, &self.per_node, chunk_max, |chunk| {
+        send_all(node, &self.per_node, REGIONS_PER_INSTRUCTION_MAX, |chunk| {
             let region_ids = || chunk.iter().map(|(id, _)| *id).collect();
             match action {
                 RegionAction::Open => Kind::OpenRegions(OpenRegions {
@@ -205,12 +222,11 @@ impl RegionInstructions {
                     region_ids: region_ids(),
                     epoch,
                 }),
-                // One region each: `one` builds these.
-                RegionAction::Downgrade => Kind::DowngradeRegionLeader(DowngradeRegionLeader {
-                    region_id: chunk[0].0,
+                RegionAction::Downgrade => Kind::DowngradeRegionLeaders(DowngradeRegionLeaders {
+                    region_ids: region_ids(),
                 }),
-                RegionAction::Upgrade => Kind::UpgradeRegionToLeader(UpgradeRegionToLeader {
-                    region_id: chunk[0].0,
+                RegionAction::Upgrade => Kind::UpgradeRegionsToLeader(UpgradeRegionsToLeader {
+                    region_ids: region_ids(),
                     lease_ms,
                 }),
             }

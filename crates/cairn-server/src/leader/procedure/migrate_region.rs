@@ -1,5 +1,5 @@
-//! REGION MIGRATION: move a region's leadership from one datanode to another, never letting two
-//! of them hold a write lease at once.
+//! REGION MIGRATION: move regions' leadership from one datanode to another, never letting two
+//! of them hold a write lease for one region at once.
 //!
 //! open the candidate as a follower (skipped when it already follows the region) → mark the
 //! route `downgrading` (no lease is renewed from then on) and tell the old leader to downgrade →
@@ -14,21 +14,29 @@
 //! if it did not answer, the route is restored to the old leader and the old leader upgraded
 //! again. Once the route names the candidate the migration only goes forward.
 //!
-//! Used by `MigrateRegion` (reason "manual") and by failover (reason "failover", where the old
-//! leader is dead: its downgrade fails at once and its lease is waited out).
+//! A migration moves one region (`MigrateRegion`, reason "manual") or a batch of up to
+//! [`MIGRATION_BATCH_REGIONS_MAX`] (failover, drain and evict-leaders, see
+//! [`crate::leader::failover`]). Every step acts on the whole batch at once: one instruction per
+//! datanode, one route write per table, one stored record, so a batch costs about the Raft writes
+//! one region did. Each region's part of a step is idempotent on its own; a region that cannot
+//! go on (its candidate would not open it, its table was dropped) is left out of the batch, and a
+//! rollback moves forward the regions whose route already names their candidate and puts the
+//! others back. Failover's old leaders are dead: their downgrade fails at once and their leases
+//! are waited out.
 
 use super::engine::{self, Kind, Next, Step, Txn};
 use super::lock::{self, Mode};
 use super::{begin_locked, detached, Ctx};
 use crate::errors;
 use crate::leader::heartbeat::registry::NodeState;
-use crate::leader::meta::regions::{describe, RegionAction, RegionInstructions};
+use crate::leader::meta::regions::{describe, NodeFailure, RegionAction, RegionInstructions};
 use crate::leader::node::Node;
 use crate::replica::meta::store::{self, layout, put_op, unchanged_since};
 use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, LeaderState, TableInfo, TableRoute};
 use cairn_proto::cairnpb::{DdlResponse, MigrateRegionRequest, NodeRole};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Code, Status};
@@ -41,6 +49,9 @@ pub const REGION_MIGRATION_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 pub const ROUTE_UPDATE_ATTEMPTS_MAX: usize = 64;
 /// How often a migration checks whether the old leader's lease is over.
 const LEASE_POLL_MS: u64 = 50;
+/// Regions one migration procedure moves at most (failover and drain split larger sets): bounds
+/// the stored record and the instructions a step sends.
+pub const MIGRATION_BATCH_REGIONS_MAX: usize = 256;
 
 /// Why a migration runs.
 pub const REASON_MANUAL: &str = "manual";
@@ -88,24 +99,56 @@ impl Step for MigrateRegionStep {
     }
 }
 
-/// What the procedure stores between steps.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MigrateRegion {
+/// One region's move, as the procedure stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionMove {
     pub region_id: u64,
     pub from: u64,
     pub to: u64,
     /// The candidate already followed the region: nothing is opened, and a rollback leaves it a
     /// follower.
     pub to_was_follower: bool,
-    /// "manual" or "failover".
+}
+
+impl RegionMove {
+    fn table_id(&self) -> u64 {
+        table_id_of(self.region_id)
+    }
+}
+
+/// What the procedure stores between steps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrateRegion {
+    /// The regions still moving.
+    pub moves: Vec<RegionMove>,
+    /// "manual", "failover", "drain" or "evict_leaders".
     pub reason: String,
-    /// Unix ms by which the route must name the candidate, or the migration rolls back.
+    /// Unix ms by which the routes must name the candidates, or the migration rolls back.
     pub deadline_ms: u64,
+    /// Regions left out of the batch on the way, with why (their old leader keeps them; failover
+    /// and drain try them again).
+    #[serde(default)]
+    pub left_out: Vec<(u64, String)>,
 }
 
 /// The record's target for a migration of `region_id` (what `ctl procedure list` shows).
 pub fn target(region_id: u64) -> String {
     format!("region {region_id}")
+}
+
+/// The record's target for a batch.
+fn batch_target(moves: &[RegionMove]) -> String {
+    match moves {
+        [one] => target(one.region_id),
+        _ => {
+            let from: BTreeSet<u64> = moves.iter().map(|m| m.from).collect();
+            format!("{} regions of node {}", moves.len(), join(&from))
+        }
+    }
+}
+
+fn join(ids: &BTreeSet<u64>) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// The lock only one migration of a region holds.
@@ -145,54 +188,149 @@ pub async fn start(
     reason: &str,
     timeout_ms: u64,
 ) -> Result<DdlResponse, Status> {
-    let table_id = table_id_of(region_id);
-    let table = store::get::<TableInfo>(node, &layout().table(table_id))?
-        .ok_or_else(|| region_not_found(region_id))?
-        .value;
+    start_moves(node, vec![(region_id, to)], reason, timeout_ms, true).await
+}
+
+/// Starts one migration of every (region, candidate) of `wanted` (at most
+/// [`MIGRATION_BATCH_REGIONS_MAX`]) and waits for its outcome. Regions that cannot move (gone,
+/// already led by their candidate or moving, their candidate not live) are left out; an error
+/// when none can.
+pub async fn start_batch(
+    node: &Arc<Node>,
+    wanted: Vec<(u64, u64)>,
+    reason: &str,
+    timeout_ms: u64,
+) -> Result<DdlResponse, Status> {
+    if wanted.len() > MIGRATION_BATCH_REGIONS_MAX {
+        return Err(errors::internal(format!(
+            "a migration moves at most {MIGRATION_BATCH_REGIONS_MAX} regions \
+             (migration_batch_regions_max), asked {}",
+            wanted.len()
+        )));
+    }
+    start_moves(node, wanted, reason, timeout_ms, false).await
+}
+
+/// [`start`] (`strict`: any region that cannot move is the caller's error) and [`start_batch`].
+async fn start_moves(
+    node: &Arc<Node>,
+    wanted: Vec<(u64, u64)>,
+    reason: &str,
+    timeout_ms: u64,
+    strict: bool,
+) -> Result<DdlResponse, Status> {
+    // The tables' names, for their locks.
+    let mut tables: BTreeMap<u64, TableInfo> = BTreeMap::new();
+    for (region_id, _) in &wanted {
+        let table_id = table_id_of(*region_id);
+        if tables.contains_key(&table_id) {
+            continue;
+        }
+        match store::get::<TableInfo>(node, &layout().table(table_id))? {
+            Some(t) => {
+                tables.insert(table_id, t.value);
+            }
+            None if strict => return Err(region_not_found(*region_id)),
+            None => {}
+        }
+    }
+    // A region already moving is refused (strict) or left out, never waited for.
+    let wanted: Vec<(u64, u64)> = wanted
+        .into_iter()
+        .filter(|(r, _)| tables.contains_key(&table_id_of(*r)))
+        .filter(|(r, _)| strict || !region_busy(node, *r))
+        .collect();
     let reason = reason.to_string();
     let node2 = node.clone();
     detached(node, async move {
         let node = node2;
-        let name = &table.name;
-        let wait = vec![
-            (
-                lock::database_lock(&name.catalog, &name.schema),
-                Mode::Shared,
-            ),
-            (
-                lock::table_lock(&name.catalog, &name.schema, &name.name),
-                Mode::Shared,
-            ),
-        ];
-        let exclusive = vec![(region_lock(region_id), Mode::Exclusive)];
-        let mut ctx = begin_locked(&node, KIND, target(region_id), wait, exclusive)
+        // Databases before tables, each in order: every procedure takes them that way.
+        let mut databases = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for t in tables.values() {
+            let n = &t.name;
+            databases.insert(lock::database_lock(&n.catalog, &n.schema));
+            names.insert(lock::table_lock(&n.catalog, &n.schema, &n.name));
+        }
+        let wait = databases
+            .into_iter()
+            .chain(names)
+            .map(|name| (name, Mode::Shared))
+            .collect();
+        let exclusive = wanted
+            .iter()
+            .map(|(r, _)| (region_lock(*r), Mode::Exclusive))
+            .collect();
+        let first = wanted.first().map_or(0, |(r, _)| *r);
+        let mut ctx = begin_locked(&node, KIND, target(first), wait, exclusive)
             .await
             .map_err(|e| match e {
-                super::Begin::Busy(_) => already_moving(region_id),
+                super::Begin::Busy(_) if strict => already_moving(first),
+                super::Begin::Busy(lock) => Status::unavailable(format!(
+                    "{lock} was taken meanwhile; the migration is tried again later"
+                )),
                 super::Begin::Failed(status) => status,
             })?;
-        // Under the locks, the route changes only by us (or a migration of another region).
-        let route = store::get::<TableRoute>(&node, &layout().route(table_id))?
-            .ok_or_else(|| region_not_found(region_id))?
-            .value;
-        let region = route
-            .region(region_id)
-            .ok_or_else(|| region_not_found(region_id))?;
-        check_candidate(&node, region_id, region.leader_node, to)?;
+        // Under the locks, routes change only by us (or migrations of other regions).
+        let mut routes: HashMap<u64, Option<TableRoute>> = HashMap::new();
+        let mut candidates: HashMap<u64, Result<(), Status>> = HashMap::new();
+        let mut moves = Vec::with_capacity(wanted.len());
+        for (region_id, to) in wanted {
+            let table_id = table_id_of(region_id);
+            if !routes.contains_key(&table_id) {
+                let route = store::get::<TableRoute>(&node, &layout().route(table_id))?;
+                routes.insert(table_id, route.map(|r| r.value));
+            }
+            let region = routes[&table_id].as_ref().and_then(|r| r.region(region_id));
+            let checked = match region {
+                None => Err(region_not_found(region_id)),
+                Some(r) if r.leader_node == to => {
+                    check_candidate(&node, region_id, r.leader_node, to)
+                }
+                Some(_) => candidates
+                    .entry(to)
+                    .or_insert_with(|| check_candidate(&node, region_id, 0, to))
+                    .clone(),
+            };
+            match (checked, region) {
+                (Ok(()), Some(r)) => moves.push(RegionMove {
+                    region_id,
+                    from: r.leader_node,
+                    to,
+                    to_was_follower: r.follower_nodes.contains(&to),
+                }),
+                (Err(e), _) if strict => return Err(e),
+                (Err(e), _) => {
+                    tracing::debug!(region = region_id, to, "not moved: {}", e.message())
+                }
+                (Ok(()), None) => {}
+            }
+        }
+        if moves.is_empty() {
+            return Err(Status::failed_precondition(
+                "no region of the batch can move",
+            ));
+        }
+        ctx.record.target = batch_target(&moves);
         let migrate = MigrateRegion {
-            region_id,
-            from: region.leader_node,
-            to,
-            to_was_follower: region.follower_nodes.contains(&to),
+            moves,
             reason,
             deadline_ms: node.clock.unix_ms() + timeout_ms,
+            left_out: Vec::new(),
         };
-        // Stored before the candidate opens, so the orphan reconciler leaves it alone.
-        ctx.record.opening_tables = vec![table_id];
+        // Stored before the candidates open, so the orphan reconciler leaves them alone.
+        ctx.record.opening_tables = routes.keys().copied().collect();
+        ctx.record.opening_tables.sort_unstable();
         let first = Next::Step(MigrateRegionStep::OpenCandidate, Txn::none());
         engine::start(ctx, migrate, first).await
     })
     .await
+}
+
+/// Another procedure holds (or waits for) the region's lock.
+fn region_busy(node: &Node, region_id: u64) -> bool {
+    let set = vec![(region_lock(region_id), Mode::Exclusive)];
+    node.procedures.locks.try_acquire(&set).is_err()
 }
 
 fn region_not_found(region_id: u64) -> Status {
@@ -205,7 +343,7 @@ fn already_moving(region_id: u64) -> Status {
     ))
 }
 
-/// `to` must be a live datanode that does not lead the region already.
+/// `to` must be a live datanode that does not lead the region already (`leader`).
 fn check_candidate(node: &Node, region_id: u64, leader: u64, to: u64) -> Result<(), Status> {
     if to == leader {
         return Err(Status::failed_precondition(format!(
@@ -270,15 +408,19 @@ impl Kind for MigrateRegion {
         error: String,
     ) -> Next<Self::Step> {
         match step {
-            // The route names the candidate: only forward. The old leader's copy is closed by
-            // the orphan reconciler once it is reachable.
+            // The routes name the candidates: only forward. The old leaders' copies are closed
+            // by the orphan reconciler once they are reachable.
             MigrateRegionStep::CloseOld => Next::Done(MigrateRegionStep::Done, Txn::none()),
             _ => Next::Rollback(error),
         }
     }
 
     fn done(&mut self, ctx: &Ctx, revision: i64) -> DdlResponse {
-        self.record(ctx, "done", String::new());
+        let why = match self.left_out.len() {
+            0 => String::new(),
+            n => format!("{n} regions left out: {}", self.left_out[0].1),
+        };
+        record(ctx, &self.reason, &self.moves, "done", why);
         DdlResponse {
             procedure_id: ctx.record.id,
             revision,
@@ -287,45 +429,58 @@ impl Kind for MigrateRegion {
     }
 }
 
+/// Records how a migration of `moves` ended in the event log (kind: its reason, "migration"
+/// when manual): one event for the batch, naming every region.
+fn record(ctx: &Ctx, reason: &str, moves: &[RegionMove], outcome: &str, why: String) {
+    let kind = if reason == REASON_MANUAL {
+        "migration"
+    } else {
+        reason
+    };
+    let from: BTreeSet<u64> = moves.iter().map(|m| m.from).collect();
+    let to: BTreeSet<u64> = moves.iter().map(|m| m.to).collect();
+    let elapsed = ctx
+        .node
+        .clock
+        .unix_ms()
+        .saturating_sub(ctx.record.created_ms);
+    let (subject, what) = match moves {
+        [one] => (target(one.region_id), format!("region {}", one.region_id)),
+        _ => (batch_target(moves), format!("{} regions", moves.len())),
+    };
+    let mut message = format!(
+        "{what} from node {} to node {}: {outcome}",
+        join(&from),
+        join(&to)
+    );
+    if !why.is_empty() {
+        message.push_str(&format!(" ({why})"));
+    }
+    let ids: Vec<String> = moves.iter().map(|m| m.region_id.to_string()).collect();
+    crate::leader::events::record(
+        &ctx.node,
+        ctx.term,
+        kind,
+        subject,
+        message,
+        &[
+            ("from", join(&from)),
+            ("to", join(&to)),
+            ("regions", moves.len().to_string()),
+            ("region_ids", ids.join(",")),
+            ("outcome", outcome.to_string()),
+            ("elapsed_ms", elapsed.to_string()),
+            ("procedure", ctx.record.id.to_string()),
+        ],
+    );
+}
+
+/// The nodes of `failed`.
+fn nodes_of(failed: &[NodeFailure]) -> HashSet<u64> {
+    failed.iter().map(|f| f.node).collect()
+}
+
 impl MigrateRegion {
-    fn table_id(&self) -> u64 {
-        table_id_of(self.region_id)
-    }
-
-    /// Records how the migration ended in the event log (kind: its reason, "migration" when
-    /// manual).
-    fn record(&self, ctx: &Ctx, outcome: &str, why: String) {
-        let kind = if self.reason == REASON_MANUAL {
-            "migration"
-        } else {
-            self.reason.as_str()
-        };
-        let (region, from, to) = (self.region_id, self.from, self.to);
-        let elapsed = ctx
-            .node
-            .clock
-            .unix_ms()
-            .saturating_sub(ctx.record.created_ms);
-        let mut message = format!("region {region} from node {from} to node {to}: {outcome}");
-        if !why.is_empty() {
-            message.push_str(&format!(" ({why})"));
-        }
-        crate::leader::events::record(
-            &ctx.node,
-            ctx.term,
-            kind,
-            format!("region {region}"),
-            message,
-            &[
-                ("from", from.to_string()),
-                ("to", to.to_string()),
-                ("outcome", outcome.to_string()),
-                ("elapsed_ms", elapsed.to_string()),
-                ("procedure", ctx.record.id.to_string()),
-            ],
-        );
-    }
-
     /// Evicting leaders keeps the old leader as a follower (downgraded, not closed).
     fn keeps_old(&self) -> bool {
         self.reason == REASON_EVICT_LEADERS
@@ -336,63 +491,94 @@ impl MigrateRegion {
     }
 
     fn timed_out(&self) -> String {
-        format!(
-            "region {} was not led by node {} before the migration's deadline",
-            self.region_id, self.to
-        )
+        match self.moves.as_slice() {
+            [m] => format!(
+                "region {} was not led by node {} before the migration's deadline",
+                m.region_id, m.to
+            ),
+            moves => format!(
+                "{} regions were not led by their candidates before the migration's deadline",
+                moves.len()
+            ),
+        }
+    }
+
+    /// Takes the moves `out` says out of the batch, with why.
+    fn leave_out(&mut self, out: impl Fn(&RegionMove) -> bool, why: &str) {
+        let (gone, kept): (Vec<_>, Vec<_>) = self.moves.drain(..).partition(|m| out(m));
+        for m in gone {
+            tracing::info!(
+                region = m.region_id,
+                from = m.from,
+                to = m.to,
+                "left out of the migration: {why}"
+            );
+            self.left_out.push((m.region_id, why.to_string()));
+        }
+        self.moves = kept;
     }
 
     async fn open_candidate(&mut self, ctx: &mut Ctx) -> Result<Next<MigrateRegionStep>, Status> {
         if self.past_deadline(ctx) {
             return Ok(Next::Rollback(self.timed_out()));
         }
-        if !self.to_was_follower {
-            let failed =
-                RegionInstructions::one(RegionAction::Open, self.to, self.region_id, false)
-                    .send(&ctx.node, ctx.reconnect_deadline)
-                    .await;
-            if !failed.is_empty() {
-                return Ok(Next::Retry(format!(
-                    "opening the region on the candidate: {}",
-                    describe(&failed)
-                )));
+        let opening: Vec<&RegionMove> = self.moves.iter().filter(|m| !m.to_was_follower).collect();
+        let opens = RegionInstructions::on(
+            RegionAction::Open,
+            opening.iter().map(|m| (m.to, m.region_id)),
+            false,
+        );
+        let failed = match opens.is_empty() {
+            true => Vec::new(),
+            false => opens.send(&ctx.node, ctx.reconnect_deadline).await,
+        };
+        if !failed.is_empty() {
+            let why = format!("opening the region on the candidate: {}", describe(&failed));
+            let nodes = nodes_of(&failed);
+            let stuck = |m: &RegionMove| !m.to_was_follower && nodes.contains(&m.to);
+            if self.moves.iter().all(stuck) {
+                return Ok(Next::Retry(why));
             }
+            // The others go on; nothing was done for these but (maybe) a follower copy, which
+            // the orphan reconciler closes once this migration ends.
+            self.leave_out(stuck, &why);
         }
         Ok(Next::Step(MigrateRegionStep::DowngradeLeader, Txn::none()))
     }
 
     async fn downgrade_leader(&mut self, ctx: &mut Ctx) -> Result<Next<MigrateRegionStep>, Status> {
-        let (region, from) = (self.region_id, self.from);
-        // From here no lease of the region is renewed.
-        let route = update_route(ctx, self.table_id(), |route| {
-            match route.regions.iter_mut().find(|r| r.region_id == region) {
-                Some(r) if r.leader_node == from && r.leader_state.is_active() => {
-                    r.leader_state = LeaderState::Downgrading;
-                    true
-                }
-                _ => false,
+        // From here no lease of these regions is renewed.
+        let routes = update_routes(ctx, &self.moves, |m, r| {
+            if r.leader_node == m.from && r.leader_state.is_active() {
+                r.leader_state = LeaderState::Downgrading;
+                true
+            } else {
+                false
             }
         })
         .await?;
-        let Some(route) = route else {
-            return Ok(Next::Rollback("the table was dropped".into()));
-        };
-        if route.region(region).is_none_or(|r| r.leader_node != from) {
-            return Ok(Next::Rollback(format!(
-                "region {region} is no longer led by node {from}"
-            )));
+        let led_elsewhere =
+            |m: &RegionMove| led_by(&routes, m.region_id).is_none_or(|l| l != m.from);
+        if self.moves.iter().all(led_elsewhere) {
+            return Ok(Next::Rollback(match self.moves.as_slice() {
+                [m] if routes.get(&m.table_id()).is_some_and(Option::is_none) => {
+                    "the table was dropped".into()
+                }
+                [m] => format!("region {} is no longer led by node {}", m.region_id, m.from),
+                _ => "no region of the batch is led by its old leader any more".into(),
+            }));
         }
+        self.leave_out(led_elsewhere, "no longer led by its old leader");
+        // Once only: a dead node fails at once, and its lease is waited out instead.
+        let downgrades = RegionInstructions::on(
+            RegionAction::Downgrade,
+            self.moves.iter().map(|m| (m.from, m.region_id)),
+            false,
+        );
         let node = ctx.node.clone();
-        let downgrade = async move {
-            // Once only: a dead node fails at once, and its lease is waited out instead.
-            RegionInstructions::one(RegionAction::Downgrade, from, region, false)
-                .send_once(&node)
-                .await
-        };
-        if !self
-            .wait_until_free(ctx, self.to, Some((from, downgrade)), false)
-            .await?
-        {
+        let acked = async move { (downgrades.send_once(&node).await, downgrades) };
+        let free: Vec<(u64, u64)> = self.moves.iter().map(|m| (m.region_id, m.to)).collect();
+        if !wait_until_free(ctx, self, &free, Some(acked), false).await? {
             return Ok(Next::Rollback(self.timed_out()));
         }
         Ok(Next::Step(MigrateRegionStep::UpgradeCandidate, Txn::none()))
@@ -402,45 +588,60 @@ impl MigrateRegion {
         &mut self,
         ctx: &mut Ctx,
     ) -> Result<Next<MigrateRegionStep>, Status> {
-        let (region, from, to) = (self.region_id, self.from, self.to);
         // Again after a resume: a new leader knows nothing of its predecessor's grants.
-        if !self.wait_until_free::<NoAck>(ctx, to, None, false).await? {
+        let free: Vec<(u64, u64)> = self.moves.iter().map(|m| (m.region_id, m.to)).collect();
+        if !wait_until_free(ctx, self, &free, None::<NoAck>, false).await? {
             return Ok(Next::Rollback(self.timed_out()));
         }
-        let failed = RegionInstructions::one(RegionAction::Upgrade, to, region, true)
-            .send(&ctx.node, ctx.reconnect_deadline)
-            .await;
+        let failed = RegionInstructions::on(
+            RegionAction::Upgrade,
+            self.moves.iter().map(|m| (m.to, m.region_id)),
+            true,
+        )
+        .send(&ctx.node, ctx.reconnect_deadline)
+        .await;
+        // The candidates that took their lease are named leaders now; the others are retried
+        // (a repeat changes nothing for the first).
+        let nodes = nodes_of(&failed);
+        let upgraded: Vec<RegionMove> = self
+            .moves
+            .iter()
+            .filter(|m| !nodes.contains(&m.to))
+            .cloned()
+            .collect();
+        let keep = self.keeps_old();
+        let routes = update_routes(ctx, &upgraded, |m, r| {
+            if r.leader_node != m.from {
+                return false;
+            }
+            r.leader_node = m.to;
+            r.follower_nodes.retain(|f| *f != m.to && *f != m.from);
+            if keep {
+                r.follower_nodes.push(m.from);
+            }
+            r.leader_state = LeaderState::Active;
+            true
+        })
+        .await?;
         if !failed.is_empty() {
             return Ok(Next::Retry(format!(
                 "upgrading the candidate: {}",
                 describe(&failed)
             )));
         }
-        let keep = self.keeps_old();
-        let route = update_route(ctx, self.table_id(), |route| {
-            match route.regions.iter_mut().find(|r| r.region_id == region) {
-                Some(r) if r.leader_node == from => {
-                    r.leader_node = to;
-                    r.follower_nodes.retain(|f| *f != to && *f != from);
-                    if keep {
-                        r.follower_nodes.push(from);
-                    }
-                    r.leader_state = LeaderState::Active;
-                    true
-                }
-                _ => false,
-            }
-        })
-        .await?;
-        match route.as_ref().and_then(|r| r.region(region)) {
-            Some(r) if r.leader_node == to => {
-                Ok(Next::Step(MigrateRegionStep::CloseOld, Txn::none()))
-            }
-            // Only a dropped table gets here (the region's lock keeps other migrations out).
-            _ => Ok(Next::Rollback(format!(
-                "region {region} is gone or no longer led by node {from}"
-            ))),
+        // Only a dropped table gets here (the regions' locks keep other migrations out).
+        let not_moved = |m: &RegionMove| led_by(&routes, m.region_id) != Some(m.to);
+        if self.moves.iter().all(not_moved) {
+            return Ok(Next::Rollback(match self.moves.as_slice() {
+                [m] => format!(
+                    "region {} is gone or no longer led by node {}",
+                    m.region_id, m.from
+                ),
+                _ => "every region of the batch is gone".into(),
+            }));
         }
+        self.leave_out(not_moved, "gone");
+        Ok(Next::Step(MigrateRegionStep::CloseOld, Txn::none()))
     }
 
     async fn close_old(&mut self, ctx: &mut Ctx) -> Result<Next<MigrateRegionStep>, Status> {
@@ -451,9 +652,13 @@ impl MigrateRegion {
         } else {
             RegionAction::Close
         };
-        let failed = RegionInstructions::one(action, self.from, self.region_id, false)
-            .send_once(&ctx.node)
-            .await;
+        let failed = RegionInstructions::on(
+            action,
+            self.moves.iter().map(|m| (m.from, m.region_id)),
+            false,
+        )
+        .send_once(&ctx.node)
+        .await;
         if !failed.is_empty() && self.reason != REASON_FAILOVER {
             return Ok(Next::Retry(format!(
                 "closing the region on the old leader: {}",
@@ -465,130 +670,226 @@ impl MigrateRegion {
         Ok(Next::Done(MigrateRegionStep::Done, Txn::none()))
     }
 
-    /// Puts the region back on the old leader, then ends as failed (or, when the route already
-    /// names the candidate, goes forward: the migration happened).
+    /// Puts the regions back on their old leaders, then ends as failed; regions whose route
+    /// already names the candidate go forward instead (their migration happened).
     async fn rollback(&mut self, ctx: &mut Ctx) -> Result<Next<MigrateRegionStep>, Status> {
-        let (region, from, to) = (self.region_id, self.from, self.to);
         let why = ctx.record.last_error.clone();
-        let current = store::get::<TableRoute>(&ctx.node, &layout().route(self.table_id()))?;
-        let leader = current
-            .as_ref()
-            .and_then(|r| r.value.region(region))
-            .map(|r| r.leader_node);
-        if leader == Some(to) {
-            return Ok(Next::Step(MigrateRegionStep::CloseOld, Txn::none()));
-        }
+        let routes = read_routes(ctx, &self.moves)?;
+        let (forward, back): (Vec<RegionMove>, Vec<RegionMove>) = self
+            .moves
+            .iter()
+            .cloned()
+            .partition(|m| led_by(&routes, m.region_id) == Some(m.to));
         let mut notes = Vec::new();
-        // The candidate may have been upgraded: downgrade it (a follower before) or close it.
-        let undo = if self.to_was_follower {
-            RegionAction::Downgrade
-        } else {
-            RegionAction::Close
-        };
-        let failed = RegionInstructions::one(undo, to, region, false)
-            .send_once(&ctx.node)
-            .await;
-        if failed.is_empty() {
-            ctx.node.heartbeats.region_leases().release(region, to);
-        } else {
-            notes.push(format!("candidate: {}", describe(&failed)));
-        }
-        if leader == Some(from) {
-            // Its lease (if the upgrade reached it) must be over before the old leader writes.
-            self.wait_until_free::<NoAck>(ctx, from, None, true).await?;
-            update_route(ctx, self.table_id(), |route| {
-                match route.regions.iter_mut().find(|r| r.region_id == region) {
-                    Some(r) if r.leader_node == from && !r.leader_state.is_active() => {
+        if !back.is_empty() {
+            // The candidates may have been upgraded: downgrade them (followers before) or close
+            // them.
+            let undo = |was_follower: bool, action| {
+                RegionInstructions::on(
+                    action,
+                    back.iter()
+                        .filter(|m| m.to_was_follower == was_follower)
+                        .map(|m| (m.to, m.region_id)),
+                    false,
+                )
+            };
+            let (downgrades, closes) = (
+                undo(true, RegionAction::Downgrade),
+                undo(false, RegionAction::Close),
+            );
+            let (a, b) =
+                futures::join!(downgrades.send_once(&ctx.node), closes.send_once(&ctx.node));
+            let failed: Vec<NodeFailure> = a.into_iter().chain(b).collect();
+            let nodes = nodes_of(&failed);
+            {
+                let mut leases = ctx.node.heartbeats.region_leases();
+                for m in back.iter().filter(|m| !nodes.contains(&m.to)) {
+                    leases.release(m.region_id, m.to);
+                }
+            }
+            if !failed.is_empty() {
+                notes.push(format!("candidate: {}", describe(&failed)));
+            }
+            let restore: Vec<RegionMove> = back
+                .iter()
+                .filter(|m| led_by(&routes, m.region_id) == Some(m.from))
+                .cloned()
+                .collect();
+            if !restore.is_empty() {
+                // Their leases (if the upgrade reached them) must be over before the old
+                // leaders write.
+                let free: Vec<(u64, u64)> = restore.iter().map(|m| (m.region_id, m.from)).collect();
+                wait_until_free(ctx, self, &free, None::<NoAck>, true).await?;
+                update_routes(ctx, &restore, |m, r| {
+                    if r.leader_node == m.from && !r.leader_state.is_active() {
                         r.leader_state = LeaderState::Active;
                         true
+                    } else {
+                        false
                     }
-                    _ => false,
-                }
-            })
-            .await?;
-            // The old leader may have downgraded: it takes writes again, leased from now.
-            let failed = RegionInstructions::one(RegionAction::Upgrade, from, region, true)
+                })
+                .await?;
+                // The old leaders may have downgraded: they take writes again, leased from now.
+                let failed = RegionInstructions::on(
+                    RegionAction::Upgrade,
+                    restore.iter().map(|m| (m.from, m.region_id)),
+                    true,
+                )
                 .send_once(&ctx.node)
                 .await;
-            if !failed.is_empty() {
-                notes.push(format!("old leader: {}", describe(&failed)));
+                if !failed.is_empty() {
+                    notes.push(format!("old leader: {}", describe(&failed)));
+                }
             }
+            let mut error = why.clone();
+            if !notes.is_empty() {
+                error.push_str(&format!("; rollback could not reach {}", notes.join("; ")));
+            }
+            record(ctx, &self.reason, &back, "rolled back", error);
+        }
+        if !forward.is_empty() {
+            for m in &back {
+                self.left_out
+                    .push((m.region_id, format!("rolled back: {why}")));
+            }
+            self.moves = forward;
+            return Ok(Next::Step(MigrateRegionStep::CloseOld, Txn::none()));
         }
         let mut error = why.clone();
         if !notes.is_empty() {
             error.push_str(&format!("; rollback could not reach {}", notes.join("; ")));
         }
-        self.record(ctx, "rolled back", error.clone());
+        let what = match self.moves.as_slice() {
+            [m] => format!("migration of region {} to node {}", m.region_id, m.to),
+            moves => format!("migration of {} regions", moves.len()),
+        };
         let status = Status::new(
             Code::Aborted,
-            format!("migration of region {region} to node {to} failed and was rolled back: {why}"),
+            format!("{what} failed and was rolled back: {why}"),
         );
         Ok(Next::Fail { error, status })
     }
+}
 
-    /// Waits until no node but `to` can hold a lease for the region, by this leader's record
-    /// (with its margin, and its new-term floor). `ack`, when given, is the old leader and its
-    /// downgrade: once it acknowledges, its lease is released at once. False when the
-    /// migration's deadline passed first, unless `past_deadline_too` (a rollback: it must wait
-    /// whatever the deadline, and leases not renewed always run out).
-    async fn wait_until_free<A>(
-        &self,
-        ctx: &Ctx,
-        to: u64,
-        ack: Option<(u64, A)>,
-        past_deadline_too: bool,
-    ) -> Result<bool, Status>
-    where
-        A: std::future::Future<Output = Vec<crate::leader::meta::regions::NodeFailure>>,
-    {
-        let region = self.region_id;
-        let (holder, downgrade) = match ack {
-            Some((holder, fut)) => (holder, Some(fut)),
-            None => (0, None),
-        };
-        let mut downgrade = downgrade.map(Box::pin);
-        let poll = Duration::from_millis(LEASE_POLL_MS);
-        loop {
-            ctx.check_term()?;
-            let now = ctx.node.heartbeats.now();
-            if ctx
-                .node
-                .heartbeats
-                .region_leases()
-                .free_for(region, to, now)
+/// The node the stored route names the leader of `region_id`, from `routes` (by table).
+fn led_by(routes: &HashMap<u64, Option<TableRoute>>, region_id: u64) -> Option<u64> {
+    routes
+        .get(&table_id_of(region_id))?
+        .as_ref()?
+        .region(region_id)
+        .map(|r| r.leader_node)
+}
+
+/// The stored routes of the tables of `moves` (None: dropped).
+fn read_routes(
+    ctx: &Ctx,
+    moves: &[RegionMove],
+) -> Result<HashMap<u64, Option<TableRoute>>, Status> {
+    let mut routes = HashMap::new();
+    for table_id in moves.iter().map(RegionMove::table_id) {
+        if !routes.contains_key(&table_id) {
+            let route = store::get::<TableRoute>(&ctx.node, &layout().route(table_id))?;
+            routes.insert(table_id, route.map(|r| r.value));
+        }
+    }
+    Ok(routes)
+}
+
+/// Applies `change` to each move's region in its table's stored route, one route write per
+/// table, all tables at once (see [`update_route`]). Returns the routes as stored after, by
+/// table (None: dropped).
+async fn update_routes(
+    ctx: &Ctx,
+    moves: &[RegionMove],
+    change: impl Fn(&RegionMove, &mut cairn_meta::RegionRoute) -> bool,
+) -> Result<HashMap<u64, Option<TableRoute>>, Status> {
+    let mut by_table: BTreeMap<u64, Vec<&RegionMove>> = BTreeMap::new();
+    for m in moves {
+        by_table.entry(m.table_id()).or_default().push(m);
+    }
+    let change = &change;
+    let writes = by_table.into_iter().map(|(table_id, moves)| async move {
+        let route = update_route(ctx, table_id, |route| {
+            let mut changed = false;
+            for m in &moves {
+                if let Some(r) = route
+                    .regions
+                    .iter_mut()
+                    .find(|r| r.region_id == m.region_id)
+                {
+                    changed |= change(m, r);
+                }
+            }
+            changed
+        })
+        .await?;
+        Ok::<_, Status>((table_id, route))
+    });
+    futures::future::try_join_all(writes)
+        .await
+        .map(|routes| routes.into_iter().collect())
+}
+
+/// Waits until no node but the one named can hold a lease for each (region, node) of `free`,
+/// by this leader's record (with its margin, and its new-term floor). `ack`, when given, is the
+/// old leaders' downgrade: the nodes that acknowledge it dropped their leases at once, and they
+/// are released. False when the migration's deadline passed first, unless `past_deadline_too` (a
+/// rollback: it must wait whatever the deadline, and leases not renewed always run out).
+async fn wait_until_free<A>(
+    ctx: &Ctx,
+    migration: &MigrateRegion,
+    free: &[(u64, u64)],
+    ack: Option<A>,
+    past_deadline_too: bool,
+) -> Result<bool, Status>
+where
+    A: std::future::Future<Output = (Vec<NodeFailure>, RegionInstructions)>,
+{
+    let mut downgrade = ack.map(Box::pin);
+    let poll = Duration::from_millis(LEASE_POLL_MS);
+    loop {
+        ctx.check_term()?;
+        let now = ctx.node.heartbeats.now();
+        {
+            let leases = ctx.node.heartbeats.region_leases();
+            if free
+                .iter()
+                .all(|(region, node)| leases.free_for(*region, *node, now))
             {
                 return Ok(true);
             }
-            if !past_deadline_too && self.past_deadline(ctx) {
-                return Ok(false);
-            }
-            match downgrade.as_mut() {
-                Some(fut) => {
-                    tokio::select! {
-                        failed = fut => {
-                            downgrade = None;
-                            if failed.is_empty() {
-                                // Acknowledged: the node dropped its lease before answering.
-                                ctx.node.heartbeats.region_leases().release(region, holder);
-                            } else {
-                                tracing::info!(
-                                    region, node = holder,
-                                    "downgrade not acknowledged ({}); waiting out its lease",
-                                    describe(&failed)
-                                );
-                            }
+        }
+        if !past_deadline_too && migration.past_deadline(ctx) {
+            return Ok(false);
+        }
+        match downgrade.as_mut() {
+            Some(fut) => {
+                tokio::select! {
+                    (failed, sent) = fut => {
+                        downgrade = None;
+                        // Acknowledged: those nodes dropped their leases before answering.
+                        let nodes = nodes_of(&failed);
+                        let mut leases = ctx.node.heartbeats.region_leases();
+                        for (holder, region) in sent.targets().filter(|(n, _)| !nodes.contains(n)) {
+                            leases.release(region, holder);
                         }
-                        _ = tokio::time::sleep(poll) => {}
+                        if !failed.is_empty() {
+                            tracing::info!(
+                                "downgrade not acknowledged ({}); waiting out the leases",
+                                describe(&failed)
+                            );
+                        }
                     }
+                    _ = tokio::time::sleep(poll) => {}
                 }
-                None => tokio::time::sleep(poll).await,
             }
+            None => tokio::time::sleep(poll).await,
         }
     }
 }
 
-/// The type of "no downgrade to wait for" in [`MigrateRegion::wait_until_free`].
-type NoAck = std::future::Ready<Vec<crate::leader::meta::regions::NodeFailure>>;
+/// The type of "no downgrade to wait for" in [`wait_until_free`].
+type NoAck = std::future::Ready<(Vec<NodeFailure>, RegionInstructions)>;
 
 /// Applies `change` to the table's stored route when it says it changed something (bumping the
 /// route's version), comparing the route's revision, and tries again on a fresh read when
