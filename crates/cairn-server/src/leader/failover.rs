@@ -29,7 +29,8 @@ use tokio::sync::Semaphore;
 
 /// Regions one selector call places (the rest of a large failover in further calls).
 const FAILOVER_PLACEMENTS_PER_CALL_MAX: usize = 1_024;
-/// How often the supervisor looks at the failure detector's judgements.
+/// How often the supervisor looks at the failure detector's judgements (and drains); a
+/// judgement wakes it at once too.
 const FAILOVER_TICK_MS: u64 = 200;
 /// While failed nodes still led regions at the last look (a migration rolled back or could not
 /// start), the routes are scanned again this often.
@@ -144,7 +145,15 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     let mut last_drain_scan: Option<Instant> = None;
     let mut paused_logged = false;
     let tick = Duration::from_millis(FAILOVER_TICK_MS);
-    while !term.sleep(tick).await {
+    loop {
+        // Every tick, and at once when a node is judged failed.
+        let ended = tokio::select! {
+            ended = term.sleep(tick) => ended,
+            () = node.heartbeats.judged_failed.notified() => !term.is_current(),
+        };
+        if ended {
+            return;
+        }
         if !node.procedures.serving(term.term()) {
             continue;
         }

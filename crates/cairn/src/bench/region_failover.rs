@@ -11,7 +11,8 @@
 //!
 //! JSON shape (`--output json`; fields may be added, never renamed):
 //! `{"datanodes": u32, "regions": u64, "interval_ms": u64, "runs": [{"run": u64, "victim": u64,
-//!   "regions": u64, "complete_ms": f64, "region_p50_ms": f64, "region_p99_ms": f64}],
+//!   "regions": u64, "complete_ms": f64, "region_p50_ms": f64, "region_p99_ms": f64,
+//!   "judged_ms": f64 | null, "gap_std_dev_ms": f64 | null}],
 //!   "complete_ms": {"p50": f64, "p99": f64, "max": f64, "min": f64, "mean": f64} | null,
 //!   "drain": {"node": u64, "regions": u64, "seconds": f64, "regions_per_sec": f64} | null}`
 
@@ -35,6 +36,10 @@ const RUNS_MAX: u64 = 100;
 const FIRST_NODE_ID: u64 = 50_001;
 /// How often regions are polled while they move.
 const POLL_MS: u64 = 20;
+/// Heartbeats each datanode has had acknowledged before the first kill: the leader's failure
+/// detector judges a node by its first estimate until it has learned a few real gaps, and this
+/// measures the failover of settled nodes.
+const SETTLE_HEARTBEATS: u64 = 6;
 /// Longest wait for any phase (setup, one failover, the drain).
 const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The database the bench's tables live in.
@@ -76,6 +81,10 @@ struct RunReport {
     complete_ms: f64,
     region_p50_ms: f64,
     region_p99_ms: f64,
+    /// From the leader's `node_failed` event: how long the victim had been silent when judged,
+    /// and the gap deviation the detector had learned, ms.
+    judged_ms: Option<f64>,
+    gap_std_dev_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -235,6 +244,14 @@ pub async fn run(args: RegionFailoverArgs) -> Result<(), BenchError> {
         all_writable(&meta, &fleet, &tables)
     })
     .await?;
+    until("the datanodes to settle", || {
+        let settled = fleet
+            .status()
+            .iter()
+            .all(|s| s.heartbeat.acknowledged >= SETTLE_HEARTBEATS);
+        async move { settled.then_some(()) }
+    })
+    .await?;
     let mut runs = Vec::new();
     let mut complete = Histogram::new();
     let mut killed: BTreeSet<u64> = BTreeSet::new();
@@ -305,6 +322,14 @@ pub async fn run(args: RegionFailoverArgs) -> Result<(), BenchError> {
         }
         let took = last_heartbeat.elapsed();
         complete.record(took);
+        let judged = meta
+            .list_events(0, "node_failed", 1)
+            .await
+            .ok()
+            .and_then(|r| r.events.into_iter().next())
+            .filter(|e| e.subject == format!("node {victim}"));
+        let figure =
+            |name: &str| -> Option<f64> { judged.as_ref()?.figures.get(name)?.parse().ok() };
         let report = RunReport {
             run,
             victim,
@@ -312,6 +337,8 @@ pub async fn run(args: RegionFailoverArgs) -> Result<(), BenchError> {
             complete_ms: took.as_secs_f64() * 1000.0,
             region_p50_ms: ms(&per_region, 0.5),
             region_p99_ms: ms(&per_region, 0.99),
+            judged_ms: figure("silent_ms"),
+            gap_std_dev_ms: figure("gap_std_dev_ms"),
         };
         eprintln!(
             "bench: run {run}: node {victim}, {} regions writable elsewhere {:.0} ms after its \
@@ -403,11 +430,22 @@ fn print(report: &Report, out: OutputFormat) -> Result<(), BenchError> {
                 "region failover: {} datanodes, {} regions, heartbeat interval asked {} ms",
                 report.datanodes, report.regions, report.interval_ms
             );
-            println!("run  victim  regions  complete_ms  region_p50_ms  region_p99_ms");
+            println!(
+                "run  victim  regions  complete_ms  region_p50_ms  region_p99_ms  judged_ms  \
+                 gap_std_ms"
+            );
+            let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
             for r in &report.runs {
                 println!(
-                    "{:>3}  {:>6}  {:>7}  {:>11.0}  {:>13.0}  {:>13.0}",
-                    r.run, r.victim, r.regions, r.complete_ms, r.region_p50_ms, r.region_p99_ms
+                    "{:>3}  {:>6}  {:>7}  {:>11.0}  {:>13.0}  {:>13.0}  {:>9}  {:>10}",
+                    r.run,
+                    r.victim,
+                    r.regions,
+                    r.complete_ms,
+                    r.region_p50_ms,
+                    r.region_p99_ms,
+                    opt(r.judged_ms),
+                    opt(r.gap_std_dev_ms)
                 );
             }
             if let Some(s) = &report.complete_ms {

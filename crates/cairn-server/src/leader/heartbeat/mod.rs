@@ -41,7 +41,7 @@ pub const HEARTBEAT_STREAM_BUFFER_MAX: usize = 16;
 /// Identity writes (and deletes) to the store in flight at once.
 pub const NODE_RECORD_WRITES_INFLIGHT_MAX: usize = 64;
 /// Longest pause between two liveness judgements.
-const HUB_TICK_MAX_MS: u64 = 250;
+const HUB_TICK_MAX_MS: u64 = 100;
 
 /// The open streams of one node.
 struct Connection {
@@ -70,6 +70,9 @@ pub struct HeartbeatHub {
     region_lease_margin: Duration,
     /// The failure detector of every registered node, in the current term.
     detectors: Mutex<FailureDetectors>,
+    /// Woken when a node is judged failed, so failover starts at once rather than at its next
+    /// look.
+    pub judged_failed: tokio::sync::Notify,
 }
 
 /// Phi-accrual detectors per node, and which nodes are judged failed now.
@@ -92,15 +95,21 @@ pub enum Judgement {
 }
 
 impl FailureDetectors {
-    fn heartbeat(&mut self, node: u64, now: Instant) -> Option<Judgement> {
+    fn detector(&mut self, node: u64) -> &mut PhiAccrual {
         let settings = self.settings;
         self.by_node
             .entry(node)
             .or_insert_with(|| PhiAccrual::new(settings))
-            .heartbeat(now);
-        self.failed
-            .remove(&node)
-            .then_some(Judgement::Recovered { node })
+    }
+
+    fn heartbeat(&mut self, node: u64, now: Instant) -> Option<Judgement> {
+        let recovered = self.failed.remove(&node);
+        let d = self.detector(node);
+        if recovered {
+            d.skip_next_gap();
+        }
+        d.heartbeat(now);
+        recovered.then_some(Judgement::Recovered { node })
     }
 
     fn judge(&mut self, now: Instant) -> Vec<Judgement> {
@@ -147,6 +156,7 @@ impl HeartbeatHub {
                 by_node: HashMap::new(),
                 failed: Default::default(),
             }),
+            judged_failed: tokio::sync::Notify::new(),
         }
     }
 
@@ -325,7 +335,7 @@ impl HeartbeatHub {
             d.failed.clear();
             d.judge_from = Some(now + d.grace);
             for identity in &stored {
-                d.heartbeat(identity.id, now);
+                d.detector(identity.id).assume_heard(now);
             }
         }
         self.registry().leadership_started(stored, now);
@@ -581,10 +591,20 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             }
         }
         let judgements = hub.detectors().judge(now);
+        if judgements
+            .iter()
+            .any(|j| matches!(j, Judgement::Failed { .. }))
+        {
+            hub.judged_failed.notify_one();
+        }
         for j in judgements {
             if let Judgement::Failed { node: id, phi } = j {
                 tracing::warn!(node = id, phi, "node judged failed by the failure detector");
-                let threshold = hub.detectors().settings.threshold;
+                let (threshold, (mean, std_dev)) = {
+                    let d = hub.detectors();
+                    let stats = d.by_node.get(&id).map_or((0.0, 0.0), |p| p.gap_stats());
+                    (d.settings.threshold, stats)
+                };
                 let silent = hub
                     .registry()
                     .get(id)
@@ -602,6 +622,8 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                         ("phi", format!("{phi:.2}")),
                         ("threshold", threshold.to_string()),
                         ("silent_ms", silent.unwrap_or_else(|| "-".into())),
+                        ("gap_mean_ms", format!("{mean:.0}")),
+                        ("gap_std_dev_ms", format!("{std_dev:.0}")),
                     ],
                 );
             }

@@ -13,6 +13,11 @@
 //! late (a long pause, a congested network) is then a false alarm; raise `acceptable_pause` to
 //! tolerate longer pauses at the cost of slower failover.
 //!
+//! Only gaps between real arrivals are learned: the first estimate seeds the history until
+//! [`PHI_SEEDS_REPLACED_AFTER`] real gaps replace it (kept longer, its wide spread would hold
+//! every young node's judgement back by a second or more), an arrival a new leader merely assumes
+//! at its start teaches no gap, and neither does the silence of a node judged failed.
+//!
 //! Pure: arrival times come in as `now`.
 
 use std::collections::VecDeque;
@@ -20,6 +25,8 @@ use std::time::{Duration, Instant};
 
 /// Gaps between heartbeats remembered per node (the window the mean and deviation cover).
 pub const PHI_SAMPLES_MAX: usize = 200;
+/// Real gaps after which the first estimate's seed gaps leave the history.
+pub const PHI_SEEDS_REPLACED_AFTER: usize = 3;
 
 /// How the detector judges; [`crate::ServerConfig`] holds the operator's values.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +50,11 @@ pub struct PhiAccrual {
     sum: f64,
     sum_of_squares: f64,
     last: Option<Instant>,
+    /// Seed gaps at the front of `gaps` (from the first estimate), until real ones replace them.
+    seeds: usize,
+    /// The gap up to the next arrival is not learned (the last one was assumed, or the node was
+    /// judged failed).
+    skip_next_gap: bool,
 }
 
 impl PhiAccrual {
@@ -54,35 +66,67 @@ impl PhiAccrual {
             sum: 0.0,
             sum_of_squares: 0.0,
             last: None,
+            seeds: 0,
+            skip_next_gap: false,
         }
     }
 
     fn push(&mut self, gap_ms: f64) {
         if self.gaps.len() >= PHI_SAMPLES_MAX {
-            if let Some(old) = self.gaps.pop_front() {
-                self.sum -= old;
-                self.sum_of_squares -= old * old;
-            }
+            self.pop_oldest();
         }
         self.gaps.push_back(gap_ms);
         self.sum += gap_ms;
         self.sum_of_squares += gap_ms * gap_ms;
     }
 
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.gaps.pop_front() {
+            self.sum -= old;
+            self.sum_of_squares -= old * old;
+            self.seeds = self.seeds.saturating_sub(1);
+        }
+    }
+
     /// A heartbeat arrived at `now`.
     pub fn heartbeat(&mut self, now: Instant) {
         match self.last {
-            None => {
+            None if self.gaps.is_empty() => {
                 // Seed the history with the estimate (and a deviation of a quarter of it), as
                 // Akka does, so the second heartbeat is not judged against nothing.
                 let estimate = self.settings.first_heartbeat_estimate.as_secs_f64() * 1000.0;
                 let spread = estimate / 4.0;
                 self.push(estimate - spread);
                 self.push(estimate + spread);
+                self.seeds = 2;
             }
-            Some(last) => self.push(now.saturating_duration_since(last).as_secs_f64() * 1000.0),
+            None => {}
+            Some(_) if self.skip_next_gap => {}
+            Some(last) => {
+                self.push(now.saturating_duration_since(last).as_secs_f64() * 1000.0);
+                if self.seeds > 0 && self.gaps.len() - self.seeds >= PHI_SEEDS_REPLACED_AFTER {
+                    while self.seeds > 0 {
+                        self.pop_oldest();
+                    }
+                }
+            }
         }
+        self.skip_next_gap = false;
         self.last = Some(now);
+    }
+
+    /// Counts the node as heard from at `now` (a new leader's start) without learning the gap
+    /// to its next real heartbeat, which says nothing about its rhythm.
+    pub fn assume_heard(&mut self, now: Instant) {
+        self.skip_next_gap = true;
+        self.heartbeat(now);
+        self.skip_next_gap = true;
+    }
+
+    /// The silence up to the next heartbeat is not learned (the node was judged failed: that
+    /// gap is an outage, not its rhythm).
+    pub fn skip_next_gap(&mut self) {
+        self.skip_next_gap = true;
     }
 
     /// When the last heartbeat arrived, if any did.
@@ -90,16 +134,21 @@ impl PhiAccrual {
         self.last
     }
 
+    /// The mean gap and the deviation the detector judges by (at least `min_std_dev`), ms.
+    pub fn gap_stats(&self) -> (f64, f64) {
+        let n = self.gaps.len().max(1) as f64;
+        let mean = self.sum / n;
+        let variance = (self.sum_of_squares / n - mean * mean).max(0.0);
+        let min_std = self.settings.min_std_dev.as_secs_f64() * 1000.0;
+        (mean, variance.sqrt().max(min_std).max(f64::EPSILON))
+    }
+
     /// The suspicion level at `now`; 0 before the first heartbeat.
     pub fn phi(&self, now: Instant) -> f64 {
         let Some(last) = self.last else {
             return 0.0;
         };
-        let n = self.gaps.len().max(1) as f64;
-        let mean = self.sum / n;
-        let variance = (self.sum_of_squares / n - mean * mean).max(0.0);
-        let min_std = self.settings.min_std_dev.as_secs_f64() * 1000.0;
-        let std_dev = variance.sqrt().max(min_std).max(f64::EPSILON);
+        let (mean, std_dev) = self.gap_stats();
         let mean = mean + self.settings.acceptable_pause.as_secs_f64() * 1000.0;
         let elapsed = now.saturating_duration_since(last).as_secs_f64() * 1000.0;
         phi_of(elapsed, mean, std_dev)
@@ -210,6 +259,42 @@ mod tests {
         d.heartbeat(t);
         assert!(!d.failed(t + INTERVAL));
         assert!(d.failed(t + 4 * INTERVAL));
+    }
+
+    #[test]
+    fn a_young_node_is_judged_as_soon_as_a_seasoned_one() {
+        // The seeds' wide spread leaves once three real gaps came in.
+        let (young, young_last) = regular(4, 0);
+        let (old, old_last) = regular(50, 0);
+        assert_eq!(young.seeds, 0);
+        assert_eq!(
+            judged_after(&young, young_last),
+            judged_after(&old, old_last)
+        );
+        // Before that the estimate's spread still counts: judged later.
+        let (fresh, fresh_last) = regular(2, 0);
+        assert!(judged_after(&fresh, fresh_last) > judged_after(&old, old_last));
+    }
+
+    #[test]
+    fn assumed_arrivals_and_outages_teach_no_gap() {
+        let (mut d, last) = regular(20, 0);
+        let before = d.gap_stats();
+        let judged = judged_after(&d, last);
+        // A new leader assumes the node heard at its start, 1.1 s before its real heartbeat.
+        let t = last + Duration::from_millis(1_900);
+        d.assume_heard(t);
+        d.heartbeat(t + Duration::from_millis(1_100));
+        assert_eq!(d.gap_stats(), before, "the assumed gap is not learned");
+        // Judged failed after a 30 s silence: the outage is not learned either.
+        let back = t + Duration::from_millis(1_100) + Duration::from_secs(30);
+        d.skip_next_gap();
+        d.heartbeat(back);
+        assert_eq!(d.gap_stats(), before);
+        assert_eq!(judged_after(&d, back), judged);
+        // The next regular gap is.
+        d.heartbeat(back + INTERVAL);
+        assert_eq!(d.gaps.len(), 20);
     }
 
     #[test]
