@@ -246,8 +246,9 @@ impl SimNode {
         self.running.load(Ordering::Relaxed)
     }
 
-    /// Marks the node up or down; the fleet calls it on kill and restart.
-    pub(crate) fn set_running(&self, running: bool) {
+    /// Marks the node up or down; the fleet (or a simulation running its own heartbeat loops)
+    /// calls it on kill and restart.
+    pub fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::Relaxed);
     }
 

@@ -26,7 +26,12 @@
 //!   streams carried over the simulated network to the server's stream handler) end up holding
 //!   exactly the regions the stored routes give them, while a DDL client creates and drops tables
 //!   through random nodes; no procedure is left running; every table whose last create or drop
-//!   was acknowledged exists, or not, accordingly.
+//!   was acknowledged exists, or not, accordingly;
+//! - at no instant do two datanodes hold a valid write lease for one region, while datanodes are
+//!   cut off, hung, killed and restarted, Cairn nodes crash and the leader fails their regions
+//!   over, and each datanode's clock runs up to `DATANODE_CLOCK_DRIFT_MAX` slower or faster than
+//!   the leader's (its leases stretched or shrunk accordingly; the leader's lease margin must
+//!   cover it).
 //!
 //! `CAIRN_SIM_SEEDS` sets how many seeds run (default 200, starting at `CAIRN_SIM_SEED_BASE`,
 //! default 1); a failure prints its seed and the command that replays it:
@@ -86,9 +91,20 @@ const LOCK_LEASE_TTL_SECS: i64 = 2;
 const CLIENT_TIMEOUT_MS: u64 = 3_000;
 const LOCK_NAME: &[u8] = b"sim-lock";
 const SEEDS_DEFAULT: u64 = 200;
-/// Simulated datanodes; the nemesis cuts them off from every Cairn node or pauses their
-/// heartbeats (they are not crashed yet).
+/// Simulated datanodes; the nemesis cuts them off from every Cairn node, pauses their
+/// heartbeats, or kills and restarts them.
 const DATANODES: [u64; 3] = [1001, 1002, 1003];
+/// How much slower or faster than the leader's each datanode's clock may run (drawn per datanode
+/// and seed). The leader's lease margin covers a clock slow by margin / (lease + margin): 300 ms
+/// over a 2 s lease here, 13 %.
+const DATANODE_CLOCK_DRIFT_MAX: f64 = 0.10;
+/// The region lease in the simulation, ms: longer than the failure detector takes to judge a
+/// silent datanode (~1.9 s at 500 ms heartbeats), so failover waits for the lease to run out by
+/// the leader's count and a margin too small for the drift shows as two writers (checked: with
+/// a 1 ms margin and 45 % drift the lease check fails).
+const REGION_LEASE_MS: u64 = 2_000;
+/// The leader's region lease margin in the simulation, ms.
+const REGION_LEASE_MARGIN_MS: u64 = 300;
 /// What the leader asks datanodes to heartbeat at, ms.
 const DATANODE_HEARTBEAT_MS: u64 = 500;
 /// Table names the DDL client creates and drops (`sim_0` …).
@@ -278,8 +294,10 @@ struct Sim {
     start: Instant,
     history: Mutex<Vec<Op>>,
     holdings: Mutex<Vec<Holding>>,
-    /// The simulated datanodes and their heartbeat loops.
-    datanodes: Mutex<Vec<(Arc<SimNode>, HeartbeatHandle)>>,
+    /// The simulated datanodes and their heartbeat loops (None while killed).
+    datanodes: Mutex<Vec<(Arc<SimNode>, Option<HeartbeatHandle>)>>,
+    /// The client the datanodes' heartbeat loops run on.
+    datanode_client: Mutex<Option<MetaClient>>,
     /// The DDL client's requests, in order.
     ddl: Mutex<Vec<DdlOp>>,
     /// The first instant two datanodes could write one region, if any.
@@ -310,6 +328,7 @@ impl Sim {
             history: Mutex::default(),
             holdings: Mutex::default(),
             datanodes: Mutex::default(),
+            datanode_client: Mutex::default(),
             ddl: Mutex::default(),
             lease_violation: Mutex::default(),
             trace: Mutex::default(),
@@ -340,32 +359,79 @@ impl Sim {
                 seed,
                 Instant::now(),
             ));
-            let options = HeartbeatOptions {
-                interval_ms: DATANODE_HEARTBEAT_MS,
-                initial_delay_ms: below(DATANODE_HEARTBEAT_MS),
-                observer: None,
-                transport: Some(Arc::new(DatanodeLink {
-                    sim: self.me.clone(),
-                    datanode: id,
-                })),
-                region_leases: Some(node.leases().clone()),
+            // Slow (positive) or fast, within the bound.
+            let drift = DATANODE_CLOCK_DRIFT_MAX * (below(2_001) as f64 - 1_000.0) / 1_000.0;
+            node.leases().set_clock_drift(drift);
+            let handle = self.heartbeat(&client, &node);
+            datanodes.push((node, Some(handle)));
+        }
+        *self.datanode_client.lock().unwrap() = Some(client);
+    }
+
+    /// A heartbeat loop for datanode `node`, as its process starts one.
+    fn heartbeat(&self, client: &MetaClient, node: &Arc<SimNode>) -> HeartbeatHandle {
+        let id = node.id();
+        let options = HeartbeatOptions {
+            interval_ms: DATANODE_HEARTBEAT_MS,
+            initial_delay_ms: below(DATANODE_HEARTBEAT_MS),
+            observer: None,
+            transport: Some(Arc::new(DatanodeLink {
+                sim: self.me.clone(),
+                datanode: id,
+            })),
+            region_leases: Some(node.leases().clone()),
+        };
+        let identity = sim_identity(id, SimRole::Datanode, self.now_ms());
+        client.run_heartbeat_with(identity, node.clone(), node.clone(), options)
+    }
+
+    /// Kills datanode `i` as its process dies: its heartbeat loop stops and it takes no write.
+    /// Its regions stay on its disk, and its leases count in the check until they run out (a
+    /// node the leader cannot hear may still be alive). False when it is killed already.
+    async fn kill_datanode(&self, i: usize) -> bool {
+        let handle = {
+            let mut datanodes = self.datanodes.lock().unwrap();
+            let Some((node, handle)) = datanodes.get_mut(i) else {
+                return false;
             };
-            let identity = sim_identity(id, SimRole::Datanode, self.now_ms());
-            let handle = client.run_heartbeat_with(identity, node.clone(), node.clone(), options);
-            datanodes.push((node, handle));
+            let Some(handle) = handle.take() else {
+                return false;
+            };
+            node.set_running(false);
+            handle
+        };
+        handle.stop().await;
+        true
+    }
+
+    /// Restarts killed datanode `i`: a new heartbeat loop (a new start time, so the leader sees a
+    /// new incarnation), holding the regions it held.
+    fn restart_datanode(&self, i: usize) {
+        let client = self.datanode_client.lock().unwrap().clone();
+        let mut datanodes = self.datanodes.lock().unwrap();
+        let (Some(client), Some((node, handle))) = (client, datanodes.get_mut(i)) else {
+            return;
+        };
+        if handle.is_none() {
+            node.set_running(true);
+            *handle = Some(self.heartbeat(&client, node));
         }
     }
 
     fn resume_datanodes(&self) {
         for (_, heartbeat) in self.datanodes.lock().unwrap().iter() {
-            heartbeat.resume();
+            if let Some(h) = heartbeat {
+                h.resume();
+            }
         }
     }
 
     async fn stop_datanodes(&self) {
         let datanodes = std::mem::take(&mut *self.datanodes.lock().unwrap());
         for (_, handle) in datanodes {
-            handle.stop().await;
+            if let Some(h) = handle {
+                h.stop().await;
+            }
         }
     }
 
@@ -396,6 +462,8 @@ impl Sim {
             // Orphan regions (left by a rolled-back create) are closed within the healed phase.
             region_reconcile_interval_ms: 1_000,
             ddl_timeout_ms: DDL_TIMEOUT_MS,
+            region_lease_ms: Some(REGION_LEASE_MS),
+            region_lease_margin_ms: REGION_LEASE_MARGIN_MS,
             ..ServerConfig::default()
         }
     }
@@ -699,6 +767,7 @@ async fn ddl_call(sim: &Sim, ddl: Ddl, body: Vec<u8>) -> Result<(), String> {
 /// hanging (heartbeats paused).
 async fn nemesis(sim: Arc<Sim>, until_ms: u64) {
     let mut down: Vec<(u64, u64)> = Vec::new(); // (node, restart at ms)
+    let mut down_datanodes: Vec<(usize, u64)> = Vec::new(); // (index, restart at ms)
     while sim.now_ms() < until_ms {
         sleep(Duration::from_millis(between(300, 2_500))).await;
         let now = sim.now_ms();
@@ -714,7 +783,15 @@ async fn nemesis(sim: Arc<Sim>, until_ms: u64) {
             sim.note(format!("restart node {id}"));
             sim.start_node(id, false).await;
         }
-        match below(9) {
+        down_datanodes.retain(|(i, at)| {
+            let due = *at <= now;
+            if due {
+                sim.note(format!("restart datanode {}", DATANODES[*i]));
+                sim.restart_datanode(*i);
+            }
+            !due
+        });
+        match below(10) {
             0 => {
                 let victim = sim.leader().unwrap_or(NODES[below(3) as usize]);
                 sim.note(format!("isolate leader {victim}"));
@@ -759,8 +836,21 @@ async fn nemesis(sim: Arc<Sim>, until_ms: u64) {
                 // A datanode that hangs: its stream stays open, it sends nothing.
                 let i = below(3) as usize;
                 sim.note(format!("pause datanode {}", DATANODES[i]));
-                if let Some((_, heartbeat)) = sim.datanodes.lock().unwrap().get(i) {
+                if let Some((_, Some(heartbeat))) = sim.datanodes.lock().unwrap().get(i) {
                     heartbeat.pause();
+                }
+            }
+            7 => {
+                // A datanode that dies, and comes back (as a new process) a little or a long
+                // while later: after its regions failed over, or before.
+                let i = below(3) as usize;
+                let at = now + between(300, 5_000);
+                if sim.kill_datanode(i).await {
+                    sim.note(format!(
+                        "kill datanode {}, restart at {at} ms",
+                        DATANODES[i]
+                    ));
+                    down_datanodes.push((i, at));
                 }
             }
             _ => {
@@ -778,6 +868,10 @@ async fn nemesis(sim: Arc<Sim>, until_ms: u64) {
     for (id, _) in down {
         sim.note(format!("restart node {id}"));
         sim.start_node(id, false).await;
+    }
+    for (i, _) in down_datanodes {
+        sim.note(format!("restart datanode {}", DATANODES[i]));
+        sim.restart_datanode(i);
     }
 }
 

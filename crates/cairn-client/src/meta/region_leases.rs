@@ -31,6 +31,8 @@ pub struct RegionLeases {
 #[derive(Debug, Default)]
 struct State {
     until: HashMap<u64, Instant>,
+    /// How much slower than real time this node's clock runs (0.05: 5 % slow; negative: fast).
+    clock_slowdown: f64,
     /// Region → when its lease was last revoked (for [`REVOCATIONS_REMEMBERED_MS`]).
     revoked: HashMap<u64, Instant>,
 }
@@ -48,12 +50,27 @@ impl RegionLeases {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Makes this node count its leases on a clock running `slowdown` slower than real time
+    /// (0.05: 5 % slow, so a 4 s lease lasts 4.21 s; negative: fast). A real node's clock is the
+    /// only one it has and this stays 0; simulations set it to check that the leader's margin
+    /// covers the drift the operators' guide states.
+    pub fn set_clock_drift(&self, slowdown: f64) {
+        self.lock().clock_slowdown = slowdown.clamp(-0.5, 0.5);
+    }
+
     /// Extends the leases of `regions` to `until` (a lease is never shortened), and forgets
     /// leases that ran out before `now`. `granted_at` is when the grant was asked for (the
     /// request's send time, or the instruction's arrival): a region revoked after that keeps no
     /// lease, since the grant predates the revocation (an answer overtaken by a downgrade).
     pub fn renew(&self, regions: &[u64], granted_at: Instant, until: Instant, now: Instant) {
         let mut state = self.lock();
+        let slowdown = state.clock_slowdown;
+        let until = if slowdown == 0.0 {
+            until
+        } else {
+            let length = until.saturating_duration_since(granted_at);
+            granted_at + length.mul_f64(1.0 / (1.0 - slowdown))
+        };
         let remembered = std::time::Duration::from_millis(REVOCATIONS_REMEMBERED_MS);
         state.until.retain(|_, u| *u > now);
         state.revoked.retain(|_, at| *at + remembered > now);
@@ -114,6 +131,25 @@ impl RegionLeases {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_drifting_clock_stretches_or_shrinks_every_lease() {
+        let t0 = Instant::now();
+        let slow = RegionLeases::new();
+        slow.set_clock_drift(0.2);
+        slow.renew(&[1], t0, t0 + Duration::from_millis(800), t0);
+        assert_eq!(
+            slow.valid_until(1, t0),
+            Some(t0 + Duration::from_millis(1_000))
+        );
+        let fast = RegionLeases::new();
+        fast.set_clock_drift(-0.25);
+        fast.renew(&[1], t0, t0 + Duration::from_millis(1_000), t0);
+        assert_eq!(
+            fast.valid_until(1, t0),
+            Some(t0 + Duration::from_millis(800))
+        );
+    }
 
     #[test]
     fn a_lease_runs_out_unless_renewed_and_is_never_shortened() {

@@ -79,6 +79,32 @@ impl Mover {
         exclude: &BTreeSet<u64>,
         followers_only: bool,
     ) -> bool {
+        let chosen = self.pick(regions, |regions| {
+            choose(&self.node, regions, exclude, followers_only)
+        });
+        self.run_batches(chosen, None, reason).await
+    }
+
+    /// Moves the follower copies `from` holds of `regions` (each Orphaned's `followers` are the
+    /// region's other holders) to live nodes outside `exclude` that do not hold them yet.
+    async fn start_followers(
+        &self,
+        from: u64,
+        regions: Vec<Orphaned>,
+        exclude: &BTreeSet<u64>,
+    ) -> bool {
+        let chosen = self.pick(regions, |regions| {
+            choose_follower_targets(&self.node, regions, exclude)
+        });
+        self.run_batches(chosen, Some(from), REASON_DRAIN).await
+    }
+
+    /// The regions of `regions` not being moved already, with where `choose` sends them.
+    fn pick(
+        &self,
+        regions: Vec<Orphaned>,
+        choose: impl FnOnce(Vec<Orphaned>) -> Vec<(Orphaned, Option<u64>)>,
+    ) -> Vec<(u64, u64)> {
         let regions: Vec<Orphaned> = {
             let moving = self.moving();
             regions
@@ -86,16 +112,25 @@ impl Mover {
                 .filter(|r| !moving.contains(&r.region_id))
                 .collect()
         };
-        let chosen: Vec<(u64, u64)> = choose(&self.node, regions, exclude, followers_only)
+        choose(regions)
             .into_iter()
             .filter_map(|(region, to)| match to {
                 Some(to) => Some((region.region_id, to)),
                 None => {
-                    tracing::debug!(region = region.region_id, reason, "no datanode to move to");
+                    tracing::debug!(region = region.region_id, "no datanode to move to");
                     None
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Runs `chosen` (region, candidate) in batches; false when the term ended meanwhile.
+    async fn run_batches(
+        &self,
+        chosen: Vec<(u64, u64)>,
+        follower_of: Option<u64>,
+        reason: &'static str,
+    ) -> bool {
         for batch in batches(chosen, MIGRATION_BATCH_REGIONS_MAX) {
             // At most failover_migrations_max at once: wait for a slot (or the term's end).
             let permit = loop {
@@ -111,7 +146,8 @@ impl Mover {
                 let ids: Vec<u64> = batch.iter().map(|(r, _)| *r).collect();
                 let timeout = FAILOVER_MIGRATION_TIMEOUT_MS;
                 let n = batch.len();
-                match migrate_region::start_batch(&node, batch, reason, timeout).await {
+                match migrate_region::start_batch(&node, batch, follower_of, reason, timeout).await
+                {
                     Ok(r) => {
                         tracing::info!(regions = n, reason, procedure = r.procedure_id, "moved")
                     }
@@ -242,6 +278,21 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             if !led.is_empty() && !mover.start(led, reason, &exclude, followers_only).await {
                 return;
             }
+            // A drained node gives up its follower copies too.
+            if mode != DrainMode::Drain {
+                continue;
+            }
+            for &drained in &nodes {
+                match regions_followed_by(&node, drained) {
+                    Ok(f) if f.is_empty() => {}
+                    Ok(f) => {
+                        if !mover.start_followers(drained, f, &exclude).await {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!("drain: reading routes failed: {e}"),
+                }
+            }
         }
     }
 }
@@ -256,6 +307,60 @@ fn sync_draining(node: &Node, drains: &[Drain]) {
             registry.set_draining(id, draining);
         }
     }
+}
+
+/// Every region `follower` follows by its stored route (`followers`: the region's other holders,
+/// its leader first).
+fn regions_followed_by(node: &Node, follower: u64) -> Result<Vec<Orphaned>, tonic::Status> {
+    let mut out = Vec::new();
+    store::scan_all(node, &layout().routes_prefix(), |kv| {
+        let Ok(route) = codec::decode::<TableRoute>(&kv.key, &kv.value) else {
+            return Ok(());
+        };
+        out.extend(
+            route
+                .regions
+                .iter()
+                .filter(|r| r.follower_nodes.contains(&follower))
+                .map(|r| Orphaned {
+                    region_id: r.region_id,
+                    from: follower,
+                    followers: std::iter::once(r.leader_node)
+                        .chain(r.follower_nodes.iter().copied().filter(|f| *f != follower))
+                        .collect(),
+                }),
+        );
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Where each follower copy goes: a node the selector places (spread like failover) that holds
+/// no copy of the region yet, else none.
+fn choose_follower_targets(
+    node: &Node,
+    regions: Vec<Orphaned>,
+    exclude: &BTreeSet<u64>,
+) -> Vec<(Orphaned, Option<u64>)> {
+    let exclude: HashSet<u64> = exclude.iter().copied().collect();
+    let mut out = Vec::with_capacity(regions.len());
+    for chunk in regions.chunks(FAILOVER_PLACEMENTS_PER_CALL_MAX) {
+        let placed = placement::place_leaders(node, chunk.len(), &exclude).unwrap_or_else(|e| {
+            tracing::debug!("follower placement: {}", e.message());
+            Vec::new()
+        });
+        for (i, region) in chunk.iter().enumerate() {
+            // Its own slot first, then any other the selector gave (most regions find theirs).
+            let free = |n: &&u64| !region.followers.contains(n) && **n != region.from;
+            let to = placed[i.min(placed.len())..]
+                .iter()
+                .chain(&placed)
+                .find(free)
+                .copied();
+            out.push((region.clone(), to));
+        }
+    }
+    out
 }
 
 /// Every region whose stored route names a node of `failed` its leader.

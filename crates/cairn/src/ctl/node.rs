@@ -26,8 +26,8 @@ pub enum NodeCommand {
         #[arg(value_parser = output::parse_id)]
         id: u64,
     },
-    /// Moves every region a datanode leads elsewhere and places nothing new on it; progress in
-    /// `node show` (led regions). Stays drained until `--cancel`.
+    /// Moves every region a datanode leads or follows elsewhere and places nothing new on it;
+    /// progress in `node show` (led and followed regions). Stays drained until `--cancel`.
     Drain {
         #[arg(value_parser = output::parse_id)]
         id: u64,
@@ -198,10 +198,14 @@ fn show_table(n: &NodeJson) -> comfy_table::Table {
     );
     row(
         "drain",
-        match (&n.drain, n.led_regions) {
-            (None, _) => "-".into(),
-            (Some(mode), 0) => format!("{mode}: done"),
-            (Some(mode), led) => format!("{mode}: {led} led regions to move"),
+        match (n.drain.as_deref(), n.led_regions, n.followed_regions) {
+            (None, _, _) => "-".into(),
+            // Evicting leaders keeps the follower copies.
+            (Some(mode @ "evict_leaders"), 0, _) | (Some(mode), 0, 0) => format!("{mode}: done"),
+            (Some(mode @ "evict_leaders"), led, _) => format!("{mode}: {led} led regions to move"),
+            (Some(mode), led, followed) => {
+                format!("{mode}: {led} led and {followed} followed regions to move")
+            }
         },
     );
     row("unverified regions", n.unverified_region_count.to_string());

@@ -42,6 +42,7 @@ impl Ctx {
         held: Held,
     ) -> Self {
         let reconnect_deadline = node.clock.now() + reconnect_wait(&node);
+        node.procedures.active().insert(record.id);
         Self {
             node,
             record,
@@ -152,6 +153,18 @@ impl Ctx {
                 (self.record.state, self.record.data) = saved;
                 other.map(|ok| (ok, self.revision))
             }
+        }
+    }
+}
+
+impl Drop for Ctx {
+    /// A stored procedure that stops while still running (an error ended its task) is picked up
+    /// again by this leader's procedure runner, or by the next leader.
+    fn drop(&mut self) {
+        let procedures = &self.node.procedures;
+        procedures.active().remove(&self.record.id);
+        if self.revision != 0 && self.record.state == ProcedureState::Running {
+            procedures.mark_stalled();
         }
     }
 }

@@ -108,6 +108,10 @@ pub struct RegionMove {
     /// The candidate already followed the region: nothing is opened, and a rollback leaves it a
     /// follower.
     pub to_was_follower: bool,
+    /// A follower copy moves (`from` follows the region; `to` follows it instead), not the
+    /// leadership: nothing is downgraded, upgraded or leased.
+    #[serde(default)]
+    pub follower: bool,
 }
 
 impl RegionMove {
@@ -188,7 +192,7 @@ pub async fn start(
     reason: &str,
     timeout_ms: u64,
 ) -> Result<DdlResponse, Status> {
-    start_moves(node, vec![(region_id, to)], reason, timeout_ms, true).await
+    start_moves(node, vec![(region_id, to)], None, reason, timeout_ms, true).await
 }
 
 /// Starts one migration of every (region, candidate) of `wanted` (at most
@@ -198,6 +202,7 @@ pub async fn start(
 pub async fn start_batch(
     node: &Arc<Node>,
     wanted: Vec<(u64, u64)>,
+    follower_of: Option<u64>,
     reason: &str,
     timeout_ms: u64,
 ) -> Result<DdlResponse, Status> {
@@ -208,13 +213,15 @@ pub async fn start_batch(
             wanted.len()
         )));
     }
-    start_moves(node, wanted, reason, timeout_ms, false).await
+    start_moves(node, wanted, follower_of, reason, timeout_ms, false).await
 }
 
-/// [`start`] (`strict`: any region that cannot move is the caller's error) and [`start_batch`].
+/// [`start`] (`strict`: any region that cannot move is the caller's error) and [`start_batch`]
+/// (`follower_of`: move that node's follower copies of the regions rather than their leaders).
 async fn start_moves(
     node: &Arc<Node>,
     wanted: Vec<(u64, u64)>,
+    follower_of: Option<u64>,
     reason: &str,
     timeout_ms: u64,
     strict: bool,
@@ -272,22 +279,31 @@ async fn start_moves(
                 super::Begin::Failed(status) => status,
             })?;
         // Under the locks, routes change only by us (or migrations of other regions).
-        let mut routes: HashMap<u64, Option<TableRoute>> = HashMap::new();
+        let tables = wanted.iter().map(|(r, _)| table_id_of(*r));
+        let routes = read_routes(&node, tables)?;
         let mut candidates: HashMap<u64, Result<(), Status>> = HashMap::new();
         let mut moves = Vec::with_capacity(wanted.len());
         for (region_id, to) in wanted {
             let table_id = table_id_of(region_id);
-            if !routes.contains_key(&table_id) {
-                let route = store::get::<TableRoute>(&node, &layout().route(table_id))?;
-                routes.insert(table_id, route.map(|r| r.value));
-            }
             let region = routes[&table_id].as_ref().and_then(|r| r.region(region_id));
-            let checked = match region {
-                None => Err(region_not_found(region_id)),
-                Some(r) if r.leader_node == to => {
+            let holds = |r: &cairn_meta::RegionRoute, n: u64| {
+                r.leader_node == n || r.follower_nodes.contains(&n)
+            };
+            let checked = match (region, follower_of) {
+                (None, _) => Err(region_not_found(region_id)),
+                (Some(r), Some(f)) if !r.follower_nodes.contains(&f) || holds(r, to) => {
+                    Err(Status::failed_precondition(format!(
+                        "region {region_id}: node {f} no longer follows it, or node {to} holds it"
+                    )))
+                }
+                (Some(_), Some(_)) => candidates
+                    .entry(to)
+                    .or_insert_with(|| check_candidate(&node, region_id, 0, to))
+                    .clone(),
+                (Some(r), None) if r.leader_node == to => {
                     check_candidate(&node, region_id, r.leader_node, to)
                 }
-                Some(_) => candidates
+                (Some(_), None) => candidates
                     .entry(to)
                     .or_insert_with(|| check_candidate(&node, region_id, 0, to))
                     .clone(),
@@ -295,9 +311,10 @@ async fn start_moves(
             match (checked, region) {
                 (Ok(()), Some(r)) => moves.push(RegionMove {
                     region_id,
-                    from: r.leader_node,
+                    from: follower_of.unwrap_or(r.leader_node),
                     to,
                     to_was_follower: r.follower_nodes.contains(&to),
+                    follower: follower_of.is_some(),
                 }),
                 (Err(e), _) if strict => return Err(e),
                 (Err(e), _) => {
@@ -546,9 +563,20 @@ impl MigrateRegion {
         Ok(Next::Step(MigrateRegionStep::DowngradeLeader, Txn::none()))
     }
 
+    /// The moves of leadership (not of follower copies), with the (region, candidate) pairs
+    /// whose leases must be free before the candidate is upgraded.
+    fn leader_moves(&self) -> Vec<RegionMove> {
+        self.moves.iter().filter(|m| !m.follower).cloned().collect()
+    }
+
     async fn downgrade_leader(&mut self, ctx: &mut Ctx) -> Result<Next<MigrateRegionStep>, Status> {
+        let leaders = self.leader_moves();
+        if leaders.is_empty() {
+            // Follower copies only: nobody writes them.
+            return Ok(Next::Step(MigrateRegionStep::UpgradeCandidate, Txn::none()));
+        }
         // From here no lease of these regions is renewed.
-        let routes = update_routes(ctx, &self.moves, |m, r| {
+        let routes = update_routes(ctx, &leaders, |m, r| {
             if r.leader_node == m.from && r.leader_state.is_active() {
                 r.leader_state = LeaderState::Downgrading;
                 true
@@ -557,8 +585,9 @@ impl MigrateRegion {
             }
         })
         .await?;
-        let led_elsewhere =
-            |m: &RegionMove| led_by(&routes, m.region_id).is_none_or(|l| l != m.from);
+        let led_elsewhere = |m: &RegionMove| {
+            !m.follower && led_by(&routes, m.region_id).is_none_or(|l| l != m.from)
+        };
         if self.moves.iter().all(led_elsewhere) {
             return Ok(Next::Rollback(match self.moves.as_slice() {
                 [m] if routes.get(&m.table_id()).is_some_and(Option::is_none) => {
@@ -569,15 +598,16 @@ impl MigrateRegion {
             }));
         }
         self.leave_out(led_elsewhere, "no longer led by its old leader");
+        let leaders = self.leader_moves();
         // Once only: a dead node fails at once, and its lease is waited out instead.
         let downgrades = RegionInstructions::on(
             RegionAction::Downgrade,
-            self.moves.iter().map(|m| (m.from, m.region_id)),
+            leaders.iter().map(|m| (m.from, m.region_id)),
             false,
         );
         let node = ctx.node.clone();
         let acked = async move { (downgrades.send_once(&node).await, downgrades) };
-        let free: Vec<(u64, u64)> = self.moves.iter().map(|m| (m.region_id, m.to)).collect();
+        let free: Vec<(u64, u64)> = leaders.iter().map(|m| (m.region_id, m.to)).collect();
         if !wait_until_free(ctx, self, &free, Some(acked), false).await? {
             return Ok(Next::Rollback(self.timed_out()));
         }
@@ -588,29 +618,42 @@ impl MigrateRegion {
         &mut self,
         ctx: &mut Ctx,
     ) -> Result<Next<MigrateRegionStep>, Status> {
+        let leaders = self.leader_moves();
         // Again after a resume: a new leader knows nothing of its predecessor's grants.
-        let free: Vec<(u64, u64)> = self.moves.iter().map(|m| (m.region_id, m.to)).collect();
+        let free: Vec<(u64, u64)> = leaders.iter().map(|m| (m.region_id, m.to)).collect();
         if !wait_until_free(ctx, self, &free, None::<NoAck>, false).await? {
             return Ok(Next::Rollback(self.timed_out()));
         }
-        let failed = RegionInstructions::on(
+        let upgrades = RegionInstructions::on(
             RegionAction::Upgrade,
-            self.moves.iter().map(|m| (m.to, m.region_id)),
+            leaders.iter().map(|m| (m.to, m.region_id)),
             true,
-        )
-        .send(&ctx.node, ctx.reconnect_deadline)
-        .await;
-        // The candidates that took their lease are named leaders now; the others are retried
-        // (a repeat changes nothing for the first).
+        );
+        let failed = match upgrades.is_empty() {
+            true => Vec::new(),
+            false => upgrades.send(&ctx.node, ctx.reconnect_deadline).await,
+        };
+        // The candidates that took their lease are named leaders now (follower copies are
+        // swapped); the others are retried (a repeat changes nothing for the first).
         let nodes = nodes_of(&failed);
         let upgraded: Vec<RegionMove> = self
             .moves
             .iter()
-            .filter(|m| !nodes.contains(&m.to))
+            .filter(|m| m.follower || !nodes.contains(&m.to))
             .cloned()
             .collect();
         let keep = self.keeps_old();
         let routes = update_routes(ctx, &upgraded, |m, r| {
+            if m.follower {
+                let swap = r.follower_nodes.contains(&m.from)
+                    && r.leader_node != m.to
+                    && !r.follower_nodes.contains(&m.to);
+                if swap {
+                    r.follower_nodes.retain(|f| *f != m.from);
+                    r.follower_nodes.push(m.to);
+                }
+                return swap;
+            }
             if r.leader_node != m.from {
                 return false;
             }
@@ -630,7 +673,7 @@ impl MigrateRegion {
             )));
         }
         // Only a dropped table gets here (the regions' locks keep other migrations out).
-        let not_moved = |m: &RegionMove| led_by(&routes, m.region_id) != Some(m.to);
+        let not_moved = |m: &RegionMove| !arrived(&routes, m);
         if self.moves.iter().all(not_moved) {
             return Ok(Next::Rollback(match self.moves.as_slice() {
                 [m] => format!(
@@ -674,12 +717,12 @@ impl MigrateRegion {
     /// already names the candidate go forward instead (their migration happened).
     async fn rollback(&mut self, ctx: &mut Ctx) -> Result<Next<MigrateRegionStep>, Status> {
         let why = ctx.record.last_error.clone();
-        let routes = read_routes(ctx, &self.moves)?;
+        let routes = read_routes(&ctx.node, self.moves.iter().map(RegionMove::table_id))?;
         let (forward, back): (Vec<RegionMove>, Vec<RegionMove>) = self
             .moves
             .iter()
             .cloned()
-            .partition(|m| led_by(&routes, m.region_id) == Some(m.to));
+            .partition(|m| arrived(&routes, m));
         let mut notes = Vec::new();
         if !back.is_empty() {
             // The candidates may have been upgraded: downgrade them (followers before) or close
@@ -712,7 +755,7 @@ impl MigrateRegion {
             }
             let restore: Vec<RegionMove> = back
                 .iter()
-                .filter(|m| led_by(&routes, m.region_id) == Some(m.from))
+                .filter(|m| !m.follower && led_by(&routes, m.region_id) == Some(m.from))
                 .cloned()
                 .collect();
             if !restore.is_empty() {
@@ -780,16 +823,33 @@ fn led_by(routes: &HashMap<u64, Option<TableRoute>>, region_id: u64) -> Option<u
         .map(|r| r.leader_node)
 }
 
-/// The stored routes of the tables of `moves` (None: dropped).
+/// Whether the stored route in `routes` has `m` done: its candidate leads the region (or, for a
+/// follower copy, follows it instead of the old node).
+fn arrived(routes: &HashMap<u64, Option<TableRoute>>, m: &RegionMove) -> bool {
+    let Some(r) = routes
+        .get(&m.table_id())
+        .and_then(Option::as_ref)
+        .and_then(|r| r.region(m.region_id))
+    else {
+        return false;
+    };
+    if m.follower {
+        r.follower_nodes.contains(&m.to) && !r.follower_nodes.contains(&m.from)
+    } else {
+        r.leader_node == m.to
+    }
+}
+
+/// The stored routes of `tables` (None: dropped).
 fn read_routes(
-    ctx: &Ctx,
-    moves: &[RegionMove],
+    node: &Node,
+    tables: impl Iterator<Item = u64>,
 ) -> Result<HashMap<u64, Option<TableRoute>>, Status> {
     let mut routes = HashMap::new();
-    for table_id in moves.iter().map(RegionMove::table_id) {
-        if !routes.contains_key(&table_id) {
-            let route = store::get::<TableRoute>(&ctx.node, &layout().route(table_id))?;
-            routes.insert(table_id, route.map(|r| r.value));
+    for table_id in tables {
+        if let std::collections::hash_map::Entry::Vacant(e) = routes.entry(table_id) {
+            let route = store::get::<TableRoute>(node, &layout().route(table_id))?;
+            e.insert(route.map(|r| r.value));
         }
     }
     Ok(routes)

@@ -5,7 +5,10 @@
 //! is persisted before its effects start, with a compare on the record's revision so a deposed
 //! leader's copy can never write over the new leader's. When a node becomes leader it takes the
 //! locks of every running procedure and resumes it from its step before it serves any DDL.
-//! Steps that fail are retried a bounded number of times, then rolled back.
+//! Steps that fail are retried a bounded number of times, then rolled back. A procedure that
+//! stops with an error while its leader stays (a store write that timed out: its outcome is
+//! unknown, so the engine does not guess) is resumed from its stored record by the same leader
+//! a moment later, as a new leader would.
 //!
 //! One file per procedure kind, each saying only its steps (an enum), what each does, what comes
 //! next and its rollback; `engine.rs` runs every kind (persist, retry, roll back, resume),
@@ -60,6 +63,8 @@ const PUBLISH_TIMEOUT_MS: u64 = 2_000;
 const HOUSEKEEPING_INTERVAL_MS: u64 = 5_000;
 /// How often leadership is checked.
 const DUTIES_TICK_MS: u64 = 100;
+/// How soon a procedure that stopped with an error (its leader still leading) is resumed.
+const STALLED_RESUME_MS: u64 = 1_000;
 
 /// The leader's procedure machinery; idle on followers.
 pub struct Procedures {
@@ -75,6 +80,10 @@ pub struct Procedures {
     finished: Mutex<VecDeque<u64>>,
     slots: Arc<tokio::sync::Semaphore>,
     publishing: Arc<tokio::sync::Semaphore>,
+    /// Ids of the procedures a task runs now on this node.
+    active: Mutex<std::collections::HashSet<u64>>,
+    /// A stored procedure stopped without finishing: resume the running records nobody runs.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 impl Procedures {
@@ -93,7 +102,19 @@ impl Procedures {
             finished: Mutex::new(VecDeque::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(PROCEDURES_RUNNING_MAX)),
             publishing: Arc::new(tokio::sync::Semaphore::new(PUBLISH_INFLIGHT_MAX)),
+            active: Mutex::default(),
+            stalled: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A procedure stored as running stopped here without finishing.
+    pub(crate) fn mark_stalled(&self) {
+        self.stalled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn selector(&self) -> std::sync::MutexGuard<'_, Box<dyn Selector>> {
@@ -303,10 +324,25 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
         }
     }
     node.procedures.serving.send_replace(term.term());
-    while !term
-        .sleep(Duration::from_millis(HOUSEKEEPING_INTERVAL_MS))
-        .await
-    {
+    let mut housekept = node.clock.now();
+    while !term.sleep(Duration::from_millis(STALLED_RESUME_MS)).await {
+        let stalled = &node.procedures.stalled;
+        if stalled.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            match resume_stalled(&node, &term).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(node_id = node.id, resumed = n, "stalled procedures resumed")
+                }
+                Err(e) => {
+                    tracing::debug!("resuming stalled procedures failed, will retry: {e}");
+                    node.procedures.mark_stalled();
+                }
+            }
+        }
+        if housekept.elapsed() < Duration::from_millis(HOUSEKEEPING_INTERVAL_MS) {
+            continue;
+        }
+        housekept = node.clock.now();
         if let Err(e) = forget_finished(&node, term.term()).await {
             tracing::debug!("deleting old procedure records failed: {e}");
         }
@@ -354,6 +390,51 @@ async fn resume_all(node: &Arc<Node>, term: &LeaderTerm) -> Result<usize, Status
         )));
     }
     Ok(n)
+}
+
+/// Resumes the running records no task runs on this leader (their procedure stopped with an
+/// error while this node kept leading). A record whose locks are busy waits for the next look.
+async fn resume_stalled(node: &Arc<Node>, term: &LeaderTerm) -> Result<usize, Status> {
+    node.read_barrier().await?;
+    let mut ids = Vec::new();
+    store::scan_all(node, &layout().procedures_prefix(), |kv| {
+        if let Ok(r) = codec::decode::<ProcedureRecord>(&kv.key, &kv.value) {
+            if r.state == ProcedureState::Running && !node.procedures.active().contains(&r.id) {
+                ids.push(r.id);
+            }
+        }
+        Ok(())
+    })?;
+    let mut resumed = 0;
+    for id in ids {
+        let Some(stored) = store::get::<ProcedureRecord>(node, &layout().procedure(id))? else {
+            continue;
+        };
+        let record = stored.value;
+        let locks: LockSet = record.locks.iter().filter_map(|l| parse_lock(l)).collect();
+        let Ok(held) = node.procedures.locks.try_acquire(&locks) else {
+            node.procedures.mark_stalled();
+            continue;
+        };
+        // Under its locks: still running, and nobody took it up meanwhile.
+        if record.state != ProcedureState::Running || node.procedures.active().contains(&id) {
+            continue;
+        }
+        if !term.is_current() {
+            return Err(errors::leader_changed());
+        }
+        tracing::info!(procedure = id, kind = %record.kind, "procedure stopped with an error; resuming it");
+        let ctx = Ctx::new(
+            node.clone(),
+            record,
+            stored.mod_revision,
+            term.clone(),
+            held,
+        );
+        tokio::spawn(resume(ctx));
+        resumed += 1;
+    }
+    Ok(resumed)
 }
 
 async fn resume(ctx: Ctx) {
