@@ -173,25 +173,11 @@ impl Setup {
 
     /// Every region of both tables with its leader.
     async fn all_leaders(&self) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        for t in 0..2 {
-            let d = self
-                .client
-                .describe_table(DescribeTableRequest {
-                    name: Some(table(t)),
-                    serializable: false,
-                })
-                .await
-                .expect("describe");
-            out.extend(
-                d.route
-                    .expect("route")
-                    .regions
-                    .iter()
-                    .map(|r| (r.region_id, r.leader_node)),
-            );
-        }
-        out
+        replicas(self)
+            .await
+            .into_iter()
+            .map(|(region, leader, _)| (region, leader))
+            .collect()
     }
 
     /// The regions of both tables that `node` leads.

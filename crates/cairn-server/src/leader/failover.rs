@@ -312,24 +312,28 @@ fn sync_draining(node: &Node, drains: &[Drain]) {
 /// Every region `follower` follows by its stored route (`followers`: the region's other holders,
 /// its leader first).
 fn regions_followed_by(node: &Node, follower: u64) -> Result<Vec<Orphaned>, tonic::Status> {
+    scan_regions(node, |r| {
+        r.follower_nodes.contains(&follower).then(|| Orphaned {
+            region_id: r.region_id,
+            from: follower,
+            followers: std::iter::once(r.leader_node)
+                .chain(r.follower_nodes.iter().copied().filter(|f| *f != follower))
+                .collect(),
+        })
+    })
+}
+
+/// What `pick` makes of each region of every stored route.
+fn scan_regions(
+    node: &Node,
+    mut pick: impl FnMut(&cairn_meta::RegionRoute) -> Option<Orphaned>,
+) -> Result<Vec<Orphaned>, tonic::Status> {
     let mut out = Vec::new();
     store::scan_all(node, &layout().routes_prefix(), |kv| {
         let Ok(route) = codec::decode::<TableRoute>(&kv.key, &kv.value) else {
             return Ok(());
         };
-        out.extend(
-            route
-                .regions
-                .iter()
-                .filter(|r| r.follower_nodes.contains(&follower))
-                .map(|r| Orphaned {
-                    region_id: r.region_id,
-                    from: follower,
-                    followers: std::iter::once(r.leader_node)
-                        .chain(r.follower_nodes.iter().copied().filter(|f| *f != follower))
-                        .collect(),
-                }),
-        );
+        out.extend(route.regions.iter().filter_map(&mut pick));
         Ok(())
     })?;
     Ok(out)
@@ -365,25 +369,13 @@ fn choose_follower_targets(
 
 /// Every region whose stored route names a node of `failed` its leader.
 pub fn regions_led_by(node: &Node, failed: &BTreeSet<u64>) -> Result<Vec<Orphaned>, tonic::Status> {
-    let mut out = Vec::new();
-    store::scan_all(node, &layout().routes_prefix(), |kv| {
-        let Ok(route) = codec::decode::<TableRoute>(&kv.key, &kv.value) else {
-            return Ok(());
-        };
-        out.extend(
-            route
-                .regions
-                .iter()
-                .filter(|r| failed.contains(&r.leader_node))
-                .map(|r| Orphaned {
-                    region_id: r.region_id,
-                    from: r.leader_node,
-                    followers: r.follower_nodes.clone(),
-                }),
-        );
-        Ok(())
-    })?;
-    Ok(out)
+    scan_regions(node, |r| {
+        failed.contains(&r.leader_node).then(|| Orphaned {
+            region_id: r.region_id,
+            from: r.leader_node,
+            followers: r.follower_nodes.clone(),
+        })
+    })
 }
 
 /// Splits (region, candidate) pairs into batches of at most `max`, a table's regions together
