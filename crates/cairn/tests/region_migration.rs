@@ -926,3 +926,34 @@ async fn random_datanode_kills_and_pauses_never_leave_two_writers() {
     .await;
     s.stop().await;
 }
+
+/// A region whose route names a node the active leader while the node holds it only as a
+/// follower (what a rollback leaves when its upgrade of the old leader never arrived) could be
+/// written by nobody: the leader's reconcile pass tells the node to lead it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_left_holding_its_region_as_a_follower_is_told_to_lead_again() {
+    use cairn_client::meta::InstructionHandler;
+    use cairn_proto::cairnpb::{instruction::Kind, DowngradeRegionLeader, Instruction};
+    let s = Setup::start(None, 200).await;
+    let (region, leader) = s.regions().await[0];
+    let node = s.fleet.node(leader).unwrap();
+    node.handle(Instruction {
+        id: u64::MAX,
+        timeout_ms: 1_000,
+        kind: Some(Kind::DowngradeRegionLeader(DowngradeRegionLeader {
+            region_id: region,
+        })),
+    })
+    .await
+    .unwrap();
+    assert!(node.write(region, 1).is_err(), "a follower takes no write");
+    eventually("the leader writing again", || {
+        let ok = node.write(region, 1).is_ok();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    assert_eq!(s.role_on(leader, region), Some(RegionRole::Leader));
+    let v = s.client.get_region(region).await.unwrap();
+    assert_eq!(v.route.unwrap().leader_node, leader, "nothing moved");
+    s.stop().await;
+}
