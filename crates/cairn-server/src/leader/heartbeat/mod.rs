@@ -198,6 +198,19 @@ impl HeartbeatHub {
         self.connected.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The nodes with a heartbeat stream open to this leader, in id order: what placement walks,
+    /// rather than every node ever registered (down ones stay listed for an hour).
+    pub fn connected_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .connected()
+            .iter()
+            .filter(|(_, c)| c.streams > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Whether `node_id` has a heartbeat stream open to this leader (so instructions reach it).
     pub fn is_connected(&self, node_id: u64) -> bool {
         self.connected()
@@ -251,13 +264,18 @@ impl HeartbeatHub {
         kind: instruction::Kind,
         timeout: Duration,
     ) -> Vec<(u64, Result<InstructionReply, MailboxError>)> {
+        // The connected nodes only (not every node the registry still lists), the connection
+        // table before the registry as everywhere.
+        let connected = self.connected_ids();
         let targets: Vec<u64> = {
-            let connected = self.connected();
-            self.registry()
-                .nodes()
-                .filter(|e| e.identity.role == role as i32)
-                .map(|e| e.identity.id)
-                .filter(|id| connected.contains_key(id))
+            let registry = self.registry();
+            connected
+                .into_iter()
+                .filter(|id| {
+                    registry
+                        .get(*id)
+                        .is_some_and(|e| e.identity.role == role as i32)
+                })
                 .collect()
         };
         let sends = targets

@@ -13,28 +13,19 @@ use tonic::{Code, Status};
 
 /// Alive, non-draining, connected datanodes, except `exclude`.
 /// A node counts only with an open heartbeat stream: one the registry still calls alive but
-/// whose stream closed would take regions it cannot be told to open.
+/// whose stream closed would take regions it cannot be told to open. Only connected nodes are
+/// walked, so the cost does not grow with the down nodes the registry still lists.
 pub fn candidates(node: &Node, exclude: &HashSet<u64>) -> Vec<Candidate> {
     // Never hold the registry lock while taking the connection lock: the hub takes them in the
     // other order.
-    let ids: Vec<u64> = node
-        .heartbeats
-        .registry()
-        .nodes()
-        .map(|e| e.identity.id)
-        .collect();
-    let connected: HashSet<u64> = ids
-        .into_iter()
-        .filter(|id| node.heartbeats.is_connected(*id))
-        .collect();
+    let connected = node.heartbeats.connected_ids();
     let registry = node.heartbeats.registry();
     let mut placed = node.procedures.placed();
     let mut out = Vec::new();
-    for e in registry.nodes() {
+    for e in connected.iter().filter_map(|id| registry.get(*id)) {
         if e.identity.role != NodeRole::Datanode as i32
             || e.state() != crate::leader::heartbeat::registry::NodeState::Alive
             || exclude.contains(&e.identity.id)
-            || !connected.contains(&e.identity.id)
         {
             continue;
         }
