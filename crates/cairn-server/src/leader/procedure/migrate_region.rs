@@ -563,8 +563,8 @@ impl MigrateRegion {
         Ok(Next::Step(MigrateRegionStep::DowngradeLeader, Txn::none()))
     }
 
-    /// The moves of leadership (not of follower copies), with the (region, candidate) pairs
-    /// whose leases must be free before the candidate is upgraded.
+    /// The moves of leadership (not of follower copies): the ones whose old leader's lease must
+    /// be over before their candidate is upgraded.
     fn leader_moves(&self) -> Vec<RegionMove> {
         self.moves.iter().filter(|m| !m.follower).cloned().collect()
     }
