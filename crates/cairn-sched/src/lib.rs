@@ -1,5 +1,7 @@
-//! Cairn's placement selectors: given the alive, non-draining datanodes and the regions of a new
-//! (or growing) table, decide which node leads each region and which hold its followers.
+//! Cairn's placement selectors and schedulers. Selectors: given the alive, non-draining
+//! datanodes and the regions of a new (or growing) table, decide which node leads each region and
+//! which hold its followers. Schedulers: given a snapshot of the cluster, decide which regions
+//! should move to keep it balanced, as [`Operator`]s the leader executes.
 //!
 //! Everything here is pure: no I/O, no clock, no global randomness. The leader's scheduler hands in
 //! a snapshot and executes the returned [`Placement`]; the same inputs and selector state always
@@ -10,24 +12,38 @@
 //! - [`LabelAware`] spreads over the values of a label (zone, rack) first, then by load.
 //!
 //! [`SelectorKind`] builds one from its configuration name.
+//!
+//! [`Schedulers`] holds every scheduler (label-spread, hot-region, balance-region), which are
+//! on, and their parameters; [`Schedulers::plan`] runs one pass over a [`ClusterSnapshot`].
 
+mod balance_region;
+mod cluster;
+mod hot_region;
 mod kind;
 mod label_aware;
+mod label_spread;
 mod load;
 mod load_based;
+mod operator;
 mod placement;
 mod round_robin;
+mod scheduler;
 
 #[cfg(test)]
 mod property_tests;
 #[cfg(test)]
 mod test_support;
 
+pub use balance_region::{BALANCE_TOLERANCE_DEFAULT, REGION_CANDIDATES_SCANNED_MAX};
+pub use cluster::{ClusterSnapshot, NodeView, RegionView, CAPACITY_LABEL, NODE_CAPACITY_MAX};
+pub use hot_region::{HOT_MIN_LOAD_DEFAULT, HOT_OPERATORS_PER_PASS_MAX, HOT_TOLERANCE_DEFAULT};
 pub use kind::{SelectorKind, UnknownSelector};
 pub use label_aware::LabelAware;
 pub use load::LoadWeights;
 pub use load_based::LoadBased;
+pub use operator::{MoveKind, Operator, Priority, Step};
 pub use placement::{
     Candidate, Placement, PlacementRequest, RegionPlacement, SelectError, Selector,
 };
 pub use round_robin::RoundRobin;
+pub use scheduler::{names as scheduler_names, ConfigError, SchedulerInfo, Schedulers};

@@ -78,3 +78,89 @@ impl Lcg {
         self.next_u64() % bound
     }
 }
+
+/// A snapshot of `nodes` schedulable, unlabelled nodes (ids 1..=nodes) where node `n` of each
+/// `(n, count)` leads `count` regions, tables of 4 regions each, numbered in order; limits
+/// generous, no cool-down.
+pub(crate) fn snapshot(nodes: u64, held: &[(u64, usize)]) -> crate::ClusterSnapshot {
+    let mut regions = Vec::new();
+    for &(node, count) in held {
+        for _ in 0..count {
+            let i = regions.len() as u64;
+            let id = ((1 + i / 4) << 32) | (i % 4);
+            regions.push(crate::RegionView::new(id, node));
+        }
+    }
+    crate::ClusterSnapshot {
+        now_ms: 1_000_000,
+        nodes: (1..=nodes).map(crate::NodeView::new).collect(),
+        regions,
+        moves_left: 100_000,
+        node_moves_left_default: 100_000,
+        spread_label: "zone".to_string(),
+        ..crate::ClusterSnapshot::default()
+    }
+}
+
+/// Regions each node leads, in node order.
+pub(crate) fn led_counts(snap: &crate::ClusterSnapshot) -> Vec<usize> {
+    snap.nodes
+        .iter()
+        .map(|n| {
+            snap.regions
+                .iter()
+                .filter(|r| r.leader == n.node_id)
+                .count()
+        })
+        .collect()
+}
+
+/// Applies an operator to a snapshot, as the executor's migration would.
+pub(crate) fn apply(snap: &mut crate::ClusterSnapshot, op: &crate::Operator) {
+    let r = snap
+        .regions
+        .iter_mut()
+        .find(|r| r.region_id == op.region_id)
+        .expect("operator for a known region");
+    match op.kind {
+        crate::MoveKind::Leader => {
+            assert_eq!(r.leader, op.from, "{op:?}");
+            r.leader = op.to;
+        }
+        crate::MoveKind::Follower => {
+            let f = r
+                .followers
+                .iter_mut()
+                .find(|f| **f == op.from)
+                .expect("follower");
+            *f = op.to;
+        }
+    }
+    assert!(
+        r.leader != op.to || op.kind == crate::MoveKind::Leader,
+        "a region's copies stay on distinct nodes: {op:?}"
+    );
+    snap.last_moved_ms.insert(op.region_id, snap.now_ms);
+}
+
+/// Plans and applies passes until one plans nothing (at most 200); the moves made. Panics when
+/// a region moves twice: nothing here changes load between passes, so a second move of one
+/// region is flapping.
+pub(crate) fn plan_until_quiet(
+    snap: &mut crate::ClusterSnapshot,
+    plan: impl Fn(&crate::ClusterSnapshot) -> Vec<crate::Operator>,
+) -> usize {
+    let mut moved = BTreeSet::new();
+    for _ in 0..200 {
+        let ops = plan(snap);
+        if ops.is_empty() {
+            return moved.len();
+        }
+        for op in &ops {
+            assert!(moved.insert((op.region_id, op.kind)), "moved twice: {op:?}");
+            apply(snap, op);
+        }
+        snap.now_ms += 1_000;
+    }
+    panic!("still planning after 200 passes");
+}

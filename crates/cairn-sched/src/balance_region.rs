@@ -1,0 +1,269 @@
+//! balance-region: even out how many regions each datanode leads (and, separately, how many
+//! follower copies it holds), in proportion to its capacity label; among the regions that could
+//! move, the one that best evens out approximate size, then the coldest.
+//!
+//! # When it moves
+//! Node `n`'s share of `kind` copies is `total × capacity(n) / Σ capacity` over schedulable
+//! nodes; its surplus is `count(n) − share(n)` and its deficit `share(n) − count(n)`. One copy
+//! moves from the node with the largest surplus to the node with the largest deficit when
+//! - either the surplus or the deficit is above `tolerance × share` (a relative dead band, so a
+//!   100,000-region cluster is not shuffled for a handful), and
+//! - surplus + deficit > 1: after the move neither node is further from its share than the
+//!   other was, so the reverse move can never qualify (no flapping).
+//!
+//! A move must also leave the target below the hot limit ([`crate::hot_region`]) and break no
+//! spread rule ([`crate::label_spread`]); regions moved within the cool-down stay.
+
+use crate::cluster::Tally;
+use crate::operator::{MoveKind, Operator, Priority};
+use crate::scheduler::{fraction, unknown_param, ConfigError, Schedule};
+
+pub(crate) const NAME: &str = "balance-region";
+/// Default dead band, as a fraction of a node's share.
+pub const BALANCE_TOLERANCE_DEFAULT: f64 = 0.02;
+/// Regions of the source node looked at per move: enough to find a good size match, bounded so
+/// a pass over 100,000 regions per node stays fast.
+pub const REGION_CANDIDATES_SCANNED_MAX: usize = 64;
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct BalanceRegion {
+    tolerance: f64,
+}
+
+impl Default for BalanceRegion {
+    fn default() -> Self {
+        BalanceRegion {
+            tolerance: BALANCE_TOLERANCE_DEFAULT,
+        }
+    }
+}
+
+impl Schedule for BalanceRegion {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn describe(&self) -> &'static str {
+        "evens out region leaders and follower copies per node, weighted by the capacity label"
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        vec![("tolerance", self.tolerance.to_string())]
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "tolerance" => self.tolerance = fraction(NAME, key, value, 0.0, 1.0)?,
+            _ => return Err(unknown_param(NAME, key, &["tolerance"])),
+        }
+        Ok(())
+    }
+
+    fn schedule(&self, t: &mut Tally) {
+        for kind in [MoveKind::Leader, MoveKind::Follower] {
+            self.balance(t, kind);
+        }
+    }
+}
+
+impl BalanceRegion {
+    fn balance(&self, t: &mut Tally, kind: MoveKind) {
+        let nodes: Vec<usize> = t.schedulable().collect();
+        let cap_sum: f64 = nodes.iter().map(|i| t.nodes[*i].capacity).sum();
+        let total: usize = nodes.iter().map(|i| t.count(*i, kind)).sum();
+        if nodes.len() < 2 || total == 0 {
+            return;
+        }
+        let share = |t: &Tally, i: usize| total as f64 * t.nodes[i].capacity / cap_sum;
+        let dev = |t: &Tally, i: usize| t.count(i, kind) as f64 - share(t, i);
+        // Sources with nothing left to give this pass.
+        let mut spent = vec![false; t.nodes.len()];
+        while t.moves_left > 0 {
+            let open = |t: &Tally, i: &usize| t.nodes[*i].moves_left > 0;
+            let Some(src) = nodes
+                .iter()
+                .copied()
+                .filter(|i| open(t, i) && !spent[*i])
+                .max_by(|a, b| dev(t, *a).total_cmp(&dev(t, *b)).then(b.cmp(a)))
+            else {
+                return;
+            };
+            let surplus = dev(t, src);
+            // Targets by deficit, largest first.
+            let mut targets: Vec<usize> = nodes
+                .iter()
+                .copied()
+                .filter(|i| *i != src && open(t, i))
+                .filter(|i| {
+                    let deficit = -dev(t, *i);
+                    let band = |n| self.tolerance * share(t, n);
+                    surplus + deficit > 1.0 && (surplus > band(src) || deficit > band(*i))
+                })
+                .collect();
+            targets.sort_by(|a, b| dev(t, *a).total_cmp(&dev(t, *b)).then(a.cmp(b)));
+            let chosen = targets
+                .iter()
+                .find_map(|&dst| self.pick(t, kind, src, dst).map(|r| (r, dst)));
+            let Some((region, dst)) = chosen else {
+                spent[src] = true;
+                continue;
+            };
+            let figures = vec![
+                ("from_count", t.count(src, kind).to_string()),
+                ("to_count", t.count(dst, kind).to_string()),
+                ("from_share", format!("{:.1}", share(t, src))),
+                ("to_share", format!("{:.1}", share(t, dst))),
+            ];
+            let op = Operator {
+                region_id: t.snap.regions[region].region_id,
+                kind,
+                from: t.id(src),
+                to: t.id(dst),
+                scheduler: NAME,
+                priority: Priority::Low,
+                reason: format!(
+                    "node {} holds {} {} copies against a share of {:.1}; node {} holds {}",
+                    t.id(src),
+                    t.count(src, kind),
+                    kind.as_str(),
+                    share(t, src),
+                    t.id(dst),
+                    t.count(dst, kind),
+                ),
+                figures,
+            };
+            t.apply(op, region, src, dst);
+        }
+    }
+
+    /// The region `src` should give `dst`: of the first movable ones, the one whose size best
+    /// halves the two nodes' size gap, then the coldest, then the lowest id.
+    fn pick(&self, t: &Tally, kind: MoveKind, src: usize, dst: usize) -> Option<usize> {
+        let half_gap = (t.nodes[src].bytes as f64 / t.nodes[src].capacity
+            - t.nodes[dst].bytes as f64 / t.nodes[dst].capacity)
+            / 2.0;
+        let regions = &t.snap.regions;
+        t.held(src, kind)
+            .filter(|r| t.movable(*r, false) && t.can_move(*r, kind, src, dst))
+            .filter(|r| kind == MoveKind::Follower || t.load_fits(*r, dst))
+            .take(REGION_CANDIDATES_SCANNED_MAX)
+            .min_by(|a, b| {
+                let (ra, rb) = (&regions[*a], &regions[*b]);
+                let size = |r: &crate::cluster::RegionView| {
+                    (r.approximate_bytes as f64 - half_gap.max(0.0)).abs()
+                };
+                size(ra)
+                    .total_cmp(&size(rb))
+                    .then((ra.wcus + ra.rcus).total_cmp(&(rb.wcus + rb.rcus)))
+                    .then(ra.region_id.cmp(&rb.region_id))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterSnapshot, NodeView, CAPACITY_LABEL};
+    use crate::test_support::{led_counts, plan_until_quiet, snapshot};
+
+    fn plan(snap: &ClusterSnapshot) -> Vec<Operator> {
+        let mut t = Tally::new(snap);
+        BalanceRegion::default().schedule(&mut t);
+        t.planned
+    }
+
+    #[test]
+    fn two_new_nodes_take_their_share_of_a_loaded_pair() {
+        // 8 tables × 4 regions on nodes 1 and 2; nodes 3 and 4 join empty.
+        let mut snap = snapshot(4, &[(1, 16), (2, 16)]);
+        let moves = plan_until_quiet(&mut snap, |s| plan(s));
+        assert_eq!(led_counts(&snap), [8, 8, 8, 8]);
+        assert_eq!(moves, 16, "exactly the minimum");
+    }
+
+    #[test]
+    fn a_balanced_cluster_plans_nothing() {
+        let snap = snapshot(3, &[(1, 11), (2, 11), (3, 10)]);
+        assert!(plan(&snap).is_empty());
+        // Within the dead band at scale: 1% off is left alone.
+        let snap = snapshot(2, &[(1, 1_010), (2, 990)]);
+        assert!(plan(&snap).is_empty());
+    }
+
+    #[test]
+    fn capacity_labels_weight_the_share() {
+        let mut snap = snapshot(2, &[(1, 30)]);
+        snap.nodes[1] = NodeView::new(2).with_label(CAPACITY_LABEL, "2");
+        plan_until_quiet(&mut snap, |s| plan(s));
+        assert_eq!(led_counts(&snap), [10, 20]);
+    }
+
+    #[test]
+    fn unschedulable_nodes_neither_give_nor_take() {
+        let mut snap = snapshot(3, &[(1, 12), (3, 6)]);
+        snap.nodes[2].schedulable = false;
+        let ops = plan(&snap);
+        assert!(ops.iter().all(|o| o.from == 1 && o.to == 2), "{ops:?}");
+        assert_eq!(ops.len(), 6);
+    }
+
+    #[test]
+    fn limits_cap_the_moves_of_one_pass() {
+        let mut snap = snapshot(4, &[(1, 16), (2, 16)]);
+        snap.moves_left = 5;
+        assert_eq!(plan(&snap).len(), 5);
+        snap.moves_left = 100;
+        snap.node_moves_left.insert(3, 1);
+        snap.node_moves_left.insert(4, 0);
+        let ops = plan(&snap);
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].to, 3);
+    }
+
+    #[test]
+    fn cooling_and_busy_regions_stay_and_a_move_never_makes_a_node_hot() {
+        let mut snap = snapshot(2, &[(1, 4)]);
+        snap.region_cooldown_ms = 60_000;
+        for r in &snap.regions {
+            snap.last_moved_ms.insert(r.region_id, snap.now_ms);
+        }
+        assert!(plan(&snap).is_empty(), "all cooling down");
+        snap.last_moved_ms.clear();
+        snap.busy = snap.regions.iter().map(|r| r.region_id).collect();
+        assert!(plan(&snap).is_empty(), "all busy");
+        snap.busy.clear();
+        // One hot region: moving it would make node 2 hot, so a cold one goes.
+        snap.regions[0].wcus = 1_000.0;
+        let mut t = Tally::new(&snap);
+        t.set_load_limits(0.2, 1.0);
+        BalanceRegion::default().schedule(&mut t);
+        assert_eq!(t.planned.len(), 2);
+        assert!(t
+            .planned
+            .iter()
+            .all(|o| o.region_id != snap.regions[0].region_id));
+    }
+
+    #[test]
+    fn follower_copies_are_balanced_too_and_never_onto_a_holder() {
+        let mut snap = snapshot(3, &[(1, 6)]);
+        for r in &mut snap.regions {
+            r.followers = vec![2];
+        }
+        let ops = plan(&snap);
+        let followers: Vec<&Operator> = ops
+            .iter()
+            .filter(|o| o.kind == MoveKind::Follower)
+            .collect();
+        assert!(!followers.is_empty());
+        for o in &ops {
+            let r = snap
+                .regions
+                .iter()
+                .find(|r| r.region_id == o.region_id)
+                .unwrap();
+            assert!(!(r.leader == o.to || r.followers.contains(&o.to)), "{o:?}");
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! What a scheduler sees: a snapshot of the cluster ([`ClusterSnapshot`]) the leader builds from
+//! its node registry, the stored routes and the smoothed stats, and the per-pass tally
+//! ([`Tally`]) the schedulers of one pass share, so that each sees the moves the ones before it
+//! planned and no pass undoes itself.
+//!
+//! The snapshot is plain data; time comes in as `now_ms`. Nothing here reads a clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::operator::{MoveKind, Operator};
+
+/// The datanode label holding a node's relative capacity (`"2"`: twice an unlabelled node's
+/// share of regions and load). Missing, unparsable or non-positive values count as 1.
+pub const CAPACITY_LABEL: &str = "capacity";
+/// The largest capacity a label may claim; larger values are clamped, so one mistyped label
+/// cannot pull every region onto one node.
+pub const NODE_CAPACITY_MAX: f64 = 1_000.0;
+
+/// A datanode as the leader sees it when the pass starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    pub node_id: u64,
+    /// Failure-domain labels (`zone`, `rack`) and [`CAPACITY_LABEL`].
+    pub labels: BTreeMap<String, String>,
+    /// Alive, connected and not draining: it may receive regions. Nodes that may not still count
+    /// for what they hold (a region on a drained node is somebody else's business).
+    pub schedulable: bool,
+}
+
+impl NodeView {
+    /// A schedulable node with no labels and no load.
+    pub fn new(node_id: u64) -> Self {
+        NodeView {
+            node_id,
+            labels: BTreeMap::new(),
+            schedulable: true,
+        }
+    }
+
+    /// The same node with one more label.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// The node's relative capacity, from [`CAPACITY_LABEL`].
+    pub fn capacity(&self) -> f64 {
+        match self.labels.get(CAPACITY_LABEL).map(|v| v.parse::<f64>()) {
+            Some(Ok(c)) if c.is_finite() && c > 0.0 => c.min(NODE_CAPACITY_MAX),
+            _ => 1.0,
+        }
+    }
+}
+
+/// A region and where it lives, with its smoothed load (negative or non-finite figures from a
+/// confused datanode must be cleaned by the caller; the leader's stats history does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionView {
+    pub region_id: u64,
+    pub leader: u64,
+    pub followers: Vec<u64>,
+    pub approximate_bytes: u64,
+    pub wcus: f64,
+    pub rcus: f64,
+}
+
+impl RegionView {
+    /// A region of no size and no load led by `leader`.
+    pub fn new(region_id: u64, leader: u64) -> Self {
+        RegionView {
+            region_id,
+            leader,
+            followers: Vec::new(),
+            approximate_bytes: 0,
+            wcus: 0.0,
+            rcus: 0.0,
+        }
+    }
+
+    /// The table the region belongs to (`region_id >> 32`).
+    pub fn table_id(&self) -> u64 {
+        self.region_id >> 32
+    }
+}
+
+/// Everything one scheduling pass decides from.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSnapshot {
+    /// Unix ms the snapshot was taken; cool-downs are measured against it.
+    pub now_ms: u64,
+    pub nodes: Vec<NodeView>,
+    pub regions: Vec<RegionView>,
+    /// Regions some operator or procedure is moving now: nobody plans for them.
+    pub busy: Vec<u64>,
+    /// When each recently moved region last moved (Unix ms), for the cool-down.
+    pub last_moved_ms: HashMap<u64, u64>,
+    /// The label whose values are failure domains (`"zone"`); empty: no spread rules.
+    pub spread_label: String,
+    /// Operators the limits still allow: cluster-wide, and per node (a node absent from the map
+    /// has the default, `node_moves_left_default`).
+    pub moves_left: usize,
+    pub node_moves_left: HashMap<u64, usize>,
+    pub node_moves_left_default: usize,
+    /// A region moved within this long is not moved again by a balancing scheduler.
+    pub region_cooldown_ms: u64,
+}
+
+/// Per-node figures while a pass plans, moves applied.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeTally {
+    pub id: u64,
+    pub capacity: f64,
+    pub schedulable: bool,
+    /// Index into `Tally::zones`; a node without the spread label is in the zone `""`.
+    pub zone: usize,
+    pub leaders: usize,
+    pub followers: usize,
+    pub bytes: u64,
+    pub wcus: f64,
+    pub rcus: f64,
+    /// Regions it led when the pass began (indexes into the snapshot's regions).
+    pub led: Vec<u32>,
+    /// Regions it followed when the pass began.
+    pub followed: Vec<u32>,
+    pub moves_left: usize,
+}
+
+/// The shared working state of one pass: the snapshot with the planned operators applied.
+pub(crate) struct Tally<'a> {
+    pub snap: &'a ClusterSnapshot,
+    pub nodes: Vec<NodeTally>,
+    /// Current leader and followers of each region (node indexes), planned moves applied.
+    pub leader: Vec<usize>,
+    pub followers: Vec<Vec<usize>>,
+    /// Regions that may not be planned: busy, cooling down, already planned this pass, or held
+    /// by a node unknown to the snapshot.
+    pub frozen: Vec<bool>,
+    /// Regions that moved recently (the spread repair may still move them; balancing may not).
+    pub cooling: Vec<bool>,
+    pub zones: Vec<String>,
+    /// Zones holding a schedulable node.
+    pub live_zones: usize,
+    /// Leaders per (table, zone), only when spread rules apply.
+    pub table_zone_leaders: HashMap<(u64, usize), u32>,
+    pub table_regions: HashMap<u64, u32>,
+    pub moves_left: usize,
+    pub planned: Vec<Operator>,
+    /// A node is hot above `(1 + load_tolerance)` times the mean load per capacity, in a
+    /// dimension whose mean is at least `load_floor` (below it, load is noise).
+    pub load_tolerance: f64,
+    pub load_floor: f64,
+    /// Mean (wcus, rcus) per unit of capacity over the schedulable nodes.
+    pub mean_load: (f64, f64),
+}
+
+impl<'a> Tally<'a> {
+    pub fn new(snap: &'a ClusterSnapshot) -> Self {
+        let label = snap.spread_label.as_str();
+        let mut zones: Vec<String> = Vec::new();
+        let mut zone_of = |v: &str| match zones.iter().position(|z| z == v) {
+            Some(i) => i,
+            None => {
+                zones.push(v.to_string());
+                zones.len() - 1
+            }
+        };
+        let mut nodes: Vec<NodeTally> = snap
+            .nodes
+            .iter()
+            .map(|n| NodeTally {
+                id: n.node_id,
+                capacity: n.capacity(),
+                schedulable: n.schedulable,
+                zone: zone_of(if label.is_empty() {
+                    ""
+                } else {
+                    n.labels.get(label).map_or("", String::as_str)
+                }),
+                leaders: 0,
+                followers: 0,
+                bytes: 0,
+                wcus: 0.0,
+                rcus: 0.0,
+                led: Vec::new(),
+                followed: Vec::new(),
+                moves_left: snap
+                    .node_moves_left
+                    .get(&n.node_id)
+                    .copied()
+                    .unwrap_or(snap.node_moves_left_default),
+            })
+            .collect();
+        let index: HashMap<u64, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+        let mut live: Vec<bool> = vec![false; zones.len()];
+        for n in &nodes {
+            live[n.zone] |= n.schedulable;
+        }
+        let live_zones = live.iter().filter(|l| **l).count();
+        let spread = !label.is_empty() && live_zones >= 2;
+        let busy: std::collections::HashSet<u64> = snap.busy.iter().copied().collect();
+        let count = snap.regions.len();
+        let (mut leader, mut followers) = (Vec::with_capacity(count), Vec::with_capacity(count));
+        let (mut frozen, mut cooling) = (vec![false; count], vec![false; count]);
+        let mut table_zone_leaders = HashMap::new();
+        let mut table_regions = HashMap::new();
+        for (i, r) in snap.regions.iter().enumerate() {
+            let l = index.get(&r.leader).copied();
+            let f: Vec<Option<usize>> = r.followers.iter().map(|f| index.get(f).copied()).collect();
+            frozen[i] = busy.contains(&r.region_id) || l.is_none() || f.iter().any(Option::is_none);
+            cooling[i] = snap
+                .last_moved_ms
+                .get(&r.region_id)
+                .is_some_and(|at| snap.now_ms.saturating_sub(*at) < snap.region_cooldown_ms);
+            let l = l.unwrap_or(usize::MAX);
+            let f: Vec<usize> = f.into_iter().flatten().collect();
+            if l != usize::MAX {
+                let n = &mut nodes[l];
+                n.leaders += 1;
+                n.bytes += r.approximate_bytes;
+                n.wcus += r.wcus;
+                n.rcus += r.rcus;
+                n.led.push(i as u32);
+                if spread {
+                    *table_zone_leaders
+                        .entry((r.table_id(), n.zone))
+                        .or_insert(0) += 1;
+                    *table_regions.entry(r.table_id()).or_insert(0) += 1;
+                }
+            }
+            for &fi in &f {
+                nodes[fi].followers += 1;
+                nodes[fi].followed.push(i as u32);
+            }
+            leader.push(l);
+            followers.push(f);
+        }
+        // A node's load is what its leaders carry; the mean is per unit of capacity.
+        let (mut cap_sum, mut load_sum) = (0.0, (0.0, 0.0));
+        for n in nodes.iter().filter(|n| n.schedulable) {
+            cap_sum += n.capacity;
+            load_sum.0 += n.wcus;
+            load_sum.1 += n.rcus;
+        }
+        let mean_load = if cap_sum > 0.0 {
+            (load_sum.0 / cap_sum, load_sum.1 / cap_sum)
+        } else {
+            (0.0, 0.0)
+        };
+        Tally {
+            snap,
+            nodes,
+            leader,
+            followers,
+            frozen,
+            cooling,
+            zones,
+            live_zones: if spread { live_zones } else { 0 },
+            table_zone_leaders,
+            table_regions,
+            moves_left: snap.moves_left,
+            planned: Vec::new(),
+            load_tolerance: f64::INFINITY,
+            load_floor: 0.0,
+            mean_load,
+        }
+    }
+
+    pub fn set_load_limits(&mut self, tolerance: f64, floor: f64) {
+        (self.load_tolerance, self.load_floor) = (tolerance, floor);
+    }
+
+    /// Node `i`'s load per capacity in one dimension (`write`: wcus, else rcus).
+    pub fn load(&self, i: usize, write: bool) -> f64 {
+        let n = &self.nodes[i];
+        (if write { n.wcus } else { n.rcus }) / n.capacity
+    }
+
+    /// The load per capacity above which a node is hot in one dimension; infinite when that
+    /// dimension's mean is below the floor.
+    pub fn hot_limit(&self, write: bool) -> f64 {
+        let mean = if write {
+            self.mean_load.0
+        } else {
+            self.mean_load.1
+        };
+        if mean < self.load_floor || mean <= 0.0 {
+            f64::INFINITY
+        } else {
+            mean * (1.0 + self.load_tolerance)
+        }
+    }
+
+    /// Whether leading `region` too would leave node `to` below the hot limit in both
+    /// dimensions (a region without load always fits).
+    pub fn load_fits(&self, region: usize, to: usize) -> bool {
+        let r = &self.snap.regions[region];
+        let cap = self.nodes[to].capacity;
+        let fits = |load: f64, add: f64, write: bool| {
+            add <= 0.0 || (load + add) / cap <= self.hot_limit(write)
+        };
+        fits(self.nodes[to].wcus, r.wcus, true) && fits(self.nodes[to].rcus, r.rcus, false)
+    }
+
+    /// The node index of `id`.
+    #[cfg(test)]
+    pub fn node(&self, id: u64) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("a node of the snapshot")
+    }
+
+    /// Schedulable node indexes.
+    pub fn schedulable(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|i| self.nodes[*i].schedulable)
+    }
+
+    /// Whether `region` may be planned by a balancing scheduler (`repair`: a spread repair,
+    /// which ignores the cool-down).
+    pub fn movable(&self, region: usize, repair: bool) -> bool {
+        !self.frozen[region] && (repair || !self.cooling[region])
+    }
+
+    fn holds(&self, region: usize, node: usize) -> bool {
+        self.leader[region] == node || self.followers[region].contains(&node)
+    }
+
+    /// Whether the limits allow one more move from `from` to `to`.
+    pub fn has_budget(&self, from: usize, to: usize) -> bool {
+        self.moves_left > 0 && self.nodes[from].moves_left > 0 && self.nodes[to].moves_left > 0
+    }
+
+    /// Whether moving `region`'s `kind` copy from `from` to `to` is allowed: `to` schedulable
+    /// and not holding it, the region not frozen, and no spread rule broken that holds now.
+    pub fn can_move(&self, region: usize, kind: MoveKind, from: usize, to: usize) -> bool {
+        if !self.nodes[to].schedulable || self.holds(region, to) || self.frozen[region] {
+            return false;
+        }
+        let holder = match kind {
+            MoveKind::Leader => self.leader[region] == from,
+            MoveKind::Follower => self.followers[region].contains(&from),
+        };
+        holder && self.spread_allows(region, kind, from, to)
+    }
+
+    /// The spread rules a move must not break (it may leave an existing violation as it is):
+    /// a region's replicas in distinct zones while zones enough hold schedulable nodes, and no
+    /// zone leading more than its share (`ceil(regions / zones)`) of a table.
+    fn spread_allows(&self, region: usize, kind: MoveKind, from: usize, to: usize) -> bool {
+        if self.live_zones < 2 {
+            return true;
+        }
+        let (zf, zt) = (self.nodes[from].zone, self.nodes[to].zone);
+        if zf == zt {
+            return true;
+        }
+        let others = std::iter::once(self.leader[region])
+            .chain(self.followers[region].iter().copied())
+            .filter(|n| *n != from);
+        if others.into_iter().any(|n| self.nodes[n].zone == zt) {
+            return false;
+        }
+        if kind == MoveKind::Leader {
+            let table = self.snap.regions[region].table_id();
+            let share = self.table_share(table);
+            let in_to = self
+                .table_zone_leaders
+                .get(&(table, zt))
+                .copied()
+                .unwrap_or(0);
+            if in_to + 1 > share {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The most leaders of `table` one zone should hold.
+    pub fn table_share(&self, table: u64) -> u32 {
+        let n = self.table_regions.get(&table).copied().unwrap_or(0);
+        n.div_ceil(self.live_zones.max(1) as u32)
+    }
+
+    /// Records `op` as planned and applies it to the tally.
+    pub fn apply(&mut self, op: Operator, region: usize, from: usize, to: usize) {
+        let r = &self.snap.regions[region];
+        match op.kind {
+            MoveKind::Leader => {
+                self.leader[region] = to;
+                let f = &mut self.nodes[from];
+                f.leaders -= 1;
+                f.bytes = f.bytes.saturating_sub(r.approximate_bytes);
+                f.wcus -= r.wcus;
+                f.rcus -= r.rcus;
+                let t = &mut self.nodes[to];
+                t.leaders += 1;
+                t.bytes += r.approximate_bytes;
+                t.wcus += r.wcus;
+                t.rcus += r.rcus;
+                if self.live_zones >= 2 {
+                    let table = r.table_id();
+                    let (zf, zt) = (self.nodes[from].zone, self.nodes[to].zone);
+                    if let Some(c) = self.table_zone_leaders.get_mut(&(table, zf)) {
+                        *c = c.saturating_sub(1);
+                    }
+                    *self.table_zone_leaders.entry((table, zt)).or_insert(0) += 1;
+                }
+            }
+            MoveKind::Follower => {
+                for f in self.followers[region].iter_mut().filter(|f| **f == from) {
+                    *f = to;
+                }
+                self.nodes[from].followers -= 1;
+                self.nodes[to].followers += 1;
+            }
+        }
+        self.frozen[region] = true;
+        self.moves_left = self.moves_left.saturating_sub(1);
+        self.nodes[from].moves_left = self.nodes[from].moves_left.saturating_sub(1);
+        self.nodes[to].moves_left = self.nodes[to].moves_left.saturating_sub(1);
+        self.planned.push(op);
+    }
+
+    /// Regions at node `i` in `kind`'s role now (planned moves off it skipped; moves onto it are
+    /// frozen anyway, so never listed).
+    pub fn held(&self, i: usize, kind: MoveKind) -> impl Iterator<Item = usize> + '_ {
+        let list = match kind {
+            MoveKind::Leader => &self.nodes[i].led,
+            MoveKind::Follower => &self.nodes[i].followed,
+        };
+        list.iter()
+            .map(|r| *r as usize)
+            .filter(move |r| self.holds(*r, i) && !self.frozen[*r])
+    }
+
+    /// The region count of node `i` in `kind`'s role.
+    pub fn count(&self, i: usize, kind: MoveKind) -> usize {
+        match kind {
+            MoveKind::Leader => self.nodes[i].leaders,
+            MoveKind::Follower => self.nodes[i].followers,
+        }
+    }
+
+    /// The id of node index `i`.
+    pub fn id(&self, i: usize) -> u64 {
+        self.nodes[i].id
+    }
+
+    /// Whether a node id is in the snapshot.
+    #[cfg(test)]
+    pub fn knows(&self, id: u64) -> bool {
+        self.nodes.iter().any(|n| n.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_label_is_parsed_clamped_and_defaults_to_one() {
+        let n = |v: &str| NodeView::new(1).with_label(CAPACITY_LABEL, v).capacity();
+        assert_eq!(NodeView::new(1).capacity(), 1.0);
+        assert_eq!(n("2.5"), 2.5);
+        assert_eq!(n("-1"), 1.0);
+        assert_eq!(n("NaN"), 1.0);
+        assert_eq!(n("lots"), 1.0);
+        assert_eq!(n("1e9"), NODE_CAPACITY_MAX);
+    }
+
+    #[test]
+    fn regions_on_unknown_nodes_busy_or_cooling_are_not_movable() {
+        let snap = ClusterSnapshot {
+            now_ms: 10_000,
+            nodes: vec![NodeView::new(1), NodeView::new(2)],
+            regions: vec![
+                RegionView::new(1 << 32, 1),
+                RegionView::new((1 << 32) | 1, 9),
+                RegionView::new((1 << 32) | 2, 1),
+                RegionView::new((1 << 32) | 3, 1),
+            ],
+            busy: vec![(1 << 32) | 2],
+            last_moved_ms: [((1 << 32) | 3, 9_000)].into(),
+            region_cooldown_ms: 5_000,
+            ..ClusterSnapshot::default()
+        };
+        let t = Tally::new(&snap);
+        assert!(t.movable(0, false));
+        assert!(!t.movable(1, true), "held by a node the snapshot lacks");
+        assert!(!t.movable(2, true), "busy");
+        assert!(!t.movable(3, false), "cooling down");
+        assert!(t.movable(3, true), "a repair ignores the cool-down");
+        assert_eq!(t.nodes[t.node(1)].leaders, 3);
+        assert!(!t.knows(9));
+    }
+}

@@ -1,0 +1,287 @@
+//! hot-region: even out write load (wcus), then read load (rcus), across datanodes, from the
+//! smoothed region stats the leader keeps (a moment's burst does not move anything).
+//!
+//! # When it moves
+//! A node is hot when its load per unit of capacity is above `(1 + tolerance)` times the mean,
+//! in a dimension whose mean is at least `min_load` (below that, load is noise). The hottest
+//! node gives the coolest one region: the one whose load comes nearest to equalising the two,
+//! among those that leave the target below the hot limit (so the move cannot be reversed).
+//! If that would leave the pair's region counts out of balance-region's band, the coolest region
+//! the target leads goes back the other way in the same pass (a swap), so balance-region has
+//! nothing to undo. Read moves also keep the target below the write limit.
+
+use crate::cluster::Tally;
+use crate::operator::{MoveKind, Operator, Priority};
+use crate::scheduler::{fraction, unknown_param, ConfigError, Schedule};
+
+pub(crate) const NAME: &str = "hot-region";
+/// Default: a node more than 10 % above the mean load is hot.
+pub const HOT_TOLERANCE_DEFAULT: f64 = 0.1;
+/// Default mean load (capacity units per second per node) below which load is not balanced.
+pub const HOT_MIN_LOAD_DEFAULT: f64 = 10.0;
+/// Hot moves one pass plans per dimension: load shifts with each move, so later moves wait for
+/// fresh stats rather than trusting a long chain of estimates.
+pub const HOT_OPERATORS_PER_PASS_MAX: usize = 32;
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct HotRegion {
+    tolerance: f64,
+    min_load: f64,
+}
+
+impl Default for HotRegion {
+    fn default() -> Self {
+        HotRegion {
+            tolerance: HOT_TOLERANCE_DEFAULT,
+            min_load: HOT_MIN_LOAD_DEFAULT,
+        }
+    }
+}
+
+impl Schedule for HotRegion {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn describe(&self) -> &'static str {
+        "moves regions off nodes whose smoothed write or read load is above the mean"
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("tolerance", self.tolerance.to_string()),
+            ("min_load", self.min_load.to_string()),
+        ]
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "tolerance" => self.tolerance = fraction(NAME, key, value, 0.01, 10.0)?,
+            "min_load" => self.min_load = fraction(NAME, key, value, 0.0, 1e12)?,
+            _ => return Err(unknown_param(NAME, key, &["tolerance", "min_load"])),
+        }
+        Ok(())
+    }
+
+    fn load_limits(&self) -> Option<(f64, f64)> {
+        Some((self.tolerance, self.min_load))
+    }
+
+    fn schedule(&self, t: &mut Tally) {
+        t.set_load_limits(self.tolerance, self.min_load);
+        for write in [true, false] {
+            for _ in 0..HOT_OPERATORS_PER_PASS_MAX {
+                if !self.one_move(t, write) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn load_of(r: &crate::cluster::RegionView, write: bool) -> f64 {
+    if write {
+        r.wcus
+    } else {
+        r.rcus
+    }
+}
+
+impl HotRegion {
+    /// Plans one move (maybe with its swap); false when there is nothing (more) to do.
+    fn one_move(&self, t: &mut Tally, write: bool) -> bool {
+        let limit = t.hot_limit(write);
+        if !limit.is_finite() || t.moves_left == 0 {
+            return false;
+        }
+        let open: Vec<usize> = t
+            .schedulable()
+            .filter(|i| t.nodes[*i].moves_left > 0)
+            .collect();
+        let by_load = |a: &usize, b: &usize| t.load(*a, write).total_cmp(&t.load(*b, write));
+        let (Some(src), Some(dst)) = (
+            open.iter().copied().max_by(by_load),
+            open.iter().copied().min_by(by_load),
+        ) else {
+            return false;
+        };
+        if src == dst || t.load(src, write) <= limit {
+            return false;
+        }
+        let (cs, cd) = (t.nodes[src].capacity, t.nodes[dst].capacity);
+        let gap = t.load(src, write) - t.load(dst, write);
+        // The region load that would leave both nodes equal.
+        let ideal = gap / (1.0 / cs + 1.0 / cd);
+        let regions = &t.snap.regions;
+        let pick = t
+            .held(src, MoveKind::Leader)
+            .filter(|r| load_of(&regions[*r], write) > 0.0)
+            .filter(|r| t.movable(*r, false) && t.can_move(*r, MoveKind::Leader, src, dst))
+            .filter(|r| t.load_fits(*r, dst))
+            .min_by(|a, b| {
+                let d = |r: usize| (load_of(&regions[r], write) - ideal).abs();
+                d(*a).total_cmp(&d(*b)).then(a.cmp(b))
+            });
+        let Some(region) = pick else {
+            return false;
+        };
+        let moved = load_of(&regions[region], write);
+        let dim = if write { "wcus" } else { "rcus" };
+        let figures = vec![
+            ("dimension", dim.to_string()),
+            ("from_load", format!("{:.1}", t.load(src, write))),
+            ("to_load", format!("{:.1}", t.load(dst, write))),
+            ("region_load", format!("{moved:.1}")),
+            ("hot_limit", format!("{limit:.1}")),
+        ];
+        let reason = format!(
+            "node {} carries {:.1} {dim} per unit of capacity, above the hot limit {:.1}",
+            t.id(src),
+            t.load(src, write),
+            limit
+        );
+        let op = Operator {
+            region_id: regions[region].region_id,
+            kind: MoveKind::Leader,
+            from: t.id(src),
+            to: t.id(dst),
+            scheduler: NAME,
+            priority: Priority::Normal,
+            reason,
+            figures,
+        };
+        t.apply(op, region, src, dst);
+        self.swap_back(t, src, dst, moved, write);
+        true
+    }
+
+    /// After `src` gave `dst` a region, sends the coolest region `dst` leads back when the
+    /// counts would otherwise leave balance-region a move to make between them.
+    fn swap_back(&self, t: &mut Tally, src: usize, dst: usize, moved: f64, write: bool) {
+        let (cs, cd) = (t.nodes[src].capacity, t.nodes[dst].capacity);
+        let per_cap = |i: usize, c: f64| t.count(i, MoveKind::Leader) as f64 / c;
+        // In units of regions at the pair's mean capacity: more than one apart is unbalanced.
+        let unit = 2.0 / (1.0 / cs + 1.0 / cd);
+        if (per_cap(dst, cd) - per_cap(src, cs)) * unit <= 1.0 || !t.has_budget(dst, src) {
+            return;
+        }
+        let regions = &t.snap.regions;
+        let back = t
+            .held(dst, MoveKind::Leader)
+            .filter(|r| load_of(&regions[*r], write) < moved)
+            .filter(|r| t.movable(*r, false) && t.can_move(*r, MoveKind::Leader, dst, src))
+            .min_by(|a, b| {
+                let l = |r: usize| regions[r].wcus + regions[r].rcus;
+                l(*a).total_cmp(&l(*b)).then(a.cmp(b))
+            });
+        let Some(region) = back else {
+            return;
+        };
+        let op = Operator {
+            region_id: regions[region].region_id,
+            kind: MoveKind::Leader,
+            from: t.id(dst),
+            to: t.id(src),
+            scheduler: NAME,
+            priority: Priority::Normal,
+            reason: format!(
+                "swapped for a hot region so nodes {} and {} keep even counts",
+                t.id(src),
+                t.id(dst)
+            ),
+            figures: vec![(
+                "region_load",
+                format!("{:.1}", load_of(&regions[region], write)),
+            )],
+        };
+        t.apply(op, region, dst, src);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance_region::BalanceRegion;
+    use crate::cluster::ClusterSnapshot;
+    use crate::test_support::{led_counts, plan_until_quiet, snapshot};
+
+    fn plan(snap: &ClusterSnapshot) -> Vec<Operator> {
+        let mut t = Tally::new(snap);
+        HotRegion::default().schedule(&mut t);
+        BalanceRegion::default().schedule(&mut t);
+        t.planned
+    }
+
+    /// Node load per node in node order.
+    fn loads(snap: &ClusterSnapshot) -> Vec<f64> {
+        snap.nodes
+            .iter()
+            .map(|n| {
+                snap.regions
+                    .iter()
+                    .filter(|r| r.leader == n.node_id)
+                    .map(|r| r.wcus)
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hot_table_is_spread_and_counts_stay_even() {
+        // 4 nodes, 8 regions each; table 1's 4 regions (all on node 1) get 10× the load.
+        let mut snap = snapshot(4, &[(1, 8), (2, 8), (3, 8), (4, 8)]);
+        for r in &mut snap.regions {
+            r.wcus = if r.table_id() == 1 { 100.0 } else { 10.0 };
+        }
+        let moves = plan_until_quiet(&mut snap, plan);
+        let l = loads(&snap);
+        let mean = l.iter().sum::<f64>() / 4.0;
+        let max = l.iter().cloned().fold(0.0, f64::max);
+        assert!(max / mean <= 1.2, "{l:?}");
+        assert_eq!(led_counts(&snap), [8, 8, 8, 8]);
+        assert!(moves <= 6, "{moves} moves");
+    }
+
+    #[test]
+    fn load_below_the_floor_or_within_tolerance_moves_nothing() {
+        let mut snap = snapshot(2, &[(1, 4), (2, 4)]);
+        for (i, r) in snap.regions.iter_mut().enumerate() {
+            r.wcus = if i < 4 { 2.0 } else { 1.0 };
+        }
+        assert!(
+            plan(&snap).is_empty(),
+            "mean 6 per node is under min_load 10"
+        );
+        for (i, r) in snap.regions.iter_mut().enumerate() {
+            r.wcus = if i < 4 { 105.0 } else { 100.0 };
+        }
+        assert!(plan(&snap).is_empty(), "2.4% above the mean");
+    }
+
+    #[test]
+    fn read_load_is_balanced_without_making_a_node_write_hot() {
+        let mut snap = snapshot(2, &[(1, 4), (2, 4)]);
+        for (i, r) in snap.regions.iter_mut().enumerate() {
+            r.rcus = if i < 4 { 100.0 } else { 0.0 };
+            // Node 2's regions write a lot, node 1's do not.
+            r.wcus = if i < 4 { 0.0 } else { 100.0 };
+        }
+        let ops = plan(&snap);
+        // Writes and reads both call for a swap: 2 regions each way, counts even.
+        let mut after = snap.clone();
+        for op in &ops {
+            crate::test_support::apply(&mut after, op);
+        }
+        assert_eq!(led_counts(&after), [4, 4]);
+        assert!(!ops.is_empty());
+    }
+
+    #[test]
+    fn a_single_huge_region_is_not_bounced_between_nodes() {
+        let mut snap = snapshot(2, &[(1, 2), (2, 2)]);
+        snap.regions[0].wcus = 1_000.0;
+        let moves = plan_until_quiet(&mut snap, plan);
+        assert_eq!(moves, 0, "moving it would only make the other node hot");
+    }
+}

@@ -1,0 +1,250 @@
+//! label-spread: repair failure-domain violations over the spread label (`zone` by default)
+//! whenever at least two of its values hold schedulable nodes.
+//!
+//! - **Replicas.** A follower copy sharing a zone with an earlier copy of its region (the
+//!   leader's first) moves to the least-loaded node of a zone holding no copy; the leader stays.
+//! - **Tables.** A zone leading more than its share, `ceil(regions / zones)`, of one table's
+//!   regions gives the excess to the zones with the fewest, each to that zone's node leading the
+//!   fewest regions.
+//!
+//! Repairs run before the balancing schedulers and ignore the cool-down; balancing never breaks
+//! these rules (see [`crate::cluster::Tally::can_move`]), so a repair is never undone.
+
+use crate::cluster::Tally;
+use crate::operator::{MoveKind, Operator, Priority};
+use crate::scheduler::{unknown_param, ConfigError, Schedule};
+
+pub(crate) const NAME: &str = "label-spread";
+
+/// See the module docs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LabelSpread;
+
+impl Schedule for LabelSpread {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn describe(&self) -> &'static str {
+        "keeps a region's copies, and a table's leaders, spread over the zones (spread label)"
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> Result<(), ConfigError> {
+        Err(unknown_param(NAME, key, &[]))
+    }
+
+    fn schedule(&self, t: &mut Tally) {
+        if t.live_zones < 2 {
+            return;
+        }
+        repair_replicas(t);
+        repair_tables(t);
+    }
+}
+
+/// The schedulable node of `zone` (any zone when None) that may take `region`'s `kind` copy
+/// from `from`, leading (or following) the fewest regions.
+fn best_in_zone(
+    t: &Tally,
+    region: usize,
+    kind: MoveKind,
+    from: usize,
+    zone: Option<usize>,
+) -> Option<usize> {
+    t.schedulable()
+        .filter(|i| zone.is_none_or(|z| t.nodes[*i].zone == z))
+        .filter(|i| t.has_budget(from, *i) && t.can_move(region, kind, from, *i))
+        .filter(|i| kind == MoveKind::Follower || t.load_fits(region, *i))
+        .min_by_key(|i| (t.count(*i, kind), t.id(*i)))
+}
+
+fn repair(t: &mut Tally, region: usize, kind: MoveKind, from: usize, to: usize, why: String) {
+    let figures = vec![
+        ("from_zone", t.zones[t.nodes[from].zone].clone()),
+        ("to_zone", t.zones[t.nodes[to].zone].clone()),
+    ];
+    let op = Operator {
+        region_id: t.snap.regions[region].region_id,
+        kind,
+        from: t.id(from),
+        to: t.id(to),
+        scheduler: NAME,
+        priority: Priority::High,
+        reason: why,
+        figures,
+    };
+    t.apply(op, region, from, to);
+}
+
+fn repair_replicas(t: &mut Tally) {
+    for region in 0..t.snap.regions.len() {
+        if t.followers[region].is_empty() || !t.movable(region, true) || t.moves_left == 0 {
+            continue;
+        }
+        let holders: Vec<usize> = std::iter::once(t.leader[region])
+            .chain(t.followers[region].iter().copied())
+            .collect();
+        let zone = |n: usize| t.nodes[n].zone;
+        // A follower sharing a zone with an earlier copy (the leader first) is the one to move.
+        let dup = holders
+            .iter()
+            .enumerate()
+            .skip(1)
+            .find(|(k, n)| holders[..*k].iter().any(|m| zone(*m) == zone(**n)))
+            .map(|(_, n)| *n);
+        let Some(from) = dup else {
+            continue;
+        };
+        // Any node the rules allow is in a zone without a copy (can_move refuses the others).
+        if let Some(to) = best_in_zone(t, region, MoveKind::Follower, from, None) {
+            let why = format!(
+                "two copies of the region in zone {:?} while zone {:?} holds none",
+                t.zones[zone(from)],
+                t.zones[zone(to)]
+            );
+            repair(t, region, MoveKind::Follower, from, to, why);
+        }
+    }
+}
+
+fn repair_tables(t: &mut Tally) {
+    // Tables with a zone over its share, found from the per-(table, zone) tallies.
+    let mut over: Vec<(u64, usize)> = t
+        .table_zone_leaders
+        .iter()
+        .filter(|((table, _), n)| **n > t.table_share(*table))
+        .map(|(k, _)| *k)
+        .collect();
+    if over.is_empty() {
+        return;
+    }
+    over.sort_unstable();
+    for (table, zone) in over {
+        let share = t.table_share(table);
+        let regions: Vec<usize> = (0..t.snap.regions.len())
+            .filter(|r| t.snap.regions[*r].table_id() == table)
+            .filter(|r| t.leader[*r] != usize::MAX && t.nodes[t.leader[*r]].zone == zone)
+            .collect();
+        for region in regions {
+            if t.table_zone_leaders[&(table, zone)] <= share || t.moves_left == 0 {
+                break;
+            }
+            if !t.movable(region, true) {
+                continue;
+            }
+            let from = t.leader[region];
+            // The zone leading the fewest of the table's regions that can take it.
+            let mut zones: Vec<usize> = (0..t.zones.len()).filter(|z| *z != zone).collect();
+            zones.sort_by_key(|z| (t.table_zone_leaders.get(&(table, *z)).copied(), *z));
+            let to = zones
+                .iter()
+                .find_map(|z| best_in_zone(t, region, MoveKind::Leader, from, Some(*z)));
+            if let Some(to) = to {
+                let why = format!(
+                    "zone {:?} leads {} of table {table}'s regions, above its share of {share}",
+                    t.zones[zone],
+                    t.table_zone_leaders[&(table, zone)]
+                );
+                repair(t, region, MoveKind::Leader, from, to, why);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance_region::BalanceRegion;
+    use crate::cluster::{ClusterSnapshot, NodeView};
+    use crate::test_support::{plan_until_quiet, snapshot};
+
+    fn zoned(snap: &mut ClusterSnapshot, zones: &[&str]) {
+        for (n, z) in snap.nodes.iter_mut().zip(zones) {
+            *n = NodeView::new(n.node_id).with_label("zone", *z);
+        }
+    }
+
+    fn plan(snap: &ClusterSnapshot) -> Vec<Operator> {
+        let mut t = Tally::new(snap);
+        LabelSpread.schedule(&mut t);
+        BalanceRegion::default().schedule(&mut t);
+        t.planned
+    }
+
+    fn zone_of(snap: &ClusterSnapshot, node: u64) -> String {
+        let n = snap.nodes.iter().find(|n| n.node_id == node).unwrap();
+        n.labels["zone"].clone()
+    }
+
+    #[test]
+    fn a_table_led_from_one_zone_is_spread_over_the_zones() {
+        // Table 1's 4 regions all in zone a (nodes 1, 2); zone b (nodes 3, 4) leads nothing.
+        let mut snap = snapshot(4, &[(1, 2), (2, 2)]);
+        zoned(&mut snap, &["a", "a", "b", "b"]);
+        let ops = plan(&snap);
+        assert!(ops
+            .iter()
+            .all(|o| o.priority == Priority::High || o.scheduler != NAME));
+        plan_until_quiet(&mut snap, plan);
+        let in_b = snap
+            .regions
+            .iter()
+            .filter(|r| zone_of(&snap, r.leader) == "b")
+            .count();
+        assert_eq!(in_b, 2);
+    }
+
+    #[test]
+    fn two_copies_in_one_zone_move_apart() {
+        let mut snap = snapshot(3, &[(1, 2)]);
+        zoned(&mut snap, &["a", "a", "b"]);
+        for r in &mut snap.regions {
+            r.followers = vec![2];
+        }
+        plan_until_quiet(&mut snap, plan);
+        for r in &snap.regions {
+            let mut zones: Vec<String> = std::iter::once(r.leader)
+                .chain(r.followers.iter().copied())
+                .map(|n| zone_of(&snap, n))
+                .collect();
+            zones.dedup();
+            assert_eq!(zones.len(), 2, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn one_zone_or_no_label_means_nothing_to_repair() {
+        let mut snap = snapshot(3, &[(1, 2)]);
+        zoned(&mut snap, &["a", "a", "a"]);
+        for r in &mut snap.regions {
+            r.followers = vec![2];
+        }
+        let mut t = Tally::new(&snap);
+        LabelSpread.schedule(&mut t);
+        assert!(t.planned.is_empty());
+        snap.spread_label.clear();
+        zoned(&mut snap, &["a", "b", "c"]);
+        let mut t = Tally::new(&snap);
+        LabelSpread.schedule(&mut t);
+        assert!(t.planned.is_empty());
+    }
+
+    #[test]
+    fn balancing_never_breaks_the_spread_it_keeps() {
+        // Zone a has 3 nodes, zone b one; a 4-region table spread 2/2 stays 2/2 even though
+        // the count balance alone would rather move leaders into zone a's empty nodes.
+        let mut snap = snapshot(4, &[(1, 2), (4, 2)]);
+        zoned(&mut snap, &["a", "a", "a", "b"]);
+        plan_until_quiet(&mut snap, plan);
+        let in_b = snap
+            .regions
+            .iter()
+            .filter(|r| zone_of(&snap, r.leader) == "b")
+            .count();
+        assert_eq!(in_b, 2);
+    }
+}

@@ -1,0 +1,153 @@
+//! Operators: what a scheduler decides, as data. One operator moves one copy of one region
+//! (its leadership, or one follower copy) from one datanode to another; the leader's executor
+//! runs it as the migration procedure's step list, under the limits, and records it in the
+//! event log with the scheduler, reason and figures given here.
+
+use std::fmt;
+
+/// Which copy of a region moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MoveKind {
+    /// The leader copy: the candidate opens the region, the old leader is downgraded, the
+    /// candidate upgraded, the route published, the old copy closed.
+    Leader,
+    /// A follower copy: the candidate opens it as a follower, the route is published, the old
+    /// copy closed. Nothing is downgraded or leased.
+    Follower,
+}
+
+impl MoveKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveKind::Leader => "leader",
+            MoveKind::Follower => "follower",
+        }
+    }
+}
+
+/// How urgent an operator is: higher first when the limits cannot run them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Evening out count or load.
+    Low,
+    /// Moving load off a hot node.
+    Normal,
+    /// Repairing a broken spread rule, or emptying a drained node.
+    High,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+}
+
+/// One step of an operator, in the order the migration procedure runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    OpenRegion { node: u64, as_leader: bool },
+    DowngradeLeader { node: u64 },
+    UpgradeToLeader { node: u64 },
+    PublishRoute,
+    CloseRegion { node: u64 },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::OpenRegion { node, as_leader } => {
+                let role = if *as_leader { "candidate" } else { "follower" };
+                write!(f, "open on node {node} as {role}")
+            }
+            Step::DowngradeLeader { node } => write!(f, "downgrade node {node}"),
+            Step::UpgradeToLeader { node } => write!(f, "upgrade node {node} to leader"),
+            Step::PublishRoute => f.write_str("publish route"),
+            Step::CloseRegion { node } => write!(f, "close on node {node}"),
+        }
+    }
+}
+
+/// A move a scheduler wants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operator {
+    pub region_id: u64,
+    pub kind: MoveKind,
+    pub from: u64,
+    pub to: u64,
+    /// The scheduler's name (`balance-region`, `hot-region`, ...).
+    pub scheduler: &'static str,
+    pub priority: Priority,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// The figures behind it (counts, loads, thresholds), as the event log stores them.
+    pub figures: Vec<(&'static str, String)>,
+}
+
+impl Operator {
+    /// The steps the migration procedure runs for it.
+    pub fn steps(&self) -> Vec<Step> {
+        match self.kind {
+            MoveKind::Leader => vec![
+                Step::OpenRegion {
+                    node: self.to,
+                    as_leader: true,
+                },
+                Step::DowngradeLeader { node: self.from },
+                Step::UpgradeToLeader { node: self.to },
+                Step::PublishRoute,
+                Step::CloseRegion { node: self.from },
+            ],
+            MoveKind::Follower => vec![
+                Step::OpenRegion {
+                    node: self.to,
+                    as_leader: false,
+                },
+                Step::PublishRoute,
+                Step::CloseRegion { node: self.from },
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_move_downgrades_before_it_upgrades_and_closes_last() {
+        let op = Operator {
+            region_id: 1 << 32,
+            kind: MoveKind::Leader,
+            from: 1,
+            to: 2,
+            scheduler: "balance-region",
+            priority: Priority::Low,
+            reason: String::new(),
+            figures: Vec::new(),
+        };
+        let steps: Vec<String> = op.steps().iter().map(Step::to_string).collect();
+        assert_eq!(
+            steps,
+            [
+                "open on node 2 as candidate",
+                "downgrade node 1",
+                "upgrade node 2 to leader",
+                "publish route",
+                "close on node 1"
+            ]
+        );
+        let follower = Operator {
+            kind: MoveKind::Follower,
+            ..op
+        };
+        assert!(!follower
+            .steps()
+            .iter()
+            .any(|s| matches!(s, Step::DowngradeLeader { .. })));
+        assert!(Priority::High > Priority::Normal && Priority::Normal > Priority::Low);
+    }
+}

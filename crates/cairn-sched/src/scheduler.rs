@@ -1,0 +1,226 @@
+//! The schedulers as a set: which exist, which are on, their parameters, and one planning pass
+//! over a [`ClusterSnapshot`] that runs every enabled one in a fixed order on a shared tally.
+//!
+//! Order matters and is fixed: spread repairs first (a broken failure-domain rule is a risk,
+//! not an inefficiency), then hot-region (load), then balance-region (counts). Each later
+//! scheduler sees the earlier ones' moves and refuses moves that would break what they keep:
+//! balance-region never makes a node hot and never breaks a spread rule; hot-region swaps a cold
+//! region back when its move would unbalance counts. So one pass never undoes itself, and a
+//! balanced cluster plans nothing.
+
+use std::fmt;
+
+use crate::balance_region::BalanceRegion;
+use crate::cluster::{ClusterSnapshot, Tally};
+use crate::hot_region::HotRegion;
+use crate::label_spread::LabelSpread;
+use crate::operator::Operator;
+
+/// A scheduler's configuration knob was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown scheduler {0:?}: expected one of {known}", known = names().join(", "))]
+    UnknownScheduler(String),
+    #[error("scheduler {scheduler}: unknown parameter {key:?}: expected one of {known}")]
+    UnknownParam {
+        scheduler: &'static str,
+        key: String,
+        known: String,
+    },
+    #[error("scheduler {scheduler}: {key} = {value:?}: {why}")]
+    BadValue {
+        scheduler: &'static str,
+        key: String,
+        value: String,
+        why: String,
+    },
+}
+
+/// One scheduler's behaviour; implementations live one per file.
+pub(crate) trait Schedule: Send + Sync + fmt::Debug {
+    fn name(&self) -> &'static str;
+    fn describe(&self) -> &'static str;
+    /// Plans moves into `tally` (through [`Tally::apply`]).
+    fn schedule(&self, tally: &mut Tally);
+    fn params(&self) -> Vec<(&'static str, String)>;
+    fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError>;
+    /// The load tolerance and floor every scheduler must respect (hot-region's, whether it is
+    /// on or not: balancing counts must not make a node hot either way).
+    fn load_limits(&self) -> Option<(f64, f64)> {
+        None
+    }
+}
+
+/// What `scheduler list` shows of one scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerInfo {
+    pub name: &'static str,
+    pub enabled: bool,
+    pub description: &'static str,
+    pub params: Vec<(&'static str, String)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    enabled: bool,
+    inner: Box<dyn Schedule>,
+}
+
+/// Every scheduler Cairn has, in planning order, each on or off.
+#[derive(Debug)]
+pub struct Schedulers {
+    entries: Vec<Entry>,
+}
+
+/// The names of every scheduler, in planning order.
+pub fn names() -> Vec<&'static str> {
+    Schedulers::default()
+        .entries
+        .iter()
+        .map(|e| e.inner.name())
+        .collect()
+}
+
+impl Default for Schedulers {
+    /// All on, default parameters.
+    fn default() -> Self {
+        let all: Vec<Box<dyn Schedule>> = vec![
+            Box::new(LabelSpread),
+            Box::new(HotRegion::default()),
+            Box::new(BalanceRegion::default()),
+        ];
+        Schedulers {
+            entries: all
+                .into_iter()
+                .map(|inner| Entry {
+                    enabled: true,
+                    inner,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Schedulers {
+    fn entry(&mut self, name: &str) -> Result<&mut Entry, ConfigError> {
+        self.entries
+            .iter_mut()
+            .find(|e| e.inner.name() == name)
+            .ok_or_else(|| ConfigError::UnknownScheduler(name.to_string()))
+    }
+
+    pub fn list(&self) -> Vec<SchedulerInfo> {
+        self.entries
+            .iter()
+            .map(|e| SchedulerInfo {
+                name: e.inner.name(),
+                enabled: e.enabled,
+                description: e.inner.describe(),
+                params: e.inner.params(),
+            })
+            .collect()
+    }
+
+    pub fn set_enabled(&mut self, name: &str, enabled: bool) -> Result<(), ConfigError> {
+        self.entry(name)?.enabled = enabled;
+        Ok(())
+    }
+
+    /// Sets one parameter; nothing changes when it is refused.
+    pub fn configure(&mut self, name: &str, key: &str, value: &str) -> Result<(), ConfigError> {
+        self.entry(name)?.inner.set(key, value)
+    }
+
+    /// One pass of every enabled scheduler, in order; the operators in the order planned.
+    pub fn plan(&self, snapshot: &ClusterSnapshot) -> Vec<Operator> {
+        let mut tally = Tally::new(snapshot);
+        if let Some((tolerance, floor)) = self.entries.iter().find_map(|e| e.inner.load_limits()) {
+            tally.set_load_limits(tolerance, floor);
+        }
+        for e in self.entries.iter().filter(|e| e.enabled) {
+            e.inner.schedule(&mut tally);
+        }
+        tally.planned
+    }
+}
+
+/// Parses a fraction parameter in `[min, max]`.
+pub(crate) fn fraction(
+    scheduler: &'static str,
+    key: &str,
+    value: &str,
+    min: f64,
+    max: f64,
+) -> Result<f64, ConfigError> {
+    let bad = |why: String| ConfigError::BadValue {
+        scheduler,
+        key: key.to_string(),
+        value: value.to_string(),
+        why,
+    };
+    let v: f64 = value.parse().map_err(|_| bad("not a number".to_string()))?;
+    if !(v.is_finite() && v >= min && v <= max) {
+        return Err(bad(format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
+/// The error for a parameter `scheduler` does not have.
+pub(crate) fn unknown_param(scheduler: &'static str, key: &str, known: &[&str]) -> ConfigError {
+    ConfigError::UnknownParam {
+        scheduler,
+        key: key.to_string(),
+        known: known.join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedulers_are_listed_on_by_default_and_can_be_switched_and_configured() {
+        let mut s = Schedulers::default();
+        let names: Vec<&str> = s.list().iter().map(|i| i.name).collect();
+        assert_eq!(names, ["label-spread", "hot-region", "balance-region"]);
+        assert!(s.list().iter().all(|i| i.enabled));
+        s.set_enabled("hot-region", false).unwrap();
+        assert!(!s.list()[1].enabled);
+        s.configure("balance-region", "tolerance", "0.1").unwrap();
+        let params = &s.list()[2].params;
+        assert!(
+            params.contains(&("tolerance", "0.1".to_string())),
+            "{params:?}"
+        );
+    }
+
+    #[test]
+    fn bad_names_keys_and_values_are_refused_with_what_is_allowed() {
+        let mut s = Schedulers::default();
+        let e = s
+            .set_enabled("balance-leader", true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("balance-leader") && e.contains("hot-region"),
+            "{e}"
+        );
+        let e = s
+            .configure("hot-region", "speed", "1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("speed") && e.contains("tolerance"), "{e}");
+        let e = s
+            .configure("hot-region", "tolerance", "-1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("between"), "{e}");
+        let e = s
+            .configure("balance-region", "tolerance", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a number"), "{e}");
+        let before = s.list();
+        assert_eq!(before, Schedulers::default().list(), "nothing changed");
+    }
+}
