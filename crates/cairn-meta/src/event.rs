@@ -14,6 +14,8 @@ pub const EVENT_KINDS: &[&str] = &[
     "drain",
     "evict_leaders",
     "maintenance",
+    "operator",
+    "scheduler",
 ];
 
 /// One decision.

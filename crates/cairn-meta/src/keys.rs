@@ -130,6 +130,20 @@ impl KeyLayout {
         format!("{}/drain/", self.root)
     }
 
+    /// An operator's setting of one scheduler ([`crate::SchedulerSetting`]).
+    pub fn scheduler(&self, name: &str) -> String {
+        format!("{}/scheduler/{name}", self.root)
+    }
+
+    pub fn schedulers_prefix(&self) -> String {
+        format!("{}/scheduler/", self.root)
+    }
+
+    /// What a new leader's schedulers start from (recent moves, region loads).
+    pub fn scheduling_state(&self) -> String {
+        format!("{}/scheduling/state", self.root)
+    }
+
     /// Whether the cluster is in maintenance mode ([`crate::Maintenance`]).
     pub fn maintenance(&self) -> String {
         format!("{}/maintenance", self.root)

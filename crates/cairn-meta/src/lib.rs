@@ -31,7 +31,10 @@ pub use error::MetaError;
 pub use event::Event;
 pub use keys::{prefix_end, KeyLayout, MetaKey};
 pub use literal::Literal;
-pub use maintenance::{Drain, DrainMode, Maintenance, MAINTENANCE_REASON_BYTES_MAX};
+pub use maintenance::{
+    Drain, DrainMode, Maintenance, SchedulerSetting, MAINTENANCE_REASON_BYTES_MAX,
+    SCHEDULER_PARAMS_MAX, SCHEDULER_PARAM_BYTES_MAX,
+};
 pub use names::{validate_name, DEFAULT_CATALOG, NAME_LEN_MAX};
 pub use partition::{PartitionRule, RangeBound};
 pub use procedure::{ProcedureRecord, ProcedureState};

@@ -47,6 +47,23 @@ pub struct Drain {
     pub since_ms: u64,
 }
 
+/// An operator's setting of one scheduler: on or off, and the parameters changed from their
+/// defaults. Replicated, so every leader schedules the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SchedulerSetting {
+    pub name: String,
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// When it was last changed, Unix ms.
+    pub since_ms: u64,
+}
+
+/// Most parameters one scheduler setting may carry.
+pub const SCHEDULER_PARAMS_MAX: usize = 16;
+/// Longest parameter name or value.
+pub const SCHEDULER_PARAM_BYTES_MAX: usize = 128;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,7 +177,7 @@ mod tests {
     fn two_new_nodes_take_their_share_of_a_loaded_pair() {
         // 8 tables × 4 regions on nodes 1 and 2; nodes 3 and 4 join empty.
         let mut snap = snapshot(4, &[(1, 16), (2, 16)]);
-        let moves = plan_until_quiet(&mut snap, |s| plan(s));
+        let moves = plan_until_quiet(&mut snap, plan);
         assert_eq!(led_counts(&snap), [8, 8, 8, 8]);
         assert_eq!(moves, 16, "exactly the minimum");
     }
@@ -195,7 +195,7 @@ mod tests {
     fn capacity_labels_weight_the_share() {
         let mut snap = snapshot(2, &[(1, 30)]);
         snap.nodes[1] = NodeView::new(2).with_label(CAPACITY_LABEL, "2");
-        plan_until_quiet(&mut snap, |s| plan(s));
+        plan_until_quiet(&mut snap, plan);
         assert_eq!(led_counts(&snap), [10, 20]);
     }
 

@@ -105,6 +105,16 @@ pub struct ServerConfig {
     pub failover_migrations_max: usize,
     /// How long a datanode gets to answer an open, close or truncate instruction, ms.
     pub region_instruction_timeout_ms: u64,
+    /// How often the schedulers plan a pass, ms.
+    pub scheduler_interval_ms: u64,
+    /// Scheduler operators queued or running at once, cluster-wide.
+    pub scheduler_operators_max: usize,
+    /// Scheduler operators queued or running at once that move a region off or onto one node.
+    pub scheduler_node_operators_max: usize,
+    /// Scheduler operators started per minute.
+    pub scheduler_moves_per_minute_max: usize,
+    /// A region a scheduler moved is not moved again by a balancing scheduler for this long, ms.
+    pub scheduler_region_cooldown_ms: u64,
     /// How often the leader looks for orphan regions (open on a datanode, placed there by no
     /// route, opened by no running procedure) and closes them, ms; 0 turns it off.
     pub region_reconcile_interval_ms: u64,
@@ -120,6 +130,17 @@ pub struct ServerConfig {
     /// With `test_crash_at`: only the node that creates this file first crashes.
     pub test_crash_marker: Option<PathBuf>,
 }
+
+/// Default pause between scheduling passes, ms.
+pub const SCHEDULER_INTERVAL_MS_DEFAULT: u64 = 2_000;
+/// Default cluster-wide limit on queued or running scheduler operators.
+pub const SCHEDULER_OPERATORS_MAX_DEFAULT: usize = 64;
+/// Default per-node limit on queued or running scheduler operators.
+pub const SCHEDULER_NODE_OPERATORS_MAX_DEFAULT: usize = 16;
+/// Default limit on scheduler operators started per minute.
+pub const SCHEDULER_MOVES_PER_MINUTE_MAX_DEFAULT: usize = 600;
+/// Default cool-down of a region a scheduler moved, ms (5 minutes).
+pub const SCHEDULER_REGION_COOLDOWN_MS_DEFAULT: u64 = 300_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -153,6 +174,11 @@ impl Default for ServerConfig {
             region_followers: 0,
             failover_migrations_max: FAILOVER_MIGRATIONS_MAX_DEFAULT,
             region_instruction_timeout_ms: 10_000,
+            scheduler_interval_ms: SCHEDULER_INTERVAL_MS_DEFAULT,
+            scheduler_operators_max: SCHEDULER_OPERATORS_MAX_DEFAULT,
+            scheduler_node_operators_max: SCHEDULER_NODE_OPERATORS_MAX_DEFAULT,
+            scheduler_moves_per_minute_max: SCHEDULER_MOVES_PER_MINUTE_MAX_DEFAULT,
+            scheduler_region_cooldown_ms: SCHEDULER_REGION_COOLDOWN_MS_DEFAULT,
             region_reconcile_interval_ms: 30_000,
             ddl_timeout_ms: 120_000,
             auto_compaction_retention_revisions: AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT,
@@ -301,6 +327,16 @@ impl ServerConfig {
         }
         if let Err(e) = self.placement_selector.parse::<cairn_sched::SelectorKind>() {
             return Err(format!("placement-selector: {e}"));
+        }
+        if self.scheduler_interval_ms == 0
+            || self.scheduler_operators_max == 0
+            || self.scheduler_node_operators_max == 0
+            || self.scheduler_moves_per_minute_max == 0
+        {
+            return Err("scheduler-interval-ms, scheduler-operators-max, \
+                 scheduler-node-operators-max and scheduler-moves-per-minute-max: must be at \
+                 least 1"
+                .into());
         }
         if self.failover_migrations_max == 0 {
             return Err("failover-migrations-max: must be at least 1".into());

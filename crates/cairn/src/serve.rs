@@ -95,6 +95,21 @@ pub struct ServeArgs {
     /// Migration batches (each up to 256 regions) failover and drain run at once. Default 8.
     #[arg(long, env = "CAIRN_FAILOVER_MIGRATIONS_MAX")]
     pub failover_migrations_max: Option<usize>,
+    /// How often the schedulers plan a pass, ms. Default 2000.
+    #[arg(long, env = "CAIRN_SCHEDULER_INTERVAL_MS")]
+    pub scheduler_interval_ms: Option<u64>,
+    /// Scheduler operators queued or running at once, cluster-wide. Default 64.
+    #[arg(long, env = "CAIRN_SCHEDULER_OPERATORS_MAX")]
+    pub scheduler_operators_max: Option<usize>,
+    /// Scheduler operators queued or running at once per datanode. Default 16.
+    #[arg(long, env = "CAIRN_SCHEDULER_NODE_OPERATORS_MAX")]
+    pub scheduler_node_operators_max: Option<usize>,
+    /// Scheduler operators started per minute. Default 600.
+    #[arg(long, env = "CAIRN_SCHEDULER_MOVES_PER_MINUTE_MAX")]
+    pub scheduler_moves_per_minute_max: Option<usize>,
+    /// A region a scheduler moved stays put this long, ms. Default 300000.
+    #[arg(long, env = "CAIRN_SCHEDULER_REGION_COOLDOWN_MS")]
+    pub scheduler_region_cooldown_ms: Option<u64>,
     /// How long a datanode gets to answer a region instruction, ms. Default 10000.
     #[arg(long, env = "CAIRN_REGION_INSTRUCTION_TIMEOUT_MS")]
     pub region_instruction_timeout_ms: Option<u64>,
@@ -207,6 +222,21 @@ impl ServeArgs {
         }
         if let Some(v) = self.failover_migrations_max {
             c.failover_migrations_max = v;
+        }
+        if let Some(v) = self.scheduler_interval_ms {
+            c.scheduler_interval_ms = v;
+        }
+        if let Some(v) = self.scheduler_operators_max {
+            c.scheduler_operators_max = v;
+        }
+        if let Some(v) = self.scheduler_node_operators_max {
+            c.scheduler_node_operators_max = v;
+        }
+        if let Some(v) = self.scheduler_moves_per_minute_max {
+            c.scheduler_moves_per_minute_max = v;
+        }
+        if let Some(v) = self.scheduler_region_cooldown_ms {
+            c.scheduler_region_cooldown_ms = v;
         }
         if let Some(v) = self.region_instruction_timeout_ms {
             c.region_instruction_timeout_ms = v;

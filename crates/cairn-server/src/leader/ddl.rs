@@ -24,6 +24,7 @@ pub async fn serve_ddl(node: &Arc<Node>, ddl: Ddl, body: &[u8]) -> Result<Vec<u8
         Ddl::MigrateRegion => procedure::migrate_region::run(node, decode(body)?).await,
         Ddl::SetMaintenance => procedure::maintenance::set_maintenance(node, decode(body)?).await,
         Ddl::DrainNode => procedure::maintenance::drain_node(node, decode(body)?).await,
+        Ddl::SetScheduler => procedure::maintenance::set_scheduler(node, decode(body)?).await,
     }?;
     Ok(resp.encode_to_vec())
 }

@@ -380,7 +380,7 @@ pub fn regions_led_by(node: &Node, failed: &BTreeSet<u64>) -> Result<Vec<Orphane
 
 /// Splits (region, candidate) pairs into batches of at most `max`, a table's regions together
 /// (a table with more than `max` is split), so concurrent batches rarely write the same route.
-fn batches(mut moves: Vec<(u64, u64)>, max: usize) -> Vec<Vec<(u64, u64)>> {
+pub(crate) fn batches(mut moves: Vec<(u64, u64)>, max: usize) -> Vec<Vec<(u64, u64)>> {
     moves.sort_unstable();
     let mut out: Vec<Vec<(u64, u64)>> = Vec::new();
     let mut rest = moves.as_slice();

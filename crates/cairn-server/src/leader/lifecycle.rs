@@ -79,6 +79,10 @@ fn start_services(node: &Arc<Node>, term: &LeaderTerm) -> JoinSet<()> {
         node.clone(),
         term.clone(),
     ));
+    set.spawn(crate::leader::scheduling::run_term(
+        node.clone(),
+        term.clone(),
+    ));
     set.spawn(crate::leader::meta::reconcile::run_term(
         node.clone(),
         term.clone(),

@@ -18,5 +18,6 @@ pub mod meta;
 pub mod node;
 pub mod node_registry;
 pub mod procedure;
+pub mod scheduling;
 
 pub use crate::replica::term::LeaderTerm;

@@ -29,6 +29,8 @@ pub struct Node {
     pub procedures: Procedures,
     /// The writer of the event log.
     pub events: crate::leader::events::EventLog,
+    /// The schedulers' executor: operators and smoothed region loads.
+    pub scheduling: crate::leader::scheduling::Scheduling,
     /// This node itself, for work that outlives a request (procedures).
     me: Weak<Node>,
 }
@@ -67,6 +69,7 @@ impl Node {
                 heartbeats,
                 procedures,
                 events: Default::default(),
+                scheduling: Default::default(),
                 me: me.clone(),
             }
         })
@@ -115,6 +118,25 @@ impl LeaderRequestHandler for Node {
                 let view =
                     crate::leader::meta::region_view::region_as_leader(self, region_id).await?;
                 Ok(LeaderResponse::Region(prost::Message::encode_to_vec(&view)))
+            }
+            LeaderRequest::Scheduling(call) => {
+                use crate::leader::scheduling as s;
+                use crate::replica::peer_request::SchedulingCall;
+                use prost::Message;
+                self.require_leader()?;
+                let bytes = match call {
+                    SchedulingCall::Plan => s::plan(self)?.encode_to_vec(),
+                    SchedulingCall::ListOperators { finished } => {
+                        s::list_operators(self, finished).encode_to_vec()
+                    }
+                    SchedulingCall::GetOperator { id } => {
+                        s::get_operator(self, id)?.encode_to_vec()
+                    }
+                    SchedulingCall::CancelOperator { id } => {
+                        s::cancel_operator(self, id)?.encode_to_vec()
+                    }
+                };
+                Ok(LeaderResponse::Scheduling(bytes))
             }
             other => Err(errors::internal(format!(
                 "not a request for the leader's services: {other:?}"

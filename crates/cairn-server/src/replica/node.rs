@@ -340,7 +340,8 @@ impl Replica {
             }
             LeaderRequest::Meta { .. }
             | LeaderRequest::ListNodes { .. }
-            | LeaderRequest::GetRegion { .. } => {
+            | LeaderRequest::GetRegion { .. }
+            | LeaderRequest::Scheduling(_) => {
                 let handler = self
                     .leader_services
                     .get()

@@ -18,6 +18,23 @@ pub enum Ddl {
     MigrateRegion,
     SetMaintenance,
     DrainNode,
+    SetScheduler,
+}
+
+/// A question about the leader's schedulers' operators (they live in its memory only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulingCall {
+    /// A dry-run pass.
+    Plan,
+    ListOperators {
+        finished: bool,
+    },
+    GetOperator {
+        id: u64,
+    },
+    CancelOperator {
+        id: u64,
+    },
 }
 
 /// Something only the leader decides.
@@ -45,6 +62,8 @@ pub enum LeaderRequest {
     Meta { ddl: Ddl, body: Vec<u8> },
     /// Where a region is, with its lease as the leader sees it.
     GetRegion { region_id: u64 },
+    /// The schedulers' operators.
+    Scheduling(SchedulingCall),
 }
 
 /// The leader's answer.
@@ -66,6 +85,8 @@ pub enum LeaderResponse {
     Meta(Vec<u8>),
     /// A prost-encoded `cairn.v1.RegionView`.
     Region(Vec<u8>),
+    /// A prost-encoded `ListOperatorsResponse` or `OperatorView`.
+    Scheduling(Vec<u8>),
     /// A gRPC status the leader returned, carried across as code and message.
     Error {
         code: i32,

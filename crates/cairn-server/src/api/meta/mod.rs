@@ -3,5 +3,6 @@
 //! node asked.
 
 pub mod read;
+pub mod scheduling;
 pub mod service;
 pub mod watch;

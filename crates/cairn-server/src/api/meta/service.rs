@@ -2,6 +2,7 @@
 //! hop) where it runs as a procedure; reads are served by the node asked.
 
 use super::read;
+use super::scheduling;
 use super::watch as meta_watch;
 use crate::errors;
 use crate::leader::node::Node;
@@ -259,6 +260,81 @@ impl Meta for MetaService {
         node.metrics
             .track("GetProcedure", async {
                 read::get_procedure(node, r.into_inner().id)
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
+
+    async fn list_schedulers(
+        &self,
+        r: Request<ListSchedulersRequest>,
+    ) -> Result<Response<ListSchedulersResponse>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("ListSchedulers", async {
+                scheduling::list_schedulers(node, r.into_inner().serializable)
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
+
+    async fn set_scheduler(
+        &self,
+        r: Request<SetSchedulerRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        self.ddl("SetScheduler", Ddl::SetScheduler, r).await
+    }
+
+    async fn plan_schedule(
+        &self,
+        _r: Request<PlanScheduleRequest>,
+    ) -> Result<Response<ListOperatorsResponse>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("PlanSchedule", async {
+                scheduling::plan(node).await.map(Response::new)
+            })
+            .await
+    }
+
+    async fn list_operators(
+        &self,
+        r: Request<ListOperatorsRequest>,
+    ) -> Result<Response<ListOperatorsResponse>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("ListOperators", async {
+                scheduling::list_operators(node, r.into_inner().finished)
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
+
+    async fn get_operator(
+        &self,
+        r: Request<GetOperatorRequest>,
+    ) -> Result<Response<OperatorView>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("GetOperator", async {
+                scheduling::get_operator(node, r.into_inner().id)
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
+
+    async fn cancel_operator(
+        &self,
+        r: Request<CancelOperatorRequest>,
+    ) -> Result<Response<OperatorView>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("CancelOperator", async {
+                scheduling::cancel_operator(node, r.into_inner().id)
                     .await
                     .map(Response::new)
             })

@@ -6,8 +6,13 @@ use super::engine::{self, Kind, Next, Step, Txn};
 use super::{begin, detached, lock, Ctx};
 use crate::leader::node::Node;
 use crate::replica::meta::store::{self, delete_op, layout, put_op};
-use cairn_meta::{codec, Drain, DrainMode, Maintenance, MAINTENANCE_REASON_BYTES_MAX};
-use cairn_proto::cairnpb::{self as pb, DdlResponse, DrainNodeRequest, SetMaintenanceRequest};
+use cairn_meta::{
+    codec, Drain, DrainMode, Maintenance, SchedulerSetting, MAINTENANCE_REASON_BYTES_MAX,
+    SCHEDULER_PARAMS_MAX, SCHEDULER_PARAM_BYTES_MAX,
+};
+use cairn_proto::cairnpb::{
+    self as pb, DdlResponse, DrainNodeRequest, SetMaintenanceRequest, SetSchedulerRequest,
+};
 use cairn_proto::etcdserverpb::RequestOp;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -203,6 +208,79 @@ pub async fn drain_node(node: &Arc<Node>, req: DrainNodeRequest) -> Result<DdlRe
             ),
             None => delete_op(&key),
         }])
+    })
+    .await
+}
+
+/// Runs SetScheduler on the leader: switches a scheduler and sets parameters, checked against
+/// the scheduler itself (an unknown name, parameter or a bad value is refused, naming it).
+pub async fn set_scheduler(
+    node: &Arc<Node>,
+    req: SetSchedulerRequest,
+) -> Result<DdlResponse, Status> {
+    if req.params.len() > SCHEDULER_PARAMS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "params: at most {SCHEDULER_PARAMS_MAX} (scheduler_params_max), got {}",
+            req.params.len()
+        )));
+    }
+    if let Some((k, v)) = req
+        .params
+        .iter()
+        .find(|(k, v)| k.len() > SCHEDULER_PARAM_BYTES_MAX || v.len() > SCHEDULER_PARAM_BYTES_MAX)
+    {
+        return Err(Status::invalid_argument(format!(
+            "params: names and values at most {SCHEDULER_PARAM_BYTES_MAX} bytes \
+             (scheduler_param_bytes_max), got {} and {}",
+            k.len(),
+            v.len()
+        )));
+    }
+    // Checked against what is stored now, so the result is a valid whole.
+    let mut schedulers = crate::leader::scheduling::configured(node)?;
+    let invalid = |e: cairn_sched::ConfigError| Status::invalid_argument(e.to_string());
+    if let Some(on) = req.enabled {
+        schedulers.set_enabled(&req.name, on).map_err(invalid)?;
+    }
+    for (k, v) in &req.params {
+        schedulers.configure(&req.name, k, v).map_err(invalid)?;
+    }
+    let info = schedulers
+        .list()
+        .into_iter()
+        .find(|i| i.name == req.name)
+        .ok_or_else(|| invalid(cairn_sched::ConfigError::UnknownScheduler(req.name.clone())))?;
+    let mut stored = crate::leader::scheduling::settings(node)?
+        .into_iter()
+        .find(|s| s.name == req.name)
+        .unwrap_or_default();
+    stored.name = req.name.clone();
+    stored.enabled = info.enabled;
+    stored.params.extend(req.params.clone());
+    let what = format!(
+        "scheduler {} {}{}",
+        req.name,
+        if info.enabled { "on" } else { "off" },
+        req.params
+            .iter()
+            .map(|(k, v)| format!(" {k}={v}"))
+            .collect::<String>()
+    );
+    let mut figures = vec![("enabled".to_string(), info.enabled.to_string())];
+    figures.extend(req.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let event = (
+        "scheduler".to_string(),
+        format!("scheduler {}", req.name),
+        figures,
+    );
+    let lock = format!("scheduler/{}", req.name);
+    change(node, lock, what, event, move |node| {
+        stored.since_ms = node.clock.unix_ms();
+        let key = layout().scheduler(&stored.name);
+        Ok(vec![put_op(
+            &key,
+            codec::encode::<SchedulerSetting>(&stored),
+        )])
     })
     .await
 }

@@ -1,0 +1,338 @@
+//! The schedulers' executor: every `scheduler_interval_ms` the leader builds a snapshot of the
+//! cluster, cancels queued operators whose premise went stale, lets the enabled schedulers
+//! ([`cairn_sched::Schedulers`], configured from the stored settings) plan within the limits,
+//! records each new operator in the event log, and starts queued operators (highest priority
+//! first, within the moves-per-minute limit) as batched migration procedures.
+//!
+//! Maintenance mode pauses it all: nothing is planned and nothing queued starts. A summary of
+//! what a new leader needs not to start blind — the regions still cooling down and the loads of
+//! the hottest regions — is persisted, bounded, every [`SCHEDULING_STATE_PERSIST_MS`].
+
+pub mod operators;
+pub mod snapshot;
+
+use crate::leader::failover::batches;
+use crate::leader::node::Node;
+use crate::leader::procedure::maintenance;
+use crate::leader::procedure::migrate_region::{self, MIGRATION_BATCH_REGIONS_MAX};
+use crate::leader::LeaderTerm;
+use crate::replica::meta::store::{self, layout, put_op};
+use crate::ServerConfig;
+use cairn_meta::route::table_id_of;
+use cairn_meta::{codec, SchedulerSetting, TableRoute};
+use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
+use cairn_sched::{MoveKind, Schedulers};
+use operators::{Entry, Limits, OpStatus, OperatorTable};
+use serde::{Deserialize, Serialize};
+use snapshot::RegionLoads;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tonic::Status;
+
+/// How often the summary a new leader starts from is written, ms.
+pub const SCHEDULING_STATE_PERSIST_MS: u64 = 30_000;
+/// Regions (hottest first, and most recently moved first) the persisted summary keeps.
+pub const SCHEDULING_STATE_REGIONS_MAX: usize = 2_048;
+/// A scheduler's migration deadline, ms.
+pub const SCHEDULER_MIGRATION_TIMEOUT_MS: u64 = 60_000;
+
+/// The executor's state on this node (used while it leads).
+#[derive(Debug, Default)]
+pub struct Scheduling {
+    operators: Mutex<OperatorTable>,
+    loads: Mutex<RegionLoads>,
+}
+
+impl Scheduling {
+    pub fn operators(&self) -> MutexGuard<'_, OperatorTable> {
+        self.operators.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn loads(&self) -> MutexGuard<'_, RegionLoads> {
+        self.loads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a new leader reads so it is not blind (see the module docs).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SchedulingState {
+    /// (region, Unix ms it last moved).
+    last_moved: Vec<(u64, u64)>,
+    /// (region, smoothed wcus, smoothed rcus).
+    loads: Vec<(u64, f64, f64)>,
+}
+
+/// The operator limits, from the configuration.
+pub fn limits(config: &ServerConfig) -> Limits {
+    Limits {
+        operators_max: config.scheduler_operators_max,
+        node_operators_max: config.scheduler_node_operators_max,
+        moves_per_minute_max: config.scheduler_moves_per_minute_max,
+        region_cooldown_ms: config.scheduler_region_cooldown_ms,
+    }
+}
+
+/// Every stored scheduler setting, by name.
+pub fn settings(node: &crate::replica::node::Replica) -> Result<Vec<SchedulerSetting>, Status> {
+    let mut out = Vec::new();
+    store::scan_all(node, &layout().schedulers_prefix(), |kv| {
+        if let Ok(s) = codec::decode::<SchedulerSetting>(&kv.key, &kv.value) {
+            out.push(s);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The schedulers as the stored settings make them. A stored setting this version does not
+/// understand (a scheduler or parameter since removed) is skipped and logged.
+pub fn configured(node: &crate::replica::node::Replica) -> Result<Schedulers, Status> {
+    let mut schedulers = Schedulers::default();
+    for s in settings(node)? {
+        let applied = schedulers.set_enabled(&s.name, s.enabled).and_then(|()| {
+            s.params
+                .iter()
+                .try_for_each(|(k, v)| schedulers.configure(&s.name, k, v))
+        });
+        if let Err(e) = applied {
+            tracing::warn!("stored scheduler setting ignored: {e}");
+        }
+    }
+    Ok(schedulers)
+}
+
+/// The executor for one leader term.
+pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
+    let interval = Duration::from_millis(node.config.scheduler_interval_ms);
+    let mut restored = false;
+    let mut persisted = Instant::now();
+    let mut paused_logged = false;
+    loop {
+        if term.sleep(interval).await {
+            return;
+        }
+        if !node.procedures.serving(term.term()) {
+            continue;
+        }
+        if !restored {
+            restore(&node);
+            restored = true;
+        }
+        match pass(&node, term.term()) {
+            Ok(Pass::Paused) if !paused_logged => {
+                tracing::info!("maintenance mode on: schedulers paused");
+                paused_logged = true;
+            }
+            Ok(Pass::Paused) => {}
+            Ok(Pass::Started(started)) => {
+                paused_logged = false;
+                dispatch(&node, &term, started);
+            }
+            Err(e) => tracing::debug!("scheduling pass failed: {}", e.message()),
+        }
+        if persisted.elapsed() >= Duration::from_millis(SCHEDULING_STATE_PERSIST_MS) {
+            persisted = Instant::now();
+            if let Err(e) = persist(&node, term.term()).await {
+                tracing::debug!("scheduling state not persisted: {}", e.message());
+            }
+        }
+    }
+}
+
+enum Pass {
+    Paused,
+    Started(Vec<Entry>),
+}
+
+/// A new term: the operator table starts empty, with the stored cool-downs and loads.
+fn restore(node: &Node) {
+    let state = store::get::<SchedulingState>(node, &layout().scheduling_state())
+        .ok()
+        .flatten()
+        .map(|r| r.value)
+        .unwrap_or_default();
+    node.scheduling
+        .operators()
+        .reset(state.last_moved.into_iter().collect());
+    let mut loads = node.scheduling.loads();
+    loads.clear();
+    for (region, w, r) in state.loads {
+        loads.seed(region, w, r);
+    }
+}
+
+async fn persist(node: &Node, term: u64) -> Result<(), Status> {
+    let mut last_moved: Vec<(u64, u64)> = node
+        .scheduling
+        .operators()
+        .last_moved()
+        .iter()
+        .map(|(r, at)| (*r, *at))
+        .collect();
+    last_moved.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    last_moved.truncate(SCHEDULING_STATE_REGIONS_MAX);
+    let loads = node
+        .scheduling
+        .loads()
+        .hottest(SCHEDULING_STATE_REGIONS_MAX);
+    let state = SchedulingState { last_moved, loads };
+    let put = put_op(&layout().scheduling_state(), codec::encode(&state));
+    store::txn_here(node, term, Vec::new(), vec![put]).await?;
+    Ok(())
+}
+
+/// One pass: stale operators cancelled, new ones planned and queued, the next ones started.
+fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
+    let limits = limits(&node.config);
+    let mut snap = snapshot::build(node, &mut node.scheduling.loads())?;
+    let paused = maintenance::current(node)?.on;
+    let schedulers = configured(node)?;
+    let mut table = node.scheduling.operators();
+    for e in table.cancel_stale(&snap) {
+        tracing::info!(operator = e.id, region = e.op.region_id, "{}", e.outcome);
+    }
+    if paused {
+        return Ok(Pass::Paused);
+    }
+    table.limit(&mut snap, &limits);
+    let ops = schedulers.plan(&snap);
+    for op in &ops {
+        let mut figures: Vec<(&str, String)> = vec![
+            ("scheduler", op.scheduler.to_string()),
+            ("kind", op.kind.as_str().to_string()),
+            ("from", op.from.to_string()),
+            ("to", op.to.to_string()),
+            ("priority", op.priority.as_str().to_string()),
+        ];
+        figures.extend(op.figures.iter().cloned());
+        crate::leader::events::record(
+            node,
+            term,
+            "operator",
+            migrate_region::target(op.region_id),
+            format!("{}: {}", op.scheduler, op.reason),
+            &figures,
+        );
+    }
+    table.add(ops, snap.now_ms);
+    Ok(Pass::Started(table.start_next(&limits, snap.now_ms)))
+}
+
+/// Runs started operators as migrations: grouped by scheduler and copy (a follower move by its
+/// source node too), then in batches of a table's regions.
+fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
+    let mut groups: BTreeMap<(&'static str, MoveKind, Option<u64>), Vec<(u64, u64)>> =
+        BTreeMap::new();
+    let mut ids: HashMap<u64, u64> = HashMap::new();
+    for e in started {
+        let follower_of = (e.op.kind == MoveKind::Follower).then_some(e.op.from);
+        let key = (e.op.scheduler, e.op.kind, follower_of);
+        groups
+            .entry(key)
+            .or_default()
+            .push((e.op.region_id, e.op.to));
+        ids.insert(e.op.region_id, e.id);
+    }
+    for ((scheduler, _, follower_of), moves) in groups {
+        for batch in batches(moves, MIGRATION_BATCH_REGIONS_MAX) {
+            let ops: Vec<(u64, u64, u64)> = batch.iter().map(|(r, to)| (ids[r], *r, *to)).collect();
+            let node = node.clone();
+            let term = term.clone();
+            tokio::spawn(async move {
+                let timeout = SCHEDULER_MIGRATION_TIMEOUT_MS;
+                let result =
+                    migrate_region::start_batch(&node, batch, follower_of, scheduler, timeout)
+                        .await;
+                if !term.is_current() {
+                    return;
+                }
+                settle(&node, &ops, result);
+            });
+        }
+    }
+}
+
+/// Marks each operator of a finished migration done (its route names the target) or failed.
+fn settle(
+    node: &Node,
+    ops: &[(u64, u64, u64)],
+    result: Result<cairn_proto::cairnpb::DdlResponse, Status>,
+) {
+    let (procedure_id, error) = match &result {
+        Ok(r) => (r.procedure_id, None),
+        Err(e) => (0, Some(e.message().to_string())),
+    };
+    let mut routes: HashMap<u64, Option<TableRoute>> = HashMap::new();
+    let now = node.clock.unix_ms();
+    let mut table = node.scheduling.operators();
+    for &(id, region, to) in ops {
+        let route = routes.entry(table_id_of(region)).or_insert_with(|| {
+            store::get::<TableRoute>(node, &layout().route(table_id_of(region)))
+                .ok()
+                .flatten()
+                .map(|r| r.value)
+        });
+        let arrived = route
+            .as_ref()
+            .and_then(|r| r.region(region))
+            .is_some_and(|r| r.leader_node == to || r.follower_nodes.contains(&to));
+        table.set_procedure(id, procedure_id);
+        let (status, outcome) = match (arrived, &error) {
+            (true, _) => (OpStatus::Done, String::new()),
+            (false, Some(e)) => (OpStatus::Failed, e.clone()),
+            (false, None) => (
+                OpStatus::Failed,
+                "left out of its migration (busy, or its candidate would not open it)".into(),
+            ),
+        };
+        table.finish(id, status, outcome, now);
+    }
+}
+
+/// `scheduler plan`: what one pass would plan now, moving nothing.
+pub fn plan(node: &Node) -> Result<ListOperatorsResponse, Status> {
+    let mut snap = snapshot::build(node, &mut node.scheduling.loads())?;
+    let schedulers = configured(node)?;
+    node.scheduling
+        .operators()
+        .limit(&mut snap, &limits(&node.config));
+    let operators = schedulers
+        .plan(&snap)
+        .iter()
+        .map(operators::plan_view)
+        .collect();
+    Ok(ListOperatorsResponse { operators })
+}
+
+/// `operator list`.
+pub fn list_operators(node: &Node, finished: bool) -> ListOperatorsResponse {
+    let table = node.scheduling.operators();
+    ListOperatorsResponse {
+        operators: table
+            .list(finished)
+            .into_iter()
+            .map(operators::view)
+            .collect(),
+    }
+}
+
+/// `operator show`.
+pub fn get_operator(node: &Node, id: u64) -> Result<OperatorView, Status> {
+    let table = node.scheduling.operators();
+    table
+        .get(id)
+        .map(operators::view)
+        .ok_or_else(|| Status::not_found(format!("operator {id} not found")))
+}
+
+/// `operator cancel`.
+pub fn cancel_operator(node: &Node, id: u64) -> Result<OperatorView, Status> {
+    let now = node.clock.unix_ms();
+    let mut table = node.scheduling.operators();
+    match table.cancel(id, now) {
+        Ok(e) => Ok(operators::view(&e)),
+        Err(why) if why.contains("not found") => Err(Status::not_found(why)),
+        Err(why) => Err(Status::failed_precondition(why)),
+    }
+}

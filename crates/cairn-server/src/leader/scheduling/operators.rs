@@ -1,0 +1,429 @@
+//! The leader's operator table: every operator the schedulers planned in this term, queued,
+//! running or finished, with the limits the executor enforces. Pure bookkeeping: the clock comes
+//! in as Unix ms; starting migrations is the caller's business.
+//!
+//! Operators live in the leader's memory only, as in PD: a new leader plans afresh from the
+//! stored routes (a running migration is itself a stored procedure and is resumed either way).
+//! What must outlive a leader (the cool-down of recently moved regions) is persisted with the
+//! stats summary.
+
+use cairn_proto::cairnpb::OperatorView;
+use cairn_sched::{ClusterSnapshot, MoveKind, Operator, Priority};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+/// Finished operators kept for `operator list --finished` and `operator show`.
+pub const OPERATORS_FINISHED_KEPT_MAX: usize = 1_024;
+/// Recently moved regions remembered for the cool-down; beyond it the oldest are forgotten.
+pub const COOLDOWN_REGIONS_MAX: usize = 100_000;
+/// The window of the moves-per-minute limit, ms.
+const RATE_WINDOW_MS: u64 = 60_000;
+
+/// Where an operator is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpStatus {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl OpStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpStatus::Queued => "queued",
+            OpStatus::Running => "running",
+            OpStatus::Done => "done",
+            OpStatus::Failed => "failed",
+            OpStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One operator and its progress.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: u64,
+    pub op: Operator,
+    pub status: OpStatus,
+    pub created_ms: u64,
+    pub finished_ms: u64,
+    pub outcome: String,
+    pub procedure_id: u64,
+}
+
+/// Limits on operators, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Operators queued or running at once, cluster-wide.
+    pub operators_max: usize,
+    /// Operators queued or running at once that move a region off or onto one node.
+    pub node_operators_max: usize,
+    /// Operators started per minute.
+    pub moves_per_minute_max: usize,
+    /// A region moved is not moved again by a balancing scheduler within this, ms.
+    pub region_cooldown_ms: u64,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct OperatorTable {
+    next_id: u64,
+    live: BTreeMap<u64, Entry>,
+    finished: VecDeque<Entry>,
+    started_ms: VecDeque<u64>,
+    /// Region → when it last finished moving, Unix ms.
+    last_moved: HashMap<u64, u64>,
+}
+
+impl OperatorTable {
+    /// A new term: nothing planned, the cool-downs carried over (`last_moved`, from the store).
+    pub fn reset(&mut self, last_moved: HashMap<u64, u64>) {
+        // Ids keep counting across terms, so a migration of an earlier term that finishes late
+        // cannot settle a new operator.
+        *self = OperatorTable {
+            next_id: self.next_id.max(1),
+            last_moved,
+            ..OperatorTable::default()
+        };
+    }
+
+    /// Fills the snapshot's limits and the regions it must leave alone.
+    pub fn limit(&mut self, snap: &mut ClusterSnapshot, limits: &Limits) {
+        snap.busy.extend(self.live.values().map(|e| e.op.region_id));
+        snap.moves_left = limits.operators_max.saturating_sub(self.live.len());
+        snap.node_moves_left_default = limits.node_operators_max;
+        for (node, n) in self.per_node() {
+            snap.node_moves_left
+                .insert(node, limits.node_operators_max.saturating_sub(n));
+        }
+        snap.region_cooldown_ms = limits.region_cooldown_ms;
+        let cutoff = snap.now_ms.saturating_sub(limits.region_cooldown_ms);
+        self.last_moved.retain(|_, at| *at >= cutoff);
+        snap.last_moved_ms = self.last_moved.clone();
+    }
+
+    fn per_node(&self) -> HashMap<u64, usize> {
+        let mut out = HashMap::new();
+        for e in self.live.values() {
+            *out.entry(e.op.from).or_insert(0) += 1;
+            *out.entry(e.op.to).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Queues `ops`; their ids.
+    pub fn add(&mut self, ops: Vec<Operator>, now_ms: u64) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(ops.len());
+        for op in ops {
+            let id = self.next_id.max(1);
+            self.next_id = id + 1;
+            self.live.insert(
+                id,
+                Entry {
+                    id,
+                    op,
+                    status: OpStatus::Queued,
+                    created_ms: now_ms,
+                    finished_ms: 0,
+                    outcome: String::new(),
+                    procedure_id: 0,
+                },
+            );
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Cancels queued operators whose premise no longer holds in `snap`: the region moved or
+    /// went, its source no longer holds the copy, or the target may no longer take it.
+    pub fn cancel_stale(&mut self, snap: &ClusterSnapshot) -> Vec<Entry> {
+        let regions: HashMap<u64, &cairn_sched::RegionView> =
+            snap.regions.iter().map(|r| (r.region_id, r)).collect();
+        let schedulable: HashSet<u64> = snap
+            .nodes
+            .iter()
+            .filter(|n| n.schedulable)
+            .map(|n| n.node_id)
+            .collect();
+        let stale: Vec<(u64, String)> = self
+            .live
+            .values()
+            .filter(|e| e.status == OpStatus::Queued)
+            .filter_map(|e| {
+                let op = &e.op;
+                let why = match regions.get(&op.region_id) {
+                    None => "the region is gone".to_string(),
+                    Some(r) if r.leader == op.to || r.followers.contains(&op.to) => {
+                        format!("node {} holds the region already", op.to)
+                    }
+                    Some(r)
+                        if (op.kind == MoveKind::Leader && r.leader != op.from)
+                            || (op.kind == MoveKind::Follower
+                                && !r.followers.contains(&op.from)) =>
+                    {
+                        format!("node {} no longer holds that copy", op.from)
+                    }
+                    Some(_) if !schedulable.contains(&op.to) => {
+                        format!("node {} may no longer take regions", op.to)
+                    }
+                    Some(_) => return None,
+                };
+                Some((e.id, format!("stale: {why}")))
+            })
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|(id, why)| self.finish(id, OpStatus::Cancelled, why, snap.now_ms))
+            .collect()
+    }
+
+    /// Up to the moves-per-minute allowance of queued operators, highest priority first, marked
+    /// running.
+    pub fn start_next(&mut self, limits: &Limits, now_ms: u64) -> Vec<Entry> {
+        while self
+            .started_ms
+            .front()
+            .is_some_and(|at| now_ms.saturating_sub(*at) >= RATE_WINDOW_MS)
+        {
+            self.started_ms.pop_front();
+        }
+        let allowance = limits
+            .moves_per_minute_max
+            .saturating_sub(self.started_ms.len());
+        let mut queued: Vec<(Priority, u64)> = self
+            .live
+            .values()
+            .filter(|e| e.status == OpStatus::Queued)
+            .map(|e| (e.op.priority, e.id))
+            .collect();
+        queued.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut out = Vec::new();
+        for (_, id) in queued.into_iter().take(allowance) {
+            if let Some(e) = self.live.get_mut(&id) {
+                e.status = OpStatus::Running;
+                self.started_ms.push_back(now_ms);
+                out.push(e.clone());
+            }
+        }
+        out
+    }
+
+    /// Ends a live operator; the entry as finished, None when it was not live.
+    pub fn finish(
+        &mut self,
+        id: u64,
+        status: OpStatus,
+        outcome: String,
+        now_ms: u64,
+    ) -> Option<Entry> {
+        let mut e = self.live.remove(&id)?;
+        e.status = status;
+        e.outcome = outcome;
+        e.finished_ms = now_ms;
+        if status == OpStatus::Done {
+            if self.last_moved.len() >= COOLDOWN_REGIONS_MAX {
+                // Forget the oldest; a region whose cool-down is forgotten may move sooner.
+                if let Some((&r, _)) = self.last_moved.iter().min_by_key(|(_, at)| **at) {
+                    self.last_moved.remove(&r);
+                }
+            }
+            self.last_moved.insert(e.op.region_id, now_ms);
+        }
+        if self.finished.len() >= OPERATORS_FINISHED_KEPT_MAX {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(e.clone());
+        Some(e)
+    }
+
+    pub fn set_procedure(&mut self, id: u64, procedure_id: u64) {
+        if let Some(e) = self.live.get_mut(&id) {
+            e.procedure_id = procedure_id;
+        }
+    }
+
+    /// Cancels a queued operator. Err: not found, or past cancelling (running or finished).
+    pub fn cancel(&mut self, id: u64, now_ms: u64) -> Result<Entry, String> {
+        match self.live.get(&id).map(|e| e.status) {
+            Some(OpStatus::Queued) => Ok(self
+                .finish(
+                    id,
+                    OpStatus::Cancelled,
+                    "cancelled by an operator".into(),
+                    now_ms,
+                )
+                .expect("live")),
+            Some(_) => Err(format!(
+                "operator {id} is running: its migration finishes or rolls back by its deadline"
+            )),
+            None if self.finished.iter().any(|e| e.id == id) => {
+                Err(format!("operator {id} has finished"))
+            }
+            None => Err(format!("operator {id} not found")),
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Entry> {
+        self.live
+            .get(&id)
+            .or_else(|| self.finished.iter().find(|e| e.id == id))
+    }
+
+    /// Live operators in id order, then (with `finished`) the finished ones, newest first.
+    pub fn list(&self, finished: bool) -> Vec<&Entry> {
+        let done = self.finished.iter().rev().filter(|_| finished);
+        self.live.values().chain(done).collect()
+    }
+
+    /// Regions moved within the cool-down, for persisting.
+    pub fn last_moved(&self) -> &HashMap<u64, u64> {
+        &self.last_moved
+    }
+}
+
+/// An operator as the API shows it.
+pub fn view(e: &Entry) -> OperatorView {
+    let mut v = plan_view(&e.op);
+    v.id = e.id;
+    v.status = e.status.as_str().to_string();
+    v.created_ms = e.created_ms;
+    v.finished_ms = e.finished_ms;
+    v.outcome = e.outcome.clone();
+    v.procedure_id = e.procedure_id;
+    v
+}
+
+/// A planned (not queued) operator as the API shows it.
+pub fn plan_view(op: &Operator) -> OperatorView {
+    OperatorView {
+        region_id: op.region_id,
+        kind: op.kind.as_str().to_string(),
+        from_node: op.from,
+        to_node: op.to,
+        scheduler: op.scheduler.to_string(),
+        priority: op.priority.as_str().to_string(),
+        reason: op.reason.clone(),
+        figures: op
+            .figures
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        status: "planned".to_string(),
+        steps: op.steps().iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_sched::{NodeView, RegionView};
+
+    fn op(region: u64, from: u64, to: u64, priority: Priority) -> Operator {
+        Operator {
+            region_id: region,
+            kind: MoveKind::Leader,
+            from,
+            to,
+            scheduler: "balance-region",
+            priority,
+            reason: String::new(),
+            figures: Vec::new(),
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            operators_max: 3,
+            node_operators_max: 2,
+            moves_per_minute_max: 2,
+            region_cooldown_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn limits_count_live_operators_cluster_wide_and_per_node() {
+        let mut t = OperatorTable::default();
+        t.add(
+            vec![op(1, 1, 2, Priority::Low), op(2, 1, 3, Priority::Low)],
+            0,
+        );
+        let mut snap = ClusterSnapshot::default();
+        t.limit(&mut snap, &limits());
+        assert_eq!(snap.moves_left, 1);
+        assert_eq!(snap.node_moves_left[&1], 0);
+        assert_eq!(snap.node_moves_left[&2], 1);
+        assert_eq!(snap.busy, [1, 2]);
+    }
+
+    #[test]
+    fn starts_obey_priority_and_the_rate_per_minute() {
+        let mut t = OperatorTable::default();
+        let ids = t.add(
+            vec![
+                op(1, 1, 2, Priority::Low),
+                op(2, 1, 2, Priority::High),
+                op(3, 1, 2, Priority::Normal),
+            ],
+            0,
+        );
+        let started: Vec<u64> = t.start_next(&limits(), 0).iter().map(|e| e.id).collect();
+        assert_eq!(started, [ids[1], ids[2]]);
+        assert!(t.start_next(&limits(), 59_999).is_empty(), "rate spent");
+        assert_eq!(t.start_next(&limits(), 60_000).len(), 1);
+    }
+
+    #[test]
+    fn stale_queued_operators_are_cancelled_and_running_ones_cannot_be() {
+        let mut t = OperatorTable::default();
+        let ids = t.add(
+            vec![
+                op(10, 1, 2, Priority::Low),
+                op(11, 1, 2, Priority::Low),
+                op(12, 1, 3, Priority::Low),
+                op(13, 1, 2, Priority::Low),
+            ],
+            0,
+        );
+        let mut unschedulable = NodeView::new(3);
+        unschedulable.schedulable = false;
+        let snap = ClusterSnapshot {
+            now_ms: 5,
+            nodes: vec![NodeView::new(1), NodeView::new(2), unschedulable],
+            // 10 moved to 2 already; 11 unchanged; 12's target drained; 13 gone.
+            regions: vec![
+                RegionView::new(10, 2),
+                RegionView::new(11, 1),
+                RegionView::new(12, 1),
+            ],
+            ..ClusterSnapshot::default()
+        };
+        let cancelled: Vec<u64> = t.cancel_stale(&snap).iter().map(|e| e.id).collect();
+        assert_eq!(cancelled, [ids[0], ids[2], ids[3]]);
+        assert!(t.get(ids[0]).unwrap().outcome.starts_with("stale"));
+        let running = t.start_next(&limits(), 10);
+        assert_eq!(running[0].id, ids[1]);
+        assert!(t.cancel(ids[1], 11).unwrap_err().contains("running"));
+        assert!(t.cancel(ids[0], 11).unwrap_err().contains("finished"));
+        assert!(t.cancel(99, 11).unwrap_err().contains("not found"));
+        assert_eq!(t.list(false).len(), 1);
+        assert_eq!(t.list(true).len(), 4);
+    }
+
+    #[test]
+    fn a_done_move_starts_the_regions_cool_down() {
+        let mut t = OperatorTable::default();
+        let ids = t.add(vec![op(7, 1, 2, Priority::Low)], 0);
+        t.finish(ids[0], OpStatus::Done, String::new(), 1_000);
+        let mut snap = ClusterSnapshot {
+            now_ms: 5_000,
+            ..ClusterSnapshot::default()
+        };
+        t.limit(&mut snap, &limits());
+        assert_eq!(snap.last_moved_ms.get(&7), Some(&1_000));
+        snap.now_ms = 20_000;
+        t.limit(&mut snap, &limits());
+        assert!(snap.last_moved_ms.is_empty(), "cool-down over: forgotten");
+    }
+}
