@@ -116,3 +116,47 @@ pub struct EventJson {
     pub message: String,
     pub figures: BTreeMap<String, String>,
 }
+
+/// One scheduler (`/v1/schedulers`, `cairn ctl scheduler list`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerJson {
+    pub name: String,
+    pub enabled: bool,
+    pub description: String,
+    pub params: BTreeMap<String, String>,
+}
+
+/// Every scheduler, and whether maintenance mode pauses them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulersJson {
+    pub paused: bool,
+    pub schedulers: Vec<SchedulerJson>,
+}
+
+/// One operator (`/v1/operators`, `cairn ctl operator list|show`, `cairn ctl scheduler plan`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorJson {
+    /// 0 in a plan (nothing was queued).
+    pub id: u64,
+    pub region_id: u64,
+    /// `leader` or `follower`: which copy moves.
+    pub kind: String,
+    pub from_node: u64,
+    pub to_node: u64,
+    pub scheduler: String,
+    /// `low`, `normal` or `high`.
+    pub priority: String,
+    pub reason: String,
+    pub figures: BTreeMap<String, String>,
+    /// `planned`, `queued`, `running`, `done`, `failed` or `cancelled`.
+    pub status: String,
+    pub steps: Vec<String>,
+    /// Unix ms; 0 in a plan.
+    pub created_ms: u64,
+    /// Unix ms; 0 until it finishes.
+    pub finished_ms: u64,
+    /// Why it failed or was cancelled.
+    pub outcome: String,
+    /// The migration procedure that runs it; 0 before it starts.
+    pub procedure_id: u64,
+}

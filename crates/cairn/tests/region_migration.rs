@@ -400,7 +400,9 @@ async fn a_migration_past_its_deadline_rolls_back() {
     assert!(failed.last_error.contains("deadline"), "{failed:?}");
     let rolled_back = eventually("the migration event", || async {
         let e = s.client.list_events(0, "migration", 0).await.ok()?.events;
-        e.into_iter().next()
+        // This migration's, not one a scheduler started meanwhile.
+        e.into_iter()
+            .find(|e| e.figures.get("reason").map(String::as_str) == Some("manual"))
     })
     .await;
     assert_eq!(rolled_back.figures["outcome"], "rolled back");

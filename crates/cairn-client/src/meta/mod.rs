@@ -50,6 +50,7 @@ mod metadata_watch;
 mod region_leases;
 mod route_retry;
 mod routes;
+mod scheduling;
 mod transport;
 
 use std::future::Future;

@@ -26,6 +26,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/nodes/{id}", get(node_by_id))
         .merge(crate::api::http_meta::routes())
         .merge(crate::api::http_ops::routes())
+        .merge(crate::api::http_scheduling::routes())
         .with_state(node)
 }
 

@@ -101,7 +101,7 @@ pub fn region_json(v: RegionView) -> RegionJson {
     }
 }
 
-fn error(s: Status) -> Response {
+pub(crate) fn error(s: Status) -> Response {
     let code = match s.code() {
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
@@ -172,7 +172,11 @@ async fn migrate(
 }
 
 /// Runs a DDL-like request on the leader (from wherever this node is).
-async fn leader_ddl(node: &Node, ddl: Ddl, body: Vec<u8>) -> Result<DdlResponse, Status> {
+pub(crate) async fn leader_ddl(
+    node: &Node,
+    ddl: Ddl,
+    body: Vec<u8>,
+) -> Result<DdlResponse, Status> {
     match node.leader_call(LeaderRequest::Meta { ddl, body }).await? {
         LeaderResponse::Meta(bytes) => {
             DdlResponse::decode(bytes.as_slice()).map_err(|e| Status::internal(e.to_string()))

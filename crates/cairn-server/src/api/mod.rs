@@ -5,5 +5,6 @@
 pub mod http;
 pub mod http_meta;
 pub mod http_ops;
+pub mod http_scheduling;
 pub mod meta;
 pub mod services;

@@ -43,6 +43,8 @@
 //!   maintenance on [--reason R] | off | status
 //!   node drain ID [--cancel] | node evict-leaders ID [--cancel]
 //!   event list [--since D] [--kind K] [--limit N]
+//!   scheduler list | enable NAME | disable NAME | config NAME --set K=V... | plan
+//!   operator list [--finished] | show ID | cancel ID
 //! ```
 //!
 //! `--endpoints` defaults to `127.0.0.1:4379` and may come from `CAIRN_ENDPOINTS`. Ids (member,
@@ -114,10 +116,12 @@ mod leader;
 mod maintenance;
 mod member;
 mod node;
+mod operator;
 pub mod output;
 mod procedure;
 mod region;
 mod route;
+mod scheduler;
 mod table;
 
 use cairn_client::meta::MetaClient;
@@ -210,6 +214,16 @@ pub enum Resource {
     Region {
         #[command(subcommand)]
         command: region::RegionCommand,
+    },
+    /// The schedulers that keep regions and load spread: on, off, parameters, dry run (Cairn Meta).
+    Scheduler {
+        #[command(subcommand)]
+        command: scheduler::SchedulerCommand,
+    },
+    /// The moves the schedulers queued and run; cancelling a queued one (Cairn Meta).
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
     },
 }
 
@@ -312,6 +326,12 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         Resource::Region { command } => {
             region::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
+        Resource::Scheduler { command } => {
+            scheduler::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
+        Resource::Operator { command } => {
+            operator::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
         }
     }
 }

@@ -438,6 +438,11 @@ impl Kind for MigrateRegion {
             n => format!("{n} regions left out: {}", self.left_out[0].1),
         };
         record(ctx, &self.reason, &self.moves, "done", why);
+        // Every finished move starts its region's cool-down, whoever asked for it: a balancing
+        // scheduler does not move straight back what an operator or failover just placed.
+        let now = ctx.node.clock.unix_ms();
+        let moved = self.moves.iter().map(|m| m.region_id);
+        ctx.node.scheduling.operators().moved(moved, now);
         DdlResponse {
             procedure_id: ctx.record.id,
             revision,
@@ -449,10 +454,11 @@ impl Kind for MigrateRegion {
 /// Records how a migration of `moves` ended in the event log (kind: its reason, "migration"
 /// when manual): one event for the batch, naming every region.
 fn record(ctx: &Ctx, reason: &str, moves: &[RegionMove], outcome: &str, why: String) {
-    let kind = if reason == REASON_MANUAL {
-        "migration"
-    } else {
-        reason
+    // Failover, drain and evict-leaders have kinds of their own; manual and scheduler
+    // migrations are "migration", with the reason among the figures.
+    let kind = match reason {
+        REASON_FAILOVER | REASON_DRAIN | REASON_EVICT_LEADERS => reason,
+        _ => "migration",
     };
     let from: BTreeSet<u64> = moves.iter().map(|m| m.from).collect();
     let to: BTreeSet<u64> = moves.iter().map(|m| m.to).collect();
@@ -488,6 +494,7 @@ fn record(ctx: &Ctx, reason: &str, moves: &[RegionMove], outcome: &str, why: Str
             ("outcome", outcome.to_string()),
             ("elapsed_ms", elapsed.to_string()),
             ("procedure", ctx.record.id.to_string()),
+            ("reason", reason.to_string()),
         ],
     );
 }

@@ -222,19 +222,28 @@ impl OperatorTable {
         e.outcome = outcome;
         e.finished_ms = now_ms;
         if status == OpStatus::Done {
-            if self.last_moved.len() >= COOLDOWN_REGIONS_MAX {
-                // Forget the oldest; a region whose cool-down is forgotten may move sooner.
-                if let Some((&r, _)) = self.last_moved.iter().min_by_key(|(_, at)| **at) {
-                    self.last_moved.remove(&r);
-                }
-            }
-            self.last_moved.insert(e.op.region_id, now_ms);
+            self.moved([e.op.region_id], now_ms);
         }
         if self.finished.len() >= OPERATORS_FINISHED_KEPT_MAX {
             self.finished.pop_front();
         }
         self.finished.push_back(e.clone());
         Some(e)
+    }
+
+    /// Starts the cool-down of `regions`, moved at `now_ms`.
+    pub fn moved(&mut self, regions: impl IntoIterator<Item = u64>, now_ms: u64) {
+        for region in regions {
+            if self.last_moved.len() >= COOLDOWN_REGIONS_MAX
+                && !self.last_moved.contains_key(&region)
+            {
+                // Forget the oldest; a region whose cool-down is forgotten may move sooner.
+                if let Some((&r, _)) = self.last_moved.iter().min_by_key(|(_, at)| **at) {
+                    self.last_moved.remove(&r);
+                }
+            }
+            self.last_moved.insert(region, now_ms);
+        }
     }
 
     pub fn set_procedure(&mut self, id: u64, procedure_id: u64) {

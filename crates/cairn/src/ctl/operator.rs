@@ -1,0 +1,123 @@
+//! `cairn ctl operator`: the moves the schedulers queued and run (each a step list executed by a
+//! migration procedure), recently finished ones, and cancelling a queued one.
+
+use cairn_client::meta::MetaClient;
+use cairn_server::api::http_scheduling::operator_json;
+use cairn_types::json::OperatorJson;
+use clap::Subcommand;
+
+use super::output::{new_table, parse_id, print_json, OutputFormat};
+use super::CtlError;
+
+/// `cairn ctl operator` verbs.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Queued and running operators (with --finished, the recently finished too).
+    List {
+        #[arg(long)]
+        finished: bool,
+    },
+    /// One operator: its steps, figures and outcome.
+    Show { id: String },
+    /// Cancel a queued operator (a running one finishes or rolls back by its deadline).
+    Cancel { id: String },
+}
+
+/// Prints operators as a table or a JSON array.
+pub fn print_operators(out: OutputFormat, ops: Vec<OperatorJson>) -> Result<(), CtlError> {
+    match out {
+        OutputFormat::Json => print_json(&ops),
+        OutputFormat::Table => {
+            let mut table = new_table([
+                "ID",
+                "REGION",
+                "KIND",
+                "FROM",
+                "TO",
+                "SCHEDULER",
+                "PRIORITY",
+                "STATUS",
+                "REASON",
+            ]);
+            for o in &ops {
+                table.add_row(vec![
+                    o.id.to_string(),
+                    o.region_id.to_string(),
+                    o.kind.clone(),
+                    o.from_node.to_string(),
+                    o.to_node.to_string(),
+                    o.scheduler.clone(),
+                    o.priority.clone(),
+                    o.status.clone(),
+                    o.reason.clone(),
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+    }
+}
+
+fn print_one(out: OutputFormat, o: OperatorJson) -> Result<(), CtlError> {
+    match out {
+        OutputFormat::Json => print_json(&o),
+        OutputFormat::Table => {
+            let mut table = new_table(["FIELD", "VALUE"]);
+            let rows = [
+                ("id", o.id.to_string()),
+                ("region", o.region_id.to_string()),
+                ("kind", o.kind),
+                ("from", o.from_node.to_string()),
+                ("to", o.to_node.to_string()),
+                ("scheduler", o.scheduler),
+                ("priority", o.priority),
+                ("status", o.status),
+                ("reason", o.reason),
+                ("steps", o.steps.join("; ")),
+                ("outcome", o.outcome),
+                ("procedure", o.procedure_id.to_string()),
+            ];
+            for (k, v) in rows {
+                table.add_row(vec![k.to_string(), v]);
+            }
+            for (k, v) in o.figures {
+                table.add_row(vec![k, v]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+    }
+}
+
+pub async fn run(
+    meta: &MetaClient,
+    out: OutputFormat,
+    command: OperatorCommand,
+) -> Result<(), CtlError> {
+    let id = |raw: &str| parse_id(raw).map_err(|e| CtlError::Usage(format!("ID: {e}")));
+    match command {
+        OperatorCommand::List { finished } => {
+            let list = meta
+                .list_operators(finished)
+                .await
+                .map_err(CtlError::call("operator list"))?;
+            print_operators(out, list.operators.into_iter().map(operator_json).collect())
+        }
+        OperatorCommand::Show { id: raw } => {
+            let id = id(&raw)?;
+            let o = meta
+                .get_operator(id)
+                .await
+                .map_err(CtlError::call(format!("operator show {id}")))?;
+            print_one(out, operator_json(o))
+        }
+        OperatorCommand::Cancel { id: raw } => {
+            let id = id(&raw)?;
+            let o = meta
+                .cancel_operator(id)
+                .await
+                .map_err(CtlError::call(format!("operator cancel {id}")))?;
+            print_one(out, operator_json(o))
+        }
+    }
+}
