@@ -11,8 +11,9 @@
 //! - surplus + deficit > 1: after the move neither node is further from its share than the
 //!   other was, so the reverse move can never qualify (no flapping).
 //!
-//! A move must also leave the target below the hot limit ([`crate::hot_region`]) and break no
-//! spread rule ([`crate::label_spread`]); regions moved within the cool-down stay.
+//! A move must also leave the target's load within twice the hot tolerance of the mean
+//! ([`crate::hot_region`], [`COUNT_MOVE_LOAD_BANDS`]) and break no spread rule
+//! ([`crate::label_spread`]); regions moved within the cool-down stay.
 
 use crate::cluster::Tally;
 use crate::operator::{MoveKind, Operator, Priority};
@@ -21,6 +22,9 @@ use crate::scheduler::{fraction, unknown_param, ConfigError, Schedule};
 pub(crate) const NAME: &str = "balance-region";
 /// Default dead band, as a fraction of a node's share.
 pub const BALANCE_TOLERANCE_DEFAULT: f64 = 0.02;
+/// How far above the mean load (in hot tolerances) a count move may leave its target; see
+/// [`Tally::load_fits`].
+pub const COUNT_MOVE_LOAD_BANDS: f64 = 2.0;
 /// Regions of the source node looked at per move: enough to find a good size match, bounded so
 /// a pass over 100,000 regions per node stays fast.
 pub const REGION_CANDIDATES_SCANNED_MAX: usize = 64;
@@ -146,7 +150,7 @@ impl BalanceRegion {
         let regions = &t.snap.regions;
         t.held(src, kind)
             .filter(|r| t.movable(*r, false) && t.can_move(*r, kind, src, dst))
-            .filter(|r| kind == MoveKind::Follower || t.load_fits(*r, dst))
+            .filter(|r| kind == MoveKind::Follower || t.load_fits(*r, dst, COUNT_MOVE_LOAD_BANDS))
             .take(REGION_CANDIDATES_SCANNED_MAX)
             .min_by(|a, b| {
                 let (ra, rb) = (&regions[*a], &regions[*b]);

@@ -278,6 +278,11 @@ impl<'a> Tally<'a> {
     /// The load per capacity above which a node is hot in one dimension; infinite when that
     /// dimension's mean is below the floor.
     pub fn hot_limit(&self, write: bool) -> f64 {
+        self.load_limit(write, 1.0)
+    }
+
+    /// The mean load per capacity times `1 + bands × tolerance` (infinite below the floor).
+    fn load_limit(&self, write: bool, bands: f64) -> f64 {
         let mean = if write {
             self.mean_load.0
         } else {
@@ -286,17 +291,21 @@ impl<'a> Tally<'a> {
         if mean < self.load_floor || mean <= 0.0 {
             f64::INFINITY
         } else {
-            mean * (1.0 + self.load_tolerance)
+            mean * (1.0 + bands * self.load_tolerance)
         }
     }
 
-    /// Whether leading `region` too would leave node `to` below the hot limit in both
-    /// dimensions (a region without load always fits).
-    pub fn load_fits(&self, region: usize, to: usize) -> bool {
+    /// Whether leading `region` too would leave node `to` at most `bands` hot tolerances above
+    /// the mean load in both dimensions (a region without load always fits). Hot-region keeps
+    /// its targets below the hot limit itself (1 band), so its moves cannot be reversed; count
+    /// moves may go up to 2 bands: a node that took the hottest regions while it was empty must
+    /// still be able to take its share of regions, and hot-region then trades load back, cold
+    /// region for hot, keeping the counts.
+    pub fn load_fits(&self, region: usize, to: usize, bands: f64) -> bool {
         let r = &self.snap.regions[region];
         let cap = self.nodes[to].capacity;
         let fits = |load: f64, add: f64, write: bool| {
-            add <= 0.0 || (load + add) / cap <= self.hot_limit(write)
+            add <= 0.0 || (load + add) / cap <= self.load_limit(write, bands)
         };
         fits(self.nodes[to].wcus, r.wcus, true) && fits(self.nodes[to].rcus, r.rcus, false)
     }

@@ -4,7 +4,8 @@
 //! # When it moves
 //! A node is hot when its load per unit of capacity is above `(1 + tolerance)` times the mean,
 //! in a dimension whose mean is at least `min_load` (below that, load is noise). The hottest
-//! node gives the coolest one region: the one whose load comes nearest to equalising the two,
+//! node gives the coolest one (a node short of its share of regions by more than one is left to
+//! balance-region, which fills it coolest regions first) one region: the one whose load comes nearest to equalising the two,
 //! among those that leave the target below the hot limit (so the move cannot be reversed).
 //! If that would leave the pair's region counts out of balance-region's band, the coolest region
 //! the target leads goes back the other way in the same pass (a swap), so balance-region has
@@ -100,9 +101,18 @@ impl HotRegion {
             .filter(|i| t.nodes[*i].moves_left > 0)
             .collect();
         let by_load = |a: &usize, b: &usize| t.load(*a, write).total_cmp(&t.load(*b, write));
+        // A node short of its share of regions by more than one is balance-region's to fill,
+        // coolest regions first; sending it the hottest would leave it loaded but short, and
+        // no cool region could then even out its count.
+        let cap_sum: f64 = open.iter().map(|i| t.nodes[*i].capacity).sum();
+        let total: usize = open.iter().map(|i| t.count(*i, MoveKind::Leader)).sum();
+        let short = |i: usize| {
+            let share = total as f64 * t.nodes[i].capacity / cap_sum;
+            share - t.count(i, MoveKind::Leader) as f64 > 1.0
+        };
         let (Some(src), Some(dst)) = (
             open.iter().copied().max_by(by_load),
-            open.iter().copied().min_by(by_load),
+            open.iter().copied().filter(|i| !short(*i)).min_by(by_load),
         ) else {
             return false;
         };
@@ -118,7 +128,7 @@ impl HotRegion {
             .held(src, MoveKind::Leader)
             .filter(|r| load_of(&regions[*r], write) > 0.0)
             .filter(|r| t.movable(*r, false) && t.can_move(*r, MoveKind::Leader, src, dst))
-            .filter(|r| t.load_fits(*r, dst))
+            .filter(|r| t.load_fits(*r, dst, 1.0))
             .min_by(|a, b| {
                 let d = |r: usize| (load_of(&regions[r], write) - ideal).abs();
                 d(*a).total_cmp(&d(*b)).then(a.cmp(b))
@@ -141,6 +151,13 @@ impl HotRegion {
             t.load(src, write),
             limit
         );
+        // A move that would leave the pair's counts out of balance goes only with a swap: the
+        // coolest region of the target back. Without one, no move (balance-region would have to
+        // undo the count, and the target's regions may all be cooling down).
+        let back = match swap_partner(t, src, dst, moved, write) {
+            Ok(back) => back,
+            Err(()) => return false,
+        };
         let op = Operator {
             region_id: regions[region].region_id,
             kind: MoveKind::Leader,
@@ -152,32 +169,52 @@ impl HotRegion {
             figures,
         };
         t.apply(op, region, src, dst);
-        self.swap_back(t, src, dst, moved, write);
+        if let Some(back) = back {
+            swap_back(t, src, dst, back, write);
+        }
         true
     }
+}
 
-    /// After `src` gave `dst` a region, sends the coolest region `dst` leads back when the
-    /// counts would otherwise leave balance-region a move to make between them.
-    fn swap_back(&self, t: &mut Tally, src: usize, dst: usize, moved: f64, write: bool) {
-        let (cs, cd) = (t.nodes[src].capacity, t.nodes[dst].capacity);
-        let per_cap = |i: usize, c: f64| t.count(i, MoveKind::Leader) as f64 / c;
-        // In units of regions at the pair's mean capacity: more than one apart is unbalanced.
-        let unit = 2.0 / (1.0 / cs + 1.0 / cd);
-        if (per_cap(dst, cd) - per_cap(src, cs)) * unit <= 1.0 || !t.has_budget(dst, src) {
+/// Whether moving a region of `moved` load from `src` to `dst` needs a swap, and with which
+/// region of `dst`: Ok(None) when the counts stay within one region of each other, Err when a
+/// swap is needed and none is possible.
+fn swap_partner(
+    t: &Tally,
+    src: usize,
+    dst: usize,
+    moved: f64,
+    write: bool,
+) -> Result<Option<usize>, ()> {
+    let (cs, cd) = (t.nodes[src].capacity, t.nodes[dst].capacity);
+    let count = |i: usize| t.count(i, MoveKind::Leader) as f64;
+    // In units of regions at the pair's mean capacity: more than one apart is unbalanced.
+    let unit = 2.0 / (1.0 / cs + 1.0 / cd);
+    if ((count(dst) + 1.0) / cd - (count(src) - 1.0) / cs) * unit <= 1.0 {
+        return Ok(None);
+    }
+    if t.moves_left < 2 || !t.has_budget(dst, src) {
+        return Err(());
+    }
+    let regions = &t.snap.regions;
+    t.held(dst, MoveKind::Leader)
+        .filter(|r| load_of(&regions[*r], write) < moved)
+        .filter(|r| t.movable(*r, false) && t.can_move(*r, MoveKind::Leader, dst, src))
+        .min_by(|a, b| {
+            let l = |r: usize| regions[r].wcus + regions[r].rcus;
+            l(*a).total_cmp(&l(*b)).then(a.cmp(b))
+        })
+        .map(Some)
+        .ok_or(())
+}
+
+/// Sends `region` (chosen by [`swap_partner`]) from `dst` back to `src`.
+fn swap_back(t: &mut Tally, src: usize, dst: usize, region: usize, write: bool) {
+    {
+        let regions = &t.snap.regions;
+        if !t.can_move(region, MoveKind::Leader, dst, src) {
             return;
         }
-        let regions = &t.snap.regions;
-        let back = t
-            .held(dst, MoveKind::Leader)
-            .filter(|r| load_of(&regions[*r], write) < moved)
-            .filter(|r| t.movable(*r, false) && t.can_move(*r, MoveKind::Leader, dst, src))
-            .min_by(|a, b| {
-                let l = |r: usize| regions[r].wcus + regions[r].rcus;
-                l(*a).total_cmp(&l(*b)).then(a.cmp(b))
-            });
-        let Some(region) = back else {
-            return;
-        };
         let op = Operator {
             region_id: regions[region].region_id,
             kind: MoveKind::Leader,
@@ -241,6 +278,23 @@ mod tests {
         assert!(max / mean <= 1.2, "{l:?}");
         assert_eq!(led_counts(&snap), [8, 8, 8, 8]);
         assert!(moves <= 6, "{moves} moves");
+    }
+
+    #[test]
+    fn new_nodes_get_their_share_of_regions_and_of_load() {
+        // The growing cluster with every region written to, a little unevenly.
+        let mut snap = snapshot(4, &[(1, 16), (2, 16)]);
+        for (i, r) in snap.regions.iter_mut().enumerate() {
+            r.wcus = 3.0 + (i % 5) as f64;
+        }
+        let moves = plan_until_quiet(&mut snap, plan);
+        let counts = led_counts(&snap);
+        assert!(counts.iter().all(|c| (7..=9).contains(c)), "{counts:?}");
+        let l = loads(&snap);
+        let mean = l.iter().sum::<f64>() / 4.0;
+        assert!(l.iter().all(|x| x / mean <= 1.2), "{l:?}");
+        // 16 count moves, and load trades (a swap is two moves) on top.
+        assert!(moves <= 24, "{moves} moves for a minimum of 16");
     }
 
     #[test]

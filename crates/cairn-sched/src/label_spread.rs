@@ -58,7 +58,10 @@ fn best_in_zone(
     t.schedulable()
         .filter(|i| zone.is_none_or(|z| t.nodes[*i].zone == z))
         .filter(|i| t.has_budget(from, *i) && t.can_move(region, kind, from, *i))
-        .filter(|i| kind == MoveKind::Follower || t.load_fits(region, *i))
+        .filter(|i| {
+            kind == MoveKind::Follower
+                || t.load_fits(region, *i, crate::balance_region::COUNT_MOVE_LOAD_BANDS)
+        })
         .min_by_key(|i| (t.count(*i, kind), t.id(*i)))
 }
 

@@ -139,8 +139,10 @@ pub const SCHEDULER_OPERATORS_MAX_DEFAULT: usize = 64;
 pub const SCHEDULER_NODE_OPERATORS_MAX_DEFAULT: usize = 16;
 /// Default limit on scheduler operators started per minute.
 pub const SCHEDULER_MOVES_PER_MINUTE_MAX_DEFAULT: usize = 600;
-/// Default cool-down of a region a scheduler moved, ms (5 minutes).
-pub const SCHEDULER_REGION_COOLDOWN_MS_DEFAULT: u64 = 300_000;
+/// Default cool-down of a moved region, ms (a minute): long enough that no scheduler undoes a
+/// move on the next stats, short enough that a region which arrived during a repair is free to
+/// take part in the next rebalancing.
+pub const SCHEDULER_REGION_COOLDOWN_MS_DEFAULT: u64 = 60_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {

@@ -88,6 +88,10 @@ pub struct Fleet {
     options: HeartbeatOptions,
     nodes: BTreeMap<u64, Slot>,
     writes: Option<SimFrontend>,
+    /// What nodes added later are made of.
+    load: LoadPattern,
+    seed: u64,
+    epoch: Instant,
 }
 
 impl Fleet {
@@ -112,6 +116,9 @@ impl Fleet {
             options,
             nodes: BTreeMap::new(),
             writes: None,
+            load: config.load,
+            seed: config.seed,
+            epoch,
         };
         let total = u64::from(config.datanodes) + u64::from(config.frontends);
         for i in 0..total {
@@ -237,6 +244,32 @@ impl Fleet {
         node.set_running(true);
         let heartbeat = self.start_heartbeat(&node, 0);
         self.slot(id)?.heartbeat = Some(heartbeat);
+        Ok(())
+    }
+
+    /// Adds a new, empty datanode `id` to the fleet (a node joining the cluster); it starts
+    /// heartbeating at once.
+    pub fn add_datanode(&mut self, id: u64) -> Result<(), SimError> {
+        if id == 0 || self.nodes.contains_key(&id) {
+            return Err(SimError::InvalidConfig(format!(
+                "node id {id} is 0 or already in the fleet"
+            )));
+        }
+        if self.nodes.len() >= SIM_NODES_MAX as usize {
+            return Err(SimError::InvalidConfig(format!(
+                "at most {SIM_NODES_MAX} nodes (sim_nodes_max)"
+            )));
+        }
+        let node = Arc::new(SimNode::new(
+            id,
+            SimRole::Datanode,
+            RegionSet::default(),
+            self.load,
+            self.seed,
+            self.epoch,
+        ));
+        let heartbeat = Some(self.start_heartbeat(&node, 0));
+        self.nodes.insert(id, Slot { node, heartbeat });
         Ok(())
     }
 

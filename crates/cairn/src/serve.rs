@@ -107,7 +107,7 @@ pub struct ServeArgs {
     /// Scheduler operators started per minute. Default 600.
     #[arg(long, env = "CAIRN_SCHEDULER_MOVES_PER_MINUTE_MAX")]
     pub scheduler_moves_per_minute_max: Option<usize>,
-    /// A region a scheduler moved stays put this long, ms. Default 300000.
+    /// A moved region stays put this long, ms. Default 60000.
     #[arg(long, env = "CAIRN_SCHEDULER_REGION_COOLDOWN_MS")]
     pub scheduler_region_cooldown_ms: Option<u64>,
     /// How long a datanode gets to answer a region instruction, ms. Default 10000.
