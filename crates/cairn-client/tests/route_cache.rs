@@ -358,6 +358,42 @@ impl Meta for FakeMeta {
     ) -> Result<Response<DdlResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_schedulers(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::ListSchedulersRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::ListSchedulersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn set_scheduler(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::SetSchedulerRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn plan_schedule(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::PlanScheduleRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::ListOperatorsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_operators(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::ListOperatorsRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::ListOperatorsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_operator(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::GetOperatorRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::OperatorView>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn cancel_operator(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::CancelOperatorRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::OperatorView>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_events(
         &self,
         _: Request<cairn_client::proto::cairnpb::ListEventsRequest>,

@@ -25,7 +25,10 @@ pub const BALANCE_TOLERANCE_DEFAULT: f64 = 0.02;
 /// How far above the mean load (in hot tolerances) a count move may leave its target; see
 /// [`Tally::load_fits`].
 pub const COUNT_MOVE_LOAD_BANDS: f64 = 2.0;
-/// Regions of the source node looked at per move: enough to find a good size match, bounded so
+/// Regions of the source node examined per move at most, eligible or not: a pair of nodes whose
+/// first regions all break a rule is given up on, rather than walking 100,000 regions.
+pub const REGIONS_EXAMINED_MAX: usize = 1_024;
+/// Eligible regions of the source node compared per move: enough to find a good size match, bounded so
 /// a pass over 100,000 regions per node stays fast.
 pub const REGION_CANDIDATES_SCANNED_MAX: usize = 64;
 
@@ -141,26 +144,46 @@ impl BalanceRegion {
         }
     }
 
-    /// The region `src` should give `dst`: of the first movable ones, the one whose size best
-    /// halves the two nodes' size gap, then the coldest, then the lowest id.
+    /// The region `src` should give `dst`: of the first movable ones, the one that best keeps
+    /// size and load in step with counts. Each term is a distance in units of the mean region:
+    /// the size from half the pair's size gap, and each load from what would bring `dst` to the
+    /// mean load per region. So an empty node receives average regions (not only the coolest,
+    /// which would leave the hot ones behind for hot-region to trade), and a node already
+    /// carrying more than its count's worth receives cool ones.
     fn pick(&self, t: &Tally, kind: MoveKind, src: usize, dst: usize) -> Option<usize> {
-        let half_gap = (t.nodes[src].bytes as f64 / t.nodes[src].capacity
-            - t.nodes[dst].bytes as f64 / t.nodes[dst].capacity)
-            / 2.0;
+        let (s, d) = (&t.nodes[src], &t.nodes[dst]);
+        let half_gap = (s.bytes as f64 / s.capacity - d.bytes as f64 / d.capacity).max(0.0) / 2.0;
+        let mean = t.mean_region;
+        let after = (t.count(dst, kind) + 1) as f64;
+        let want = (
+            (mean.1 * after - d.wcus).max(0.0),
+            (mean.2 * after - d.rcus).max(0.0),
+        );
+        let dist = |x: f64, target: f64, unit: f64| {
+            if unit > 0.0 {
+                (x - target).abs() / unit
+            } else {
+                0.0
+            }
+        };
         let regions = &t.snap.regions;
+        let score = |r: usize| {
+            let r = &regions[r];
+            let size = dist(r.approximate_bytes as f64, half_gap, mean.0);
+            if kind == MoveKind::Follower {
+                return size;
+            }
+            size + dist(r.wcus, want.0, mean.1) + dist(r.rcus, want.1, mean.2)
+        };
         t.held(src, kind)
+            .take(REGIONS_EXAMINED_MAX)
             .filter(|r| t.movable(*r, false) && t.can_move(*r, kind, src, dst))
             .filter(|r| kind == MoveKind::Follower || t.load_fits(*r, dst, COUNT_MOVE_LOAD_BANDS))
             .take(REGION_CANDIDATES_SCANNED_MAX)
             .min_by(|a, b| {
-                let (ra, rb) = (&regions[*a], &regions[*b]);
-                let size = |r: &crate::cluster::RegionView| {
-                    (r.approximate_bytes as f64 - half_gap.max(0.0)).abs()
-                };
-                size(ra)
-                    .total_cmp(&size(rb))
-                    .then((ra.wcus + ra.rcus).total_cmp(&(rb.wcus + rb.rcus)))
-                    .then(ra.region_id.cmp(&rb.region_id))
+                score(*a)
+                    .total_cmp(&score(*b))
+                    .then(regions[*a].region_id.cmp(&regions[*b].region_id))
             })
     }
 }

@@ -124,15 +124,20 @@ impl HotRegion {
         // The region load that would leave both nodes equal.
         let ideal = gap / (1.0 / cs + 1.0 / cd);
         let regions = &t.snap.regions;
-        let pick = t
-            .held(src, MoveKind::Leader)
-            .filter(|r| load_of(&regions[*r], write) > 0.0)
-            .filter(|r| t.movable(*r, false) && t.can_move(*r, MoveKind::Leader, src, dst))
-            .filter(|r| t.load_fits(*r, dst, 1.0))
-            .min_by(|a, b| {
-                let d = |r: usize| (load_of(&regions[r], write) - ideal).abs();
-                d(*a).total_cmp(&d(*b)).then(a.cmp(b))
-            });
+        // The nearest to the ideal load of the regions that may move; the rule checks run only
+        // on a region nearer than the best so far (a hot node may lead 100,000 regions).
+        let mut pick: Option<(f64, usize)> = None;
+        for r in t.held(src, MoveKind::Leader) {
+            let load = load_of(&regions[r], write);
+            let d = (load - ideal).abs();
+            if load <= 0.0 || pick.is_some_and(|(best, _)| d >= best) || !t.movable(r, false) {
+                continue;
+            }
+            if t.can_move(r, MoveKind::Leader, src, dst) && t.load_fits(r, dst, 1.0) {
+                pick = Some((d, r));
+            }
+        }
+        let pick = pick.map(|(_, r)| r);
         let Some(region) = pick else {
             return false;
         };

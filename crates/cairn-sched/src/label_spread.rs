@@ -10,7 +10,7 @@
 //! Repairs run before the balancing schedulers and ignore the cool-down; balancing never breaks
 //! these rules (see [`crate::cluster::Tally::can_move`]), so a repair is never undone.
 
-use crate::cluster::Tally;
+use crate::cluster::{IdMap, Tally};
 use crate::operator::{MoveKind, Operator, Priority};
 use crate::scheduler::{unknown_param, ConfigError, Schedule};
 
@@ -47,7 +47,8 @@ impl Schedule for LabelSpread {
 }
 
 /// The schedulable node of `zone` (any zone when None) that may take `region`'s `kind` copy
-/// from `from`, leading (or following) the fewest regions.
+/// from `from`, leading (or following) the fewest regions, the least loaded among equals; a
+/// leader goes where it leaves the node below the hot limit, else within two tolerances.
 fn best_in_zone(
     t: &Tally,
     region: usize,
@@ -55,14 +56,18 @@ fn best_in_zone(
     from: usize,
     zone: Option<usize>,
 ) -> Option<usize> {
-    t.schedulable()
-        .filter(|i| zone.is_none_or(|z| t.nodes[*i].zone == z))
-        .filter(|i| t.has_budget(from, *i) && t.can_move(region, kind, from, *i))
-        .filter(|i| {
-            kind == MoveKind::Follower
-                || t.load_fits(region, *i, crate::balance_region::COUNT_MOVE_LOAD_BANDS)
-        })
-        .min_by_key(|i| (t.count(*i, kind), t.id(*i)))
+    let pick = |bands: f64| {
+        t.schedulable()
+            .filter(|i| zone.is_none_or(|z| t.nodes[*i].zone == z))
+            .filter(|i| t.has_budget(from, *i) && t.can_move(region, kind, from, *i))
+            .filter(|i| kind == MoveKind::Follower || t.load_fits(region, *i, bands))
+            .min_by(|a, b| {
+                let key = |i: usize| (t.count(i, kind), t.load(i, true) + t.load(i, false));
+                let (ka, kb) = (key(*a), key(*b));
+                ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1)).then(a.cmp(b))
+            })
+    };
+    pick(1.0).or_else(|| pick(crate::balance_region::COUNT_MOVE_LOAD_BANDS))
 }
 
 fn repair(t: &mut Tally, region: usize, kind: MoveKind, from: usize, to: usize, why: String) {
@@ -115,25 +120,44 @@ fn repair_replicas(t: &mut Tally) {
 }
 
 fn repair_tables(t: &mut Tally) {
-    // Tables with a zone over its share, found from the per-(table, zone) tallies.
-    let mut over: Vec<(u64, usize)> = t
-        .table_zone_leaders
-        .iter()
-        .filter(|((table, _), n)| **n > t.table_share(*table))
-        .map(|(k, _)| *k)
-        .collect();
-    if over.is_empty() {
+    // Tables with a zone over its share, found from the per-table tallies.
+    let mut over: Vec<(u64, usize)> = Vec::new();
+    for (table, spread) in &t.tables {
+        let share = t.share_of(spread);
+        over.extend(
+            (0..spread.zone_leaders.len())
+                .filter(|z| spread.zone_leaders[*z] > share)
+                .map(|z| (*table, z)),
+        );
+    }
+    if over.is_empty() || t.moves_left == 0 {
         return;
     }
     over.sort_unstable();
+    // The regions of the tables concerned, in one walk over all regions.
+    let mut of_table: IdMap<u64, Vec<usize>> =
+        over.iter().map(|(table, _)| (*table, Vec::new())).collect();
+    for (i, r) in t.snap.regions.iter().enumerate() {
+        if let Some(list) = of_table.get_mut(&r.table_id()) {
+            list.push(i);
+        }
+    }
     for (table, zone) in over {
-        let share = t.table_share(table);
-        let regions: Vec<usize> = (0..t.snap.regions.len())
-            .filter(|r| t.snap.regions[*r].table_id() == table)
+        let share = t.share_of(&t.tables[&table]);
+        let mut regions: Vec<usize> = of_table[&table]
+            .iter()
+            .copied()
             .filter(|r| t.leader[*r] != usize::MAX && t.nodes[t.leader[*r]].zone == zone)
             .collect();
+        // From the zone's busiest nodes first: the repair then evens out counts too.
+        regions.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(t.count(t.leader[*r], MoveKind::Leader)),
+                *r,
+            )
+        });
         for region in regions {
-            if t.table_zone_leaders[&(table, zone)] <= share || t.moves_left == 0 {
+            if t.zone_leaders(table, zone) <= share || t.moves_left == 0 {
                 break;
             }
             if !t.movable(region, true) {
@@ -142,7 +166,7 @@ fn repair_tables(t: &mut Tally) {
             let from = t.leader[region];
             // The zone leading the fewest of the table's regions that can take it.
             let mut zones: Vec<usize> = (0..t.zones.len()).filter(|z| *z != zone).collect();
-            zones.sort_by_key(|z| (t.table_zone_leaders.get(&(table, *z)).copied(), *z));
+            zones.sort_by_key(|z| (t.zone_leaders(table, *z), *z));
             let to = zones
                 .iter()
                 .find_map(|z| best_in_zone(t, region, MoveKind::Leader, from, Some(*z)));
@@ -150,7 +174,7 @@ fn repair_tables(t: &mut Tally) {
                 let why = format!(
                     "zone {:?} leads {} of table {table}'s regions, above its share of {share}",
                     t.zones[zone],
-                    t.table_zone_leaders[&(table, zone)]
+                    t.zone_leaders(table, zone)
                 );
                 repair(t, region, MoveKind::Leader, from, to, why);
             }

@@ -27,6 +27,7 @@ mod load_based;
 mod operator;
 mod placement;
 mod round_robin;
+pub mod scenario;
 mod scheduler;
 
 #[cfg(test)]

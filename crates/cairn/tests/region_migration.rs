@@ -224,6 +224,23 @@ impl Setup {
             .unwrap()
     }
 
+    /// Switches every scheduler off, for tests whose point is that only failover moves regions
+    /// (a balancing move would be a region moved for another reason).
+    async fn schedulers_off(&self) {
+        for name in ["label-spread", "hot-region", "balance-region"] {
+            self.client
+                .set_scheduler(name, Some(false), Default::default())
+                .await
+                .expect("scheduler off");
+        }
+        // A pass under way when they were switched off finishes what it started.
+        eventually("no scheduler operator left", || async {
+            let ops = self.client.list_operators(false).await.ok()?.operators;
+            ops.is_empty().then_some(())
+        })
+        .await;
+    }
+
     async fn stop(self) {
         self.fleet.stop().await;
         drop(self.cluster);
@@ -467,6 +484,7 @@ async fn a_migration_resumes_after_the_cairn_leader_dies_at_each_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_datanode_fails_over_but_not_in_maintenance_mode() {
     let mut s = Setup::start(None, 200).await;
+    s.schedulers_off().await;
     let dead = s.busy_datanode().await;
     let led = s.led_by(dead).await;
     s.client.set_maintenance(true, "test").await.expect("on");
@@ -582,6 +600,7 @@ async fn a_paused_datanode_resumed_after_failover_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cairn_leader_killed_under_load_fails_over_no_datanode() {
     let mut s = Setup::start(None, 200).await;
+    s.schedulers_off().await;
     let before = s.all_leaders().await;
     for round in 0..2 {
         let leader = s

@@ -6,6 +6,7 @@
 
 mod common;
 #[path = "common/settle.rs"]
+#[allow(dead_code)]
 mod settle;
 
 use cairn_client::meta::MetaClient;

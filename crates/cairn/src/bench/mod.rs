@@ -33,6 +33,7 @@ pub mod proc;
 mod region_failover;
 mod report;
 mod route;
+mod schedule;
 
 use clap::Subcommand;
 
@@ -62,6 +63,9 @@ pub enum BenchWorkload {
     /// Datanode killed to every region it led writable elsewhere, over K kills, and the rate of
     /// a drain, with in-process simulated datanodes against a running Cairn cluster.
     RegionFailover(region_failover::RegionFailoverArgs),
+    /// The schedulers on the scenario model (time to balance, imbalance, moves against the
+    /// minimum) and the time of one planning pass at a million regions. No cluster needed.
+    Schedule(schedule::ScheduleBenchArgs),
 }
 
 /// Where a benchmark sends its requests; every benchmark takes it.
@@ -134,5 +138,6 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         BenchWorkload::Route(args) => route::run(args).await,
         BenchWorkload::LeaderFailover(args) => leader_failover::run(args).await,
         BenchWorkload::RegionFailover(args) => region_failover::run(args).await,
+        BenchWorkload::Schedule(args) => schedule::run(args).await,
     }
 }

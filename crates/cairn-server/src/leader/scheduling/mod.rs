@@ -222,8 +222,9 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
 /// Runs started operators as migrations: grouped by scheduler and copy (a follower move by its
 /// source node too), then in batches of a table's regions.
 fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
-    let mut groups: BTreeMap<(&'static str, MoveKind, Option<u64>), Vec<(u64, u64)>> =
-        BTreeMap::new();
+    // (scheduler, copy, the follower's source) → (region, target).
+    type Group = (&'static str, MoveKind, Option<u64>);
+    let mut groups: BTreeMap<Group, Vec<(u64, u64)>> = BTreeMap::new();
     let mut ids: HashMap<u64, u64> = HashMap::new();
     for e in started {
         let follower_of = (e.op.kind == MoveKind::Follower).then_some(e.op.from);
