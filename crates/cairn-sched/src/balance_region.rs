@@ -175,7 +175,9 @@ impl BalanceRegion {
             }
             size + dist(r.wcus, want.0, mean.1) + dist(r.rcus, want.1, mean.2)
         };
-        t.held(src, kind)
+        // Each pass (a second or more apart) starts the scan further on.
+        let start = (t.snap.now_ms / 1_000) as usize * REGIONS_EXAMINED_MAX;
+        t.held_from(src, kind, start)
             .take(REGIONS_EXAMINED_MAX)
             .filter(|r| t.movable(*r, false) && t.can_move(*r, kind, src, dst))
             .filter(|r| kind == MoveKind::Follower || t.load_fits(*r, dst, COUNT_MOVE_LOAD_BANDS))

@@ -490,11 +490,26 @@ impl<'a> Tally<'a> {
     /// Regions at node `i` in `kind`'s role now (planned moves off it skipped; moves onto it are
     /// frozen anyway, so never listed).
     pub fn held(&self, i: usize, kind: MoveKind) -> impl Iterator<Item = usize> + '_ {
+        self.held_from(i, kind, 0)
+    }
+
+    /// [`Tally::held`], starting at the `start`-th region (modulo their number) and wrapping
+    /// around: a scan that examines only the first regions rotates through all of them over
+    /// successive passes instead of looking at the same ones forever.
+    pub fn held_from(
+        &self,
+        i: usize,
+        kind: MoveKind,
+        start: usize,
+    ) -> impl Iterator<Item = usize> + '_ {
         let list = match kind {
             MoveKind::Leader => &self.nodes[i].led,
             MoveKind::Follower => &self.nodes[i].followed,
         };
-        list.iter()
+        let start = if list.is_empty() { 0 } else { start % list.len() };
+        list[start..]
+            .iter()
+            .chain(&list[..start])
             .map(|r| *r as usize)
             .filter(move |r| self.holds(*r, i) && !self.frozen[*r])
     }

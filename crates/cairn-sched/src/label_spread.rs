@@ -202,6 +202,14 @@ mod tests {
         t.planned
     }
 
+    /// Regions whose leader is in `zone`.
+    fn led_in(snap: &ClusterSnapshot, zone: &str) -> usize {
+        snap.regions
+            .iter()
+            .filter(|r| zone_of(snap, r.leader) == zone)
+            .count()
+    }
+
     fn zone_of(snap: &ClusterSnapshot, node: u64) -> String {
         let n = snap.nodes.iter().find(|n| n.node_id == node).unwrap();
         n.labels["zone"].clone()
@@ -217,12 +225,7 @@ mod tests {
             .iter()
             .all(|o| o.priority == Priority::High || o.scheduler != NAME));
         plan_until_quiet(&mut snap, plan);
-        let in_b = snap
-            .regions
-            .iter()
-            .filter(|r| zone_of(&snap, r.leader) == "b")
-            .count();
-        assert_eq!(in_b, 2);
+        assert_eq!(led_in(&snap, "b"), 2);
     }
 
     #[test]
@@ -267,11 +270,6 @@ mod tests {
         let mut snap = snapshot(4, &[(1, 2), (4, 2)]);
         zoned(&mut snap, &["a", "a", "a", "b"]);
         plan_until_quiet(&mut snap, plan);
-        let in_b = snap
-            .regions
-            .iter()
-            .filter(|r| zone_of(&snap, r.leader) == "b")
-            .count();
-        assert_eq!(in_b, 2);
+        assert_eq!(led_in(&snap, "b"), 2);
     }
 }
