@@ -506,7 +506,11 @@ impl<'a> Tally<'a> {
             MoveKind::Leader => &self.nodes[i].led,
             MoveKind::Follower => &self.nodes[i].followed,
         };
-        let start = if list.is_empty() { 0 } else { start % list.len() };
+        let start = if list.is_empty() {
+            0
+        } else {
+            start % list.len()
+        };
         list[start..]
             .iter()
             .chain(&list[..start])
