@@ -11,20 +11,17 @@
 //! - surplus + deficit > 1: after the move neither node is further from its share than the
 //!   other was, so the reverse move can never qualify (no flapping).
 //!
-//! A move must also leave the target's load within twice the hot tolerance of the mean
-//! ([`crate::hot_region`], [`COUNT_MOVE_LOAD_BANDS`]) and break no spread rule
-//! ([`crate::label_spread`]); regions moved within the cool-down stay.
+//! A move must also leave the target's load within twice hot-region's tolerance of the mean
+//! ([`COUNT_MOVE_LOAD_BANDS`]) and break no label-spread rule (see `Tally::can_move`); regions
+//! moved within the cool-down stay.
 
-use crate::cluster::Tally;
+use crate::cluster::{Tally, COUNT_MOVE_LOAD_BANDS};
 use crate::operator::{MoveKind, Operator, Priority};
-use crate::scheduler::{fraction, unknown_param, ConfigError, Schedule};
+use crate::schedule::{fraction, unknown_param, ConfigError, Schedule};
 
 pub(crate) const NAME: &str = "balance-region";
 /// Default dead band, as a fraction of a node's share.
 pub const BALANCE_TOLERANCE_DEFAULT: f64 = 0.02;
-/// How far above the mean load (in hot tolerances) a count move may leave its target; see
-/// [`Tally::load_fits`].
-pub const COUNT_MOVE_LOAD_BANDS: f64 = 2.0;
 /// Regions of the source node examined per move at most, eligible or not: a pair of nodes whose
 /// first regions all break a rule is given up on, rather than walking 100,000 regions.
 pub const REGIONS_EXAMINED_MAX: usize = 1_024;

@@ -17,6 +17,10 @@ pub const CAPACITY_LABEL: &str = "capacity";
 /// cannot pull every region onto one node.
 pub const NODE_CAPACITY_MAX: f64 = 1_000.0;
 
+/// How far above the mean load (in hot tolerances) a count move (balance-region, label-spread)
+/// may leave its target; see [`Tally::load_fits`].
+pub const COUNT_MOVE_LOAD_BANDS: f64 = 2.0;
+
 /// A hasher for ids (node, region, table): one pass of splitmix64's finaliser. The default
 /// SipHash is made to resist adversarial keys, which ids chosen by the leader are not, and costs
 /// a pass over a million regions tens of milliseconds.

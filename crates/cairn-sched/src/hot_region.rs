@@ -13,7 +13,7 @@
 
 use crate::cluster::Tally;
 use crate::operator::{MoveKind, Operator, Priority};
-use crate::scheduler::{fraction, unknown_param, ConfigError, Schedule};
+use crate::schedule::{fraction, unknown_param, ConfigError, Schedule};
 
 pub(crate) const NAME: &str = "hot-region";
 /// Default: a node more than 10 % above the mean load is hot.

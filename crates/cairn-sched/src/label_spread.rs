@@ -10,9 +10,9 @@
 //! Repairs run before the balancing schedulers and ignore the cool-down; balancing never breaks
 //! these rules (see [`crate::cluster::Tally::can_move`]), so a repair is never undone.
 
-use crate::cluster::{IdMap, Tally};
+use crate::cluster::{IdMap, Tally, COUNT_MOVE_LOAD_BANDS};
 use crate::operator::{MoveKind, Operator, Priority};
-use crate::scheduler::{unknown_param, ConfigError, Schedule};
+use crate::schedule::{unknown_param, ConfigError, Schedule};
 
 pub(crate) const NAME: &str = "label-spread";
 
@@ -67,7 +67,7 @@ fn best_in_zone(
                 ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1)).then(a.cmp(b))
             })
     };
-    pick(1.0).or_else(|| pick(crate::balance_region::COUNT_MOVE_LOAD_BANDS))
+    pick(1.0).or_else(|| pick(COUNT_MOVE_LOAD_BANDS))
 }
 
 fn repair(t: &mut Tally, region: usize, kind: MoveKind, from: usize, to: usize, why: String) {

@@ -28,6 +28,7 @@ mod operator;
 mod placement;
 mod round_robin;
 pub mod scenario;
+mod schedule;
 mod scheduler;
 
 #[cfg(test)]
@@ -35,8 +36,12 @@ mod property_tests;
 #[cfg(test)]
 mod test_support;
 
-pub use balance_region::{BALANCE_TOLERANCE_DEFAULT, REGION_CANDIDATES_SCANNED_MAX};
-pub use cluster::{ClusterSnapshot, NodeView, RegionView, CAPACITY_LABEL, NODE_CAPACITY_MAX};
+pub use balance_region::{
+    BALANCE_TOLERANCE_DEFAULT, REGIONS_EXAMINED_MAX, REGION_CANDIDATES_SCANNED_MAX,
+};
+pub use cluster::{
+    ClusterSnapshot, NodeView, RegionView, CAPACITY_LABEL, COUNT_MOVE_LOAD_BANDS, NODE_CAPACITY_MAX,
+};
 pub use hot_region::{HOT_MIN_LOAD_DEFAULT, HOT_OPERATORS_PER_PASS_MAX, HOT_TOLERANCE_DEFAULT};
 pub use kind::{SelectorKind, UnknownSelector};
 pub use label_aware::LabelAware;

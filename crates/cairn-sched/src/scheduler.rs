@@ -4,52 +4,18 @@
 //! Order matters and is fixed: spread repairs first (a broken failure-domain rule is a risk,
 //! not an inefficiency), then hot-region (load), then balance-region (counts). Each later
 //! scheduler sees the earlier ones' moves and refuses moves that would break what they keep:
-//! balance-region never makes a node hot and never breaks a spread rule; hot-region swaps a cold
-//! region back when its move would unbalance counts. So one pass never undoes itself, and a
+//! balance-region never leaves a node more than two hot tolerances above the mean load and never
+//! breaks a spread rule; hot-region leaves nodes short of regions to balance-region, and moves
+//! only with a cold region swapped back when its move would unbalance counts. So one pass never undoes itself, and a
 //! balanced cluster plans nothing.
-
-use std::fmt;
 
 use crate::balance_region::BalanceRegion;
 use crate::cluster::{ClusterSnapshot, Tally};
 use crate::hot_region::HotRegion;
 use crate::label_spread::LabelSpread;
 use crate::operator::Operator;
-
-/// A scheduler's configuration knob was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("unknown scheduler {0:?}: expected one of {known}", known = names().join(", "))]
-    UnknownScheduler(String),
-    #[error("scheduler {scheduler}: unknown parameter {key:?}: expected one of {known}")]
-    UnknownParam {
-        scheduler: &'static str,
-        key: String,
-        known: String,
-    },
-    #[error("scheduler {scheduler}: {key} = {value:?}: {why}")]
-    BadValue {
-        scheduler: &'static str,
-        key: String,
-        value: String,
-        why: String,
-    },
-}
-
-/// One scheduler's behaviour; implementations live one per file.
-pub(crate) trait Schedule: Send + Sync + fmt::Debug {
-    fn name(&self) -> &'static str;
-    fn describe(&self) -> &'static str;
-    /// Plans moves into `tally` (through [`Tally::apply`]).
-    fn schedule(&self, tally: &mut Tally);
-    fn params(&self) -> Vec<(&'static str, String)>;
-    fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError>;
-    /// The load tolerance and floor every scheduler must respect (hot-region's, whether it is
-    /// on or not: balancing counts must not make a node hot either way).
-    fn load_limits(&self) -> Option<(f64, f64)> {
-        None
-    }
-}
+pub use crate::schedule::ConfigError;
+use crate::schedule::Schedule;
 
 /// What `scheduler list` shows of one scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +72,10 @@ impl Schedulers {
         self.entries
             .iter_mut()
             .find(|e| e.inner.name() == name)
-            .ok_or_else(|| ConfigError::UnknownScheduler(name.to_string()))
+            .ok_or_else(|| ConfigError::UnknownScheduler {
+                name: name.to_string(),
+                known: names().join(", "),
+            })
     }
 
     pub fn list(&self) -> Vec<SchedulerInfo> {
@@ -141,36 +110,6 @@ impl Schedulers {
             e.inner.schedule(&mut tally);
         }
         tally.planned
-    }
-}
-
-/// Parses a fraction parameter in `[min, max]`.
-pub(crate) fn fraction(
-    scheduler: &'static str,
-    key: &str,
-    value: &str,
-    min: f64,
-    max: f64,
-) -> Result<f64, ConfigError> {
-    let bad = |why: String| ConfigError::BadValue {
-        scheduler,
-        key: key.to_string(),
-        value: value.to_string(),
-        why,
-    };
-    let v: f64 = value.parse().map_err(|_| bad("not a number".to_string()))?;
-    if !(v.is_finite() && v >= min && v <= max) {
-        return Err(bad(format!("must be between {min} and {max}")));
-    }
-    Ok(v)
-}
-
-/// The error for a parameter `scheduler` does not have.
-pub(crate) fn unknown_param(scheduler: &'static str, key: &str, known: &[&str]) -> ConfigError {
-    ConfigError::UnknownParam {
-        scheduler,
-        key: key.to_string(),
-        known: known.join(", "),
     }
 }
 

@@ -249,7 +249,12 @@ pub async fn set_scheduler(
         .list()
         .into_iter()
         .find(|i| i.name == req.name)
-        .ok_or_else(|| invalid(cairn_sched::ConfigError::UnknownScheduler(req.name.clone())))?;
+        .ok_or_else(|| {
+            invalid(cairn_sched::ConfigError::UnknownScheduler {
+                name: req.name.clone(),
+                known: cairn_sched::scheduler_names().join(", "),
+            })
+        })?;
     let mut stored = crate::leader::scheduling::settings(node)?
         .into_iter()
         .find(|s| s.name == req.name)

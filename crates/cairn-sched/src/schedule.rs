@@ -1,0 +1,72 @@
+//! What every scheduler is: the [`Schedule`] boundary (plan moves into a pass's tally, list
+//! and set parameters), and the typed error of a refused setting with its parsing helpers.
+//! The schedulers (one file each) and the set that runs them ([`crate::Schedulers`]) sit above.
+
+use std::fmt;
+
+use crate::cluster::Tally;
+
+/// A scheduler's configuration knob was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown scheduler {name:?}: expected one of {known}")]
+    UnknownScheduler { name: String, known: String },
+    #[error("scheduler {scheduler}: unknown parameter {key:?}: expected one of {known}")]
+    UnknownParam {
+        scheduler: &'static str,
+        key: String,
+        known: String,
+    },
+    #[error("scheduler {scheduler}: {key} = {value:?}: {why}")]
+    BadValue {
+        scheduler: &'static str,
+        key: String,
+        value: String,
+        why: String,
+    },
+}
+
+/// One scheduler's behaviour; implementations live one per file.
+pub(crate) trait Schedule: Send + Sync + fmt::Debug {
+    fn name(&self) -> &'static str;
+    fn describe(&self) -> &'static str;
+    /// Plans moves into `tally` (through [`Tally::apply`]).
+    fn schedule(&self, tally: &mut Tally);
+    fn params(&self) -> Vec<(&'static str, String)>;
+    fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError>;
+    /// The load tolerance and floor every scheduler must respect (hot-region's, whether it is
+    /// on or not: balancing counts must not make a node hot either way).
+    fn load_limits(&self) -> Option<(f64, f64)> {
+        None
+    }
+}
+
+/// Parses a fraction parameter in `[min, max]`.
+pub(crate) fn fraction(
+    scheduler: &'static str,
+    key: &str,
+    value: &str,
+    min: f64,
+    max: f64,
+) -> Result<f64, ConfigError> {
+    let bad = |why: String| ConfigError::BadValue {
+        scheduler,
+        key: key.to_string(),
+        value: value.to_string(),
+        why,
+    };
+    let v: f64 = value.parse().map_err(|_| bad("not a number".to_string()))?;
+    if !(v.is_finite() && v >= min && v <= max) {
+        return Err(bad(format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
+/// The error for a parameter `scheduler` does not have.
+pub(crate) fn unknown_param(scheduler: &'static str, key: &str, known: &[&str]) -> ConfigError {
+    ConfigError::UnknownParam {
+        scheduler,
+        key: key.to_string(),
+        known: known.join(", "),
+    }
+}
