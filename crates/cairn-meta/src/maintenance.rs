@@ -1,4 +1,4 @@
-//! Maintenance mode: while on, the leader moves no region on its own (no failover, and later no
+//! Maintenance mode: while on, the leader moves no region on its own (no failover, no
 //! scheduling), so operators can restart datanodes one by one without regions chasing them.
 //! Replicated like every record, so it survives a leader change.
 

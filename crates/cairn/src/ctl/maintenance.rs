@@ -1,5 +1,5 @@
-//! `cairn ctl maintenance`: while on, the leader moves no region on its own (no failover), for
-//! rolling upgrades and restarts; replicated, so it survives a leader change.
+//! `cairn ctl maintenance`: while on, the leader moves no region on its own (no failover, no
+//! scheduling), for rolling upgrades and restarts; replicated, so it survives a leader change.
 
 use cairn_client::meta::MetaClient;
 use cairn_types::json::MaintenanceJson;
@@ -12,13 +12,13 @@ use super::CtlError;
 /// `cairn ctl maintenance` verbs.
 #[derive(Debug, Subcommand)]
 pub enum MaintenanceCommand {
-    /// Pause failover (and, later, scheduling).
+    /// Pause failover and every scheduler.
     On {
         /// Why, shown by `status` (at most 1024 bytes).
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Resume failover.
+    /// Resume failover and scheduling.
     Off,
     /// Whether maintenance mode is on, since when and why.
     Status,
