@@ -246,7 +246,7 @@ mod tests {
     use super::*;
     use crate::balance_region::BalanceRegion;
     use crate::cluster::ClusterSnapshot;
-    use crate::test_support::{led_counts, plan_until_quiet, snapshot};
+    use crate::test_support::{led_counts, led_sum, plan_until_quiet, snapshot};
 
     fn plan(snap: &ClusterSnapshot) -> Vec<Operator> {
         let mut t = Tally::new(snap);
@@ -255,18 +255,9 @@ mod tests {
         t.planned
     }
 
-    /// Node load per node in node order.
+    /// Write load per node, in node order.
     fn loads(snap: &ClusterSnapshot) -> Vec<f64> {
-        snap.nodes
-            .iter()
-            .map(|n| {
-                snap.regions
-                    .iter()
-                    .filter(|r| r.leader == n.node_id)
-                    .map(|r| r.wcus)
-                    .sum()
-            })
-            .collect()
+        led_sum(snap, |r| r.wcus)
     }
 
     #[test]

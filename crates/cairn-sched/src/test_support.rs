@@ -104,13 +104,25 @@ pub(crate) fn snapshot(nodes: u64, held: &[(u64, usize)]) -> crate::ClusterSnaps
 
 /// Regions each node leads, in node order.
 pub(crate) fn led_counts(snap: &crate::ClusterSnapshot) -> Vec<usize> {
+    led_sum(snap, |_| 1.0)
+        .into_iter()
+        .map(|n| n as usize)
+        .collect()
+}
+
+/// `f` summed over the regions each node leads, in node order.
+pub(crate) fn led_sum(
+    snap: &crate::ClusterSnapshot,
+    f: impl Fn(&crate::RegionView) -> f64,
+) -> Vec<f64> {
     snap.nodes
         .iter()
         .map(|n| {
             snap.regions
                 .iter()
                 .filter(|r| r.leader == n.node_id)
-                .count()
+                .map(&f)
+                .sum()
         })
         .collect()
 }
