@@ -11,6 +11,9 @@
 //! - surplus + deficit > 1: after the move neither node is further from its share than the
 //!   other was, so the reverse move can never qualify (no flapping).
 //!
+//! A node less than one copy over its share gives only while no node further over it is merely
+//! out of moves for the pass: it would otherwise need refilling later, two moves for one.
+//!
 //! A move must also leave the target's load within twice hot-region's tolerance of the mean
 //! ([`COUNT_MOVE_LOAD_BANDS`]) and break no label-spread rule (see `Tally::can_move`); regions
 //! moved within the cool-down stay.
@@ -94,6 +97,16 @@ impl BalanceRegion {
                 return;
             };
             let surplus = dev(t, src);
+            // A node not over its share gives only when no node over it could: one that is
+            // merely out of moves this pass is waited for, or the giver would need refilling.
+            let over_waiting = |t: &Tally| {
+                nodes
+                    .iter()
+                    .any(|i| !spent[*i] && t.nodes[*i].moves_left == 0 && dev(t, *i) >= 1.0)
+            };
+            if surplus < 1.0 && over_waiting(t) {
+                return;
+            }
             // Targets by deficit, largest first.
             let mut targets: Vec<usize> = nodes
                 .iter()
@@ -232,6 +245,20 @@ mod tests {
         let ops = plan(&snap);
         assert!(ops.iter().all(|o| o.from == 1 && o.to == 2), "{ops:?}");
         assert_eq!(ops.len(), 6);
+    }
+
+    #[test]
+    fn a_node_at_its_share_never_gives_while_the_node_over_it_waits_for_moves() {
+        // Node 1 is 10 over, node 3 10 under, node 2 at its share; node 1 may move 2 this pass.
+        let mut snap = snapshot(3, &[(1, 20), (2, 10)]);
+        snap.node_moves_left.insert(1, 2);
+        let ops = plan(&snap);
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert!(ops.iter().all(|o| o.from == 1 && o.to == 3), "{ops:?}");
+        // Over the passes, exactly the surplus moves: node 2 never gives and needs refilling.
+        let moves = plan_until_quiet(&mut snap, plan);
+        assert_eq!(led_counts(&snap), [10, 10, 10]);
+        assert_eq!(moves, 10);
     }
 
     #[test]

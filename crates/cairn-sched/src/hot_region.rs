@@ -3,7 +3,10 @@
 //!
 //! # When it moves
 //! A node is hot when its load per unit of capacity is above `(1 + tolerance)` times the mean,
-//! in a dimension whose mean is at least `min_load` (below that, load is noise). The hottest
+//! in a dimension whose mean is at least `min_load` (below that, load is noise). A node leading
+//! more than one region over its share of regions is judged on the load its share would carry
+//! (`load × share / count`): balance-region moves the surplus off in step with load, and a hot
+//! move on top would be a trade the count moves then undo. The hottest
 //! node gives the coolest one (a node short of its share of regions by more than one is left to
 //! balance-region, which fills it coolest regions first) one region: the one whose load comes nearest to equalising the two,
 //! among those that leave the target below the hot limit (so the move cannot be reversed).
@@ -100,27 +103,37 @@ impl HotRegion {
             .schedulable()
             .filter(|i| t.nodes[*i].moves_left > 0)
             .collect();
-        let by_load = |a: &usize, b: &usize| t.load(*a, write).total_cmp(&t.load(*b, write));
+        let cap_sum: f64 = open.iter().map(|i| t.nodes[*i].capacity).sum();
+        let total: usize = open.iter().map(|i| t.count(*i, MoveKind::Leader)).sum();
+        let share = |i: usize| total as f64 * t.nodes[i].capacity / cap_sum;
+        // A node over its share of regions is judged on the load its share would carry:
+        // balance-region moves the surplus off in step with load, and a hot move on top of it
+        // would be a trade the counts then undo.
+        let judged = |i: usize| {
+            let count = t.count(i, MoveKind::Leader) as f64;
+            let scale = if count > share(i) + 1.0 {
+                share(i) / count
+            } else {
+                1.0
+            };
+            t.load(i, write) * scale
+        };
+        let by_load = |a: &usize, b: &usize| judged(*a).total_cmp(&judged(*b));
         // A node short of its share of regions by more than one is balance-region's to fill,
         // coolest regions first; sending it the hottest would leave it loaded but short, and
         // no cool region could then even out its count.
-        let cap_sum: f64 = open.iter().map(|i| t.nodes[*i].capacity).sum();
-        let total: usize = open.iter().map(|i| t.count(*i, MoveKind::Leader)).sum();
-        let short = |i: usize| {
-            let share = total as f64 * t.nodes[i].capacity / cap_sum;
-            share - t.count(i, MoveKind::Leader) as f64 > 1.0
-        };
+        let short = |i: usize| share(i) - t.count(i, MoveKind::Leader) as f64 > 1.0;
         let (Some(src), Some(dst)) = (
             open.iter().copied().max_by(by_load),
             open.iter().copied().filter(|i| !short(*i)).min_by(by_load),
         ) else {
             return false;
         };
-        if src == dst || t.load(src, write) <= limit {
+        if src == dst || judged(src) <= limit {
             return false;
         }
         let (cs, cd) = (t.nodes[src].capacity, t.nodes[dst].capacity);
-        let gap = t.load(src, write) - t.load(dst, write);
+        let gap = judged(src) - t.load(dst, write);
         // The region load that would leave both nodes equal.
         let ideal = gap / (1.0 / cs + 1.0 / cd);
         let regions = &t.snap.regions;
@@ -146,14 +159,16 @@ impl HotRegion {
         let figures = vec![
             ("dimension", dim.to_string()),
             ("from_load", format!("{:.1}", t.load(src, write))),
+            ("from_judged_load", format!("{:.1}", judged(src))),
             ("to_load", format!("{:.1}", t.load(dst, write))),
             ("region_load", format!("{moved:.1}")),
             ("hot_limit", format!("{limit:.1}")),
         ];
         let reason = format!(
-            "node {} carries {:.1} {dim} per unit of capacity, above the hot limit {:.1}",
+            "node {} carries {:.1} {dim} per unit of capacity for its share of regions, above \
+             the hot limit {:.1}",
             t.id(src),
-            t.load(src, write),
+            judged(src),
             limit
         );
         // A move that would leave the pair's counts out of balance goes only with a swap: the
@@ -291,6 +306,21 @@ mod tests {
         assert!(l.iter().all(|x| x / mean <= 1.2), "{l:?}");
         // 16 count moves, and load trades (a swap is two moves) on top.
         assert!(moves <= 24, "{moves} moves for a minimum of 16");
+    }
+
+    #[test]
+    fn a_node_hot_only_for_its_surplus_of_regions_is_left_to_balance_region() {
+        // Every region carries 10 wcus: node 1 leads 24 (240, 20 % above the mean), but only
+        // because it leads 4 regions over its share; the count moves even out both.
+        let mut snap = snapshot(3, &[(1, 24), (2, 20), (3, 16)]);
+        for r in &mut snap.regions {
+            r.wcus = 10.0;
+        }
+        let mut t = Tally::new(&snap);
+        HotRegion::default().schedule(&mut t);
+        assert!(t.planned.is_empty(), "{:?}", t.planned);
+        assert_eq!(plan_until_quiet(&mut snap, plan), 4);
+        assert_eq!(led_counts(&snap), [20, 20, 20]);
     }
 
     #[test]

@@ -164,6 +164,11 @@ fn repair_tables(t: &mut Tally) {
                 continue;
             }
             let from = t.leader[region];
+            // The busiest node is out of moves for this pass: wait for the next one rather than
+            // take the region from a less busy node, which balancing would then have to refill.
+            if t.nodes[from].moves_left == 0 {
+                break;
+            }
             // The zone leading the fewest of the table's regions that can take it.
             let mut zones: Vec<usize> = (0..t.zones.len()).filter(|z| *z != zone).collect();
             zones.sort_by_key(|z| (t.zone_leaders(table, *z), *z));
@@ -226,6 +231,23 @@ mod tests {
             .all(|o| o.priority == Priority::High || o.scheduler != NAME));
         plan_until_quiet(&mut snap, plan);
         assert_eq!(led_in(&snap, "b"), 2);
+    }
+
+    #[test]
+    fn a_repair_waits_for_the_busiest_node_rather_than_take_from_another() {
+        // Table 1 is led 3 + 1 from zone a's two nodes (share 2); node 1 may move once.
+        let mut snap = snapshot(3, &[(1, 3), (2, 1)]);
+        zoned(&mut snap, &["a", "a", "b"]);
+        snap.node_moves_left.insert(1, 1);
+        let mut t = Tally::new(&snap);
+        LabelSpread.schedule(&mut t);
+        assert_eq!(t.planned.len(), 1, "{:?}", t.planned);
+        assert_eq!((t.planned[0].from, t.planned[0].to), (1, 3));
+        // With moves again, the second repair comes from node 1 too: counts end 1, 1, 2.
+        snap.node_moves_left.clear();
+        plan_until_quiet(&mut snap, plan);
+        assert_eq!(led_in(&snap, "b"), 2);
+        assert_eq!(crate::test_support::led_counts(&snap), [1, 1, 2]);
     }
 
     #[test]
