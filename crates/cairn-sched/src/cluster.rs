@@ -53,12 +53,93 @@ impl Hasher for IdHasher {
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 pub(crate) type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
-/// One table's leaders per zone, when spread rules apply.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TableSpread {
-    pub regions: u32,
-    /// Indexed by zone.
-    pub zone_leaders: Vec<u32>,
+/// Each table's region count and leaders per zone, when spread rules apply. Tables are
+/// numbered in order of first appearance and their counts kept flat (table × zone), so a pass
+/// over a million regions allocates nothing per table.
+#[derive(Debug, Default)]
+pub(crate) struct TableSpreads {
+    zones: usize,
+    /// Table id to number; built only once a table comes out of order: the leader lists
+    /// regions in table order, and a sorted `ids` is searched instead (a map of 250,000 tables
+    /// costs a cache miss per region).
+    index: IdMap<u64, u32>,
+    /// Table ids by number.
+    ids: Vec<u64>,
+    regions: Vec<u32>,
+    /// `leaders[table * zones + zone]`.
+    leaders: Vec<u32>,
+}
+
+/// A region that may not be planned: busy, already planned this pass, or held by a node unknown
+/// to the snapshot.
+const FROZEN: u8 = 1;
+/// A region that moved recently (the spread repair may still move it; balancing may not).
+const COOLING: u8 = 2;
+/// The leader of a region held by a node the snapshot lacks.
+pub(crate) const NO_NODE: usize = usize::MAX;
+
+/// No table number: spread rules are off, or the region's leader is unknown.
+pub(crate) const NO_TABLE: u32 = u32::MAX;
+
+impl TableSpreads {
+    fn new(zones: usize) -> Self {
+        TableSpreads {
+            zones,
+            ..TableSpreads::default()
+        }
+    }
+
+    /// The number of `table`, added if new.
+    fn number(&mut self, table: u64) -> u32 {
+        let next = self.ids.len() as u32;
+        let k = if !self.index.is_empty() {
+            *self.index.entry(table).or_insert(next)
+        } else if self.ids.last().is_none_or(|last| *last < table) {
+            next
+        } else if let Ok(k) = self.ids.binary_search(&table) {
+            k as u32
+        } else {
+            // Out of order: from now on, a map.
+            self.index = self
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(k, id)| (*id, k as u32))
+                .collect();
+            self.index.insert(table, next);
+            next
+        };
+        if k == next {
+            self.ids.push(table);
+            self.regions.push(0);
+            self.leaders.extend(std::iter::repeat_n(0, self.zones));
+        }
+        k
+    }
+
+    /// How many tables are numbered.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The id of table number `k`.
+    pub fn id(&self, k: u32) -> u64 {
+        self.ids[k as usize]
+    }
+
+    /// Regions of table number `k` (led by known nodes).
+    pub fn regions(&self, k: u32) -> u32 {
+        self.regions[k as usize]
+    }
+
+    /// Leaders of table number `k` in `zone`.
+    pub fn leaders(&self, k: u32, zone: usize) -> u32 {
+        self.leaders[k as usize * self.zones + zone]
+    }
+
+    fn leaders_mut(&mut self, k: u32, zone: usize) -> &mut u32 {
+        &mut self.leaders[k as usize * self.zones + zone]
+    }
 }
 
 /// A datanode as the leader sees it when the pass starts.
@@ -174,19 +255,23 @@ pub(crate) struct NodeTally {
 pub(crate) struct Tally<'a> {
     pub snap: &'a ClusterSnapshot,
     pub nodes: Vec<NodeTally>,
-    /// Current leader and followers of each region (node indexes), planned moves applied.
-    pub leader: Vec<usize>,
-    pub followers: Vec<Vec<usize>>,
-    /// Regions that may not be planned: busy, cooling down, already planned this pass, or held
-    /// by a node unknown to the snapshot.
-    pub frozen: Vec<bool>,
-    /// Regions that moved recently (the spread repair may still move them; balancing may not).
-    pub cooling: Vec<bool>,
+    /// Current leader of each region (a node index; `u32::MAX` for a node the snapshot lacks),
+    /// planned moves applied. Per-region state is kept narrow and flat: a pass over a million
+    /// regions touches a few bytes of fresh memory per region, not a vector each.
+    leader: Vec<u32>,
+    /// Each region's followers (node indexes, planned moves applied), flat: region `r`'s are
+    /// `follower_nodes[follower_at[r]..follower_at[r + 1]]`.
+    follower_at: Vec<u32>,
+    follower_nodes: Vec<u32>,
+    /// [`FROZEN`] and [`COOLING`] bits per region.
+    flags: Vec<u8>,
     pub zones: Vec<String>,
     /// Zones holding a schedulable node.
     pub live_zones: usize,
     /// Each table's leaders per zone, only when spread rules apply.
-    pub tables: IdMap<u64, TableSpread>,
+    pub tables: TableSpreads,
+    /// Each region's table number in `tables` ([`NO_TABLE`] when spread rules are off).
+    pub region_table: Vec<u32>,
     pub moves_left: usize,
     pub planned: Vec<Operator>,
     /// A node is hot above `(1 + load_tolerance)` times the mean load per capacity, in a
@@ -252,19 +337,36 @@ impl<'a> Tally<'a> {
             .collect();
         let zone_count = zones.len();
         let count = snap.regions.len();
-        let (mut leader, mut followers) = (Vec::with_capacity(count), Vec::with_capacity(count));
-        let (mut frozen, mut cooling) = (vec![false; count], vec![false; count]);
-        let mut tables: IdMap<u64, TableSpread> = IdMap::default();
+        let mut leader: Vec<u32> = Vec::with_capacity(count);
+        let mut follower_at: Vec<u32> = Vec::with_capacity(count + 1);
+        let mut follower_nodes: Vec<u32> = Vec::new();
+        let mut flags = vec![0u8; count];
+        let mut tables = TableSpreads::new(if spread { zone_count } else { 0 });
+        let mut region_table = vec![NO_TABLE; if spread { count } else { 0 }];
+        // The regions of a table usually come together: number a table once per run of them.
+        let mut last_table = (u64::MAX, NO_TABLE);
         for (i, r) in snap.regions.iter().enumerate() {
             let l = index.get(&r.leader).copied();
-            let f: Vec<Option<usize>> = r.followers.iter().map(|f| index.get(f).copied()).collect();
-            frozen[i] = (!busy.is_empty() && busy.contains(&r.region_id))
-                || l.is_none()
-                || f.iter().any(Option::is_none);
-            cooling[i] = !recent.is_empty() && recent.contains(&r.region_id);
-            let l = l.unwrap_or(usize::MAX);
-            let f: Vec<usize> = f.into_iter().flatten().collect();
-            if l != usize::MAX {
+            follower_at.push(follower_nodes.len() as u32);
+            let mut unknown = l.is_none();
+            for f in &r.followers {
+                match index.get(f) {
+                    Some(&fi) => {
+                        nodes[fi].followers += 1;
+                        nodes[fi].followed.push(i as u32);
+                        follower_nodes.push(fi as u32);
+                    }
+                    None => unknown = true,
+                }
+            }
+            if unknown || (!busy.is_empty() && busy.contains(&r.region_id)) {
+                flags[i] |= FROZEN;
+            }
+            if !recent.is_empty() && recent.contains(&r.region_id) {
+                flags[i] |= COOLING;
+            }
+            leader.push(l.map_or(u32::MAX, |l| l as u32));
+            if let Some(l) = l {
                 let n = &mut nodes[l];
                 n.leaders += 1;
                 n.bytes += r.approximate_bytes;
@@ -272,21 +374,17 @@ impl<'a> Tally<'a> {
                 n.rcus += r.rcus;
                 n.led.push(i as u32);
                 if spread {
-                    let t = tables.entry(r.table_id()).or_insert_with(|| TableSpread {
-                        regions: 0,
-                        zone_leaders: vec![0; zone_count],
-                    });
-                    t.regions += 1;
-                    t.zone_leaders[n.zone] += 1;
+                    if last_table.0 != r.table_id() {
+                        last_table = (r.table_id(), tables.number(r.table_id()));
+                    }
+                    let k = last_table.1;
+                    region_table[i] = k;
+                    tables.regions[k as usize] += 1;
+                    *tables.leaders_mut(k, n.zone) += 1;
                 }
             }
-            for &fi in &f {
-                nodes[fi].followers += 1;
-                nodes[fi].followed.push(i as u32);
-            }
-            leader.push(l);
-            followers.push(f);
         }
+        follower_at.push(follower_nodes.len() as u32);
         // A node's load is what its leaders carry; the mean is per unit of capacity.
         let (mut cap_sum, mut load_sum) = (0.0, (0.0, 0.0));
         for n in nodes.iter().filter(|n| n.schedulable) {
@@ -311,12 +409,13 @@ impl<'a> Tally<'a> {
             snap,
             nodes,
             leader,
-            followers,
-            frozen,
-            cooling,
+            follower_at,
+            follower_nodes,
+            flags,
             zones,
             live_zones: if spread { live_zones } else { 0 },
             tables,
+            region_table,
             moves_left: snap.moves_left,
             planned: Vec::new(),
             load_tolerance: f64::INFINITY,
@@ -388,11 +487,35 @@ impl<'a> Tally<'a> {
     /// Whether `region` may be planned by a balancing scheduler (`repair`: a spread repair,
     /// which ignores the cool-down).
     pub fn movable(&self, region: usize, repair: bool) -> bool {
-        !self.frozen[region] && (repair || !self.cooling[region])
+        let f = self.flags[region];
+        f & FROZEN == 0 && (repair || f & COOLING == 0)
+    }
+
+    fn frozen(&self, region: usize) -> bool {
+        self.flags[region] & FROZEN != 0
+    }
+
+    /// The node index leading `region` now ([`NO_NODE`] for a node the snapshot lacks).
+    pub fn leader_of(&self, region: usize) -> usize {
+        match self.leader[region] {
+            u32::MAX => NO_NODE,
+            l => l as usize,
+        }
+    }
+
+    fn follower_slots(&self, region: usize) -> std::ops::Range<usize> {
+        self.follower_at[region] as usize..self.follower_at[region + 1] as usize
+    }
+
+    /// The node indexes following `region` now (nodes the snapshot lacks left out).
+    pub fn followers_of(&self, region: usize) -> impl Iterator<Item = usize> + '_ {
+        self.follower_nodes[self.follower_slots(region)]
+            .iter()
+            .map(|f| *f as usize)
     }
 
     fn holds(&self, region: usize, node: usize) -> bool {
-        self.leader[region] == node || self.followers[region].contains(&node)
+        self.leader_of(region) == node || self.followers_of(region).any(|f| f == node)
     }
 
     /// Whether the limits allow one more move from `from` to `to`.
@@ -403,12 +526,12 @@ impl<'a> Tally<'a> {
     /// Whether moving `region`'s `kind` copy from `from` to `to` is allowed: `to` schedulable
     /// and not holding it, the region not frozen, and no spread rule broken that holds now.
     pub fn can_move(&self, region: usize, kind: MoveKind, from: usize, to: usize) -> bool {
-        if !self.nodes[to].schedulable || self.holds(region, to) || self.frozen[region] {
+        if !self.nodes[to].schedulable || self.holds(region, to) || self.frozen(region) {
             return false;
         }
         let holder = match kind {
-            MoveKind::Leader => self.leader[region] == from,
-            MoveKind::Follower => self.followers[region].contains(&from),
+            MoveKind::Leader => self.leader_of(region) == from,
+            MoveKind::Follower => self.followers_of(region).any(|f| f == from),
         };
         holder && self.spread_allows(region, kind, from, to)
     }
@@ -424,31 +547,26 @@ impl<'a> Tally<'a> {
         if zf == zt {
             return true;
         }
-        let others = std::iter::once(self.leader[region])
-            .chain(self.followers[region].iter().copied())
+        let others = std::iter::once(self.leader_of(region))
+            .chain(self.followers_of(region))
             .filter(|n| *n != from);
         if others.into_iter().any(|n| self.nodes[n].zone == zt) {
             return false;
         }
         if kind == MoveKind::Leader {
-            let table = self.snap.regions[region].table_id();
-            if let Some(spread) = self.tables.get(&table) {
-                if spread.zone_leaders[zt] + 1 > self.share_of(spread) {
-                    return false;
-                }
+            let k = self.region_table[region];
+            if k != NO_TABLE && self.tables.leaders(k, zt) + 1 > self.share_of(k) {
+                return false;
             }
         }
         true
     }
 
-    /// The most leaders of a table one zone should hold.
-    pub fn share_of(&self, spread: &TableSpread) -> u32 {
-        spread.regions.div_ceil(self.live_zones.max(1) as u32)
-    }
-
-    /// The leaders of `table` in `zone`.
-    pub fn zone_leaders(&self, table: u64, zone: usize) -> u32 {
-        self.tables.get(&table).map_or(0, |t| t.zone_leaders[zone])
+    /// The most leaders of table number `k` one zone should hold.
+    pub fn share_of(&self, k: u32) -> u32 {
+        self.tables
+            .regions(k)
+            .div_ceil(self.live_zones.max(1) as u32)
     }
 
     /// Records `op` as planned and applies it to the tally.
@@ -456,7 +574,7 @@ impl<'a> Tally<'a> {
         let r = &self.snap.regions[region];
         match op.kind {
             MoveKind::Leader => {
-                self.leader[region] = to;
+                self.leader[region] = to as u32;
                 let f = &mut self.nodes[from];
                 f.leaders -= 1;
                 f.bytes = f.bytes.saturating_sub(r.approximate_bytes);
@@ -467,24 +585,26 @@ impl<'a> Tally<'a> {
                 t.bytes += r.approximate_bytes;
                 t.wcus += r.wcus;
                 t.rcus += r.rcus;
-                if self.live_zones >= 2 {
-                    let table = r.table_id();
+                let k = self.region_table.get(region).copied().unwrap_or(NO_TABLE);
+                if k != NO_TABLE {
                     let (zf, zt) = (self.nodes[from].zone, self.nodes[to].zone);
-                    if let Some(t) = self.tables.get_mut(&table) {
-                        t.zone_leaders[zf] = t.zone_leaders[zf].saturating_sub(1);
-                        t.zone_leaders[zt] += 1;
-                    }
+                    let f = self.tables.leaders_mut(k, zf);
+                    *f = f.saturating_sub(1);
+                    *self.tables.leaders_mut(k, zt) += 1;
                 }
             }
             MoveKind::Follower => {
-                for f in self.followers[region].iter_mut().filter(|f| **f == from) {
-                    *f = to;
+                let slots = self.follower_slots(region);
+                for f in self.follower_nodes[slots].iter_mut() {
+                    if *f as usize == from {
+                        *f = to as u32;
+                    }
                 }
                 self.nodes[from].followers -= 1;
                 self.nodes[to].followers += 1;
             }
         }
-        self.frozen[region] = true;
+        self.flags[region] |= FROZEN;
         self.moves_left = self.moves_left.saturating_sub(1);
         self.nodes[from].moves_left = self.nodes[from].moves_left.saturating_sub(1);
         self.nodes[to].moves_left = self.nodes[to].moves_left.saturating_sub(1);
@@ -519,7 +639,7 @@ impl<'a> Tally<'a> {
             .iter()
             .chain(&list[..start])
             .map(|r| *r as usize)
-            .filter(move |r| self.holds(*r, i) && !self.frozen[*r])
+            .filter(move |r| self.holds(*r, i) && !self.frozen(*r))
     }
 
     /// The region count of node `i` in `kind`'s role.
@@ -555,6 +675,17 @@ mod tests {
         assert_eq!(n("NaN"), 1.0);
         assert_eq!(n("lots"), 1.0);
         assert_eq!(n("1e9"), NODE_CAPACITY_MAX);
+    }
+
+    #[test]
+    fn tables_are_numbered_once_in_order_or_out_of_it() {
+        let mut t = TableSpreads::new(2);
+        let order = [3, 3, 5, 9, 5, 3, 9, 1, 5, 7, 1];
+        let numbers: Vec<u32> = order.iter().map(|id| t.number(*id)).collect();
+        assert_eq!(numbers, [0, 0, 1, 2, 1, 0, 2, 3, 1, 4, 3]);
+        assert_eq!(t.len(), 5);
+        assert_eq!((0..5).map(|k| t.id(k)).collect::<Vec<_>>(), [3, 5, 9, 1, 7]);
+        assert_eq!(t.leaders.len(), 10);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! Repairs run before the balancing schedulers and ignore the cool-down; balancing never breaks
 //! these rules (see [`crate::cluster::Tally::can_move`]), so a repair is never undone.
 
-use crate::cluster::{IdMap, Tally, COUNT_MOVE_LOAD_BANDS};
+use crate::cluster::{IdMap, Tally, COUNT_MOVE_LOAD_BANDS, NO_NODE, NO_TABLE};
 use crate::operator::{MoveKind, Operator, Priority};
 use crate::schedule::{unknown_param, ConfigError, Schedule};
 
@@ -90,11 +90,12 @@ fn repair(t: &mut Tally, region: usize, kind: MoveKind, from: usize, to: usize, 
 
 fn repair_replicas(t: &mut Tally) {
     for region in 0..t.snap.regions.len() {
-        if t.followers[region].is_empty() || !t.movable(region, true) || t.moves_left == 0 {
+        if t.followers_of(region).next().is_none() || !t.movable(region, true) || t.moves_left == 0
+        {
             continue;
         }
-        let holders: Vec<usize> = std::iter::once(t.leader[region])
-            .chain(t.followers[region].iter().copied())
+        let holders: Vec<usize> = std::iter::once(t.leader_of(region))
+            .chain(t.followers_of(region))
             .collect();
         let zone = |n: usize| t.nodes[n].zone;
         // A follower sharing a zone with an earlier copy (the leader first) is the one to move.
@@ -121,13 +122,13 @@ fn repair_replicas(t: &mut Tally) {
 
 fn repair_tables(t: &mut Tally) {
     // Tables with a zone over its share, found from the per-table tallies.
-    let mut over: Vec<(u64, usize)> = Vec::new();
-    for (table, spread) in &t.tables {
-        let share = t.share_of(spread);
+    let mut over: Vec<(u64, u32, usize)> = Vec::new();
+    for k in 0..t.tables.len() as u32 {
+        let share = t.share_of(k);
         over.extend(
-            (0..spread.zone_leaders.len())
-                .filter(|z| spread.zone_leaders[*z] > share)
-                .map(|z| (*table, z)),
+            (0..t.zones.len())
+                .filter(|z| t.tables.leaders(k, *z) > share)
+                .map(|z| (t.tables.id(k), k, z)),
         );
     }
     if over.is_empty() || t.moves_left == 0 {
@@ -135,35 +136,37 @@ fn repair_tables(t: &mut Tally) {
     }
     over.sort_unstable();
     // The regions of the tables concerned, in one walk over all regions.
-    let mut of_table: IdMap<u64, Vec<usize>> =
-        over.iter().map(|(table, _)| (*table, Vec::new())).collect();
-    for (i, r) in t.snap.regions.iter().enumerate() {
-        if let Some(list) = of_table.get_mut(&r.table_id()) {
-            list.push(i);
+    let mut of_table: IdMap<u32, Vec<usize>> =
+        over.iter().map(|(_, k, _)| (*k, Vec::new())).collect();
+    for (i, k) in t.region_table.iter().enumerate() {
+        if *k != NO_TABLE {
+            if let Some(list) = of_table.get_mut(k) {
+                list.push(i);
+            }
         }
     }
-    for (table, zone) in over {
-        let share = t.share_of(&t.tables[&table]);
-        let mut regions: Vec<usize> = of_table[&table]
+    for (table, k, zone) in over {
+        let share = t.share_of(k);
+        let mut regions: Vec<usize> = of_table[&k]
             .iter()
             .copied()
-            .filter(|r| t.leader[*r] != usize::MAX && t.nodes[t.leader[*r]].zone == zone)
+            .filter(|r| t.leader_of(*r) != NO_NODE && t.nodes[t.leader_of(*r)].zone == zone)
             .collect();
         // From the zone's busiest nodes first: the repair then evens out counts too.
         regions.sort_by_key(|r| {
             (
-                std::cmp::Reverse(t.count(t.leader[*r], MoveKind::Leader)),
+                std::cmp::Reverse(t.count(t.leader_of(*r), MoveKind::Leader)),
                 *r,
             )
         });
         for region in regions {
-            if t.zone_leaders(table, zone) <= share || t.moves_left == 0 {
+            if t.tables.leaders(k, zone) <= share || t.moves_left == 0 {
                 break;
             }
             if !t.movable(region, true) {
                 continue;
             }
-            let from = t.leader[region];
+            let from = t.leader_of(region);
             // The busiest node is out of moves for this pass: wait for the next one rather than
             // take the region from a less busy node, which balancing would then have to refill.
             if t.nodes[from].moves_left == 0 {
@@ -171,7 +174,7 @@ fn repair_tables(t: &mut Tally) {
             }
             // The zone leading the fewest of the table's regions that can take it.
             let mut zones: Vec<usize> = (0..t.zones.len()).filter(|z| *z != zone).collect();
-            zones.sort_by_key(|z| (t.zone_leaders(table, *z), *z));
+            zones.sort_by_key(|z| (t.tables.leaders(k, *z), *z));
             let to = zones
                 .iter()
                 .find_map(|z| best_in_zone(t, region, MoveKind::Leader, from, Some(*z)));
@@ -179,7 +182,7 @@ fn repair_tables(t: &mut Tally) {
                 let why = format!(
                     "zone {:?} leads {} of table {table}'s regions, above its share of {share}",
                     t.zones[zone],
-                    t.zone_leaders(table, zone)
+                    t.tables.leaders(k, zone)
                 );
                 repair(t, region, MoveKind::Leader, from, to, why);
             }
