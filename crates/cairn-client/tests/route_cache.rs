@@ -394,6 +394,18 @@ impl Meta for FakeMeta {
     ) -> Result<Response<cairn_client::proto::cairnpb::OperatorView>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn get_node_stats(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::GetNodeStatsRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::NodeStatsHistory>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_region_stats(
+        &self,
+        _: Request<cairn_client::proto::cairnpb::GetRegionStatsRequest>,
+    ) -> Result<Response<cairn_client::proto::cairnpb::RegionStatsHistory>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_events(
         &self,
         _: Request<cairn_client::proto::cairnpb::ListEventsRequest>,

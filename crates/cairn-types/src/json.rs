@@ -160,3 +160,56 @@ pub struct OperatorJson {
     /// The migration procedure that runs it; 0 before it starts.
     pub procedure_id: u64,
 }
+
+/// One node's stats history (`/v1/stats/nodes/{id}`, `cairn ctl stats node`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatsHistoryJson {
+    pub node_id: u64,
+    /// Oldest first; at most 64.
+    pub samples: Vec<NodeStatsSampleJson>,
+}
+
+/// One stats report of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatsSampleJson {
+    /// When the leader received it, Unix ms.
+    pub at_ms: u64,
+    pub report_interval_ms: u64,
+    pub rcus: u64,
+    pub wcus: u64,
+    pub table_count: u64,
+    pub region_count: u64,
+    pub cpu_usage: f64,
+    pub load: f64,
+    pub disk_read_bytes_per_sec: u64,
+    pub disk_write_bytes_per_sec: u64,
+    /// Received by an earlier leader, restored from its persisted summary.
+    pub restored: bool,
+}
+
+/// One region's load history as the schedulers see it (`/v1/stats/regions/{id}`,
+/// `cairn ctl stats region`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionStatsHistoryJson {
+    pub region_id: u64,
+    /// Its leader, by its table route.
+    pub leader_node: u64,
+    /// The size its leader reported last; 0 before the first report.
+    pub approximate_bytes: u64,
+    /// The mean of the samples: the load the schedulers use.
+    pub smoothed_wcus: f64,
+    pub smoothed_rcus: f64,
+    /// Oldest first; at most 6.
+    pub samples: Vec<RegionLoadSampleJson>,
+}
+
+/// One sample of a region's load, from its leader's heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionLoadSampleJson {
+    /// When the leader received the heartbeat, Unix ms.
+    pub at_ms: u64,
+    pub wcus: u64,
+    pub rcus: u64,
+    /// The previous leader's smoothed load, restored from its persisted summary.
+    pub restored: bool,
+}

@@ -51,6 +51,7 @@ mod region_leases;
 mod route_retry;
 mod routes;
 mod scheduling;
+mod stats;
 mod transport;
 
 use std::future::Future;

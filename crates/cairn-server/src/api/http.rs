@@ -27,6 +27,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::api::http_meta::routes())
         .merge(crate::api::http_ops::routes())
         .merge(crate::api::http_scheduling::routes())
+        .merge(crate::api::http_stats::routes())
         .with_state(node)
 }
 

@@ -6,5 +6,6 @@ pub mod http;
 pub mod http_meta;
 pub mod http_ops;
 pub mod http_scheduling;
+pub mod http_stats;
 pub mod meta;
 pub mod services;

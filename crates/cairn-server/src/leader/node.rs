@@ -135,6 +135,12 @@ impl LeaderRequestHandler for Node {
                     SchedulingCall::CancelOperator { id } => {
                         s::cancel_operator(self, id)?.encode_to_vec()
                     }
+                    SchedulingCall::NodeStats { node_id } => {
+                        s::stats_history::node_stats(self, node_id)?.encode_to_vec()
+                    }
+                    SchedulingCall::RegionStats { region_id } => {
+                        s::stats_history::region_stats(self, region_id)?.encode_to_vec()
+                    }
                 };
                 Ok(LeaderResponse::Scheduling(bytes))
             }

@@ -21,7 +21,8 @@ pub enum Ddl {
     SetScheduler,
 }
 
-/// A question about the leader's schedulers' operators (they live in its memory only).
+/// A question about the leader's schedulers' operators and the stats history they read (all
+/// in its memory only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SchedulingCall {
     /// A dry-run pass.
@@ -34,6 +35,14 @@ pub enum SchedulingCall {
     },
     CancelOperator {
         id: u64,
+    },
+    /// One node's stats history.
+    NodeStats {
+        node_id: u64,
+    },
+    /// One region's load history.
+    RegionStats {
+        region_id: u64,
     },
 }
 
@@ -85,7 +94,8 @@ pub enum LeaderResponse {
     Meta(Vec<u8>),
     /// A prost-encoded `cairn.v1.RegionView`.
     Region(Vec<u8>),
-    /// A prost-encoded `ListOperatorsResponse` or `OperatorView`.
+    /// A prost-encoded `ListOperatorsResponse`, `OperatorView`, `NodeStatsHistory` or
+    /// `RegionStatsHistory`.
     Scheduling(Vec<u8>),
     /// A gRPC status the leader returned, carried across as code and message.
     Error {

@@ -45,6 +45,7 @@
 //!   event list [--since D] [--kind K] [--limit N]
 //!   scheduler list | enable NAME | disable NAME | config NAME --set K=V... | plan
 //!   operator list [--finished] | show ID | cancel ID
+//!   stats node ID | stats region ID
 //! ```
 //!
 //! `--endpoints` defaults to `127.0.0.1:4379` and may come from `CAIRN_ENDPOINTS`. Ids (member,
@@ -122,6 +123,7 @@ mod procedure;
 mod region;
 mod route;
 mod scheduler;
+mod stats;
 mod table;
 
 use cairn_client::meta::MetaClient;
@@ -224,6 +226,11 @@ pub enum Resource {
     Operator {
         #[command(subcommand)]
         command: operator::OperatorCommand,
+    },
+    /// The stats history the leader keeps: a node's reports, a region's load (Cairn Meta).
+    Stats {
+        #[command(subcommand)]
+        command: stats::StatsCommand,
     },
 }
 
@@ -332,6 +339,9 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         Resource::Operator { command } => {
             operator::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
+        }
+        Resource::Stats { command } => {
+            stats::run(&meta().map_err(CtlError::Endpoints)?, out, command).await
         }
     }
 }

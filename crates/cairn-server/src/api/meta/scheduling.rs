@@ -1,12 +1,13 @@
 //! The schedulers and their operators as the API serves them: scheduler settings from this
-//! node's replicated state (any node answers), operators and dry-run plans from the leader (they
-//! live in its memory; a follower asks it).
+//! node's replicated state (any node answers), operators, dry-run plans and the stats history
+//! from the leader (they live in its memory; a follower asks it).
 
 use crate::errors;
 use crate::leader::node::Node;
 use crate::replica::peer_request::{LeaderRequest, LeaderResponse, SchedulingCall};
 use cairn_proto::cairnpb::{
-    ListOperatorsResponse, ListSchedulersResponse, OperatorView, SchedulerView,
+    ListOperatorsResponse, ListSchedulersResponse, NodeStatsHistory, OperatorView,
+    RegionStatsHistory, SchedulerView,
 };
 use prost::Message;
 use tonic::Status;
@@ -60,4 +61,20 @@ pub async fn get_operator(node: &Node, id: u64) -> Result<OperatorView, Status> 
 
 pub async fn cancel_operator(node: &Node, id: u64) -> Result<OperatorView, Status> {
     call(node, SchedulingCall::CancelOperator { id }).await
+}
+
+/// `GetNodeStats`: id 0 names no node.
+pub async fn node_stats(node: &Node, node_id: u64) -> Result<NodeStatsHistory, Status> {
+    if node_id == 0 {
+        return Err(Status::invalid_argument("node_id: must be at least 1"));
+    }
+    call(node, SchedulingCall::NodeStats { node_id }).await
+}
+
+/// `GetRegionStats`: id 0 names no region.
+pub async fn region_stats(node: &Node, region_id: u64) -> Result<RegionStatsHistory, Status> {
+    if region_id == 0 {
+        return Err(Status::invalid_argument("region_id: must be at least 1"));
+    }
+    call(node, SchedulingCall::RegionStats { region_id }).await
 }

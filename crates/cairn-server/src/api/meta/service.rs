@@ -340,4 +340,32 @@ impl Meta for MetaService {
             })
             .await
     }
+
+    async fn get_node_stats(
+        &self,
+        r: Request<GetNodeStatsRequest>,
+    ) -> Result<Response<NodeStatsHistory>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("GetNodeStats", async {
+                scheduling::node_stats(node, r.into_inner().node_id)
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
+
+    async fn get_region_stats(
+        &self,
+        r: Request<GetRegionStatsRequest>,
+    ) -> Result<Response<RegionStatsHistory>, Status> {
+        let node = &self.node;
+        node.metrics
+            .track("GetRegionStats", async {
+                scheduling::region_stats(node, r.into_inner().region_id)
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
 }

@@ -5,11 +5,13 @@
 //! first, within the moves-per-minute limit) as batched migration procedures.
 //!
 //! Maintenance mode pauses it all: nothing is planned and nothing queued starts. A summary of
-//! what a new leader needs not to start blind — the regions still cooling down and the loads of
-//! the hottest regions — is persisted, bounded, every [`SCHEDULING_STATE_PERSIST_MS`].
+//! what a new leader needs not to start blind — the regions still cooling down, the loads of
+//! the hottest regions and the nodes' latest stats reports ([`stats_history`]) — is persisted,
+//! bounded, every [`SCHEDULING_STATE_PERSIST_MS`].
 
 pub mod operators;
 pub mod snapshot;
+pub mod stats_history;
 
 use crate::leader::failover::batches;
 use crate::leader::node::Node;
@@ -25,6 +27,7 @@ use cairn_sched::{MoveKind, Schedulers};
 use operators::{Entry, Limits, OpStatus, OperatorTable};
 use serde::{Deserialize, Serialize};
 use snapshot::RegionLoads;
+use stats_history::{NodeStatsSummary, RestoredNodeStats};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -42,6 +45,7 @@ pub const SCHEDULER_MIGRATION_TIMEOUT_MS: u64 = 60_000;
 pub struct Scheduling {
     operators: Mutex<OperatorTable>,
     loads: Mutex<RegionLoads>,
+    restored_node_stats: Mutex<RestoredNodeStats>,
 }
 
 impl Scheduling {
@@ -52,6 +56,14 @@ impl Scheduling {
     pub fn loads(&self) -> MutexGuard<'_, RegionLoads> {
         self.loads.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Node stats reports restored from the previous leader's summary. Taken after the node
+    /// registry's lock when both are held.
+    pub fn restored_node_stats(&self) -> MutexGuard<'_, RestoredNodeStats> {
+        self.restored_node_stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What a new leader reads so it is not blind (see the module docs).
@@ -61,6 +73,12 @@ struct SchedulingState {
     last_moved: Vec<(u64, u64)>,
     /// (region, smoothed wcus, smoothed rcus).
     loads: Vec<(u64, f64, f64)>,
+    /// When this summary was written, Unix ms (0 in a summary of an older version).
+    #[serde(default)]
+    written_ms: u64,
+    /// The nodes' latest stats reports (bounded, see [`stats_history`]).
+    #[serde(default)]
+    node_stats: Vec<NodeStatsSummary>,
 }
 
 /// The operator limits, from the configuration.
@@ -145,7 +163,8 @@ enum Pass {
     Started(Vec<Entry>),
 }
 
-/// A new term: the operator table starts empty, with the stored cool-downs and loads.
+/// A new term: the operator table starts empty, with the stored cool-downs, loads and node
+/// stats reports.
 fn restore(node: &Node) {
     let state = store::get::<SchedulingState>(node, &layout().scheduling_state())
         .ok()
@@ -155,10 +174,13 @@ fn restore(node: &Node) {
     node.scheduling
         .operators()
         .reset(state.last_moved.into_iter().collect());
+    node.scheduling
+        .restored_node_stats()
+        .replace(state.node_stats);
     let mut loads = node.scheduling.loads();
     loads.clear();
     for (region, w, r) in state.loads {
-        loads.seed(region, w, r);
+        loads.seed(region, w, r, state.written_ms);
     }
 }
 
@@ -176,7 +198,18 @@ async fn persist(node: &Node, term: u64) -> Result<(), Status> {
         .scheduling
         .loads()
         .hottest(SCHEDULING_STATE_REGIONS_MAX);
-    let state = SchedulingState { last_moved, loads };
+    let written_ms = node.clock.unix_ms();
+    let node_stats = {
+        let now = (node.heartbeats.now(), written_ms);
+        let registry = node.heartbeats.registry();
+        stats_history::summary(&registry, &node.scheduling.restored_node_stats(), now)
+    };
+    let state = SchedulingState {
+        last_moved,
+        loads,
+        written_ms,
+        node_stats,
+    };
     let put = put_op(&layout().scheduling_state(), codec::encode(&state));
     store::txn_here(node, term, Vec::new(), vec![put]).await?;
     Ok(())

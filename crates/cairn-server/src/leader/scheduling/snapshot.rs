@@ -1,6 +1,8 @@
 //! The scheduler's view of the cluster, built on the leader for one pass: datanodes from the
 //! registry (schedulable: alive, connected, not draining, not judged failed), regions from the
 //! stored routes, and each region's load smoothed over its last heartbeats ([`RegionLoads`]).
+//! The samples kept for smoothing are also the region's load history that `GetRegionStats`
+//! serves.
 
 use crate::leader::heartbeat::registry::NodeState;
 use crate::leader::node::Node;
@@ -14,16 +16,28 @@ use std::time::Instant;
 use tonic::Status;
 
 /// Heartbeat samples of a region's load kept to smooth it: a moment's burst moves nothing, a
-/// lasting change shows within a few heartbeats.
+/// lasting change shows within a few heartbeats. Also the length of the region's load history
+/// as served (kept no longer: at 100,000 regions each sample costs 1.6 MB of leader memory).
 pub const REGION_LOAD_SAMPLES_MAX: usize = 6;
+
+/// One heartbeat's report of a region's load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadSample {
+    /// When the leader received the report, Unix ms by its clock.
+    pub at_ms: u64,
+    pub wcus: u32,
+    pub rcus: u32,
+}
 
 /// One region's recent load, oldest sample first once full.
 #[derive(Debug, Clone, Default)]
 struct RegionLoad {
-    /// (wcus, rcus) per heartbeat, a ring.
-    samples: [(u32, u32); REGION_LOAD_SAMPLES_MAX],
+    /// A ring.
+    samples: [LoadSample; REGION_LOAD_SAMPLES_MAX],
     len: u8,
     next: u8,
+    /// The sample in slot 0 is the previous leader's smoothed load (see [`RegionLoads::seed`]).
+    seeded: bool,
     bytes: u64,
 }
 
@@ -45,22 +59,39 @@ impl RegionLoads {
         *self = RegionLoads::default();
     }
 
-    fn observe(&mut self, stat: &RegionStat) {
+    /// Takes in one report of a region, received at `at_ms` (Unix ms).
+    fn observe(&mut self, stat: &RegionStat, at_ms: u64) {
         let l = self.by_region.entry(stat.region_id).or_default();
-        l.samples[l.next as usize] = (clamp(stat.wcus), clamp(stat.rcus));
+        if l.next == 0 && l.len > 0 {
+            // Slot 0 is overwritten: a seeded sample there is gone.
+            l.seeded = false;
+        }
+        l.samples[l.next as usize] = LoadSample {
+            at_ms,
+            wcus: clamp(stat.wcus),
+            rcus: clamp(stat.rcus),
+        };
         l.next = ((l.next as usize + 1) % REGION_LOAD_SAMPLES_MAX) as u8;
         l.len = (l.len + 1).min(REGION_LOAD_SAMPLES_MAX as u8);
         l.bytes = stat.approximate_bytes;
     }
 
-    /// Seeds a region's load (a new leader, from the persisted summary) as one sample.
-    pub fn seed(&mut self, region_id: u64, wcus: f64, rcus: f64) {
-        self.observe(&RegionStat {
+    /// Seeds a region's load (a new leader, from the persisted summary written at `at_ms`) as
+    /// one sample, marked as restored in the history. Only into a region with no samples.
+    pub fn seed(&mut self, region_id: u64, wcus: f64, rcus: f64, at_ms: u64) {
+        if self.by_region.get(&region_id).is_some_and(|l| l.len > 0) {
+            return;
+        }
+        let stat = RegionStat {
             region_id,
             wcus: wcus.max(0.0) as u64,
             rcus: rcus.max(0.0) as u64,
             ..Default::default()
-        });
+        };
+        self.observe(&stat, at_ms);
+        if let Some(l) = self.by_region.get_mut(&region_id) {
+            l.seeded = true;
+        }
     }
 
     /// Mean (wcus, rcus) over the kept samples, and the last reported size.
@@ -70,13 +101,14 @@ impl RegionLoads {
         };
         let n = l.len.max(1) as f64;
         let kept = &l.samples[..l.len as usize];
-        let w: u64 = kept.iter().map(|s| s.0 as u64).sum();
-        let r: u64 = kept.iter().map(|s| s.1 as u64).sum();
+        let w: u64 = kept.iter().map(|s| s.wcus as u64).sum();
+        let r: u64 = kept.iter().map(|s| s.rcus as u64).sum();
         (w as f64 / n, r as f64 / n, l.bytes)
     }
 
-    /// The kept (wcus, rcus) samples of a region, oldest first.
-    pub fn history(&self, region_id: u64) -> Vec<(u32, u32)> {
+    /// The kept samples of a region, oldest first, each with whether it is a seeded one
+    /// (restored from the previous leader's summary); at most [`REGION_LOAD_SAMPLES_MAX`].
+    pub fn history(&self, region_id: u64) -> Vec<(LoadSample, bool)> {
         let Some(l) = self.by_region.get(&region_id) else {
             return Vec::new();
         };
@@ -87,7 +119,8 @@ impl RegionLoads {
             l.next as usize
         };
         (0..len)
-            .map(|i| l.samples[(start + i) % REGION_LOAD_SAMPLES_MAX])
+            .map(|i| (start + i) % REGION_LOAD_SAMPLES_MAX)
+            .map(|slot| (l.samples[slot], l.seeded && slot == 0))
             .collect()
     }
 
@@ -108,6 +141,13 @@ impl RegionLoads {
     }
 }
 
+/// The Unix ms of instant `at`, by a (monotonic, Unix ms) pair read together at one moment.
+/// An instant after that moment reads as the moment itself.
+pub fn unix_ms_at(at: Instant, now: (Instant, u64)) -> u64 {
+    let ago = now.0.saturating_duration_since(at).as_millis() as u64;
+    now.1.saturating_sub(ago)
+}
+
 /// The snapshot of one pass (limits and busy regions are the operator table's to fill).
 pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, Status> {
     let failed: HashSet<u64> = node.heartbeats.failed_nodes().into_iter().collect();
@@ -117,6 +157,7 @@ pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, St
         .collect();
     // The connection table before the registry: the hub takes their locks in that order.
     let connected = node.heartbeats.connected_ids();
+    let now = (node.heartbeats.now(), node.clock.unix_ms());
     let mut nodes: BTreeMap<u64, NodeView> = BTreeMap::new();
     {
         let registry = node.heartbeats.registry();
@@ -132,17 +173,22 @@ pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, St
                 && !failed.contains(&id)
                 && !drained.contains(&id);
             nodes.insert(id, view);
-            let Some(at) = e.last_heartbeat else { continue };
+            // The latest report, not the latest request: a replies-only request in between
+            // reports nothing new.
+            let Some(at) = e.latest().map(|s| s.at) else {
+                continue;
+            };
             if loads.seen.get(&id) == Some(&at) {
                 continue;
             }
             loads.seen.insert(id, at);
+            let at_ms = unix_ms_at(at, now);
             for stat in e
                 .regions
                 .iter()
                 .filter(|s| s.role == RegionRole::Leader as i32)
             {
-                loads.observe(stat);
+                loads.observe(stat, at_ms);
             }
         }
     }
@@ -202,20 +248,66 @@ mod tests {
     fn load_is_the_mean_of_the_last_samples_and_history_is_oldest_first() {
         let mut l = RegionLoads::default();
         assert_eq!(l.smoothed(1), (0.0, 0.0, 0));
-        l.observe(&stat(1, 10));
-        l.observe(&stat(1, 20));
+        l.observe(&stat(1, 10), 1);
+        l.observe(&stat(1, 20), 2);
         assert_eq!(l.smoothed(1), (15.0, 7.5, 100));
         for w in 0..REGION_LOAD_SAMPLES_MAX as u64 {
-            l.observe(&stat(1, 100 + w));
+            l.observe(&stat(1, 100 + w), 10 + w);
         }
-        let h: Vec<u32> = l.history(1).iter().map(|s| s.0).collect();
+        let h: Vec<u32> = l.history(1).iter().map(|s| s.0.wcus).collect();
         assert_eq!(
             h,
             [100, 101, 102, 103, 104, 105],
             "the two old samples left"
         );
+        let at: Vec<u64> = l.history(1).iter().map(|s| s.0.at_ms).collect();
+        assert_eq!(at, [10, 11, 12, 13, 14, 15]);
         assert_eq!(l.smoothed(1).0, 102.5);
-        l.observe(&stat(2, 1));
+        l.observe(&stat(2, 1), 20);
         assert_eq!(l.hottest(1), [(1, 102.5, 51.0)]);
+    }
+
+    #[test]
+    fn a_seeded_sample_is_marked_until_the_ring_passes_it() {
+        let mut l = RegionLoads::default();
+        l.seed(1, 40.0, 20.0, 500);
+        assert_eq!(
+            l.history(1),
+            [(
+                LoadSample {
+                    at_ms: 500,
+                    wcus: 40,
+                    rcus: 20
+                },
+                true
+            )]
+        );
+        // Seeding a region that has samples changes nothing.
+        l.seed(1, 1.0, 1.0, 600);
+        assert_eq!(l.history(1).len(), 1);
+        for i in 1..REGION_LOAD_SAMPLES_MAX as u64 {
+            l.observe(&stat(1, 10), 1000 + i);
+        }
+        let h = l.history(1);
+        assert_eq!(h.len(), REGION_LOAD_SAMPLES_MAX);
+        assert!(h[0].1 && h[1..].iter().all(|s| !s.1), "{h:?}");
+        assert_eq!(
+            l.smoothed(1).0,
+            (40.0 + 10.0 * 5.0) / 6.0,
+            "smoothed over 6"
+        );
+        l.observe(&stat(1, 10), 2000);
+        assert!(l.history(1).iter().all(|s| !s.1), "the seeded sample left");
+        assert_eq!(l.smoothed(1).0, 10.0);
+    }
+
+    #[test]
+    fn instants_read_as_unix_ms_against_a_pair_read_together() {
+        let t0 = Instant::now();
+        let later = t0 + std::time::Duration::from_millis(1_500);
+        assert_eq!(unix_ms_at(t0, (later, 10_000)), 8_500);
+        assert_eq!(unix_ms_at(later, (later, 10_000)), 10_000);
+        assert_eq!(unix_ms_at(later, (t0, 10_000)), 10_000, "not after now");
+        assert_eq!(unix_ms_at(t0, (later, 1_000)), 0, "saturates");
     }
 }
