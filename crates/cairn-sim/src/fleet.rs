@@ -11,7 +11,7 @@ use cairn_client::meta::{
 };
 
 use crate::frontend::{SimFrontend, WriteLoadConfig, WriteLoadStats};
-use crate::load::LoadPattern;
+use crate::load::{LoadPattern, TableLoad};
 use crate::node::{sim_identity, SimNode, SimRole};
 use crate::regions::{RegionSet, REGIONS_PER_NODE_MAX};
 use crate::SimError;
@@ -92,6 +92,8 @@ pub struct Fleet {
     load: LoadPattern,
     seed: u64,
     epoch: Instant,
+    /// Per-table load factors every node applies.
+    table_load: Arc<TableLoad>,
 }
 
 impl Fleet {
@@ -119,6 +121,7 @@ impl Fleet {
             load: config.load,
             seed: config.seed,
             epoch,
+            table_load: Arc::new(TableLoad::default()),
         };
         let total = u64::from(config.datanodes) + u64::from(config.frontends);
         for i in 0..total {
@@ -131,14 +134,10 @@ impl Fleet {
             } else {
                 (SimRole::Frontend, RegionSet::default())
             };
-            let node = Arc::new(SimNode::new(
-                id,
-                role,
-                regions,
-                config.load,
-                config.seed,
-                epoch,
-            ));
+            let node = Arc::new(
+                SimNode::new(id, role, regions, config.load, config.seed, epoch)
+                    .with_table_load(Arc::clone(&fleet.table_load)),
+            );
             // Node i starts i/total of an interval late, so the fleet does not beat in lockstep.
             let delay_ms = config.interval_ms.saturating_mul(i) / total;
             let heartbeat = Some(fleet.start_heartbeat(&node, delay_ms));
@@ -196,6 +195,17 @@ impl Fleet {
     /// The write load's frontend, if one was started (for its route cache's counters).
     pub fn write_load(&self) -> Option<&SimFrontend> {
         self.writes.as_ref()
+    }
+
+    /// The per-table load factors every node of the fleet applies: a scenario makes one
+    /// table hot with `fleet.table_load().set(table_id, 10.0)`.
+    pub fn table_load(&self) -> &Arc<TableLoad> {
+        &self.table_load
+    }
+
+    /// The seed of the fleet's loads.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// Simulated node `id`, for writing to or reading from it directly.
@@ -260,14 +270,17 @@ impl Fleet {
                 "at most {SIM_NODES_MAX} nodes (sim_nodes_max)"
             )));
         }
-        let node = Arc::new(SimNode::new(
-            id,
-            SimRole::Datanode,
-            RegionSet::default(),
-            self.load,
-            self.seed,
-            self.epoch,
-        ));
+        let node = Arc::new(
+            SimNode::new(
+                id,
+                SimRole::Datanode,
+                RegionSet::default(),
+                self.load,
+                self.seed,
+                self.epoch,
+            )
+            .with_table_load(Arc::clone(&self.table_load)),
+        );
         let heartbeat = Some(self.start_heartbeat(&node, 0));
         self.nodes.insert(id, Slot { node, heartbeat });
         Ok(())

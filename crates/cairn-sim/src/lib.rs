@@ -24,7 +24,7 @@ pub mod regions;
 
 pub use fleet::{Fleet, NodeStatus, SimConfig, SIM_NODES_MAX};
 pub use frontend::{SimFrontend, WriteLoadConfig, WriteLoadStats};
-pub use load::LoadPattern;
+pub use load::{LoadPattern, TableLoad};
 pub use node::{SimNode, SimReadError, SimRole, SimWriteError};
 
 /// Why a simulation command failed.

@@ -23,6 +23,58 @@ pub const ROW_BYTES: u64 = 128;
 /// Bytes written to disk per write capacity unit.
 pub const BYTES_PER_WCU: u64 = 4 * 1024;
 
+/// Tables whose load a scenario may scale at once ([`TableLoad`]).
+pub const TABLE_LOAD_FACTORS_MAX: usize = 1_024;
+/// The largest factor a table's load may be scaled by.
+pub const TABLE_LOAD_FACTOR_MAX: f64 = 1_000.0;
+
+/// Per-table load factors a scenario sets (one table's load jumps tenfold); a table without
+/// one has factor 1. Shared by every node of a fleet.
+#[derive(Debug, Default)]
+pub struct TableLoad(std::sync::RwLock<std::collections::HashMap<u64, f64>>);
+
+impl TableLoad {
+    /// Scales table `table_id`'s load by `factor` (1 removes the scaling). At most
+    /// [`TABLE_LOAD_FACTORS_MAX`] tables, factors in 0..=[`TABLE_LOAD_FACTOR_MAX`].
+    pub fn set(&self, table_id: u64, factor: f64) -> Result<(), String> {
+        if !(0.0..=TABLE_LOAD_FACTOR_MAX).contains(&factor) {
+            return Err(format!(
+                "table load factor {factor} is outside 0..={TABLE_LOAD_FACTOR_MAX}"
+            ));
+        }
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if factor == 1.0 {
+            map.remove(&table_id);
+        } else if map.len() >= TABLE_LOAD_FACTORS_MAX && !map.contains_key(&table_id) {
+            return Err(format!(
+                "at most {TABLE_LOAD_FACTORS_MAX} tables may have a load factor (table_load_factors_max)"
+            ));
+        } else {
+            map.insert(table_id, factor);
+        }
+        Ok(())
+    }
+
+    /// Table `table_id`'s load factor.
+    pub fn factor(&self, table_id: u64) -> f64 {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&table_id).copied().unwrap_or(1.0)
+    }
+}
+
+/// Write and read capacity units per second region `region_id` carries at load factor 1, its
+/// table scaled by `table_load`: what its leader reports, per second.
+pub fn region_load_per_sec(seed: u64, region_id: u64, table_load: &TableLoad) -> (f64, f64) {
+    let w = region_weight(seed, region_id) * table_load.factor(region_id >> 32);
+    (REGION_WCUS_PER_SEC * w, REGION_RCUS_PER_SEC * w)
+}
+
 /// The shape of the load over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadPattern {
@@ -98,6 +150,29 @@ pub fn units(per_sec: f64, interval_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_load_factor_scales_its_regions_only_and_is_bounded() {
+        let load = TableLoad::default();
+        let (hot, other) = ((7u64 << 32) | 1, (8u64 << 32) | 1);
+        let before = (
+            region_load_per_sec(3, hot, &load),
+            region_load_per_sec(3, other, &load),
+        );
+        load.set(7, 10.0).unwrap();
+        assert_eq!(region_load_per_sec(3, hot, &load).0, before.0 .0 * 10.0);
+        assert_eq!(region_load_per_sec(3, other, &load), before.1);
+        load.set(7, 1.0).unwrap();
+        assert_eq!(region_load_per_sec(3, hot, &load), before.0);
+        assert!(load.set(7, -1.0).is_err());
+        assert!(load.set(7, f64::NAN).is_err());
+        for t in 0..TABLE_LOAD_FACTORS_MAX as u64 {
+            load.set(100 + t, 2.0).unwrap();
+        }
+        let err = load.set(1, 2.0).unwrap_err();
+        assert!(err.contains("table_load_factors_max"), "{err}");
+        load.set(100, 3.0).expect("an existing table may change");
+    }
 
     #[test]
     fn constant_is_always_one() {

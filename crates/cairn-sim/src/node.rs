@@ -18,8 +18,8 @@ use cairn_proto::cairnpb::{
 use std::sync::Arc;
 
 use crate::load::{
-    region_weight, units, LoadPattern, BYTES_PER_WCU, REGION_BYTES, REGION_RCUS_PER_SEC,
-    REGION_WCUS_PER_SEC, ROW_BYTES,
+    region_load_per_sec, region_weight, units, LoadPattern, TableLoad, BYTES_PER_WCU, REGION_BYTES,
+    ROW_BYTES,
 };
 use crate::regions::{RegionRefusal, RegionSet};
 
@@ -60,7 +60,8 @@ pub fn sim_identity(id: u64, role: SimRole, start_time_ms: u64) -> NodeIdentity 
 }
 
 /// The stats node `node` reports at `t_ms` (since the simulation started) for an interval of
-/// `interval_ms`, holding `regions` (empty for a frontend).
+/// `interval_ms`, holding `regions` (empty for a frontend), tables scaled by `table_load`.
+#[allow(clippy::too_many_arguments)]
 pub fn stats_at(
     role: SimRole,
     regions: &RegionSet,
@@ -69,6 +70,7 @@ pub fn stats_at(
     node: u64,
     t_ms: u64,
     interval_ms: u64,
+    table_load: &TableLoad,
 ) -> (NodeStats, Vec<RegionStat>) {
     let factor = pattern.factor(seed, node, t_ms);
     let region_stats: Vec<RegionStat> = regions
@@ -76,11 +78,12 @@ pub fn stats_at(
         .map(|(region_id, role)| {
             let w = region_weight(seed, region_id);
             let bytes = (REGION_BYTES as f64 * w) as u64;
+            let (wcus, rcus) = region_load_per_sec(seed, region_id, table_load);
             RegionStat {
                 region_id,
                 role: role as i32,
-                rcus: units(REGION_RCUS_PER_SEC * factor * w, interval_ms),
-                wcus: units(REGION_WCUS_PER_SEC * factor * w, interval_ms),
+                rcus: units(rcus * factor, interval_ms),
+                wcus: units(wcus * factor, interval_ms),
                 approximate_bytes: bytes,
                 approximate_rows: bytes / ROW_BYTES + regions.rows(region_id),
             }
@@ -173,6 +176,8 @@ pub struct SimNode {
     leases: Arc<RegionLeases>,
     /// False while the fleet has the node killed: it then refuses data requests too.
     running: AtomicBool,
+    /// Per-table load factors, shared with the rest of the fleet.
+    table_load: Arc<TableLoad>,
 }
 
 impl SimNode {
@@ -194,7 +199,14 @@ impl SimNode {
             regions: Mutex::new(regions),
             leases: Arc::new(RegionLeases::new()),
             running: AtomicBool::new(true),
+            table_load: Arc::new(TableLoad::default()),
         }
+    }
+
+    /// The same node, its tables' load scaled by the shared `table_load`.
+    pub fn with_table_load(mut self, table_load: Arc<TableLoad>) -> Self {
+        self.table_load = table_load;
+        self
     }
 
     /// Writes `rows` rows to `region_id`. Refused with [`SimWriteError::InvalidRoute`] unless
@@ -292,6 +304,7 @@ impl StatsSource for SimNode {
             self.id,
             t_ms,
             report_interval_ms,
+            &self.table_load,
         )
     }
 }
@@ -335,6 +348,7 @@ mod tests {
             1001,
             0,
             3_000,
+            &TableLoad::default(),
         );
         assert_eq!(region_stats.len(), 10);
         assert_eq!(stats.region_count, 10);
@@ -362,6 +376,7 @@ mod tests {
                 2000,
                 t,
                 3_000,
+                &TableLoad::default(),
             )
         };
         let (stats, regions) = at(12_345);
