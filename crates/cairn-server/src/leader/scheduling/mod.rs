@@ -370,3 +370,44 @@ pub fn cancel_operator(node: &Node, id: u64) -> Result<OperatorView, Status> {
         Err(why) => Err(Status::failed_precondition(why)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_of_an_older_version_reads_with_no_node_stats() {
+        let old = br#"{"last_moved":[[7,1000]],"loads":[[7,2.5,1.0]]}"#;
+        let state: SchedulingState = codec::decode(b"k", old).unwrap();
+        assert_eq!(state.last_moved, [(7, 1000)]);
+        assert_eq!(state.written_ms, 0);
+        assert!(state.node_stats.is_empty());
+    }
+
+    #[test]
+    fn node_stats_survive_the_round_trip_through_the_store_encoding() {
+        let sample = stats_history::NodeStatsRecord {
+            at_ms: 1_767_225_600_123,
+            report_interval_ms: 3_000,
+            rcus: 60,
+            wcus: 30,
+            table_count: 2,
+            region_count: 5,
+            cpu_usage: 0.25,
+            load: 0.5,
+            disk_read_bytes_per_sec: 1_000,
+            disk_write_bytes_per_sec: 2_000,
+        };
+        let state = SchedulingState {
+            written_ms: 1_767_225_601_000,
+            node_stats: vec![NodeStatsSummary {
+                node_id: 1001,
+                samples: vec![sample],
+            }],
+            ..Default::default()
+        };
+        let back: SchedulingState = codec::decode(b"k", &codec::encode(&state)).unwrap();
+        assert_eq!(back.written_ms, state.written_ms);
+        assert_eq!(back.node_stats, state.node_stats);
+    }
+}
