@@ -115,6 +115,9 @@ pub struct ServerConfig {
     pub scheduler_moves_per_minute_max: usize,
     /// A region a scheduler moved is not moved again by a balancing scheduler for this long, ms.
     pub scheduler_region_cooldown_ms: u64,
+    /// How often the leader persists the summary a new leader starts from (cool-downs, the
+    /// hottest regions' loads, the nodes' latest stats), ms: what a leader change loses at most.
+    pub scheduler_state_persist_interval_ms: u64,
     /// How often the leader looks for orphan regions (open on a datanode, placed there by no
     /// route, opened by no running procedure) and closes them, ms; 0 turns it off.
     pub region_reconcile_interval_ms: u64,
@@ -143,6 +146,9 @@ pub const SCHEDULER_MOVES_PER_MINUTE_MAX_DEFAULT: usize = 600;
 /// move on the next stats, short enough that a region which arrived during a repair is free to
 /// take part in the next rebalancing.
 pub const SCHEDULER_REGION_COOLDOWN_MS_DEFAULT: u64 = 60_000;
+/// Default interval of the scheduling summary's writes, ms: each can be several hundred KiB of
+/// replicated log, so not every pass.
+pub const SCHEDULER_STATE_PERSIST_INTERVAL_MS_DEFAULT: u64 = 30_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -181,6 +187,7 @@ impl Default for ServerConfig {
             scheduler_node_operators_max: SCHEDULER_NODE_OPERATORS_MAX_DEFAULT,
             scheduler_moves_per_minute_max: SCHEDULER_MOVES_PER_MINUTE_MAX_DEFAULT,
             scheduler_region_cooldown_ms: SCHEDULER_REGION_COOLDOWN_MS_DEFAULT,
+            scheduler_state_persist_interval_ms: SCHEDULER_STATE_PERSIST_INTERVAL_MS_DEFAULT,
             region_reconcile_interval_ms: 30_000,
             ddl_timeout_ms: 120_000,
             auto_compaction_retention_revisions: AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT,
@@ -334,10 +341,11 @@ impl ServerConfig {
             || self.scheduler_operators_max == 0
             || self.scheduler_node_operators_max == 0
             || self.scheduler_moves_per_minute_max == 0
+            || self.scheduler_state_persist_interval_ms == 0
         {
             return Err("scheduler-interval-ms, scheduler-operators-max, \
-                 scheduler-node-operators-max and scheduler-moves-per-minute-max: must be at \
-                 least 1"
+                 scheduler-node-operators-max, scheduler-moves-per-minute-max and \
+                 scheduler-state-persist-interval-ms: must be at least 1"
                 .into());
         }
         if self.failover_migrations_max == 0 {

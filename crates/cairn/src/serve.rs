@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// A moved region stays put this long, ms. Default 60000.
     #[arg(long, env = "CAIRN_SCHEDULER_REGION_COOLDOWN_MS")]
     pub scheduler_region_cooldown_ms: Option<u64>,
+    /// How often the leader persists what a new leader starts from (cool-downs, hottest
+    /// regions' loads, nodes' latest stats), ms. Default 30000.
+    #[arg(long, env = "CAIRN_SCHEDULER_STATE_PERSIST_INTERVAL_MS")]
+    pub scheduler_state_persist_interval_ms: Option<u64>,
     /// How long a datanode gets to answer a region instruction, ms. Default 10000.
     #[arg(long, env = "CAIRN_REGION_INSTRUCTION_TIMEOUT_MS")]
     pub region_instruction_timeout_ms: Option<u64>,
@@ -237,6 +241,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.scheduler_region_cooldown_ms {
             c.scheduler_region_cooldown_ms = v;
+        }
+        if let Some(v) = self.scheduler_state_persist_interval_ms {
+            c.scheduler_state_persist_interval_ms = v;
         }
         if let Some(v) = self.region_instruction_timeout_ms {
             c.region_instruction_timeout_ms = v;

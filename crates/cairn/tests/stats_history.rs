@@ -3,6 +3,8 @@
 //! holds exactly what the datanode's heartbeats reported for it and is smoothed as their mean;
 //! a follower answers through the leader; gRPC, HTTP and `cairn ctl` give the same history,
 //! and unknown or malformed ids get NotFound / InvalidArgument (404 / 400, a non-zero exit).
+//! After the leader is killed, the new one is not blind: it serves the old leader's last
+//! reports and a region's smoothed load, marked restored.
 
 mod common;
 #[path = "common/settle.rs"]
@@ -18,11 +20,14 @@ use cairn_types::json::{NodeStatsHistoryJson, RegionStatsHistoryJson};
 use common::TestCluster;
 use settle::eventually;
 use std::process::Command;
+use std::time::{Duration, Instant};
 use tonic::Code;
 
 const DATANODE: u64 = 1001;
 const SEED: u64 = 23;
 const HEARTBEAT_MS: &str = "300";
+/// The leader persists what a new leader starts from this often in this test.
+const PERSIST_MS: u64 = 600;
 /// The leader's clock and the region sample's conversion of the same instant may differ by
 /// this much (rounding, and the wall clock's drift between the two reads).
 const SAME_REPORT_MS: u64 = 50;
@@ -55,11 +60,13 @@ async fn node_and_region_histories_show_what_the_datanode_reported() {
         HEARTBEAT_MS,
         "--scheduler-interval-ms",
         HEARTBEAT_MS,
+        "--scheduler-state-persist-interval-ms",
+        &PERSIST_MS.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let cluster = TestCluster::start_with_args(3, args).await;
+    let mut cluster = TestCluster::start_with_args(3, args).await;
     let endpoints: Vec<String> = (0..3).map(|i| cluster.client_addr(i)).collect();
     let client = MetaClient::new(endpoints.clone()).unwrap();
     let config = SimConfig {
@@ -192,6 +199,9 @@ async fn node_and_region_histories_show_what_the_datanode_reported() {
     let (ok, out, err) = ctl(all.clone(), &["stats", "region", &region]).await;
     assert!(ok, "{err}");
     assert!(out.contains("leader 1001") && out.contains("WCUS"), "{out}");
+    let (ok, table, err) = ctl(all.clone(), &["stats", "node", "1001"]).await;
+    assert!(ok && table.contains("live"), "{table}{err}");
+    eprintln!("{out}{table}");
     let (ok, _, err) = ctl(all.clone(), &["stats", "node", "999"]).await;
     assert!(!ok);
     assert!(
@@ -200,6 +210,68 @@ async fn node_and_region_histories_show_what_the_datanode_reported() {
     );
     let (ok, _, err) = ctl(all, &["stats", "region", "x"]).await;
     assert!(!ok && err.contains("ID"), "{err}");
+
+    // A new leader is not blind. Two persist intervals (and passes) pass; what the old leader
+    // persisted is then among what it serves now.
+    tokio::time::sleep(Duration::from_millis(2 * PERSIST_MS + 300)).await;
+    let old = client.get_node_stats(DATANODE).await.unwrap();
+    let killed_ms = unix_time_ms();
+    let leader = cluster.leader_index().await.expect("a leader");
+    cluster.kill(leader);
+    let survivors: Vec<String> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| cluster.client_addr(i))
+        .collect();
+    let client = MetaClient::new(survivors).unwrap();
+    // The restored region sample leaves the window after 6 live ones: poll both together.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut node, mut region) = (None, None);
+    while (node.is_none() || region.is_none()) && Instant::now() < deadline {
+        if node.is_none() {
+            node = client
+                .get_node_stats(DATANODE)
+                .await
+                .ok()
+                .filter(|h| h.samples.iter().any(|s| s.restored));
+        }
+        if region.is_none() {
+            region = client
+                .get_region_stats(regions[0])
+                .await
+                .ok()
+                .filter(|h| h.samples.first().is_some_and(|s| s.restored));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let node = node.expect("the new leader serves restored node reports");
+    let restored: Vec<_> = node.samples.iter().take_while(|s| s.restored).collect();
+    assert!(
+        (1..=4).contains(&restored.len())
+            && node.samples.iter().filter(|s| s.restored).count() == restored.len(),
+        "restored reports first, at most 4: {node:?}"
+    );
+    for s in &restored {
+        let was = old
+            .samples
+            .iter()
+            .find(|o| o.at_ms.abs_diff(s.at_ms) <= SAME_REPORT_MS)
+            .unwrap_or_else(|| panic!("{s:?} is not one of the old leader's reports: {old:?}"));
+        assert_eq!(
+            (s.wcus, s.rcus, s.region_count),
+            (was.wcus, was.rcus, was.region_count)
+        );
+    }
+    let region = region.expect("the new leader serves the restored smoothed load");
+    let seeded = &region.samples[0];
+    assert!(seeded.wcus > 0 && seeded.rcus > 0, "{region:?}");
+    assert!(
+        (started_ms..=killed_ms).contains(&seeded.at_ms),
+        "{region:?}"
+    );
+    assert!(
+        region.samples[1..].iter().all(|s| !s.restored),
+        "{region:?}"
+    );
 
     fleet.stop().await;
     drop(cluster);

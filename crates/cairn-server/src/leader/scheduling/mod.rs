@@ -7,7 +7,7 @@
 //! Maintenance mode pauses it all: nothing is planned and nothing queued starts. A summary of
 //! what a new leader needs not to start blind — the regions still cooling down, the loads of
 //! the hottest regions and the nodes' latest stats reports ([`stats_history`]) — is persisted,
-//! bounded, every [`SCHEDULING_STATE_PERSIST_MS`].
+//! bounded, every `scheduler_state_persist_interval_ms` (30 s by default).
 
 pub mod operators;
 pub mod snapshot;
@@ -33,8 +33,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tonic::Status;
 
-/// How often the summary a new leader starts from is written, ms.
-pub const SCHEDULING_STATE_PERSIST_MS: u64 = 30_000;
 /// Regions (hottest first, and most recently moved first) the persisted summary keeps.
 pub const SCHEDULING_STATE_REGIONS_MAX: usize = 2_048;
 /// A scheduler's migration deadline, ms.
@@ -123,6 +121,7 @@ pub fn configured(node: &crate::replica::node::Replica) -> Result<Schedulers, St
 /// The executor for one leader term.
 pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     let interval = Duration::from_millis(node.config.scheduler_interval_ms);
+    let persist_every = Duration::from_millis(node.config.scheduler_state_persist_interval_ms);
     let mut restored = false;
     let mut persisted = Instant::now();
     let mut paused_logged = false;
@@ -149,7 +148,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             }
             Err(e) => tracing::debug!("scheduling pass failed: {}", e.message()),
         }
-        if persisted.elapsed() >= Duration::from_millis(SCHEDULING_STATE_PERSIST_MS) {
+        if persisted.elapsed() >= persist_every {
             persisted = Instant::now();
             if let Err(e) = persist(&node, term.term()).await {
                 tracing::debug!("scheduling state not persisted: {}", e.message());
