@@ -12,9 +12,7 @@ mod common;
 mod settle;
 
 use cairn_client::meta::{unix_time_ms, MetaClient};
-use cairn_sim::load::{
-    region_weight, units, REGION_BYTES, REGION_RCUS_PER_SEC, REGION_WCUS_PER_SEC,
-};
+use cairn_sim::load::{region_load_per_sec, region_weight, units, REGION_BYTES};
 use cairn_sim::{Fleet, LoadPattern, SimConfig, WriteLoadConfig};
 use cairn_types::json::{NodeStatsHistoryJson, RegionStatsHistoryJson};
 use common::TestCluster;
@@ -136,6 +134,8 @@ async fn node_and_region_histories_show_what_the_datanode_reported() {
         .await;
         let node = client.get_node_stats(DATANODE).await.unwrap();
         let w = region_weight(SEED, region);
+        // Per second at load factor 1 (a constant load), as the simulator derives it.
+        let (wcus_per_sec, rcus_per_sec) = region_load_per_sec(SEED, region, fleet.table_load());
         assert_eq!(h.region_id, region);
         assert_eq!(h.leader_node, DATANODE);
         assert_eq!(h.approximate_bytes, (REGION_BYTES as f64 * w) as u64);
@@ -146,8 +146,8 @@ async fn node_and_region_histories_show_what_the_datanode_reported() {
                 .find(|n| n.at_ms.abs_diff(s.at_ms) <= SAME_REPORT_MS)
                 .unwrap_or_else(|| panic!("no node report at {s:?}: {node:?}"));
             let interval = report.report_interval_ms;
-            assert_eq!(s.wcus, units(REGION_WCUS_PER_SEC * w, interval), "{s:?}");
-            assert_eq!(s.rcus, units(REGION_RCUS_PER_SEC * w, interval), "{s:?}");
+            assert_eq!(s.wcus, units(wcus_per_sec, interval), "{s:?}");
+            assert_eq!(s.rcus, units(rcus_per_sec, interval), "{s:?}");
             assert!(!s.restored);
         }
         let n = h.samples.len() as f64;
