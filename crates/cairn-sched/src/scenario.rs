@@ -100,28 +100,35 @@ fn regions(regions: u64, leaders: &[u64], seed: u64) -> Vec<RegionView> {
         .collect()
 }
 
-/// Σ over nodes of the regions above their share: the fewest moves that even out counts.
+/// The fewest leader moves that even out counts: Σ over nodes of the regions above their share
+/// (a node that may not lead, `live` false, has a share of none and gives all it leads), less
+/// the remainder of the share that live nodes above it keep (one region each).
+/// `nodes` is (regions led, live) per node.
+pub fn surplus_moves(nodes: &[(usize, bool)]) -> usize {
+    let total: usize = nodes.iter().map(|(c, _)| c).sum();
+    let live = nodes.iter().filter(|(_, l)| *l).count();
+    let share = total / live.max(1);
+    let over: usize = nodes
+        .iter()
+        .map(|(c, l)| c.saturating_sub(if *l { share } else { 0 }))
+        .sum();
+    let above = nodes.iter().filter(|(c, l)| *l && *c > share).count();
+    let remainder = total.saturating_sub(share * live);
+    over.saturating_sub(remainder.min(above))
+}
+
+/// [`surplus_moves`] of a snapshot's leaders over its schedulable nodes.
 fn min_moves(snap: &ClusterSnapshot) -> usize {
-    let live: Vec<u64> = snap
+    let mut counts: HashMap<u64, (usize, bool)> = snap
         .nodes
         .iter()
-        .filter(|n| n.schedulable)
-        .map(|n| n.node_id)
+        .map(|n| (n.node_id, (0, n.schedulable)))
         .collect();
-    let share = snap.regions.len() as f64 / live.len().max(1) as f64;
-    let mut counts: HashMap<u64, usize> = HashMap::new();
     for r in &snap.regions {
-        *counts.entry(r.leader).or_default() += 1;
+        counts.entry(r.leader).or_insert((0, false)).0 += 1;
     }
-    let over: f64 = counts
-        .iter()
-        .map(|(n, c)| {
-            let target = if live.contains(n) { share.floor() } else { 0.0 };
-            (*c as f64 - target).max(0.0)
-        })
-        .sum();
-    let remainder = snap.regions.len() as f64 - share.floor() * live.len() as f64;
-    (over - remainder).max(0.0) as usize
+    let nodes: Vec<(usize, bool)> = counts.into_values().collect();
+    surplus_moves(&nodes)
 }
 
 /// Builds scenario `name` with `node_count` nodes and `region_count` regions; None for an
@@ -311,5 +318,12 @@ mod tests {
         assert_eq!(s.min_moves, 16);
         let s = build("half-on-one", 2, 8, 1).unwrap();
         assert_eq!(s.min_moves, 0, "half on one of two is even");
+        // 10 over 3 live nodes: shares 3, 3, 4; a dead node's regions all move.
+        assert_eq!(surplus_moves(&[(10, true), (0, true), (0, true)]), 6);
+        assert_eq!(surplus_moves(&[(4, true), (3, true), (3, false)]), 3);
+        // 32 over 3 live (shares 10, 11, 11) with 8 on a dead node: all 8 move.
+        assert_eq!(surplus_moves(&[(8, false), (8, true), (8, true), (8, true)]), 8);
+        assert_eq!(surplus_moves(&[(11, true), (11, true), (10, true)]), 0);
+        assert_eq!(surplus_moves(&[]), 0);
     }
 }

@@ -6,7 +6,12 @@
 //! cairn sim [--endpoints A,B] [--datanodes N] [--regions-per-node M] [--frontends F]
 //!           [--interval-ms 3000] [--load constant|sine|spiky] [--seed S] [--first-node-id 1000]
 //! stdin: kill ID | pause ID | resume ID | restart ID | status
+//! cairn sim --scenario NAME [--datanodes N] [--tables T] [--table-regions 4] …
 //! ```
+//!
+//! With `--scenario`, it plays one scheduling scenario to the end instead ([`scenario`]).
+
+mod scenario;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,6 +85,24 @@ pub struct SimArgs {
     /// cache (0: no writes).
     #[arg(long, default_value_t = 0)]
     pub tables: u32,
+    /// Play a scheduling scenario and exit: add-nodes, remove-node, hot-table, zone-outage or
+    /// half-on-one (`--tables` then counts its tables, 0: 4 per datanode). Prints each node's
+    /// led regions and write load as a time series and a summary; exit status 1 when the
+    /// cluster does not balance within --duration-secs.
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Regions per table in a scenario.
+    #[arg(long, default_value_t = 4)]
+    pub table_regions: u32,
+    /// How long a scenario's cluster may take to balance.
+    #[arg(long, default_value_t = 300)]
+    pub duration_secs: u64,
+    /// Interval of a scenario's time series, ms.
+    #[arg(long, default_value_t = 1_000)]
+    pub sample_ms: u64,
+    /// A scenario ends once the cluster has been balanced, with nothing moving, this long.
+    #[arg(long, default_value_t = 10)]
+    pub settle_secs: u64,
 }
 
 impl SimArgs {
@@ -188,6 +211,9 @@ fn summary(statuses: &[NodeStatus], acked: u64, acked_before: u64) -> String {
 
 /// Runs the simulation until Ctrl-C.
 pub async fn run(args: SimArgs) -> Result<(), String> {
+    if let Some(name) = &args.scenario {
+        return scenario::run(&args, name).await;
+    }
     let client = MetaClient::new(&args.endpoints).map_err(|e| format!("--endpoints: {e}"))?;
     let config = args.config();
     let acks = Arc::new(AckCounter::default());
