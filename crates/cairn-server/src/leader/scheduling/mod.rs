@@ -220,14 +220,19 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     let mut snap = snapshot::build(node, &mut node.scheduling.loads())?;
     let paused = maintenance::current(node)?.on;
     let schedulers = configured(node)?;
-    let mut table = node.scheduling.operators();
-    for e in table.cancel_stale(&snap) {
-        tracing::info!(operator = e.id, region = e.op.region_id, "{}", e.outcome);
+    {
+        let mut table = node.scheduling.operators();
+        for e in table.cancel_stale(&snap) {
+            tracing::info!(operator = e.id, region = e.op.region_id, "{}", e.outcome);
+        }
+        if paused {
+            return Ok(Pass::Paused);
+        }
+        table.limit(&mut snap, &limits);
     }
-    if paused {
-        return Ok(Pass::Paused);
-    }
-    table.limit(&mut snap, &limits);
+    // Planned without the table's lock: a finishing migration records its cool-down meanwhile.
+    // Only this pass adds operators, so the limits and busy regions taken above can only have
+    // loosened since (an operator finished), never tightened.
     let ops = schedulers.plan(&snap);
     for op in &ops {
         let mut figures: Vec<(&str, String)> = vec![
@@ -247,6 +252,7 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
             &figures,
         );
     }
+    let mut table = node.scheduling.operators();
     table.add(ops, snap.now_ms);
     Ok(Pass::Started(table.start_next(&limits, snap.now_ms)))
 }

@@ -159,6 +159,9 @@ pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, St
     let connected = node.heartbeats.connected_ids();
     let now = (node.heartbeats.now(), node.clock.unix_ms());
     let mut nodes: BTreeMap<u64, NodeView> = BTreeMap::new();
+    // New reports' leader stats, copied out under the registry's lock (every heartbeat waits on
+    // it) and folded into the loads after it is released.
+    let mut reports: Vec<(u64, Vec<RegionStat>)> = Vec::new();
     {
         let registry = node.heartbeats.registry();
         for e in connected.iter().filter_map(|id| registry.get(*id)) {
@@ -182,14 +185,13 @@ pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, St
                 continue;
             }
             loads.seen.insert(id, at);
-            let at_ms = unix_ms_at(at, now);
-            for stat in e
-                .regions
-                .iter()
-                .filter(|s| s.role == RegionRole::Leader as i32)
-            {
-                loads.observe(stat, at_ms);
-            }
+            let led = e.regions.iter().filter(|s| s.role == RegionRole::Leader as i32);
+            reports.push((unix_ms_at(at, now), led.cloned().collect()));
+        }
+    }
+    for (at_ms, stats) in &reports {
+        for stat in stats {
+            loads.observe(stat, *at_ms);
         }
     }
     let mut regions = Vec::new();
