@@ -185,7 +185,10 @@ pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, St
                 continue;
             }
             loads.seen.insert(id, at);
-            let led = e.regions.iter().filter(|s| s.role == RegionRole::Leader as i32);
+            let led = e
+                .regions
+                .iter()
+                .filter(|s| s.role == RegionRole::Leader as i32);
             reports.push((unix_ms_at(at, now), led.cloned().collect()));
         }
     }
