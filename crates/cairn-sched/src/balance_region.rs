@@ -11,8 +11,9 @@
 //! - surplus + deficit > 1: after the move neither node is further from its share than the
 //!   other was, so the reverse move can never qualify (no flapping).
 //!
-//! A node less than one copy over its share gives only while no node further over it is merely
-//! out of moves for the pass: it would otherwise need refilling later, two moves for one.
+//! A node over its share never takes, and a node less than one copy over its share gives only
+//! while no node further over it is merely out of moves for the pass: either would mean two
+//! moves for one.
 //!
 //! A move must also leave the target's load within twice hot-region's tolerance of the mean
 //! ([`COUNT_MOVE_LOAD_BANDS`]) and break no label-spread rule (see `Tally::can_move`); regions
@@ -113,9 +114,12 @@ impl BalanceRegion {
                 .copied()
                 .filter(|i| *i != src && open(t, i))
                 .filter(|i| {
+                    // A node over its share takes nothing: it would have to give it on again.
                     let deficit = -dev(t, *i);
                     let band = |n| self.tolerance * share(t, n);
-                    surplus + deficit > 1.0 && (surplus > band(src) || deficit > band(*i))
+                    deficit > 0.0
+                        && surplus + deficit > 1.0
+                        && (surplus > band(src) || deficit > band(*i))
                 })
                 .collect();
             targets.sort_by(|a, b| dev(t, *a).total_cmp(&dev(t, *b)).then(a.cmp(b)));
@@ -259,6 +263,18 @@ mod tests {
         let moves = plan_until_quiet(&mut snap, plan);
         assert_eq!(led_counts(&snap), [10, 10, 10]);
         assert_eq!(moves, 10);
+    }
+
+    #[test]
+    fn a_node_over_its_share_takes_nothing_while_the_nodes_under_it_are_out_of_moves() {
+        // Share 10: nodes 1 and 2 are 3 and 1 over, nodes 3 and 4 2 under but out of moves.
+        let mut snap = snapshot(4, &[(1, 13), (2, 11), (3, 8), (4, 8)]);
+        snap.node_moves_left.insert(3, 0);
+        snap.node_moves_left.insert(4, 0);
+        assert!(plan(&snap).is_empty(), "1 → 2 would only pass the surplus on");
+        snap.node_moves_left.clear();
+        assert_eq!(plan_until_quiet(&mut snap, plan), 4);
+        assert_eq!(led_counts(&snap), [10, 10, 10, 10]);
     }
 
     #[test]

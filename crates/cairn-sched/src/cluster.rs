@@ -70,8 +70,8 @@ pub(crate) struct TableSpreads {
     leaders: Vec<u32>,
 }
 
-/// A region that may not be planned: busy, already planned this pass, or held by a node unknown
-/// to the snapshot.
+/// A region that may not be planned: busy, already planned this pass, held by a node unknown to
+/// the snapshot, or led by a node that may not take regions (failover or a drain moves it).
 const FROZEN: u8 = 1;
 /// A region that moved recently (the spread repair may still move it; balancing may not).
 const COOLING: u8 = 2;
@@ -348,7 +348,9 @@ impl<'a> Tally<'a> {
         for (i, r) in snap.regions.iter().enumerate() {
             let l = index.get(&r.leader).copied();
             follower_at.push(follower_nodes.len() as u32);
-            let mut unknown = l.is_none();
+            // A region led by a node that may not take regions (down, failed, draining) is the
+            // failover's or the drain's to move; a scheduler moving it too would race them.
+            let mut unknown = l.is_none_or(|l| !nodes[l].schedulable);
             for f in &r.followers {
                 match index.get(f) {
                     Some(&fi) => {
@@ -712,5 +714,9 @@ mod tests {
         assert!(t.movable(3, true), "a repair ignores the cool-down");
         assert_eq!(t.nodes[t.node(1)].leaders, 3);
         assert!(!t.knows(9));
+        let mut down = snap.clone();
+        down.nodes[0].schedulable = false;
+        let t = Tally::new(&down);
+        assert!(!t.movable(0, true), "led by a node failover or a drain is moving off");
     }
 }
