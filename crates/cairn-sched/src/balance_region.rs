@@ -4,7 +4,9 @@
 //!
 //! # When it moves
 //! Node `n`'s share of `kind` copies is `total × capacity(n) / Σ capacity` over schedulable
-//! nodes; its surplus is `count(n) − share(n)` and its deficit `share(n) − count(n)`. One copy
+//! nodes (`total` counts the copies on nodes that are going too: failover or the drain brings
+//! them, and a node under its share gives only to pass on what a node over it cannot place
+//! directly); its surplus is `count(n) − share(n)` and its deficit `share(n) − count(n)`. One copy
 //! moves from the node with the largest surplus to the node with the largest deficit when
 //! - either the surplus or the deficit is above `tolerance × share` (a relative dead band, so a
 //!   100,000-region cluster is not shuffled for a handful), and
@@ -79,7 +81,10 @@ impl BalanceRegion {
     fn balance(&self, t: &mut Tally, kind: MoveKind) {
         let nodes: Vec<usize> = t.schedulable().collect();
         let cap_sum: f64 = nodes.iter().map(|i| t.nodes[*i].capacity).sum();
-        let total: usize = nodes.iter().map(|i| t.count(*i, kind)).sum();
+        // Shares are of every copy, those on nodes that may not keep them (down, draining)
+        // included: failover or the drain brings them to the schedulable nodes, so evening
+        // out the rest first would only make moves that their arrival undoes.
+        let total: usize = (0..t.nodes.len()).map(|i| t.count(i, kind)).sum();
         if nodes.len() < 2 || total == 0 {
             return;
         }
@@ -106,6 +111,13 @@ impl BalanceRegion {
                     .any(|i| !spent[*i] && t.nodes[*i].moves_left == 0 && dev(t, *i) >= 1.0)
             };
             if surplus < 1.0 && over_waiting(t) {
+                return;
+            }
+            // A node under its share gives only to pass on what a node over it cannot give
+            // directly (every region it could move breaks a spread rule): with no such node,
+            // the missing copies are on their way from nodes that are going.
+            let over_stuck = |t: &Tally| nodes.iter().any(|i| spent[*i] && dev(t, *i) > 0.0);
+            if surplus <= 0.0 && !over_stuck(t) {
                 return;
             }
             // Targets by deficit, largest first.
@@ -248,7 +260,8 @@ mod tests {
         snap.nodes[2].schedulable = false;
         let ops = plan(&snap);
         assert!(ops.iter().all(|o| o.from == 1 && o.to == 2), "{ops:?}");
-        assert_eq!(ops.len(), 6);
+        // Node 3's 6 count toward the shares (9 each once they land): node 1 gives 3.
+        assert_eq!(ops.len(), 3);
     }
 
     #[test]
@@ -271,10 +284,21 @@ mod tests {
         let mut snap = snapshot(4, &[(1, 13), (2, 11), (3, 8), (4, 8)]);
         snap.node_moves_left.insert(3, 0);
         snap.node_moves_left.insert(4, 0);
-        assert!(plan(&snap).is_empty(), "1 → 2 would only pass the surplus on");
+        assert!(
+            plan(&snap).is_empty(),
+            "1 → 2 would only pass the surplus on"
+        );
         snap.node_moves_left.clear();
         assert_eq!(plan_until_quiet(&mut snap, plan), 4);
         assert_eq!(led_counts(&snap), [10, 10, 10, 10]);
+    }
+
+    #[test]
+    fn copies_on_a_node_that_is_going_count_toward_the_shares() {
+        // Node 4 is down with 12 regions failover will spread: share 12 each, nobody over.
+        let mut snap = snapshot(4, &[(1, 13), (2, 11), (3, 12), (4, 12)]);
+        snap.nodes[3].schedulable = false;
+        assert!(plan(&snap).is_empty(), "{:?}", plan(&snap));
     }
 
     #[test]

@@ -717,6 +717,9 @@ mod tests {
         let mut down = snap.clone();
         down.nodes[0].schedulable = false;
         let t = Tally::new(&down);
-        assert!(!t.movable(0, true), "led by a node failover or a drain is moving off");
+        assert!(
+            !t.movable(0, true),
+            "led by a node failover or a drain is moving off"
+        );
     }
 }

@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(surplus_moves(&[(10, true), (0, true), (0, true)]), 6);
         assert_eq!(surplus_moves(&[(4, true), (3, true), (3, false)]), 3);
         // 32 over 3 live (shares 10, 11, 11) with 8 on a dead node: all 8 move.
-        assert_eq!(surplus_moves(&[(8, false), (8, true), (8, true), (8, true)]), 8);
+        assert_eq!(
+            surplus_moves(&[(8, false), (8, true), (8, true), (8, true)]),
+            8
+        );
         assert_eq!(surplus_moves(&[(11, true), (11, true), (10, true)]), 0);
         assert_eq!(surplus_moves(&[]), 0);
     }
