@@ -51,8 +51,30 @@ pub struct Orphaned {
 /// What the last failover scan saw.
 struct Scan {
     failed: BTreeSet<u64>,
+    /// The version of the failed set it saw ([`FailedNodes`]): while it is unchanged, so is the
+    /// set, and a look need not compare every node of it.
+    version: u64,
     at: Instant,
     found: bool,
+}
+
+/// The failure detector's failed set, copied only when it changed: every gone node stays in it
+/// until the term ends, and the supervisor looks five times a second.
+#[derive(Default)]
+struct FailedNodes {
+    version: Option<u64>,
+    nodes: BTreeSet<u64>,
+}
+
+impl FailedNodes {
+    /// The failed set now, and its version.
+    fn refresh(&mut self, node: &Node) -> (&BTreeSet<u64>, u64) {
+        if let Some((version, nodes)) = node.heartbeats.failed_nodes_since(self.version) {
+            self.version = Some(version);
+            self.nodes = nodes;
+        }
+        (&self.nodes, self.version.unwrap_or_default())
+    }
 }
 
 /// The migrations the supervisor runs, bounded by `failover_migrations_max` (batches).
@@ -178,6 +200,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
         term: term.clone(),
     };
     let mut last: Option<Scan> = None;
+    let mut failed_nodes = FailedNodes::default();
     let mut last_drain_scan: Option<Instant> = None;
     let mut paused_logged = false;
     let tick = Duration::from_millis(FAILOVER_TICK_MS);
@@ -202,9 +225,10 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             }
         };
         sync_draining(&node, &drains);
-        let failed: BTreeSet<u64> = node.heartbeats.failed_nodes().into_iter().collect();
+        let (failed, failed_version) = failed_nodes.refresh(&node);
         let drained: BTreeSet<u64> = drains.iter().map(|d| d.node_id).collect();
-        let exclude: BTreeSet<u64> = failed.union(&drained).copied().collect();
+        // Built when a scan needs it: it holds every failed node.
+        let exclude = || -> BTreeSet<u64> { failed.union(&drained).copied().collect() };
         // Failover, unless in maintenance mode.
         if failed.is_empty() {
             last = None;
@@ -216,11 +240,12 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
         } else {
             paused_logged = false;
             let rescan = Duration::from_millis(FAILOVER_RESCAN_MS);
+            let changed = |s: &Scan| s.version != failed_version && s.failed != *failed;
             let due = last
                 .as_ref()
-                .is_none_or(|s| s.failed != failed || (s.found && s.at.elapsed() >= rescan));
+                .is_none_or(|s| changed(s) || (s.found && s.at.elapsed() >= rescan));
             if due {
-                let orphaned = match regions_led_by(&node, &failed) {
+                let orphaned = match regions_led_by(&node, failed) {
                     Ok(o) => o,
                     Err(e) => {
                         tracing::warn!("failover: reading routes failed: {e}");
@@ -229,6 +254,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                 };
                 last = Some(Scan {
                     failed: failed.clone(),
+                    version: failed_version,
                     at: Instant::now(),
                     found: !orphaned.is_empty(),
                 });
@@ -239,7 +265,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                         "failover: moving the regions of failed datanodes"
                     );
                     if !mover
-                        .start(orphaned, REASON_FAILOVER, &exclude, false)
+                        .start(orphaned, REASON_FAILOVER, &exclude(), false)
                         .await
                     {
                         return;
@@ -254,6 +280,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             continue;
         }
         last_drain_scan = Some(Instant::now());
+        let exclude = exclude();
         for mode in [DrainMode::Drain, DrainMode::EvictLeaders] {
             let nodes: BTreeSet<u64> = drains
                 .iter()
@@ -297,14 +324,21 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     }
 }
 
-/// Marks the drained nodes as draining in the registry (placement skips them), and no others.
+/// Marks the drained nodes as draining in the registry (placement skips them), and no others:
+/// looks at the drain records and the nodes flagged draining, not at every node listed.
 fn sync_draining(node: &Node, drains: &[Drain]) {
+    let drained: BTreeSet<u64> = drains.iter().map(|d| d.node_id).collect();
     let mut registry = node.heartbeats.registry();
-    let ids: Vec<u64> = registry.nodes().map(|e| e.identity.id).collect();
-    for id in ids {
-        let draining = drains.iter().any(|d| d.node_id == id);
-        if registry.get(id).is_some_and(|e| e.draining != draining) {
-            registry.set_draining(id, draining);
+    let undrained: Vec<u64> = registry
+        .draining_ids()
+        .filter(|id| !drained.contains(id))
+        .collect();
+    for id in undrained {
+        registry.set_draining(id, false);
+    }
+    for id in drained {
+        if registry.get(id).is_some_and(|e| !e.draining) {
+            registry.set_draining(id, true);
         }
     }
 }

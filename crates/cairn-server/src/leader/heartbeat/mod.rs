@@ -31,7 +31,7 @@ use phi::{FailureDetectorSettings, PhiAccrual};
 use record::{node_key, NodeRecord, NODES_PREFIX};
 use region_leases::RegionLeaseTable;
 use registry::{Accepted, HeartbeatError, NodeRegistry, Transition};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
@@ -76,13 +76,23 @@ pub struct HeartbeatHub {
 }
 
 /// Phi-accrual detectors per node, and which nodes are judged failed now.
+///
+/// A judgement looks only at the nodes not judged failed yet (`watched`): a failed node stays
+/// failed until it is heard from again, so however many gone nodes the registry still lists,
+/// each costs one look, when it fails, and none after.
 struct FailureDetectors {
     settings: FailureDetectorSettings,
     /// Nothing is judged before this instant (set when a term starts).
     judge_from: Option<Instant>,
     grace: Duration,
     by_node: HashMap<u64, PhiAccrual>,
-    failed: std::collections::BTreeSet<u64>,
+    failed: BTreeSet<u64>,
+    /// The nodes of `by_node` not in `failed`.
+    watched: BTreeSet<u64>,
+    /// Bumped whenever `failed` changes, so readers copy it only when it did.
+    failed_version: u64,
+    /// Nodes the last judgement looked at.
+    examined_last_judgement: usize,
 }
 
 /// A change in a node's failure judgement.
@@ -95,6 +105,19 @@ pub enum Judgement {
 }
 
 impl FailureDetectors {
+    fn new(settings: FailureDetectorSettings, grace: Duration) -> Self {
+        FailureDetectors {
+            settings,
+            judge_from: None,
+            grace,
+            by_node: HashMap::new(),
+            failed: BTreeSet::new(),
+            watched: BTreeSet::new(),
+            failed_version: 0,
+            examined_last_judgement: 0,
+        }
+    }
+
     fn detector(&mut self, node: u64) -> &mut PhiAccrual {
         let settings = self.settings;
         self.by_node
@@ -102,8 +125,26 @@ impl FailureDetectors {
             .or_insert_with(|| PhiAccrual::new(settings))
     }
 
+    /// A new term: every node of `known` counts as heard from at `now`; nobody is judged
+    /// during the grace.
+    fn start(&mut self, known: impl IntoIterator<Item = u64>, now: Instant) {
+        self.by_node.clear();
+        self.failed.clear();
+        self.watched.clear();
+        self.failed_version += 1;
+        self.judge_from = Some(now + self.grace);
+        for id in known {
+            self.detector(id).assume_heard(now);
+            self.watched.insert(id);
+        }
+    }
+
     fn heartbeat(&mut self, node: u64, now: Instant) -> Option<Judgement> {
         let recovered = self.failed.remove(&node);
+        if recovered {
+            self.failed_version += 1;
+        }
+        self.watched.insert(node);
         let d = self.detector(node);
         if recovered {
             d.skip_next_gap();
@@ -112,17 +153,36 @@ impl FailureDetectors {
         recovered.then_some(Judgement::Recovered { node })
     }
 
+    /// The node was forgotten by the registry: its detector goes (a judgement of failure stays
+    /// until the term ends, as the failover of its regions may still be under way).
+    fn forget(&mut self, node: u64) {
+        self.by_node.remove(&node);
+        self.watched.remove(&node);
+    }
+
+    /// Judges the nodes not judged failed yet, in id order.
     fn judge(&mut self, now: Instant) -> Vec<Judgement> {
+        self.examined_last_judgement = 0;
         if self.judge_from.is_none_or(|from| now < from) {
             return Vec::new();
         }
         let threshold = self.settings.threshold;
         let mut out = Vec::new();
-        for (node, d) in &self.by_node {
-            let phi = d.phi(now);
-            if phi >= threshold && self.failed.insert(*node) {
+        for node in &self.watched {
+            let phi = self.by_node.get(node).map_or(0.0, |d| d.phi(now));
+            if phi >= threshold {
                 out.push(Judgement::Failed { node: *node, phi });
             }
+        }
+        self.examined_last_judgement = self.watched.len();
+        for j in &out {
+            if let Judgement::Failed { node, .. } = j {
+                self.watched.remove(node);
+                self.failed.insert(*node);
+            }
+        }
+        if !out.is_empty() {
+            self.failed_version += 1;
         }
         out
     }
@@ -149,13 +209,7 @@ impl HeartbeatHub {
             clock,
             region_leases: Mutex::new(region_leases),
             region_lease_margin,
-            detectors: Mutex::new(FailureDetectors {
-                settings: failure,
-                judge_from: None,
-                grace: failure_grace,
-                by_node: HashMap::new(),
-                failed: Default::default(),
-            }),
+            detectors: Mutex::new(FailureDetectors::new(failure, failure_grace)),
             judged_failed: tokio::sync::Notify::new(),
         }
     }
@@ -176,6 +230,19 @@ impl HeartbeatHub {
     /// The nodes judged failed now, in id order.
     pub fn failed_nodes(&self) -> Vec<u64> {
         self.detectors().failed.iter().copied().collect()
+    }
+
+    /// The nodes judged failed now and the version of that set, unless it is still at version
+    /// `seen`: a caller that looks often copies the set (every gone node stays in it until the
+    /// term ends) only when it changed.
+    pub fn failed_nodes_since(&self, seen: Option<u64>) -> Option<(u64, BTreeSet<u64>)> {
+        let d = self.detectors();
+        (seen != Some(d.failed_version)).then(|| (d.failed_version, d.failed.clone()))
+    }
+
+    /// Nodes the failure detector's last judgement looked at (those not judged failed yet).
+    pub fn examined_by_last_judgement(&self) -> usize {
+        self.detectors().examined_last_judgement
     }
 
     /// The region leases granted in the current term.
@@ -345,17 +412,9 @@ impl HeartbeatHub {
     }
 
     fn start(&self, stored: Vec<NodeIdentity>, term: u64, now: Instant) {
-        {
-            // Every known node counts as heard from now, so one that never reconnects to this
-            // leader is judged too; nobody is judged during the grace.
-            let mut d = self.detectors();
-            d.by_node.clear();
-            d.failed.clear();
-            d.judge_from = Some(now + d.grace);
-            for identity in &stored {
-                d.detector(identity.id).assume_heard(now);
-            }
-        }
+        // Every known node counts as heard from now, so one that never reconnects to this
+        // leader is judged too; nobody is judged during the grace.
+        self.detectors().start(stored.iter().map(|i| i.id), now);
         self.registry().leadership_started(stored, now);
         // Leases an earlier leader granted may run until one lease after now (it stopped
         // granting before this term began).
@@ -603,7 +662,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                 Transition::Suspect(id) => tracing::info!(node = id, "node is suspect"),
                 Transition::Down(id) => tracing::warn!(node = id, "node is down"),
                 Transition::Forgotten(id) => {
-                    hub.detectors().by_node.remove(&id);
+                    hub.detectors().forget(id);
                     tracing::info!(node = id, "node forgotten after staying down")
                 }
             }
@@ -654,4 +713,70 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     }
     tracing::info!(node_id = node.id, "heartbeat hub stopped: leadership ended");
     hub.stop();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detectors() -> FailureDetectors {
+        FailureDetectors::new(
+            FailureDetectorSettings {
+                threshold: 8.0,
+                min_std_dev: Duration::from_millis(200),
+                acceptable_pause: Duration::from_millis(300),
+                first_heartbeat_estimate: Duration::from_secs(3),
+            },
+            Duration::ZERO,
+        )
+    }
+
+    /// 10,000 nodes a new leader knows from the store never come back: each is judged failed
+    /// once, and later judgements look only at the node still heard from.
+    #[test]
+    fn judgements_look_only_at_nodes_not_judged_failed() {
+        const GONE: u64 = 10_000;
+        let t0 = Instant::now();
+        let mut d = detectors();
+        d.start(1..=GONE, t0);
+        let live = GONE + 1;
+        d.heartbeat(live, t0);
+        let mut now = t0;
+        let mut failed = Vec::new();
+        for _ in 0..10 {
+            now += Duration::from_secs(3);
+            d.heartbeat(live, now);
+            failed.extend(d.judge(now));
+        }
+        let nodes = |js: &[Judgement]| -> Vec<u64> {
+            js.iter()
+                .map(|j| match j {
+                    Judgement::Failed { node, .. } | Judgement::Recovered { node } => *node,
+                })
+                .collect()
+        };
+        let gone: Vec<u64> = (1..=GONE).collect();
+        assert_eq!(nodes(&failed), gone, "each gone node once, in id order");
+        assert_eq!(d.failed.len(), GONE as usize);
+        let version = d.failed_version;
+        now += Duration::from_secs(3);
+        d.heartbeat(live, now);
+        assert!(d.judge(now).is_empty());
+        assert_eq!(d.examined_last_judgement, 1, "only the live node");
+        assert_eq!(d.failed_version, version, "the failed set did not change");
+        // A gone node comes back: watched again, and judged again when it goes again.
+        assert_eq!(d.heartbeat(7, now), Some(Judgement::Recovered { node: 7 }));
+        assert_ne!(d.failed_version, version);
+        assert!(d.judge(now).is_empty());
+        assert_eq!(d.examined_last_judgement, 2);
+        let later = now + Duration::from_secs(60);
+        d.heartbeat(live, later);
+        assert_eq!(nodes(&d.judge(later)), [7]);
+        // A forgotten node stays judged failed (its failover may be under way) and is not
+        // looked at again.
+        d.forget(7);
+        assert!(d.failed.contains(&7));
+        assert!(d.judge(later).is_empty());
+        assert_eq!(d.examined_last_judgement, 1);
+    }
 }

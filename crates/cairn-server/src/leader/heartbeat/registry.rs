@@ -8,9 +8,14 @@
 //! nobody until one lease period after it took over, so a leader change never marks nodes down.
 //! A replies-only request (instruction replies sent between heartbeats) renews the lease too, but
 //! is no report: the node's last stats and region stats stay as they were.
+//!
+//! A tick costs what is due, not what is listed: every node waits in a deadline-ordered queue
+//! at the instant its next judgement falls (suspect at its lease deadline, down one lease later,
+//! forgotten `idle_forget_ms` after it went down), so thousands of down nodes waiting to be
+//! forgotten cost nothing until their hour is up.
 
 use cairn_proto::cairnpb::{HeartbeatRequest, NodeIdentity, NodeRole, NodeStats, RegionStat};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Stats samples kept per node, newest last, for the scheduler.
@@ -111,6 +116,9 @@ pub struct NodeEntry {
     /// The identity known to be in the store.
     persisted: Option<NodeIdentity>,
     persisting: bool,
+    /// Where the node waits in [`NodeRegistry::due`]; None: never judged again (a forget
+    /// deadline beyond what an `Instant` holds).
+    due_at: Option<Instant>,
 }
 
 impl NodeEntry {
@@ -145,8 +153,16 @@ pub struct NodeRegistry {
     lease: Duration,
     idle_forget: Duration,
     nodes: BTreeMap<u64, NodeEntry>,
+    /// Every node once, at the instant its next judgement falls ([`NodeEntry::due_at`]), so a
+    /// tick looks only at the nodes whose instant has come.
+    due: BTreeSet<(Instant, u64)>,
+    /// The nodes flagged draining, so syncing the flags with the drain records walks them and
+    /// the records rather than every node.
+    draining: BTreeSet<u64>,
     /// Nobody is judged before this instant (one lease after leadership started).
     judge_from: Option<Instant>,
+    /// Nodes the last tick looked at (those due), for tests and the curious.
+    examined_last_tick: usize,
 }
 
 impl NodeRegistry {
@@ -156,8 +172,60 @@ impl NodeRegistry {
             lease,
             idle_forget,
             nodes: BTreeMap::new(),
+            due: BTreeSet::new(),
+            draining: BTreeSet::new(),
             judge_from: None,
+            examined_last_tick: 0,
         }
+    }
+
+    /// When `e` is next judged: suspect when its lease passes, down one lease later, forgotten
+    /// `idle_forget` after it went down. None: never (beyond what an `Instant` holds).
+    fn next_judgement(&self, e: &NodeEntry) -> Option<Instant> {
+        match e.liveness {
+            Liveness::Alive | Liveness::Unknown => Some(e.lease_deadline),
+            Liveness::Suspect => e.lease_deadline.checked_add(self.lease),
+            Liveness::Down => e.down_since.and_then(|d| d.checked_add(self.idle_forget)),
+        }
+    }
+
+    /// Moves node `id` to where its current state says it is next judged.
+    fn requeue(&mut self, id: u64) {
+        let Some(e) = self.nodes.get(&id) else {
+            return;
+        };
+        let at = self.next_judgement(e);
+        let e = self.nodes.get_mut(&id).expect("looked up above");
+        if e.due_at == at {
+            return;
+        }
+        if let Some(old) = e.due_at.take() {
+            self.due.remove(&(old, id));
+        }
+        e.due_at = at;
+        if let Some(at) = at {
+            self.due.insert((at, id));
+        }
+    }
+
+    /// Nodes the last [`Self::tick`] looked at: those whose judgement instant had come, not
+    /// every node listed.
+    pub fn examined_by_last_tick(&self) -> usize {
+        self.examined_last_tick
+    }
+
+    /// The nodes flagged draining, in id order.
+    pub fn draining_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.draining.iter().copied()
+    }
+
+    /// How many nodes are listed.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
     pub fn lease(&self) -> Duration {
@@ -168,6 +236,8 @@ impl NodeRegistry {
     /// unknown and nobody is judged until one lease has passed.
     pub fn leadership_started(&mut self, stored: Vec<NodeIdentity>, now: Instant) {
         self.nodes.clear();
+        self.due.clear();
+        self.draining.clear();
         self.judge_from = Some(now + self.lease);
         for identity in stored {
             let id = identity.id;
@@ -184,14 +254,18 @@ impl NodeRegistry {
                     history: VecDeque::new(),
                     regions: Vec::new(),
                     persisting: false,
+                    due_at: None,
                 },
             );
+            self.requeue(id);
         }
     }
 
     /// Leadership ended: nothing here is current any more.
     pub fn leadership_ended(&mut self) {
         self.nodes.clear();
+        self.due.clear();
+        self.draining.clear();
         self.judge_from = None;
     }
 
@@ -208,6 +282,11 @@ impl NodeRegistry {
         match self.nodes.get_mut(&id) {
             Some(e) => {
                 e.draining = draining;
+                if draining {
+                    self.draining.insert(id);
+                } else {
+                    self.draining.remove(&id);
+                }
                 true
             }
             None => false,
@@ -244,6 +323,7 @@ impl NodeRegistry {
             regions: Vec::new(),
             persisted: None,
             persisting: false,
+            due_at: None,
         });
         entry.identity = identity.clone();
         entry.liveness = Liveness::Alive;
@@ -269,6 +349,7 @@ impl NodeRegistry {
         } else {
             None
         };
+        self.requeue(id);
         Ok(Accepted {
             node_id: id,
             persist,
@@ -286,39 +367,60 @@ impl NodeRegistry {
         }
     }
 
-    /// Judges liveness at `now`; returns what changed.
+    /// Judges liveness at `now`; returns what changed, in node id order, forgotten nodes last.
+    /// Looks only at the nodes whose judgement instant has come (each moves one step per tick:
+    /// alive or unknown to suspect, suspect to down; down ones are forgotten when their time is
+    /// up), so it costs O(due · log nodes), not O(nodes).
     pub fn tick(&mut self, now: Instant) -> Vec<Transition> {
         let mut out = Vec::new();
+        self.examined_last_tick = 0;
         match self.judge_from {
             Some(t) if now >= t => {}
             _ => return out,
         }
+        // Everything due up to `now` leaves the queue (and returns to it where its next
+        // judgement falls), judged in id order as a walk over all nodes would.
+        let mut due = Vec::new();
+        while let Some(&(at, id)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            due.push(id);
+        }
+        due.sort_unstable();
+        self.examined_last_tick = due.len();
         let lease = self.lease;
-        for (id, e) in self.nodes.iter_mut() {
+        for &id in &due {
+            let e = self.nodes.get_mut(&id).expect("a queued node is listed");
+            e.due_at = None;
             let silent_for = now.saturating_duration_since(e.lease_deadline);
             match e.liveness {
                 Liveness::Alive | Liveness::Unknown if now >= e.lease_deadline => {
                     e.liveness = Liveness::Suspect;
-                    out.push(Transition::Suspect(*id));
+                    out.push(Transition::Suspect(id));
                 }
                 Liveness::Suspect if silent_for >= lease => {
                     e.liveness = Liveness::Down;
                     e.down_since = Some(now);
-                    out.push(Transition::Down(*id));
+                    out.push(Transition::Down(id));
                 }
                 _ => {}
             }
         }
         let idle_forget = self.idle_forget;
-        let forgotten: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|(_, e)| e.down_since.is_some_and(|d| now >= d + idle_forget))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in forgotten {
-            self.nodes.remove(&id);
-            out.push(Transition::Forgotten(id));
+        for id in due {
+            let forget = self.nodes.get(&id).is_some_and(|e| {
+                e.down_since
+                    .is_some_and(|d| d.checked_add(idle_forget).is_some_and(|f| now >= f))
+            });
+            if forget {
+                self.nodes.remove(&id);
+                self.draining.remove(&id);
+                out.push(Transition::Forgotten(id));
+            } else {
+                self.requeue(id);
+            }
         }
         out
     }
@@ -753,5 +855,148 @@ mod tests {
         req.regions = vec![region(9), region(9)];
         assert!(refused(&mut r, &req, None).to_string().contains("region 9"));
         assert!(r.get(1).is_none(), "refused heartbeats register nothing");
+    }
+
+    /// 10,000 nodes that heartbeated once and went: after they are down, ticks look at none of
+    /// them until their forget deadline, while a live node is still judged on time.
+    #[test]
+    fn ticks_look_only_at_due_nodes_however_many_are_down() {
+        const GONE: u64 = 10_000;
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        for id in 1..=GONE {
+            r.on_heartbeat(&hb(id, "h:1", 1), None, t0).unwrap();
+        }
+        assert_eq!(r.tick(t0 + LEASE).len(), GONE as usize);
+        assert_eq!(r.examined_by_last_tick(), GONE as usize);
+        let downed = r.tick(t0 + 2 * LEASE);
+        assert_eq!(downed.len(), GONE as usize);
+        assert!(downed.iter().all(|t| matches!(t, Transition::Down(_))));
+        // A live node joins; the down ones wait for their forget deadline.
+        let live = GONE + 1;
+        let mut at = t0 + 2 * LEASE;
+        r.on_heartbeat(&hb(live, "h:2", 1), None, at).unwrap();
+        for step in 1..=5u64 {
+            at += LEASE / 4;
+            assert!(r.tick(at).is_empty());
+            assert_eq!(r.examined_by_last_tick(), 0, "nothing due at step {step}");
+            r.on_heartbeat(&hb(live, "h:2", step + 1), Some(step), at)
+                .unwrap();
+        }
+        // The live node falls silent: judged suspect on time, looked at alone.
+        assert_eq!(r.tick(at + LEASE), vec![Transition::Suspect(live)]);
+        assert_eq!(r.examined_by_last_tick(), 1);
+        assert_eq!(state(&r, 1), NodeState::Down);
+        assert_eq!(r.len(), GONE as usize + 1);
+        // Their hour is up: all forgotten at once, in id order.
+        let forgotten = r.tick(t0 + 2 * LEASE + FORGET);
+        let expected: Vec<Transition> = (1..=GONE).map(Transition::Forgotten).collect();
+        assert_eq!(&forgotten[forgotten.len() - GONE as usize..], &expected[..]);
+        assert_eq!(r.len(), 1);
+    }
+
+    /// The registry as it judged before the deadline queue: every node walked on every tick.
+    #[derive(Default)]
+    struct Walked {
+        nodes: BTreeMap<u64, (Liveness, Instant, Option<Instant>)>,
+    }
+
+    impl Walked {
+        fn heartbeat(&mut self, id: u64, now: Instant) {
+            self.nodes.insert(id, (Liveness::Alive, now + LEASE, None));
+        }
+
+        fn tick(&mut self, now: Instant) -> Vec<Transition> {
+            let mut out = Vec::new();
+            for (id, (liveness, deadline, down_since)) in self.nodes.iter_mut() {
+                let silent_for = now.saturating_duration_since(*deadline);
+                match liveness {
+                    Liveness::Alive | Liveness::Unknown if now >= *deadline => {
+                        *liveness = Liveness::Suspect;
+                        out.push(Transition::Suspect(*id));
+                    }
+                    Liveness::Suspect if silent_for >= LEASE => {
+                        *liveness = Liveness::Down;
+                        *down_since = Some(now);
+                        out.push(Transition::Down(*id));
+                    }
+                    _ => {}
+                }
+            }
+            let forgotten: Vec<u64> = self
+                .nodes
+                .iter()
+                .filter(|(_, (_, _, d))| d.is_some_and(|d| now >= d + FORGET))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in forgotten {
+                self.nodes.remove(&id);
+                out.push(Transition::Forgotten(id));
+            }
+            out
+        }
+    }
+
+    /// Seeded random heartbeats and ticks: the deadline queue makes the same transitions, in
+    /// the same order, and leaves every node in the same state as walking every node did.
+    #[test]
+    fn deadline_queue_judges_exactly_as_walking_every_node() {
+        for seed in 1..=20u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let t0 = Instant::now();
+            let mut r = leading(t0);
+            let mut walked = Walked::default();
+            let mut sequence = BTreeMap::new();
+            let mut now = t0;
+            for step in 0..2_000 {
+                now += Duration::from_millis(next(60));
+                if next(3) == 0 {
+                    let id = 1 + next(40);
+                    let last = sequence.get(&id).copied();
+                    let seq = last.unwrap_or(0) + 1;
+                    sequence.insert(id, seq);
+                    r.on_heartbeat(&hb(id, "h:1", seq), last, now).unwrap();
+                    walked.heartbeat(id, now);
+                } else {
+                    let got = r.tick(now);
+                    assert_eq!(got, walked.tick(now), "seed {seed}, step {step}");
+                    for t in &got {
+                        if let Transition::Forgotten(id) = t {
+                            sequence.remove(id);
+                        }
+                    }
+                }
+                let states: Vec<(u64, Liveness)> =
+                    r.nodes().map(|e| (e.identity.id, e.liveness)).collect();
+                let expected: Vec<(u64, Liveness)> =
+                    walked.nodes.iter().map(|(id, e)| (*id, e.0)).collect();
+                assert_eq!(states, expected, "seed {seed}, step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn draining_ids_follow_the_flag_and_forgetting() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        for id in 1..=3 {
+            r.on_heartbeat(&hb(id, "h:1", 1), None, t0).unwrap();
+        }
+        r.set_draining(3, true);
+        r.set_draining(1, true);
+        assert_eq!(r.draining_ids().collect::<Vec<_>>(), [1, 3]);
+        r.set_draining(3, false);
+        assert_eq!(r.draining_ids().collect::<Vec<_>>(), [1]);
+        r.tick(t0 + LEASE);
+        r.tick(t0 + 2 * LEASE);
+        r.tick(t0 + 2 * LEASE + FORGET);
+        assert!(r.is_empty());
+        assert_eq!(r.draining_ids().count(), 0, "forgotten nodes leave the set");
     }
 }
