@@ -136,7 +136,19 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             restore(&node);
             restored = true;
         }
-        match pass(&node, term.term()) {
+        let started = Instant::now();
+        let outcome = pass(&node, term.term());
+        // A pass that takes a good part of the interval (a snapshot of very many routes) is
+        // worth an operator's attention: the leader spends that much of its time on it.
+        let took = started.elapsed();
+        if took * 2 >= interval {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                interval_ms = interval.as_millis() as u64,
+                "scheduling pass took half the scheduler interval or more"
+            );
+        }
+        match outcome {
             Ok(Pass::Paused) if !paused_logged => {
                 tracing::info!("maintenance mode on: schedulers paused");
                 paused_logged = true;
