@@ -4,9 +4,9 @@
 //!
 //! # When it moves
 //! Node `n`'s share of `kind` copies is `total × capacity(n) / Σ capacity` over schedulable
-//! nodes (`total` counts the copies on nodes that are going too: failover or the drain brings
-//! them, and a node under its share gives only to pass on what a node over it cannot place
-//! directly); its surplus is `count(n) − share(n)` and its deficit `share(n) − count(n)`. One copy
+//! nodes (`total` counts the leaders of going nodes too, judged failed, cut off or drained:
+//! failover or the drain brings them; and a node under its share gives only to pass on what a
+//! node over it cannot place directly); its surplus is `count(n) − share(n)` and its deficit `share(n) − count(n)`. One copy
 //! moves from the node with the largest surplus to the node with the largest deficit when
 //! - either the surplus or the deficit is above `tolerance × share` (a relative dead band, so a
 //!   100,000-region cluster is not shuffled for a handful), and
@@ -80,15 +80,13 @@ impl Schedule for BalanceRegion {
 impl BalanceRegion {
     fn balance(&self, t: &mut Tally, kind: MoveKind) {
         let nodes: Vec<usize> = t.schedulable().collect();
-        let cap_sum: f64 = nodes.iter().map(|i| t.nodes[*i].capacity).sum();
-        // Shares are of every copy, those on nodes that may not keep them (down, draining)
-        // included: failover or the drain brings them to the schedulable nodes, so evening
-        // out the rest first would only make moves that their arrival undoes.
-        let total: usize = (0..t.nodes.len()).map(|i| t.count(i, kind)).sum();
+        // Shares count the leaders of going nodes too (see `Tally::share`): failover or the
+        // drain brings them, so evening out the rest first would make moves their arrival undoes.
+        let total: usize = nodes.iter().map(|i| t.count(*i, kind)).sum();
         if nodes.len() < 2 || total == 0 {
             return;
         }
-        let share = |t: &Tally, i: usize| total as f64 * t.nodes[i].capacity / cap_sum;
+        let share = |t: &Tally, i: usize| t.share(i, kind);
         let dev = |t: &Tally, i: usize| t.count(i, kind) as f64 - share(t, i);
         // Sources with nothing left to give this pass.
         let mut spent = vec![false; t.nodes.len()];
@@ -260,7 +258,11 @@ mod tests {
         snap.nodes[2].schedulable = false;
         let ops = plan(&snap);
         assert!(ops.iter().all(|o| o.from == 1 && o.to == 2), "{ops:?}");
-        // Node 3's 6 count toward the shares (9 each once they land): node 1 gives 3.
+        assert_eq!(ops.len(), 6, "node 3 keeps its copies: it is not going");
+        // Going (failed, drained): its 6 count toward the shares, 9 each once they land.
+        snap.nodes[2].going = true;
+        let ops = plan(&snap);
+        assert!(ops.iter().all(|o| o.from == 1 && o.to == 2), "{ops:?}");
         assert_eq!(ops.len(), 3);
     }
 
@@ -298,7 +300,22 @@ mod tests {
         // Node 4 is down with 12 regions failover will spread: share 12 each, nobody over.
         let mut snap = snapshot(4, &[(1, 13), (2, 11), (3, 12), (4, 12)]);
         snap.nodes[3].schedulable = false;
+        snap.nodes[3].going = true;
         assert!(plan(&snap).is_empty(), "{:?}", plan(&snap));
+        // Follower copies on it stay (failover moves leaders): they do not inflate the shares,
+        // so an empty node joining still gets follower copies from the others.
+        let mut snap = snapshot(5, &[(1, 4), (2, 4), (3, 4), (4, 4)]);
+        for (i, r) in snap.regions.iter_mut().enumerate() {
+            r.followers = vec![[2, 3, 4, 1][i / 4]];
+        }
+        snap.nodes[3].schedulable = false;
+        snap.nodes[3].going = true;
+        let ops = plan(&snap);
+        assert!(
+            ops.iter()
+                .any(|o| o.kind == MoveKind::Follower && o.to == 5),
+            "{ops:?}"
+        );
     }
 
     #[test]

@@ -151,6 +151,11 @@ pub struct NodeView {
     /// Alive, connected and not draining: it may receive regions. Nodes that may not still count
     /// for what they hold (a region on a drained node is somebody else's business).
     pub schedulable: bool,
+    /// Not schedulable, and its leaders are on their way to the schedulable nodes (it is
+    /// judged failed, cut off, or drained): they count toward those nodes' shares, so nothing
+    /// evens out the rest only for their arrival to undo it. False for a node that keeps its
+    /// copies (evicting leaders only, or merely suspect).
+    pub going: bool,
 }
 
 impl NodeView {
@@ -160,6 +165,7 @@ impl NodeView {
             node_id,
             labels: BTreeMap::new(),
             schedulable: true,
+            going: false,
         }
     }
 
@@ -282,6 +288,11 @@ pub(crate) struct Tally<'a> {
     pub mean_load: (f64, f64),
     /// Mean (bytes, wcus, rcus) of one region.
     pub mean_region: (f64, f64, f64),
+    /// Leaders the schedulable nodes share (theirs and those of going nodes), follower copies
+    /// they share (theirs), and their capacity: see [`Tally::share`].
+    leader_total: usize,
+    follower_total: usize,
+    cap_sum: f64,
 }
 
 impl<'a> Tally<'a> {
@@ -389,10 +400,17 @@ impl<'a> Tally<'a> {
         follower_at.push(follower_nodes.len() as u32);
         // A node's load is what its leaders carry; the mean is per unit of capacity.
         let (mut cap_sum, mut load_sum) = (0.0, (0.0, 0.0));
-        for n in nodes.iter().filter(|n| n.schedulable) {
-            cap_sum += n.capacity;
-            load_sum.0 += n.wcus;
-            load_sum.1 += n.rcus;
+        let (mut leader_total, mut follower_total) = (0, 0);
+        for (n, view) in nodes.iter().zip(&snap.nodes) {
+            if n.schedulable {
+                cap_sum += n.capacity;
+                load_sum.0 += n.wcus;
+                load_sum.1 += n.rcus;
+                leader_total += n.leaders;
+                follower_total += n.followers;
+            } else if view.going {
+                leader_total += n.leaders;
+            }
         }
         let n = snap.regions.len().max(1) as f64;
         let mean_region = snap.regions.iter().fold((0.0, 0.0, 0.0), |m, r| {
@@ -424,11 +442,28 @@ impl<'a> Tally<'a> {
             load_floor: 0.0,
             mean_load,
             mean_region,
+            leader_total,
+            follower_total,
+            cap_sum,
         }
     }
 
     pub fn set_load_limits(&mut self, tolerance: f64, floor: f64) {
         (self.load_tolerance, self.load_floor) = (tolerance, floor);
+    }
+
+    /// Node `i`'s share of `kind` copies: the copies the schedulable nodes share (leaders of
+    /// going nodes included) in proportion to capacity. Planned moves keep the totals.
+    pub fn share(&self, i: usize, kind: MoveKind) -> f64 {
+        let total = match kind {
+            MoveKind::Leader => self.leader_total,
+            MoveKind::Follower => self.follower_total,
+        };
+        if self.cap_sum > 0.0 {
+            total as f64 * self.nodes[i].capacity / self.cap_sum
+        } else {
+            0.0
+        }
     }
 
     /// Node `i`'s load per capacity in one dimension (`write`: wcus, else rcus).

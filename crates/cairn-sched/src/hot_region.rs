@@ -103,9 +103,8 @@ impl HotRegion {
             .schedulable()
             .filter(|i| t.nodes[*i].moves_left > 0)
             .collect();
-        let cap_sum: f64 = open.iter().map(|i| t.nodes[*i].capacity).sum();
-        let total: usize = open.iter().map(|i| t.count(*i, MoveKind::Leader)).sum();
-        let share = |i: usize| total as f64 * t.nodes[i].capacity / cap_sum;
+        // The same share balance-region evens counts against.
+        let share = |i: usize| t.share(i, MoveKind::Leader);
         // A node over its share of regions is judged on the load its share would carry:
         // balance-region moves the surplus off in step with load, and a hot move on top of it
         // would be a trade the counts then undo.

@@ -66,13 +66,23 @@ pub async fn run(args: &SimArgs, name: &str) -> Result<(), String> {
         .get_maintenance()
         .await
         .map_err(|e| format!("reading maintenance mode: {e}"))?;
+    if was.on {
+        return Err(format!(
+            "maintenance mode is on ({:?}): a scenario switches it off to let the schedulers \
+             work, so switch it off first (cairn ctl maintenance off)",
+            was.reason
+        ));
+    }
     client
         .set_maintenance(true, "cairn sim --scenario: setting up")
         .await
         .map_err(|e| format!("switching maintenance mode on: {e}"))?;
     let mut fleet = None;
-    let result = play(&client, &plan, &mut fleet).await;
-    // Clean up whatever happened: the tables go, maintenance mode returns to what it was.
+    let result = tokio::select! {
+        result = play(&client, &plan, &mut fleet) => result,
+        _ = tokio::signal::ctrl_c() => Err(format!("{}: interrupted", plan.name)),
+    };
+    // Clean up whatever happened: the tables go, maintenance mode goes off again.
     let drop = DropDatabaseRequest {
         catalog: String::new(),
         name: plan.writes.database.clone(),
@@ -138,7 +148,20 @@ impl Plan {
         let mut config = args.config();
         config.regions_per_node = 0;
         config.frontends = 0;
-        config.validate().map_err(|e| format!("--datanodes: {e}"))?;
+        config
+            .validate()
+            .map_err(|e| format!("--datanodes, --first-node-id: {e}"))?;
+        // add-nodes adds two more.
+        let last = u64::from(args.datanodes) + JOINING_NODES;
+        if last > u64::from(cairn_sim::SIM_NODES_MAX)
+            || args.first_node_id.checked_add(last).is_none()
+        {
+            return Err(format!(
+                "--datanodes, --first-node-id: a scenario may add {JOINING_NODES} datanodes: at \
+                 most {} datanodes, and ids must not overflow",
+                u64::from(cairn_sim::SIM_NODES_MAX) - JOINING_NODES
+            ));
+        }
         Ok(Plan {
             name,
             datanodes: u64::from(args.datanodes),

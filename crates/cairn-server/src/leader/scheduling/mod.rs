@@ -133,7 +133,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             continue;
         }
         if !restored {
-            restore(&node);
+            restore(&node, term.term());
             restored = true;
         }
         let started = Instant::now();
@@ -176,7 +176,7 @@ enum Pass {
 
 /// A new term: the operator table starts empty, with the stored cool-downs, loads and node
 /// stats reports.
-fn restore(node: &Node) {
+fn restore(node: &Node, term: u64) {
     let state = store::get::<SchedulingState>(node, &layout().scheduling_state())
         .ok()
         .flatten()
@@ -184,7 +184,7 @@ fn restore(node: &Node) {
         .unwrap_or_default();
     node.scheduling
         .operators()
-        .reset(state.last_moved.into_iter().collect());
+        .reset(state.last_moved.into_iter().collect(), term);
     node.scheduling
         .restored_node_stats()
         .replace(state.node_stats);
@@ -265,6 +265,11 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
         );
     }
     let mut table = node.scheduling.operators();
+    // A later term reset the table while this pass planned: its operators are not ours to add
+    // (nobody would settle them, and they would hold the new term's limits).
+    if table.term() != term {
+        return Ok(Pass::Started(Vec::new()));
+    }
     table.add(ops, snap.now_ms);
     Ok(Pass::Started(table.start_next(&limits, snap.now_ms)))
 }

@@ -74,16 +74,24 @@ pub struct OperatorTable {
     started_ms: VecDeque<u64>,
     /// Region → when it last finished moving, Unix ms.
     last_moved: HashMap<u64, u64>,
+    /// The leader term the table was reset for: a pass of an earlier term adds nothing.
+    term: u64,
 }
 
 impl OperatorTable {
+    /// The leader term the table serves.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
     /// A new term: nothing planned, the cool-downs carried over (`last_moved`, from the store).
-    pub fn reset(&mut self, last_moved: HashMap<u64, u64>) {
+    pub fn reset(&mut self, last_moved: HashMap<u64, u64>, term: u64) {
         // Ids keep counting across terms, so a migration of an earlier term that finishes late
         // cannot settle a new operator.
         *self = OperatorTable {
             next_id: self.next_id.max(1),
             last_moved,
+            term,
             ..OperatorTable::default()
         };
     }

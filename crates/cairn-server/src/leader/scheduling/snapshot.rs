@@ -8,7 +8,7 @@ use crate::leader::heartbeat::registry::NodeState;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
 use crate::replica::meta::store::{self, layout};
-use cairn_meta::{codec, TableRoute};
+use cairn_meta::{codec, DrainMode, TableRoute};
 use cairn_proto::cairnpb::{NodeRole, RegionRole, RegionStat};
 use cairn_sched::{ClusterSnapshot, NodeView, RegionView};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -151,9 +151,9 @@ pub fn unix_ms_at(at: Instant, now: (Instant, u64)) -> u64 {
 /// The snapshot of one pass (limits and busy regions are the operator table's to fill).
 pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, Status> {
     let failed: HashSet<u64> = node.heartbeats.failed_nodes().into_iter().collect();
-    let drained: HashSet<u64> = maintenance::drains(node)?
+    let drained: HashMap<u64, DrainMode> = maintenance::drains(node)?
         .iter()
-        .map(|d| d.node_id)
+        .map(|d| (d.node_id, d.mode))
         .collect();
     // The connection table before the registry: the hub takes their locks in that order.
     let connected = node.heartbeats.connected_ids();
@@ -174,7 +174,9 @@ pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, St
             view.schedulable = e.state() == NodeState::Alive
                 && !e.draining
                 && !failed.contains(&id)
-                && !drained.contains(&id);
+                && !drained.contains_key(&id);
+            // Failover or the drain moves its leaders; evicting leaders may leave some.
+            view.going = failed.contains(&id) || drained.get(&id) == Some(&DrainMode::Drain);
             nodes.insert(id, view);
             // The latest report, not the latest request: a replies-only request in between
             // reports nothing new.
@@ -218,8 +220,10 @@ pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, St
     // Regions on nodes not connected: their holders are known, not schedulable.
     for r in &regions {
         for n in std::iter::once(r.leader).chain(r.followers.iter().copied()) {
+            // Cut off: failover moves its leaders unless it comes back first.
             nodes.entry(n).or_insert_with(|| NodeView {
                 schedulable: false,
+                going: true,
                 ..NodeView::new(n)
             });
         }
