@@ -18,6 +18,7 @@
 //! finished by then: committed (its route is visible at (3)) or rolled back (the region is an
 //! orphan indeed).
 
+use crate::leader::heartbeat::registry::{NodeEntry, NodeRegistry};
 use crate::leader::meta::regions::{close_regions_on, describe, RegionAction, RegionInstructions};
 use crate::leader::node::Node;
 use crate::leader::procedure::lock::Mode;
@@ -112,11 +113,24 @@ pub async fn close_orphans(node: &Arc<Node>, term: &LeaderTerm) -> Result<usize,
     Ok(count)
 }
 
-/// The regions each datanode reports, from the leader's registry.
+/// The registry entries of the nodes with a heartbeat stream open to this leader, in id order:
+/// only they can be told to close or lead a region. A node gone silent keeps its last report in
+/// the registry for `node_idle_forget_ms` (an hour); thousands of those would make each pass
+/// read millions of stale region ids and spend its `ORPHAN_REGIONS_PER_PASS_MAX` on nodes no
+/// instruction reaches. A node that reconnects reports afresh and is looked at in the next pass.
+fn connected_entries<'a>(
+    registry: &'a NodeRegistry,
+    connected: &'a [u64],
+) -> impl Iterator<Item = &'a NodeEntry> + 'a {
+    connected.iter().filter_map(|id| registry.get(*id))
+}
+
+/// The regions each connected datanode reports, from the leader's registry.
 fn reported_regions(node: &Node) -> Vec<(u64, Vec<u64>)> {
+    // The connection table before the registry: the hub takes their locks in that order.
+    let connected = node.heartbeats.connected_ids();
     let registry = node.heartbeats.registry();
-    registry
-        .nodes()
+    connected_entries(&registry, &connected)
         .filter(|e| e.identity.role == NodeRole::Datanode as i32 && !e.regions.is_empty())
         .map(|e| {
             (
@@ -127,11 +141,11 @@ fn reported_regions(node: &Node) -> Vec<(u64, Vec<u64>)> {
         .collect()
 }
 
-/// The regions each datanode reports holding as a follower.
+/// The regions each connected datanode reports holding as a follower.
 fn reported_followers(node: &Node) -> Vec<(u64, Vec<u64>)> {
+    let connected = node.heartbeats.connected_ids();
     let registry = node.heartbeats.registry();
-    registry
-        .nodes()
+    connected_entries(&registry, &connected)
         .filter(|e| e.identity.role == NodeRole::Datanode as i32)
         .map(|e| {
             let followed = e
