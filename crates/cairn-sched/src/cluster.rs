@@ -70,11 +70,16 @@ pub(crate) struct TableSpreads {
     leaders: Vec<u32>,
 }
 
-/// A region that may not be planned: busy, already planned this pass, held by a node unknown to
-/// the snapshot, or led by a node that may not take regions (failover or a drain moves it).
+/// A region that may not be planned: busy, or already planned this pass.
 const FROZEN: u8 = 1;
 /// A region that moved recently (the spread repair may still move it; balancing may not).
 const COOLING: u8 = 2;
+/// A region no balancing scheduler may plan: held by a node unknown to the snapshot, or led by a
+/// node that may not take regions (failover or a drain moves it; the drain schedulers may).
+const STUCK: u8 = 4;
+/// A follower slot emptied by a planned move (a leader handed to a follower that the drain closes
+/// behind it).
+const NO_SLOT: u32 = u32::MAX;
 /// The leader of a region held by a node the snapshot lacks.
 pub(crate) const NO_NODE: usize = usize::MAX;
 
@@ -156,6 +161,19 @@ pub struct NodeView {
     /// evens out the rest only for their arrival to undo it. False for a node that keeps its
     /// copies (evicting leaders only, or merely suspect).
     pub going: bool,
+    /// An operator asked for the node to be emptied ([`DrainKind`]), and it is reachable (a
+    /// drained node judged failed is failover's): the drain schedulers move its copies off.
+    pub drain: Option<DrainKind>,
+}
+
+/// What a drain of a node moves off it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DrainKind {
+    /// Only leadership, each region's to one of its live followers (the node stays a follower).
+    Leaders,
+    /// Every copy: leaders (to a live follower, else a node the placement rules pick) and
+    /// follower copies.
+    All,
 }
 
 impl NodeView {
@@ -166,6 +184,7 @@ impl NodeView {
             labels: BTreeMap::new(),
             schedulable: true,
             going: false,
+            drain: None,
         }
     }
 
@@ -235,6 +254,9 @@ pub struct ClusterSnapshot {
     pub node_moves_left_default: usize,
     /// A region moved within this long is not moved again by a balancing scheduler.
     pub region_cooldown_ms: u64,
+    /// Drain operators the limits still allow (drains have a budget of their own: they are an
+    /// operator's request and must not wait on the balancing limits).
+    pub drain_moves_left: usize,
 }
 
 /// Per-node figures while a pass plans, moves applied.
@@ -279,6 +301,7 @@ pub(crate) struct Tally<'a> {
     /// Each region's table number in `tables` ([`NO_TABLE`] when spread rules are off).
     pub region_table: Vec<u32>,
     pub moves_left: usize,
+    pub drain_moves_left: usize,
     pub planned: Vec<Operator>,
     /// A node is hot above `(1 + load_tolerance)` times the mean load per capacity, in a
     /// dimension whose mean is at least `load_floor` (below it, load is noise).
@@ -372,7 +395,10 @@ impl<'a> Tally<'a> {
                     None => unknown = true,
                 }
             }
-            if unknown || (!busy.is_empty() && busy.contains(&r.region_id)) {
+            if unknown {
+                flags[i] |= STUCK;
+            }
+            if !busy.is_empty() && busy.contains(&r.region_id) {
                 flags[i] |= FROZEN;
             }
             if !recent.is_empty() && recent.contains(&r.region_id) {
@@ -437,6 +463,7 @@ impl<'a> Tally<'a> {
             tables,
             region_table,
             moves_left: snap.moves_left,
+            drain_moves_left: snap.drain_moves_left,
             planned: Vec::new(),
             load_tolerance: f64::INFINITY,
             load_floor: 0.0,
@@ -525,10 +552,15 @@ impl<'a> Tally<'a> {
     /// which ignores the cool-down).
     pub fn movable(&self, region: usize, repair: bool) -> bool {
         let f = self.flags[region];
-        f & FROZEN == 0 && (repair || f & COOLING == 0)
+        f & (FROZEN | STUCK) == 0 && (repair || f & COOLING == 0)
     }
 
     fn frozen(&self, region: usize) -> bool {
+        self.flags[region] & (FROZEN | STUCK) != 0
+    }
+
+    /// Whether `region` is busy or planned already this pass (a drain may move any other).
+    pub fn claimed(&self, region: usize) -> bool {
         self.flags[region] & FROZEN != 0
     }
 
@@ -548,6 +580,7 @@ impl<'a> Tally<'a> {
     pub fn followers_of(&self, region: usize) -> impl Iterator<Item = usize> + '_ {
         self.follower_nodes[self.follower_slots(region)]
             .iter()
+            .filter(|f| **f != NO_SLOT)
             .map(|f| *f as usize)
     }
 
@@ -573,22 +606,59 @@ impl<'a> Tally<'a> {
         holder && self.spread_allows(region, kind, from, to)
     }
 
+    /// Whether a drain may move `region`'s `kind` copy from `from` to `to`: `to` schedulable and
+    /// holding no copy (leadership may go to a follower), the region neither busy nor planned
+    /// (a drained leader is not schedulable, so [`Tally::can_move`] would refuse every region),
+    /// and, with `spread`, no spread rule broken.
+    pub fn can_drain(
+        &self,
+        region: usize,
+        kind: MoveKind,
+        from: usize,
+        to: usize,
+        spread: bool,
+    ) -> bool {
+        if !self.nodes[to].schedulable || self.claimed(region) {
+            return false;
+        }
+        let handover = kind == MoveKind::Leader && self.followers_of(region).any(|f| f == to);
+        let holder = match kind {
+            MoveKind::Leader => self.leader_of(region) == from,
+            MoveKind::Follower => self.followers_of(region).any(|f| f == from),
+        };
+        if !holder || (self.holds(region, to) && !handover) {
+            return false;
+        }
+        !spread
+            || (handover || self.replicas_spread(region, from, to))
+                && self.leaders_spread(region, kind, from, to)
+    }
+
     /// The spread rules a move must not break (it may leave an existing violation as it is):
     /// a region's replicas in distinct zones while zones enough hold schedulable nodes, and no
     /// zone leading more than its share (`ceil(regions / zones)`) of a table.
     fn spread_allows(&self, region: usize, kind: MoveKind, from: usize, to: usize) -> bool {
-        if self.live_zones < 2 {
-            return true;
-        }
+        self.replicas_spread(region, from, to) && self.leaders_spread(region, kind, from, to)
+    }
+
+    /// Whether the region's copy on `from` may go to `to` with its copies kept in distinct zones.
+    fn replicas_spread(&self, region: usize, from: usize, to: usize) -> bool {
         let (zf, zt) = (self.nodes[from].zone, self.nodes[to].zone);
-        if zf == zt {
+        if self.live_zones < 2 || zf == zt {
             return true;
         }
-        let others = std::iter::once(self.leader_of(region))
+        let mut others = std::iter::once(self.leader_of(region))
             .chain(self.followers_of(region))
             .filter(|n| *n != from);
-        if others.into_iter().any(|n| self.nodes[n].zone == zt) {
-            return false;
+        !others.any(|n| self.nodes[n].zone == zt)
+    }
+
+    /// Whether moving the region's `kind` copy from `from` to `to` keeps `to`'s zone within its
+    /// share of the table's leaders.
+    fn leaders_spread(&self, region: usize, kind: MoveKind, from: usize, to: usize) -> bool {
+        let (zf, zt) = (self.nodes[from].zone, self.nodes[to].zone);
+        if self.live_zones < 2 || zf == zt {
+            return true;
         }
         if kind == MoveKind::Leader {
             let k = self.region_table[region];
@@ -646,6 +716,42 @@ impl<'a> Tally<'a> {
         self.nodes[from].moves_left = self.nodes[from].moves_left.saturating_sub(1);
         self.nodes[to].moves_left = self.nodes[to].moves_left.saturating_sub(1);
         self.planned.push(op);
+    }
+
+    /// Records a drain's `op` and applies it: within the drain budget, not the balancing ones.
+    /// A leader handed to a follower `to` leaves `from` following in its place when
+    /// `keep_source` (evicting leaders), else the follower slot is emptied (the drain closes the
+    /// old leader's copy).
+    pub fn apply_drain(
+        &mut self,
+        op: Operator,
+        region: usize,
+        from: usize,
+        to: usize,
+        keep_source: bool,
+    ) {
+        let handover = op.kind == MoveKind::Leader && self.followers_of(region).any(|f| f == to);
+        if handover {
+            let slots = self.follower_slots(region);
+            for f in self.follower_nodes[slots].iter_mut() {
+                if *f as usize == to {
+                    *f = if keep_source { from as u32 } else { NO_SLOT };
+                }
+            }
+            self.nodes[to].followers -= 1;
+            if keep_source {
+                self.nodes[from].followers += 1;
+            }
+        }
+        let (moves_left, from_left, to_left) = (
+            self.moves_left,
+            self.nodes[from].moves_left,
+            self.nodes[to].moves_left,
+        );
+        self.apply(op, region, from, to);
+        (self.moves_left, self.nodes[from].moves_left) = (moves_left, from_left);
+        self.nodes[to].moves_left = to_left;
+        self.drain_moves_left = self.drain_moves_left.saturating_sub(1);
     }
 
     /// Regions at node `i` in `kind`'s role now (planned moves off it skipped; moves onto it are

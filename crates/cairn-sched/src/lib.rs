@@ -13,11 +13,14 @@
 //!
 //! [`SelectorKind`] builds one from its configuration name.
 //!
-//! [`Schedulers`] holds every scheduler (label-spread, hot-region, balance-region), which are
+//! [`Schedulers`] holds every scheduler (evict-leaders, drain, label-spread, hot-region,
+//! balance-region), which are
 //! on, and their parameters; [`Schedulers::plan`] runs one pass over a [`ClusterSnapshot`].
 
 mod balance_region;
 mod cluster;
+mod drain;
+mod evict_leaders;
 mod hot_region;
 mod kind;
 mod label_aware;
@@ -40,8 +43,11 @@ pub use balance_region::{
     BALANCE_TOLERANCE_DEFAULT, REGIONS_EXAMINED_MAX, REGION_CANDIDATES_SCANNED_MAX,
 };
 pub use cluster::{
-    ClusterSnapshot, NodeView, RegionView, CAPACITY_LABEL, COUNT_MOVE_LOAD_BANDS, NODE_CAPACITY_MAX,
+    ClusterSnapshot, DrainKind, NodeView, RegionView, CAPACITY_LABEL, COUNT_MOVE_LOAD_BANDS,
+    NODE_CAPACITY_MAX,
 };
+pub use drain::NAME as DRAIN_SCHEDULER;
+pub use evict_leaders::NAME as EVICT_LEADERS_SCHEDULER;
 pub use hot_region::{HOT_MIN_LOAD_DEFAULT, HOT_OPERATORS_PER_PASS_MAX, HOT_TOLERANCE_DEFAULT};
 pub use kind::{SelectorKind, UnknownSelector};
 pub use label_aware::LabelAware;

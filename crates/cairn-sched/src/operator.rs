@@ -88,8 +88,31 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Whether it carries out an operator's request (a drain or a leader eviction) rather than
+    /// evening something out: it has a budget of its own, is not rate-limited, and runs in
+    /// maintenance mode too.
+    pub fn requested(&self) -> bool {
+        matches!(
+            self.scheduler,
+            crate::drain::NAME | crate::evict_leaders::NAME
+        )
+    }
+
+    /// Whether the source keeps its copy as a follower (a leader eviction hands leadership to a
+    /// follower and stays one).
+    pub fn keeps_source(&self) -> bool {
+        self.kind == MoveKind::Leader && self.scheduler == crate::evict_leaders::NAME
+    }
+
     /// The steps the migration procedure runs for it.
     pub fn steps(&self) -> Vec<Step> {
+        if self.keeps_source() {
+            return vec![
+                Step::DowngradeLeader { node: self.from },
+                Step::UpgradeToLeader { node: self.to },
+                Step::PublishRoute,
+            ];
+        }
         match self.kind {
             MoveKind::Leader => vec![
                 Step::OpenRegion {

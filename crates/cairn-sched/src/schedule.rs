@@ -39,6 +39,11 @@ pub(crate) trait Schedule: Send + Sync + fmt::Debug {
     fn load_limits(&self) -> Option<(f64, f64)> {
         None
     }
+    /// Whether it carries out an operator's request (a drain) rather than evening something
+    /// out: it runs in maintenance mode too.
+    fn requested(&self) -> bool {
+        false
+    }
 }
 
 /// Parses a fraction parameter in `[min, max]`.

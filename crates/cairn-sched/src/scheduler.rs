@@ -1,7 +1,8 @@
 //! The schedulers as a set: which exist, which are on, their parameters, and one planning pass
 //! over a [`ClusterSnapshot`] that runs every enabled one in a fixed order on a shared tally.
 //!
-//! Order matters and is fixed: spread repairs first (a broken failure-domain rule is a risk,
+//! Order matters and is fixed: an operator's requests first (evict-leaders, drain: they spend a
+//! budget of their own and are the only ones that run in maintenance mode), then spread repairs (a broken failure-domain rule is a risk,
 //! not an inefficiency), then hot-region (load), then balance-region (counts). Each later
 //! scheduler sees the earlier ones' moves and refuses moves that would break what they keep:
 //! balance-region never leaves a node more than two hot tolerances above the mean load and never
@@ -11,6 +12,8 @@
 
 use crate::balance_region::BalanceRegion;
 use crate::cluster::{ClusterSnapshot, Tally};
+use crate::drain::Drain;
+use crate::evict_leaders::EvictLeaders;
 use crate::hot_region::HotRegion;
 use crate::label_spread::LabelSpread;
 use crate::operator::Operator;
@@ -51,6 +54,8 @@ impl Default for Schedulers {
     /// All on, default parameters.
     fn default() -> Self {
         let all: Vec<Box<dyn Schedule>> = vec![
+            Box::new(EvictLeaders),
+            Box::new(Drain),
             Box::new(LabelSpread),
             Box::new(HotRegion::default()),
             Box::new(BalanceRegion::default()),
@@ -102,11 +107,22 @@ impl Schedulers {
 
     /// One pass of every enabled scheduler, in order; the operators in the order planned.
     pub fn plan(&self, snapshot: &ClusterSnapshot) -> Vec<Operator> {
+        self.run(snapshot, false)
+    }
+
+    /// One pass of the enabled schedulers that carry out an operator's request (drain,
+    /// evict-leaders): what runs in maintenance mode.
+    pub fn plan_requested(&self, snapshot: &ClusterSnapshot) -> Vec<Operator> {
+        self.run(snapshot, true)
+    }
+
+    fn run(&self, snapshot: &ClusterSnapshot, requested_only: bool) -> Vec<Operator> {
         let mut tally = Tally::new(snapshot);
         if let Some((tolerance, floor)) = self.entries.iter().find_map(|e| e.inner.load_limits()) {
             tally.set_load_limits(tolerance, floor);
         }
-        for e in self.entries.iter().filter(|e| e.enabled) {
+        let run = |e: &&Entry| e.enabled && (!requested_only || e.inner.requested());
+        for e in self.entries.iter().filter(run) {
             e.inner.schedule(&mut tally);
         }
         tally.planned
@@ -121,12 +137,21 @@ mod tests {
     fn schedulers_are_listed_on_by_default_and_can_be_switched_and_configured() {
         let mut s = Schedulers::default();
         let names: Vec<&str> = s.list().iter().map(|i| i.name).collect();
-        assert_eq!(names, ["label-spread", "hot-region", "balance-region"]);
+        assert_eq!(
+            names,
+            [
+                "evict-leaders",
+                "drain",
+                "label-spread",
+                "hot-region",
+                "balance-region"
+            ]
+        );
         assert!(s.list().iter().all(|i| i.enabled));
         s.set_enabled("hot-region", false).unwrap();
-        assert!(!s.list()[1].enabled);
+        assert!(!s.list()[3].enabled);
         s.configure("balance-region", "tolerance", "0.1").unwrap();
-        let params = &s.list()[2].params;
+        let params = &s.list()[4].params;
         assert!(
             params.contains(&("tolerance", "0.1".to_string())),
             "{params:?}"

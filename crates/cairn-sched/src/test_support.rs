@@ -138,6 +138,14 @@ pub(crate) fn apply(snap: &mut crate::ClusterSnapshot, op: &crate::Operator) {
         crate::MoveKind::Leader => {
             assert_eq!(r.leader, op.from, "{op:?}");
             r.leader = op.to;
+            // Handed to a follower: the old leader follows in its place, or its copy closes.
+            if let Some(k) = r.followers.iter().position(|f| *f == op.to) {
+                if op.keeps_source() {
+                    r.followers[k] = op.from;
+                } else {
+                    r.followers.remove(k);
+                }
+            }
         }
         crate::MoveKind::Follower => {
             let f = r

@@ -706,6 +706,60 @@ async fn a_drained_datanode_is_emptied_and_gets_no_new_region() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drain_is_a_scheduler_that_runs_in_maintenance_mode_unless_disabled() {
+    let s = Setup::start(None, 200).await;
+    s.schedulers_off().await;
+    let drained = s.busy_datanode().await;
+    let led = node_view(&s, drained).await.led_regions;
+    assert!(led > 0);
+    s.client.set_maintenance(true, "drain test").await.unwrap();
+    s.client
+        .set_scheduler("drain", Some(false), Default::default())
+        .await
+        .expect("drain off");
+    let list = s.client.list_schedulers().await.unwrap().schedulers;
+    assert!(
+        list.iter().any(|i| i.name == "drain" && !i.enabled),
+        "{list:?}"
+    );
+    s.client
+        .drain_node(drained, cairn_proto::cairnpb::DrainMode::Drain)
+        .await
+        .expect("drain");
+    // Switched off, the drain scheduler plans nothing: the node keeps its regions (several
+    // scheduler intervals and drain wakes go by).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(node_view(&s, drained).await.led_regions, led);
+    assert!(s.client.list_operators(false).await.unwrap().operators.is_empty());
+    // Switched on, it empties the node though maintenance mode is on: an operator's request.
+    s.client
+        .set_scheduler("drain", Some(true), Default::default())
+        .await
+        .expect("drain on");
+    eventually("the drained node leading nothing", || async {
+        let v = s.client.list_nodes(drained).await.ok()?.nodes.pop()?;
+        (v.led_regions == 0).then_some(())
+    })
+    .await;
+    // Its operators are the drain scheduler's, recorded a batch to an event, not one per region.
+    let finished = s.client.list_operators(true).await.unwrap().operators;
+    let drains: Vec<_> = finished
+        .iter()
+        .filter(|o| o.scheduler == "drain" && o.from_node == drained)
+        .collect();
+    assert!(drains.len() as u64 >= led, "{} of {led}", drains.len());
+    assert!(drains.iter().all(|o| o.priority == "high"));
+    let events = s.client.list_events(0, "operator", 0).await.unwrap().events;
+    let ours: Vec<_> = events
+        .iter()
+        .filter(|e| e.message.starts_with("drain:"))
+        .collect();
+    assert!(!ours.is_empty() && (ours.len() as u64) < led, "{ours:?}");
+    s.client.set_maintenance(false, "").await.unwrap();
+    s.stop().await;
+}
+
 /// Every region of both tables: (region, leader, followers).
 async fn replicas(s: &Setup) -> Vec<(u64, u64, Vec<u64>)> {
     let mut out = Vec::new();

@@ -10,18 +10,22 @@
 //!
 //! Nothing moves while maintenance mode is on, or before the term serves DDL (its procedures
 //! resumed; the failure detector itself waits a grace period after a term starts).
+//!
+//! Drains are the `drain` and `evict-leaders` schedulers' ([`crate::leader::scheduling`]); this
+//! supervisor only marks drained nodes draining in the registry (placement skips them) and never
+//! fails over onto one.
 
 use crate::leader::heartbeat::registry::NodeState;
 use crate::leader::meta::placement;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
 use crate::leader::procedure::migrate_region::{
-    self, MIGRATION_BATCH_REGIONS_MAX, REASON_DRAIN, REASON_EVICT_LEADERS, REASON_FAILOVER,
+    self, MIGRATION_BATCH_REGIONS_MAX, REASON_FAILOVER,
 };
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout};
 use cairn_meta::route::table_id_of;
-use cairn_meta::{codec, Drain, DrainMode, TableRoute};
+use cairn_meta::{codec, Drain, TableRoute};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,8 +39,6 @@ const FAILOVER_TICK_MS: u64 = 200;
 /// While failed nodes still led regions at the last look (a migration rolled back or could not
 /// start), the routes are scanned again this often.
 const FAILOVER_RESCAN_MS: u64 = 1_000;
-/// How often drained nodes' routes are scanned for regions still to move.
-const DRAIN_RESCAN_MS: u64 = 1_000;
 /// A failover migration's deadline.
 pub const FAILOVER_MIGRATION_TIMEOUT_MS: u64 = 30_000;
 
@@ -77,7 +79,7 @@ impl FailedNodes {
     }
 }
 
-/// The migrations the supervisor runs, bounded by `failover_migrations_max` (batches).
+/// The failover migrations the supervisor runs, bounded by `failover_migrations_max` (batches).
 struct Mover {
     node: Arc<Node>,
     term: LeaderTerm,
@@ -91,34 +93,11 @@ impl Mover {
         self.moving.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Migrates each region of `regions` off its leader for `reason`, to a node outside
-    /// `exclude` (a live follower only, when `followers_only`). Waits for slots; false when the
-    /// term ended meanwhile.
-    async fn start(
-        &self,
-        regions: Vec<Orphaned>,
-        reason: &'static str,
-        exclude: &BTreeSet<u64>,
-        followers_only: bool,
-    ) -> bool {
-        let chosen = self.pick(regions, |regions| {
-            choose(&self.node, regions, exclude, followers_only)
-        });
-        self.run_batches(chosen, None, reason).await
-    }
-
-    /// Moves the follower copies `from` holds of `regions` (each Orphaned's `followers` are the
-    /// region's other holders) to live nodes outside `exclude` that do not hold them yet.
-    async fn start_followers(
-        &self,
-        from: u64,
-        regions: Vec<Orphaned>,
-        exclude: &BTreeSet<u64>,
-    ) -> bool {
-        let chosen = self.pick(regions, |regions| {
-            choose_follower_targets(&self.node, regions, exclude)
-        });
-        self.run_batches(chosen, Some(from), REASON_DRAIN).await
+    /// Migrates each region of `regions` off its failed leader, to a node outside `exclude`.
+    /// Waits for slots; false when the term ended meanwhile.
+    async fn start(&self, regions: Vec<Orphaned>, exclude: &BTreeSet<u64>) -> bool {
+        let chosen = self.pick(regions, |regions| choose(&self.node, regions, exclude));
+        self.run_batches(chosen).await
     }
 
     /// The regions of `regions` not being moved already, with where `choose` sends them.
@@ -147,12 +126,7 @@ impl Mover {
     }
 
     /// Runs `chosen` (region, candidate) in batches; false when the term ended meanwhile.
-    async fn run_batches(
-        &self,
-        chosen: Vec<(u64, u64)>,
-        follower_of: Option<u64>,
-        reason: &'static str,
-    ) -> bool {
+    async fn run_batches(&self, chosen: Vec<(u64, u64)>) -> bool {
         for batch in batches(chosen, MIGRATION_BATCH_REGIONS_MAX) {
             // At most failover_migrations_max at once: wait for a slot (or the term's end).
             let permit = loop {
@@ -166,10 +140,9 @@ impl Mover {
             let (node, moving) = (self.node.clone(), self.moving.clone());
             tokio::spawn(async move {
                 let ids: Vec<u64> = batch.iter().map(|(r, _)| *r).collect();
-                let timeout = FAILOVER_MIGRATION_TIMEOUT_MS;
+                let (timeout, reason) = (FAILOVER_MIGRATION_TIMEOUT_MS, REASON_FAILOVER);
                 let n = batch.len();
-                match migrate_region::start_batch(&node, batch, follower_of, reason, timeout).await
-                {
+                match migrate_region::start_batch(&node, batch, None, reason, timeout).await {
                     Ok(r) => {
                         tracing::info!(regions = n, reason, procedure = r.procedure_id, "moved")
                     }
@@ -191,7 +164,7 @@ impl Mover {
     }
 }
 
-/// The failover and drain supervisor for one leader term.
+/// The failover supervisor for one leader term.
 pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     let mover = Mover {
         slots: Arc::new(Semaphore::new(node.config.failover_migrations_max)),
@@ -201,7 +174,6 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     };
     let mut last: Option<Scan> = None;
     let mut failed_nodes = FailedNodes::default();
-    let mut last_drain_scan: Option<Instant> = None;
     let mut paused_logged = false;
     let tick = Duration::from_millis(FAILOVER_TICK_MS);
     loop {
@@ -264,66 +236,14 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                         regions = orphaned.len(),
                         "failover: moving the regions of failed datanodes"
                     );
-                    if !mover
-                        .start(orphaned, REASON_FAILOVER, &exclude(), false)
-                        .await
-                    {
+                    if !mover.start(orphaned, &exclude()).await {
                         return;
                     }
                 }
             }
         }
-        // Drains (operator requests: they run in maintenance mode too), of live nodes only.
-        let drain_due =
-            last_drain_scan.is_none_or(|at| at.elapsed() >= Duration::from_millis(DRAIN_RESCAN_MS));
-        if drains.is_empty() || !drain_due {
-            continue;
-        }
-        last_drain_scan = Some(Instant::now());
-        let exclude = exclude();
-        for mode in [DrainMode::Drain, DrainMode::EvictLeaders] {
-            let nodes: BTreeSet<u64> = drains
-                .iter()
-                .filter(|d| d.mode == mode && !failed.contains(&d.node_id))
-                .map(|d| d.node_id)
-                .collect();
-            if nodes.is_empty() {
-                continue;
-            }
-            let led = match regions_led_by(&node, &nodes) {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!("drain: reading routes failed: {e}");
-                    continue;
-                }
-            };
-            let followers_only = mode == DrainMode::EvictLeaders;
-            let reason = match mode {
-                DrainMode::Drain => REASON_DRAIN,
-                DrainMode::EvictLeaders => REASON_EVICT_LEADERS,
-            };
-            if !led.is_empty() && !mover.start(led, reason, &exclude, followers_only).await {
-                return;
-            }
-            // A drained node gives up its follower copies too.
-            if mode != DrainMode::Drain {
-                continue;
-            }
-            for &drained in &nodes {
-                match regions_followed_by(&node, drained) {
-                    Ok(f) if f.is_empty() => {}
-                    Ok(f) => {
-                        if !mover.start_followers(drained, f, &exclude).await {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!("drain: reading routes failed: {e}"),
-                }
-            }
-        }
     }
 }
-
 /// Marks the drained nodes as draining in the registry (placement skips them), and no others:
 /// looks at the drain records and the nodes flagged draining, not at every node listed.
 fn sync_draining(node: &Node, drains: &[Drain]) {
@@ -343,20 +263,6 @@ fn sync_draining(node: &Node, drains: &[Drain]) {
     }
 }
 
-/// Every region `follower` follows by its stored route (`followers`: the region's other holders,
-/// its leader first).
-fn regions_followed_by(node: &Node, follower: u64) -> Result<Vec<Orphaned>, tonic::Status> {
-    scan_regions(node, |r| {
-        r.follower_nodes.contains(&follower).then(|| Orphaned {
-            region_id: r.region_id,
-            from: follower,
-            followers: std::iter::once(r.leader_node)
-                .chain(r.follower_nodes.iter().copied().filter(|f| *f != follower))
-                .collect(),
-        })
-    })
-}
-
 /// What `pick` makes of each region of every stored route.
 fn scan_regions(
     node: &Node,
@@ -371,34 +277,6 @@ fn scan_regions(
         Ok(())
     })?;
     Ok(out)
-}
-
-/// Where each follower copy goes: a node the selector places (spread like failover) that holds
-/// no copy of the region yet, else none.
-fn choose_follower_targets(
-    node: &Node,
-    regions: Vec<Orphaned>,
-    exclude: &BTreeSet<u64>,
-) -> Vec<(Orphaned, Option<u64>)> {
-    let exclude: HashSet<u64> = exclude.iter().copied().collect();
-    let mut out = Vec::with_capacity(regions.len());
-    for chunk in regions.chunks(FAILOVER_PLACEMENTS_PER_CALL_MAX) {
-        let placed = placement::place_leaders(node, chunk.len(), &exclude).unwrap_or_else(|e| {
-            tracing::debug!("follower placement: {}", e.message());
-            Vec::new()
-        });
-        for (i, region) in chunk.iter().enumerate() {
-            // Its own slot first, then any other the selector gave (most regions find theirs).
-            let free = |n: &&u64| !region.followers.contains(n) && **n != region.from;
-            let to = placed[i.min(placed.len())..]
-                .iter()
-                .chain(&placed)
-                .find(free)
-                .copied();
-            out.push((region.clone(), to));
-        }
-    }
-    out
 }
 
 /// Every region whose stored route names a node of `failed` its leader.
@@ -439,7 +317,6 @@ fn choose(
     node: &Node,
     regions: Vec<Orphaned>,
     exclude: &BTreeSet<u64>,
-    followers_only: bool,
 ) -> Vec<(Orphaned, Option<u64>)> {
     let exclude: HashSet<u64> = exclude.iter().copied().collect();
     // The connection table before the registry: the hub takes their locks in that order.
@@ -463,7 +340,6 @@ fn choose(
                 .map(|(f, _)| f);
             match follower {
                 Some(f) => out.push((region, Some(f))),
-                None if followers_only => out.push((region, None)),
                 None => unplaced.push(region),
             }
         }

@@ -195,7 +195,7 @@ pub async fn drain_node(node: &Arc<Node>, req: DrainNodeRequest) -> Result<DdlRe
         mode.map_or("cancel", |m| m.as_str()).to_string(),
     )];
     let event = (kind.to_string(), format!("node {id}"), figures);
-    change(node, format!("drain/{id}"), what, event, move |node| {
+    let done = change(node, format!("drain/{id}"), what, event, move |node| {
         let key = layout().drain(id);
         Ok(vec![match mode {
             Some(mode) => put_op(
@@ -209,7 +209,10 @@ pub async fn drain_node(node: &Arc<Node>, req: DrainNodeRequest) -> Result<DdlRe
             None => delete_op(&key),
         }])
     })
-    .await
+    .await?;
+    // The drain schedulers start on it now rather than at the next interval.
+    node.scheduling.wake();
+    Ok(done)
 }
 
 /// Runs SetScheduler on the leader: switches a scheduler and sets parameters, checked against

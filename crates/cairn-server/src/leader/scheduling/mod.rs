@@ -4,7 +4,15 @@
 //! records each new operator in the event log, and starts queued operators (highest priority
 //! first, within the moves-per-minute limit) as batched migration procedures.
 //!
-//! Maintenance mode pauses it all: nothing is planned and nothing queued starts. A summary of
+//! Drains and leader evictions are schedulers too (`drain`, `evict-leaders`): the drain record
+//! an operator stores is their trigger. Their operators have a budget of their own
+//! (`failover_migrations_max` batches of regions), start at once whatever the moves-per-minute
+//! limit, and a pass runs again as soon as one of their migrations ends, so a drain empties a
+//! node as fast as failover would. Each pass's drain operators are recorded as one event per
+//! batch rather than one per region.
+//!
+//! Maintenance mode pauses every balancing scheduler: nothing of theirs is planned and nothing
+//! queued starts; drains (an operator's request) go on. A summary of
 //! what a new leader needs not to start blind — the regions still cooling down, the loads of
 //! the hottest regions and the nodes' latest stats reports ([`stats_history`]) — is persisted,
 //! bounded, every `scheduler_state_persist_interval_ms` (30 s by default).
@@ -16,14 +24,16 @@ pub mod stats_history;
 use crate::leader::failover::batches;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
-use crate::leader::procedure::migrate_region::{self, MIGRATION_BATCH_REGIONS_MAX};
+use crate::leader::procedure::migrate_region::{
+    self, MIGRATION_BATCH_REGIONS_MAX, REASON_DRAIN, REASON_EVICT_LEADERS,
+};
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout, put_op};
 use crate::ServerConfig;
 use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, SchedulerSetting, TableRoute};
 use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
-use cairn_sched::{MoveKind, Schedulers};
+use cairn_sched::{MoveKind, Operator, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER};
 use operators::{Entry, Limits, OpStatus, OperatorTable};
 use serde::{Deserialize, Serialize};
 use snapshot::RegionLoads;
@@ -37,6 +47,10 @@ use tonic::Status;
 pub const SCHEDULING_STATE_REGIONS_MAX: usize = 2_048;
 /// A scheduler's migration deadline, ms.
 pub const SCHEDULER_MIGRATION_TIMEOUT_MS: u64 = 60_000;
+/// Passes woken by a finished drain migration (or a drain request) are at least this far
+/// apart, ms: a pass reads every route, and eight batches finishing one after another should
+/// not cost eight passes.
+pub const SCHEDULER_WAKE_GAP_MS: u64 = 200;
 
 /// The executor's state on this node (used while it leads).
 #[derive(Debug, Default)]
@@ -44,9 +58,16 @@ pub struct Scheduling {
     operators: Mutex<OperatorTable>,
     loads: Mutex<RegionLoads>,
     restored_node_stats: Mutex<RestoredNodeStats>,
+    /// Wakes the executor for a pass before its interval is up.
+    wake: tokio::sync::Notify,
 }
 
 impl Scheduling {
+    /// Asks for a pass soon (a drain was requested, or a drain migration ended).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     pub fn operators(&self) -> MutexGuard<'_, OperatorTable> {
         self.operators.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -86,6 +107,7 @@ pub fn limits(config: &ServerConfig) -> Limits {
         node_operators_max: config.scheduler_node_operators_max,
         moves_per_minute_max: config.scheduler_moves_per_minute_max,
         region_cooldown_ms: config.scheduler_region_cooldown_ms,
+        drain_operators_max: config.failover_migrations_max * MIGRATION_BATCH_REGIONS_MAX,
     }
 }
 
@@ -125,10 +147,21 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     let mut restored = false;
     let mut persisted = Instant::now();
     let mut paused_logged = false;
+    let mut last_pass: Option<Instant> = None;
     loop {
-        if term.sleep(interval).await {
+        // Every interval, and soon after a wake (no sooner than the gap after the last pass).
+        let ended = tokio::select! {
+            ended = term.sleep(interval) => ended,
+            () = node.scheduling.wake.notified() => {
+                let gap = Duration::from_millis(SCHEDULER_WAKE_GAP_MS);
+                let wait = last_pass.map_or(Duration::ZERO, |at| gap.saturating_sub(at.elapsed()));
+                !term.is_current() || term.sleep(wait).await
+            }
+        };
+        if ended {
             return;
         }
+        last_pass = Some(Instant::now());
         if !node.procedures.serving(term.term()) {
             continue;
         }
@@ -149,13 +182,11 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             );
         }
         match outcome {
-            Ok(Pass::Paused) if !paused_logged => {
-                tracing::info!("maintenance mode on: schedulers paused");
-                paused_logged = true;
-            }
-            Ok(Pass::Paused) => {}
-            Ok(Pass::Started(started)) => {
-                paused_logged = false;
+            Ok(Pass { paused, started }) => {
+                if paused && !paused_logged {
+                    tracing::info!("maintenance mode on: schedulers paused (drains go on)");
+                }
+                paused_logged = paused;
                 dispatch(&node, &term, started);
             }
             Err(e) => tracing::debug!("scheduling pass failed: {}", e.message()),
@@ -169,9 +200,11 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     }
 }
 
-enum Pass {
-    Paused,
-    Started(Vec<Entry>),
+/// What a pass did: whether maintenance mode held the balancing schedulers back, and the
+/// operators it started.
+struct Pass {
+    paused: bool,
+    started: Vec<Entry>,
 }
 
 /// A new term: the operator table starts empty, with the stored cool-downs, loads and node
@@ -226,7 +259,8 @@ async fn persist(node: &Node, term: u64) -> Result<(), Status> {
     Ok(())
 }
 
-/// One pass: stale operators cancelled, new ones planned and queued, the next ones started.
+/// One pass: stale operators cancelled, new ones planned and queued, the next ones started
+/// (in maintenance mode, the drains' only).
 fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     let limits = limits(&node.config);
     let mut snap = snapshot::build(node, &mut node.scheduling.loads())?;
@@ -237,16 +271,20 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
         for e in table.cancel_stale(&snap) {
             tracing::info!(operator = e.id, region = e.op.region_id, "{}", e.outcome);
         }
-        if paused {
-            return Ok(Pass::Paused);
-        }
         table.limit(&mut snap, &limits);
     }
     // Planned without the table's lock: a finishing migration records its cool-down meanwhile.
     // Only this pass adds operators, so the limits and busy regions taken above can only have
     // loosened since (an operator finished), never tightened.
-    let ops = schedulers.plan(&snap);
-    for op in &ops {
+    let ops = if paused {
+        schedulers.plan_requested(&snap)
+    } else {
+        schedulers.plan(&snap)
+    };
+    let (requested, balancing): (Vec<&Operator>, Vec<&Operator>) =
+        ops.iter().partition(|op| op.requested());
+    record_requested(node, term, &requested);
+    for op in balancing {
         let mut figures: Vec<(&str, String)> = vec![
             ("scheduler", op.scheduler.to_string()),
             ("kind", op.kind.as_str().to_string()),
@@ -267,11 +305,64 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     let mut table = node.scheduling.operators();
     // A later term reset the table while this pass planned: its operators are not ours to add
     // (nobody would settle them, and they would hold the new term's limits).
-    if table.term() != term {
-        return Ok(Pass::Started(Vec::new()));
+    let started = if table.term() != term {
+        Vec::new()
+    } else {
+        table.add(ops, snap.now_ms);
+        table.start_next(&limits, snap.now_ms, paused)
+    };
+    Ok(Pass { paused, started })
+}
+
+/// Records a pass's drain and evict-leaders operators as events, one per scheduler, source,
+/// copy and batch of regions: a drain of a node leading 100,000 regions must not flood the event
+/// log (and push everything else out of it) with an event per region.
+fn record_requested(node: &Arc<Node>, term: u64, ops: &[&Operator]) {
+    let mut groups: BTreeMap<(&'static str, u64, MoveKind), Vec<&Operator>> = BTreeMap::new();
+    for op in ops {
+        groups
+            .entry((op.scheduler, op.from, op.kind))
+            .or_default()
+            .push(op);
     }
-    table.add(ops, snap.now_ms);
-    Ok(Pass::Started(table.start_next(&limits, snap.now_ms)))
+    for ((scheduler, from, kind), ops) in groups {
+        for chunk in ops.chunks(MIGRATION_BATCH_REGIONS_MAX) {
+            let to: std::collections::BTreeSet<String> =
+                chunk.iter().map(|op| op.to.to_string()).collect();
+            let ids: Vec<String> = chunk.iter().map(|op| op.region_id.to_string()).collect();
+            let to = to.into_iter().collect::<Vec<_>>().join(",");
+            let figures: Vec<(&str, String)> = vec![
+                ("scheduler", scheduler.to_string()),
+                ("kind", kind.as_str().to_string()),
+                ("from", from.to_string()),
+                ("to", to.clone()),
+                ("priority", chunk[0].priority.as_str().to_string()),
+                ("regions", chunk.len().to_string()),
+                ("region_ids", ids.join(",")),
+            ];
+            crate::leader::events::record(
+                node,
+                term,
+                "operator",
+                format!("node {from}"),
+                format!(
+                    "{scheduler}: {} {} copies of node {from} to node {to}",
+                    chunk.len(),
+                    kind.as_str()
+                ),
+                &figures,
+            );
+        }
+    }
+}
+
+/// The reason a scheduler's migrations carry (drains keep the kinds they had as commands).
+fn migration_reason(scheduler: &'static str) -> &'static str {
+    match scheduler {
+        DRAIN_SCHEDULER => REASON_DRAIN,
+        EVICT_LEADERS_SCHEDULER => REASON_EVICT_LEADERS,
+        other => other,
+    }
 }
 
 /// Runs started operators as migrations: grouped by scheduler and copy (a follower move by its
@@ -280,7 +371,7 @@ fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
     // (scheduler, copy, the follower's source) → (region, target).
     type Group = (&'static str, MoveKind, Option<u64>);
     let mut groups: BTreeMap<Group, Vec<(u64, u64)>> = BTreeMap::new();
-    let mut ids: HashMap<u64, u64> = HashMap::new();
+    let mut ids: HashMap<u64, (u64, MoveKind)> = HashMap::new();
     for e in started {
         let follower_of = (e.op.kind == MoveKind::Follower).then_some(e.op.from);
         let key = (e.op.scheduler, e.op.kind, follower_of);
@@ -288,33 +379,50 @@ fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
             .entry(key)
             .or_default()
             .push((e.op.region_id, e.op.to));
-        ids.insert(e.op.region_id, e.id);
+        ids.insert(e.op.region_id, (e.id, e.op.kind));
     }
     for ((scheduler, _, follower_of), moves) in groups {
+        let reason = migration_reason(scheduler);
         for batch in batches(moves, MIGRATION_BATCH_REGIONS_MAX) {
-            let ops: Vec<(u64, u64, u64)> = batch.iter().map(|(r, to)| (ids[r], *r, *to)).collect();
+            let ops: Vec<Settled> = batch
+                .iter()
+                .map(|(r, to)| Settled {
+                    id: ids[r].0,
+                    region: *r,
+                    kind: ids[r].1,
+                    to: *to,
+                })
+                .collect();
             let node = node.clone();
             let term = term.clone();
             tokio::spawn(async move {
                 let timeout = SCHEDULER_MIGRATION_TIMEOUT_MS;
                 let result =
-                    migrate_region::start_batch(&node, batch, follower_of, scheduler, timeout)
-                        .await;
+                    migrate_region::start_batch(&node, batch, follower_of, reason, timeout).await;
                 if !term.is_current() {
                     return;
                 }
                 settle(&node, &ops, result);
+                // A drain goes on at once with what is left.
+                if matches!(scheduler, DRAIN_SCHEDULER | EVICT_LEADERS_SCHEDULER) {
+                    node.scheduling.wake();
+                }
             });
         }
     }
 }
 
-/// Marks each operator of a finished migration done (its route names the target) or failed.
-fn settle(
-    node: &Node,
-    ops: &[(u64, u64, u64)],
-    result: Result<cairn_proto::cairnpb::DdlResponse, Status>,
-) {
+/// An operator of a migration, to settle when it ends.
+struct Settled {
+    id: u64,
+    region: u64,
+    kind: MoveKind,
+    to: u64,
+}
+
+/// Marks each operator of a finished migration done (its route names the target in the copy's
+/// role) or failed.
+fn settle(node: &Node, ops: &[Settled], result: Result<cairn_proto::cairnpb::DdlResponse, Status>) {
     let (procedure_id, error) = match &result {
         Ok(r) => (r.procedure_id, None),
         Err(e) => (0, Some(e.message().to_string())),
@@ -322,7 +430,13 @@ fn settle(
     let mut routes: HashMap<u64, Option<TableRoute>> = HashMap::new();
     let now = node.clock.unix_ms();
     let mut table = node.scheduling.operators();
-    for &(id, region, to) in ops {
+    for &Settled {
+        id,
+        region,
+        kind,
+        to,
+    } in ops
+    {
         let route = routes.entry(table_id_of(region)).or_insert_with(|| {
             store::get::<TableRoute>(node, &layout().route(table_id_of(region)))
                 .ok()
@@ -332,7 +446,10 @@ fn settle(
         let arrived = route
             .as_ref()
             .and_then(|r| r.region(region))
-            .is_some_and(|r| r.leader_node == to || r.follower_nodes.contains(&to));
+            .is_some_and(|r| match kind {
+                MoveKind::Leader => r.leader_node == to,
+                MoveKind::Follower => r.follower_nodes.contains(&to),
+            });
         table.set_procedure(id, procedure_id);
         let (status, outcome) = match (arrived, &error) {
             (true, _) => (OpStatus::Done, String::new()),

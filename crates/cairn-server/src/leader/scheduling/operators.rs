@@ -8,7 +8,7 @@
 //! stats summary.
 
 use cairn_proto::cairnpb::OperatorView;
-use cairn_sched::{ClusterSnapshot, MoveKind, Operator, Priority};
+use cairn_sched::{ClusterSnapshot, MoveKind, Operator};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// Finished operators kept for `operator list --finished` and `operator show`.
@@ -63,6 +63,9 @@ pub struct Limits {
     pub moves_per_minute_max: usize,
     /// A region moved is not moved again by a balancing scheduler within this, ms.
     pub region_cooldown_ms: u64,
+    /// Drain and evict-leaders operators queued or running at once (an operator's request:
+    /// not counted in the limits above, nor rate-limited).
+    pub drain_operators_max: usize,
 }
 
 /// See the module docs.
@@ -99,7 +102,10 @@ impl OperatorTable {
     /// Fills the snapshot's limits and the regions it must leave alone.
     pub fn limit(&mut self, snap: &mut ClusterSnapshot, limits: &Limits) {
         snap.busy.extend(self.live.values().map(|e| e.op.region_id));
-        snap.moves_left = limits.operators_max.saturating_sub(self.live.len());
+        let requested = self.live.values().filter(|e| e.op.requested()).count();
+        let balancing = self.live.len() - requested;
+        snap.moves_left = limits.operators_max.saturating_sub(balancing);
+        snap.drain_moves_left = limits.drain_operators_max.saturating_sub(requested);
         snap.node_moves_left_default = limits.node_operators_max;
         for (node, n) in self.per_node() {
             snap.node_moves_left
@@ -113,7 +119,7 @@ impl OperatorTable {
 
     fn per_node(&self) -> HashMap<u64, usize> {
         let mut out = HashMap::new();
-        for e in self.live.values() {
+        for e in self.live.values().filter(|e| !e.op.requested()) {
             *out.entry(e.op.from).or_insert(0) += 1;
             *out.entry(e.op.to).or_insert(0) += 1;
         }
@@ -144,7 +150,8 @@ impl OperatorTable {
     }
 
     /// Cancels queued operators whose premise no longer holds in `snap`: the region moved or
-    /// went, its source no longer holds the copy, or the target may no longer take it.
+    /// went, its source no longer holds the copy, the target may no longer take it, or (a
+    /// drain's) the drain was cancelled.
     pub fn cancel_stale(&mut self, snap: &ClusterSnapshot) -> Vec<Entry> {
         let regions: HashMap<u64, &cairn_sched::RegionView> =
             snap.regions.iter().map(|r| (r.region_id, r)).collect();
@@ -154,17 +161,28 @@ impl OperatorTable {
             .filter(|n| n.schedulable)
             .map(|n| n.node_id)
             .collect();
+        let drained: HashSet<u64> = snap
+            .nodes
+            .iter()
+            .filter(|n| n.drain.is_some())
+            .map(|n| n.node_id)
+            .collect();
         let stale: Vec<(u64, String)> = self
             .live
             .values()
             .filter(|e| e.status == OpStatus::Queued)
             .filter_map(|e| {
                 let op = &e.op;
+                // A drain may hand leadership to a follower; any other move goes to a node
+                // holding no copy.
+                let arrived = |r: &cairn_sched::RegionView| match op.kind {
+                    MoveKind::Leader if op.requested() => r.leader == op.to,
+                    MoveKind::Follower if op.requested() => r.followers.contains(&op.to),
+                    _ => r.leader == op.to || r.followers.contains(&op.to),
+                };
                 let why = match regions.get(&op.region_id) {
                     None => "the region is gone".to_string(),
-                    Some(r) if r.leader == op.to || r.followers.contains(&op.to) => {
-                        format!("node {} holds the region already", op.to)
-                    }
+                    Some(r) if arrived(r) => format!("node {} holds the region already", op.to),
                     Some(r)
                         if (op.kind == MoveKind::Leader && r.leader != op.from)
                             || (op.kind == MoveKind::Follower
@@ -174,6 +192,12 @@ impl OperatorTable {
                     }
                     Some(_) if !schedulable.contains(&op.to) => {
                         format!("node {} may no longer take regions", op.to)
+                    }
+                    Some(_) if op.requested() && !drained.contains(&op.from) => {
+                        format!(
+                            "node {} is no longer drained (or is failover's now)",
+                            op.from
+                        )
                     }
                     Some(_) => return None,
                 };
@@ -187,8 +211,9 @@ impl OperatorTable {
     }
 
     /// Up to the moves-per-minute allowance of queued operators, highest priority first, marked
-    /// running.
-    pub fn start_next(&mut self, limits: &Limits, now_ms: u64) -> Vec<Entry> {
+    /// running; a drain's (an operator's request) whatever the allowance. `requested_only`
+    /// (maintenance mode): the drains' alone.
+    pub fn start_next(&mut self, limits: &Limits, now_ms: u64, requested_only: bool) -> Vec<Entry> {
         while self
             .started_ms
             .front()
@@ -199,18 +224,25 @@ impl OperatorTable {
         let allowance = limits
             .moves_per_minute_max
             .saturating_sub(self.started_ms.len());
-        let mut queued: Vec<(Priority, u64)> = self
-            .live
-            .values()
-            .filter(|e| e.status == OpStatus::Queued)
-            .map(|e| (e.op.priority, e.id))
+        let queued = self.live.values().filter(|e| e.status == OpStatus::Queued);
+        let (requested, mut balancing): (Vec<&Entry>, Vec<&Entry>) =
+            queued.partition(|e| e.op.requested());
+        if requested_only {
+            balancing.clear();
+        }
+        balancing.sort_by(|a, b| b.op.priority.cmp(&a.op.priority).then(a.id.cmp(&b.id)));
+        let ids: Vec<(u64, bool)> = requested
+            .iter()
+            .map(|e| (e.id, false))
+            .chain(balancing.iter().take(allowance).map(|e| (e.id, true)))
             .collect();
-        queued.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut out = Vec::new();
-        for (_, id) in queued.into_iter().take(allowance) {
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, counted) in ids {
             if let Some(e) = self.live.get_mut(&id) {
                 e.status = OpStatus::Running;
-                self.started_ms.push_back(now_ms);
+                if counted {
+                    self.started_ms.push_back(now_ms);
+                }
                 out.push(e.clone());
             }
         }
@@ -335,7 +367,7 @@ pub fn plan_view(op: &Operator) -> OperatorView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_sched::{NodeView, RegionView};
+    use cairn_sched::{DrainKind, NodeView, Priority, RegionView, DRAIN_SCHEDULER};
 
     fn op(region: u64, from: u64, to: u64, priority: Priority) -> Operator {
         Operator {
@@ -356,6 +388,7 @@ mod tests {
             node_operators_max: 2,
             moves_per_minute_max: 2,
             region_cooldown_ms: 10_000,
+            drain_operators_max: 3,
         }
     }
 
@@ -385,10 +418,17 @@ mod tests {
             ],
             0,
         );
-        let started: Vec<u64> = t.start_next(&limits(), 0).iter().map(|e| e.id).collect();
+        let started: Vec<u64> = t
+            .start_next(&limits(), 0, false)
+            .iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(started, [ids[1], ids[2]]);
-        assert!(t.start_next(&limits(), 59_999).is_empty(), "rate spent");
-        assert_eq!(t.start_next(&limits(), 60_000).len(), 1);
+        assert!(
+            t.start_next(&limits(), 59_999, false).is_empty(),
+            "rate spent"
+        );
+        assert_eq!(t.start_next(&limits(), 60_000, false).len(), 1);
     }
 
     #[test]
@@ -419,13 +459,73 @@ mod tests {
         let cancelled: Vec<u64> = t.cancel_stale(&snap).iter().map(|e| e.id).collect();
         assert_eq!(cancelled, [ids[0], ids[2], ids[3]]);
         assert!(t.get(ids[0]).unwrap().outcome.starts_with("stale"));
-        let running = t.start_next(&limits(), 10);
+        let running = t.start_next(&limits(), 10, false);
         assert_eq!(running[0].id, ids[1]);
         assert!(t.cancel(ids[1], 11).unwrap_err().contains("running"));
         assert!(t.cancel(ids[0], 11).unwrap_err().contains("finished"));
         assert!(t.cancel(99, 11).unwrap_err().contains("not found"));
         assert_eq!(t.list(false).len(), 1);
         assert_eq!(t.list(true).len(), 4);
+    }
+
+    fn drain_op(region: u64, from: u64, to: u64) -> Operator {
+        Operator {
+            scheduler: DRAIN_SCHEDULER,
+            priority: Priority::High,
+            ..op(region, from, to, Priority::High)
+        }
+    }
+
+    #[test]
+    fn drains_have_a_budget_of_their_own_and_no_rate_limit() {
+        let mut t = OperatorTable::default();
+        t.add(vec![op(1, 1, 2, Priority::Low)], 0);
+        t.add((10..13).map(|r| drain_op(r, 3, 2)).collect(), 0);
+        let mut snap = ClusterSnapshot::default();
+        t.limit(&mut snap, &limits());
+        assert_eq!(
+            snap.moves_left, 2,
+            "drains are not counted against balancing"
+        );
+        assert_eq!(snap.drain_moves_left, 0, "the drain budget is spent");
+        assert_eq!(snap.node_moves_left[&2], 1, "nor against a node's limit");
+        assert!(!snap.node_moves_left.contains_key(&3));
+        // The rate allows 2 a minute: every drain starts beside them all the same.
+        let started = t.start_next(&limits(), 0, false);
+        assert_eq!(started.len(), 4);
+        t.add(
+            vec![op(2, 1, 2, Priority::Low), op(3, 1, 2, Priority::Low)],
+            0,
+        );
+        t.add(vec![drain_op(14, 3, 2)], 0);
+        // Maintenance mode: the drain's only.
+        let started = t.start_next(&limits(), 1, true);
+        assert_eq!(
+            started.iter().map(|e| e.op.region_id).collect::<Vec<_>>(),
+            [14]
+        );
+    }
+
+    #[test]
+    fn a_drain_operator_goes_stale_when_the_drain_is_cancelled() {
+        let mut t = OperatorTable::default();
+        let ids = t.add(vec![drain_op(10, 1, 2), drain_op(11, 1, 2)], 0);
+        let mut drained = NodeView::new(1);
+        (drained.schedulable, drained.drain) = (false, Some(DrainKind::All));
+        // A leader handed to follower 2 is no premise gone stale.
+        let mut handover = RegionView::new(10, 1);
+        handover.followers = vec![2];
+        let mut snap = ClusterSnapshot {
+            now_ms: 5,
+            nodes: vec![drained, NodeView::new(2)],
+            regions: vec![handover, RegionView::new(11, 1)],
+            ..ClusterSnapshot::default()
+        };
+        assert!(t.cancel_stale(&snap).is_empty());
+        snap.nodes[0].drain = None;
+        let cancelled: Vec<u64> = t.cancel_stale(&snap).iter().map(|e| e.id).collect();
+        assert_eq!(cancelled, ids);
+        assert!(t.get(ids[0]).unwrap().outcome.contains("no longer drained"));
     }
 
     #[test]

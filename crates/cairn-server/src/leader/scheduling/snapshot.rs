@@ -10,7 +10,7 @@ use crate::leader::procedure::maintenance;
 use crate::replica::meta::store::{self, layout};
 use cairn_meta::{codec, DrainMode, TableRoute};
 use cairn_proto::cairnpb::{NodeRole, RegionRole, RegionStat};
-use cairn_sched::{ClusterSnapshot, NodeView, RegionView};
+use cairn_sched::{ClusterSnapshot, DrainKind, NodeView, RegionView};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 use tonic::Status;
@@ -177,6 +177,13 @@ pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, St
                 && !drained.contains_key(&id);
             // Failover or the drain moves its leaders; evicting leaders may leave some.
             view.going = failed.contains(&id) || drained.get(&id) == Some(&DrainMode::Drain);
+            // A drained node judged failed is failover's.
+            view.drain = match drained.get(&id) {
+                _ if failed.contains(&id) => None,
+                Some(DrainMode::Drain) => Some(DrainKind::All),
+                Some(DrainMode::EvictLeaders) => Some(DrainKind::Leaders),
+                None => None,
+            };
             nodes.insert(id, view);
             // The latest report, not the latest request: a replies-only request in between
             // reports nothing new.

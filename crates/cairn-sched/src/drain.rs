@@ -1,0 +1,302 @@
+//! drain: carry out an operator's `cairn ctl node drain` — move every copy off the drained
+//! datanodes. The drain record is the trigger ([`crate::NodeView::drain`]); this scheduler plans
+//! the moves, and [`crate::evict_leaders`] the leaders-only variant.
+//!
+//! - **Leaders** go to a live follower of the region (nothing to open; the old copy closes, so
+//!   the region keeps one copy fewer until replica counts are repaired), the one leading the
+//!   fewest regions per unit of capacity; a region without one goes to the schedulable node that
+//!   leads the fewest per capacity and holds no copy of it.
+//! - **Follower copies** go to the schedulable node holding the fewest follower copies per
+//!   capacity among those holding none of the region.
+//! - Targets that keep the spread rules (zones, see label-spread) come first; when none does, the
+//!   drain goes on anyway: emptying the node is what the operator asked for.
+//!
+//! Drains are an operator's request, not an inefficiency: they run first, at high priority, in
+//! maintenance mode too, ignore the cool-down, and spend a budget of their own
+//! ([`crate::ClusterSnapshot::drain_moves_left`]) rather than the balancing limits. A region busy
+//! or planned already waits for the next pass; a region led by a node that is failed or cut off
+//! is failover's, so its follower copy here waits too.
+
+use crate::cluster::{DrainKind, Tally, NO_NODE};
+use crate::operator::{MoveKind, Operator, Priority};
+use crate::schedule::{unknown_param, ConfigError, Schedule};
+
+pub const NAME: &str = "drain";
+
+/// See the module docs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Drain;
+
+impl Schedule for Drain {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn describe(&self) -> &'static str {
+        "empties the datanodes an operator drains (`node drain`): leaders to a live follower or the \
+         least-loaded node, follower copies to nodes without one"
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> Result<(), ConfigError> {
+        Err(unknown_param(NAME, key, &[]))
+    }
+
+    fn requested(&self) -> bool {
+        true
+    }
+
+    fn schedule(&self, t: &mut Tally) {
+        plan(t, DrainKind::All, NAME);
+    }
+}
+
+/// Plans the moves off every node drained with `kind`, as scheduler `name`, until the drain
+/// budget is spent.
+pub(crate) fn plan(t: &mut Tally, kind: DrainKind, name: &'static str) {
+    let drained: Vec<usize> = (0..t.nodes.len())
+        .filter(|i| t.snap.nodes[*i].drain == Some(kind))
+        .collect();
+    if drained.is_empty() {
+        return;
+    }
+    let live: Vec<usize> = t.schedulable().collect();
+    let anywhere = (kind == DrainKind::All).then_some(live.as_slice());
+    for from in drained {
+        for region in t.nodes[from].led.clone() {
+            let region = region as usize;
+            if t.drain_moves_left == 0 {
+                return;
+            }
+            if t.leader_of(region) != from || t.claimed(region) {
+                continue;
+            }
+            if let Some(to) = leader_target(t, region, from, anywhere) {
+                let op = operator(t, region, MoveKind::Leader, from, to, name);
+                t.apply_drain(op, region, from, to, kind == DrainKind::Leaders);
+            }
+        }
+        if kind != DrainKind::All {
+            continue;
+        }
+        for region in t.nodes[from].followed.clone() {
+            let region = region as usize;
+            if t.drain_moves_left == 0 {
+                return;
+            }
+            if !t.followers_of(region).any(|f| f == from) || t.claimed(region) {
+                continue;
+            }
+            // A region whose leader failover is moving is left to it first.
+            let leader = t.leader_of(region);
+            if leader == NO_NODE
+                || !(t.nodes[leader].schedulable || t.snap.nodes[leader].drain.is_some())
+            {
+                continue;
+            }
+            if let Some(to) = least(t, region, MoveKind::Follower, from, &live) {
+                let op = operator(t, region, MoveKind::Follower, from, to, name);
+                t.apply_drain(op, region, from, to, false);
+            }
+        }
+    }
+}
+
+/// Copies of `kind` per unit of capacity at node `i`: the fewest is the drain's target.
+fn per_capacity(t: &Tally, i: usize, kind: MoveKind) -> f64 {
+    t.count(i, kind) as f64 / t.nodes[i].capacity
+}
+
+/// Of `candidates`, the one with the fewest `kind` copies per capacity, those keeping the spread
+/// rules first; ties by node id.
+fn least(
+    t: &Tally,
+    region: usize,
+    kind: MoveKind,
+    from: usize,
+    candidates: &[usize],
+) -> Option<usize> {
+    let best = |spread: bool| {
+        candidates
+            .iter()
+            .copied()
+            .filter(|i| t.can_drain(region, kind, from, *i, spread))
+            .min_by(|a, b| {
+                per_capacity(t, *a, kind)
+                    .total_cmp(&per_capacity(t, *b, kind))
+                    .then(t.id(*a).cmp(&t.id(*b)))
+            })
+    };
+    best(true).or_else(|| best(false))
+}
+
+/// Where `region`'s leadership goes: a live follower, else one of `anywhere` (the schedulable
+/// nodes; None when evicting leaders only).
+fn leader_target(
+    t: &Tally,
+    region: usize,
+    from: usize,
+    anywhere: Option<&[usize]>,
+) -> Option<usize> {
+    let followers: Vec<usize> = t.followers_of(region).collect();
+    least(t, region, MoveKind::Leader, from, &followers)
+        .or_else(|| least(t, region, MoveKind::Leader, from, anywhere?))
+}
+
+pub(crate) fn operator(
+    t: &Tally,
+    region: usize,
+    kind: MoveKind,
+    from: usize,
+    to: usize,
+    name: &'static str,
+) -> Operator {
+    let to_follower = kind == MoveKind::Leader && t.followers_of(region).any(|f| f == to);
+    let what = match (kind, to_follower) {
+        (MoveKind::Leader, true) => "its leadership goes to a live follower",
+        (MoveKind::Leader, false) => "its leadership goes to the node leading the fewest",
+        (MoveKind::Follower, _) => "its follower copy goes to the node holding the fewest",
+    };
+    Operator {
+        region_id: t.snap.regions[region].region_id,
+        kind,
+        from: t.id(from),
+        to: t.id(to),
+        scheduler: name,
+        priority: Priority::High,
+        reason: format!("node {} is drained: {what}", t.id(from)),
+        figures: vec![
+            (
+                "from_left",
+                t.count(from, kind).saturating_sub(1).to_string(),
+            ),
+            ("to_count", t.count(to, kind).to_string()),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterSnapshot, NodeView, RegionView};
+    use crate::test_support::{apply, led_counts, snapshot};
+
+    pub(crate) fn run(snap: &ClusterSnapshot) -> Vec<Operator> {
+        let mut t = Tally::new(snap);
+        Drain.schedule(&mut t);
+        t.planned
+    }
+
+    fn drained(mut snap: ClusterSnapshot, node: u64, kind: DrainKind) -> ClusterSnapshot {
+        let n = snap.nodes.iter_mut().find(|n| n.node_id == node).unwrap();
+        (n.schedulable, n.going, n.drain) = (false, kind == DrainKind::All, Some(kind));
+        snap.drain_moves_left = 100_000;
+        snap
+    }
+
+    #[test]
+    fn a_drained_node_is_emptied_evenly_onto_the_others() {
+        let snap = snapshot(4, &[(1, 30), (2, 10), (3, 10), (4, 10)]);
+        let mut snap = drained(snap, 1, DrainKind::All);
+        let ops = run(&snap);
+        assert_eq!(ops.len(), 30, "every region once");
+        assert!(ops
+            .iter()
+            .all(|o| o.from == 1 && o.priority == Priority::High));
+        for op in &ops {
+            apply(&mut snap, op);
+        }
+        assert_eq!(led_counts(&snap), [0, 20, 20, 20]);
+        assert!(run(&snap).is_empty(), "nothing left: nothing planned");
+    }
+
+    #[test]
+    fn leadership_goes_to_a_live_follower_and_follower_copies_move_too() {
+        let mut snap = snapshot(4, &[(1, 2), (2, 2)]);
+        // Region 0: led by 1, followed by 3 (live) — the follower takes it.
+        // Region 1: led by 1, followed by 4, which is down — a schedulable node takes it.
+        // Region 2: led by 2, followed by 1 — the copy moves to a node without one.
+        snap.regions[0].followers = vec![3];
+        snap.regions[1].followers = vec![4];
+        snap.regions[2].followers = vec![1];
+        snap.nodes[3].schedulable = false;
+        let snap = drained(snap, 1, DrainKind::All);
+        let ops = run(&snap);
+        let by_region = |i: usize| {
+            ops.iter()
+                .find(|o| o.region_id == snap.regions[i].region_id)
+                .unwrap()
+        };
+        assert_eq!((by_region(0).kind, by_region(0).to), (MoveKind::Leader, 3));
+        assert_eq!(by_region(1).kind, MoveKind::Leader);
+        assert!([2, 3].contains(&by_region(1).to), "{:?}", by_region(1));
+        assert_eq!(by_region(2).kind, MoveKind::Follower);
+        assert!(
+            [3, 4].contains(&by_region(2).to) && by_region(2).to != 4,
+            "{ops:?}"
+        );
+        assert_eq!(ops.len(), 3);
+    }
+
+    #[test]
+    fn the_drain_spends_its_own_budget_and_leaves_busy_regions() {
+        let mut snap = snapshot(3, &[(1, 10), (2, 5), (3, 5)]);
+        snap.moves_left = 0;
+        snap.busy = vec![snap.regions[0].region_id];
+        let mut snap = drained(snap, 1, DrainKind::All);
+        snap.drain_moves_left = 4;
+        let ops = run(&snap);
+        assert_eq!(ops.len(), 4, "the drain budget, not the balancing one");
+        assert!(ops.iter().all(|o| o.region_id != snap.regions[0].region_id));
+    }
+
+    #[test]
+    fn follower_copies_wait_while_failover_moves_the_leader() {
+        let mut snap = snapshot(3, &[(2, 1)]);
+        snap.regions[0].followers = vec![1];
+        snap.nodes[1].schedulable = false;
+        snap.nodes[1].going = true;
+        let snap = drained(snap, 1, DrainKind::All);
+        assert!(run(&snap).is_empty());
+    }
+
+    #[test]
+    fn nothing_moves_without_a_drain_or_a_place_to_go() {
+        let snap = snapshot(3, &[(1, 10), (2, 1)]);
+        assert!(run(&snap).is_empty(), "no drain: balancing is not ours");
+        let mut alone = drained(snapshot(1, &[(1, 3)]), 1, DrainKind::All);
+        assert!(run(&alone).is_empty(), "no other node");
+        alone.nodes.push(NodeView::new(2));
+        alone.regions.push(RegionView::new(9 << 32, 2));
+        assert_eq!(run(&alone).len(), 3);
+    }
+
+    #[test]
+    fn targets_that_keep_copies_in_distinct_zones_come_first() {
+        let mut snap = snapshot(4, &[]);
+        snap.nodes = ["a", "b", "a", "b"]
+            .iter()
+            .zip(1..)
+            .map(|(z, id)| NodeView::new(id).with_label("zone", *z))
+            .collect();
+        // Region 0: led by 1, followed by 2: 2 takes the leadership. Region 1: led by 2 (zone
+        // b), followed by 1 (zone a): the copy goes to node 3 (zone a), not node 4 (zone b, with
+        // the leader), though 4 holds fewer copies.
+        let region = |id: u64, leader: u64, followers: Vec<u64>| RegionView {
+            followers,
+            ..RegionView::new(id, leader)
+        };
+        snap.regions = vec![
+            region(1 << 32, 1, vec![2]),
+            region((1 << 32) | 1, 2, vec![1]),
+        ];
+        snap.regions
+            .extend((0..3).map(|i| region((2 << 32) | i, 2, vec![3])));
+        let snap = drained(snap, 1, DrainKind::All);
+        let to: Vec<(u64, u64)> = run(&snap).iter().map(|o| (o.region_id, o.to)).collect();
+        assert_eq!(to, [(1 << 32, 2), ((1 << 32) | 1, 3)]);
+    }
+}

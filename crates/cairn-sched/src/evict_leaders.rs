@@ -1,0 +1,92 @@
+//! evict-leaders: carry out an operator's `cairn ctl node evict-leaders` — hand the leadership
+//! of every region the node leads to one of the region's live followers (the one leading the
+//! fewest regions per unit of capacity, one keeping the table's leaders spread over the zones
+//! first). The node stays a follower of each: only leadership moves, and a region without a live
+//! follower stays led where it is. Like [`crate::drain`] it runs first, at high priority, in
+//! maintenance mode too, within the drain budget.
+
+use crate::cluster::{DrainKind, Tally};
+use crate::drain::plan;
+use crate::schedule::{unknown_param, ConfigError, Schedule};
+
+pub const NAME: &str = "evict-leaders";
+
+/// See the module docs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EvictLeaders;
+
+impl Schedule for EvictLeaders {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn describe(&self) -> &'static str {
+        "hands the leadership of the regions a node leads to their live followers \
+         (`node evict-leaders`); the node stays a follower"
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> Result<(), ConfigError> {
+        Err(unknown_param(NAME, key, &[]))
+    }
+
+    fn requested(&self) -> bool {
+        true
+    }
+
+    fn schedule(&self, t: &mut Tally) {
+        plan(t, DrainKind::Leaders, NAME);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterSnapshot;
+    use crate::operator::{MoveKind, Operator, Step};
+    use crate::test_support::{apply, snapshot};
+
+    fn run(snap: &ClusterSnapshot) -> Vec<Operator> {
+        let mut t = Tally::new(snap);
+        EvictLeaders.schedule(&mut t);
+        t.planned
+    }
+
+    #[test]
+    fn leadership_goes_to_followers_and_the_node_stays_a_follower() {
+        let mut snap = snapshot(3, &[(1, 4), (2, 1)]);
+        for r in &mut snap.regions[..2] {
+            r.followers = vec![2, 3];
+        }
+        snap.regions[2].followers = vec![3];
+        // Region 3 has no follower: it stays.
+        snap.regions[4].followers = vec![1];
+        let n = &mut snap.nodes[0];
+        (n.schedulable, n.drain) = (false, Some(DrainKind::Leaders));
+        snap.drain_moves_left = 100;
+        let ops = run(&snap);
+        let to: Vec<u64> = ops.iter().map(|o| o.to).collect();
+        // Evened out: the first to 3 (2 leads one already), the next to 2, then 3, the only one.
+        assert_eq!(to, [3, 2, 3], "{ops:?}");
+        assert!(ops
+            .iter()
+            .all(|o| o.kind == MoveKind::Leader && o.from == 1));
+        assert!(
+            !ops[0]
+                .steps()
+                .iter()
+                .any(|s| matches!(s, Step::CloseRegion { .. } | Step::OpenRegion { .. })),
+            "the old leader is downgraded, not closed: {:?}",
+            ops[0].steps()
+        );
+        for op in &ops {
+            apply(&mut snap, op);
+        }
+        assert!(snap.regions[..3].iter().all(|r| r.followers.contains(&1)));
+        assert!(run(&snap).is_empty(), "nothing left that can move");
+        assert_eq!(snap.regions[3].leader, 1, "no follower: stays");
+    }
+}
