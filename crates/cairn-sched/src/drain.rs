@@ -11,17 +11,22 @@
 //! - Targets that keep the spread rules (zones, see label-spread) come first; when none does, the
 //!   drain goes on anyway: emptying the node is what the operator asked for.
 //!
+//! Failover places the leaders of failed nodes the same way ([`failover_plan`]), so that what
+//! it places already keeps the zones and the shares the balancing schedulers keep.
+//!
 //! Drains are an operator's request, not an inefficiency: they run first, at high priority, in
 //! maintenance mode too, ignore the cool-down, and spend a budget of their own
 //! ([`crate::ClusterSnapshot::drain_moves_left`]) rather than the balancing limits. A region busy
 //! or planned already waits for the next pass; a region led by a node that is failed or cut off
 //! is failover's, so its follower copy here waits too.
 
-use crate::cluster::{DrainKind, Tally, NO_NODE};
+use crate::cluster::{ClusterSnapshot, DrainKind, Tally, NO_NODE};
 use crate::operator::{MoveKind, Operator, Priority};
 use crate::schedule::{unknown_param, ConfigError, Schedule};
 
 pub const NAME: &str = "drain";
+/// The scheduler name of [`failover_plan`]'s operators.
+pub const FAILOVER: &str = "failover";
 
 /// See the module docs.
 #[derive(Debug, Clone, Default)]
@@ -75,7 +80,7 @@ pub(crate) fn plan(t: &mut Tally, kind: DrainKind, name: &'static str) {
                 continue;
             }
             if let Some(to) = leader_target(t, region, from, anywhere) {
-                let op = operator(t, region, MoveKind::Leader, from, to, name);
+                let op = operator(t, region, MoveKind::Leader, from, to, name, "is drained");
                 t.apply_drain(op, region, from, to, kind == DrainKind::Leaders);
             }
         }
@@ -98,11 +103,37 @@ pub(crate) fn plan(t: &mut Tally, kind: DrainKind, name: &'static str) {
                 continue;
             }
             if let Some(to) = least(t, region, MoveKind::Follower, from, &live) {
-                let op = operator(t, region, MoveKind::Follower, from, to, name);
+                let op = operator(t, region, MoveKind::Follower, from, to, name, "is drained");
                 t.apply_drain(op, region, from, to, false);
             }
         }
     }
+}
+
+/// Failover's choice: where the leadership of each region led by a node of `failed` goes, as a
+/// drain would place it (a live follower, else the schedulable node leading the fewest per
+/// capacity, zones kept first), spread over the pass as it goes; no budget, no cool-down. Regions
+/// busy in the snapshot are left out, and so are those with nowhere to go. `failed` is sorted.
+pub fn failover_plan(snap: &ClusterSnapshot, failed: &[u64]) -> Vec<Operator> {
+    let mut t = Tally::new(snap);
+    t.drain_moves_left = usize::MAX;
+    let live: Vec<usize> = t.schedulable().collect();
+    let gone: Vec<usize> = (0..t.nodes.len())
+        .filter(|i| failed.binary_search(&t.id(*i)).is_ok())
+        .collect();
+    for from in gone {
+        for region in t.nodes[from].led.clone() {
+            let region = region as usize;
+            if t.leader_of(region) != from || t.claimed(region) {
+                continue;
+            }
+            if let Some(to) = leader_target(&t, region, from, Some(&live)) {
+                let op = operator(&t, region, MoveKind::Leader, from, to, FAILOVER, "failed");
+                t.apply_drain(op, region, from, to, false);
+            }
+        }
+    }
+    t.planned
 }
 
 /// Copies of `kind` per unit of capacity at node `i`: the fewest is the drain's target.
@@ -153,6 +184,7 @@ pub(crate) fn operator(
     from: usize,
     to: usize,
     name: &'static str,
+    what_happened: &str,
 ) -> Operator {
     let to_follower = kind == MoveKind::Leader && t.followers_of(region).any(|f| f == to);
     let what = match (kind, to_follower) {
@@ -167,7 +199,7 @@ pub(crate) fn operator(
         to: t.id(to),
         scheduler: name,
         priority: Priority::High,
-        reason: format!("node {} is drained: {what}", t.id(from)),
+        reason: format!("node {} {what_happened}: {what}", t.id(from)),
         figures: vec![
             (
                 "from_left",
@@ -272,6 +304,45 @@ mod tests {
         alone.nodes.push(NodeView::new(2));
         alone.regions.push(RegionView::new(9 << 32, 2));
         assert_eq!(run(&alone).len(), 3);
+    }
+
+    #[test]
+    fn failover_spreads_a_failed_nodes_leaders_by_count_and_keeps_tables_spread_over_zones() {
+        // Nodes 1..=6 in zones a, b, c, a, b, c; node 1 (zone a) failed. Every table has 3
+        // regions, one led in each zone.
+        let zones = ["a", "b", "c", "a", "b", "c"];
+        let mut snap = snapshot(6, &[]);
+        snap.nodes = zones
+            .iter()
+            .zip(1..)
+            .map(|(z, id)| NodeView::new(id).with_label("zone", *z))
+            .collect();
+        snap.nodes[0].schedulable = false;
+        // 6 tables: table k's regions led by node 1 (zone a), node 2 (b), node 3 (c); and 6
+        // more tables led by 4, 5, 6.
+        for k in 0..12u64 {
+            let leaders = if k < 6 { [1, 2, 3] } else { [4, 5, 6] };
+            for (i, l) in leaders.iter().enumerate() {
+                snap.regions
+                    .push(RegionView::new(((k + 1) << 32) | i as u64, *l));
+            }
+        }
+        let ops = failover_plan(&snap, &[1]);
+        assert_eq!(ops.len(), 6, "each region of node 1 once");
+        assert!(ops.iter().all(|o| o.from == 1 && o.scheduler == FAILOVER));
+        // Each zone's share of a table is 1: node 4, zone a's only live node, takes them all,
+        // though it leads more than the others (zone b or c would lead two of a table).
+        assert!(ops.iter().all(|o| o.to == 4), "{ops:?}");
+        // Without zones the regions spread by count over the five live nodes.
+        snap.spread_label.clear();
+        let ops = failover_plan(&snap, &[1]);
+        let mut to: Vec<u64> = ops.iter().map(|o| o.to).collect();
+        to.sort_unstable();
+        to.dedup();
+        assert_eq!(to, [2, 3, 4, 5, 6], "{ops:?}");
+        // Busy regions are left out.
+        snap.busy = vec![1 << 32];
+        assert_eq!(failover_plan(&snap, &[1]).len(), 5);
     }
 
     #[test]

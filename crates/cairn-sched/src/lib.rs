@@ -46,7 +46,7 @@ pub use cluster::{
     ClusterSnapshot, DrainKind, NodeView, RegionView, CAPACITY_LABEL, COUNT_MOVE_LOAD_BANDS,
     NODE_CAPACITY_MAX,
 };
-pub use drain::NAME as DRAIN_SCHEDULER;
+pub use drain::{failover_plan, FAILOVER as FAILOVER_SCHEDULER, NAME as DRAIN_SCHEDULER};
 pub use evict_leaders::NAME as EVICT_LEADERS_SCHEDULER;
 pub use hot_region::{HOT_MIN_LOAD_DEFAULT, HOT_OPERATORS_PER_PASS_MAX, HOT_TOLERANCE_DEFAULT};
 pub use kind::{SelectorKind, UnknownSelector};

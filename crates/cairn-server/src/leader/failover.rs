@@ -3,8 +3,10 @@
 //! [`crate::leader::procedure::migrate_region`]): a table's regions in one batch, tables packed
 //! up to `MIGRATION_BATCH_REGIONS_MAX` regions a batch, at most `failover_migrations_max`
 //! batches at once.
-//! A live follower of the region is preferred (nothing to open); otherwise the selector places
-//! it, spreading the dead node's regions over the others. The migration waits out the dead
+//! Where each region goes is [`cairn_sched::failover_plan`]'s choice over the stored routes, as a
+//! drain places leaders: a live follower of the region (nothing to open), else the live node
+//! leading the fewest regions per unit of capacity, keeping a table's leaders spread over the
+//! zones first, so the balancing schedulers find nothing to redo. The migration waits out the dead
 //! node's lease before the new leader takes writes, so a node that was only cut off never writes
 //! beside its successor; when it comes back, the orphan reconciler closes what it no longer owns.
 //!
@@ -15,7 +17,6 @@
 //! supervisor only marks drained nodes draining in the registry (placement skips them) and never
 //! fails over onto one.
 
-use crate::leader::heartbeat::registry::NodeState;
 use crate::leader::meta::placement;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
@@ -26,13 +27,12 @@ use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout};
 use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, Drain, TableRoute};
-use std::collections::{BTreeSet, HashSet};
+use cairn_sched::{ClusterSnapshot, NodeView, RegionView};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// Regions one selector call places (the rest of a large failover in further calls).
-const FAILOVER_PLACEMENTS_PER_CALL_MAX: usize = 1_024;
 /// How often the supervisor looks at the failure detector's judgements (and drains); a
 /// judgement wakes it at once too.
 const FAILOVER_TICK_MS: u64 = 200;
@@ -41,14 +41,6 @@ const FAILOVER_TICK_MS: u64 = 200;
 const FAILOVER_RESCAN_MS: u64 = 1_000;
 /// A failover migration's deadline.
 pub const FAILOVER_MIGRATION_TIMEOUT_MS: u64 = 30_000;
-
-/// A region to move off a failed node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Orphaned {
-    pub region_id: u64,
-    pub from: u64,
-    pub followers: Vec<u64>,
-}
 
 /// What the last failover scan saw.
 struct Scan {
@@ -93,36 +85,16 @@ impl Mover {
         self.moving.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Migrates each region of `regions` off its failed leader, to a node outside `exclude`.
-    /// Waits for slots; false when the term ended meanwhile.
-    async fn start(&self, regions: Vec<Orphaned>, exclude: &BTreeSet<u64>) -> bool {
-        let chosen = self.pick(regions, |regions| choose(&self.node, regions, exclude));
-        self.run_batches(chosen).await
-    }
-
-    /// The regions of `regions` not being moved already, with where `choose` sends them.
-    fn pick(
-        &self,
-        regions: Vec<Orphaned>,
-        choose: impl FnOnce(Vec<Orphaned>) -> Vec<(Orphaned, Option<u64>)>,
-    ) -> Vec<(u64, u64)> {
-        let regions: Vec<Orphaned> = {
-            let moving = self.moving();
-            regions
-                .into_iter()
-                .filter(|r| !moving.contains(&r.region_id))
-                .collect()
-        };
-        choose(regions)
+    /// Migrates each region the failed nodes lead in `snap` to where the failover plan puts it,
+    /// but those being moved already. Waits for slots; false when the term ended meanwhile.
+    async fn start(&self, mut snap: ClusterSnapshot, failed: &BTreeSet<u64>) -> bool {
+        snap.busy = self.moving().iter().copied().collect();
+        let failed: Vec<u64> = failed.iter().copied().collect();
+        let chosen: Vec<(u64, u64)> = cairn_sched::failover_plan(&snap, &failed)
             .into_iter()
-            .filter_map(|(region, to)| match to {
-                Some(to) => Some((region.region_id, to)),
-                None => {
-                    tracing::debug!(region = region.region_id, "no datanode to move to");
-                    None
-                }
-            })
-            .collect()
+            .map(|op| (op.region_id, op.to))
+            .collect();
+        self.run_batches(chosen).await
     }
 
     /// Runs `chosen` (region, candidate) in batches; false when the term ended meanwhile.
@@ -217,8 +189,8 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                 .as_ref()
                 .is_none_or(|s| changed(s) || (s.found && s.at.elapsed() >= rescan));
             if due {
-                let orphaned = match regions_led_by(&node, failed) {
-                    Ok(o) => o,
+                let (snap, orphaned) = match snapshot(&node, &exclude(), failed) {
+                    Ok(s) => s,
                     Err(e) => {
                         tracing::warn!("failover: reading routes failed: {e}");
                         continue;
@@ -228,15 +200,15 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                     failed: failed.clone(),
                     version: failed_version,
                     at: Instant::now(),
-                    found: !orphaned.is_empty(),
+                    found: orphaned > 0,
                 });
-                if !orphaned.is_empty() {
+                if orphaned > 0 {
                     tracing::info!(
                         failed = ?failed,
-                        regions = orphaned.len(),
+                        regions = orphaned,
                         "failover: moving the regions of failed datanodes"
                     );
-                    if !mover.start(orphaned, &exclude()).await {
+                    if !mover.start(snap, failed).await {
                         return;
                     }
                 }
@@ -263,31 +235,57 @@ fn sync_draining(node: &Node, drains: &[Drain]) {
     }
 }
 
-/// What `pick` makes of each region of every stored route.
-fn scan_regions(
+/// The cluster as the failover plan sees it, and how many regions nodes of `failed` lead: every
+/// region of the stored routes (no loads: they move with the regions), the nodes placement may
+/// use (alive, connected datanodes outside `exclude`) schedulable, every other holder not.
+fn snapshot(
     node: &Node,
-    mut pick: impl FnMut(&cairn_meta::RegionRoute) -> Option<Orphaned>,
-) -> Result<Vec<Orphaned>, tonic::Status> {
-    let mut out = Vec::new();
+    exclude: &BTreeSet<u64>,
+    failed: &BTreeSet<u64>,
+) -> Result<(ClusterSnapshot, usize), tonic::Status> {
+    let exclude: HashSet<u64> = exclude.iter().copied().collect();
+    let mut nodes: BTreeMap<u64, NodeView> = placement::candidates(node, &exclude)
+        .into_iter()
+        .map(|c| {
+            let view = NodeView {
+                labels: c.labels.into_iter().collect(),
+                ..NodeView::new(c.node_id)
+            };
+            (c.node_id, view)
+        })
+        .collect();
+    let mut regions = Vec::new();
+    let mut orphaned = 0;
     store::scan_all(node, &layout().routes_prefix(), |kv| {
         let Ok(route) = codec::decode::<TableRoute>(&kv.key, &kv.value) else {
             return Ok(());
         };
-        out.extend(route.regions.iter().filter_map(&mut pick));
+        for r in &route.regions {
+            orphaned += usize::from(failed.contains(&r.leader_node));
+            regions.push(RegionView {
+                followers: r.follower_nodes.clone(),
+                ..RegionView::new(r.region_id, r.leader_node)
+            });
+        }
         Ok(())
     })?;
-    Ok(out)
-}
-
-/// Every region whose stored route names a node of `failed` its leader.
-pub fn regions_led_by(node: &Node, failed: &BTreeSet<u64>) -> Result<Vec<Orphaned>, tonic::Status> {
-    scan_regions(node, |r| {
-        failed.contains(&r.leader_node).then(|| Orphaned {
-            region_id: r.region_id,
-            from: r.leader_node,
-            followers: r.follower_nodes.clone(),
-        })
-    })
+    for r in &regions {
+        for n in std::iter::once(r.leader).chain(r.followers.iter().copied()) {
+            nodes.entry(n).or_insert_with(|| NodeView {
+                schedulable: false,
+                going: failed.contains(&n),
+                ..NodeView::new(n)
+            });
+        }
+    }
+    let snap = ClusterSnapshot {
+        now_ms: node.clock.unix_ms(),
+        nodes: nodes.into_values().collect(),
+        regions,
+        spread_label: node.config.placement_spread_label.clone(),
+        ..ClusterSnapshot::default()
+    };
+    Ok((snap, orphaned))
 }
 
 /// Splits (region, candidate) pairs into batches of at most `max`, a table's regions together
@@ -306,54 +304,6 @@ pub(crate) fn batches(mut moves: Vec<(u64, u64)>, max: usize) -> Vec<Vec<(u64, u
                 Some(last) if last.len() + chunk.len() <= max => last.extend_from_slice(chunk),
                 _ => out.push(chunk.to_vec()),
             }
-        }
-    }
-    out
-}
-
-/// Where each region goes: a live follower (the least loaded), else where the selector places
-/// it; the regions without a follower are placed together so they spread. None: nowhere.
-fn choose(
-    node: &Node,
-    regions: Vec<Orphaned>,
-    exclude: &BTreeSet<u64>,
-) -> Vec<(Orphaned, Option<u64>)> {
-    let exclude: HashSet<u64> = exclude.iter().copied().collect();
-    // The connection table before the registry: the hub takes their locks in that order.
-    let connected: HashSet<u64> = regions
-        .iter()
-        .flat_map(|r| r.followers.iter().copied())
-        .filter(|f| !exclude.contains(f) && node.heartbeats.is_connected(*f))
-        .collect();
-    let mut out = Vec::with_capacity(regions.len());
-    let mut unplaced = Vec::new();
-    {
-        let registry = node.heartbeats.registry();
-        for region in regions {
-            let follower = region
-                .followers
-                .iter()
-                .filter(|f| connected.contains(f))
-                .filter_map(|f| registry.get(*f).map(|e| (*f, e)))
-                .filter(|(_, e)| e.state() == NodeState::Alive)
-                .min_by_key(|(f, e)| (e.regions.len(), *f))
-                .map(|(f, _)| f);
-            match follower {
-                Some(f) => out.push((region, Some(f))),
-                None => unplaced.push(region),
-            }
-        }
-    }
-    for chunk in unplaced.chunks(FAILOVER_PLACEMENTS_PER_CALL_MAX) {
-        let leaders = match placement::place_leaders(node, chunk.len(), &exclude) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!("failover placement: {}", e.message());
-                Vec::new()
-            }
-        };
-        for (i, region) in chunk.iter().enumerate() {
-            out.push((region.clone(), leaders.get(i).copied()));
         }
     }
     out

@@ -88,7 +88,10 @@ pub async fn run(
             }
             println!("{table}");
             if json.paused {
-                println!("maintenance mode is on: every scheduler is paused");
+                println!(
+                    "maintenance mode is on: every scheduler is paused but evict-leaders and \
+                     drain (an operator's request)"
+                );
             }
             Ok(())
         }
