@@ -150,8 +150,9 @@ impl OperatorTable {
     }
 
     /// Cancels queued operators whose premise no longer holds in `snap`: the region moved or
-    /// went, its source no longer holds the copy, the target may no longer take it, or (a
-    /// drain's) the drain was cancelled.
+    /// went, its source no longer holds the copy, the target may no longer take it, (a
+    /// drain's) the drain was cancelled, or (a balancing one's) its source is being drained:
+    /// the drain moves the region now, rather than after the queue's rate limit lets it.
     pub fn cancel_stale(&mut self, snap: &ClusterSnapshot) -> Vec<Entry> {
         let regions: HashMap<u64, &cairn_sched::RegionView> =
             snap.regions.iter().map(|r| (r.region_id, r)).collect();
@@ -198,6 +199,9 @@ impl OperatorTable {
                             "node {} is no longer drained (or is failover's now)",
                             op.from
                         )
+                    }
+                    Some(_) if !op.requested() && drained.contains(&op.from) => {
+                        format!("node {} is drained: the drain moves the region", op.from)
                     }
                     Some(_) => return None,
                 };
@@ -522,6 +526,11 @@ mod tests {
             ..ClusterSnapshot::default()
         };
         assert!(t.cancel_stale(&snap).is_empty());
+        // A balancing move queued off the node gives way to the drain.
+        let queued = t.add(vec![op(11, 1, 2, Priority::Low)], 0)[0];
+        let cancelled: Vec<u64> = t.cancel_stale(&snap).iter().map(|e| e.id).collect();
+        assert_eq!(cancelled, [queued]);
+        assert!(t.get(queued).unwrap().outcome.contains("the drain moves"));
         snap.nodes[0].drain = None;
         let cancelled: Vec<u64> = t.cancel_stale(&snap).iter().map(|e| e.id).collect();
         assert_eq!(cancelled, ids);
