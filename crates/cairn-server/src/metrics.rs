@@ -37,6 +37,11 @@ pub struct Metrics {
     pub leader_changes: AtomicU64,
     /// Leader terms this node started its leader services in.
     pub leader_terms_started: AtomicU64,
+    /// The last scheduling pass on this node (as leader): building its snapshot (reading and
+    /// decoding every route), planning, and the regions it saw.
+    pub scheduler_snapshot_micros: AtomicU64,
+    pub scheduler_plan_micros: AtomicU64,
+    pub scheduler_regions: AtomicU64,
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -132,6 +137,28 @@ impl Metrics {
             "cairn_leader_terms_started_total",
             "Leader terms in which this node started its leader services.",
             self.leader_terms_started.load(Ordering::Relaxed),
+        );
+        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let micros = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
+        gauge(
+            out,
+            "cairn_scheduler_pass_snapshot_seconds",
+            "The last scheduling pass's snapshot: reading and decoding every route (leader only).",
+            micros(&self.scheduler_snapshot_micros),
+        );
+        gauge(
+            out,
+            "cairn_scheduler_pass_plan_seconds",
+            "The last scheduling pass's planning by the enabled schedulers (leader only).",
+            micros(&self.scheduler_plan_micros),
+        );
+        gauge(
+            out,
+            "cairn_scheduler_pass_regions",
+            "Regions in the last scheduling pass's snapshot (leader only).",
+            self.scheduler_regions.load(Ordering::Relaxed) as f64,
         );
         let _ = writeln!(
             out,

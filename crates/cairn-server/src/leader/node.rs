@@ -125,7 +125,7 @@ impl LeaderRequestHandler for Node {
                 use prost::Message;
                 self.require_leader()?;
                 let bytes = match call {
-                    SchedulingCall::Plan => s::plan(self)?.encode_to_vec(),
+                    SchedulingCall::Plan => s::plan(self.arc()?).await?.encode_to_vec(),
                     SchedulingCall::ListOperators { finished } => {
                         s::list_operators(self, finished).encode_to_vec()
                     }

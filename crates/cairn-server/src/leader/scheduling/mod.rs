@@ -36,9 +36,10 @@ use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
 use cairn_sched::{MoveKind, Operator, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER};
 use operators::{Entry, Limits, OpStatus, OperatorTable};
 use serde::{Deserialize, Serialize};
-use snapshot::RegionLoads;
+use snapshot::{RegionLoads, RouteViews};
 use stats_history::{NodeStatsSummary, RestoredNodeStats};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tonic::Status;
@@ -57,6 +58,7 @@ pub const SCHEDULER_WAKE_GAP_MS: u64 = 200;
 pub struct Scheduling {
     operators: Mutex<OperatorTable>,
     loads: Mutex<RegionLoads>,
+    routes: Mutex<RouteViews>,
     restored_node_stats: Mutex<RestoredNodeStats>,
     /// Wakes the executor for a pass before its interval is up.
     wake: tokio::sync::Notify,
@@ -74,6 +76,17 @@ impl Scheduling {
 
     pub fn loads(&self) -> MutexGuard<'_, RegionLoads> {
         self.loads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The decoded routes a pass reads. Taken before [`Scheduling::loads`] when both are held.
+    pub fn routes(&self) -> MutexGuard<'_, RouteViews> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A pass's snapshot (see [`snapshot::build`]).
+    fn snapshot(&self, node: &Node) -> Result<cairn_sched::ClusterSnapshot, Status> {
+        let mut routes = self.routes();
+        snapshot::build(node, &mut self.loads(), &mut routes)
     }
 
     /// Node stats reports restored from the previous leader's summary. Taken after the node
@@ -159,6 +172,8 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             }
         };
         if ended {
+            // A follower has no use for the decoded routes.
+            node.scheduling.routes().clear();
             return;
         }
         last_pass = Some(Instant::now());
@@ -170,7 +185,8 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             restored = true;
         }
         let started = Instant::now();
-        let outcome = pass(&node, term.term());
+        let (n, t) = (node.clone(), term.term());
+        let outcome = cpu_work(move || pass(&n, t)).await;
         // A pass that takes a good part of the interval (a snapshot of very many routes) is
         // worth an operator's attention: the leader spends that much of its time on it.
         let took = started.elapsed();
@@ -263,7 +279,16 @@ async fn persist(node: &Node, term: u64) -> Result<(), Status> {
 /// (in maintenance mode, the drains' only).
 fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     let limits = limits(&node.config);
-    let mut snap = snapshot::build(node, &mut node.scheduling.loads())?;
+    let started = Instant::now();
+    let mut snap = node.scheduling.snapshot(node)?;
+    let metrics = &node.metrics;
+    let micros = |d: Duration| d.as_micros().min(u64::MAX as u128) as u64;
+    metrics
+        .scheduler_snapshot_micros
+        .store(micros(started.elapsed()), Ordering::Relaxed);
+    metrics
+        .scheduler_regions
+        .store(snap.regions.len() as u64, Ordering::Relaxed);
     let paused = maintenance::current(node)?.on;
     let schedulers = configured(node)?;
     {
@@ -276,11 +301,15 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     // Planned without the table's lock: a finishing migration records its cool-down meanwhile.
     // Only this pass adds operators, so the limits and busy regions taken above can only have
     // loosened since (an operator finished), never tightened.
+    let planning = Instant::now();
     let ops = if paused {
         schedulers.plan_requested(&snap)
     } else {
         schedulers.plan(&snap)
     };
+    metrics
+        .scheduler_plan_micros
+        .store(micros(planning.elapsed()), Ordering::Relaxed);
     let (requested, balancing): (Vec<&Operator>, Vec<&Operator>) =
         ops.iter().partition(|op| op.requested());
     record_requested(node, term, &requested);
@@ -464,8 +493,28 @@ fn settle(node: &Node, ops: &[Settled], result: Result<cairn_proto::cairnpb::Ddl
 }
 
 /// `scheduler plan`: what one pass would plan now, moving nothing.
-pub fn plan(node: &Node) -> Result<ListOperatorsResponse, Status> {
-    let mut snap = snapshot::build(node, &mut node.scheduling.loads())?;
+pub async fn plan(node: Arc<Node>) -> Result<ListOperatorsResponse, Status> {
+    cpu_work(move || plan_now(&node)).await
+}
+
+/// Runs `f`, work over every route, on a blocking thread rather than a runtime worker (a pass
+/// over 600,000 regions held one for 1.5 s, stalling heartbeats and Raft behind it); inline on
+/// a current-thread runtime, the deterministic simulation's, where a thread beside the paused
+/// clock would make a seed replay differently.
+async fn cpu_work<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
+        return f();
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(format!("scheduling: {e}"))))
+}
+
+fn plan_now(node: &Node) -> Result<ListOperatorsResponse, Status> {
+    let mut snap = node.scheduling.snapshot(node)?;
     let schedulers = configured(node)?;
     node.scheduling
         .operators()

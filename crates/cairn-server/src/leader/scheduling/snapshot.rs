@@ -3,15 +3,21 @@
 //! stored routes, and each region's load smoothed over its last heartbeats ([`RegionLoads`]).
 //! The samples kept for smoothing are also the region's load history that `GetRegionStats`
 //! serves.
+//!
+//! Routes are decoded once ([`RouteViews`]): each pass scans the route keys only and reads and
+//! decodes just the routes written since the last pass. At 600,000 regions, reading and decoding
+//! every route took 1.46 s a pass (BENCHMARKS.md).
 
 use crate::leader::heartbeat::registry::NodeState;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
-use crate::replica::meta::store::{self, layout};
+use crate::replica::meta::store::{self, layout, SCAN_PAGE_KEYS};
+use crate::replica::node::Replica;
 use cairn_meta::{codec, DrainMode, TableRoute};
 use cairn_proto::cairnpb::{NodeRole, RegionRole, RegionStat};
 use cairn_sched::{ClusterSnapshot, DrainKind, NodeView, RegionView};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 use tonic::Status;
 
@@ -141,6 +147,93 @@ impl RegionLoads {
     }
 }
 
+/// One region of a stored route, as the schedulers need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRegion {
+    pub region_id: u64,
+    pub leader: u64,
+    pub followers: Box<[u64]>,
+}
+
+/// One stored route as last read.
+#[derive(Debug)]
+struct CachedRoute {
+    mod_revision: i64,
+    regions: Arc<[RouteRegion]>,
+    /// The refresh that last found the key.
+    seen: u64,
+}
+
+/// The stored routes, decoded once: each table's regions as of the route's mod revision, in key
+/// (table) order. About 32 bytes a region on the leader, the price of not decoding a million
+/// regions' JSON every pass.
+#[derive(Debug, Default)]
+pub struct RouteViews {
+    by_key: BTreeMap<Vec<u8>, CachedRoute>,
+    refreshes: u64,
+}
+
+impl RouteViews {
+    /// Brings the views up to the stored routes: a keys-only scan (revisions, no values), then a
+    /// read and decode of each route written since, and routes deleted since forgotten. A route
+    /// that does not decode counts as no regions (as every other reader of routes treats it).
+    pub fn refresh(&mut self, node: &Replica) -> Result<(), Status> {
+        self.refreshes += 1;
+        let now = self.refreshes;
+        let prefix = layout().routes_prefix();
+        let mut after: Option<String> = None;
+        let mut changed = Vec::new();
+        loop {
+            let (kvs, _) = store::scan(node, &prefix, after.as_deref(), SCAN_PAGE_KEYS, true)?;
+            let Some(last) = kvs.last() else {
+                break;
+            };
+            after = Some(String::from_utf8_lossy(&last.key).into_owned());
+            for kv in kvs {
+                match self.by_key.get_mut(&kv.key) {
+                    Some(c) if c.mod_revision == kv.mod_revision => c.seen = now,
+                    _ => changed.push(kv.key),
+                }
+            }
+        }
+        for key in changed {
+            let Some(kv) = store::get_raw(node, &String::from_utf8_lossy(&key))? else {
+                continue;
+            };
+            let regions = codec::decode::<TableRoute>(&kv.key, &kv.value)
+                .map(|route| {
+                    route
+                        .regions
+                        .iter()
+                        .map(|r| RouteRegion {
+                            region_id: r.region_id,
+                            leader: r.leader_node,
+                            followers: r.follower_nodes.clone().into_boxed_slice(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let route = CachedRoute {
+                mod_revision: kv.mod_revision,
+                regions,
+                seen: now,
+            };
+            self.by_key.insert(key, route);
+        }
+        self.by_key.retain(|_, c| c.seen == now);
+        Ok(())
+    }
+
+    /// Every region of every route, in table order.
+    pub fn regions(&self) -> impl Iterator<Item = &RouteRegion> {
+        self.by_key.values().flat_map(|c| c.regions.iter())
+    }
+
+    pub fn clear(&mut self) {
+        *self = RouteViews::default();
+    }
+}
+
 /// The Unix ms of instant `at`, by a (monotonic, Unix ms) pair read together at one moment.
 /// An instant after that moment reads as the moment itself.
 pub fn unix_ms_at(at: Instant, now: (Instant, u64)) -> u64 {
@@ -149,7 +242,11 @@ pub fn unix_ms_at(at: Instant, now: (Instant, u64)) -> u64 {
 }
 
 /// The snapshot of one pass (limits and busy regions are the operator table's to fill).
-pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, Status> {
+pub fn build(
+    node: &Node,
+    loads: &mut RegionLoads,
+    routes: &mut RouteViews,
+) -> Result<ClusterSnapshot, Status> {
     let failed: HashSet<u64> = node.heartbeats.failed_nodes().into_iter().collect();
     let drained: HashMap<u64, DrainMode> = maintenance::drains(node)?
         .iter()
@@ -206,24 +303,21 @@ pub fn build(node: &Node, loads: &mut RegionLoads) -> Result<ClusterSnapshot, St
             loads.observe(stat, *at_ms);
         }
     }
-    let mut regions = Vec::new();
-    store::scan_all(node, &layout().routes_prefix(), |kv| {
-        let Ok(route) = codec::decode::<TableRoute>(&kv.key, &kv.value) else {
-            return Ok(());
-        };
-        for r in &route.regions {
+    routes.refresh(node)?;
+    let regions: Vec<RegionView> = routes
+        .regions()
+        .map(|r| {
             let (wcus, rcus, bytes) = loads.smoothed(r.region_id);
-            regions.push(RegionView {
+            RegionView {
                 region_id: r.region_id,
-                leader: r.leader_node,
-                followers: r.follower_nodes.clone(),
+                leader: r.leader,
+                followers: r.followers.to_vec(),
                 approximate_bytes: bytes,
                 wcus,
                 rcus,
-            });
-        }
-        Ok(())
-    })?;
+            }
+        })
+        .collect();
     // Regions on nodes not connected: their holders are known, not schedulable.
     for r in &regions {
         for n in std::iter::once(r.leader).chain(r.followers.iter().copied()) {
