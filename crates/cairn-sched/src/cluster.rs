@@ -25,7 +25,7 @@ pub const COUNT_MOVE_LOAD_BANDS: f64 = 2.0;
 /// SipHash is made to resist adversarial keys, which ids chosen by the leader are not, and costs
 /// a pass over a million regions tens of milliseconds.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -50,8 +50,10 @@ impl Hasher for IdHasher {
     }
 }
 
-pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
-pub(crate) type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
+/// A hash map keyed by ids, with [`IdHasher`].
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// A hash set of ids, with [`IdHasher`].
+pub type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// Each table's region count and leaders per zone, when spread rules apply. Tables are
 /// numbered in order of first appearance and their counts kept flat (table × zone), so a pass

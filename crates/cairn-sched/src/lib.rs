@@ -43,8 +43,8 @@ pub use balance_region::{
     BALANCE_TOLERANCE_DEFAULT, REGIONS_EXAMINED_MAX, REGION_CANDIDATES_SCANNED_MAX,
 };
 pub use cluster::{
-    ClusterSnapshot, DrainKind, NodeView, RegionView, CAPACITY_LABEL, COUNT_MOVE_LOAD_BANDS,
-    NODE_CAPACITY_MAX,
+    ClusterSnapshot, DrainKind, IdHasher, IdMap, IdSet, NodeView, RegionView, CAPACITY_LABEL,
+    COUNT_MOVE_LOAD_BANDS, NODE_CAPACITY_MAX,
 };
 pub use drain::{failover_plan, FAILOVER as FAILOVER_SCHEDULER, NAME as DRAIN_SCHEDULER};
 pub use evict_leaders::NAME as EVICT_LEADERS_SCHEDULER;

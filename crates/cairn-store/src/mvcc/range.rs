@@ -23,6 +23,25 @@ impl KvState {
         self.range_at(req, at)
     }
 
+    /// Up to `limit` live keys of `[key, range_end)` at the current revision, in key order, with
+    /// their values unless `keys_only`. Unlike [`KvState::range`], which counts every key of the
+    /// range as etcd's `count` must, it stops at the limit: a reader paging through a large
+    /// prefix pays for each page, not for all the keys after it.
+    pub fn scan_page(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        limit: usize,
+        keys_only: bool,
+    ) -> Vec<KeyValue> {
+        let at = self.revision;
+        KeyRange::new(key, range_end)
+            .iter(&self.keys)
+            .filter_map(|(key, history)| Some(history.visible_at(at)?.to_kv(key, !keys_only)))
+            .take(limit)
+            .collect()
+    }
+
     /// The revision a read asking for `requested` sees: the current one for `requested <= 0`.
     pub(super) fn read_revision(&self, requested: i64) -> Result<i64, KvError> {
         if requested <= 0 {
@@ -252,6 +271,20 @@ mod tests {
         };
         let kv = &s.range(&req).unwrap().kvs[0];
         assert!(kv.value.is_empty() && kv.version == 1);
+    }
+
+    #[test]
+    fn a_page_stops_at_its_limit_and_reads_as_range_does() {
+        let mut s = abc();
+        delete(&mut s, b"c", b"");
+        let page = s.scan_page(b"a", b"\0", 2, false);
+        let keys: Vec<&[u8]> = page.iter().map(|kv| kv.key.as_slice()).collect();
+        assert_eq!(keys, [&b"a"[..], b"b"]);
+        assert_eq!(page, s.range(&range_req(b"a", b"c")).unwrap().kvs);
+        let rest = s.scan_page(b"b\0", b"\0", 10, true);
+        let keys: Vec<&[u8]> = rest.iter().map(|kv| kv.key.as_slice()).collect();
+        assert_eq!(keys, [&b"d"[..]], "the deleted key is not listed");
+        assert!(rest[0].value.is_empty() && rest[0].mod_revision == 6);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::replica::meta::store::{self, layout, SCAN_PAGE_KEYS};
 use crate::replica::node::Replica;
 use cairn_meta::{codec, DrainMode, TableRoute};
 use cairn_proto::cairnpb::{NodeRole, RegionRole, RegionStat};
-use cairn_sched::{ClusterSnapshot, DrainKind, NodeView, RegionView};
+use cairn_sched::{ClusterSnapshot, DrainKind, IdMap, IdSet, NodeView, RegionView};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,7 +50,8 @@ struct RegionLoad {
 /// The smoothed load of every region the leader hears about, from its leader's heartbeats.
 #[derive(Debug, Default)]
 pub struct RegionLoads {
-    by_region: HashMap<u64, RegionLoad>,
+    /// Looked up once per region each pass: keyed with the id hasher, not SipHash.
+    by_region: IdMap<u64, RegionLoad>,
     /// Each node's heartbeat last taken in, so a report is counted once however many passes
     /// see it.
     seen: HashMap<u64, Instant>,
@@ -319,17 +320,21 @@ pub fn build(
         })
         .collect();
     // Regions on nodes not connected: their holders are known, not schedulable.
+    let mut known: IdSet<u64> = nodes.keys().copied().collect();
     for r in &regions {
         for n in std::iter::once(r.leader).chain(r.followers.iter().copied()) {
-            // Cut off: failover moves its leaders unless it comes back first.
-            nodes.entry(n).or_insert_with(|| NodeView {
-                schedulable: false,
-                going: true,
-                ..NodeView::new(n)
-            });
+            if known.insert(n) {
+                // Cut off: failover moves its leaders unless it comes back first.
+                let view = NodeView {
+                    schedulable: false,
+                    going: true,
+                    ..NodeView::new(n)
+                };
+                nodes.insert(n, view);
+            }
         }
     }
-    let live: HashSet<u64> = regions.iter().map(|r| r.region_id).collect();
+    let live: IdSet<u64> = regions.iter().map(|r| r.region_id).collect();
     loads.by_region.retain(|r, _| live.contains(r));
     Ok(ClusterSnapshot {
         now_ms: node.clock.unix_ms(),

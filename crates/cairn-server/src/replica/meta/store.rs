@@ -78,17 +78,13 @@ pub fn scan(
         }
         None => prefix.as_bytes().to_vec(),
     };
-    let req = RangeRequest {
-        key,
-        range_end: cairn_meta::keys::prefix_end(prefix.as_bytes()),
-        limit: limit as i64,
-        serializable: true,
-        keys_only,
-        ..Default::default()
-    };
+    let end = cairn_meta::keys::prefix_end(prefix.as_bytes());
     let s = node.sm.read();
-    let resp = s.kv.range(&req).map_err(|e| e.to_status())?;
-    Ok((resp.kvs, s.kv.revision()))
+    // A page, not a range: a range counts every key after the page too. 0: no limit, as in a
+    // range.
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    let kvs = s.kv.scan_page(&key, &end, limit, keys_only);
+    Ok((kvs, s.kv.revision()))
 }
 
 /// Keys read per page by [`scan_all`].
