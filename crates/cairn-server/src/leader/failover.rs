@@ -23,10 +23,10 @@ use crate::leader::procedure::maintenance;
 use crate::leader::procedure::migrate_region::{
     self, MIGRATION_BATCH_REGIONS_MAX, REASON_FAILOVER,
 };
+use crate::leader::scheduling::cpu_work;
 use crate::leader::LeaderTerm;
-use crate::replica::meta::store::{self, layout};
 use cairn_meta::route::table_id_of;
-use cairn_meta::{codec, Drain, TableRoute};
+use cairn_meta::Drain;
 use cairn_sched::{ClusterSnapshot, NodeView, RegionView};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -189,7 +189,9 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                 .as_ref()
                 .is_none_or(|s| changed(s) || (s.found && s.at.elapsed() >= rescan));
             if due {
-                let (snap, orphaned) = match snapshot(&node, &exclude(), failed) {
+                let (n, exclude, f) = (node.clone(), exclude(), failed.clone());
+                let read = cpu_work(move || snapshot(&n, &exclude, &f)).await;
+                let (snap, orphaned) = match read {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!("failover: reading routes failed: {e}");
@@ -256,19 +258,17 @@ fn snapshot(
         .collect();
     let mut regions = Vec::new();
     let mut orphaned = 0;
-    store::scan_all(node, &layout().routes_prefix(), |kv| {
-        let Ok(route) = codec::decode::<TableRoute>(&kv.key, &kv.value) else {
-            return Ok(());
-        };
-        for r in &route.regions {
-            orphaned += usize::from(failed.contains(&r.leader_node));
-            regions.push(RegionView {
-                followers: r.follower_nodes.clone(),
-                ..RegionView::new(r.region_id, r.leader_node)
-            });
-        }
-        Ok(())
-    })?;
+    // The routes the scheduler decoded (only those written since are decoded again).
+    let mut routes = node.scheduling.routes();
+    routes.refresh(node)?;
+    for r in routes.regions() {
+        orphaned += usize::from(failed.contains(&r.leader));
+        regions.push(RegionView {
+            followers: r.followers.to_vec(),
+            ..RegionView::new(r.region_id, r.leader)
+        });
+    }
+    drop(routes);
     for r in &regions {
         for n in std::iter::once(r.leader).chain(r.followers.iter().copied()) {
             nodes.entry(n).or_insert_with(|| NodeView {

@@ -172,8 +172,6 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             }
         };
         if ended {
-            // A follower has no use for the decoded routes.
-            node.scheduling.routes().clear();
             return;
         }
         last_pass = Some(Instant::now());
@@ -501,7 +499,7 @@ pub async fn plan(node: Arc<Node>) -> Result<ListOperatorsResponse, Status> {
 /// over 600,000 regions held one for 1.5 s, stalling heartbeats and Raft behind it); inline on
 /// a current-thread runtime, the deterministic simulation's, where a thread beside the paused
 /// clock would make a seed replay differently.
-async fn cpu_work<T: Send + 'static>(
+pub(crate) async fn cpu_work<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
     use tokio::runtime::{Handle, RuntimeFlavor};
