@@ -1,6 +1,6 @@
 //! drain: carry out an operator's `cairn ctl node drain` — move every copy off the drained
 //! datanodes. The drain record is the trigger ([`crate::NodeView::drain`]); this scheduler plans
-//! the moves, and [`crate::evict_leaders`] the leaders-only variant.
+//! the moves, and evict-leaders (its own module) the leaders-only variant.
 //!
 //! - **Leaders** go to a live follower of the region (nothing to open; the old copy closes, so
 //!   the region keeps one copy fewer until replica counts are repaired), the one leading the
@@ -21,25 +21,36 @@
 //! is failover's, so its follower copy here waits too.
 
 use crate::cluster::{ClusterSnapshot, DrainKind, Tally, NO_NODE};
-use crate::operator::{MoveKind, Operator, Priority};
+use crate::operator::{MoveKind, Operator, Priority, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER};
 use crate::schedule::{unknown_param, ConfigError, Schedule};
 
-pub const NAME: &str = "drain";
 /// The scheduler name of [`failover_plan`]'s operators.
 pub const FAILOVER: &str = "failover";
 
-/// See the module docs.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Drain;
+/// The drain scheduler (`DrainKind::All`), or evict-leaders (`DrainKind::Leaders`, its own
+/// module's docs): the same planning, for the nodes drained that way.
+#[derive(Debug, Clone)]
+pub(crate) struct DrainScheduler(pub DrainKind);
 
-impl Schedule for Drain {
+impl Schedule for DrainScheduler {
     fn name(&self) -> &'static str {
-        NAME
+        match self.0 {
+            DrainKind::All => DRAIN_SCHEDULER,
+            DrainKind::Leaders => EVICT_LEADERS_SCHEDULER,
+        }
     }
 
     fn describe(&self) -> &'static str {
-        "empties the datanodes an operator drains (`node drain`): leaders to a live follower or the \
-         least-loaded node, follower copies to nodes without one"
+        match self.0 {
+            DrainKind::All => {
+                "empties the datanodes an operator drains (`node drain`): leaders to a live \
+                 follower or the least-loaded node, follower copies to nodes without one"
+            }
+            DrainKind::Leaders => {
+                "hands the leadership of the regions a node leads to their live followers \
+                 (`node evict-leaders`); the node stays a follower"
+            }
+        }
     }
 
     fn params(&self) -> Vec<(&'static str, String)> {
@@ -47,7 +58,7 @@ impl Schedule for Drain {
     }
 
     fn set(&mut self, key: &str, _value: &str) -> Result<(), ConfigError> {
-        Err(unknown_param(NAME, key, &[]))
+        Err(unknown_param(self.name(), key, &[]))
     }
 
     fn requested(&self) -> bool {
@@ -55,7 +66,7 @@ impl Schedule for Drain {
     }
 
     fn schedule(&self, t: &mut Tally) {
-        plan(t, DrainKind::All, NAME);
+        plan(t, self.0, self.name());
     }
 }
 
@@ -218,7 +229,7 @@ mod tests {
 
     pub(crate) fn run(snap: &ClusterSnapshot) -> Vec<Operator> {
         let mut t = Tally::new(snap);
-        Drain.schedule(&mut t);
+        DrainScheduler(DrainKind::All).schedule(&mut t);
         t.planned
     }
 

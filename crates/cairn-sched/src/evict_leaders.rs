@@ -4,54 +4,20 @@
 //! first). The node stays a follower of each: only leadership moves, and a region without a live
 //! follower stays led where it is. Like [`crate::drain`] it runs first, at high priority, in
 //! maintenance mode too, within the drain budget.
-
-use crate::cluster::{DrainKind, Tally};
-use crate::drain::plan;
-use crate::schedule::{unknown_param, ConfigError, Schedule};
-
-pub const NAME: &str = "evict-leaders";
-
-/// See the module docs.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct EvictLeaders;
-
-impl Schedule for EvictLeaders {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn describe(&self) -> &'static str {
-        "hands the leadership of the regions a node leads to their live followers \
-         (`node evict-leaders`); the node stays a follower"
-    }
-
-    fn params(&self) -> Vec<(&'static str, String)> {
-        Vec::new()
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> Result<(), ConfigError> {
-        Err(unknown_param(NAME, key, &[]))
-    }
-
-    fn requested(&self) -> bool {
-        true
-    }
-
-    fn schedule(&self, t: &mut Tally) {
-        plan(t, DrainKind::Leaders, NAME);
-    }
-}
+//!
+//! The scheduler itself is [`crate::drain`]'s, for nodes drained with `DrainKind::Leaders`.
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::cluster::ClusterSnapshot;
+    use crate::cluster::{ClusterSnapshot, DrainKind, Tally};
+    use crate::drain::DrainScheduler;
     use crate::operator::{MoveKind, Operator, Step};
+    use crate::schedule::Schedule;
     use crate::test_support::{apply, snapshot};
 
     fn run(snap: &ClusterSnapshot) -> Vec<Operator> {
         let mut t = Tally::new(snap);
-        EvictLeaders.schedule(&mut t);
+        DrainScheduler(DrainKind::Leaders).schedule(&mut t);
         t.planned
     }
 

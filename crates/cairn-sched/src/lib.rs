@@ -46,14 +46,13 @@ pub use cluster::{
     ClusterSnapshot, DrainKind, IdHasher, IdMap, IdSet, NodeView, RegionView, CAPACITY_LABEL,
     COUNT_MOVE_LOAD_BANDS, NODE_CAPACITY_MAX,
 };
-pub use drain::{failover_plan, FAILOVER as FAILOVER_SCHEDULER, NAME as DRAIN_SCHEDULER};
-pub use evict_leaders::NAME as EVICT_LEADERS_SCHEDULER;
+pub use drain::{failover_plan, FAILOVER as FAILOVER_SCHEDULER};
 pub use hot_region::{HOT_MIN_LOAD_DEFAULT, HOT_OPERATORS_PER_PASS_MAX, HOT_TOLERANCE_DEFAULT};
 pub use kind::{SelectorKind, UnknownSelector};
 pub use label_aware::LabelAware;
 pub use load::LoadWeights;
 pub use load_based::LoadBased;
-pub use operator::{MoveKind, Operator, Priority, Step};
+pub use operator::{MoveKind, Operator, Priority, Step, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER};
 pub use placement::{
     Candidate, Placement, PlacementRequest, RegionPlacement, SelectError, Selector,
 };

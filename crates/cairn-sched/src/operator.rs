@@ -5,6 +5,12 @@
 
 use std::fmt;
 
+/// The scheduler that empties drained nodes (`node drain`).
+pub const DRAIN_SCHEDULER: &str = "drain";
+/// The scheduler that hands the leadership of a node's regions to their followers (`node
+/// evict-leaders`).
+pub const EVICT_LEADERS_SCHEDULER: &str = "evict-leaders";
+
 /// Which copy of a region moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MoveKind {
@@ -92,16 +98,13 @@ impl Operator {
     /// evening something out: it has a budget of its own, is not rate-limited, and runs in
     /// maintenance mode too.
     pub fn requested(&self) -> bool {
-        matches!(
-            self.scheduler,
-            crate::drain::NAME | crate::evict_leaders::NAME
-        )
+        matches!(self.scheduler, DRAIN_SCHEDULER | EVICT_LEADERS_SCHEDULER)
     }
 
     /// Whether the source keeps its copy as a follower (a leader eviction hands leadership to a
     /// follower and stays one).
     pub fn keeps_source(&self) -> bool {
-        self.kind == MoveKind::Leader && self.scheduler == crate::evict_leaders::NAME
+        self.kind == MoveKind::Leader && self.scheduler == EVICT_LEADERS_SCHEDULER
     }
 
     /// The steps the migration procedure runs for it.

@@ -11,9 +11,9 @@
 //! balanced cluster plans nothing.
 
 use crate::balance_region::BalanceRegion;
+use crate::cluster::DrainKind;
 use crate::cluster::{ClusterSnapshot, Tally};
-use crate::drain::Drain;
-use crate::evict_leaders::EvictLeaders;
+use crate::drain::DrainScheduler;
 use crate::hot_region::HotRegion;
 use crate::label_spread::LabelSpread;
 use crate::operator::Operator;
@@ -54,8 +54,8 @@ impl Default for Schedulers {
     /// All on, default parameters.
     fn default() -> Self {
         let all: Vec<Box<dyn Schedule>> = vec![
-            Box::new(EvictLeaders),
-            Box::new(Drain),
+            Box::new(DrainScheduler(DrainKind::Leaders)),
+            Box::new(DrainScheduler(DrainKind::All)),
             Box::new(LabelSpread),
             Box::new(HotRegion::default()),
             Box::new(BalanceRegion::default()),
