@@ -731,7 +731,13 @@ async fn a_drain_is_a_scheduler_that_runs_in_maintenance_mode_unless_disabled() 
     // scheduler intervals and drain wakes go by).
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(node_view(&s, drained).await.led_regions, led);
-    assert!(s.client.list_operators(false).await.unwrap().operators.is_empty());
+    assert!(s
+        .client
+        .list_operators(false)
+        .await
+        .unwrap()
+        .operators
+        .is_empty());
     // Switched on, it empties the node though maintenance mode is on: an operator's request.
     s.client
         .set_scheduler("drain", Some(true), Default::default())
