@@ -1,6 +1,6 @@
-//! `cairn ctl scheduler`: the schedulers that keep regions and load spread (label-spread,
-//! hot-region, balance-region): which are on, their parameters, and a dry run of what they
-//! would move now and why. Settings are stored, so every Cairn leader obeys them.
+//! `cairn ctl scheduler`: the schedulers that carry out drains (evict-leaders, drain) and keep
+//! regions and load spread (label-spread, hot-region, balance-region): which are on, their
+//! parameters, and a dry run of what they would move now and why. Settings are stored, so every Cairn leader obeys them.
 
 use std::collections::BTreeMap;
 
