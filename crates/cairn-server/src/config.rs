@@ -59,7 +59,8 @@ pub struct ServerConfig {
     /// How long followers hear nothing from the leader before one calls an election, ms (each
     /// follower picks between this and 1.2 x this, see [`ServerConfig::raft_election_timeouts_ms`]).
     pub election_timeout_ms: u64,
-    /// Log entries between automatic snapshots.
+    /// Log entries between automatic snapshots (each node adds a stagger, see
+    /// [`crate::run::snapshot_period`]).
     pub snapshot_logs_since_last: u64,
     /// Largest snapshot accepted from a peer, bytes (held in memory while it is received).
     pub snapshot_bytes_max: usize,

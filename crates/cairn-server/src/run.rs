@@ -101,6 +101,16 @@ async fn join_cluster(endpoint: &str, peer_addr: &str) -> Result<u64, String> {
     }
 }
 
+/// Log entries between this node's snapshots: `snapshot_logs_since_last`, plus node id mod 8
+/// sixteenths of it, so the members of a cluster do not all snapshot at the same index. Taking
+/// a snapshot of a large state costs a core for a second or more (and its file and the log purge
+/// after it load the disk): both followers doing it at once, beside the leader, held up commits
+/// and the leader's quorum contact (BENCHMARKS.md).
+pub fn snapshot_period(config: &ServerConfig) -> u64 {
+    let n = config.snapshot_logs_since_last;
+    n.saturating_add(n / 16 * (config.node_id % 8))
+}
+
 /// The Raft settings of a node with `config`.
 pub fn raft_config(config: &ServerConfig) -> Result<Config, String> {
     let (election_timeout_min, election_timeout_max) = config.raft_election_timeouts_ms();
@@ -109,7 +119,7 @@ pub fn raft_config(config: &ServerConfig) -> Result<Config, String> {
         heartbeat_interval: config.heartbeat_interval_ms,
         election_timeout_min,
         election_timeout_max,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_period(config)),
         max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
         enable_pre_vote: Some(true),
         // Replicate entries while the leader's own fsync is in flight (the log store returns
@@ -210,7 +220,9 @@ pub async fn run_with_node(
     let sm_handle = sm.handle();
     let raft_config = raft_config(&config)?;
     let peer_faults = PeerFaults::default();
-    let network = PeerNetwork::new(peer_faults.clone());
+    let (election_timeout_min, _) = config.raft_election_timeouts_ms();
+    let append_timeout_min = Duration::from_millis(election_timeout_min / 2);
+    let network = PeerNetwork::new(peer_faults.clone(), append_timeout_min);
     let raft = Raft::new(node_id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| format!("cannot start raft: {e}"))?;
@@ -355,5 +367,28 @@ async fn count_leader_changes(node: Arc<Node>, mut stop: watch::Receiver<bool>) 
             node.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
             last_leader = leader;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_snapshot_at_different_indexes() {
+        let period = |node_id: u64| {
+            let config = ServerConfig {
+                node_id,
+                snapshot_logs_since_last: 100_000,
+                ..ServerConfig::default()
+            };
+            snapshot_period(&config)
+        };
+        assert_eq!(period(8), 100_000);
+        assert_eq!(period(1), 106_250);
+        assert_eq!(period(3), 118_750);
+        let mut three: Vec<u64> = (1..=3).map(period).collect();
+        three.dedup();
+        assert_eq!(three.len(), 3);
     }
 }
