@@ -37,8 +37,10 @@ pub struct Metrics {
     pub leader_changes: AtomicU64,
     /// Leader terms this node started its leader services in.
     pub leader_terms_started: AtomicU64,
-    /// The last scheduling pass on this node (as leader): building its snapshot (reading and
-    /// decoding every route), planning, and the regions it saw.
+    /// The last scheduling pass on this node (as leader): all of it, building its snapshot
+    /// (the routes written since the last pass read again, every region's view built),
+    /// planning, and the regions it saw.
+    pub scheduler_pass_micros: AtomicU64,
     pub scheduler_snapshot_micros: AtomicU64,
     pub scheduler_plan_micros: AtomicU64,
     pub scheduler_regions: AtomicU64,
@@ -144,8 +146,14 @@ impl Metrics {
         let micros = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
         gauge(
             out,
+            "cairn_scheduler_pass_seconds",
+            "The last scheduling pass, all of it: snapshot, stale operators, planning, queueing (leader only).",
+            micros(&self.scheduler_pass_micros),
+        );
+        gauge(
+            out,
             "cairn_scheduler_pass_snapshot_seconds",
-            "The last scheduling pass's snapshot: reading and decoding every route (leader only).",
+            "The last scheduling pass's snapshot: routes written since read again, every region's view built (leader only).",
             micros(&self.scheduler_snapshot_micros),
         );
         gauge(

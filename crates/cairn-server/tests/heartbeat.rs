@@ -870,3 +870,55 @@ async fn no_region_lease_for_a_region_no_route_places_on_the_node() {
         "no route names node 9: {grant:?}"
     );
 }
+
+/// Region leases follow the stored route as of each heartbeat: the leader keeps routes decoded
+/// between heartbeats, and a route rewritten (or deleted) in between must never be answered from
+/// the older decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_leases_follow_every_rewrite_of_the_route() {
+    let cluster = TestCluster::start(1, fast_nodes).await;
+    let addr = cluster.nodes[0].client_addr();
+    let mut kv = cluster.kv(0).await;
+    let key = cairn_server::replica::meta::store::layout().route(1);
+    // Region 1 and 2 of table 1 led by node 9, region 3 by node 8.
+    let route = |r1: &str, r2_leader: u64| {
+        format!(
+            r#"{{"t":1,"v":1,"r":[{{"id":4294967297,"l":9{r1}}},{{"id":4294967298,"l":{r2_leader}}},{{"id":4294967299,"l":8}}]}}"#
+        )
+    };
+    let mut s = Stream::open(&addr).await;
+    put(&mut kv, &key, &route("", 9)).await;
+    assert_eq!(leases_of_9(&mut s, 1).await, [1, 2]);
+    // Region 1 being moved (its leader downgrading), region 2 led elsewhere now.
+    put(&mut kv, &key, &route(r#","s":"downgrading""#, 8)).await;
+    assert_eq!(leases_of_9(&mut s, 2).await, Vec::<u64>::new());
+    put(&mut kv, &key, &route("", 8)).await;
+    assert_eq!(leases_of_9(&mut s, 3).await, [1]);
+    let mut deleted = cluster.kv(0).await;
+    deleted
+        .delete_range(cairn_proto::etcdserverpb::DeleteRangeRequest {
+            key: key.clone().into_bytes(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    assert_eq!(
+        leases_of_9(&mut s, 4).await,
+        Vec::<u64>::new(),
+        "no route, no lease"
+    );
+}
+
+/// The region numbers node 9 is granted leases of, reporting regions 1..=3 of table 1 as
+/// leader.
+async fn leases_of_9(s: &mut Stream, sequence: u64) -> Vec<u64> {
+    let mut req = request(9, NodeRole::Datanode, "h:9", sequence);
+    req.regions = regions(3);
+    for r in &mut req.regions {
+        r.role = cairn_proto::cairnpb::RegionRole::Leader as i32;
+    }
+    let resp = s.call(req).await.expect("answer");
+    let mut ids = resp.region_leases.expect("a grant").region_ids;
+    ids.sort_unstable();
+    ids.iter().map(|r| r & 0xffff_ffff).collect()
+}

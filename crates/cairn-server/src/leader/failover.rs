@@ -27,8 +27,9 @@ use crate::leader::scheduling::cpu_work;
 use crate::leader::LeaderTerm;
 use cairn_meta::route::table_id_of;
 use cairn_meta::Drain;
-use cairn_sched::{ClusterSnapshot, NodeView, RegionView};
+use cairn_sched::{ClusterSnapshot, IdSet, NodeView, RegionView};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -36,8 +37,9 @@ use tokio::sync::Semaphore;
 /// How often the supervisor looks at the failure detector's judgements (and drains); a
 /// judgement wakes it at once too.
 const FAILOVER_TICK_MS: u64 = 200;
-/// While failed nodes still led regions at the last look (a migration rolled back or could not
-/// start), the routes are scanned again this often.
+/// While nodes are judged failed, the routes are looked at again this often if anything a plan
+/// depends on changed ([`PlanInputs`]): a migration rolled back or could not start, a node
+/// came that can take regions, or a region moved onto a failed node.
 const FAILOVER_RESCAN_MS: u64 = 1_000;
 /// A failover migration's deadline.
 pub const FAILOVER_MIGRATION_TIMEOUT_MS: u64 = 30_000;
@@ -49,7 +51,29 @@ struct Scan {
     /// set, and a look need not compare every node of it.
     version: u64,
     at: Instant,
-    found: bool,
+    inputs: PlanInputs,
+}
+
+/// What a failover plan depends on besides the failed set: while none of it changes, looking
+/// again would plan the same (nothing, or what is moving already), and a look at a million
+/// regions is not free.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct PlanInputs {
+    /// The routes' generation ([`crate::leader::scheduling::routes::RouteViews::generation`]).
+    routes: u64,
+    /// The nodes that may take regions.
+    candidates: Vec<u64>,
+    /// Failover migrations ended so far in the term.
+    ended: u64,
+}
+
+/// A look at the routes: what the plan depends on, and, unless it is what the last look saw
+/// with the same failed set, the regions the failed nodes lead.
+struct Look {
+    inputs: PlanInputs,
+    /// `None`: unchanged since the last look, or nothing to move.
+    snap: Option<ClusterSnapshot>,
+    orphaned: usize,
 }
 
 /// The failure detector's failed set, copied only when it changed: every gone node stays in it
@@ -78,6 +102,8 @@ struct Mover {
     slots: Arc<Semaphore>,
     /// Regions being moved now, so a rescan does not move them twice.
     moving: Arc<Mutex<HashSet<u64>>>,
+    /// Failover migrations ended (done or not) in the term.
+    ended: Arc<AtomicU64>,
 }
 
 impl Mover {
@@ -109,7 +135,8 @@ impl Mover {
                 }
             };
             self.moving().extend(batch.iter().map(|(r, _)| *r));
-            let (node, moving) = (self.node.clone(), self.moving.clone());
+            let (node, moving, ended) =
+                (self.node.clone(), self.moving.clone(), self.ended.clone());
             tokio::spawn(async move {
                 let ids: Vec<u64> = batch.iter().map(|(r, _)| *r).collect();
                 let (timeout, reason) = (FAILOVER_MIGRATION_TIMEOUT_MS, REASON_FAILOVER);
@@ -129,6 +156,7 @@ impl Mover {
                 for id in ids {
                     moving.remove(&id);
                 }
+                ended.fetch_add(1, Ordering::Relaxed);
                 drop(permit);
             });
         }
@@ -141,6 +169,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
     let mover = Mover {
         slots: Arc::new(Semaphore::new(node.config.failover_migrations_max)),
         moving: Arc::default(),
+        ended: Arc::default(),
         node: node.clone(),
         term: term.clone(),
     };
@@ -187,12 +216,18 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
             let changed = |s: &Scan| s.version != failed_version && s.failed != *failed;
             let due = last
                 .as_ref()
-                .is_none_or(|s| changed(s) || (s.found && s.at.elapsed() >= rescan));
+                .is_none_or(|s| changed(s) || s.at.elapsed() >= rescan);
             if due {
+                // The last look's inputs, unless the failed set changed since.
+                let seen = last
+                    .as_ref()
+                    .filter(|s| !changed(s))
+                    .map(|s| s.inputs.clone());
                 let (n, exclude, f) = (node.clone(), exclude(), failed.clone());
-                let read = cpu_work(move || snapshot(&n, &exclude, &f)).await;
-                let (snap, orphaned) = match read {
-                    Ok(s) => s,
+                let ended = mover.ended.load(Ordering::Relaxed);
+                let read = cpu_work(move || look(&n, &exclude, &f, ended, seen)).await;
+                let look = match read {
+                    Ok(l) => l,
                     Err(e) => {
                         tracing::warn!("failover: reading routes failed: {e}");
                         continue;
@@ -202,12 +237,12 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
                     failed: failed.clone(),
                     version: failed_version,
                     at: Instant::now(),
-                    found: orphaned > 0,
+                    inputs: look.inputs,
                 });
-                if orphaned > 0 {
+                if let Some(snap) = look.snap {
                     tracing::info!(
                         failed = ?failed,
-                        regions = orphaned,
+                        regions = look.orphaned,
                         "failover: moving the regions of failed datanodes"
                     );
                     if !mover.start(snap, failed).await {
@@ -218,6 +253,7 @@ pub async fn run_term(node: Arc<Node>, term: LeaderTerm) {
         }
     }
 }
+
 /// Marks the drained nodes as draining in the registry (placement skips them), and no others:
 /// looks at the drain records and the nodes flagged draining, not at every node listed.
 fn sync_draining(node: &Node, drains: &[Drain]) {
@@ -237,16 +273,53 @@ fn sync_draining(node: &Node, drains: &[Drain]) {
     }
 }
 
-/// The cluster as the failover plan sees it, and how many regions nodes of `failed` lead: every
-/// region of the stored routes (no loads: they move with the regions), the nodes placement may
-/// use (alive, connected datanodes outside `exclude`) schedulable, every other holder not.
-fn snapshot(
+/// The cluster as the failover plan sees it, when nodes of `failed` lead regions and the plan's
+/// inputs differ from `seen`: every region of the stored routes (no loads: they move with the
+/// regions), the nodes placement may use (alive, connected datanodes outside `exclude`)
+/// schedulable, every other holder not.
+fn look(
     node: &Node,
     exclude: &BTreeSet<u64>,
     failed: &BTreeSet<u64>,
-) -> Result<(ClusterSnapshot, usize), tonic::Status> {
+    ended: u64,
+    seen: Option<PlanInputs>,
+) -> Result<Look, tonic::Status> {
     let exclude: HashSet<u64> = exclude.iter().copied().collect();
-    let mut nodes: BTreeMap<u64, NodeView> = placement::candidates(node, &exclude)
+    let candidates = placement::candidates(node, &exclude);
+    // The routes the scheduler decoded (only those written since are read again).
+    let routes = node.scheduling.routes_now(node)?;
+    let mut ids: Vec<u64> = candidates.iter().map(|c| c.node_id).collect();
+    ids.sort_unstable();
+    let inputs = PlanInputs {
+        routes: routes.generation(),
+        candidates: ids,
+        ended,
+    };
+    let failed_ids: IdSet<u64> = failed.iter().copied().collect();
+    let orphaned = if seen.as_ref() == Some(&inputs) {
+        0
+    } else {
+        routes
+            .regions()
+            .filter(|r| failed_ids.contains(&r.leader))
+            .count()
+    };
+    if orphaned == 0 {
+        return Ok(Look {
+            inputs,
+            snap: None,
+            orphaned,
+        });
+    }
+    let regions: Vec<RegionView> = routes
+        .regions()
+        .map(|r| RegionView {
+            followers: r.followers.to_vec(),
+            ..RegionView::new(r.region_id, r.leader)
+        })
+        .collect();
+    drop(routes);
+    let mut nodes: BTreeMap<u64, NodeView> = candidates
         .into_iter()
         .map(|c| {
             let view = NodeView {
@@ -256,24 +329,11 @@ fn snapshot(
             (c.node_id, view)
         })
         .collect();
-    let mut regions = Vec::new();
-    let mut orphaned = 0;
-    // The routes the scheduler decoded (only those written since are decoded again).
-    let mut routes = node.scheduling.routes();
-    routes.refresh(node)?;
-    for r in routes.regions() {
-        orphaned += usize::from(failed.contains(&r.leader));
-        regions.push(RegionView {
-            followers: r.followers.to_vec(),
-            ..RegionView::new(r.region_id, r.leader)
-        });
-    }
-    drop(routes);
     for r in &regions {
         for n in std::iter::once(r.leader).chain(r.followers.iter().copied()) {
             nodes.entry(n).or_insert_with(|| NodeView {
                 schedulable: false,
-                going: failed.contains(&n),
+                going: failed_ids.contains(&n),
                 ..NodeView::new(n)
             });
         }
@@ -285,7 +345,11 @@ fn snapshot(
         spread_label: node.config.placement_spread_label.clone(),
         ..ClusterSnapshot::default()
     };
-    Ok((snap, orphaned))
+    Ok(Look {
+        inputs,
+        snap: Some(snap),
+        orphaned,
+    })
 }
 
 /// Splits (region, candidate) pairs into batches of at most `max`, a table's regions together

@@ -52,7 +52,7 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         let stopping = wait_term_over(&node, term, &mut stop).await;
         node.set_leader_term(None);
         ender.end();
-        stop_services(&node, &mut services).await;
+        stop_services(&mut services).await;
         // Whatever an aborted service left behind, the next term starts clean.
         node.heartbeats.stop();
         node.procedures.stop_serving();
@@ -83,6 +83,10 @@ fn start_services(node: &Arc<Node>, term: &LeaderTerm) -> JoinSet<()> {
         node.clone(),
         term.clone(),
     ));
+    set.spawn(crate::leader::scheduling::routes::follow_routes(
+        node.clone(),
+        term.clone(),
+    ));
     set.spawn(crate::leader::meta::reconcile::run_term(
         node.clone(),
         term.clone(),
@@ -90,7 +94,7 @@ fn start_services(node: &Arc<Node>, term: &LeaderTerm) -> JoinSet<()> {
     set
 }
 
-async fn stop_services(node: &Node, services: &mut JoinSet<()>) {
+async fn stop_services(services: &mut JoinSet<()>) {
     let all = async { while services.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_millis(LEADER_SERVICES_STOP_MS), all)
         .await
@@ -102,8 +106,6 @@ async fn stop_services(node: &Node, services: &mut JoinSet<()>) {
         services.abort_all();
         while services.join_next().await.is_some() {}
     }
-    // The routes the term's scheduler and failover decoded: a follower has no use for them.
-    node.scheduling.routes().clear();
 }
 
 /// What Raft says now.

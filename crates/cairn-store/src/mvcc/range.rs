@@ -42,6 +42,12 @@ impl KvState {
             .collect()
     }
 
+    /// The mod revision of `key`'s current value, without copying it; None when it has none.
+    /// A cheap check of whether something derived from the value is still current.
+    pub fn mod_revision(&self, key: &[u8]) -> Option<i64> {
+        Some(self.keys.get(key)?.latest_live()?.mod_revision)
+    }
+
     /// The revision a read asking for `requested` sees: the current one for `requested <= 0`.
     pub(super) fn read_revision(&self, requested: i64) -> Result<i64, KvError> {
         if requested <= 0 {

@@ -242,7 +242,7 @@ where
             sequence: req.sequence,
             instructions,
             heartbeat_interval_ms: hub.heartbeat_interval_ms,
-            region_leases: grant_region_leases(&node, node_id, &req, now),
+            region_leases: grant_region_leases(&node, node_id, &req, now).await,
             lease_base_sequence: req.sequence,
             ..Default::default()
         };

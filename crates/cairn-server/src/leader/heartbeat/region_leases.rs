@@ -11,7 +11,7 @@
 //!
 //! Pure: the clock comes in as `now`.
 
-use std::collections::HashMap;
+use cairn_sched::IdMap;
 use std::time::{Duration, Instant};
 
 /// Grants the leader remembers (one per region), at most; beyond it the oldest-expiring are not
@@ -26,8 +26,11 @@ pub struct RegionLeaseTable {
     margin: Duration,
     /// When the term began: grants of an earlier leader may run until this plus a lease.
     term_started: Instant,
-    /// Region → (node, when its lease is surely over by this leader's clock).
-    granted: HashMap<u64, (u64, Instant)>,
+    /// Region → (node, when its lease is surely over by this leader's clock). Renewed on every
+    /// heartbeat of every leading region: keyed with the id hasher.
+    granted: IdMap<u64, (u64, Instant)>,
+    /// When [`RegionLeaseTable::expire`] next sweeps the grants that ran out.
+    next_sweep: Option<Instant>,
     /// Set when a grant could not be recorded (the table was full): from then on every region
     /// counts as leased until `overflow_until`.
     overflow_until: Option<Instant>,
@@ -40,7 +43,8 @@ impl RegionLeaseTable {
             duration,
             margin,
             term_started,
-            granted: HashMap::new(),
+            granted: IdMap::default(),
+            next_sweep: None,
             overflow_until: None,
         }
     }
@@ -103,8 +107,14 @@ impl RegionLeaseTable {
     }
 
     /// Forgets grants that have run out (called on the hub's tick; keeps the table bounded by
-    /// the regions leased within one lease).
+    /// the regions leased within one and a half leases). Sweeps at most every half lease: a
+    /// sweep walks every grant, a million of them at a million regions, and the hub ticks
+    /// several times a lease.
     pub fn expire(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_sweep = Some(now + self.duration / 2);
         self.granted.retain(|_, (_, over)| *over > now);
         if self.overflow_until.is_some_and(|o| now >= o) {
             self.overflow_until = None;
@@ -155,6 +165,25 @@ mod tests {
         table.grant(7, 1001, later + LEASE);
         assert!(!table.surely_over(7, later + LEASE + MARGIN));
         table.expire(later + 3 * LEASE);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn run_out_grants_are_swept_at_most_every_half_lease_and_never_count() {
+        let t0 = Instant::now();
+        let mut table = RegionLeaseTable::new(LEASE, MARGIN, t0);
+        table.grant(7, 1001, t0);
+        table.expire(t0 + LEASE);
+        assert_eq!(table.len(), 1, "not run out yet");
+        let over = t0 + LEASE + MARGIN;
+        table.expire(over);
+        assert_eq!(
+            table.len(),
+            1,
+            "within half a lease of the last sweep: kept"
+        );
+        assert_eq!(table.holder(7, over), None, "but run out all the same");
+        table.expire(t0 + LEASE + LEASE / 2);
         assert!(table.is_empty());
     }
 

@@ -18,6 +18,7 @@
 //! bounded, every `scheduler_state_persist_interval_ms` (30 s by default).
 
 pub mod operators;
+pub mod routes;
 pub mod snapshot;
 pub mod stats_history;
 
@@ -33,10 +34,13 @@ use crate::ServerConfig;
 use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, SchedulerSetting, TableRoute};
 use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
-use cairn_sched::{MoveKind, Operator, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER};
+use cairn_sched::{
+    MoveKind, Operator, RegionView, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
+};
 use operators::{Entry, Limits, OpStatus, OperatorTable};
+use routes::{RouteChanges, RouteViews};
 use serde::{Deserialize, Serialize};
-use snapshot::{RegionLoads, RouteViews};
+use snapshot::RegionLoads;
 use stats_history::{NodeStatsSummary, RestoredNodeStats};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -58,7 +62,11 @@ pub const SCHEDULER_WAKE_GAP_MS: u64 = 200;
 pub struct Scheduling {
     operators: Mutex<OperatorTable>,
     loads: Mutex<RegionLoads>,
-    routes: Mutex<RouteViews>,
+    routes: Mutex<Arc<RouteViews>>,
+    route_changes: Mutex<RouteChanges>,
+    /// The last pass's region views, overwritten in place by the next (a million of them, each
+    /// with its followers, cost a pass tens of milliseconds to allocate and free).
+    spare_regions: Mutex<Vec<RegionView>>,
     restored_node_stats: Mutex<RestoredNodeStats>,
     /// Wakes the executor for a pass before its interval is up.
     wake: tokio::sync::Notify,
@@ -78,15 +86,43 @@ impl Scheduling {
         self.loads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The decoded routes a pass reads. Taken before [`Scheduling::loads`] when both are held.
-    pub fn routes(&self) -> MutexGuard<'_, RouteViews> {
-        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    /// The decoded routes, as last refreshed ([`routes`]): read without a lock held.
+    pub fn routes(&self) -> Arc<RouteViews> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes the views: `change` works on a copy (copying only what it touches) that then
+    /// replaces them; readers keep the views they took.
+    fn change_routes(&self, change: impl FnOnce(&mut RouteViews)) {
+        let mut current = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        change(Arc::make_mut(&mut current));
+    }
+
+    /// The decoded routes brought up to the applied state.
+    pub fn routes_now(&self, node: &Node) -> Result<Arc<RouteViews>, Status> {
+        routes::refresh(node)?;
+        Ok(self.routes())
+    }
+
+    /// The routes written since the last refresh.
+    pub fn route_changes(&self) -> MutexGuard<'_, RouteChanges> {
+        self.route_changes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A pass's snapshot (see [`snapshot::build`]).
     fn snapshot(&self, node: &Node) -> Result<cairn_sched::ClusterSnapshot, Status> {
-        let mut routes = self.routes();
-        snapshot::build(node, &mut self.loads(), &mut routes)
+        let routes = self.routes_now(node)?;
+        let reuse =
+            std::mem::take(&mut *self.spare_regions.lock().unwrap_or_else(|p| p.into_inner()));
+        snapshot::build(node, &mut self.loads(), &routes, reuse)
+    }
+
+    /// Keeps a finished pass's region views for the next pass to overwrite.
+    fn recycle(&self, regions: Vec<RegionView>) {
+        *self.spare_regions.lock().unwrap_or_else(|p| p.into_inner()) = regions;
     }
 
     /// Node stats reports restored from the previous leader's summary. Taken after the node
@@ -237,9 +273,7 @@ fn restore(node: &Node, term: u64) {
         .replace(state.node_stats);
     let mut loads = node.scheduling.loads();
     loads.clear();
-    for (region, w, r) in state.loads {
-        loads.seed(region, w, r, state.written_ms);
-    }
+    loads.seed_all(state.loads, state.written_ms);
 }
 
 async fn persist(node: &Node, term: u64) -> Result<(), Status> {
@@ -277,13 +311,13 @@ async fn persist(node: &Node, term: u64) -> Result<(), Status> {
 /// (in maintenance mode, the drains' only).
 fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     let limits = limits(&node.config);
-    let started = Instant::now();
+    let started_at = Instant::now();
     let mut snap = node.scheduling.snapshot(node)?;
     let metrics = &node.metrics;
     let micros = |d: Duration| d.as_micros().min(u64::MAX as u128) as u64;
     metrics
         .scheduler_snapshot_micros
-        .store(micros(started.elapsed()), Ordering::Relaxed);
+        .store(micros(started_at.elapsed()), Ordering::Relaxed);
     metrics
         .scheduler_regions
         .store(snap.regions.len() as u64, Ordering::Relaxed);
@@ -329,15 +363,20 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
             &figures,
         );
     }
+    let now_ms = snap.now_ms;
+    node.scheduling.recycle(snap.regions);
     let mut table = node.scheduling.operators();
     // A later term reset the table while this pass planned: its operators are not ours to add
     // (nobody would settle them, and they would hold the new term's limits).
     let started = if table.term() != term {
         Vec::new()
     } else {
-        table.add(ops, snap.now_ms);
-        table.start_next(&limits, snap.now_ms, paused)
+        table.add(ops, now_ms);
+        table.start_next(&limits, now_ms, paused)
     };
+    metrics
+        .scheduler_pass_micros
+        .store(micros(started_at.elapsed()), Ordering::Relaxed);
     Ok(Pass { paused, started })
 }
 
@@ -522,6 +561,7 @@ fn plan_now(node: &Node) -> Result<ListOperatorsResponse, Status> {
         .iter()
         .map(operators::plan_view)
         .collect();
+    node.scheduling.recycle(snap.regions);
     Ok(ListOperatorsResponse { operators })
 }
 

@@ -4,20 +4,17 @@
 //! The samples kept for smoothing are also the region's load history that `GetRegionStats`
 //! serves.
 //!
-//! Routes are decoded once ([`RouteViews`]): each pass scans the route keys only and reads and
-//! decodes just the routes written since the last pass. At 600,000 regions, reading and decoding
-//! every route took 1.46 s a pass (BENCHMARKS.md).
+//! Routes are decoded once ([`RouteViews`]): each pass reads and decodes just the routes
+//! written since the last one.
 
 use crate::leader::heartbeat::registry::NodeState;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
-use crate::replica::meta::store::{self, layout, SCAN_PAGE_KEYS};
-use crate::replica::node::Replica;
-use cairn_meta::{codec, DrainMode, TableRoute};
+use crate::leader::scheduling::routes::RouteViews;
+use cairn_meta::DrainMode;
 use cairn_proto::cairnpb::{NodeRole, RegionRole, RegionStat};
-use cairn_sched::{ClusterSnapshot, DrainKind, IdMap, IdSet, NodeView, RegionView};
+use cairn_sched::{ClusterSnapshot, DrainKind, IdSet, NodeView, RegionView};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 use tonic::Status;
 
@@ -35,6 +32,29 @@ pub struct LoadSample {
     pub rcus: u32,
 }
 
+/// One report of a region's load, as taken from a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    pub region_id: u64,
+    /// When the leader received it, Unix ms.
+    pub at_ms: u64,
+    pub wcus: u64,
+    pub rcus: u64,
+    pub bytes: u64,
+}
+
+impl Reported {
+    pub fn of(stat: &RegionStat, at_ms: u64) -> Self {
+        Reported {
+            region_id: stat.region_id,
+            at_ms,
+            wcus: stat.wcus,
+            rcus: stat.rcus,
+            bytes: stat.approximate_bytes,
+        }
+    }
+}
+
 /// One region's recent load, oldest sample first once full.
 #[derive(Debug, Clone, Default)]
 struct RegionLoad {
@@ -47,18 +67,91 @@ struct RegionLoad {
     bytes: u64,
 }
 
+impl RegionLoad {
+    /// Takes in one report.
+    fn observe(&mut self, r: &Reported) {
+        if self.next == 0 && self.len > 0 {
+            // Slot 0 is overwritten: a seeded sample there is gone.
+            self.seeded = false;
+        }
+        self.samples[self.next as usize] = LoadSample {
+            at_ms: r.at_ms,
+            wcus: clamp(r.wcus),
+            rcus: clamp(r.rcus),
+        };
+        self.next = ((self.next as usize + 1) % REGION_LOAD_SAMPLES_MAX) as u8;
+        self.len = (self.len + 1).min(REGION_LOAD_SAMPLES_MAX as u8);
+        self.bytes = r.bytes;
+    }
+
+    /// Mean (wcus, rcus) over the kept samples, and the last reported size.
+    fn smoothed(&self) -> (f64, f64, u64) {
+        let n = self.len.max(1) as f64;
+        let kept = &self.samples[..self.len as usize];
+        let w: u64 = kept.iter().map(|s| s.wcus as u64).sum();
+        let r: u64 = kept.iter().map(|s| s.rcus as u64).sum();
+        (w as f64 / n, r as f64 / n, self.bytes)
+    }
+}
+
 /// The smoothed load of every region the leader hears about, from its leader's heartbeats.
+///
+/// Kept as two parallel vectors sorted by region id, not a hash map: a pass reads every region's
+/// load in route order, which is region order, so it walks them front to back. A map of a
+/// million regions (120 MB) looked up a region at a time cost a cache miss each, 150–200 ms a
+/// pass (BENCHMARKS.md).
 #[derive(Debug, Default)]
 pub struct RegionLoads {
-    /// Looked up once per region each pass: keyed with the id hasher, not SipHash.
-    by_region: IdMap<u64, RegionLoad>,
+    ids: Vec<u64>,
+    loads: Vec<RegionLoad>,
     /// Each node's heartbeat last taken in, so a report is counted once however many passes
     /// see it.
     seen: HashMap<u64, Instant>,
+    /// The routes' generation ([`RouteViews::generation`]) the loads of regions no route
+    /// holds were last forgotten at.
+    pruned_at: Option<u64>,
 }
 
 fn clamp(v: u64) -> u32 {
     v.min(u32::MAX as u64) as u32
+}
+
+/// Walks sorted ids front to back, finding each asked-for id after the last one found (or, for
+/// an id before it, by a search from the start).
+struct Cursor {
+    at: usize,
+}
+
+impl Cursor {
+    fn find(&mut self, ids: &[u64], id: u64) -> Result<usize, usize> {
+        if self.at > ids.len() || ids.get(self.at.wrapping_sub(1)).is_some_and(|p| *p > id) {
+            self.at = 0;
+        }
+        // Gallop from the last place, then search the span found.
+        let mut step = 1;
+        let mut hi = self.at;
+        while hi < ids.len() && ids[hi] < id {
+            self.at = hi;
+            hi += step;
+            step *= 2;
+        }
+        let hi = hi.min(ids.len());
+        let found = match ids[self.at..hi].binary_search(&id) {
+            Ok(i) => Ok(self.at + i),
+            Err(i) => {
+                let at = self.at + i;
+                if at < ids.len() && ids[at] == id {
+                    Ok(at)
+                } else {
+                    Err(at)
+                }
+            }
+        };
+        self.at = match found {
+            Ok(i) | Err(i) => i,
+        };
+        found
+    }
 }
 
 impl RegionLoads {
@@ -66,57 +159,101 @@ impl RegionLoads {
         *self = RegionLoads::default();
     }
 
-    /// Takes in one report of a region, received at `at_ms` (Unix ms).
-    fn observe(&mut self, stat: &RegionStat, at_ms: u64) {
-        let l = self.by_region.entry(stat.region_id).or_default();
-        if l.next == 0 && l.len > 0 {
-            // Slot 0 is overwritten: a seeded sample there is gone.
-            l.seeded = false;
-        }
-        l.samples[l.next as usize] = LoadSample {
-            at_ms,
-            wcus: clamp(stat.wcus),
-            rcus: clamp(stat.rcus),
-        };
-        l.next = ((l.next as usize + 1) % REGION_LOAD_SAMPLES_MAX) as u8;
-        l.len = (l.len + 1).min(REGION_LOAD_SAMPLES_MAX as u8);
-        l.bytes = stat.approximate_bytes;
+    fn find(&self, region_id: u64) -> Option<&RegionLoad> {
+        let i = self.ids.binary_search(&region_id).ok()?;
+        Some(&self.loads[i])
     }
 
-    /// Seeds a region's load (a new leader, from the persisted summary written at `at_ms`) as
-    /// one sample, marked as restored in the history. Only into a region with no samples.
-    pub fn seed(&mut self, region_id: u64, wcus: f64, rcus: f64, at_ms: u64) {
-        if self.by_region.get(&region_id).is_some_and(|l| l.len > 0) {
+    /// Takes in reports of regions, in any order.
+    pub fn observe_all(&mut self, mut reports: Vec<Reported>) {
+        // Stable: two reports of one region are taken in the order they came.
+        reports.sort_by_key(|r| r.region_id);
+        let mut cursor = Cursor { at: 0 };
+        let mut new: Vec<(u64, RegionLoad)> = Vec::new();
+        for r in &reports {
+            match cursor.find(&self.ids, r.region_id) {
+                Ok(i) => self.loads[i].observe(r),
+                Err(_) => match new.last_mut() {
+                    Some((id, l)) if *id == r.region_id => l.observe(r),
+                    _ => {
+                        let mut l = RegionLoad::default();
+                        l.observe(r);
+                        new.push((r.region_id, l));
+                    }
+                },
+            }
+        }
+        self.insert_sorted(new);
+    }
+
+    /// Adds regions not held yet, `new` sorted by id: one merge.
+    fn insert_sorted(&mut self, new: Vec<(u64, RegionLoad)>) {
+        if new.is_empty() {
             return;
         }
-        let stat = RegionStat {
-            region_id,
-            wcus: wcus.max(0.0) as u64,
-            rcus: rcus.max(0.0) as u64,
-            ..Default::default()
-        };
-        self.observe(&stat, at_ms);
-        if let Some(l) = self.by_region.get_mut(&region_id) {
-            l.seeded = true;
+        let total = self.ids.len() + new.len();
+        let old_ids = std::mem::replace(&mut self.ids, Vec::with_capacity(total));
+        let old_loads = std::mem::replace(&mut self.loads, Vec::with_capacity(total));
+        let mut old = old_ids.into_iter().zip(old_loads).peekable();
+        for (id, l) in new {
+            while let Some(o) = old.next_if(|(o, _)| *o < id) {
+                self.ids.push(o.0);
+                self.loads.push(o.1);
+            }
+            self.ids.push(id);
+            self.loads.push(l);
         }
+        for (id, l) in old {
+            self.ids.push(id);
+            self.loads.push(l);
+        }
+    }
+
+    /// Seeds regions' loads (a new leader, from the persisted summary written at `at_ms`): each
+    /// (region, wcus, rcus) as one sample, marked as restored in the history. Only into a region
+    /// with no samples.
+    pub fn seed_all(&mut self, seeds: Vec<(u64, f64, f64)>, at_ms: u64) {
+        let mut new: Vec<(u64, RegionLoad)> = Vec::new();
+        for (region_id, wcus, rcus) in seeds {
+            if self.find(region_id).is_some_and(|l| l.len > 0) {
+                continue;
+            }
+            let report = Reported {
+                region_id,
+                at_ms,
+                wcus: wcus.max(0.0) as u64,
+                rcus: rcus.max(0.0) as u64,
+                bytes: 0,
+            };
+            let mut l = RegionLoad::default();
+            l.observe(&report);
+            l.seeded = true;
+            new.push((region_id, l));
+        }
+        new.sort_by_key(|(id, _)| *id);
+        new.dedup_by_key(|(id, _)| *id);
+        // A region held with no samples is replaced, not added twice.
+        let held: Vec<usize> = new
+            .iter()
+            .filter_map(|(id, _)| self.ids.binary_search(id).ok())
+            .collect();
+        for i in held.into_iter().rev() {
+            self.ids.remove(i);
+            self.loads.remove(i);
+        }
+        self.insert_sorted(new);
     }
 
     /// Mean (wcus, rcus) over the kept samples, and the last reported size.
     pub fn smoothed(&self, region_id: u64) -> (f64, f64, u64) {
-        let Some(l) = self.by_region.get(&region_id) else {
-            return (0.0, 0.0, 0);
-        };
-        let n = l.len.max(1) as f64;
-        let kept = &l.samples[..l.len as usize];
-        let w: u64 = kept.iter().map(|s| s.wcus as u64).sum();
-        let r: u64 = kept.iter().map(|s| s.rcus as u64).sum();
-        (w as f64 / n, r as f64 / n, l.bytes)
+        self.find(region_id)
+            .map_or((0.0, 0.0, 0), RegionLoad::smoothed)
     }
 
     /// The kept samples of a region, oldest first, each with whether it is a seeded one
     /// (restored from the previous leader's summary); at most [`REGION_LOAD_SAMPLES_MAX`].
     pub fn history(&self, region_id: u64) -> Vec<(LoadSample, bool)> {
-        let Some(l) = self.by_region.get(&region_id) else {
+        let Some(l) = self.find(region_id) else {
             return Vec::new();
         };
         let len = l.len as usize;
@@ -134,10 +271,11 @@ impl RegionLoads {
     /// The `max` regions with the most smoothed load: (region, wcus, rcus).
     pub fn hottest(&self, max: usize) -> Vec<(u64, f64, f64)> {
         let mut all: Vec<(u64, f64, f64)> = self
-            .by_region
-            .keys()
-            .map(|r| {
-                let (w, rd, _) = self.smoothed(*r);
+            .ids
+            .iter()
+            .zip(&self.loads)
+            .map(|(r, l)| {
+                let (w, rd, _) = l.smoothed();
                 (*r, w, rd)
             })
             .filter(|(_, w, r)| *w > 0.0 || *r > 0.0)
@@ -146,92 +284,13 @@ impl RegionLoads {
         all.truncate(max);
         all
     }
-}
 
-/// One region of a stored route, as the schedulers need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteRegion {
-    pub region_id: u64,
-    pub leader: u64,
-    pub followers: Box<[u64]>,
-}
-
-/// One stored route as last read.
-#[derive(Debug)]
-struct CachedRoute {
-    mod_revision: i64,
-    regions: Arc<[RouteRegion]>,
-    /// The refresh that last found the key.
-    seen: u64,
-}
-
-/// The stored routes, decoded once: each table's regions as of the route's mod revision, in key
-/// (table) order. About 32 bytes a region on the leader, the price of not decoding a million
-/// regions' JSON every pass.
-#[derive(Debug, Default)]
-pub struct RouteViews {
-    by_key: BTreeMap<Vec<u8>, CachedRoute>,
-    refreshes: u64,
-}
-
-impl RouteViews {
-    /// Brings the views up to the stored routes: a keys-only scan (revisions, no values), then a
-    /// read and decode of each route written since, and routes deleted since forgotten. A route
-    /// that does not decode counts as no regions (as every other reader of routes treats it).
-    pub fn refresh(&mut self, node: &Replica) -> Result<(), Status> {
-        self.refreshes += 1;
-        let now = self.refreshes;
-        let prefix = layout().routes_prefix();
-        let mut after: Option<String> = None;
-        let mut changed = Vec::new();
-        loop {
-            let (kvs, _) = store::scan(node, &prefix, after.as_deref(), SCAN_PAGE_KEYS, true)?;
-            let Some(last) = kvs.last() else {
-                break;
-            };
-            after = Some(String::from_utf8_lossy(&last.key).into_owned());
-            for kv in kvs {
-                match self.by_key.get_mut(&kv.key) {
-                    Some(c) if c.mod_revision == kv.mod_revision => c.seen = now,
-                    _ => changed.push(kv.key),
-                }
-            }
-        }
-        for key in changed {
-            let Some(kv) = store::get_raw(node, &String::from_utf8_lossy(&key))? else {
-                continue;
-            };
-            let regions = codec::decode::<TableRoute>(&kv.key, &kv.value)
-                .map(|route| {
-                    route
-                        .regions
-                        .iter()
-                        .map(|r| RouteRegion {
-                            region_id: r.region_id,
-                            leader: r.leader_node,
-                            followers: r.follower_nodes.clone().into_boxed_slice(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let route = CachedRoute {
-                mod_revision: kv.mod_revision,
-                regions,
-                seen: now,
-            };
-            self.by_key.insert(key, route);
-        }
-        self.by_key.retain(|_, c| c.seen == now);
-        Ok(())
-    }
-
-    /// Every region of every route, in table order.
-    pub fn regions(&self) -> impl Iterator<Item = &RouteRegion> {
-        self.by_key.values().flat_map(|c| c.regions.iter())
-    }
-
-    pub fn clear(&mut self) {
-        *self = RouteViews::default();
+    /// Keeps the regions `keep[i]` says (parallel to the ids).
+    fn retain(&mut self, keep: &[bool]) {
+        let mut k = keep.iter();
+        self.ids.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        self.loads.retain(|_| *k.next().unwrap_or(&false));
     }
 }
 
@@ -246,7 +305,8 @@ pub fn unix_ms_at(at: Instant, now: (Instant, u64)) -> u64 {
 pub fn build(
     node: &Node,
     loads: &mut RegionLoads,
-    routes: &mut RouteViews,
+    routes: &RouteViews,
+    reuse: Vec<RegionView>,
 ) -> Result<ClusterSnapshot, Status> {
     let failed: HashSet<u64> = node.heartbeats.failed_nodes().into_iter().collect();
     let drained: HashMap<u64, DrainMode> = maintenance::drains(node)?
@@ -259,7 +319,7 @@ pub fn build(
     let mut nodes: BTreeMap<u64, NodeView> = BTreeMap::new();
     // New reports' leader stats, copied out under the registry's lock (every heartbeat waits on
     // it) and folded into the loads after it is released.
-    let mut reports: Vec<(u64, Vec<RegionStat>)> = Vec::new();
+    let mut reports: Vec<Reported> = Vec::new();
     {
         let registry = node.heartbeats.registry();
         for e in connected.iter().filter_map(|id| registry.get(*id)) {
@@ -292,33 +352,40 @@ pub fn build(
                 continue;
             }
             loads.seen.insert(id, at);
+            let at_ms = unix_ms_at(at, now);
             let led = e
                 .regions
                 .iter()
                 .filter(|s| s.role == RegionRole::Leader as i32);
-            reports.push((unix_ms_at(at, now), led.cloned().collect()));
+            reports.extend(led.map(|s| Reported::of(s, at_ms)));
         }
     }
-    for (at_ms, stats) in &reports {
-        for stat in stats {
-            loads.observe(stat, *at_ms);
-        }
-    }
-    routes.refresh(node)?;
-    let regions: Vec<RegionView> = routes
-        .regions()
-        .map(|r| {
-            let (wcus, rcus, bytes) = loads.smoothed(r.region_id);
-            RegionView {
-                region_id: r.region_id,
-                leader: r.leader,
-                followers: r.followers.to_vec(),
-                approximate_bytes: bytes,
-                wcus,
-                rcus,
+    loads.observe_all(reports);
+    // Routes list regions in region order, as the loads keep them: one walk over both.
+    let mut cursor = Cursor { at: 0 };
+    let mut matched = vec![false; loads.ids.len()];
+    // The last pass's views are overwritten, their follower lists' memory kept.
+    let mut regions = reuse;
+    let mut count = 0;
+    for r in routes.regions() {
+        let (wcus, rcus, bytes) = match cursor.find(&loads.ids, r.region_id) {
+            Ok(i) => {
+                matched[i] = true;
+                loads.loads[i].smoothed()
             }
-        })
-        .collect();
+            Err(_) => (0.0, 0.0, 0),
+        };
+        if count == regions.len() {
+            regions.push(RegionView::new(r.region_id, r.leader));
+        }
+        let v = &mut regions[count];
+        (v.region_id, v.leader) = (r.region_id, r.leader);
+        v.followers.clear();
+        v.followers.extend_from_slice(&r.followers);
+        (v.approximate_bytes, v.wcus, v.rcus) = (bytes, wcus, rcus);
+        count += 1;
+    }
+    regions.truncate(count);
     // Regions on nodes not connected: their holders are known, not schedulable.
     let mut known: IdSet<u64> = nodes.keys().copied().collect();
     for r in &regions {
@@ -334,8 +401,12 @@ pub fn build(
             }
         }
     }
-    let live: IdSet<u64> = regions.iter().map(|r| r.region_id).collect();
-    loads.by_region.retain(|r, _| live.contains(r));
+    // Loads of regions gone from the routes are forgotten when the routes changed, or when
+    // more regions have loads than the routes hold (reports of regions no route has yet).
+    if loads.pruned_at != Some(routes.generation()) || loads.ids.len() > regions.len() {
+        loads.retain(&matched);
+        loads.pruned_at = Some(routes.generation());
+    }
     Ok(ClusterSnapshot {
         now_ms: node.clock.unix_ms(),
         nodes: nodes.into_values().collect(),
@@ -357,6 +428,52 @@ mod tests {
             approximate_bytes: 100,
             ..Default::default()
         }
+    }
+
+    impl RegionLoads {
+        fn observe(&mut self, stat: &RegionStat, at_ms: u64) {
+            self.observe_all(vec![Reported::of(stat, at_ms)]);
+        }
+
+        fn seed(&mut self, region_id: u64, wcus: f64, rcus: f64, at_ms: u64) {
+            self.seed_all(vec![(region_id, wcus, rcus)], at_ms);
+        }
+    }
+
+    #[test]
+    fn the_cursor_finds_ids_walking_forward_and_searching_back() {
+        let ids: Vec<u64> = (0..1000).map(|i| i * 2).collect();
+        let mut c = Cursor { at: 0 };
+        for i in 0..1000u64 {
+            assert_eq!(c.find(&ids, i * 2), Ok(i as usize));
+        }
+        assert_eq!(c.find(&ids, 5000), Err(1000), "past the end");
+        assert_eq!(c.find(&ids, 10), Ok(5), "behind the cursor");
+        assert_eq!(c.find(&ids, 11), Err(6), "absent");
+        assert_eq!(c.find(&ids, 1998), Ok(999));
+        assert_eq!(c.find(&[], 3), Err(0));
+    }
+
+    #[test]
+    fn reports_in_any_order_land_on_their_regions_and_stay_sorted() {
+        let mut l = RegionLoads::default();
+        let batch = |ids: &[u64], w: u64, at: u64| -> Vec<Reported> {
+            ids.iter().map(|r| Reported::of(&stat(*r, w), at)).collect()
+        };
+        l.observe_all(batch(&[30, 10, 20], 4, 1));
+        // New regions between held ones, a region reported twice, held ones again.
+        let mut second = batch(&[25, 5, 30, 35], 8, 2);
+        second.push(Reported::of(&stat(25, 12), 3));
+        l.observe_all(second);
+        assert_eq!(l.ids, [5, 10, 20, 25, 30, 35]);
+        assert_eq!(l.smoothed(25).0, 10.0, "both reports, in order");
+        assert_eq!(l.smoothed(30).0, 6.0);
+        assert_eq!(l.smoothed(10).0, 4.0);
+        l.retain(&[true, false, true, true, false, true]);
+        assert_eq!(l.ids, [5, 20, 25, 35]);
+        assert_eq!(l.loads.len(), 4);
+        assert_eq!(l.smoothed(35).0, 8.0);
+        assert_eq!(l.smoothed(30), (0.0, 0.0, 0));
     }
 
     #[test]
