@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# A large cluster on one machine: CREATE TABLE of TABLES tables × 10 regions at 64 clients with
+# 20 simulated datanodes heartbeating their regions (1M regions at the default 100,000 tables),
+# against a 3-node cluster of release binaries. Prints the DDL summary, then the leader's
+# scheduling-pass gauges five times 4 s apart (the datanodes are gone by then: the bench ends
+# them), and how often leader services started (more than once per node means the leader lost
+# its quorum contact, or leadership, under the load).
+#   scripts/bench-large-cluster.sh [TABLES (100000)]
+set -euo pipefail
+source "$(dirname "$0")/lib/cluster.sh"
+tables=${1:-100000}
+start_cluster
+echo "machine: $(machine); $(date -u +%F); build $(cd "$root" && git rev-parse --short HEAD)"
+leader=$(leader_id)
+"$cairn" bench ddl --endpoints "$eps" --clients 64 --tables "$tables" --regions-per-table 10 \
+  --datanodes 20 --database bench_large --pid "${pids[$leader]}" -o json |
+  jq -c '{created, errors, first_error, tables_per_sec: (.tables_per_sec | floor), latency_ms}'
+for _ in 1 2 3 4 5; do
+  sleep 4
+  l=$(leader_id)
+  echo "leader $l: $(curl -s "http://127.0.0.1:$(http "$l")/metrics" | grep -E '^cairn_scheduler_pass' | tr '\n' ' ')"
+done
+for i in 1 2 3; do
+  echo "node $i: leader services started $(grep -c 'leader term started' "$work/node-$i.log" || true) times"
+done
