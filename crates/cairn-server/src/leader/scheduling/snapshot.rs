@@ -360,6 +360,15 @@ pub fn build(
             reports.extend(led.map(|s| Reported::of(s, at_ms)));
         }
     }
+    // Only regions a route holds: reports of others (a departed node's, a region not created
+    // yet) would be dropped at the end of the pass anyway, and ten thousand nodes registering
+    // at once report millions. Both lists in region order: one walk.
+    reports.sort_by_key(|r| r.region_id);
+    let mut routed = routes.regions().map(|r| r.region_id).peekable();
+    reports.retain(|r| {
+        while routed.next_if(|id| *id < r.region_id).is_some() {}
+        routed.peek() == Some(&r.region_id)
+    });
     loads.observe_all(reports);
     // Routes list regions in region order, as the loads keep them: one walk over both.
     let mut cursor = Cursor { at: 0 };
