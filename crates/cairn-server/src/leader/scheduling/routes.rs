@@ -182,11 +182,6 @@ pub struct RouteViews {
     generation: u64,
 }
 
-/// What a refresh found to read again: (table, the revision the views hold, if any).
-struct Stale {
-    read: Vec<(u64, Option<i64>)>,
-}
-
 impl RouteViews {
     /// Every region of every route, in table order.
     pub fn regions(&self) -> impl Iterator<Item = &RouteRegion> {
@@ -203,17 +198,18 @@ impl RouteViews {
         self.by_table.get(&table).map(|c| c.mod_revision)
     }
 
-    /// The routes `changes` names, or (when it says what changed is unknown) every route whose
+    /// What a refresh must read again, as (table, the revision the views hold, if any): the
+    /// routes `changes` names, or (when it says what changed is unknown) every route whose
     /// stored revision differs from the views', and every table the views hold that has no
     /// route any more: a keys-only scan (revisions, no values).
-    fn stale(&self, node: &Node, changes: RouteChanges) -> Result<Stale, Status> {
+    fn stale(&self, node: &Node, changes: RouteChanges) -> Result<Vec<(u64, Option<i64>)>, Status> {
         if !changes.rescan {
             let read = changes
                 .tables
                 .into_iter()
                 .map(|t| (t, self.revision(t)))
                 .collect();
-            return Ok(Stale { read });
+            return Ok(read);
         }
         let prefix = layout().routes_prefix();
         let mut after: Option<String> = None;
@@ -241,7 +237,7 @@ impl RouteViews {
                 read.push((*table, Some(c.mod_revision)));
             }
         }
-        Ok(Stale { read })
+        Ok(read)
     }
 
     /// Puts `fresh` in (each a table, the revision the views held when it was read, and what
@@ -314,8 +310,8 @@ impl RouteViews {
 pub fn refresh(node: &Node) -> Result<(), Status> {
     let changes = node.scheduling.route_changes().take();
     let stale = node.scheduling.routes().stale(node, changes)?;
-    let mut fresh = Vec::with_capacity(stale.read.len());
-    for (table, held) in stale.read {
+    let mut fresh = Vec::with_capacity(stale.len());
+    for (table, held) in stale {
         let route = store::get_raw(node, &layout().route(table))?
             .map(|kv| CachedRoute::decode(&kv.key, kv.mod_revision, &kv.value));
         fresh.push((table, held, route));
