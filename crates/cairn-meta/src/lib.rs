@@ -37,7 +37,7 @@ pub use maintenance::{
 };
 pub use names::{validate_name, DEFAULT_CATALOG, NAME_LEN_MAX};
 pub use partition::{PartitionRule, RangeBound};
-pub use procedure::{ProcedureRecord, ProcedureState};
+pub use procedure::{ProcedureData, ProcedureRecord, ProcedureState};
 pub use route::{region_id, region_number_of, table_id_of, LeaderState, RegionRoute, TableRoute};
 pub use table::{ColumnDef, CreateTable, SemanticType, TableInfo, TableName, TableOptions};
 pub use types::DataType;

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Where a procedure is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +74,46 @@ pub struct ProcedureRecord {
     pub opening_tables: Vec<u64>,
     /// Procedure-specific state, opaque here.
     #[serde(default)]
-    pub data: serde_json::Value,
+    pub data: ProcedureData,
+}
+
+/// A procedure kind's own state, kept as the JSON text it is stored as. It is written at every
+/// step and copied with the record: as text that is one allocation, where a tree of JSON values
+/// (a CREATE TABLE's is its whole table, every column a map) is hundreds, cloned and dropped
+/// again at each step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProcedureData(Box<RawValue>);
+
+impl ProcedureData {
+    /// `value` as JSON.
+    pub fn of<T: Serialize>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Self)
+    }
+
+    /// The data read back as `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Default for ProcedureData {
+    /// JSON `null`: no data (a procedure not started yet, or one that ended).
+    fn default() -> Self {
+        Self(RawValue::from_string("null".into()).expect("null is JSON"))
+    }
+}
+
+impl PartialEq for ProcedureData {
+    /// The same JSON text (records are written compact, so equal data reads equal).
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
 }
 
 #[cfg(test)]
@@ -113,12 +154,21 @@ mod tests {
             updated_ms: 2,
             locks: vec!["table/default.public.cpu".into()],
             opening_tables: vec![1024],
-            data: serde_json::json!({"table_id": 1024, "regions": [0, 1]}),
+            data: ProcedureData::of(&serde_json::json!({"table_id": 1024, "regions": [0, 1]}))
+                .unwrap(),
         };
         let bytes = serde_json::to_vec(&r).unwrap();
-        assert_eq!(
-            serde_json::from_slice::<ProcedureRecord>(&bytes).unwrap(),
-            r
-        );
+        let back = serde_json::from_slice::<ProcedureRecord>(&bytes).unwrap();
+        assert_eq!(back, r);
+        let data: serde_json::Value = back.data.decode().unwrap();
+        assert_eq!(data["regions"][1], 1);
+        // Stored as an object inside the record, not as a string of JSON.
+        let stored: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(stored["data"]["table_id"], 1024);
+        // A record without data (or an older one) reads as null.
+        let mut bare = stored.clone();
+        bare.as_object_mut().unwrap().remove("data");
+        let bare: ProcedureRecord = serde_json::from_str(&bare.to_string()).unwrap();
+        assert_eq!(bare.data.json(), "null");
     }
 }

@@ -369,7 +369,7 @@ impl HeartbeatHub {
                         .last_heartbeat
                         .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                     stats: latest.map(|s| s.stats.clone()),
-                    region_count: e.regions.len() as u64,
+                    region_count: e.region_count as u64,
                     // Filled in against table routes when listed (ListNodes).
                     unverified_region_count: 0,
                     report_interval_ms: latest.map_or(0, |s| s.report_interval_ms),

@@ -111,8 +111,12 @@ pub struct NodeEntry {
     /// When it was judged down, for forgetting it.
     down_since: Option<Instant>,
     pub history: VecDeque<StatsSample>,
-    /// Region stats of the latest heartbeat.
+    /// Region stats of the latest heartbeat; dropped when the node is judged down (the report
+    /// is stale then, and ten thousand gone nodes' reports held ten million entries).
     pub regions: Vec<RegionStat>,
+    /// How many regions the latest heartbeat reported; kept when `regions` is dropped, so a
+    /// down node still lists the count it last reported.
+    pub region_count: usize,
     /// The identity known to be in the store.
     persisted: Option<NodeIdentity>,
     persisting: bool,
@@ -253,6 +257,7 @@ impl NodeRegistry {
                     down_since: None,
                     history: VecDeque::new(),
                     regions: Vec::new(),
+                    region_count: 0,
                     persisting: false,
                     due_at: None,
                 },
@@ -321,6 +326,7 @@ impl NodeRegistry {
             down_since: None,
             history: VecDeque::new(),
             regions: Vec::new(),
+            region_count: 0,
             persisted: None,
             persisting: false,
             due_at: None,
@@ -342,6 +348,7 @@ impl NodeRegistry {
                 stats: req.stats.clone().unwrap_or_default(),
             });
             entry.regions = req.regions.clone();
+            entry.region_count = entry.regions.len();
         }
         let persist = if entry.persisted.as_ref() != Some(&identity) && !entry.persisting {
             entry.persisting = true;
@@ -403,6 +410,7 @@ impl NodeRegistry {
                 Liveness::Suspect if silent_for >= lease => {
                     e.liveness = Liveness::Down;
                     e.down_since = Some(now);
+                    e.regions = Vec::new();
                     out.push(Transition::Down(id));
                 }
                 _ => {}
@@ -623,6 +631,31 @@ mod tests {
             vec![Transition::Forgotten(1)]
         );
         assert!(r.get(1).is_none());
+    }
+
+    #[test]
+    fn a_down_node_keeps_its_region_count_not_its_report() {
+        let t0 = Instant::now();
+        let mut r = leading(t0);
+        let mut req = hb(1, "h:1", 1);
+        req.regions = (1..=3).map(region).collect();
+        r.on_heartbeat(&req, None, t0).unwrap();
+        r.tick(t0 + LEASE);
+        // Suspect: the report still stands.
+        assert_eq!(r.get(1).unwrap().regions.len(), 3);
+        assert_eq!(r.tick(t0 + 2 * LEASE), vec![Transition::Down(1)]);
+        let e = r.get(1).unwrap();
+        assert!(
+            e.regions.is_empty(),
+            "a down node's stale report is dropped"
+        );
+        assert_eq!(e.region_count, 3, "the count it last reported stays listed");
+        // Back again: its new report is kept.
+        let mut back = hb(1, "h:1", 1);
+        back.regions = vec![region(4)];
+        r.on_heartbeat(&back, None, t0 + 3 * LEASE).unwrap();
+        let e = r.get(1).unwrap();
+        assert_eq!((e.regions.len(), e.region_count), (1, 1));
     }
 
     #[test]

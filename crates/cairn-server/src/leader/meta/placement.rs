@@ -29,7 +29,7 @@ pub fn candidates(node: &Node, exclude: &HashSet<u64>) -> Vec<Candidate> {
         {
             continue;
         }
-        let reported = e.regions.len();
+        let reported = e.region_count;
         let extra = match placed.get(&e.identity.id) {
             Some((base, n)) if *base == reported => *n,
             Some(_) => {
@@ -125,7 +125,7 @@ fn select(
     let mut placed = node.procedures.placed();
     for r in &placement.regions {
         for n in std::iter::once(&r.leader).chain(r.followers.iter()) {
-            let reported = registry.get(*n).map_or(0, |e| e.regions.len());
+            let reported = registry.get(*n).map_or(0, |e| e.region_count);
             let entry = placed.entry(*n).or_insert((reported, 0));
             if entry.0 != reported {
                 *entry = (reported, 0);

@@ -48,7 +48,7 @@ fn migration_of(node: &Node, region_id: u64) -> Result<Option<RegionMigration>, 
         if record.state != ProcedureState::Running || record.kind != migrate_region::KIND {
             return Ok(());
         }
-        let Ok(m) = serde_json::from_value::<MigrateRegion>(record.data.clone()) else {
+        let Ok(m) = record.data.decode::<MigrateRegion>() else {
             return Ok(());
         };
         if let Some(one) = m.moves.iter().find(|m| m.region_id == region_id) {

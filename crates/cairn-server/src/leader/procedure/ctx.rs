@@ -97,20 +97,29 @@ impl Ctx {
         ops: Vec<RequestOp>,
     ) -> Result<bool, Status> {
         self.check_term()?;
-        let mut record = self.record.clone();
-        record.step = step.to_string();
-        record.updated_ms = self.node.clock.unix_ms();
+        // Written in place and put back unless stored: no copy of the record (its data may be
+        // a whole table) per step.
+        let before = (
+            std::mem::replace(&mut self.record.step, step.to_string()),
+            self.record.updated_ms,
+        );
+        self.record.updated_ms = self.node.clock.unix_ms();
         let key = self.key();
         let mut compares = compares;
         compares.push(unchanged_since(&key, self.revision));
         let mut ops = ops;
-        ops.push(put_op(&key, codec::encode(&record)));
-        let (ok, _, revision) = store::txn_here(&self.node, self.term, compares, ops).await?;
-        if ok {
-            self.record = record;
-            self.revision = revision;
+        ops.push(put_op(&key, codec::encode(&self.record)));
+        let outcome = store::txn_here(&self.node, self.term, compares, ops).await;
+        match outcome {
+            Ok((true, _, revision)) => {
+                self.revision = revision;
+                Ok(true)
+            }
+            other => {
+                (self.record.step, self.record.updated_ms) = before;
+                other.map(|_| false)
+            }
         }
-        Ok(ok)
     }
 
     /// Ends the procedure as done (with `ops` in the same transaction); the record keeps its
@@ -140,9 +149,8 @@ impl Ctx {
         compares: Vec<Compare>,
         ops: Vec<RequestOp>,
     ) -> Result<(bool, i64), Status> {
-        let saved = (self.record.state, self.record.data.clone());
+        let saved = (self.record.state, std::mem::take(&mut self.record.data));
         self.record.state = state;
-        self.record.data = serde_json::Value::Null;
         let ok = self.persist(step, compares, ops).await;
         match ok {
             Ok(true) => {

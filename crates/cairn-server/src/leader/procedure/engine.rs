@@ -17,6 +17,7 @@
 use super::PROCEDURE_STEP_ATTEMPTS_MAX;
 use super::{Ctx, PROCEDURE_RETRY_BACKOFF_MAX_MS, PROCEDURE_RETRY_BACKOFF_MS};
 use crate::errors;
+use cairn_meta::ProcedureData;
 use cairn_proto::cairnpb::DdlResponse;
 use cairn_proto::etcdserverpb::{Compare, RequestOp};
 use serde::de::DeserializeOwned;
@@ -171,8 +172,11 @@ pub async fn start<K: Kind>(
 /// Resumes a stored procedure of kind `K` from its step.
 pub async fn resume<K: Kind>(ctx: Ctx) -> Result<DdlResponse, Status> {
     let step = parse_step::<K::Step>(K::KIND, &ctx.record.step)?;
-    let kind: K =
-        serde_json::from_value(ctx.record.data.clone()).map_err(|e| ProcedureError::BadData {
+    let kind: K = ctx
+        .record
+        .data
+        .decode()
+        .map_err(|e| ProcedureError::BadData {
             id: ctx.record.id,
             why: e.to_string(),
         })?;
@@ -265,8 +269,8 @@ async fn run<K: Kind>(kind: &mut K, ctx: &mut Ctx, step: K::Step) -> Result<Next
     kind.run(ctx, step).await
 }
 
-fn data_of<K: Kind>(ctx: &Ctx, kind: &K) -> Result<serde_json::Value, Status> {
-    serde_json::to_value(kind).map_err(|e| {
+fn data_of<K: Kind>(ctx: &Ctx, kind: &K) -> Result<ProcedureData, Status> {
+    ProcedureData::of(kind).map_err(|e| {
         errors::internal(format!(
             "procedure {}: cannot encode its data: {e}",
             ctx.record.id

@@ -229,7 +229,7 @@ pub async fn begin_locked(
         updated_ms: now,
         locks: locks.iter().map(|(n, m)| lock_text(n, *m)).collect(),
         opening_tables: Vec::new(),
-        data: serde_json::Value::Null,
+        data: Default::default(),
     };
     let ctx = Ctx::new(node.clone(), record, 0, leader, held);
     ctx.check_term()?;

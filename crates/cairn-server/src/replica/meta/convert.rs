@@ -669,7 +669,7 @@ mod tests {
             updated_ms: 2,
             locks: vec![],
             opening_tables: vec![],
-            data: serde_json::Value::Null,
+            data: Default::default(),
         };
         let out = procedure_to_proto(&p);
         assert_eq!(out.state, "failed");
