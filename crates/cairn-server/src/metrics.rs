@@ -44,6 +44,10 @@ pub struct Metrics {
     pub scheduler_snapshot_micros: AtomicU64,
     pub scheduler_plan_micros: AtomicU64,
     pub scheduler_regions: AtomicU64,
+    /// Region-lease grants (as leader) checked against the decoded routes, known current.
+    pub lease_grants_from_views: AtomicU64,
+    /// Region-lease grants that read each route's stored revision (the route feed lagged).
+    pub lease_grants_from_store: AtomicU64,
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -140,6 +144,20 @@ impl Metrics {
             "Leader terms in which this node started its leader services.",
             self.leader_terms_started.load(Ordering::Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP cairn_region_lease_grants_total Region-lease grants by how routes were checked: against the decoded routes known current (views), or each route's stored revision (store; the route feed lagged).\n# TYPE cairn_region_lease_grants_total counter"
+        );
+        for (how, n) in [
+            ("views", &self.lease_grants_from_views),
+            ("store", &self.lease_grants_from_store),
+        ] {
+            let _ = writeln!(
+                out,
+                "cairn_region_lease_grants_total{{checked=\"{how}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };

@@ -907,6 +907,17 @@ async fn region_leases_follow_every_rewrite_of_the_route() {
         Vec::<u64>::new(),
         "no route, no lease"
     );
+    // Every grant was checked, and each either against views the route feed kept current or
+    // against the stored revisions.
+    let (_, body) = cluster.nodes[0].http_get("/metrics").await;
+    let grants = |how: &str| {
+        let line = format!("cairn_region_lease_grants_total{{checked=\"{how}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {line} in the metrics"))
+    };
+    assert_eq!(grants("views") + grants("store"), 4, "{body}");
 }
 
 /// The region numbers node 9 is granted leases of, reporting regions 1..=3 of table 1 as

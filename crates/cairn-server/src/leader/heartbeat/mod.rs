@@ -456,12 +456,28 @@ pub(crate) async fn grant_region_leases(
         .filter(|stat| stat.role == RegionRole::Leader as i32)
         .map(|stat| stat.region_id)
         .collect();
+    // The applied revision now: once the route feed has noted the batches up to it, the
+    // decoded routes are the stored ones and no route key need be read.
+    let revision = node.sm.read().kv.revision();
+    node.scheduling
+        .feed_through(revision, ROUTE_FEED_WAIT_MAX)
+        .await;
     let node = node.clone();
-    let grant = cpu_work(move || Ok(grant_now(&node, node_id, led, now))).await;
+    let grant = cpu_work(move || Ok(grant_now(&node, node_id, led, now, revision))).await;
     grant.ok()
 }
 
-fn grant_now(node: &Node, node_id: u64, led: Vec<u64>, now: Instant) -> RegionLeaseGrant {
+/// How long a region-lease grant waits for the route feed to note the batches applied before
+/// it; past it, the grant reads each route's stored revision instead.
+pub const ROUTE_FEED_WAIT_MAX: Duration = Duration::from_millis(50);
+
+fn grant_now(
+    node: &Node,
+    node_id: u64,
+    led: Vec<u64>,
+    now: Instant,
+    revision: i64,
+) -> RegionLeaseGrant {
     // Regions reported as leader, by table, so each route is read once.
     let mut by_table: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
     for region in led {
@@ -470,9 +486,27 @@ fn grant_now(node: &Node, node_id: u64, led: Vec<u64>, now: Instant) -> RegionLe
             .or_default()
             .push(region);
     }
-    // Against the decoded routes, each checked to be the stored revision: a route's JSON is
-    // not decoded again on every heartbeat of every node leading one of its regions.
-    let mut granted = match RouteViews::led_by(node, node_id, by_table) {
+    // Against the decoded routes: a route's JSON is not decoded again on every heartbeat of
+    // every node leading one of its regions. When the feed has noted every change up to the
+    // revision read before, the refreshed views are the stored routes as of it or later;
+    // otherwise each route's stored revision is checked.
+    let current = match crate::leader::scheduling::routes::refresh_through(node, revision) {
+        Ok(current) => current,
+        Err(e) => {
+            tracing::debug!("route views not refreshed: {e}");
+            false
+        }
+    };
+    let views = node.scheduling.routes();
+    let (checked, counter) = if current {
+        let led = views.led_in_views(node_id, by_table);
+        (Ok(led), &node.metrics.lease_grants_from_views)
+    } else {
+        let led = RouteViews::led_by(node, node_id, by_table);
+        (led, &node.metrics.lease_grants_from_store)
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut granted = match checked {
         Ok(led) => led,
         Err(e) => {
             tracing::debug!("no region leases: routes unreadable: {e}");

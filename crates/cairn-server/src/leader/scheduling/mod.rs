@@ -64,6 +64,10 @@ pub struct Scheduling {
     loads: Mutex<RegionLoads>,
     routes: Mutex<Arc<RouteViews>>,
     route_changes: Mutex<RouteChanges>,
+    /// Held through a refresh of the views.
+    refreshing: Mutex<()>,
+    /// The store revision the route feed has noted changes through ([`RouteChanges`]).
+    feed_revision: tokio::sync::watch::Sender<i64>,
     /// The last pass's region views, overwritten in place by the next (a million of them, each
     /// with its followers, cost a pass tens of milliseconds to allocate and free).
     spare_regions: Mutex<Vec<RegionView>>,
@@ -105,6 +109,27 @@ impl Scheduling {
     pub fn routes_now(&self, node: &Node) -> Result<Arc<RouteViews>, Status> {
         routes::refresh(node)?;
         Ok(self.routes())
+    }
+
+    fn refreshing(&self) -> MutexGuard<'_, ()> {
+        self.refreshing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The route feed has noted every change up to `revision`.
+    fn feed_noted(&self, revision: i64) {
+        self.feed_revision.send_if_modified(|r| {
+            let moved = *r < revision;
+            *r = (*r).max(revision);
+            moved
+        });
+    }
+
+    /// Waits, at most `wait`, until the route feed has noted every change up to `revision`;
+    /// whether it has.
+    pub async fn feed_through(&self, revision: i64, wait: Duration) -> bool {
+        let mut noted = self.feed_revision.subscribe();
+        let caught_up = tokio::time::timeout(wait, noted.wait_for(|r| *r >= revision)).await;
+        matches!(caught_up, Ok(Ok(_)))
     }
 
     /// The routes written since the last refresh.

@@ -30,6 +30,13 @@ pub struct RouteRegion {
     pub leader_active: bool,
 }
 
+impl RouteRegion {
+    /// `node_id` leads it and takes its writes.
+    fn leads(&self, node_id: u64) -> bool {
+        self.leader == node_id && self.leader_active
+    }
+}
+
 /// One route as decoded: its regions by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct CachedRoute {
@@ -89,6 +96,9 @@ pub struct RouteChanges {
     rescan: bool,
     /// A feed is noting changes now.
     following: bool,
+    /// The store revision the feed has noted every change up to (the last batch it read, or
+    /// the revision a rescan it asked for will read at least).
+    through: i64,
 }
 
 /// Routes [`RouteChanges`] notes between refreshes; past it, the next refresh scans them all
@@ -101,6 +111,7 @@ impl Default for RouteChanges {
             tables: BTreeSet::new(),
             rescan: true,
             following: false,
+            through: 0,
         }
     }
 }
@@ -129,6 +140,7 @@ impl RouteChanges {
             tables: BTreeSet::new(),
             rescan: !following,
             following,
+            through: self.through,
         };
         let mut taken = std::mem::replace(self, fresh);
         taken.rescan |= !following;
@@ -141,32 +153,51 @@ impl RouteChanges {
 /// the broadcast's batches in memory).
 pub async fn follow_routes(node: Arc<Node>, term: LeaderTerm) {
     let prefix = layout().routes_prefix().into_bytes();
-    let mut feed = {
-        let _state = node.sm.read();
-        node.sm.subscribe()
+    let (mut feed, subscribed_at) = {
+        let state = node.sm.read();
+        (node.sm.subscribe(), state.kv.revision())
     };
     {
         let mut changes = node.scheduling.route_changes();
         *changes = RouteChanges::default();
         changes.following = true;
+        // The first refresh rescans: it reads at least this revision.
+        changes.through = subscribed_at;
     }
+    node.scheduling.feed_noted(subscribed_at);
     loop {
         let batch = tokio::select! {
             batch = feed.recv() => batch,
             () = term.ended() => break,
         };
-        let mut changes = node.scheduling.route_changes();
-        match batch {
-            Ok(b) if b.resync => changes.lose_track(),
+        // A batch's revision counts as noted only once its tables are.
+        let through = match batch {
+            Ok(b) if b.resync => {
+                node.scheduling.route_changes().lose_track();
+                b.revision
+            }
             Ok(b) => {
+                let mut changes = node.scheduling.route_changes();
                 let keys = b.events.iter().filter_map(|e| e.kv.as_ref());
                 for table in keys.filter_map(|kv| table_of(&prefix, &kv.key)) {
                     changes.note(table);
                 }
+                b.revision
             }
-            Err(RecvError::Lagged(_)) => changes.lose_track(),
+            Err(RecvError::Lagged(_)) => {
+                // What the lost batches changed is unknown: the rescan reads at least the
+                // revision applied now.
+                let now = node.sm.read().kv.revision();
+                node.scheduling.route_changes().lose_track();
+                now
+            }
             Err(RecvError::Closed) => break,
+        };
+        {
+            let mut changes = node.scheduling.route_changes();
+            changes.through = changes.through.max(through);
         }
+        node.scheduling.feed_noted(through);
     }
     *node.scheduling.route_changes() = RouteChanges::default();
 }
@@ -263,6 +294,21 @@ impl RouteViews {
         }
     }
 
+    /// Of `regions` (by table), those whose route in these views names `node_id` their active
+    /// leader: for views known current ([`refresh_through`]).
+    pub fn led_in_views(&self, node_id: u64, regions: BTreeMap<u64, Vec<u64>>) -> Vec<u64> {
+        let mut led = Vec::new();
+        for (table, ids) in regions {
+            if let Some(route) = self.by_table.get(&table) {
+                led.extend(
+                    ids.into_iter()
+                        .filter(|id| route.region(*id).is_some_and(|r| r.leads(node_id))),
+                );
+            }
+        }
+        led
+    }
+
     /// Of `regions` (by table), those whose stored route names `node_id` their active leader,
     /// read at the applied state now: each route's revision is looked up, and its decoded view
     /// used when it is that revision's (decoded otherwise, and kept for the next caller).
@@ -292,10 +338,9 @@ impl RouteViews {
                         &fresh
                     }
                 };
-                let leads = |r: &RouteRegion| r.leader == node_id && r.leader_active;
                 led.extend(
                     ids.into_iter()
-                        .filter(|id| route.region(*id).is_some_and(leads)),
+                        .filter(|id| route.region(*id).is_some_and(|r| r.leads(node_id))),
                 );
             }
         }
@@ -308,6 +353,33 @@ impl RouteViews {
 
 /// Brings the views up to the applied state (see the module docs).
 pub fn refresh(node: &Node) -> Result<(), Status> {
+    let _one_at_a_time = node.scheduling.refreshing();
+    refresh_locked(node)
+}
+
+/// Brings the views up to the applied state and says whether they now hold every route as of
+/// store revision `revision` or later, with no route key read: true when the feed follows the
+/// applied batches and has noted those up to `revision` (each batch is sent under the state's
+/// write lock, before a reader can see its revision), so the changes taken name every route
+/// written since the views last read. False when no feed follows (the views are left as
+/// they were, for the caller to read the store instead).
+pub fn refresh_through(node: &Node, revision: i64) -> Result<bool, Status> {
+    let _one_at_a_time = node.scheduling.refreshing();
+    {
+        let changes = node.scheduling.route_changes();
+        if !changes.following || changes.through < revision {
+            return Ok(false);
+        }
+    }
+    refresh_locked(node)?;
+    Ok(true)
+}
+
+/// One refresh; the caller holds [`Scheduling::refreshing`], so a refresh that finds nothing
+/// left to take never returns while another is still putting in what it took.
+///
+/// [`Scheduling::refreshing`]: super::Scheduling
+fn refresh_locked(node: &Node) -> Result<(), Status> {
     let changes = node.scheduling.route_changes().take();
     let stale = node.scheduling.routes().stale(node, changes)?;
     let mut fresh = Vec::with_capacity(stale.len());
