@@ -105,7 +105,7 @@ impl ProcedureData {
 impl Default for ProcedureData {
     /// JSON `null`: no data (a procedure not started yet, or one that ended).
     fn default() -> Self {
-        Self(RawValue::from_string("null".into()).expect("null is JSON"))
+        Self(RawValue::NULL.to_owned())
     }
 }
 

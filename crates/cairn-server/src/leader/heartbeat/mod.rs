@@ -497,9 +497,8 @@ fn grant_now(
             false
         }
     };
-    let views = node.scheduling.routes();
     let (checked, counter) = if current {
-        let led = views.led_in_views(node_id, by_table);
+        let led = node.scheduling.routes().led_in_views(node_id, by_table);
         (Ok(led), &node.metrics.lease_grants_from_views)
     } else {
         let led = RouteViews::led_by(node, node_id, by_table);

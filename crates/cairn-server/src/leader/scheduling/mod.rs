@@ -66,7 +66,8 @@ pub struct Scheduling {
     route_changes: Mutex<RouteChanges>,
     /// Held through a refresh of the views.
     refreshing: Mutex<()>,
-    /// The store revision the route feed has noted changes through ([`RouteChanges`]).
+    /// The store revision the route feed has noted the changes through ([`RouteChanges`]): the
+    /// last batch it read, or the revision a rescan it asked for reads at least.
     feed_revision: tokio::sync::watch::Sender<i64>,
     /// The last pass's region views, overwritten in place by the next (a million of them, each
     /// with its followers, cost a pass tens of milliseconds to allocate and free).
@@ -122,6 +123,12 @@ impl Scheduling {
             *r = (*r).max(revision);
             moved
         });
+    }
+
+    /// Whether the route feed has noted every change up to `revision` (meaningful only while
+    /// a feed follows: [`RouteChanges`]).
+    fn fed_through(&self, revision: i64) -> bool {
+        *self.feed_revision.borrow() >= revision
     }
 
     /// Waits, at most `wait`, until the route feed has noted every change up to `revision`;

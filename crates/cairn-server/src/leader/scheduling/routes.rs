@@ -69,6 +69,14 @@ impl CachedRoute {
         }
     }
 
+    /// Appends to `led` the regions of `ids` this route has `node_id` lead.
+    fn keep_led(&self, node_id: u64, ids: Vec<u64>, led: &mut Vec<u64>) {
+        led.extend(
+            ids.into_iter()
+                .filter(|id| self.region(*id).is_some_and(|r| r.leads(node_id))),
+        );
+    }
+
     fn region(&self, region_id: u64) -> Option<&RouteRegion> {
         let at = self
             .regions
@@ -94,11 +102,11 @@ pub struct RouteChanges {
     /// What changed is unknown (no feed yet, the feed fell behind or the state was replaced
     /// wholesale): the next refresh scans every route key.
     rescan: bool,
-    /// A feed is noting changes now.
+    /// A feed is noting changes now (the revision it has noted them through is
+    /// [`Scheduling::feed_through`]'s).
+    ///
+    /// [`Scheduling::feed_through`]: super::Scheduling::feed_through
     following: bool,
-    /// The store revision the feed has noted every change up to (the last batch it read, or
-    /// the revision a rescan it asked for will read at least).
-    through: i64,
 }
 
 /// Routes [`RouteChanges`] notes between refreshes; past it, the next refresh scans them all
@@ -111,7 +119,6 @@ impl Default for RouteChanges {
             tables: BTreeSet::new(),
             rescan: true,
             following: false,
-            through: 0,
         }
     }
 }
@@ -140,7 +147,6 @@ impl RouteChanges {
             tables: BTreeSet::new(),
             rescan: !following,
             following,
-            through: self.through,
         };
         let mut taken = std::mem::replace(self, fresh);
         taken.rescan |= !following;
@@ -161,9 +167,8 @@ pub async fn follow_routes(node: Arc<Node>, term: LeaderTerm) {
         let mut changes = node.scheduling.route_changes();
         *changes = RouteChanges::default();
         changes.following = true;
-        // The first refresh rescans: it reads at least this revision.
-        changes.through = subscribed_at;
     }
+    // The first refresh rescans: it reads at least this revision.
     node.scheduling.feed_noted(subscribed_at);
     loop {
         let batch = tokio::select! {
@@ -193,10 +198,6 @@ pub async fn follow_routes(node: Arc<Node>, term: LeaderTerm) {
             }
             Err(RecvError::Closed) => break,
         };
-        {
-            let mut changes = node.scheduling.route_changes();
-            changes.through = changes.through.max(through);
-        }
         node.scheduling.feed_noted(through);
     }
     *node.scheduling.route_changes() = RouteChanges::default();
@@ -300,10 +301,7 @@ impl RouteViews {
         let mut led = Vec::new();
         for (table, ids) in regions {
             if let Some(route) = self.by_table.get(&table) {
-                led.extend(
-                    ids.into_iter()
-                        .filter(|id| route.region(*id).is_some_and(|r| r.leads(node_id))),
-                );
+                route.keep_led(node_id, ids, &mut led);
             }
         }
         led
@@ -338,10 +336,7 @@ impl RouteViews {
                         &fresh
                     }
                 };
-                led.extend(
-                    ids.into_iter()
-                        .filter(|id| route.region(*id).is_some_and(|r| r.leads(node_id))),
-                );
+                route.keep_led(node_id, ids, &mut led);
             }
         }
         if !decoded.is_empty() {
@@ -365,11 +360,8 @@ pub fn refresh(node: &Node) -> Result<(), Status> {
 /// they were, for the caller to read the store instead).
 pub fn refresh_through(node: &Node, revision: i64) -> Result<bool, Status> {
     let _one_at_a_time = node.scheduling.refreshing();
-    {
-        let changes = node.scheduling.route_changes();
-        if !changes.following || changes.through < revision {
-            return Ok(false);
-        }
+    if !node.scheduling.route_changes().following || !node.scheduling.fed_through(revision) {
+        return Ok(false);
     }
     refresh_locked(node)?;
     Ok(true)
