@@ -166,6 +166,10 @@ pub struct NodeView {
     /// An operator asked for the node to be emptied ([`DrainKind`]), and it is reachable (a
     /// drained node judged failed is failover's): the drain schedulers move its copies off.
     pub drain: Option<DrainKind>,
+    /// Judged failed by the failure detector (or never heard from since this leader took over,
+    /// past the grace): replica-repair replaces its follower copies. A node merely cut off a
+    /// moment, or one still reconnecting after a leader change, is not.
+    pub failed: bool,
 }
 
 /// What a drain of a node moves off it.
@@ -187,6 +191,7 @@ impl NodeView {
             schedulable: true,
             going: false,
             drain: None,
+            failed: false,
         }
     }
 
@@ -259,6 +264,9 @@ pub struct ClusterSnapshot {
     /// Drain operators the limits still allow (drains have a budget of their own: they are an
     /// operator's request and must not wait on the balancing limits).
     pub drain_moves_left: usize,
+    /// Follower copies every region should have (the placement's `region_followers`):
+    /// replica-repair adds what a region lacks. 0: nothing is added.
+    pub followers_per_region: usize,
 }
 
 /// Per-node figures while a pass plans, moves applied.
@@ -267,6 +275,8 @@ pub(crate) struct NodeTally {
     pub id: u64,
     pub capacity: f64,
     pub schedulable: bool,
+    /// See [`NodeView::failed`].
+    pub failed: bool,
     /// Index into `Tally::zones`; a node without the spread label is in the zone `""`.
     pub zone: usize,
     pub leaders: usize,
@@ -290,7 +300,8 @@ pub(crate) struct Tally<'a> {
     /// regions touches a few bytes of fresh memory per region, not a vector each.
     leader: Vec<u32>,
     /// Each region's followers (node indexes, planned moves applied), flat: region `r`'s are
-    /// `follower_nodes[follower_at[r]..follower_at[r + 1]]`.
+    /// `follower_nodes[follower_at[r]..follower_at[r + 1]]`, with [`NO_SLOT`] where a region has
+    /// fewer than `followers_per_region` (room for the copies replica-repair adds).
     follower_at: Vec<u32>,
     follower_nodes: Vec<u32>,
     /// [`FROZEN`] and [`COOLING`] bits per region.
@@ -338,6 +349,7 @@ impl<'a> Tally<'a> {
                 id: n.node_id,
                 capacity: n.capacity(),
                 schedulable: n.schedulable,
+                failed: n.failed,
                 zone: zone_of(if label.is_empty() {
                     ""
                 } else {
@@ -397,6 +409,8 @@ impl<'a> Tally<'a> {
                     None => unknown = true,
                 }
             }
+            let short = snap.followers_per_region.saturating_sub(r.followers.len());
+            follower_nodes.extend(std::iter::repeat_n(NO_SLOT, short));
             if unknown {
                 flags[i] |= STUCK;
             }
@@ -486,7 +500,9 @@ impl<'a> Tally<'a> {
     pub fn share(&self, i: usize, kind: MoveKind) -> f64 {
         let total = match kind {
             MoveKind::Leader => self.leader_total,
-            MoveKind::Follower => self.follower_total,
+            MoveKind::Follower | MoveKind::AddFollower | MoveKind::RemoveFollower => {
+                self.follower_total
+            }
         };
         if self.cap_sum > 0.0 {
             total as f64 * self.nodes[i].capacity / self.cap_sum
@@ -586,7 +602,8 @@ impl<'a> Tally<'a> {
             .map(|f| *f as usize)
     }
 
-    fn holds(&self, region: usize, node: usize) -> bool {
+    /// Whether node `node` leads or follows `region` now.
+    pub fn holds(&self, region: usize, node: usize) -> bool {
         self.leader_of(region) == node || self.followers_of(region).any(|f| f == node)
     }
 
@@ -601,11 +618,7 @@ impl<'a> Tally<'a> {
         if !self.nodes[to].schedulable || self.holds(region, to) || self.frozen(region) {
             return false;
         }
-        let holder = match kind {
-            MoveKind::Leader => self.leader_of(region) == from,
-            MoveKind::Follower => self.followers_of(region).any(|f| f == from),
-        };
-        holder && self.spread_allows(region, kind, from, to)
+        holder_of(self, region, kind, from) && self.spread_allows(region, kind, from, to)
     }
 
     /// Whether a drain may move `region`'s `kind` copy from `from` to `to`: `to` schedulable and
@@ -624,11 +637,7 @@ impl<'a> Tally<'a> {
             return false;
         }
         let handover = kind == MoveKind::Leader && self.followers_of(region).any(|f| f == to);
-        let holder = match kind {
-            MoveKind::Leader => self.leader_of(region) == from,
-            MoveKind::Follower => self.followers_of(region).any(|f| f == from),
-        };
-        if !holder || (self.holds(region, to) && !handover) {
+        if !holder_of(self, region, kind, from) || (self.holds(region, to) && !handover) {
             return false;
         }
         !spread
@@ -678,7 +687,8 @@ impl<'a> Tally<'a> {
             .div_ceil(self.live_zones.max(1) as u32)
     }
 
-    /// Records `op` as planned and applies it to the tally.
+    /// Records `op` as planned and applies it to the tally (`from` is not read for an added
+    /// follower, nor `to` for a dropped one).
     pub fn apply(&mut self, op: Operator, region: usize, from: usize, to: usize) {
         let r = &self.snap.regions[region];
         match op.kind {
@@ -712,11 +722,38 @@ impl<'a> Tally<'a> {
                 self.nodes[from].followers -= 1;
                 self.nodes[to].followers += 1;
             }
+            MoveKind::AddFollower => {
+                let slots = self.follower_slots(region);
+                let free = self.follower_nodes[slots]
+                    .iter_mut()
+                    .find(|f| **f == NO_SLOT);
+                if let Some(f) = free {
+                    *f = to as u32;
+                }
+                self.nodes[to].followers += 1;
+                self.follower_total += 1;
+            }
+            MoveKind::RemoveFollower => {
+                let slots = self.follower_slots(region);
+                for f in self.follower_nodes[slots].iter_mut() {
+                    if *f as usize == from {
+                        *f = NO_SLOT;
+                    }
+                }
+                self.nodes[from].followers -= 1;
+                if self.nodes[from].schedulable {
+                    self.follower_total -= 1;
+                }
+            }
         }
         self.flags[region] |= FROZEN;
         self.moves_left = self.moves_left.saturating_sub(1);
-        self.nodes[from].moves_left = self.nodes[from].moves_left.saturating_sub(1);
-        self.nodes[to].moves_left = self.nodes[to].moves_left.saturating_sub(1);
+        if op.kind != MoveKind::AddFollower {
+            self.nodes[from].moves_left = self.nodes[from].moves_left.saturating_sub(1);
+        }
+        if op.kind != MoveKind::RemoveFollower {
+            self.nodes[to].moves_left = self.nodes[to].moves_left.saturating_sub(1);
+        }
         self.planned.push(op);
     }
 
@@ -773,7 +810,9 @@ impl<'a> Tally<'a> {
     ) -> impl Iterator<Item = usize> + '_ {
         let list = match kind {
             MoveKind::Leader => &self.nodes[i].led,
-            MoveKind::Follower => &self.nodes[i].followed,
+            MoveKind::Follower | MoveKind::AddFollower | MoveKind::RemoveFollower => {
+                &self.nodes[i].followed
+            }
         };
         let start = if list.is_empty() {
             0
@@ -791,7 +830,9 @@ impl<'a> Tally<'a> {
     pub fn count(&self, i: usize, kind: MoveKind) -> usize {
         match kind {
             MoveKind::Leader => self.nodes[i].leaders,
-            MoveKind::Follower => self.nodes[i].followers,
+            MoveKind::Follower | MoveKind::AddFollower | MoveKind::RemoveFollower => {
+                self.nodes[i].followers
+            }
         }
     }
 
@@ -804,6 +845,15 @@ impl<'a> Tally<'a> {
     #[cfg(test)]
     pub fn knows(&self, id: u64) -> bool {
         self.nodes.iter().any(|n| n.id == id)
+    }
+}
+
+/// Whether node `from` holds `region`'s `kind` copy now (an added follower has no holder).
+fn holder_of(t: &Tally, region: usize, kind: MoveKind, from: usize) -> bool {
+    match kind {
+        MoveKind::Leader => t.leader_of(region) == from,
+        MoveKind::Follower | MoveKind::RemoveFollower => t.followers_of(region).any(|f| f == from),
+        MoveKind::AddFollower => false,
     }
 }
 

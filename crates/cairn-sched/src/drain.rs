@@ -3,7 +3,7 @@
 //! the moves, and evict-leaders (its own module) the leaders-only variant.
 //!
 //! - **Leaders** go to a live follower of the region (nothing to open; the old copy closes, so
-//!   the region keeps one copy fewer until replica counts are repaired), the one leading the
+//!   the region is one copy short until replica-repair adds one), the one leading the
 //!   fewest regions per unit of capacity; a region without one goes to the schedulable node that
 //!   leads the fewest per capacity and holds no copy of it.
 //! - **Follower copies** go to the schedulable node holding the fewest follower copies per
@@ -201,7 +201,9 @@ pub(crate) fn operator(
     let what = match (kind, to_follower) {
         (MoveKind::Leader, true) => "its leadership goes to a live follower",
         (MoveKind::Leader, false) => "its leadership goes to the node leading the fewest",
-        (MoveKind::Follower, _) => "its follower copy goes to the node holding the fewest",
+        (MoveKind::Follower | MoveKind::AddFollower | MoveKind::RemoveFollower, _) => {
+            "its follower copy goes to the node holding the fewest"
+        }
     };
     Operator {
         region_id: t.snap.regions[region].region_id,

@@ -108,8 +108,13 @@ fn repair_replicas(t: &mut Tally) {
         let Some(from) = dup else {
             continue;
         };
-        // Any node the rules allow is in a zone without a copy (can_move refuses the others).
-        if let Some(to) = best_in_zone(t, region, MoveKind::Follower, from, None) {
+        // Only a zone without a copy mends it (the rules would let the copy move within its
+        // zone, which changes nothing and could be undone).
+        let to = (0..t.zones.len())
+            .filter(|z| holders.iter().all(|n| zone(*n) != *z))
+            .filter_map(|z| best_in_zone(t, region, MoveKind::Follower, from, Some(z)))
+            .min_by_key(|i| (t.count(*i, MoveKind::Follower), *i));
+        if let Some(to) = to {
             let why = format!(
                 "two copies of the region in zone {:?} while zone {:?} holds none",
                 t.zones[zone(from)],
@@ -269,6 +274,18 @@ mod tests {
             zones.dedup();
             assert_eq!(zones.len(), 2, "{r:?}");
         }
+    }
+
+    #[test]
+    fn a_shared_zone_with_no_free_zone_left_is_not_shuffled_within_it() {
+        // Copies on nodes 1 and 2 (zone a) and 4 (zone b): every zone holds one, so moving the
+        // second zone-a copy to node 3 (zone a) would mend nothing.
+        let mut snap = snapshot(4, &[(1, 1)]);
+        zoned(&mut snap, &["a", "a", "a", "b"]);
+        snap.regions[0].followers = vec![2, 4];
+        let mut t = Tally::new(&snap);
+        LabelSpread.schedule(&mut t);
+        assert!(t.planned.is_empty(), "{:?}", t.planned);
     }
 
     #[test]

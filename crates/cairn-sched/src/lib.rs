@@ -13,8 +13,8 @@
 //!
 //! [`SelectorKind`] builds one from its configuration name.
 //!
-//! [`Schedulers`] holds every scheduler (evict-leaders, drain, label-spread, hot-region,
-//! balance-region), which are
+//! [`Schedulers`] holds every scheduler (evict-leaders, drain, replica-repair, label-spread,
+//! hot-region, balance-region), which are
 //! on, and their parameters; [`Schedulers::plan`] runs one pass over a [`ClusterSnapshot`].
 
 mod balance_region;
@@ -29,6 +29,7 @@ mod load;
 mod load_based;
 mod operator;
 mod placement;
+mod replica_repair;
 mod round_robin;
 pub mod scenario;
 mod schedule;

@@ -1,5 +1,6 @@
 //! Operators: what a scheduler decides, as data. One operator moves one copy of one region
-//! (its leadership, or one follower copy) from one datanode to another; the leader's executor
+//! (its leadership, or one follower copy) from one datanode to another, or adds or drops a
+//! follower copy to bring a region to its replica count; the leader's executor
 //! runs it as the migration procedure's step list, under the limits, and records it in the
 //! event log with the scheduler, reason and figures given here.
 
@@ -20,6 +21,12 @@ pub enum MoveKind {
     /// A follower copy: the candidate opens it as a follower, the route is published, the old
     /// copy closed. Nothing is downgraded or leased.
     Follower,
+    /// A new follower copy for a region short of its replica count (its operator's `from` is
+    /// 0: nothing gives a copy up): the candidate opens it as a follower, the route is published.
+    AddFollower,
+    /// A follower copy beyond the region's replica count, dropped (its operator's `to` is 0):
+    /// the route is published without it, then the copy closed.
+    RemoveFollower,
 }
 
 impl MoveKind {
@@ -27,6 +34,8 @@ impl MoveKind {
         match self {
             MoveKind::Leader => "leader",
             MoveKind::Follower => "follower",
+            MoveKind::AddFollower => "add-follower",
+            MoveKind::RemoveFollower => "remove-follower",
         }
     }
 }
@@ -82,7 +91,9 @@ impl fmt::Display for Step {
 pub struct Operator {
     pub region_id: u64,
     pub kind: MoveKind,
+    /// The node giving the copy up; 0 for [`MoveKind::AddFollower`].
     pub from: u64,
+    /// The node taking the copy; 0 for [`MoveKind::RemoveFollower`].
     pub to: u64,
     /// The scheduler's name (`balance-region`, `hot-region`, ...).
     pub scheduler: &'static str,
@@ -135,6 +146,16 @@ impl Operator {
                 Step::PublishRoute,
                 Step::CloseRegion { node: self.from },
             ],
+            MoveKind::AddFollower => vec![
+                Step::OpenRegion {
+                    node: self.to,
+                    as_leader: false,
+                },
+                Step::PublishRoute,
+            ],
+            MoveKind::RemoveFollower => {
+                vec![Step::PublishRoute, Step::CloseRegion { node: self.from }]
+            }
         }
     }
 }
@@ -174,6 +195,21 @@ mod tests {
             .steps()
             .iter()
             .any(|s| matches!(s, Step::DowngradeLeader { .. })));
+        let added = Operator {
+            kind: MoveKind::AddFollower,
+            from: 0,
+            ..follower
+        };
+        let steps: Vec<String> = added.steps().iter().map(Step::to_string).collect();
+        assert_eq!(steps, ["open on node 2 as follower", "publish route"]);
+        let removed = Operator {
+            kind: MoveKind::RemoveFollower,
+            from: 1,
+            to: 0,
+            ..added
+        };
+        let steps: Vec<String> = removed.steps().iter().map(Step::to_string).collect();
+        assert_eq!(steps, ["publish route", "close on node 1"]);
         assert!(Priority::High > Priority::Normal && Priority::Normal > Priority::Low);
     }
 }

@@ -236,6 +236,8 @@ pub fn play(
                         *f = op.to;
                     }
                 }
+                MoveKind::AddFollower => r.followers.push(op.to),
+                MoveKind::RemoveFollower => r.followers.retain(|f| *f != op.from),
             }
             *moved.entry(op.region_id).or_default() += 1;
             *by_scheduler.entry(op.scheduler).or_default() += 1;

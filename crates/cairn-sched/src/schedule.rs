@@ -67,6 +67,16 @@ pub(crate) fn fraction(
     Ok(v)
 }
 
+/// Parses a switch parameter: `true` or `false`.
+pub(crate) fn flag(scheduler: &'static str, key: &str, value: &str) -> Result<bool, ConfigError> {
+    value.parse().map_err(|_| ConfigError::BadValue {
+        scheduler,
+        key: key.to_string(),
+        value: value.to_string(),
+        why: "must be true or false".to_string(),
+    })
+}
+
 /// The error for a parameter `scheduler` does not have.
 pub(crate) fn unknown_param(scheduler: &'static str, key: &str, known: &[&str]) -> ConfigError {
     ConfigError::UnknownParam {

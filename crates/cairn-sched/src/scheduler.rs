@@ -2,8 +2,8 @@
 //! over a [`ClusterSnapshot`] that runs every enabled one in a fixed order on a shared tally.
 //!
 //! Order matters and is fixed: an operator's requests first (evict-leaders, drain: they spend a
-//! budget of their own and are the only ones that run in maintenance mode), then spread repairs (a broken failure-domain rule is a risk,
-//! not an inefficiency), then hot-region (load), then balance-region (counts). Each later
+//! budget of their own and are the only ones that run in maintenance mode), then repairs (a
+//! region short of copies, then a broken failure-domain rule: risks, not inefficiencies), then hot-region (load), then balance-region (counts). Each later
 //! scheduler sees the earlier ones' moves and refuses moves that would break what they keep:
 //! balance-region never leaves a node more than two hot tolerances above the mean load and never
 //! breaks a spread rule; hot-region leaves nodes short of regions to balance-region, and moves
@@ -17,6 +17,7 @@ use crate::drain::DrainScheduler;
 use crate::hot_region::HotRegion;
 use crate::label_spread::LabelSpread;
 use crate::operator::Operator;
+use crate::replica_repair::ReplicaRepair;
 pub use crate::schedule::ConfigError;
 use crate::schedule::Schedule;
 
@@ -56,6 +57,7 @@ impl Default for Schedulers {
         let all: Vec<Box<dyn Schedule>> = vec![
             Box::new(DrainScheduler(DrainKind::Leaders)),
             Box::new(DrainScheduler(DrainKind::All)),
+            Box::new(ReplicaRepair::default()),
             Box::new(LabelSpread),
             Box::new(HotRegion::default()),
             Box::new(BalanceRegion::default()),
@@ -142,6 +144,7 @@ mod tests {
             [
                 "evict-leaders",
                 "drain",
+                "replica-repair",
                 "label-spread",
                 "hot-region",
                 "balance-region"
@@ -149,9 +152,9 @@ mod tests {
         );
         assert!(s.list().iter().all(|i| i.enabled));
         s.set_enabled("hot-region", false).unwrap();
-        assert!(!s.list()[3].enabled);
+        assert!(!s.list()[4].enabled);
         s.configure("balance-region", "tolerance", "0.1").unwrap();
-        let params = &s.list()[4].params;
+        let params = &s.list()[5].params;
         assert!(
             params.contains(&("tolerance", "0.1".to_string())),
             "{params:?}"

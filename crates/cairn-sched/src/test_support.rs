@@ -155,6 +155,14 @@ pub(crate) fn apply(snap: &mut crate::ClusterSnapshot, op: &crate::Operator) {
                 .expect("follower");
             *f = op.to;
         }
+        crate::MoveKind::AddFollower => {
+            assert!(!r.followers.contains(&op.to), "{op:?}");
+            r.followers.push(op.to);
+        }
+        crate::MoveKind::RemoveFollower => {
+            assert!(r.followers.contains(&op.from), "{op:?}");
+            r.followers.retain(|f| *f != op.from);
+        }
     }
     assert!(
         r.leader != op.to || op.kind == crate::MoveKind::Leader,

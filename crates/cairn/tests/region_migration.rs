@@ -875,6 +875,134 @@ async fn evicting_leaders_hands_leadership_to_followers() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_datanodes_copies_are_made_up_on_the_live_nodes() {
+    let mut s = Setup::start_with(None, 200, &["--region-followers", "1"]).await;
+    // Failover and replica-repair alone.
+    s.schedulers_off().await;
+    let dead = s.busy_datanode().await;
+    let before = replicas(&s).await;
+    assert!(before.iter().all(|(_, _, f)| f.len() == 1), "{before:?}");
+    assert!(
+        before.iter().any(|(_, _, f)| f.contains(&dead)),
+        "{before:?}"
+    );
+    s.fleet.kill(dead).await.unwrap();
+    s.judged_failed(dead).await;
+    s.failed_over(dead).await;
+    // Every region is back at two copies on the two live nodes: the ones it led lost their
+    // promoted follower and got a new one, the ones it followed moved their follower copy.
+    let after = eventually("every region led and followed by live nodes", || async {
+        let all = replicas(&s).await;
+        let ok = all.iter().all(|(_, leader, followers)| {
+            *leader != dead
+                && followers.len() == 1
+                && !followers.contains(&dead)
+                && !followers.contains(leader)
+        });
+        ok.then_some(all)
+    })
+    .await;
+    for (region, _, followers) in &after {
+        let holder = followers[0];
+        eventually("the new follower holding the region", || {
+            let role = s.role_on(holder, *region);
+            async move { (role == Some(RegionRole::Follower)).then_some(()) }
+        })
+        .await;
+    }
+    // Each repair is an operator of replica-repair and a migration with its reason.
+    let ops = s.client.list_operators(true).await.unwrap().operators;
+    let repairs: Vec<_> = ops
+        .iter()
+        .filter(|o| o.scheduler == "replica-repair")
+        .collect();
+    assert!(
+        repairs.iter().any(|o| o.kind == "add-follower")
+            && repairs
+                .iter()
+                .any(|o| o.kind == "follower" && o.from_node == dead),
+        "{ops:?}"
+    );
+    let events = s
+        .client
+        .list_events(0, "migration", 0)
+        .await
+        .unwrap()
+        .events;
+    assert!(
+        events.iter().any(|e| {
+            e.figures.get("reason").map(String::as_str) == Some("replica-repair")
+                && e.figures.get("outcome").map(String::as_str) == Some("done")
+        }),
+        "{events:?}"
+    );
+    // Nothing more to do: the plan is empty.
+    let plan = s.client.plan_schedule().await.unwrap().operators;
+    assert!(plan.is_empty(), "{plan:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copies_beyond_a_lowered_count_are_dropped_only_once_asked() {
+    let mut s = Setup::start_with(None, 200, &["--region-followers", "2"]).await;
+    s.schedulers_off().await;
+    let counts = |all: &[(u64, u64, Vec<u64>)]| all.iter().map(|(_, _, f)| f.len()).max();
+    assert_eq!(counts(&replicas(&s).await), Some(2));
+    // Every Cairn node restarted with one follower per region.
+    for i in 0..3 {
+        s.cluster.kill(i);
+    }
+    s.cluster.set_arg("--region-followers", "1");
+    for i in 0..3 {
+        s.cluster.restart(i);
+    }
+    s.cluster.wait_ready(Duration::from_secs(30)).await.unwrap();
+    eventually("datanodes back", || async {
+        let nodes = s.client.list_nodes(0).await.ok()?;
+        let alive = nodes.nodes.iter().filter(|n| n.state == "alive").count();
+        (alive == DATANODES as usize).then_some(())
+    })
+    .await;
+    // A few passes: the extra copies stay until an operator says the lower count is meant.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(counts(&replicas(&s).await), Some(2));
+    let drop_extra = [("drop_extra".to_string(), "true".to_string())].into();
+    s.client
+        .set_scheduler("replica-repair", None, drop_extra)
+        .await
+        .expect("drop_extra on");
+    let after = eventually("one follower copy per region", || async {
+        let all = replicas(&s).await;
+        all.iter().all(|(_, _, f)| f.len() == 1).then_some(all)
+    })
+    .await;
+    // The dropped copies are closed: each datanode holds what the routes give it, no more.
+    for (region, leader, followers) in &after {
+        for n in FIRST_DATANODE..FIRST_DATANODE + u64::from(DATANODES) {
+            let want = if n == *leader {
+                Some(RegionRole::Leader)
+            } else if followers.contains(&n) {
+                Some(RegionRole::Follower)
+            } else {
+                None
+            };
+            eventually("the datanode holding what its route says", || {
+                let role = s.role_on(n, *region);
+                async move { (role == want).then_some(()) }
+            })
+            .await;
+        }
+    }
+    let ops = s.client.list_operators(true).await.unwrap().operators;
+    assert!(
+        ops.iter()
+            .any(|o| o.kind == "remove-follower" && o.to_node == 0 && o.status == "done"),
+        "{ops:?}"
+    );
+    s.stop().await;
+}
+
 /// Rounds of random datanode faults in [`random_datanode_kills_and_pauses_never_leave_two_writers`].
 const CHAOS_ROUNDS: u32 = 14;
 

@@ -21,7 +21,7 @@ use crate::leader::meta::placement;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
 use crate::leader::procedure::migrate_region::{
-    self, MIGRATION_BATCH_REGIONS_MAX, REASON_FAILOVER,
+    self, Copies, MIGRATION_BATCH_REGIONS_MAX, REASON_FAILOVER,
 };
 use crate::leader::scheduling::cpu_work;
 use crate::leader::LeaderTerm;
@@ -141,7 +141,9 @@ impl Mover {
                 let ids: Vec<u64> = batch.iter().map(|(r, _)| *r).collect();
                 let (timeout, reason) = (FAILOVER_MIGRATION_TIMEOUT_MS, REASON_FAILOVER);
                 let n = batch.len();
-                match migrate_region::start_batch(&node, batch, None, reason, timeout).await {
+                match migrate_region::start_batch(&node, batch, Copies::Leaders, reason, timeout)
+                    .await
+                {
                     Ok(r) => {
                         tracing::info!(regions = n, reason, procedure = r.procedure_id, "moved")
                     }

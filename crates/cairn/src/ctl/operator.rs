@@ -44,8 +44,8 @@ pub fn print_operators(out: OutputFormat, ops: Vec<OperatorJson>) -> Result<(), 
                     o.id.to_string(),
                     o.region_id.to_string(),
                     o.kind.clone(),
-                    o.from_node.to_string(),
-                    o.to_node.to_string(),
+                    node_or_dash(o.from_node),
+                    node_or_dash(o.to_node),
                     o.scheduler.clone(),
                     o.priority.clone(),
                     o.status.clone(),
@@ -58,6 +58,14 @@ pub fn print_operators(out: OutputFormat, ops: Vec<OperatorJson>) -> Result<(), 
     }
 }
 
+/// A node id, or `-` for none (an added copy has no source, a dropped one no target).
+fn node_or_dash(id: u64) -> String {
+    match id {
+        0 => "-".to_string(),
+        n => n.to_string(),
+    }
+}
+
 fn print_one(out: OutputFormat, o: OperatorJson) -> Result<(), CtlError> {
     match out {
         OutputFormat::Json => print_json(&o),
@@ -67,8 +75,8 @@ fn print_one(out: OutputFormat, o: OperatorJson) -> Result<(), CtlError> {
                 ("id", o.id.to_string()),
                 ("region", o.region_id.to_string()),
                 ("kind", o.kind),
-                ("from", o.from_node.to_string()),
-                ("to", o.to_node.to_string()),
+                ("from", node_or_dash(o.from_node)),
+                ("to", node_or_dash(o.to_node)),
                 ("scheduler", o.scheduler),
                 ("priority", o.priority),
                 ("status", o.status),

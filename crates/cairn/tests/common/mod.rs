@@ -381,6 +381,18 @@ impl TestCluster {
         node.paused = false;
     }
 
+    /// Sets `flag`'s value in the arguments every later (re)start of a node gets (a changed
+    /// configuration, as a rolling restart would bring); added when absent.
+    #[allow(dead_code)]
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        match self.extra_args.iter().position(|a| a == flag) {
+            Some(k) if k + 1 < self.extra_args.len() => self.extra_args[k + 1] = value.to_string(),
+            _ => self
+                .extra_args
+                .extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
     /// Starts node `i` again with the same data dir and ports (after `kill`); does not wait.
     pub fn restart(&mut self, i: usize) {
         assert!(

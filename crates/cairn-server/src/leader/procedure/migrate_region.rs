@@ -29,7 +29,9 @@ use super::lock::{self, Mode};
 use super::{begin_locked, detached, Ctx};
 use crate::errors;
 use crate::leader::heartbeat::registry::NodeState;
-use crate::leader::meta::regions::{describe, NodeFailure, RegionAction, RegionInstructions};
+use crate::leader::meta::regions::{
+    describe, is_down, NodeFailure, RegionAction, RegionInstructions,
+};
 use crate::leader::node::Node;
 use crate::replica::meta::store::{self, layout, put_op, unchanged_since};
 use cairn_meta::route::table_id_of;
@@ -112,6 +114,14 @@ pub struct RegionMove {
     /// leadership: nothing is downgraded, upgraded or leased.
     #[serde(default)]
     pub follower: bool,
+    /// A new follower copy (with `follower`; `from` is 0): `to` is added to the followers and
+    /// nothing is closed.
+    #[serde(default)]
+    pub added: bool,
+    /// A follower copy dropped (with `follower`; `to` is 0): `from` leaves the followers and its
+    /// copy is closed; nothing is opened.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 impl RegionMove {
@@ -144,6 +154,18 @@ pub fn target(region_id: u64) -> String {
 fn batch_target(moves: &[RegionMove]) -> String {
     match moves {
         [one] => target(one.region_id),
+        _ if moves.iter().all(|m| m.added) => {
+            let to: BTreeSet<u64> = moves.iter().map(|m| m.to).collect();
+            format!("{} regions, new copies on node {}", moves.len(), join(&to))
+        }
+        _ if moves.iter().all(|m| m.removed) => {
+            let from: BTreeSet<u64> = moves.iter().map(|m| m.from).collect();
+            format!(
+                "{} regions, copies dropped from node {}",
+                moves.len(),
+                join(&from)
+            )
+        }
         _ => {
             let from: BTreeSet<u64> = moves.iter().map(|m| m.from).collect();
             format!("{} regions of node {}", moves.len(), join(&from))
@@ -158,6 +180,20 @@ fn join(ids: &BTreeSet<u64>) -> String {
 /// The lock only one migration of a region holds.
 pub fn region_lock(region_id: u64) -> String {
     format!("region/{region_id}")
+}
+
+/// Which copy of each region a batch moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Copies {
+    /// The leadership, from the region's leader.
+    Leaders,
+    /// The node's follower copies.
+    FollowersOf(u64),
+    /// New follower copies, for regions short of `region_followers`: nothing gives one up.
+    NewFollowers,
+    /// Follower copies beyond `region_followers`, dropped: the batch's (region, node) pairs name
+    /// the node whose copy goes, not a target.
+    DroppedFollowers,
 }
 
 /// Runs `MigrateRegion` on the leader.
@@ -192,7 +228,15 @@ pub async fn start(
     reason: &str,
     timeout_ms: u64,
 ) -> Result<DdlResponse, Status> {
-    start_moves(node, vec![(region_id, to)], None, reason, timeout_ms, true).await
+    start_moves(
+        node,
+        vec![(region_id, to)],
+        Copies::Leaders,
+        reason,
+        timeout_ms,
+        true,
+    )
+    .await
 }
 
 /// Starts one migration of every (region, candidate) of `wanted` (at most
@@ -202,7 +246,7 @@ pub async fn start(
 pub async fn start_batch(
     node: &Arc<Node>,
     wanted: Vec<(u64, u64)>,
-    follower_of: Option<u64>,
+    copies: Copies,
     reason: &str,
     timeout_ms: u64,
 ) -> Result<DdlResponse, Status> {
@@ -213,15 +257,15 @@ pub async fn start_batch(
             wanted.len()
         )));
     }
-    start_moves(node, wanted, follower_of, reason, timeout_ms, false).await
+    start_moves(node, wanted, copies, reason, timeout_ms, false).await
 }
 
 /// [`start`] (`strict`: any region that cannot move is the caller's error) and [`start_batch`]
-/// (`follower_of`: move that node's follower copies of the regions rather than their leaders).
+/// (`copies`: which copy of each region moves, or is added).
 async fn start_moves(
     node: &Arc<Node>,
     wanted: Vec<(u64, u64)>,
-    follower_of: Option<u64>,
+    copies: Copies,
     reason: &str,
     timeout_ms: u64,
     strict: bool,
@@ -289,21 +333,42 @@ async fn start_moves(
             let holds = |r: &cairn_meta::RegionRoute, n: u64| {
                 r.leader_node == n || r.follower_nodes.contains(&n)
             };
-            let checked = match (region, follower_of) {
+            let wanted_followers = node.config.region_followers as usize;
+            let checked = match (region, copies) {
                 (None, _) => Err(region_not_found(region_id)),
-                (Some(r), Some(f)) if !r.follower_nodes.contains(&f) || holds(r, to) => {
+                (Some(r), Copies::FollowersOf(f))
+                    if !r.follower_nodes.contains(&f) || holds(r, to) =>
+                {
                     Err(Status::failed_precondition(format!(
                         "region {region_id}: node {f} no longer follows it, or node {to} holds it"
                     )))
                 }
-                (Some(_), Some(_)) => candidates
+                (Some(r), Copies::NewFollowers)
+                    if holds(r, to) || r.follower_nodes.len() >= wanted_followers =>
+                {
+                    Err(Status::failed_precondition(format!(
+                        "region {region_id}: node {to} holds it, or it has its \
+                         {wanted_followers} follower copies (region_followers)"
+                    )))
+                }
+                (Some(r), Copies::DroppedFollowers)
+                    if !r.follower_nodes.contains(&to)
+                        || r.follower_nodes.len() <= wanted_followers =>
+                {
+                    Err(Status::failed_precondition(format!(
+                        "region {region_id}: node {to} no longer follows it, or it has no more \
+                         than its {wanted_followers} follower copies (region_followers)"
+                    )))
+                }
+                (Some(_), Copies::DroppedFollowers) => Ok(()),
+                (Some(_), Copies::FollowersOf(_) | Copies::NewFollowers) => candidates
                     .entry(to)
                     .or_insert_with(|| check_candidate(&node, region_id, 0, to))
                     .clone(),
-                (Some(r), None) if r.leader_node == to => {
+                (Some(r), Copies::Leaders) if r.leader_node == to => {
                     check_candidate(&node, region_id, r.leader_node, to)
                 }
-                (Some(_), None) => candidates
+                (Some(_), Copies::Leaders) => candidates
                     .entry(to)
                     .or_insert_with(|| check_candidate(&node, region_id, 0, to))
                     .clone(),
@@ -311,10 +376,21 @@ async fn start_moves(
             match (checked, region) {
                 (Ok(()), Some(r)) => moves.push(RegionMove {
                     region_id,
-                    from: follower_of.unwrap_or(r.leader_node),
-                    to,
-                    to_was_follower: r.follower_nodes.contains(&to),
-                    follower: follower_of.is_some(),
+                    from: match copies {
+                        Copies::Leaders => r.leader_node,
+                        Copies::FollowersOf(f) => f,
+                        Copies::NewFollowers => 0,
+                        Copies::DroppedFollowers => to,
+                    },
+                    to: match copies {
+                        Copies::DroppedFollowers => 0,
+                        _ => to,
+                    },
+                    to_was_follower: copies != Copies::DroppedFollowers
+                        && r.follower_nodes.contains(&to),
+                    follower: copies != Copies::Leaders,
+                    added: copies == Copies::NewFollowers,
+                    removed: copies == Copies::DroppedFollowers,
                 }),
                 (Err(e), _) if strict => return Err(e),
                 (Err(e), _) => {
@@ -377,10 +453,7 @@ fn check_candidate(node: &Node, region_id: u64, leader: u64, to: u64) -> Result<
         )));
     }
     let state = entry.state();
-    let failed = node
-        .heartbeats
-        .suspicion(to, node.heartbeats.now())
-        .is_some_and(|(_, failed)| failed);
+    let failed = judged_failed(node, to);
     if state != NodeState::Alive || failed {
         let why = if failed {
             "judged failed".to_string()
@@ -460,8 +533,8 @@ fn record(ctx: &Ctx, reason: &str, moves: &[RegionMove], outcome: &str, why: Str
         REASON_FAILOVER | REASON_DRAIN | REASON_EVICT_LEADERS => reason,
         _ => "migration",
     };
-    let from: BTreeSet<u64> = moves.iter().map(|m| m.from).collect();
-    let to: BTreeSet<u64> = moves.iter().map(|m| m.to).collect();
+    let from: BTreeSet<u64> = moves.iter().filter(|m| !m.added).map(|m| m.from).collect();
+    let to: BTreeSet<u64> = moves.iter().filter(|m| !m.removed).map(|m| m.to).collect();
     let elapsed = ctx
         .node
         .clock
@@ -471,11 +544,18 @@ fn record(ctx: &Ctx, reason: &str, moves: &[RegionMove], outcome: &str, why: Str
         [one] => (target(one.region_id), format!("region {}", one.region_id)),
         _ => (batch_target(moves), format!("{} regions", moves.len())),
     };
-    let mut message = format!(
-        "{what} from node {} to node {}: {outcome}",
-        join(&from),
-        join(&to)
-    );
+    let mut message = match (from.is_empty(), to.is_empty()) {
+        (true, _) => format!("{what}: new follower copy on node {}: {outcome}", join(&to)),
+        (_, true) => format!(
+            "{what}: follower copy on node {} dropped: {outcome}",
+            join(&from)
+        ),
+        _ => format!(
+            "{what} from node {} to node {}: {outcome}",
+            join(&from),
+            join(&to)
+        ),
+    };
     if !why.is_empty() {
         message.push_str(&format!(" ({why})"));
     }
@@ -497,6 +577,14 @@ fn record(ctx: &Ctx, reason: &str, moves: &[RegionMove], outcome: &str, why: Str
             ("reason", reason.to_string()),
         ],
     );
+}
+
+/// Whether the failure detector has judged node `id` failed.
+fn judged_failed(node: &Node, id: u64) -> bool {
+    let now = node.heartbeats.now();
+    node.heartbeats
+        .suspicion(id, now)
+        .is_some_and(|(_, failed)| failed)
 }
 
 /// The nodes of `failed`.
@@ -546,7 +634,11 @@ impl MigrateRegion {
         if self.past_deadline(ctx) {
             return Ok(Next::Rollback(self.timed_out()));
         }
-        let opening: Vec<&RegionMove> = self.moves.iter().filter(|m| !m.to_was_follower).collect();
+        let opening: Vec<&RegionMove> = self
+            .moves
+            .iter()
+            .filter(|m| !m.to_was_follower && !m.removed)
+            .collect();
         let opens = RegionInstructions::on(
             RegionAction::Open,
             opening.iter().map(|m| (m.to, m.region_id)),
@@ -651,6 +743,18 @@ impl MigrateRegion {
             .collect();
         let keep = self.keeps_old();
         let routes = update_routes(ctx, &upgraded, |m, r| {
+            if m.added {
+                let add = r.leader_node != m.to && !r.follower_nodes.contains(&m.to);
+                if add {
+                    r.follower_nodes.push(m.to);
+                }
+                return add;
+            }
+            if m.removed {
+                let drop = r.follower_nodes.contains(&m.from);
+                r.follower_nodes.retain(|f| *f != m.from);
+                return drop;
+            }
             if m.follower {
                 let swap = r.follower_nodes.contains(&m.from)
                     && r.leader_node != m.to
@@ -702,14 +806,22 @@ impl MigrateRegion {
         } else {
             RegionAction::Close
         };
-        let failed = RegionInstructions::on(
+        let closes = RegionInstructions::on(
             action,
-            self.moves.iter().map(|m| (m.from, m.region_id)),
+            self.moves
+                .iter()
+                .filter(|m| !m.added)
+                .map(|m| (m.from, m.region_id)),
             false,
-        )
-        .send_once(&ctx.node)
-        .await;
-        if !failed.is_empty() && self.reason != REASON_FAILOVER {
+        );
+        let failed = match closes.is_empty() {
+            true => Vec::new(),
+            false => closes.send_once(&ctx.node).await,
+        };
+        // Failover's old leaders are dead, and so may be the source of a repaired copy: their
+        // copies wait for the orphan reconciler.
+        let dead = |f: &NodeFailure| is_down(&ctx.node, f.node) || judged_failed(&ctx.node, f.node);
+        if !failed.is_empty() && self.reason != REASON_FAILOVER && !failed.iter().all(dead) {
             return Ok(Next::Retry(format!(
                 "closing the region on the old leader: {}",
                 describe(&failed)
@@ -738,7 +850,7 @@ impl MigrateRegion {
                 RegionInstructions::on(
                     action,
                     back.iter()
-                        .filter(|m| m.to_was_follower == was_follower)
+                        .filter(|m| m.to_was_follower == was_follower && !m.removed)
                         .map(|m| (m.to, m.region_id)),
                     false,
                 )
@@ -840,7 +952,9 @@ fn arrived(routes: &HashMap<u64, Option<TableRoute>>, m: &RegionMove) -> bool {
     else {
         return false;
     };
-    if m.follower {
+    if m.removed {
+        !r.follower_nodes.contains(&m.from)
+    } else if m.follower {
         r.follower_nodes.contains(&m.to) && !r.follower_nodes.contains(&m.from)
     } else {
         r.leader_node == m.to

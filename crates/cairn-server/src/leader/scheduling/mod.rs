@@ -26,7 +26,7 @@ use crate::leader::failover::batches;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
 use crate::leader::procedure::migrate_region::{
-    self, MIGRATION_BATCH_REGIONS_MAX, REASON_DRAIN, REASON_EVICT_LEADERS,
+    self, Copies, MIGRATION_BATCH_REGIONS_MAX, REASON_DRAIN, REASON_EVICT_LEADERS,
 };
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout, put_op};
@@ -466,20 +466,28 @@ fn migration_reason(scheduler: &'static str) -> &'static str {
 /// Runs started operators as migrations: grouped by scheduler and copy (a follower move by its
 /// source node too), then in batches of a table's regions.
 fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
-    // (scheduler, copy, the follower's source) → (region, target).
-    type Group = (&'static str, MoveKind, Option<u64>);
-    let mut groups: BTreeMap<Group, Vec<(u64, u64)>> = BTreeMap::new();
+    // (scheduler, copies) → (region, target).
+    let mut groups: BTreeMap<(&'static str, Copies), Vec<(u64, u64)>> = BTreeMap::new();
     let mut ids: HashMap<u64, (u64, MoveKind)> = HashMap::new();
     for e in started {
-        let follower_of = (e.op.kind == MoveKind::Follower).then_some(e.op.from);
-        let key = (e.op.scheduler, e.op.kind, follower_of);
+        let copies = match e.op.kind {
+            MoveKind::Leader => Copies::Leaders,
+            MoveKind::Follower => Copies::FollowersOf(e.op.from),
+            MoveKind::AddFollower => Copies::NewFollowers,
+            MoveKind::RemoveFollower => Copies::DroppedFollowers,
+        };
+        // A dropped copy is named by its holder, every other by its target.
+        let node = match copies {
+            Copies::DroppedFollowers => e.op.from,
+            _ => e.op.to,
+        };
         groups
-            .entry(key)
+            .entry((e.op.scheduler, copies))
             .or_default()
-            .push((e.op.region_id, e.op.to));
+            .push((e.op.region_id, node));
         ids.insert(e.op.region_id, (e.id, e.op.kind));
     }
-    for ((scheduler, _, follower_of), moves) in groups {
+    for ((scheduler, copies), moves) in groups {
         let reason = migration_reason(scheduler);
         for batch in batches(moves, MIGRATION_BATCH_REGIONS_MAX) {
             let ops: Vec<Settled> = batch
@@ -496,7 +504,7 @@ fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
             tokio::spawn(async move {
                 let timeout = SCHEDULER_MIGRATION_TIMEOUT_MS;
                 let result =
-                    migrate_region::start_batch(&node, batch, follower_of, reason, timeout).await;
+                    migrate_region::start_batch(&node, batch, copies, reason, timeout).await;
                 if !term.is_current() {
                     return;
                 }
@@ -515,6 +523,7 @@ struct Settled {
     id: u64,
     region: u64,
     kind: MoveKind,
+    /// The target; for a dropped copy, its holder.
     to: u64,
 }
 
@@ -546,7 +555,8 @@ fn settle(node: &Node, ops: &[Settled], result: Result<cairn_proto::cairnpb::Ddl
             .and_then(|r| r.region(region))
             .is_some_and(|r| match kind {
                 MoveKind::Leader => r.leader_node == to,
-                MoveKind::Follower => r.follower_nodes.contains(&to),
+                MoveKind::Follower | MoveKind::AddFollower => r.follower_nodes.contains(&to),
+                MoveKind::RemoveFollower => !r.follower_nodes.contains(&to),
             });
         table.set_procedure(id, procedure_id);
         let (status, outcome) = match (arrived, &error) {

@@ -120,8 +120,10 @@ impl OperatorTable {
     fn per_node(&self) -> HashMap<u64, usize> {
         let mut out = HashMap::new();
         for e in self.live.values().filter(|e| !e.op.requested()) {
-            *out.entry(e.op.from).or_insert(0) += 1;
-            *out.entry(e.op.to).or_insert(0) += 1;
+            // 0: no source (an added copy) or no target (a dropped one).
+            for n in [e.op.from, e.op.to].into_iter().filter(|n| *n != 0) {
+                *out.entry(n).or_insert(0) += 1;
+            }
         }
         out
     }
@@ -150,7 +152,8 @@ impl OperatorTable {
     }
 
     /// Cancels queued operators whose premise no longer holds in `snap`: the region moved or
-    /// went, its source no longer holds the copy, the target may no longer take it, (a
+    /// went, its source no longer holds the copy, the target may no longer take it, (a repair's)
+    /// the region has its count of follower copies, (a
     /// drain's) the drain was cancelled, or (a balancing one's) its source is being drained:
     /// the drain moves the region now, rather than after the queue's rate limit lets it.
     pub fn cancel_stale(&mut self, snap: &ClusterSnapshot) -> Vec<Entry> {
@@ -201,12 +204,28 @@ impl OperatorTable {
                     Some(r) if arrived(r) => format!("node {} holds the region already", op.to),
                     Some(r)
                         if (op.kind == MoveKind::Leader && r.leader != op.from)
-                            || (op.kind == MoveKind::Follower
-                                && !r.followers.contains(&op.from)) =>
+                            || (matches!(
+                                op.kind,
+                                MoveKind::Follower | MoveKind::RemoveFollower
+                            ) && !r.followers.contains(&op.from)) =>
                     {
                         format!("node {} no longer holds that copy", op.from)
                     }
-                    Some(_) if !schedulable.contains(&op.to) => {
+                    Some(r)
+                        if op.kind == MoveKind::AddFollower
+                            && r.followers.len() >= snap.followers_per_region =>
+                    {
+                        "the region has its follower copies".to_string()
+                    }
+                    Some(r)
+                        if op.kind == MoveKind::RemoveFollower
+                            && r.followers.len() <= snap.followers_per_region =>
+                    {
+                        "the region is down to its follower copies".to_string()
+                    }
+                    Some(_)
+                        if op.kind != MoveKind::RemoveFollower && !schedulable.contains(&op.to) =>
+                    {
                         format!("node {} may no longer take regions", op.to)
                     }
                     Some(_) if op.requested() && !drained.contains(&op.from) => {
@@ -448,6 +467,43 @@ mod tests {
             "rate spent"
         );
         assert_eq!(t.start_next(&limits(), 60_000, false).len(), 1);
+    }
+
+    #[test]
+    fn a_copy_to_add_or_drop_goes_stale_once_the_count_is_met() {
+        let repair = |region: u64, kind: MoveKind, from: u64, to: u64| Operator {
+            kind,
+            scheduler: "replica-repair",
+            ..op(region, from, to, Priority::High)
+        };
+        let mut t = OperatorTable::default();
+        let ids = t.add(
+            vec![
+                repair(10, MoveKind::AddFollower, 0, 2),
+                repair(11, MoveKind::AddFollower, 0, 2),
+                repair(12, MoveKind::RemoveFollower, 2, 0),
+                repair(13, MoveKind::RemoveFollower, 2, 0),
+            ],
+            0,
+        );
+        let mut snap = ClusterSnapshot::default();
+        t.limit(&mut snap, &limits());
+        assert!(!snap.node_moves_left.contains_key(&0), "node 0 is nobody");
+        assert_eq!(snap.node_moves_left[&2], 0);
+        let led = |id: u64, followers: &[u64]| RegionView {
+            followers: followers.to_vec(),
+            ..RegionView::new(id, 1)
+        };
+        let snap = ClusterSnapshot {
+            nodes: vec![NodeView::new(1), NodeView::new(2), NodeView::new(3)],
+            // 10 got its follower elsewhere; 11 still lacks it; 12 is down to its count; 13
+            // still has one too many.
+            regions: vec![led(10, &[3]), led(11, &[]), led(12, &[2]), led(13, &[2, 3])],
+            followers_per_region: 1,
+            ..ClusterSnapshot::default()
+        };
+        let cancelled: Vec<u64> = t.cancel_stale(&snap).iter().map(|e| e.id).collect();
+        assert_eq!(cancelled, [ids[0], ids[2]]);
     }
 
     #[test]

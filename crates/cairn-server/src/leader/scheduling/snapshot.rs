@@ -335,6 +335,7 @@ pub fn build(
                 && !drained.contains_key(&id);
             // Failover or the drain moves its leaders; evicting leaders may leave some.
             view.going = failed.contains(&id) || drained.get(&id) == Some(&DrainMode::Drain);
+            view.failed = failed.contains(&id);
             // A drained node judged failed is failover's.
             view.drain = match drained.get(&id) {
                 _ if failed.contains(&id) => None,
@@ -404,6 +405,8 @@ pub fn build(
                 let view = NodeView {
                     schedulable: false,
                     going: true,
+                    // Judged once the grace after this leader's start is over.
+                    failed: failed.contains(&n),
                     ..NodeView::new(n)
                 };
                 nodes.insert(n, view);
@@ -421,6 +424,7 @@ pub fn build(
         nodes: nodes.into_values().collect(),
         regions,
         spread_label: node.config.placement_spread_label.clone(),
+        followers_per_region: node.config.region_followers as usize,
         ..ClusterSnapshot::default()
     })
 }
