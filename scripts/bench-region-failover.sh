@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Datanode failover and drain on a 3-node Cairn cluster with in-process simulated datanodes:
 # `cairn bench region-failover` (10 datanodes, 10,000 regions, 5 kills, then a drain), once with
-# default settings and once with a fast setting (FAST_ARGS, the datanodes' interval FAST_INTERVAL).
+# default settings and once with a fast setting (FAST_ARGS, the datanodes' interval FAST_INTERVAL);
+# SERVE_ARGS go to both (e.g. "--region-followers 1": each run then also times replica-repair).
 # Usage: scripts/bench-region-failover.sh [RUNS]   (default 5; results to stdout)
 set -euo pipefail
 runs=${1:-5}
@@ -20,6 +21,8 @@ bench() {
   wait 2>/dev/null || true
   rm -rf "${work:?}"/[123]
 }
-bench 3000
+serve_args=${SERVE_ARGS:-}
 # shellcheck disable=SC2086
-bench "$fast_interval" $fast_args
+bench 3000 $serve_args
+# shellcheck disable=SC2086
+bench "$fast_interval" $fast_args $serve_args

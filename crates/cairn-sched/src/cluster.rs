@@ -261,9 +261,10 @@ pub struct ClusterSnapshot {
     pub node_moves_left_default: usize,
     /// A region moved within this long is not moved again by a balancing scheduler.
     pub region_cooldown_ms: u64,
-    /// Drain operators the limits still allow (drains have a budget of their own: they are an
-    /// operator's request and must not wait on the balancing limits).
-    pub drain_moves_left: usize,
+    /// Urgent operators the limits still allow: drains and evictions (an operator's request) and
+    /// replica repairs (a region short of copies) have a budget of their own and must not wait on
+    /// the balancing limits.
+    pub urgent_moves_left: usize,
     /// Follower copies every region should have (the placement's `region_followers`):
     /// replica-repair adds what a region lacks. 0: nothing is added.
     pub followers_per_region: usize,
@@ -314,8 +315,12 @@ pub(crate) struct Tally<'a> {
     /// Each region's table number in `tables` ([`NO_TABLE`] when spread rules are off).
     pub region_table: Vec<u32>,
     pub moves_left: usize,
-    pub drain_moves_left: usize,
+    pub urgent_moves_left: usize,
     pub planned: Vec<Operator>,
+    /// Regions with fewer follower copies than `followers_per_region`, and with more, when the
+    /// pass began: replica-repair skips its walk over the regions when it has nothing to do.
+    pub followers_short: usize,
+    pub followers_extra: usize,
     /// A node is hot above `(1 + load_tolerance)` times the mean load per capacity, in a
     /// dimension whose mean is at least `load_floor` (below it, load is noise).
     pub load_tolerance: f64,
@@ -393,6 +398,7 @@ impl<'a> Tally<'a> {
         let mut region_table = vec![NO_TABLE; if spread { count } else { 0 }];
         // The regions of a table usually come together: number a table once per run of them.
         let mut last_table = (u64::MAX, NO_TABLE);
+        let (mut followers_short, mut followers_extra) = (0, 0);
         for (i, r) in snap.regions.iter().enumerate() {
             let l = index.get(&r.leader).copied();
             follower_at.push(follower_nodes.len() as u32);
@@ -411,6 +417,8 @@ impl<'a> Tally<'a> {
             }
             let short = snap.followers_per_region.saturating_sub(r.followers.len());
             follower_nodes.extend(std::iter::repeat_n(NO_SLOT, short));
+            followers_short += usize::from(short > 0);
+            followers_extra += usize::from(r.followers.len() > snap.followers_per_region);
             if unknown {
                 flags[i] |= STUCK;
             }
@@ -479,8 +487,10 @@ impl<'a> Tally<'a> {
             tables,
             region_table,
             moves_left: snap.moves_left,
-            drain_moves_left: snap.drain_moves_left,
+            urgent_moves_left: snap.urgent_moves_left,
             planned: Vec::new(),
+            followers_short,
+            followers_extra,
             load_tolerance: f64::INFINITY,
             load_floor: 0.0,
             mean_load,
@@ -757,11 +767,11 @@ impl<'a> Tally<'a> {
         self.planned.push(op);
     }
 
-    /// Records a drain's `op` and applies it: within the drain budget, not the balancing ones.
-    /// A leader handed to a follower `to` leaves `from` following in its place when
+    /// Records an urgent `op` (a drain's, an eviction's, a repair's) and applies it: within the
+    /// urgent budget, not the balancing ones (per-node limits included). A leader handed to a follower `to` leaves `from` following in its place when
     /// `keep_source` (evicting leaders), else the follower slot is emptied (the drain closes the
     /// old leader's copy).
-    pub fn apply_drain(
+    pub fn apply_urgent(
         &mut self,
         op: Operator,
         region: usize,
@@ -790,7 +800,7 @@ impl<'a> Tally<'a> {
         self.apply(op, region, from, to);
         (self.moves_left, self.nodes[from].moves_left) = (moves_left, from_left);
         self.nodes[to].moves_left = to_left;
-        self.drain_moves_left = self.drain_moves_left.saturating_sub(1);
+        self.urgent_moves_left = self.urgent_moves_left.saturating_sub(1);
     }
 
     /// Regions at node `i` in `kind`'s role now (planned moves off it skipped; moves onto it are

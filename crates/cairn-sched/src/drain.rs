@@ -16,7 +16,7 @@
 //!
 //! Drains are an operator's request, not an inefficiency: they run first, at high priority, in
 //! maintenance mode too, ignore the cool-down, and spend a budget of their own
-//! ([`crate::ClusterSnapshot::drain_moves_left`]) rather than the balancing limits. A region busy
+//! ([`crate::ClusterSnapshot::urgent_moves_left`]) rather than the balancing limits. A region busy
 //! or planned already waits for the next pass; a region led by a node that is failed or cut off
 //! is failover's, so its follower copy here waits too.
 
@@ -84,7 +84,7 @@ pub(crate) fn plan(t: &mut Tally, kind: DrainKind, name: &'static str) {
     for from in drained {
         for region in t.nodes[from].led.clone() {
             let region = region as usize;
-            if t.drain_moves_left == 0 {
+            if t.urgent_moves_left == 0 {
                 return;
             }
             if t.leader_of(region) != from || t.claimed(region) {
@@ -92,7 +92,7 @@ pub(crate) fn plan(t: &mut Tally, kind: DrainKind, name: &'static str) {
             }
             if let Some(to) = leader_target(t, region, from, anywhere) {
                 let op = operator(t, region, MoveKind::Leader, from, to, name, "is drained");
-                t.apply_drain(op, region, from, to, kind == DrainKind::Leaders);
+                t.apply_urgent(op, region, from, to, kind == DrainKind::Leaders);
             }
         }
         if kind != DrainKind::All {
@@ -100,7 +100,7 @@ pub(crate) fn plan(t: &mut Tally, kind: DrainKind, name: &'static str) {
         }
         for region in t.nodes[from].followed.clone() {
             let region = region as usize;
-            if t.drain_moves_left == 0 {
+            if t.urgent_moves_left == 0 {
                 return;
             }
             if !t.followers_of(region).any(|f| f == from) || t.claimed(region) {
@@ -115,7 +115,7 @@ pub(crate) fn plan(t: &mut Tally, kind: DrainKind, name: &'static str) {
             }
             if let Some(to) = least(t, region, MoveKind::Follower, from, &live) {
                 let op = operator(t, region, MoveKind::Follower, from, to, name, "is drained");
-                t.apply_drain(op, region, from, to, false);
+                t.apply_urgent(op, region, from, to, false);
             }
         }
     }
@@ -127,7 +127,7 @@ pub(crate) fn plan(t: &mut Tally, kind: DrainKind, name: &'static str) {
 /// busy in the snapshot are left out, and so are those with nowhere to go. `failed` is sorted.
 pub fn failover_plan(snap: &ClusterSnapshot, failed: &[u64]) -> Vec<Operator> {
     let mut t = Tally::new(snap);
-    t.drain_moves_left = usize::MAX;
+    t.urgent_moves_left = usize::MAX;
     let live: Vec<usize> = t.schedulable().collect();
     let gone: Vec<usize> = (0..t.nodes.len())
         .filter(|i| failed.binary_search(&t.id(*i)).is_ok())
@@ -140,7 +140,7 @@ pub fn failover_plan(snap: &ClusterSnapshot, failed: &[u64]) -> Vec<Operator> {
             }
             if let Some(to) = leader_target(&t, region, from, Some(&live)) {
                 let op = operator(&t, region, MoveKind::Leader, from, to, FAILOVER, "failed");
-                t.apply_drain(op, region, from, to, false);
+                t.apply_urgent(op, region, from, to, false);
             }
         }
     }
@@ -238,7 +238,7 @@ mod tests {
     fn drained(mut snap: ClusterSnapshot, node: u64, kind: DrainKind) -> ClusterSnapshot {
         let n = snap.nodes.iter_mut().find(|n| n.node_id == node).unwrap();
         (n.schedulable, n.going, n.drain) = (false, kind == DrainKind::All, Some(kind));
-        snap.drain_moves_left = 100_000;
+        snap.urgent_moves_left = 100_000;
         snap
     }
 
@@ -292,7 +292,7 @@ mod tests {
         snap.moves_left = 0;
         snap.busy = vec![snap.regions[0].region_id];
         let mut snap = drained(snap, 1, DrainKind::All);
-        snap.drain_moves_left = 4;
+        snap.urgent_moves_left = 4;
         let ops = run(&snap);
         assert_eq!(ops.len(), 4, "the drain budget, not the balancing one");
         assert!(ops.iter().all(|o| o.region_id != snap.regions[0].region_id));

@@ -32,7 +32,7 @@ mod tests {
         snap.regions[4].followers = vec![1];
         let n = &mut snap.nodes[0];
         (n.schedulable, n.drain) = (false, Some(DrainKind::Leaders));
-        snap.drain_moves_left = 100;
+        snap.urgent_moves_left = 100;
         let ops = run(&snap);
         let to: Vec<u64> = ops.iter().map(|o| o.to).collect();
         // Evened out: the first to 3 (2 leads one already), the next to 2, then 3, the only one.

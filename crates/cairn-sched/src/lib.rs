@@ -53,7 +53,10 @@ pub use kind::{SelectorKind, UnknownSelector};
 pub use label_aware::LabelAware;
 pub use load::LoadWeights;
 pub use load_based::LoadBased;
-pub use operator::{MoveKind, Operator, Priority, Step, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER};
+pub use operator::{
+    MoveKind, Operator, Priority, Step, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
+    REPLICA_REPAIR_SCHEDULER,
+};
 pub use placement::{
     Candidate, Placement, PlacementRequest, RegionPlacement, SelectError, Selector,
 };

@@ -11,6 +11,8 @@ pub const DRAIN_SCHEDULER: &str = "drain";
 /// The scheduler that hands the leadership of a node's regions to their followers (`node
 /// evict-leaders`).
 pub const EVICT_LEADERS_SCHEDULER: &str = "evict-leaders";
+/// The scheduler that keeps every region at its replica count.
+pub const REPLICA_REPAIR_SCHEDULER: &str = "replica-repair";
 
 /// Which copy of a region moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,6 +112,14 @@ impl Operator {
     /// maintenance mode too.
     pub fn requested(&self) -> bool {
         matches!(self.scheduler, DRAIN_SCHEDULER | EVICT_LEADERS_SCHEDULER)
+    }
+
+    /// Whether it must not wait on the balancing limits: an operator's request, or a repair of
+    /// a region short of copies (after a failover, a thousand at once). Urgent operators share a
+    /// budget of their own, are not rate-limited and are logged in batches; only requested ones
+    /// run in maintenance mode.
+    pub fn urgent(&self) -> bool {
+        self.requested() || self.scheduler == REPLICA_REPAIR_SCHEDULER
     }
 
     /// Whether the source keeps its copy as a follower (a leader eviction hands leadership to a

@@ -21,10 +21,10 @@
 //! or that are busy are left for a later pass.
 
 use crate::cluster::Tally;
-use crate::operator::{MoveKind, Operator, Priority};
+use crate::operator::{MoveKind, Operator, Priority, REPLICA_REPAIR_SCHEDULER};
 use crate::schedule::{flag, unknown_param, ConfigError, Schedule};
 
-pub(crate) const NAME: &str = "replica-repair";
+pub(crate) const NAME: &str = REPLICA_REPAIR_SCHEDULER;
 const DROP_EXTRA: &str = "drop_extra";
 
 /// See the module docs.
@@ -59,11 +59,13 @@ impl Schedule for ReplicaRepair {
     fn schedule(&self, t: &mut Tally) {
         let want = t.snap.followers_per_region;
         let failed_hold = t.nodes.iter().any(|n| n.failed && n.followers > 0);
-        if want == 0 && !failed_hold && !self.drop_extra {
+        let extra = self.drop_extra && t.followers_extra > 0;
+        // Nothing short, extra or failed: no walk over a million complete regions.
+        if t.followers_short == 0 && !failed_hold && !extra {
             return;
         }
         for region in 0..t.snap.regions.len() {
-            if t.moves_left == 0 {
+            if t.urgent_moves_left == 0 {
                 return;
             }
             if !t.movable(region, true) {
@@ -117,8 +119,8 @@ fn worst_copy(t: &Tally, region: usize) -> usize {
         .expect("a region with extra copies has a follower")
 }
 
-/// The node to take a new copy of `region` (in place of `from`'s, if given): schedulable,
-/// holding no copy, with moves left; a zone without a copy first, then the fewest follower
+/// The node to take a new copy of `region` (in place of `from`'s, if given): schedulable and
+/// holding no copy; a zone without a copy first, then the fewest follower
 /// copies, then the least load, then the lowest index.
 fn target(t: &Tally, region: usize, from: Option<usize>) -> Option<usize> {
     let zones_used = |i: usize| {
@@ -129,7 +131,7 @@ fn target(t: &Tally, region: usize, from: Option<usize>) -> Option<usize> {
                 .any(|n| t.nodes[n].zone == t.nodes[i].zone)
     };
     t.schedulable()
-        .filter(|i| !t.holds(region, *i) && t.nodes[*i].moves_left > 0)
+        .filter(|i| !t.holds(region, *i))
         .min_by(|a, b| {
             let key = |i: usize| {
                 (
@@ -168,7 +170,7 @@ fn plan(t: &mut Tally, region: usize, kind: MoveKind, from: usize, to: usize, wh
             ("wanted", t.snap.followers_per_region.to_string()),
         ],
     };
-    t.apply(op, region, from, to);
+    t.apply_urgent(op, region, from, to, false);
 }
 
 #[cfg(test)]
@@ -404,14 +406,21 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_budget_bounds_a_pass() {
+    fn the_urgent_budget_bounds_a_pass_and_the_balancing_limits_do_not() {
         let mut snap = snapshot(3, &[(1, 6)]);
         snap.followers_per_region = 1;
-        snap.moves_left = 2;
+        snap.urgent_moves_left = 2;
         assert_eq!(repairs(&snap).len(), 2);
-        snap.moves_left = 100;
+        // After a failover thousands of regions may be short: the balancing limits (cluster,
+        // per node) would make them wait minutes.
+        snap.urgent_moves_left = 100;
+        snap.moves_left = 0;
         snap.node_moves_left.insert(2, 1);
         snap.node_moves_left.insert(3, 1);
-        assert_eq!(repairs(&snap).len(), 2, "per-node limits on the targets");
+        let ops = repairs(&snap);
+        assert_eq!(ops.len(), 6);
+        assert!(ops.iter().all(Operator::urgent) && !ops.iter().any(Operator::requested));
+        // Spread over the two nodes that can take them.
+        assert_eq!(ops.iter().filter(|o| o.to == 2).count(), 3);
     }
 }

@@ -97,6 +97,7 @@ pub(crate) fn snapshot(nodes: u64, held: &[(u64, usize)]) -> crate::ClusterSnaps
         regions,
         moves_left: 100_000,
         node_moves_left_default: 100_000,
+        urgent_moves_left: 100_000,
         spread_label: "zone".to_string(),
         ..crate::ClusterSnapshot::default()
     }

@@ -6,13 +6,16 @@
 //! acknowledged heartbeat, kills it at once (its stream stops), and polls every region it led
 //! until the stored route names another node *and* that node accepts a write (it holds a
 //! lease). The run's time is from that last heartbeat to the last region writable; per-region
-//! times are kept too. The victim restarts before the next run, which kills another node. Then
+//! times are kept too. When the regions have follower copies (`cairn serve --region-followers`),
+//! the run also times how long until every region has its follower count back, none on the
+//! victim (`copies_ms`, replica-repair's work). The victim restarts before the next run, which
+//! kills another node. Then
 //! one node is drained and the rate of its led regions moving off is measured.
 //!
 //! JSON shape (`--output json`; fields may be added, never renamed):
 //! `{"datanodes": u32, "regions": u64, "interval_ms": u64, "runs": [{"run": u64, "victim": u64,
 //!   "regions": u64, "complete_ms": f64, "region_p50_ms": f64, "region_p99_ms": f64,
-//!   "judged_ms": f64 | null, "gap_std_dev_ms": f64 | null}],
+//!   "judged_ms": f64 | null, "gap_std_dev_ms": f64 | null, "copies_ms": f64 | null}],
 //!   "complete_ms": {"p50": f64, "p99": f64, "max": f64, "min": f64, "mean": f64} | null,
 //!   "drain": {"node": u64, "regions": u64, "seconds": f64, "regions_per_sec": f64} | null}`
 
@@ -85,6 +88,9 @@ struct RunReport {
     /// and the gap deviation the detector had learned, ms.
     judged_ms: Option<f64>,
     gap_std_dev_ms: Option<f64>,
+    /// From the same last heartbeat until every region had as many follower copies off the
+    /// victim as it had before the kill (replica-repair); None when no region had followers.
+    copies_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -160,6 +166,22 @@ async fn leaders(meta: &MetaClient, tables: &[u64]) -> Option<BTreeMap<u64, u64>
             .routes
             .iter()
             .flat_map(|t| t.regions.iter().map(|r| (r.region_id, r.leader_node)))
+            .collect(),
+    )
+}
+
+/// Region → its follower nodes, over the bench's tables.
+async fn followers(meta: &MetaClient, tables: &[u64]) -> Option<BTreeMap<u64, Vec<u64>>> {
+    let routes = meta.get_routes(tables).await.ok()?;
+    Some(
+        routes
+            .routes
+            .iter()
+            .flat_map(|t| {
+                t.regions
+                    .iter()
+                    .map(|r| (r.region_id, r.follower_nodes.clone()))
+            })
             .collect(),
     )
 }
@@ -276,6 +298,9 @@ pub async fn run(args: RegionFailoverArgs) -> Result<(), BenchError> {
             .filter(|(_, l)| **l == victim)
             .map(|(r, _)| *r)
             .collect();
+        let copies_before = followers(&meta, &tables)
+            .await
+            .ok_or_else(|| BenchError::Cluster("reading the routes".into()))?;
         // Kill right after an acknowledged heartbeat: that is its last one.
         let acked = |fleet: &Fleet| {
             fleet
@@ -322,6 +347,22 @@ pub async fn run(args: RegionFailoverArgs) -> Result<(), BenchError> {
         }
         let took = last_heartbeat.elapsed();
         complete.record(took);
+        let copies_ms = if copies_before.values().all(Vec::is_empty) {
+            None
+        } else {
+            let made_up = |now: &BTreeMap<u64, Vec<u64>>| {
+                copies_before.iter().all(|(r, was)| {
+                    now.get(r)
+                        .is_some_and(|f| f.len() >= was.len() && !f.contains(&victim))
+                })
+            };
+            until("every region's follower copies made up", || async {
+                let now = followers(&meta, &tables).await?;
+                made_up(&now).then_some(())
+            })
+            .await?;
+            Some(last_heartbeat.elapsed().as_secs_f64() * 1000.0)
+        };
         let judged = meta
             .list_events(0, "node_failed", 1)
             .await
@@ -339,6 +380,7 @@ pub async fn run(args: RegionFailoverArgs) -> Result<(), BenchError> {
             region_p99_ms: ms(&per_region, 0.99),
             judged_ms: figure("silent_ms"),
             gap_std_dev_ms: figure("gap_std_dev_ms"),
+            copies_ms,
         };
         eprintln!(
             "bench: run {run}: node {victim}, {} regions writable elsewhere {:.0} ms after its \
@@ -432,12 +474,12 @@ fn print(report: &Report, out: OutputFormat) -> Result<(), BenchError> {
             );
             println!(
                 "run  victim  regions  complete_ms  region_p50_ms  region_p99_ms  judged_ms  \
-                 gap_std_ms"
+                 gap_std_ms  copies_ms"
             );
             let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
             for r in &report.runs {
                 println!(
-                    "{:>3}  {:>6}  {:>7}  {:>11.0}  {:>13.0}  {:>13.0}  {:>9}  {:>10}",
+                    "{:>3}  {:>6}  {:>7}  {:>11.0}  {:>13.0}  {:>13.0}  {:>9}  {:>10}  {:>9}",
                     r.run,
                     r.victim,
                     r.regions,
@@ -445,7 +487,8 @@ fn print(report: &Report, out: OutputFormat) -> Result<(), BenchError> {
                     r.region_p50_ms,
                     r.region_p99_ms,
                     opt(r.judged_ms),
-                    opt(r.gap_std_dev_ms)
+                    opt(r.gap_std_dev_ms),
+                    opt(r.copies_ms)
                 );
             }
             if let Some(s) = &report.complete_ms {

@@ -36,6 +36,10 @@ pub struct ScheduleBenchArgs {
     /// Regions of the snapshot whose planning pass is timed (0: skip).
     #[arg(long, default_value_t = 1_000_000)]
     pass_regions: u64,
+    /// Follower copies of each region in the timed pass (on the nodes after its leader's, and
+    /// wanted: replica-repair walks every region and finds each complete).
+    #[arg(long, default_value_t = 0)]
+    pass_followers: usize,
     /// The leader's limits, as `cairn serve` takes them.
     #[arg(long, default_value_t = 2_000)]
     scheduler_interval_ms: u64,
@@ -71,6 +75,8 @@ struct ScheduleBenchReport {
     regions: u64,
     scenarios: Vec<ScenarioRow>,
     pass_regions: u64,
+    /// Follower copies of each region in that pass.
+    pass_followers: usize,
     /// Planning one pass over `pass_regions` regions (the add-nodes scenario), ms.
     pass_ms: Option<f64>,
     pass_operators: usize,
@@ -147,6 +153,13 @@ pub async fn run(args: ScheduleBenchArgs) -> Result<(), BenchError> {
         let s = scenario::build("add-nodes", args.nodes, args.pass_regions, 7)
             .expect("a listed scenario");
         let mut snap = s.snapshot;
+        let ids: Vec<u64> = snap.nodes.iter().map(|n| n.node_id).collect();
+        let followers = args.pass_followers.min(ids.len().saturating_sub(1));
+        for r in &mut snap.regions {
+            let at = ids.iter().position(|id| *id == r.leader).unwrap_or(0);
+            r.followers = (1..=followers).map(|k| ids[(at + k) % ids.len()]).collect();
+        }
+        snap.followers_per_region = followers;
         snap.moves_left = args.scheduler_operators_max;
         snap.node_moves_left_default = args.scheduler_node_operators_max;
         let started = Instant::now();
@@ -160,6 +173,7 @@ pub async fn run(args: ScheduleBenchArgs) -> Result<(), BenchError> {
         regions: args.regions,
         scenarios,
         pass_regions: args.pass_regions,
+        pass_followers: args.pass_followers,
         pass_ms,
         pass_operators,
     };
@@ -205,8 +219,9 @@ pub async fn run(args: ScheduleBenchArgs) -> Result<(), BenchError> {
             println!("{t}");
             if let Some(ms) = report.pass_ms {
                 println!(
-                    "one planning pass over {} regions: {ms:.1} ms ({} operators planned)",
-                    report.pass_regions, report.pass_operators
+                    "one planning pass over {} regions with {} followers each: {ms:.1} ms \
+                     ({} operators planned)",
+                    report.pass_regions, report.pass_followers, report.pass_operators
                 );
             }
         }

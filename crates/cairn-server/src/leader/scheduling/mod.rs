@@ -36,6 +36,7 @@ use cairn_meta::{codec, SchedulerSetting, TableRoute};
 use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
 use cairn_sched::{
     MoveKind, Operator, RegionView, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
+    REPLICA_REPAIR_SCHEDULER,
 };
 use operators::{Entry, Limits, OpStatus, OperatorTable};
 use routes::{RouteChanges, RouteViews};
@@ -188,7 +189,7 @@ pub fn limits(config: &ServerConfig) -> Limits {
         node_operators_max: config.scheduler_node_operators_max,
         moves_per_minute_max: config.scheduler_moves_per_minute_max,
         region_cooldown_ms: config.scheduler_region_cooldown_ms,
-        drain_operators_max: config.failover_migrations_max * MIGRATION_BATCH_REGIONS_MAX,
+        urgent_operators_max: config.failover_migrations_max * MIGRATION_BATCH_REGIONS_MAX,
     }
 }
 
@@ -374,9 +375,9 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     metrics
         .scheduler_plan_micros
         .store(micros(planning.elapsed()), Ordering::Relaxed);
-    let (requested, balancing): (Vec<&Operator>, Vec<&Operator>) =
-        ops.iter().partition(|op| op.requested());
-    record_requested(node, term, &requested);
+    let (urgent, balancing): (Vec<&Operator>, Vec<&Operator>) =
+        ops.iter().partition(|op| op.urgent());
+    record_batched(node, term, &urgent);
     for op in balancing {
         let mut figures: Vec<(&str, String)> = vec![
             ("scheduler", op.scheduler.to_string()),
@@ -412,10 +413,11 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     Ok(Pass { paused, started })
 }
 
-/// Records a pass's drain and evict-leaders operators as events, one per scheduler, source,
-/// copy and batch of regions: a drain of a node leading 100,000 regions must not flood the event
-/// log (and push everything else out of it) with an event per region.
-fn record_requested(node: &Arc<Node>, term: u64, ops: &[&Operator]) {
+/// Records a pass's urgent operators (drain, evict-leaders, replica-repair) as events, one per
+/// scheduler, source, copy and batch of regions: a drain of a node leading 100,000 regions, or
+/// the repair after a failover, must not flood the event log (and push everything else out of
+/// it) with an event per region.
+fn record_batched(node: &Arc<Node>, term: u64, ops: &[&Operator]) {
     let mut groups: BTreeMap<(&'static str, u64, MoveKind), Vec<&Operator>> = BTreeMap::new();
     for op in ops {
         groups
@@ -438,18 +440,25 @@ fn record_requested(node: &Arc<Node>, term: u64, ops: &[&Operator]) {
                 ("regions", chunk.len().to_string()),
                 ("region_ids", ids.join(",")),
             ];
-            crate::leader::events::record(
-                node,
-                term,
-                "operator",
-                format!("node {from}"),
-                format!(
-                    "{scheduler}: {} {} copies of node {from} to node {to}",
-                    chunk.len(),
-                    kind.as_str()
+            let n = chunk.len();
+            let (subject, message) = match kind {
+                MoveKind::AddFollower => (
+                    format!("node {to}"),
+                    format!("{scheduler}: {n} new follower copies on node {to}"),
                 ),
-                &figures,
-            );
+                MoveKind::RemoveFollower => (
+                    format!("node {from}"),
+                    format!("{scheduler}: {n} follower copies dropped from node {from}"),
+                ),
+                _ => (
+                    format!("node {from}"),
+                    format!(
+                        "{scheduler}: {n} {} copies of node {from} to node {to}",
+                        kind.as_str()
+                    ),
+                ),
+            };
+            crate::leader::events::record(node, term, "operator", subject, message, &figures);
         }
     }
 }
@@ -509,8 +518,11 @@ fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
                     return;
                 }
                 settle(&node, &ops, result);
-                // A drain goes on at once with what is left.
-                if matches!(scheduler, DRAIN_SCHEDULER | EVICT_LEADERS_SCHEDULER) {
+                // A drain or a repair goes on at once with what is left.
+                if matches!(
+                    scheduler,
+                    DRAIN_SCHEDULER | EVICT_LEADERS_SCHEDULER | REPLICA_REPAIR_SCHEDULER
+                ) {
                     node.scheduling.wake();
                 }
             });

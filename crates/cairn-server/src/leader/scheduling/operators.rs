@@ -63,9 +63,10 @@ pub struct Limits {
     pub moves_per_minute_max: usize,
     /// A region moved is not moved again by a balancing scheduler within this, ms.
     pub region_cooldown_ms: u64,
-    /// Drain and evict-leaders operators queued or running at once (an operator's request:
-    /// not counted in the limits above, nor rate-limited).
-    pub drain_operators_max: usize,
+    /// Urgent operators (drain, evict-leaders: an operator's request; replica-repair: regions
+    /// short of copies) queued or running at once: not counted in the limits above, nor
+    /// rate-limited.
+    pub urgent_operators_max: usize,
 }
 
 /// See the module docs.
@@ -102,10 +103,10 @@ impl OperatorTable {
     /// Fills the snapshot's limits and the regions it must leave alone.
     pub fn limit(&mut self, snap: &mut ClusterSnapshot, limits: &Limits) {
         snap.busy.extend(self.live.values().map(|e| e.op.region_id));
-        let requested = self.live.values().filter(|e| e.op.requested()).count();
-        let balancing = self.live.len() - requested;
+        let urgent = self.live.values().filter(|e| e.op.urgent()).count();
+        let balancing = self.live.len() - urgent;
         snap.moves_left = limits.operators_max.saturating_sub(balancing);
-        snap.drain_moves_left = limits.drain_operators_max.saturating_sub(requested);
+        snap.urgent_moves_left = limits.urgent_operators_max.saturating_sub(urgent);
         snap.node_moves_left_default = limits.node_operators_max;
         for (node, n) in self.per_node() {
             snap.node_moves_left
@@ -119,7 +120,7 @@ impl OperatorTable {
 
     fn per_node(&self) -> HashMap<u64, usize> {
         let mut out = HashMap::new();
-        for e in self.live.values().filter(|e| !e.op.requested()) {
+        for e in self.live.values().filter(|e| !e.op.urgent()) {
             // 0: no source (an added copy) or no target (a dropped one).
             for n in [e.op.from, e.op.to].into_iter().filter(|n| *n != 0) {
                 *out.entry(n).or_insert(0) += 1;
@@ -249,7 +250,7 @@ impl OperatorTable {
     }
 
     /// Up to the moves-per-minute allowance of queued operators, highest priority first, marked
-    /// running; a drain's (an operator's request) whatever the allowance. `requested_only`
+    /// running; urgent ones (a drain's, a repair's) whatever the allowance. `requested_only`
     /// (maintenance mode): the drains' alone.
     pub fn start_next(&mut self, limits: &Limits, now_ms: u64, requested_only: bool) -> Vec<Entry> {
         while self
@@ -263,13 +264,14 @@ impl OperatorTable {
             .moves_per_minute_max
             .saturating_sub(self.started_ms.len());
         let queued = self.live.values().filter(|e| e.status == OpStatus::Queued);
-        let (requested, mut balancing): (Vec<&Entry>, Vec<&Entry>) =
-            queued.partition(|e| e.op.requested());
+        let (mut urgent, mut balancing): (Vec<&Entry>, Vec<&Entry>) =
+            queued.partition(|e| e.op.urgent());
         if requested_only {
+            urgent.retain(|e| e.op.requested());
             balancing.clear();
         }
         balancing.sort_by(|a, b| b.op.priority.cmp(&a.op.priority).then(a.id.cmp(&b.id)));
-        let ids: Vec<(u64, bool)> = requested
+        let ids: Vec<(u64, bool)> = urgent
             .iter()
             .map(|e| (e.id, false))
             .chain(balancing.iter().take(allowance).map(|e| (e.id, true)))
@@ -426,7 +428,7 @@ mod tests {
             node_operators_max: 2,
             moves_per_minute_max: 2,
             region_cooldown_ms: 10_000,
-            drain_operators_max: 3,
+            urgent_operators_max: 3,
         }
     }
 
@@ -470,6 +472,29 @@ mod tests {
     }
 
     #[test]
+    fn repairs_skip_the_rate_limit_but_wait_out_maintenance_mode() {
+        let repair = |region: u64| Operator {
+            kind: MoveKind::AddFollower,
+            scheduler: "replica-repair",
+            ..op(region, 0, 2, Priority::High)
+        };
+        let mut t = OperatorTable::default();
+        t.add((1..=5).map(repair).collect(), 0);
+        assert!(
+            t.start_next(&limits(), 0, true).is_empty(),
+            "maintenance mode"
+        );
+        // Five at once although the allowance is 2 a minute, and the allowance is left whole.
+        assert_eq!(t.start_next(&limits(), 0, false).len(), 5);
+        t.add(vec![op(6, 1, 2, Priority::Low), op(7, 1, 2, Priority::Low)], 0);
+        assert_eq!(t.start_next(&limits(), 0, false).len(), 2);
+        let mut snap = ClusterSnapshot::default();
+        t.limit(&mut snap, &limits());
+        assert_eq!(snap.urgent_moves_left, 0, "5 running repairs spend the budget of 3");
+        assert_eq!(snap.moves_left, 1);
+    }
+
+    #[test]
     fn a_copy_to_add_or_drop_goes_stale_once_the_count_is_met() {
         let repair = |region: u64, kind: MoveKind, from: u64, to: u64| Operator {
             kind,
@@ -488,8 +513,10 @@ mod tests {
         );
         let mut snap = ClusterSnapshot::default();
         t.limit(&mut snap, &limits());
-        assert!(!snap.node_moves_left.contains_key(&0), "node 0 is nobody");
-        assert_eq!(snap.node_moves_left[&2], 0);
+        assert!(
+            snap.node_moves_left.is_empty(),
+            "urgent: outside the per-node limits"
+        );
         let led = |id: u64, followers: &[u64]| RegionView {
             followers: followers.to_vec(),
             ..RegionView::new(id, 1)
@@ -562,7 +589,7 @@ mod tests {
             snap.moves_left, 2,
             "drains are not counted against balancing"
         );
-        assert_eq!(snap.drain_moves_left, 0, "the drain budget is spent");
+        assert_eq!(snap.urgent_moves_left, 0, "the drain budget is spent");
         assert_eq!(snap.node_moves_left[&2], 1, "nor against a node's limit");
         assert!(!snap.node_moves_left.contains_key(&3));
         // The rate allows 2 a minute: every drain starts beside them all the same.
