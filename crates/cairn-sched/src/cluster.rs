@@ -79,6 +79,9 @@ const COOLING: u8 = 2;
 /// A region no balancing scheduler may plan: held by a node unknown to the snapshot, or led by a
 /// node that may not take regions (failover or a drain moves it; the drain schedulers may).
 const STUCK: u8 = 4;
+/// A region a balancing operator waits, queued, to move: balancing schedulers leave it; an
+/// urgent one (a repair) may take it over, and the queued operator is then cancelled.
+const QUEUED: u8 = 8;
 /// A follower slot emptied by a planned move (a leader handed to a follower that the drain closes
 /// behind it).
 const NO_SLOT: u32 = u32::MAX;
@@ -250,6 +253,9 @@ pub struct ClusterSnapshot {
     pub regions: Vec<RegionView>,
     /// Regions some operator or procedure is moving now: nobody plans for them.
     pub busy: Vec<u64>,
+    /// Regions a balancing operator waits (queued, behind the rate limit) to move: the balancing
+    /// schedulers leave them; replica-repair may take them over.
+    pub queued: Vec<u64>,
     /// When each recently moved region last moved (Unix ms), for the cool-down.
     pub last_moved_ms: HashMap<u64, u64>,
     /// The label whose values are failure domains (`"zone"`); empty: no spread rules.
@@ -382,6 +388,7 @@ impl<'a> Tally<'a> {
         let live_zones = live.iter().filter(|l| **l).count();
         let spread = !label.is_empty() && live_zones >= 2;
         let busy: IdSet<u64> = snap.busy.iter().copied().collect();
+        let queued: IdSet<u64> = snap.queued.iter().copied().collect();
         let recent: IdSet<u64> = snap
             .last_moved_ms
             .iter()
@@ -424,6 +431,9 @@ impl<'a> Tally<'a> {
             }
             if !busy.is_empty() && busy.contains(&r.region_id) {
                 flags[i] |= FROZEN;
+            }
+            if !queued.is_empty() && queued.contains(&r.region_id) {
+                flags[i] |= QUEUED;
             }
             if !recent.is_empty() && recent.contains(&r.region_id) {
                 flags[i] |= COOLING;
@@ -580,11 +590,17 @@ impl<'a> Tally<'a> {
     /// which ignores the cool-down).
     pub fn movable(&self, region: usize, repair: bool) -> bool {
         let f = self.flags[region];
-        f & (FROZEN | STUCK) == 0 && (repair || f & COOLING == 0)
+        f & (FROZEN | STUCK | QUEUED) == 0 && (repair || f & COOLING == 0)
+    }
+
+    /// Whether replica-repair may plan `region`: neither busy, planned, nor stuck; a queued
+    /// balancing operator's region it takes over (a region short of copies comes first).
+    pub fn repairable(&self, region: usize) -> bool {
+        self.flags[region] & (FROZEN | STUCK) == 0
     }
 
     fn frozen(&self, region: usize) -> bool {
-        self.flags[region] & (FROZEN | STUCK) != 0
+        self.flags[region] & (FROZEN | STUCK | QUEUED) != 0
     }
 
     /// Whether `region` is busy or planned already this pass (a drain may move any other).

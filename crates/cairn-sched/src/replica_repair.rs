@@ -68,7 +68,7 @@ impl Schedule for ReplicaRepair {
             if t.urgent_moves_left == 0 {
                 return;
             }
-            if !t.movable(region, true) {
+            if !t.repairable(region) {
                 continue;
             }
             let have = t.followers_of(region).count();
@@ -323,8 +323,11 @@ mod tests {
         }
         snap.followers_per_region = 1;
         snap.busy = vec![snap.regions[0].region_id];
+        // A balancing operator queued behind the rate limit does not hold a repair back.
+        snap.queued = vec![snap.regions[1].region_id];
         let ops = repairs(&snap);
         assert_eq!(ops.len(), 3, "the busy region waits: {ops:?}");
+        assert!(ops.iter().any(|o| o.region_id == snap.regions[1].region_id));
         // Zone b (node 4) first, although it then follows more than nodes 2 and 3.
         assert!(ops.iter().all(|o| o.to == 4), "{ops:?}");
     }

@@ -587,6 +587,11 @@ fn judged_failed(node: &Node, id: u64) -> bool {
         .is_some_and(|(_, failed)| failed)
 }
 
+/// Whether node `id` is judged failed or down: it answers no instruction until it is back.
+fn gone(node: &Node, id: u64) -> bool {
+    is_down(node, id) || judged_failed(node, id)
+}
+
 /// The nodes of `failed`.
 fn nodes_of(failed: &[NodeFailure]) -> HashSet<u64> {
     failed.iter().map(|f| f.node).collect()
@@ -651,6 +656,18 @@ impl MigrateRegion {
         if !failed.is_empty() {
             let why = format!("opening the region on the candidate: {}", describe(&failed));
             let nodes = nodes_of(&failed);
+            // A candidate judged failed opens nothing however often it is asked: its moves end
+            // now, not at the deadline (their regions' locks would keep repairs out meanwhile).
+            let dead: HashSet<u64> = nodes
+                .iter()
+                .copied()
+                .filter(|n| gone(&ctx.node, *n))
+                .collect();
+            let doomed = |m: &RegionMove| !m.to_was_follower && dead.contains(&m.to);
+            if self.moves.iter().all(doomed) {
+                return Ok(Next::Rollback(why));
+            }
+            self.leave_out(doomed, &why);
             let stuck = |m: &RegionMove| !m.to_was_follower && nodes.contains(&m.to);
             if self.moves.iter().all(stuck) {
                 return Ok(Next::Retry(why));
@@ -778,10 +795,13 @@ impl MigrateRegion {
         })
         .await?;
         if !failed.is_empty() {
-            return Ok(Next::Retry(format!(
-                "upgrading the candidate: {}",
-                describe(&failed)
-            )));
+            let why = format!("upgrading the candidate: {}", describe(&failed));
+            // Candidates judged failed will not take the lease: the old leaders take their
+            // regions back now rather than stay downgraded until the deadline.
+            if failed.iter().all(|f| gone(&ctx.node, f.node)) {
+                return Ok(Next::Rollback(why));
+            }
+            return Ok(Next::Retry(why));
         }
         // Only a dropped table gets here (the regions' locks keep other migrations out).
         let not_moved = |m: &RegionMove| !arrived(&routes, m);
@@ -820,7 +840,7 @@ impl MigrateRegion {
         };
         // Failover's old leaders are dead, and so may be the source of a repaired copy: their
         // copies wait for the orphan reconciler.
-        let dead = |f: &NodeFailure| is_down(&ctx.node, f.node) || judged_failed(&ctx.node, f.node);
+        let dead = |f: &NodeFailure| gone(&ctx.node, f.node);
         if !failed.is_empty() && self.reason != REASON_FAILOVER && !failed.iter().all(dead) {
             return Ok(Next::Retry(format!(
                 "closing the region on the old leader: {}",

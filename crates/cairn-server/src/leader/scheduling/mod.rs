@@ -396,6 +396,14 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
             &figures,
         );
     }
+    tracing::debug!(
+        regions = snap.regions.len(),
+        planned = ops.len(),
+        urgent = urgent.len(),
+        moves_left = snap.moves_left,
+        urgent_moves_left = snap.urgent_moves_left,
+        "scheduling pass planned"
+    );
     let now_ms = snap.now_ms;
     node.scheduling.recycle(snap.regions);
     let mut table = node.scheduling.operators();

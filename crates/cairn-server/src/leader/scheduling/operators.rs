@@ -102,7 +102,16 @@ impl OperatorTable {
 
     /// Fills the snapshot's limits and the regions it must leave alone.
     pub fn limit(&mut self, snap: &mut ClusterSnapshot, limits: &Limits) {
-        snap.busy.extend(self.live.values().map(|e| e.op.region_id));
+        // A queued balancing operator's region is the balancing schedulers' to leave alone, but
+        // a repair takes it over (see `add`): waiting behind the rate limit must not keep a
+        // region short of copies for a minute.
+        for e in self.live.values() {
+            if e.status == OpStatus::Queued && !e.op.urgent() {
+                snap.queued.push(e.op.region_id);
+            } else {
+                snap.busy.push(e.op.region_id);
+            }
+        }
         let urgent = self.live.values().filter(|e| e.op.urgent()).count();
         let balancing = self.live.len() - urgent;
         snap.moves_left = limits.operators_max.saturating_sub(balancing);
@@ -129,8 +138,26 @@ impl OperatorTable {
         out
     }
 
-    /// Queues `ops`; their ids.
+    /// Queues `ops`; their ids. An urgent operator supersedes a queued balancing one of its
+    /// region, which is cancelled.
     pub fn add(&mut self, ops: Vec<Operator>, now_ms: u64) -> Vec<u64> {
+        if ops.iter().any(Operator::urgent) {
+            let queued: HashMap<u64, u64> = self
+                .live
+                .values()
+                .filter(|e| e.status == OpStatus::Queued && !e.op.urgent())
+                .map(|e| (e.op.region_id, e.id))
+                .collect();
+            let superseded: Vec<(u64, &'static str)> = ops
+                .iter()
+                .filter(|op| op.urgent())
+                .filter_map(|op| queued.get(&op.region_id).map(|id| (*id, op.scheduler)))
+                .collect();
+            for (id, by) in superseded {
+                let why = format!("superseded by {by}");
+                self.finish(id, OpStatus::Cancelled, why, now_ms);
+            }
+        }
         let mut ids = Vec::with_capacity(ops.len());
         for op in ops {
             let id = self.next_id.max(1);
@@ -154,7 +181,8 @@ impl OperatorTable {
 
     /// Cancels queued operators whose premise no longer holds in `snap`: the region moved or
     /// went, its source no longer holds the copy, the target may no longer take it, (a repair's)
-    /// the region has its count of follower copies, (a
+    /// the region has its count of follower copies, (a balancing one's) its source was judged
+    /// failed, (a
     /// drain's) the drain was cancelled, or (a balancing one's) its source is being drained:
     /// the drain moves the region now, rather than after the queue's rate limit lets it.
     pub fn cancel_stale(&mut self, snap: &ClusterSnapshot) -> Vec<Entry> {
@@ -185,6 +213,12 @@ impl OperatorTable {
             .nodes
             .iter()
             .filter(|n| n.drain.is_some())
+            .map(|n| n.node_id)
+            .collect();
+        let failed: HashSet<u64> = snap
+            .nodes
+            .iter()
+            .filter(|n| n.failed)
             .map(|n| n.node_id)
             .collect();
         let stale: Vec<(u64, String)> = self
@@ -238,6 +272,12 @@ impl OperatorTable {
                     Some(_) if !op.requested() && drained.contains(&op.from) => {
                         format!("node {} is drained: the drain moves the region", op.from)
                     }
+                    // Queued behind the rate limit, it would keep the region busy, and the
+                    // repair of its copy out, for up to a minute.
+                    Some(_) if !op.urgent() && failed.contains(&op.from) => format!(
+                        "node {} was judged failed: failover and replica-repair move its copies",
+                        op.from
+                    ),
                     Some(_) => return None,
                 };
                 Some((e.id, format!("stale: {why}")))
@@ -444,7 +484,44 @@ mod tests {
         assert_eq!(snap.moves_left, 1);
         assert_eq!(snap.node_moves_left[&1], 0);
         assert_eq!(snap.node_moves_left[&2], 1);
-        assert_eq!(snap.busy, [1, 2]);
+        assert!(snap.busy.is_empty());
+        assert_eq!(snap.queued, [1, 2], "queued, not running");
+        t.start_next(&limits(), 0, false);
+        let mut snap = ClusterSnapshot::default();
+        t.limit(&mut snap, &limits());
+        assert_eq!((snap.busy, snap.queued), (vec![1, 2], vec![]));
+    }
+
+    #[test]
+    fn a_repair_supersedes_a_queued_balancing_move_of_its_region() {
+        let mut t = OperatorTable::default();
+        let ids = t.add(
+            vec![op(1, 1, 2, Priority::Low), op(2, 1, 3, Priority::Low)],
+            0,
+        );
+        t.start_next(&limits(), 0, false);
+        let queued = t.add(vec![op(3, 1, 2, Priority::Low)], 0);
+        let repair = |region: u64| Operator {
+            kind: MoveKind::AddFollower,
+            scheduler: "replica-repair",
+            ..op(region, 0, 3, Priority::High)
+        };
+        t.add(vec![repair(1), repair(3)], 5);
+        assert_eq!(
+            t.get(ids[0]).unwrap().status,
+            OpStatus::Running,
+            "running: kept"
+        );
+        assert!(t
+            .get(queued[0])
+            .is_none_or(|e| e.status == OpStatus::Cancelled));
+        let cancelled = t.list(true);
+        assert!(
+            cancelled
+                .iter()
+                .any(|e| e.id == queued[0] && e.outcome == "superseded by replica-repair"),
+            "{cancelled:?}"
+        );
     }
 
     #[test]
@@ -486,11 +563,17 @@ mod tests {
         );
         // Five at once although the allowance is 2 a minute, and the allowance is left whole.
         assert_eq!(t.start_next(&limits(), 0, false).len(), 5);
-        t.add(vec![op(6, 1, 2, Priority::Low), op(7, 1, 2, Priority::Low)], 0);
+        t.add(
+            vec![op(6, 1, 2, Priority::Low), op(7, 1, 2, Priority::Low)],
+            0,
+        );
         assert_eq!(t.start_next(&limits(), 0, false).len(), 2);
         let mut snap = ClusterSnapshot::default();
         t.limit(&mut snap, &limits());
-        assert_eq!(snap.urgent_moves_left, 0, "5 running repairs spend the budget of 3");
+        assert_eq!(
+            snap.urgent_moves_left, 0,
+            "5 running repairs spend the budget of 3"
+        );
         assert_eq!(snap.moves_left, 1);
     }
 
@@ -568,6 +651,39 @@ mod tests {
         assert!(t.cancel(99, 11).unwrap_err().contains("not found"));
         assert_eq!(t.list(false).len(), 1);
         assert_eq!(t.list(true).len(), 4);
+    }
+
+    #[test]
+    fn a_balancing_move_off_a_failed_node_is_cancelled_while_queued() {
+        let mut t = OperatorTable::default();
+        let follower = |region: u64| Operator {
+            kind: MoveKind::Follower,
+            ..op(region, 3, 2, Priority::Low)
+        };
+        let ids = t.add(vec![follower(10), follower(11)], 0);
+        let node = |id: u64, failed: bool| NodeView {
+            schedulable: !failed,
+            failed,
+            ..NodeView::new(id)
+        };
+        let region = |id: u64| RegionView {
+            followers: vec![3],
+            ..RegionView::new(id, 1)
+        };
+        let mut snap = ClusterSnapshot {
+            now_ms: 5,
+            nodes: vec![node(1, false), node(2, false), node(3, false)],
+            regions: vec![region(10), region(11)],
+            ..ClusterSnapshot::default()
+        };
+        assert!(t.cancel_stale(&snap).is_empty(), "node 3 is alive");
+        snap.nodes[2] = node(3, true);
+        let cancelled = t.cancel_stale(&snap);
+        assert_eq!(cancelled.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+        assert!(
+            cancelled[0].outcome.contains("judged failed"),
+            "{cancelled:?}"
+        );
     }
 
     fn drain_op(region: u64, from: u64, to: u64) -> Operator {
