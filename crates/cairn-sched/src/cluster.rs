@@ -276,6 +276,17 @@ pub struct ClusterSnapshot {
     pub followers_per_region: usize,
 }
 
+impl ClusterSnapshot {
+    /// The ids of the nodes `keep` keeps, in snapshot order.
+    pub fn node_ids(&self, keep: impl Fn(&NodeView) -> bool) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| keep(n))
+            .map(|n| n.node_id)
+            .collect()
+    }
+}
+
 /// Per-node figures while a pass plans, moves applied.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeTally {

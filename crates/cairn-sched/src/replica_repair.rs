@@ -362,12 +362,7 @@ mod tests {
                     (n.schedulable, n.going, n.failed) = (false, true, true);
                 }
             }
-            let live: Vec<u64> = snap
-                .nodes
-                .iter()
-                .filter(|n| n.schedulable)
-                .map(|n| n.node_id)
-                .collect();
+            let live = snap.node_ids(|n| n.schedulable);
             if live.is_empty() {
                 continue;
             }

@@ -246,12 +246,7 @@ pub fn play(
         }
         snap.now_ms += limits.interval_ms;
     }
-    let live: Vec<u64> = snap
-        .nodes
-        .iter()
-        .filter(|n| n.schedulable)
-        .map(|n| n.node_id)
-        .collect();
+    let live = snap.node_ids(|n| n.schedulable);
     let mut counts: HashMap<u64, (f64, f64)> = live.iter().map(|n| (*n, (0.0, 0.0))).collect();
     for r in &snap.regions {
         if let Some(c) = counts.get_mut(&r.leader) {

@@ -203,24 +203,12 @@ impl OperatorTable {
             .filter(|r| wanted.contains(&r.region_id))
             .map(|r| (r.region_id, r))
             .collect();
-        let schedulable: HashSet<u64> = snap
-            .nodes
-            .iter()
-            .filter(|n| n.schedulable)
-            .map(|n| n.node_id)
-            .collect();
-        let drained: HashSet<u64> = snap
-            .nodes
-            .iter()
-            .filter(|n| n.drain.is_some())
-            .map(|n| n.node_id)
-            .collect();
-        let failed: HashSet<u64> = snap
-            .nodes
-            .iter()
-            .filter(|n| n.failed)
-            .map(|n| n.node_id)
-            .collect();
+        let set = |keep: fn(&cairn_sched::NodeView) -> bool| -> HashSet<u64> {
+            snap.node_ids(keep).into_iter().collect()
+        };
+        let schedulable = set(|n| n.schedulable);
+        let drained = set(|n| n.drain.is_some());
+        let failed = set(|n| n.failed);
         let stale: Vec<(u64, String)> = self
             .live
             .values()
