@@ -90,17 +90,19 @@ impl Schedule for ReplicaRepair {
                     plan(t, region, MoveKind::AddFollower, to, to, why);
                 }
             } else if extra {
-                let from = worst_copy(t, region);
-                let why = format!("{have} follower copies, {want} wanted");
-                plan(t, region, MoveKind::RemoveFollower, from, from, why);
+                if let Some(from) = worst_copy(t, region) {
+                    let why = format!("{have} follower copies, {want} wanted");
+                    plan(t, region, MoveKind::RemoveFollower, from, from, why);
+                }
             }
         }
     }
 }
 
 /// The follower copy of `region` to drop: one sharing a zone with another copy first, then the
-/// one on the node following the most regions per capacity, then the highest index.
-fn worst_copy(t: &Tally, region: usize) -> usize {
+/// one on the node following the most regions per capacity, then the highest index; None for a
+/// region without followers.
+fn worst_copy(t: &Tally, region: usize) -> Option<usize> {
     let shares_zone = |i: usize| {
         t.live_zones >= 2
             && std::iter::once(t.leader_of(region))
@@ -109,14 +111,12 @@ fn worst_copy(t: &Tally, region: usize) -> usize {
                 .any(|n| t.nodes[n].zone == t.nodes[i].zone)
     };
     let per_capacity = |i: usize| t.count(i, MoveKind::Follower) as f64 / t.nodes[i].capacity;
-    t.followers_of(region)
-        .max_by(|a, b| {
-            shares_zone(*a)
-                .cmp(&shares_zone(*b))
-                .then(per_capacity(*a).total_cmp(&per_capacity(*b)))
-                .then(a.cmp(b))
-        })
-        .expect("a region with extra copies has a follower")
+    t.followers_of(region).max_by(|a, b| {
+        shares_zone(*a)
+            .cmp(&shares_zone(*b))
+            .then(per_capacity(*a).total_cmp(&per_capacity(*b)))
+            .then(a.cmp(b))
+    })
 }
 
 /// The node to take a new copy of `region` (in place of `from`'s, if given): schedulable and
