@@ -228,13 +228,19 @@ mod tests {
         assert_eq!(followed(&snap), [4, 4, 4, 4]);
     }
 
-    #[test]
-    fn a_follower_on_a_failed_node_moves_to_a_live_one() {
+    /// Three nodes; node 1 leads 4 regions, each followed by node 3; one follower wanted.
+    fn followed_by_node_3() -> ClusterSnapshot {
         let mut snap = snapshot(3, &[(1, 4)]);
         for r in &mut snap.regions {
             r.followers = vec![3];
         }
         snap.followers_per_region = 1;
+        snap
+    }
+
+    #[test]
+    fn a_follower_on_a_failed_node_moves_to_a_live_one() {
+        let mut snap = followed_by_node_3();
         snap.nodes[2].schedulable = false;
         snap.nodes[2].going = true;
         snap.nodes[2].failed = true;
@@ -250,11 +256,7 @@ mod tests {
     #[test]
     fn a_node_merely_unschedulable_keeps_its_followers() {
         // Node 3 is draining (or cut off a moment): not failed, nothing to repair.
-        let mut snap = snapshot(3, &[(1, 4)]);
-        for r in &mut snap.regions {
-            r.followers = vec![3];
-        }
-        snap.followers_per_region = 1;
+        let mut snap = followed_by_node_3();
         snap.nodes[2].schedulable = false;
         assert!(repairs(&snap).is_empty());
     }
