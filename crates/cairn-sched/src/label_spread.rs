@@ -94,20 +94,24 @@ fn repair_replicas(t: &mut Tally) {
         {
             continue;
         }
-        let holders: Vec<usize> = std::iter::once(t.leader_of(region))
-            .chain(t.followers_of(region))
-            .collect();
         let zone = |n: usize| t.nodes[n].zone;
+        let leader = t.leader_of(region);
         // A follower sharing a zone with an earlier copy (the leader first) is the one to move.
-        let dup = holders
-            .iter()
+        // Found without collecting the copies: this runs for every region with followers.
+        let dup = t
+            .followers_of(region)
             .enumerate()
-            .skip(1)
-            .find(|(k, n)| holders[..*k].iter().any(|m| zone(*m) == zone(**n)))
-            .map(|(_, n)| *n);
+            .find(|(k, n)| {
+                zone(leader) == zone(*n)
+                    || t.followers_of(region).take(*k).any(|m| zone(m) == zone(*n))
+            })
+            .map(|(_, n)| n);
         let Some(from) = dup else {
             continue;
         };
+        let holders: Vec<usize> = std::iter::once(leader)
+            .chain(t.followers_of(region))
+            .collect();
         // Only a zone without a copy mends it (the rules would let the copy move within its
         // zone, which changes nothing and could be undone).
         let to = (0..t.zones.len())
