@@ -229,6 +229,11 @@ impl HeartbeatHub {
             .map(|p| (p.phi(now), d.failed.contains(&node)))
     }
 
+    /// Whether `node` is judged failed now.
+    pub fn is_failed(&self, node: u64) -> bool {
+        self.detectors().failed.contains(&node)
+    }
+
     /// The nodes judged failed now, in id order.
     pub fn failed_nodes(&self) -> Vec<u64> {
         self.detectors().failed.iter().copied().collect()

@@ -114,17 +114,21 @@ pub struct RegionMove {
     /// leadership: nothing is downgraded, upgraded or leased.
     #[serde(default)]
     pub follower: bool,
-    /// A new follower copy (with `follower`; `from` is 0): `to` is added to the followers and
-    /// nothing is closed.
-    #[serde(default)]
-    pub added: bool,
-    /// A follower copy dropped (with `follower`; `to` is 0): `from` leaves the followers and its
-    /// copy is closed; nothing is opened.
-    #[serde(default)]
-    pub removed: bool,
 }
 
 impl RegionMove {
+    /// A new follower copy (`from` is 0, no node has that id): `to` is added to the followers
+    /// and nothing is closed.
+    fn added(&self) -> bool {
+        self.from == 0
+    }
+
+    /// A follower copy dropped (`to` is 0): `from` leaves the followers and its copy is closed;
+    /// nothing is opened.
+    fn removed(&self) -> bool {
+        self.to == 0
+    }
+
     fn table_id(&self) -> u64 {
         table_id_of(self.region_id)
     }
@@ -154,11 +158,11 @@ pub fn target(region_id: u64) -> String {
 fn batch_target(moves: &[RegionMove]) -> String {
     match moves {
         [one] => target(one.region_id),
-        _ if moves.iter().all(|m| m.added) => {
+        _ if moves.iter().all(RegionMove::added) => {
             let to: BTreeSet<u64> = moves.iter().map(|m| m.to).collect();
             format!("{} regions, new copies on node {}", moves.len(), join(&to))
         }
-        _ if moves.iter().all(|m| m.removed) => {
+        _ if moves.iter().all(RegionMove::removed) => {
             let from: BTreeSet<u64> = moves.iter().map(|m| m.from).collect();
             format!(
                 "{} regions, copies dropped from node {}",
@@ -389,8 +393,6 @@ async fn start_moves(
                     to_was_follower: copies != Copies::DroppedFollowers
                         && r.follower_nodes.contains(&to),
                     follower: copies != Copies::Leaders,
-                    added: copies == Copies::NewFollowers,
-                    removed: copies == Copies::DroppedFollowers,
                 }),
                 (Err(e), _) if strict => return Err(e),
                 (Err(e), _) => {
@@ -453,7 +455,7 @@ fn check_candidate(node: &Node, region_id: u64, leader: u64, to: u64) -> Result<
         )));
     }
     let state = entry.state();
-    let failed = judged_failed(node, to);
+    let failed = node.heartbeats.is_failed(to);
     if state != NodeState::Alive || failed {
         let why = if failed {
             "judged failed".to_string()
@@ -533,8 +535,16 @@ fn record(ctx: &Ctx, reason: &str, moves: &[RegionMove], outcome: &str, why: Str
         REASON_FAILOVER | REASON_DRAIN | REASON_EVICT_LEADERS => reason,
         _ => "migration",
     };
-    let from: BTreeSet<u64> = moves.iter().filter(|m| !m.added).map(|m| m.from).collect();
-    let to: BTreeSet<u64> = moves.iter().filter(|m| !m.removed).map(|m| m.to).collect();
+    let from: BTreeSet<u64> = moves
+        .iter()
+        .filter(|m| !m.added())
+        .map(|m| m.from)
+        .collect();
+    let to: BTreeSet<u64> = moves
+        .iter()
+        .filter(|m| !m.removed())
+        .map(|m| m.to)
+        .collect();
     let elapsed = ctx
         .node
         .clock
@@ -579,17 +589,9 @@ fn record(ctx: &Ctx, reason: &str, moves: &[RegionMove], outcome: &str, why: Str
     );
 }
 
-/// Whether the failure detector has judged node `id` failed.
-fn judged_failed(node: &Node, id: u64) -> bool {
-    let now = node.heartbeats.now();
-    node.heartbeats
-        .suspicion(id, now)
-        .is_some_and(|(_, failed)| failed)
-}
-
 /// Whether node `id` is judged failed or down: it answers no instruction until it is back.
 fn gone(node: &Node, id: u64) -> bool {
-    is_down(node, id) || judged_failed(node, id)
+    is_down(node, id) || node.heartbeats.is_failed(id)
 }
 
 /// The nodes of `failed`.
@@ -642,7 +644,7 @@ impl MigrateRegion {
         let opening: Vec<&RegionMove> = self
             .moves
             .iter()
-            .filter(|m| !m.to_was_follower && !m.removed)
+            .filter(|m| !m.to_was_follower && !m.removed())
             .collect();
         let opens = RegionInstructions::on(
             RegionAction::Open,
@@ -760,14 +762,14 @@ impl MigrateRegion {
             .collect();
         let keep = self.keeps_old();
         let routes = update_routes(ctx, &upgraded, |m, r| {
-            if m.added {
+            if m.added() {
                 let add = r.leader_node != m.to && !r.follower_nodes.contains(&m.to);
                 if add {
                     r.follower_nodes.push(m.to);
                 }
                 return add;
             }
-            if m.removed {
+            if m.removed() {
                 let drop = r.follower_nodes.contains(&m.from);
                 r.follower_nodes.retain(|f| *f != m.from);
                 return drop;
@@ -830,7 +832,7 @@ impl MigrateRegion {
             action,
             self.moves
                 .iter()
-                .filter(|m| !m.added)
+                .filter(|m| !m.added())
                 .map(|m| (m.from, m.region_id)),
             false,
         );
@@ -870,7 +872,7 @@ impl MigrateRegion {
                 RegionInstructions::on(
                     action,
                     back.iter()
-                        .filter(|m| m.to_was_follower == was_follower && !m.removed)
+                        .filter(|m| m.to_was_follower == was_follower && !m.removed())
                         .map(|m| (m.to, m.region_id)),
                     false,
                 )
@@ -972,7 +974,7 @@ fn arrived(routes: &HashMap<u64, Option<TableRoute>>, m: &RegionMove) -> bool {
     else {
         return false;
     };
-    if m.removed {
+    if m.removed() {
         !r.follower_nodes.contains(&m.from)
     } else if m.follower {
         r.follower_nodes.contains(&m.to) && !r.follower_nodes.contains(&m.from)

@@ -105,14 +105,15 @@ impl OperatorTable {
         // A queued balancing operator's region is the balancing schedulers' to leave alone, but
         // a repair takes it over (see `add`): waiting behind the rate limit must not keep a
         // region short of copies for a minute.
+        let mut urgent = 0;
         for e in self.live.values() {
+            urgent += usize::from(e.op.urgent());
             if e.status == OpStatus::Queued && !e.op.urgent() {
                 snap.queued.push(e.op.region_id);
             } else {
                 snap.busy.push(e.op.region_id);
             }
         }
-        let urgent = self.live.values().filter(|e| e.op.urgent()).count();
         let balancing = self.live.len() - urgent;
         snap.moves_left = limits.operators_max.saturating_sub(balancing);
         snap.urgent_moves_left = limits.urgent_operators_max.saturating_sub(urgent);
