@@ -575,12 +575,18 @@ impl<'a> Tally<'a> {
     /// still be able to take its share of regions, and hot-region then trades load back, cold
     /// region for hot, keeping the counts.
     pub fn load_fits(&self, region: usize, to: usize, bands: f64) -> bool {
+        self.load_fits_in(region, to, bands, true) && self.load_fits_in(region, to, bands, false)
+    }
+
+    /// [`Tally::load_fits`] in one dimension (`write`: wcus, else rcus).
+    pub fn load_fits_in(&self, region: usize, to: usize, bands: f64, write: bool) -> bool {
         let r = &self.snap.regions[region];
-        let cap = self.nodes[to].capacity;
-        let fits = |load: f64, add: f64, write: bool| {
-            add <= 0.0 || (load + add) / cap <= self.load_limit(write, bands)
+        let (load, add) = if write {
+            (self.nodes[to].wcus, r.wcus)
+        } else {
+            (self.nodes[to].rcus, r.rcus)
         };
-        fits(self.nodes[to].wcus, r.wcus, true) && fits(self.nodes[to].rcus, r.rcus, false)
+        add <= 0.0 || (load + add) / self.nodes[to].capacity <= self.load_limit(write, bands)
     }
 
     /// The node index of `id`.
