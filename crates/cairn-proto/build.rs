@@ -22,6 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
 
     let fds = protox::compile(&files, [&root])?;
+    // The descriptors themselves, for the JSON gateway (proto field names, enum names, types).
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("cairn_descriptors.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
 
     tonic_prost_build::configure()
         .build_server(true)

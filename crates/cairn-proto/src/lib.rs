@@ -15,6 +15,11 @@
 //! (`*_client`) half. The modules are siblings at the crate root because the
 //! generated code refers across packages via `super::<package>`.
 
+/// Every message and service above as an encoded `google.protobuf.FileDescriptorSet`: field
+/// names, JSON names, enum names and types, for the HTTP/JSON gateway.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptors.bin"));
+
 /// etcd storage types: `KeyValue` and `Event` (proto package `mvccpb`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod mvccpb {

@@ -265,9 +265,8 @@ pub async fn run_with_node(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let max_msg = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
-    let client_server = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION_MAX))
-        .add_service(services::kv_server(node.clone(), max_msg))
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(services::kv_server(node.clone(), max_msg))
         .add_service(services::watch_server(node.clone(), max_msg))
         .add_service(services::lease_server(node.clone(), max_msg))
         .add_service(services::cluster_server(node.clone(), max_msg))
@@ -277,7 +276,17 @@ pub async fn run_with_node(
         .add_service(services::admin_server(node.clone(), max_msg))
         .add_service(services::heartbeat_server(node.clone(), max_msg))
         .add_service(services::node_registry_server(node.clone(), max_msg))
-        .add_service(services::meta_server(node.clone(), max_msg))
+        .add_service(services::meta_server(node.clone(), max_msg));
+    // etcd's JSON gateway on the same port: its paths (`/v3/…`) are not gRPC's, and the
+    // server takes HTTP/1.1 beside HTTP/2.
+    let client_routes = grpc
+        .routes()
+        .into_axum_router()
+        .merge(crate::api::gateway::router(node.clone()));
+    let client_server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION_MAX))
+        .add_routes(client_routes.into())
         .serve_with_incoming_shutdown(incoming(client_listener), wait_stop(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(crate::replica::peer_service::peer_server(

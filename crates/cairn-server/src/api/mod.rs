@@ -1,7 +1,9 @@
-//! The API layer: gRPC services on the client port ([`services`], [`meta`]) and the HTTP admin
+//! The API layer: gRPC services on the client port ([`services`], [`meta`]), etcd's JSON
+//! gateway beside them ([`gateway`]) and the HTTP admin
 //! endpoints ([`http`], [`http_meta`]). Thin: validate, call the replica or leader layer, map
 //! the error.
 
+pub mod gateway;
 pub mod http;
 pub mod http_meta;
 pub mod http_ops;

@@ -58,7 +58,7 @@ impl Heartbeat for HeartbeatService {
             &self.streams,
             "heartbeat_streams_max",
             HEARTBEAT_STREAM_BUFFER_MAX,
-            request.into_inner(),
+            Box::pin(request.into_inner()),
             |inbound, tx| serve_stream(node, inbound, tx),
         )?;
         Ok(Response::new(stream))

@@ -31,6 +31,33 @@ impl LeaseService {
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }
     }
+
+    /// Serves one keep-alive stream (gRPC's or the JSON gateway's): each request renews its
+    /// lease and is answered in order; the stream ends at the first error.
+    pub fn keep_alive(
+        &self,
+        mut inbound: crate::api::services::stream::Inbound<LeaseKeepAliveRequest>,
+    ) -> crate::api::services::stream::ResponseStream<LeaseKeepAliveResponse> {
+        let node = self.node.clone();
+        let (tx, rx) = mpsc::channel(LEASE_KEEPALIVE_BUFFER_MAX);
+        tokio::spawn(async move {
+            while let Some(Ok(req)) = inbound.next().await {
+                let resp = match keep_alive_once(&node, req.id).await {
+                    Ok(ttl) => Ok(LeaseKeepAliveResponse {
+                        header: node.header(node.revision()),
+                        id: req.id,
+                        ttl,
+                    }),
+                    Err(e) => Err(e),
+                };
+                let failed = resp.is_err();
+                if tx.send(resp).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
 }
 
 /// Grants a lease (id 0 = the leader picks one) and returns (id, ttl).
@@ -122,26 +149,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let node = self.node.clone();
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(LEASE_KEEPALIVE_BUFFER_MAX);
-        tokio::spawn(async move {
-            while let Some(Ok(req)) = inbound.next().await {
-                let resp = match keep_alive_once(&node, req.id).await {
-                    Ok(ttl) => Ok(LeaseKeepAliveResponse {
-                        header: node.header(node.revision()),
-                        id: req.id,
-                        ttl,
-                    }),
-                    Err(e) => Err(e),
-                };
-                let failed = resp.is_err();
-                if tx.send(resp).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(self.keep_alive(Box::pin(request.into_inner()))))
     }
 
     async fn lease_time_to_live(

@@ -7,10 +7,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 /// A stream of responses as tonic's server traits want it.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// A stream of client messages: a gRPC request stream, or the JSON gateway's decoded body.
+pub type Inbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Takes a slot from `slots` (refusing with etcd's "too many requests" naming `limit` when none is
 /// left), runs `serve` on its own task with a response channel of `buffer` entries, and returns
@@ -19,13 +21,13 @@ pub fn spawn_stream<Req, Resp, F, Fut>(
     slots: &Arc<Semaphore>,
     limit: &str,
     buffer: usize,
-    inbound: Streaming<Req>,
+    inbound: Inbound<Req>,
     serve: F,
 ) -> Result<ResponseStream<Resp>, Status>
 where
     Req: Send + 'static,
     Resp: Send + 'static,
-    F: FnOnce(Streaming<Req>, mpsc::Sender<Result<Resp, Status>>) -> Fut,
+    F: FnOnce(Inbound<Req>, mpsc::Sender<Result<Resp, Status>>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let permit = slots

@@ -52,15 +52,25 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.open(Box::pin(request.into_inner())).map(Response::new)
+    }
+}
+
+impl WatchService {
+    /// Serves one watch stream of client messages (gRPC's or the JSON gateway's), within
+    /// `watch_streams_max`.
+    pub fn open(
+        &self,
+        inbound: super::stream::Inbound<WatchRequest>,
+    ) -> Result<super::stream::ResponseStream<WatchResponse>, Status> {
         let node = self.node.clone();
-        let stream = super::stream::spawn_stream(
+        super::stream::spawn_stream(
             &self.streams,
             "watch_streams_max",
             WATCH_STREAM_BUFFER_MAX,
-            request.into_inner(),
+            inbound,
             |inbound, tx| serve_stream(node, inbound, tx),
-        )?;
-        Ok(Response::new(stream))
+        )
     }
 }
 
@@ -73,7 +83,7 @@ struct StreamState {
 
 async fn serve_stream(
     node: Arc<Node>,
-    mut inbound: Streaming<WatchRequest>,
+    mut inbound: super::stream::Inbound<WatchRequest>,
     tx: mpsc::Sender<Out>,
 ) {
     let mut st = StreamState {
