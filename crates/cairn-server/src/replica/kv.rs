@@ -39,22 +39,9 @@ pub async fn txn(node: &Replica, req: &TxnRequest) -> Result<TxnResponse, Status
     let mut resp = result
         .txn_response()
         .ok_or_else(|| errors::internal("txn result missing"))?;
-    set_headers(node, &mut resp, result.revision);
+    // The nested responses keep the store's headers: only the revision each op saw, as etcd's.
+    resp.header = node.header(result.revision);
     Ok(resp)
-}
-
-/// etcd puts a header in every nested response too.
-fn set_headers(node: &Replica, resp: &mut TxnResponse, revision: i64) {
-    resp.header = node.header(revision);
-    for r in resp.responses.iter_mut() {
-        match &mut r.response {
-            Some(response_op::Response::ResponseRange(x)) => x.header = node.header(revision),
-            Some(response_op::Response::ResponsePut(x)) => x.header = node.header(revision),
-            Some(response_op::Response::ResponseDeleteRange(x)) => x.header = node.header(revision),
-            Some(response_op::Response::ResponseTxn(x)) => set_headers(node, x, revision),
-            None => {}
-        }
-    }
 }
 
 fn single_op(request: request_op::Request) -> TxnRequest {
@@ -72,7 +59,10 @@ pub async fn put(node: &Replica, req: PutRequest) -> Result<PutResponse, Status>
     mvcc::validate_put(&req).map_err(|e| e.to_status())?;
     let resp = txn(node, &single_op(request_op::Request::RequestPut(req))).await?;
     match resp.responses.into_iter().next().and_then(|r| r.response) {
-        Some(response_op::Response::ResponsePut(p)) => Ok(p),
+        Some(response_op::Response::ResponsePut(p)) => Ok(PutResponse {
+            header: resp.header,
+            ..p
+        }),
         _ => Err(errors::internal("put result missing")),
     }
 }
@@ -89,7 +79,10 @@ pub async fn delete_range(
     )
     .await?;
     match resp.responses.into_iter().next().and_then(|r| r.response) {
-        Some(response_op::Response::ResponseDeleteRange(d)) => Ok(d),
+        Some(response_op::Response::ResponseDeleteRange(d)) => Ok(DeleteRangeResponse {
+            header: resp.header,
+            ..d
+        }),
         _ => Err(errors::internal("delete result missing")),
     }
 }

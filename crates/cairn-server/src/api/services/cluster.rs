@@ -81,6 +81,8 @@ fn peer_addr_of(urls: &[String]) -> Result<String, Status> {
     Ok(addr)
 }
 
+// etcd's Cluster answers carry no revision in their header: membership is not in the MVCC
+// store. So do Cairn's.
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
@@ -104,7 +106,7 @@ impl Cluster for ClusterService {
                 };
                 node.read_barrier().await?;
                 Ok(Response::new(MemberAddResponse {
-                    header: node.header(node.revision()),
+                    header: node.header(0),
                     member: Some(Member {
                         id,
                         name: String::new(),
@@ -129,7 +131,7 @@ impl Cluster for ClusterService {
                 node.leader_call(LeaderRequest::MemberRemove { id }).await?;
                 node.read_barrier().await?;
                 Ok(Response::new(MemberRemoveResponse {
-                    header: node.header(node.revision()),
+                    header: node.header(0),
                     members: members(node),
                 }))
             })
@@ -157,7 +159,7 @@ impl Cluster for ClusterService {
                     node.read_barrier().await?;
                 }
                 Ok(Response::new(MemberListResponse {
-                    header: node.header(node.revision()),
+                    header: node.header(0),
                     members: members(node),
                 }))
             })
@@ -176,7 +178,7 @@ impl Cluster for ClusterService {
                     .await?;
                 node.read_barrier().await?;
                 Ok(Response::new(MemberPromoteResponse {
-                    header: node.header(node.revision()),
+                    header: node.header(0),
                     members: members(node),
                 }))
             })

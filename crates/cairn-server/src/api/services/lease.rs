@@ -149,7 +149,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Ok(Response::new(self.keep_alive(Box::pin(request.into_inner()))))
+        Ok(Response::new(
+            self.keep_alive(Box::pin(request.into_inner())),
+        ))
     }
 
     async fn lease_time_to_live(

@@ -327,14 +327,14 @@ impl Watcher {
             };
             let (events, current) = match read {
                 (Ok(ev), current, _) => (ev, current),
-                (Err(KvError::Compacted), current, compact_revision) => {
+                (Err(KvError::Compacted), _, compact_revision) => {
+                    // As etcd answers: no revision in the header and no reason (clients name
+                    // the error from compact_revision).
                     let r = WatchResponse {
-                        header: self.node.header(current),
+                        header: self.node.header(0),
                         watch_id: self.id,
                         canceled: true,
                         compact_revision,
-                        cancel_reason: "etcdserver: mvcc: required revision has been compacted"
-                            .into(),
                         ..Default::default()
                     };
                     let _ = self.tx.send(Ok(r)).await;
