@@ -25,6 +25,9 @@ pub enum Command {
         client: String,
         http: String,
     },
+    /// The cluster's id: set by the first leader (random, never 0); once set, later ones are
+    /// no-ops, so every member reports the same id for the cluster's life.
+    SetClusterId { id: u64 },
     /// `cmd`, decided by the leader of Raft term `term`: applied only if the entry was appended
     /// by the leader of that same term, rejected otherwise. Leader services wrap every write in
     /// this, so a decision taken while leading term T is never carried out by a later leader
@@ -46,6 +49,7 @@ impl Command {
             Command::LeaseGrant { .. } => "lease_grant",
             Command::LeaseRevoke { .. } => "lease_revoke",
             Command::SetNodeAddrs { .. } => "set_node_addrs",
+            Command::SetClusterId { .. } => "set_cluster_id",
             Command::Fenced { cmd, .. } => cmd.kind(),
         }
     }
@@ -59,6 +63,7 @@ impl fmt::Display for Command {
             Command::LeaseGrant { id, ttl_secs } => write!(f, "lease_grant({id}, {ttl_secs}s)"),
             Command::LeaseRevoke { id } => write!(f, "lease_revoke({id})"),
             Command::SetNodeAddrs { node_id, .. } => write!(f, "set_node_addrs({node_id})"),
+            Command::SetClusterId { id } => write!(f, "set_cluster_id({id:x})"),
             Command::Fenced { term, cmd } => write!(f, "{cmd} in term {term}"),
         }
     }

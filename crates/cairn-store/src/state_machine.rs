@@ -118,6 +118,7 @@ impl StateMachineStore {
             last_applied: None,
             membership: StoredMembership::default(),
             node_addrs: BTreeMap::new(),
+            cluster_id: 0,
         };
         let path = snapshot_dir.join(SNAPSHOT_FILE);
         if path.exists() {
@@ -237,6 +238,12 @@ fn apply_command(
             http,
         } => {
             state.node_addrs.insert(node_id, (client, http));
+            (Outcome::Done, Vec::new())
+        }
+        Command::SetClusterId { id } => {
+            if state.cluster_id == 0 {
+                state.cluster_id = id;
+            }
             (Outcome::Done, Vec::new())
         }
         // A stale fence, or one nested in another: never applied.
@@ -515,6 +522,7 @@ mod tests {
             last_applied: None,
             membership: StoredMembership::default(),
             node_addrs: Default::default(),
+            cluster_id: 0,
         };
         let (r, events) = apply_command(&mut s, 7, fenced_put(7, b"a"));
         assert!(matches!(r.outcome, Outcome::Txn(_)), "{r:?}");

@@ -384,3 +384,52 @@ async fn gateway_refuses_bad_input_with_etcds_error_shape() {
         (200, "ok".into())
     );
 }
+
+/// The `cluster_id` of every answer's header, as each running member reports it.
+async fn cluster_ids(cluster: &TestCluster) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for i in 0..cluster.size() {
+        let header = cluster
+            .status(i)
+            .await
+            .unwrap_or_else(|e| panic!("status of node {}: {e}", i + 1))
+            .header
+            .expect("a header");
+        ids.push(header.cluster_id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_id_is_random_per_cluster_and_stable() {
+    let first = {
+        let mut cluster = TestCluster::start(3).await;
+        let ids = cluster_ids(&cluster).await;
+        assert!(ids[0] != 0 && ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        // Through restarts of every member, and a new leader, the id stays.
+        for i in 0..cluster.size() {
+            cluster.kill(i);
+        }
+        for i in 0..cluster.size() {
+            cluster.restart(i);
+        }
+        cluster
+            .wait_ready(std::time::Duration::from_secs(60))
+            .await
+            .expect("ready after restarts");
+        assert_eq!(cluster_ids(&cluster).await, ids);
+        // The gateway reports the same id, as etcd's writes it (a string).
+        let a = post(
+            cluster.spec(1).client_port,
+            "/v3/kv/range",
+            r#"{"key":"YQ=="}"#,
+        )
+        .await;
+        let v: Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(v["header"]["cluster_id"], ids[0].to_string(), "{v}");
+        ids[0]
+    };
+    let other = TestCluster::start(1).await;
+    let id = cluster_ids(&other).await[0];
+    assert!(id != 0 && id != first, "{id:x} vs {first:x}");
+}

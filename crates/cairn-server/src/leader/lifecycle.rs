@@ -66,6 +66,7 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 /// Every leader service, each on its own task, holding `term`.
 fn start_services(node: &Arc<Node>, term: &LeaderTerm) -> JoinSet<()> {
     let mut set = JoinSet::new();
+    set.spawn(assign_cluster_id(node.clone(), term.clone()));
     set.spawn(lease_expiry::run(node.clone(), term.clone()));
     set.spawn(crate::leader::heartbeat::run_term(
         node.clone(),
@@ -92,6 +93,27 @@ fn start_services(node: &Arc<Node>, term: &LeaderTerm) -> JoinSet<()> {
         term.clone(),
     ));
     set
+}
+
+/// The first leader of a cluster gives it a random id (etcd's `cluster_id`): written once, in
+/// this term; a later leader finds it set. Retried while the term lasts.
+async fn assign_cluster_id(node: Arc<Node>, term: LeaderTerm) {
+    while node.sm.read().cluster_id == 0 && term.is_current() {
+        let id = cairn_store::runtime::random_u64().max(1);
+        let cmd = cairn_store::Command::SetClusterId { id };
+        match node.propose_in_term(term.term(), cmd).await {
+            Ok(_) => {
+                tracing::info!(cluster_id = %format!("{:x}", node.cluster_id()), "cluster id set");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "setting the cluster id; retrying");
+                if term.sleep(Duration::from_millis(LIFECYCLE_TICK_MS)).await {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn stop_services(services: &mut JoinSet<()>) {

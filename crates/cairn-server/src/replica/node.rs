@@ -58,7 +58,8 @@ pub struct Replica {
     pub config: ServerConfig,
     pub metrics: Metrics,
     pub leases: LeaseKeeper,
-    pub cluster_id: u64,
+    /// The cluster id once this node has applied it (it never changes after); 0 before.
+    cluster_id: std::sync::atomic::AtomicU64,
     pub(super) peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
     pub(super) forward_slots: Semaphore,
     /// When a leader last replicated to (or heartbeated) this node.
@@ -91,7 +92,7 @@ impl Replica {
             config,
             metrics: Metrics::default(),
             leases: LeaseKeeper::new(clock.clone()),
-            cluster_id: 0x6361_6972_6e00_0000, // "cairn" — one cluster per Raft group
+            cluster_id: std::sync::atomic::AtomicU64::new(0),
             peers: Mutex::new(HashMap::new()),
             forward_slots: Semaphore::new(FORWARD_INFLIGHT_MAX),
             last_leader_contact: Mutex::new(None),
@@ -243,10 +244,24 @@ impl Replica {
         self.raft.metrics().borrow_watched().current_term
     }
 
+    /// The cluster's id: random, chosen by its first leader and the same on every member for
+    /// the cluster's life; 0 on a node that has not applied it yet (the first moments of a new
+    /// cluster).
+    pub fn cluster_id(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let known = self.cluster_id.load(Ordering::Relaxed);
+        if known != 0 {
+            return known;
+        }
+        let applied = self.sm.read().cluster_id;
+        self.cluster_id.store(applied, Ordering::Relaxed);
+        applied
+    }
+
     /// The etcd response header for a response at `revision`.
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
-            cluster_id: self.cluster_id,
+            cluster_id: self.cluster_id(),
             member_id: self.id,
             revision,
             raft_term: self.term(),
