@@ -54,6 +54,10 @@ pub struct ServerConfig {
     pub request_bytes_max: usize,
     /// Most operations per Txn branch.
     pub txn_ops_max: usize,
+    /// The space quota: a write that would take the key-value data (every retained version, as
+    /// Status' `dbSizeInUse` counts it) past this raises the NOSPACE alarm and is refused, as
+    /// are all writes that add data until an operator compacts and disarms it.
+    pub quota_backend_bytes: u64,
     /// Raft heartbeat period, ms.
     pub heartbeat_interval_ms: u64,
     /// How long followers hear nothing from the leader before one calls an election, ms (each
@@ -163,6 +167,7 @@ impl Default for ServerConfig {
             join: None,
             request_bytes_max: limits::REQUEST_BYTES_MAX_DEFAULT,
             txn_ops_max: limits::TXN_OPS_MAX_DEFAULT,
+            quota_backend_bytes: limits::QUOTA_BACKEND_BYTES_DEFAULT,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 600,
             snapshot_logs_since_last: limits::SNAPSHOT_LOGS_SINCE_LAST_DEFAULT,
@@ -300,6 +305,9 @@ impl ServerConfig {
         }
         if self.snapshot_bytes_max == 0 {
             return Err("snapshot-bytes-max: must be at least 1".into());
+        }
+        if self.quota_backend_bytes == 0 {
+            return Err("quota-backend-bytes: must be at least 1".into());
         }
         if self.txn_ops_max == 0 {
             return Err("txn-ops-max: must be at least 1".into());

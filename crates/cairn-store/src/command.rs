@@ -28,6 +28,12 @@ pub enum Command {
     /// The cluster's id: set by the first leader (random, never 0); once set, later ones are
     /// no-ops, so every member reports the same id for the cluster's life.
     SetClusterId { id: u64 },
+    /// Raise (`activate`) or disarm alarm `alarm` (etcd's `AlarmType` number) of `member_id`.
+    Alarm {
+        activate: bool,
+        member_id: u64,
+        alarm: i32,
+    },
     /// `cmd`, decided by the leader of Raft term `term`: applied only if the entry was appended
     /// by the leader of that same term, rejected otherwise. Leader services wrap every write in
     /// this, so a decision taken while leading term T is never carried out by a later leader
@@ -50,6 +56,7 @@ impl Command {
             Command::LeaseRevoke { .. } => "lease_revoke",
             Command::SetNodeAddrs { .. } => "set_node_addrs",
             Command::SetClusterId { .. } => "set_cluster_id",
+            Command::Alarm { .. } => "alarm",
             Command::Fenced { cmd, .. } => cmd.kind(),
         }
     }
@@ -64,6 +71,14 @@ impl fmt::Display for Command {
             Command::LeaseRevoke { id } => write!(f, "lease_revoke({id})"),
             Command::SetNodeAddrs { node_id, .. } => write!(f, "set_node_addrs({node_id})"),
             Command::SetClusterId { id } => write!(f, "set_cluster_id({id:x})"),
+            Command::Alarm {
+                activate,
+                member_id,
+                alarm,
+            } => write!(
+                f,
+                "alarm(activate={activate}, member={member_id}, type={alarm})"
+            ),
             Command::Fenced { term, cmd } => write!(f, "{cmd} in term {term}"),
         }
     }

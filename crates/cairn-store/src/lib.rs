@@ -16,6 +16,7 @@ mod snapshot_file;
 pub mod state_machine;
 
 pub use command::{Command, CommandResult};
+pub use snapshot_file::ClusterState;
 pub use state_machine::{StateMachineHandle, StateMachineStore, WatchBatch};
 
 openraft::declare_raft_types!(

@@ -1,9 +1,9 @@
 //! The snapshot file of a node: the state machine's image in the file format, written atomically
 //! under a temporary name of its own, and read back.
 //!
-//! The format is a postcard [`SnapshotFile`] followed by the cluster id (a postcard varint; a
-//! file written before the cluster id existed ends with the key-value image and reads as id 0,
-//! which the next leader then assigns). The same bytes are what a leader streams to a follower,
+//! The format is a postcard [`SnapshotFile`] followed by a [`ClusterState`] (a file written
+//! before that existed ends with the key-value image and reads as cluster id 0, which the next
+//! leader then assigns, and no alarms). The same bytes are what a leader streams to a follower,
 //! so a follower can keep what it received as its own snapshot file unchanged.
 
 use crate::mvcc::{KvSnapshot, KvState};
@@ -26,6 +26,15 @@ struct SnapshotFile {
     kv: Vec<u8>,
 }
 
+/// The cluster-wide facts beside the key space, after the image in the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The cluster's id, random and set once by its first leader; 0 until then.
+    pub cluster_id: u64,
+    /// Raised alarms, as etcd keeps them: (member id, `AlarmType` number).
+    pub alarms: std::collections::BTreeSet<(u64, i32)>,
+}
+
 /// Everything the state machine holds.
 pub struct SmState {
     pub kv: KvState,
@@ -33,8 +42,7 @@ pub struct SmState {
     pub membership: StoredMembership,
     /// Client and HTTP addresses announced by each node.
     pub node_addrs: BTreeMap<u64, (String, String)>,
-    /// The cluster's id, random and set once by its first leader; 0 until then.
-    pub cluster_id: u64,
+    pub cluster: ClusterState,
 }
 
 impl SmState {
@@ -45,7 +53,7 @@ impl SmState {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             node_addrs: self.node_addrs.clone(),
-            cluster_id: self.cluster_id,
+            cluster: self.cluster.clone(),
             kv: self.kv.snapshot_view(),
         }
     }
@@ -57,7 +65,7 @@ pub(crate) struct SmImage {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub node_addrs: BTreeMap<u64, (String, String)>,
-    pub cluster_id: u64,
+    pub cluster: ClusterState,
     pub kv: KvSnapshot,
 }
 
@@ -68,8 +76,8 @@ pub(crate) fn io_err(e: impl std::fmt::Display) -> io::Error {
 /// Decodes a snapshot file into a state, checking the key-value image's invariants.
 pub(crate) fn decode_state(bytes: &[u8]) -> io::Result<SmState> {
     let (file, rest): (SnapshotFile, _) = postcard::take_from_bytes(bytes).map_err(io_err)?;
-    let cluster_id = if rest.is_empty() {
-        0
+    let cluster = if rest.is_empty() {
+        ClusterState::default()
     } else {
         postcard::from_bytes(rest).map_err(io_err)?
     };
@@ -78,7 +86,7 @@ pub(crate) fn decode_state(bytes: &[u8]) -> io::Result<SmState> {
         last_applied: file.last_applied,
         membership: file.membership,
         node_addrs: file.node_addrs,
-        cluster_id,
+        cluster,
     })
 }
 
@@ -111,7 +119,7 @@ pub(crate) fn encode_state(image: &SmImage) -> io::Result<Vec<u8>> {
     let start = room - prefix.len();
     out[start..room].copy_from_slice(&prefix);
     out.drain(..start);
-    postcard::to_extend(&image.cluster_id, out).map_err(io_err)
+    postcard::to_extend(&image.cluster, out).map_err(io_err)
 }
 
 /// Tells apart the temporary files of concurrent writers in one process (several in-process
@@ -183,7 +191,10 @@ mod tests {
                 (2, ("127.0.0.1:3".to_string(), String::new())),
             ]
             .into(),
-            cluster_id: 0x1234_5678_9abc,
+            cluster: ClusterState {
+                cluster_id: 0x1234_5678_9abc,
+                alarms: [(2, 1)].into(),
+            },
         }
     }
 
@@ -200,17 +211,17 @@ mod tests {
             })
             .unwrap();
             let bytes = encode_state(&s.image()).unwrap();
-            let framed = postcard::to_extend(&s.cluster_id, framed).unwrap();
+            let framed = postcard::to_extend(&s.cluster, framed).unwrap();
             assert_eq!(bytes, framed, "{keys} keys");
             let back = decode_state(&bytes).unwrap();
             assert_eq!(back.kv, s.kv);
             assert_eq!(back.node_addrs, s.node_addrs);
-            assert_eq!(back.cluster_id, s.cluster_id);
+            assert_eq!(back.cluster, s.cluster);
             assert_eq!(decode_meta(&bytes).unwrap().0, s.last_applied);
-            // A file from before the cluster id: the same state, id 0.
-            let old = &bytes[..bytes.len() - postcard::to_allocvec(&s.cluster_id).unwrap().len()];
+            // A file from before the cluster state: the same key space, id 0, no alarms.
+            let old = &bytes[..bytes.len() - postcard::to_allocvec(&s.cluster).unwrap().len()];
             let back = decode_state(old).unwrap();
-            assert_eq!((back.kv, back.cluster_id), (s.kv, 0));
+            assert_eq!((back.kv, back.cluster), (s.kv, ClusterState::default()));
         }
     }
 

@@ -118,7 +118,7 @@ impl StateMachineStore {
             last_applied: None,
             membership: StoredMembership::default(),
             node_addrs: BTreeMap::new(),
-            cluster_id: 0,
+            cluster: Default::default(),
         };
         let path = snapshot_dir.join(SNAPSHOT_FILE);
         if path.exists() {
@@ -171,6 +171,18 @@ impl Shared {
 /// to "leader changed".
 pub const TERM_ENDED_MESSAGE: &str = "cairn: the leader term that decided this write has ended";
 
+/// etcd's `AlarmType::NOSPACE`.
+pub const ALARM_NOSPACE: i32 = 1;
+/// etcd's refusal while NOSPACE is raised.
+pub const NO_SPACE_MESSAGE: &str = "etcdserver: mvcc: database space exceeded";
+
+fn no_space() -> RejectReason {
+    RejectReason {
+        code: tonic::Code::ResourceExhausted as i32,
+        message: NO_SPACE_MESSAGE.to_string(),
+    }
+}
+
 fn term_ended() -> RejectReason {
     RejectReason {
         code: tonic::Code::Unavailable as i32,
@@ -190,9 +202,19 @@ fn apply_command(
         Command::Fenced { term, cmd } if term == entry_term => *cmd,
         other => other,
     };
+    // With NOSPACE raised, writes that add data are refused until an operator disarms it
+    // (deletes, compaction and revocations still go through), as etcd's capped applier does.
+    let capped = state
+        .cluster
+        .alarms
+        .iter()
+        .any(|(_, a)| *a == ALARM_NOSPACE);
     let kv = &mut state.kv;
     let (outcome, events) = match cmd {
         Command::Txn(bytes) => match TxnRequest::decode(bytes.as_slice()) {
+            Ok(req) if capped && crate::mvcc::txn_put_bytes(&req) > 0 => {
+                (Outcome::Rejected(no_space()), Vec::new())
+            }
             Ok(req) => match kv.apply_txn(&req) {
                 Ok(applied) => (
                     Outcome::Txn(applied.response.encode_to_vec()),
@@ -212,6 +234,7 @@ fn apply_command(
             Ok(()) => (Outcome::Done, Vec::new()),
             Err(e) => (Outcome::Rejected(reject_reason(&e)), Vec::new()),
         },
+        Command::LeaseGrant { .. } if capped => (Outcome::Rejected(no_space()), Vec::new()),
         Command::LeaseGrant { id, ttl_secs } => {
             if kv.lease_count() >= LEASES_MAX {
                 let reason = RejectReason {
@@ -241,8 +264,20 @@ fn apply_command(
             (Outcome::Done, Vec::new())
         }
         Command::SetClusterId { id } => {
-            if state.cluster_id == 0 {
-                state.cluster_id = id;
+            if state.cluster.cluster_id == 0 {
+                state.cluster.cluster_id = id;
+            }
+            (Outcome::Done, Vec::new())
+        }
+        Command::Alarm {
+            activate,
+            member_id,
+            alarm,
+        } => {
+            if activate {
+                state.cluster.alarms.insert((member_id, alarm));
+            } else {
+                state.cluster.alarms.remove(&(member_id, alarm));
             }
             (Outcome::Done, Vec::new())
         }
@@ -522,7 +557,7 @@ mod tests {
             last_applied: None,
             membership: StoredMembership::default(),
             node_addrs: Default::default(),
-            cluster_id: 0,
+            cluster: Default::default(),
         };
         let (r, events) = apply_command(&mut s, 7, fenced_put(7, b"a"));
         assert!(matches!(r.outcome, Outcome::Txn(_)), "{r:?}");

@@ -2,6 +2,8 @@
 
 /// Largest etcd request accepted, in bytes (etcd's default `--max-request-bytes`, 1.5 MiB).
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1536 * 1024;
+/// Default space quota (`--quota-backend-bytes`): etcd's default, 2 GiB of key-value data.
+pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 /// gRPC frames may exceed the request limit by this much, so an oversize request is rejected
 /// with etcd's "request is too large" error instead of a transport error.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;

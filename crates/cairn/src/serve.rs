@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// Most operations in one Txn branch. Default 1024.
     #[arg(long, env = "CAIRN_TXN_OPS_MAX")]
     pub txn_ops_max: Option<usize>,
+    /// Space quota of the key-value data, bytes: past it the NOSPACE alarm is raised and writes
+    /// are refused until compaction and `alarm disarm`. Default 2147483648 (2 GiB, etcd's).
+    #[arg(long, env = "CAIRN_QUOTA_BACKEND_BYTES")]
+    pub quota_backend_bytes: Option<u64>,
     /// Raft heartbeat interval, ms. Default 100.
     #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL_MS")]
     pub heartbeat_interval_ms: Option<u64>,
@@ -167,6 +171,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.request_bytes_max {
             c.request_bytes_max = v;
+        }
+        if let Some(v) = self.quota_backend_bytes {
+            c.quota_backend_bytes = v;
         }
         if let Some(v) = self.txn_ops_max {
             c.txn_ops_max = v;

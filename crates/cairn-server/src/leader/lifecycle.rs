@@ -98,7 +98,7 @@ fn start_services(node: &Arc<Node>, term: &LeaderTerm) -> JoinSet<()> {
 /// The first leader of a cluster gives it a random id (etcd's `cluster_id`): written once, in
 /// this term; a later leader finds it set. Retried while the term lasts.
 async fn assign_cluster_id(node: Arc<Node>, term: LeaderTerm) {
-    while node.sm.read().cluster_id == 0 && term.is_current() {
+    while node.sm.read().cluster.cluster_id == 0 && term.is_current() {
         let id = cairn_store::runtime::random_u64().max(1);
         let cmd = cairn_store::Command::SetClusterId { id };
         match node.propose_in_term(term.term(), cmd).await {

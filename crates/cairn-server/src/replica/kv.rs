@@ -33,8 +33,38 @@ pub async fn range(node: &Replica, req: &RangeRequest) -> Result<RangeResponse, 
     Ok(resp)
 }
 
+/// etcd's quota check before a write that adds `cost` bytes: past `quota_backend_bytes` this
+/// node raises the NOSPACE alarm (replicated: every member then refuses writes that add data)
+/// and the write is refused with etcd's "database space exceeded".
+pub async fn check_quota(node: &Replica, cost: u64) -> Result<(), Status> {
+    use cairn_store::state_machine::{ALARM_NOSPACE, NO_SPACE_MESSAGE};
+    if cost == 0 {
+        return Ok(());
+    }
+    let used = node.sm.read().kv.approx_size_bytes();
+    if used.saturating_add(cost) <= node.config.quota_backend_bytes {
+        return Ok(());
+    }
+    let raise = Command::Alarm {
+        activate: true,
+        member_id: node.id,
+        alarm: ALARM_NOSPACE,
+    };
+    if let Err(e) = node.propose(raise).await {
+        tracing::warn!(error = %e.message(), "raising the NOSPACE alarm");
+    }
+    tracing::warn!(
+        used,
+        cost,
+        quota = node.config.quota_backend_bytes,
+        "space quota exceeded: NOSPACE alarm raised"
+    );
+    Err(Status::resource_exhausted(NO_SPACE_MESSAGE))
+}
+
 /// Runs a transaction through Raft and returns etcd's response with a header.
 pub async fn txn(node: &Replica, req: &TxnRequest) -> Result<TxnResponse, Status> {
+    check_quota(node, mvcc::txn_put_bytes(req)).await?;
     let result = node.propose(Command::txn(req)).await?;
     let mut resp = result
         .txn_response()

@@ -1,5 +1,5 @@
-//! Membership changes, served on the leader: add (the leader assigns the id), remove, and
-//! promote a learner that has caught up.
+//! Membership changes, served on the leader: add (the leader assigns the id), remove, promote
+//! a learner that has caught up, and update a member's peer address.
 
 use crate::errors;
 use crate::replica::node::{write_error, Replica};
@@ -142,6 +142,44 @@ impl Replica {
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
             .map_err(write_error)?;
+        Ok(LeaderResponse::Done)
+    }
+
+    /// etcd's MemberUpdate: the member keeps its id and role; Raft reaches it at `peer_addr`
+    /// from the next membership entry on (the member itself must listen there: restart it with
+    /// the new `--listen-peer`).
+    pub(super) async fn member_update(
+        &self,
+        id: u64,
+        peer_addr: String,
+    ) -> Result<LeaderResponse, Status> {
+        self.require_leader()?;
+        let current = {
+            let s = self.sm.read();
+            let m = s.membership.membership();
+            if m.nodes()
+                .any(|(other, n)| *other != id && n.peer == peer_addr)
+            {
+                return Err(Status::new(
+                    Code::FailedPrecondition,
+                    "etcdserver: Peer URLs already exists",
+                ));
+            }
+            m.get_node(&id).cloned()
+        };
+        let Some(mut node) = current else {
+            return Err(errors::member_not_found());
+        };
+        if node.peer != peer_addr {
+            node.peer = peer_addr;
+            self.raft
+                .change_membership(
+                    ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, node)])),
+                    false,
+                )
+                .await
+                .map_err(write_error)?;
+        }
         Ok(LeaderResponse::Done)
     }
 }

@@ -253,7 +253,7 @@ impl Replica {
         if known != 0 {
             return known;
         }
-        let applied = self.sm.read().cluster_id;
+        let applied = self.sm.read().cluster.cluster_id;
         self.cluster_id.store(applied, Ordering::Relaxed);
         applied
     }
@@ -328,6 +328,9 @@ impl Replica {
             }
             LeaderRequest::MemberRemove { id } => self.member_remove(id).await,
             LeaderRequest::MemberPromote { id } => self.member_promote(id).await,
+            LeaderRequest::MemberUpdate { id, peer_addr } => {
+                self.member_update(id, peer_addr).await
+            }
             LeaderRequest::TransferLeader { to } => {
                 self.require_leader()?;
                 if to == self.id {

@@ -63,6 +63,8 @@ pub enum LeaderRequest {
     MemberRemove { id: u64 },
     /// Make a learner a voter.
     MemberPromote { id: u64 },
+    /// Change a member's peer address.
+    MemberUpdate { id: u64, peer_addr: String },
     /// Hand leadership to `to`.
     TransferLeader { to: u64 },
     /// The leader's node registry: every node, or only `node_id` when not 0.

@@ -20,6 +20,7 @@
 mod compact;
 mod error;
 mod events;
+mod hash;
 mod keyspace;
 mod lease;
 mod range;
@@ -32,6 +33,7 @@ use std::collections::VecDeque;
 use cairn_proto::mvccpb::Event;
 
 pub use error::KvError;
+pub use hash::txn_put_bytes;
 pub use lease::{LeaseInfo, LEASE_TTL_MAX_SECS};
 pub use snapshot::KvSnapshot;
 pub use validate::{validate_delete, validate_put, validate_range, validate_txn};

@@ -52,10 +52,10 @@ impl Serialize for LeasesRef<'_> {
 /// the state afterwards do not show in it.
 #[derive(Debug, Clone)]
 pub struct KvSnapshot {
-    revision: i64,
-    compact_revision: i64,
-    keys: KeyMap,
-    leases: LeaseMap,
+    pub(super) revision: i64,
+    pub(super) compact_revision: i64,
+    pub(super) keys: KeyMap,
+    pub(super) leases: LeaseMap,
 }
 
 impl KvSnapshot {

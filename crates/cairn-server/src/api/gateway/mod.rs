@@ -373,6 +373,10 @@ async fn unready(node: &Node) -> Option<String> {
     if let Some(reason) = crate::api::http::unhealthy_reason(node) {
         return Some(reason);
     }
+    // As etcd's /health: a raised alarm makes a member unhealthy.
+    if let Some(a) = maintenance::alarms(node).first() {
+        return Some(format!("ALARM {}", maintenance::alarm_name(a.alarm)));
+    }
     match tokio::time::timeout(HEALTH_READ_TIMEOUT, node.read_barrier()).await {
         Ok(Ok(_)) => None,
         Ok(Err(e)) => Some(format!("linearizable read failed: {}", e.message())),

@@ -140,12 +140,25 @@ impl Cluster for ClusterService {
 
     async fn member_update(
         &self,
-        _request: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(Status::new(
-            Code::Unimplemented,
-            "cairn: MemberUpdate is not supported; remove the member and add it with the new peer URL",
-        ))
+        let node = &self.node;
+        node.metrics
+            .track("MemberUpdate", async {
+                let req = request.into_inner();
+                let peer_addr = peer_addr_of(&req.peer_ur_ls)?;
+                node.leader_call(LeaderRequest::MemberUpdate {
+                    id: req.id,
+                    peer_addr,
+                })
+                .await?;
+                node.read_barrier().await?;
+                Ok(Response::new(MemberUpdateResponse {
+                    header: node.header(0),
+                    members: members(node),
+                }))
+            })
+            .await
     }
 
     async fn member_list(

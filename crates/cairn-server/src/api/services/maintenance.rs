@@ -1,14 +1,16 @@
-//! etcd `Maintenance` service: Status, Alarm, MoveLeader. Operations that have no meaning for an
-//! in-memory state machine with a Raft log (Defragment, Hash, HashKV, Snapshot download) answer
+//! etcd `Maintenance` service: Status, Alarm (list, raise, disarm; the space quota raises
+//! NOSPACE), Hash and HashKV (each member hashes its own state, so members can be compared),
+//! Defragment (a snapshot that purges the Raft log), MoveLeader. Snapshot download answers
 //! `Unimplemented` with a reason, never a fake success.
 
 use crate::leader::node::Node;
 use crate::replica::peer_request::LeaderRequest;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
-    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
-    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, DefragmentRequest,
+    DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
 use futures::Stream;
 use openraft::async_runtime::watch::WatchReceiver;
@@ -44,6 +46,13 @@ pub fn status(node: &Node) -> StatusResponse {
     if leader.is_none() {
         errors.push("etcdserver: no leader".to_string());
     }
+    for a in alarms(node) {
+        errors.push(format!(
+            "memberID:{} alarm:{}",
+            a.member_id,
+            alarm_name(a.alarm)
+        ));
+    }
     StatusResponse {
         header: node.header(revision),
         version: ETCD_API_VERSION.to_string(),
@@ -58,6 +67,30 @@ pub fn status(node: &Node) -> StatusResponse {
     }
 }
 
+/// The alarms raised in the cluster, as this member has applied them.
+pub fn alarms(node: &Node) -> Vec<AlarmMember> {
+    node.sm
+        .read()
+        .cluster
+        .alarms
+        .iter()
+        .map(|(member_id, alarm)| AlarmMember {
+            member_id: *member_id,
+            alarm: *alarm,
+        })
+        .collect()
+}
+
+/// etcd's name of an alarm type (`NOSPACE`, `CORRUPT`).
+pub fn alarm_name(alarm: i32) -> &'static str {
+    cairn_proto::etcdserverpb::AlarmType::try_from(alarm)
+        .map(|a| a.as_str_name())
+        .unwrap_or("UNKNOWN")
+}
+
+/// Longest Defragment waits for its snapshot to be built.
+const DEFRAGMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn unsupported(what: &str) -> Status {
     Status::new(
         Code::Unimplemented,
@@ -71,12 +104,52 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        let _ = request;
-        // Cairn raises no alarms (no space quota yet), so the list is truly empty.
-        Ok(Response::new(AlarmResponse {
-            header: self.node.header(self.node.revision()),
-            alarms: Vec::new(),
-        }))
+        let node = &self.node;
+        node.metrics
+            .track("Alarm", async {
+                let req = request.into_inner();
+                let action = AlarmAction::try_from(req.action).map_err(|_| {
+                    Status::invalid_argument(format!("cairn: unknown alarm action {}", req.action))
+                })?;
+                let matches = |a: &AlarmMember| {
+                    (req.member_id == 0 || a.member_id == req.member_id)
+                        && (req.alarm == 0 || a.alarm == req.alarm)
+                };
+                let alarms = match action {
+                    AlarmAction::Get => alarms(node).into_iter().filter(matches).collect(),
+                    AlarmAction::Activate | AlarmAction::Deactivate => {
+                        if req.alarm == 0 || alarm_name(req.alarm) == "UNKNOWN" {
+                            return Err(Status::invalid_argument(format!(
+                                "cairn: alarm must be NOSPACE or CORRUPT, got {}",
+                                req.alarm
+                            )));
+                        }
+                        let activate = action == AlarmAction::Activate;
+                        let had = alarms(node).iter().any(matches);
+                        node.propose(cairn_store::Command::Alarm {
+                            activate,
+                            member_id: req.member_id,
+                            alarm: req.alarm,
+                        })
+                        .await?;
+                        // etcd answers the alarm raised, or the one disarmed (none if it was
+                        // not raised).
+                        if activate || had {
+                            vec![AlarmMember {
+                                member_id: req.member_id,
+                                alarm: req.alarm,
+                            }]
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                };
+                Ok(Response::new(AlarmResponse {
+                    header: node.header(node.revision()),
+                    alarms,
+                }))
+            })
+            .await
     }
 
     async fn status(&self, _r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -90,18 +163,81 @@ impl Maintenance for MaintenanceService {
         &self,
         _r: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(unsupported("Defragment"))
+        let node = &self.node;
+        node.metrics
+            .track("Defragment", async {
+                // This member's on-disk state is its Raft log and snapshot file: a snapshot of
+                // what it has applied lets the log be purged up to it.
+                let applied = node
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .last_applied
+                    .map(|l| l.index);
+                node.raft
+                    .trigger()
+                    .snapshot()
+                    .await
+                    .map_err(crate::errors::internal)?;
+                let built = node
+                    .raft
+                    .wait(Some(DEFRAGMENT_TIMEOUT))
+                    .metrics(
+                        |m| m.snapshot.map(|s| s.index) >= applied,
+                        "snapshot at the applied index",
+                    )
+                    .await;
+                if let Err(e) = built {
+                    return Err(Status::deadline_exceeded(format!(
+                        "cairn: defragment: the snapshot was not built within {} s: {e}",
+                        DEFRAGMENT_TIMEOUT.as_secs()
+                    )));
+                }
+                Ok(Response::new(DefragmentResponse {
+                    header: node.header(node.revision()),
+                }))
+            })
+            .await
     }
 
     async fn hash(&self, _r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(unsupported("Hash"))
+        let node = &self.node;
+        node.metrics
+            .track("Hash", async {
+                let image = node.sm.read().kv.snapshot_view();
+                let revision = image.revision();
+                let hash = tokio::task::spawn_blocking(move || image.hash_all())
+                    .await
+                    .map_err(crate::errors::internal)?;
+                Ok(Response::new(HashResponse {
+                    header: node.header(revision),
+                    hash,
+                }))
+            })
+            .await
     }
 
     async fn hash_kv(
         &self,
-        _r: Request<HashKvRequest>,
+        request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(unsupported("HashKV"))
+        let node = &self.node;
+        node.metrics
+            .track("HashKV", async {
+                let at = request.into_inner().revision;
+                let image = node.sm.read().kv.snapshot_view();
+                let revision = image.revision();
+                let result = tokio::task::spawn_blocking(move || image.hash_kv(at))
+                    .await
+                    .map_err(crate::errors::internal)?;
+                let (hash, compact_revision) = result.map_err(|e| e.to_status())?;
+                Ok(Response::new(HashKvResponse {
+                    header: node.header(revision),
+                    hash,
+                    compact_revision,
+                }))
+            })
+            .await
     }
 
     type SnapshotStream =
