@@ -48,7 +48,7 @@ const PRIMARY_TIMEOUT: Duration = Duration::from_secs(90);
 const REPLICA_TIMEOUT: Duration = Duration::from_secs(90);
 /// From the SIGKILL to the replica serving as primary: the lease's TTL, plus a loop and the
 /// promotion, with room for a slow machine.
-const FAILOVER_TIMEOUT: Duration = Duration::from_secs(3);
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(TTL_S + 40);
 /// A row written on the primary must reach a streaming replica within this.
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound of one psql or `--version` run.
@@ -328,15 +328,14 @@ postgresql:
     }
 
     fn spawn(&mut self, i: usize) {
-        let dir = self.dir().to_path_buf();
         let node = &self.nodes[i];
         let log = File::create(&node.log_path)
             .unwrap_or_else(|e| panic!("create {}: {e}", node.log_path.display()));
         let log_err = log.try_clone().expect("clone log file");
         let mut cmd = Command::new(&self.setup.patroni);
         cmd.arg(&node.config)
-            .current_dir(&dir)
-            .env("HOME", &dir)
+            .current_dir(self.dir())
+            .env("HOME", self.dir())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
