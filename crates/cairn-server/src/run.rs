@@ -47,6 +47,45 @@ fn store_node_id(dir: &Path, id: u64) -> std::io::Result<()> {
     std::fs::write(dir.join("node_id"), format!("{id}\n"))
 }
 
+/// `cairn snapshot restore`: makes `data_dir` (empty or missing) the data directory of member
+/// `node_id` of a new cluster whose voters are `voters`, holding the key space and leases of
+/// the backup in `file`. Every member of the new cluster is restored from the same file with
+/// the same voters; `cairn serve --data-dir D` then starts each. A corrupt or truncated file is
+/// refused before anything is written.
+pub fn restore_snapshot(
+    file: &Path,
+    data_dir: &Path,
+    node_id: u64,
+    voters: &std::collections::BTreeMap<u64, NodeAddrs>,
+) -> Result<cairn_store::backup::BackupSummary, String> {
+    if !voters.contains_key(&node_id) {
+        return Err(format!(
+            "--node-id {node_id} is not one of the new cluster's voters {:?}",
+            voters.keys().collect::<Vec<_>>()
+        ));
+    }
+    let occupied = std::fs::read_dir(data_dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if occupied {
+        return Err(format!(
+            "--data-dir {} is not empty: a restore builds a new member, so give it an empty \
+             or new directory",
+            data_dir.display()
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let summary = cairn_store::backup::verify_backup(&bytes)
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .1;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+    cairn_store::backup::restore_backup(&bytes, &data_dir.join("snapshots"), voters)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    store_node_id(data_dir, node_id).map_err(|e| format!("writing the node id: {e}"))?;
+    Ok(summary)
+}
+
 async fn bind(what: &str, addr: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await

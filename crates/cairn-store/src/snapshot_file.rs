@@ -79,7 +79,16 @@ pub(crate) fn decode_state(bytes: &[u8]) -> io::Result<SmState> {
     let cluster = if rest.is_empty() {
         ClusterState::default()
     } else {
-        postcard::from_bytes(rest).map_err(io_err)?
+        // A backup pads the file with zeros (see `crate::backup`); nothing else may follow.
+        let (cluster, padding): (ClusterState, _) =
+            postcard::take_from_bytes(rest).map_err(io_err)?;
+        if padding.iter().any(|b| *b != 0) {
+            return Err(io_err(format!(
+                "{} bytes of trailing data after the snapshot",
+                padding.len()
+            )));
+        }
+        cluster
     };
     Ok(SmState {
         kv: KvState::decode_snapshot(&file.kv).map_err(io_err)?,

@@ -156,7 +156,7 @@ impl StateMachineStore {
         self.handle.clone()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, SmState> {
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, SmState> {
         self.handle.shared.write()
     }
 }

@@ -5,6 +5,7 @@ mod ctl;
 mod playground;
 mod serve;
 mod sim;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Simulated datanodes and frontends heartbeating to a running cluster.
     Sim(sim::SimArgs),
+    /// Offline work on backups: restore one into a new cluster's member, check one.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             Command::Ctl(args) => ctl::run(args).await.map_err(|e| e.to_string()),
             Command::Bench(args) => bench::run(args).await.map_err(|e| e.to_string()),
             Command::Sim(args) => sim::run(args).await,
+            Command::Snapshot(args) => snapshot::run(args),
         }
     });
     match result {

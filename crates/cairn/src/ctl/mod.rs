@@ -123,6 +123,7 @@ mod procedure;
 mod region;
 mod route;
 mod scheduler;
+mod snapshot;
 mod stats;
 mod table;
 
@@ -232,6 +233,11 @@ pub enum Resource {
         #[command(subcommand)]
         command: stats::StatsCommand,
     },
+    /// Backups of a member's state (etcd Maintenance.Snapshot).
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
 }
 
 /// Why a `cairn ctl` command failed.
@@ -312,6 +318,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         Resource::Member { command } => member::run(&client, out, command).await,
         Resource::Leader { command } => leader::run(&client, out, command).await,
         Resource::Endpoint { command } => endpoint::run(&client, out, command).await,
+        Resource::Snapshot { command } => snapshot::run(&client, out, command).await,
         Resource::Node { command } => node::run(&client, out, command).await,
         Resource::Database { command } => {
             database::run(&meta().map_err(CtlError::Endpoints)?, out, command).await

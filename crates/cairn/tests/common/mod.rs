@@ -126,7 +126,18 @@ impl TestCluster {
             .acquire()
             .await
             .expect("the cluster slot is never closed");
-        Self::start_backend(n, Backend::from_env(), extra_args, Some(slot)).await
+        Self::start_backend(n, Backend::from_env(), extra_args, Some(slot), |_| {}).await
+    }
+
+    /// Like [`Self::start`] (Cairn only), running `prepare` on the nodes' specs (ports, data
+    /// directories) before any node starts: to restore a backup into their data directories.
+    #[allow(dead_code)]
+    pub async fn start_prepared(n: usize, prepare: impl FnOnce(&[NodeSpec])) -> TestCluster {
+        let slot = CLUSTER_SLOT
+            .acquire()
+            .await
+            .expect("the cluster slot is never closed");
+        Self::start_backend(n, Backend::Cairn, Vec::new(), Some(slot), prepare).await
     }
 
     /// An `n`-node etcd to compare a Cairn against in the same test (it takes no slot: the test
@@ -139,7 +150,7 @@ impl TestCluster {
             );
             return None;
         }
-        Some(Self::start_backend(n, Backend::Etcd, Vec::new(), None).await)
+        Some(Self::start_backend(n, Backend::Etcd, Vec::new(), None, |_| {}).await)
     }
 
     async fn start_backend(
@@ -147,6 +158,7 @@ impl TestCluster {
         backend: Backend,
         extra_args: Vec<String>,
         slot: Option<SemaphorePermit<'static>>,
+        prepare: impl FnOnce(&[NodeSpec]),
     ) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("cairn-test-")
@@ -186,6 +198,8 @@ impl TestCluster {
             extra_args,
             _slot: slot,
         };
+        let specs: Vec<NodeSpec> = cluster.nodes.iter().map(|n| n.spec.clone()).collect();
+        prepare(&specs);
         for i in 0..n {
             cluster.spawn(i);
         }

@@ -1,7 +1,8 @@
 //! etcd `Maintenance` service: Status, Alarm (list, raise, disarm; the space quota raises
 //! NOSPACE), Hash and HashKV (each member hashes its own state, so members can be compared),
-//! Defragment (a snapshot that purges the Raft log), MoveLeader. Snapshot download answers
-//! `Unimplemented` with a reason, never a fake success.
+//! Defragment (a snapshot that purges the Raft log), MoveLeader, and Snapshot: a backup of this
+//! member's state ending with its SHA-256, streamed in chunks (`etcdctl snapshot save` and
+//! `cairn ctl snapshot save` write it; `cairn snapshot restore` builds a new cluster from it).
 
 use crate::leader::node::Node;
 use crate::replica::peer_request::LeaderRequest;
@@ -16,19 +17,30 @@ use futures::Stream;
 use openraft::async_runtime::watch::WatchReceiver;
 use std::pin::Pin;
 use std::sync::Arc;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 /// The etcd API version Cairn implements, reported by Status (clients gate features on it).
 pub const ETCD_API_VERSION: &str = "3.5.0";
 
+/// Bytes of the backup in one `SnapshotResponse`.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks encoded ahead of a slow reader.
+pub const SNAPSHOT_STREAM_BUFFER_MAX: usize = 4;
+/// Snapshot downloads served at once by one node (each holds a whole encoded state in memory).
+pub const SNAPSHOT_STREAMS_MAX: usize = 2;
+
 /// The etcd Maintenance service of one node.
 pub struct MaintenanceService {
     node: Arc<Node>,
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
 
 impl MaintenanceService {
     pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+        Self {
+            node,
+            snapshots: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_STREAMS_MAX)),
+        }
     }
 }
 
@@ -90,13 +102,6 @@ pub fn alarm_name(alarm: i32) -> &'static str {
 
 /// Longest Defragment waits for its snapshot to be built.
 const DEFRAGMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn unsupported(what: &str) -> Status {
-    Status::new(
-        Code::Unimplemented,
-        format!("cairn: {what} is not supported by Cairn"),
-    )
-}
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
@@ -247,7 +252,43 @@ impl Maintenance for MaintenanceService {
         &self,
         _r: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unsupported("Snapshot download"))
+        let node = self.node.clone();
+        let permit = self.snapshots.clone().try_acquire_owned().map_err(|_| {
+            crate::errors::too_many_requests(&format!(
+                "snapshot_streams_max {SNAPSHOT_STREAMS_MAX} reached"
+            ))
+        })?;
+        let sm = node.sm.clone();
+        // The image is taken at once; encoding and hashing it run off the async workers.
+        let (revision, bytes) = tokio::task::spawn_blocking(move || {
+            let revision = sm.read().kv.revision();
+            sm.backup().map(|b| (revision, b))
+        })
+        .await
+        .map_err(crate::errors::internal)?
+        .map_err(|e| crate::errors::internal(format!("encoding the snapshot: {e}")))?;
+        let header = node.header(revision);
+        let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_STREAM_BUFFER_MAX);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let total = bytes.len();
+            let mut sent = 0;
+            let mut header = header;
+            for chunk in bytes.chunks(SNAPSHOT_CHUNK_BYTES) {
+                sent += chunk.len();
+                let resp = SnapshotResponse {
+                    header: header.take(),
+                    remaining_bytes: (total - sent) as u64,
+                    blob: chunk.to_vec(),
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn move_leader(
