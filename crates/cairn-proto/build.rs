@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "etcd/mvccpb/kv.proto",
+    "etcd/authpb/auth.proto",
     "etcd/etcdserverpb/rpc.proto",
     "etcd/v3electionpb/v3election.proto",
     "etcd/v3lockpb/v3lock.proto",

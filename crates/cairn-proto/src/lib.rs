@@ -5,8 +5,8 @@
 //!
 //! * The etcd v3 client API, wire-compatible with etcd v3.5 so stock etcd
 //!   clients (etcdctl, client libraries) can talk to Cairn:
-//!   [`mvccpb`], [`etcdserverpb`], [`v3electionpb`], [`v3lockpb`].
-//!   The Auth service and the Downgrade RPC are not included.
+//!   [`mvccpb`], [`authpb`], [`etcdserverpb`], [`v3electionpb`], [`v3lockpb`].
+//!   The Downgrade RPC is not included.
 //! * Cairn's own services: [`raftpb`] (node-to-node replication transport,
 //!   proto package `cairn.raft`) and [`cairnpb`] (administrative API and
 //!   error details, proto package `cairn.v1`).
@@ -26,7 +26,13 @@ pub mod mvccpb {
     tonic::include_proto!("mvccpb");
 }
 
-/// The etcd v3 KV, Watch, Lease, Cluster and Maintenance services
+/// etcd's auth records: users, roles, key permissions (proto package `authpb`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+/// The etcd v3 KV, Watch, Lease, Cluster, Maintenance and Auth services
 /// (proto package `etcdserverpb`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod etcdserverpb {

@@ -315,12 +315,17 @@ pub async fn run_with_node(
         .add_service(services::admin_server(node.clone(), max_msg))
         .add_service(services::heartbeat_server(node.clone(), max_msg))
         .add_service(services::node_registry_server(node.clone(), max_msg))
-        .add_service(services::meta_server(node.clone(), max_msg));
+        .add_service(services::meta_server(node.clone(), max_msg))
+        .add_service(services::auth_server(node.clone(), max_msg));
     // etcd's JSON gateway on the same port: its paths (`/v3/…`) are not gRPC's, and the
     // server takes HTTP/1.1 beside HTTP/2.
     let client_routes = grpc
         .routes()
         .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            crate::api::auth::grpc_admission,
+        ))
         .merge(crate::api::gateway::router(node.clone()));
     let client_server = tonic::transport::Server::builder()
         .accept_http1(true)

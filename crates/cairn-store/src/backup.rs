@@ -41,7 +41,10 @@ impl StateMachineHandle {
     pub fn backup(&self) -> std::io::Result<Vec<u8>> {
         let image = self.read().image();
         let mut bytes = encode_state(&image)?;
-        bytes.resize(bytes.len().div_ceil(BACKUP_ALIGN_BYTES) * BACKUP_ALIGN_BYTES, 0);
+        bytes.resize(
+            bytes.len().div_ceil(BACKUP_ALIGN_BYTES) * BACKUP_ALIGN_BYTES,
+            0,
+        );
         let hash = Sha256::digest(&bytes);
         bytes.extend_from_slice(&hash);
         Ok(bytes)

@@ -34,6 +34,8 @@ pub enum Command {
         member_id: u64,
         alarm: i32,
     },
+    /// A change to users, roles or permissions (etcd's Auth).
+    Auth(crate::auth::AuthOp),
     /// `cmd`, decided by the leader of Raft term `term`: applied only if the entry was appended
     /// by the leader of that same term, rejected otherwise. Leader services wrap every write in
     /// this, so a decision taken while leading term T is never carried out by a later leader
@@ -57,6 +59,7 @@ impl Command {
             Command::SetNodeAddrs { .. } => "set_node_addrs",
             Command::SetClusterId { .. } => "set_cluster_id",
             Command::Alarm { .. } => "alarm",
+            Command::Auth(op) => op.name(),
             Command::Fenced { cmd, .. } => cmd.kind(),
         }
     }
@@ -79,6 +82,7 @@ impl fmt::Display for Command {
                 f,
                 "alarm(activate={activate}, member={member_id}, type={alarm})"
             ),
+            Command::Auth(op) => write!(f, "{}", op.name()),
             Command::Fenced { term, cmd } => write!(f, "{cmd} in term {term}"),
         }
     }

@@ -4,6 +4,7 @@
 //! The server crate proposes [`Command`]s through [`Raft`] and reads the applied state through
 //! [`StateMachineHandle`]; it never touches storage directly.
 
+pub mod auth;
 pub mod backup;
 pub mod command;
 pub mod log_store;

@@ -33,6 +33,8 @@ pub struct ClusterState {
     pub cluster_id: u64,
     /// Raised alarms, as etcd keeps them: (member id, `AlarmType` number).
     pub alarms: std::collections::BTreeSet<(u64, i32)>,
+    /// Users, roles and permissions (etcd's Auth).
+    pub auth: crate::auth::AuthState,
 }
 
 /// Everything the state machine holds.
@@ -203,6 +205,11 @@ mod tests {
             cluster: ClusterState {
                 cluster_id: 0x1234_5678_9abc,
                 alarms: [(2, 1)].into(),
+                auth: crate::auth::AuthState {
+                    enabled: true,
+                    revision: 3,
+                    ..Default::default()
+                },
             },
         }
     }

@@ -281,6 +281,10 @@ fn apply_command(
             }
             (Outcome::Done, Vec::new())
         }
+        Command::Auth(op) => match state.cluster.auth.apply(op) {
+            Ok(()) => (Outcome::Done, Vec::new()),
+            Err(e) => (Outcome::Rejected(e.into()), Vec::new()),
+        },
         // A stale fence, or one nested in another: never applied.
         Command::Fenced { .. } => (Outcome::Rejected(term_ended()), Vec::new()),
     };

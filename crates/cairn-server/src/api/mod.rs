@@ -3,6 +3,7 @@
 //! endpoints ([`http`], [`http_meta`]). Thin: validate, call the replica or leader layer, map
 //! the error.
 
+pub mod auth;
 pub mod gateway;
 pub mod http;
 pub mod http_meta;

@@ -37,6 +37,9 @@ const READ: DeserializeOptions = DeserializeOptions::new().deny_unknown_fields(t
 pub struct Method {
     pub input: MessageDescriptor,
     pub output: MessageDescriptor,
+    /// gRPC's service (`etcdserverpb.KV`) and method (`Range`) names.
+    pub service: String,
+    pub method: String,
 }
 
 impl Method {
@@ -51,6 +54,8 @@ impl Method {
         Method {
             input: m.input(),
             output: m.output(),
+            service: service.to_string(),
+            method: method.to_string(),
         }
     }
 

@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tonic::Status;
 
+use crate::api::auth;
 use crate::api::services::{cluster, election, kv, lease, lock, maintenance, watch};
 use crate::leader::node::Node;
 use json::Method;
@@ -35,6 +36,7 @@ pub const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Gateway {
     node: Arc<Node>,
     kv: kv::KvService,
+    auth: crate::api::services::auth::AuthService,
     watch: watch::WatchService,
     lease: lease::LeaseService,
     cluster: cluster::ClusterService,
@@ -67,6 +69,7 @@ macro_rules! unary {
 
 /// The gateway's routes, to merge into the client port's router.
 pub fn router(node: Arc<Node>) -> Router {
+    use cairn_proto::etcdserverpb::auth_server::Auth;
     use cairn_proto::etcdserverpb::cluster_server::Cluster;
     use cairn_proto::etcdserverpb::kv_server::Kv;
     use cairn_proto::etcdserverpb::lease_server::Lease;
@@ -77,6 +80,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let gw = Arc::new(Gateway {
         body_max: 2 * node.config.request_bytes_max + GATEWAY_BODY_OVERHEAD_BYTES,
         kv: kv::KvService::new(node.clone()),
+        auth: crate::api::services::auth::AuthService::new(node.clone()),
         watch: watch::WatchService::new(node.clone()),
         lease: lease::LeaseService::new(node.clone()),
         cluster: cluster::ClusterService::new(node.clone()),
@@ -251,13 +255,131 @@ pub fn router(node: Arc<Node>) -> Router {
         election,
         resign
     );
+    let r = unary!(
+        r,
+        "/v3/auth/enable",
+        "etcdserverpb.Auth.AuthEnable",
+        auth,
+        auth_enable
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/disable",
+        "etcdserverpb.Auth.AuthDisable",
+        auth,
+        auth_disable
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/status",
+        "etcdserverpb.Auth.AuthStatus",
+        auth,
+        auth_status
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/authenticate",
+        "etcdserverpb.Auth.Authenticate",
+        auth,
+        authenticate
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/user/add",
+        "etcdserverpb.Auth.UserAdd",
+        auth,
+        user_add
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/user/get",
+        "etcdserverpb.Auth.UserGet",
+        auth,
+        user_get
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/user/list",
+        "etcdserverpb.Auth.UserList",
+        auth,
+        user_list
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/user/delete",
+        "etcdserverpb.Auth.UserDelete",
+        auth,
+        user_delete
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/user/changepw",
+        "etcdserverpb.Auth.UserChangePassword",
+        auth,
+        user_change_password
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/user/grant",
+        "etcdserverpb.Auth.UserGrantRole",
+        auth,
+        user_grant_role
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/user/revoke",
+        "etcdserverpb.Auth.UserRevokeRole",
+        auth,
+        user_revoke_role
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/role/add",
+        "etcdserverpb.Auth.RoleAdd",
+        auth,
+        role_add
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/role/get",
+        "etcdserverpb.Auth.RoleGet",
+        auth,
+        role_get
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/role/list",
+        "etcdserverpb.Auth.RoleList",
+        auth,
+        role_list
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/role/delete",
+        "etcdserverpb.Auth.RoleDelete",
+        auth,
+        role_delete
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/role/grant",
+        "etcdserverpb.Auth.RoleGrantPermission",
+        auth,
+        role_grant_permission
+    );
+    let r = unary!(
+        r,
+        "/v3/auth/role/revoke",
+        "etcdserverpb.Auth.RoleRevokePermission",
+        auth,
+        role_revoke_permission
+    );
     let r = unary!(r, "/v3/lock/lock", "v3lockpb.Lock.Lock", lock, lock);
     let r = unary!(r, "/v3/lock/unlock", "v3lockpb.Lock.Unlock", lock, unlock);
     r.route("/v3/watch", post(stream::watch))
         .route("/v3/lease/keepalive", post(stream::keep_alive))
         .route("/v3/election/observe", post(stream::observe))
         .route("/v3/maintenance/snapshot", post(stream::snapshot))
-        .route("/v3/auth/{*rest}", post(auth))
         .route("/v3/{*rest}", post(not_found))
         .route("/version", get(version))
         .route("/health", get(health))
@@ -308,7 +430,7 @@ impl Gateway {
             let bytes = self.read_body(body).await?;
             let req: Req = method.decode(&bytes)?;
             kv::check_size(&self.node, req.encoded_len())?;
-            let resp = call(request(headers, req)).await?;
+            let resp = call(self.request(method, headers, req)?).await?;
             method.encode(resp.get_ref())
         }
         .await;
@@ -319,20 +441,33 @@ impl Gateway {
     }
 }
 
-/// A gRPC request carrying the HTTP request's credentials as etcd's gateway passes them: the
-/// `Authorization` header (and a `token` header) become metadata of the same name.
-fn request<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    for name in ["authorization", "token"] {
-        if let Some(v) = headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-        {
-            req.metadata_mut().insert(name, v);
+impl Gateway {
+    /// A gRPC request carrying the HTTP request's credentials as etcd's gateway passes them
+    /// (the `Authorization` header, and a `token` header, become metadata of the same name),
+    /// admitted as the gRPC call would be ([`crate::api::auth`]): the in-process call skips
+    /// the interceptor, so the gateway runs the same check.
+    fn request<T>(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        msg: T,
+    ) -> Result<tonic::Request<T>, Status> {
+        let mut req = tonic::Request::new(msg);
+        for name in ["authorization", "token"] {
+            if let Some(v) = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+            {
+                req.metadata_mut().insert(name, v);
+            }
         }
+        let need = auth::access(&method.service, &method.method);
+        if let Some(caller) = auth::admit(&self.node, req.metadata(), need)? {
+            req.extensions_mut().insert(caller);
+        }
+        Ok(req)
     }
-    req
 }
 
 /// etcd's gateway headers on every answer.
@@ -348,12 +483,6 @@ async fn cors(mut resp: Response) -> Response {
     );
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     resp
-}
-
-async fn auth() -> Response {
-    json::error_response(&Status::unimplemented(
-        "cairn: the etcd Auth API is not served yet",
-    ))
 }
 
 async fn not_found() -> Response {

@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::json::{self, Method};
-use super::{request, Gateway, Shared};
+use super::{Gateway, Shared};
 use crate::api::services::stream::{Inbound, ResponseStream};
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::v3electionpb::election_server::Election;
@@ -26,14 +26,24 @@ pub const GATEWAY_STREAM_INBOUND_MAX: usize = 16;
 
 /// `POST /v3/watch`. The stream stays open after the body ends, as etcd's does: a watcher
 /// sends its create request and reads events until it disconnects.
-pub async fn watch(State(g): Shared, body: Body) -> Response {
+pub async fn watch(State(g): Shared, headers: HeaderMap, body: Body) -> Response {
     let method = Method::named("etcdserverpb.Watch.Watch");
-    bidi(&g, method, body, true, |inbound| g.watch.open(inbound)).await
+    let caller = match g.request(&method, &headers, ()) {
+        Ok(r) => crate::api::auth::caller(&r),
+        Err(s) => return json::error_response(&s),
+    };
+    bidi(&g, method, body, true, |inbound| {
+        g.watch.open(inbound, caller)
+    })
+    .await
 }
 
 /// `POST /v3/lease/keepalive`: one answer per request; the stream ends with the body.
-pub async fn keep_alive(State(g): Shared, body: Body) -> Response {
+pub async fn keep_alive(State(g): Shared, headers: HeaderMap, body: Body) -> Response {
     let method = Method::named("etcdserverpb.Lease.LeaseKeepAlive");
+    if let Err(s) = g.request(&method, &headers, ()) {
+        return json::error_response(&s);
+    }
     bidi(&g, method, body, false, |inbound| {
         Ok(g.lease.keep_alive(inbound))
     })
@@ -47,7 +57,11 @@ pub async fn observe(State(g): Shared, headers: HeaderMap, body: Body) -> Respon
         Ok(req) => req,
         Err(s) => return json::error_response(&s),
     };
-    match g.election.observe(request(&headers, req)).await {
+    let req = match g.request(&method, &headers, req) {
+        Ok(r) => r,
+        Err(s) => return json::error_response(&s),
+    };
+    match g.election.observe(req).await {
         Ok(resp) => answer(method, resp.into_inner(), None),
         Err(s) => json::error_response(&s),
     }
@@ -60,7 +74,11 @@ pub async fn snapshot(State(g): Shared, headers: HeaderMap, body: Body) -> Respo
         Ok(req) => req,
         Err(s) => return json::error_response(&s),
     };
-    match g.maintenance.snapshot(request(&headers, req)).await {
+    let req = match g.request(&method, &headers, req) {
+        Ok(r) => r,
+        Err(s) => return json::error_response(&s),
+    };
+    match g.maintenance.snapshot(req).await {
         Ok(resp) => answer(method, resp.into_inner(), None),
         Err(s) => json::error_response(&s),
     }

@@ -54,11 +54,31 @@ impl Heartbeat for HeartbeatService {
         request: Request<Streaming<HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
         let node = self.node.clone();
+        let caller = crate::api::auth::caller(&request);
+        let inbound = request.into_inner();
+        // With auth on, a stream may speak only for the node its credential names: every
+        // request's node id is checked, the first before the stream is served.
+        let inbound: crate::api::services::stream::Inbound<HeartbeatRequest> = match caller {
+            None => Box::pin(inbound),
+            Some(caller) => {
+                let check = node.clone();
+                Box::pin(inbound.map(move |item| {
+                    let r = item?;
+                    let id = r.node.as_ref().map_or(0, |n| n.id);
+                    crate::api::auth::check_node_identity(&check, Some(&caller), id)?;
+                    Ok(r)
+                }))
+            }
+        };
+        let mut inbound = inbound.peekable();
+        if let Some(Err(e)) = std::pin::Pin::new(&mut inbound).peek().await {
+            return Err(e.clone());
+        }
         let stream = crate::api::services::stream::spawn_stream(
             &self.streams,
             "heartbeat_streams_max",
             HEARTBEAT_STREAM_BUFFER_MAX,
-            Box::pin(request.into_inner()),
+            Box::pin(inbound),
             |inbound, tx| serve_stream(node, inbound, tx),
         )?;
         Ok(Response::new(stream))

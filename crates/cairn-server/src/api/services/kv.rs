@@ -3,6 +3,7 @@
 //! Thin: the operations are [`crate::replica::kv`] (read the applied state after a read barrier
 //! unless serializable, or propose through the leader); this maps them to etcd's responses.
 
+use crate::api::auth::{self, AuthInfo};
 use crate::leader::node::Node;
 /// The KV operations themselves, at their old paths (the simulation and the lock, lease and
 /// election services use them from here).
@@ -38,8 +39,10 @@ impl Kv for KvService {
         let node = &self.node;
         node.metrics
             .track("Range", async {
+                let caller = auth::caller(&request);
                 let req = request.into_inner();
                 check_size(node, req.encoded_len())?;
+                auth::check_keys(node, caller.as_ref(), &req.key, &req.range_end, false)?;
                 range(node, &req).await.map(Response::new)
             })
             .await
@@ -49,8 +52,10 @@ impl Kv for KvService {
         let node = &self.node;
         node.metrics
             .track("Put", async {
+                let caller = auth::caller(&request);
                 let req = request.into_inner();
                 check_size(node, req.encoded_len())?;
+                auth::check_keys(node, caller.as_ref(), &req.key, &[], true)?;
                 put(node, req).await.map(Response::new)
             })
             .await
@@ -63,8 +68,10 @@ impl Kv for KvService {
         let node = &self.node;
         node.metrics
             .track("DeleteRange", async {
+                let caller = auth::caller(&request);
                 let req = request.into_inner();
                 check_size(node, req.encoded_len())?;
+                auth::check_keys(node, caller.as_ref(), &req.key, &req.range_end, true)?;
                 delete_range(node, req).await.map(Response::new)
             })
             .await
@@ -74,8 +81,10 @@ impl Kv for KvService {
         let node = &self.node;
         node.metrics
             .track("Txn", async {
+                let caller = auth::caller(&request);
                 let req = request.into_inner();
                 check_size(node, req.encoded_len())?;
+                check_txn_keys(node, caller.as_ref(), &req)?;
                 mvcc::validate_txn(&req, node.config.txn_ops_max).map_err(|e| e.to_status())?;
                 txn(node, &req).await.map(Response::new)
             })
@@ -101,4 +110,30 @@ impl Kv for KvService {
             })
             .await
     }
+}
+
+/// etcd's check of a transaction: every compare reads its key; every op, in both branches and
+/// at any depth, reads or writes its keys.
+fn check_txn_keys(node: &Node, caller: Option<&AuthInfo>, req: &TxnRequest) -> Result<(), Status> {
+    use cairn_proto::etcdserverpb::request_op::Request as Op;
+    if caller.is_none() {
+        return Ok(());
+    }
+    for c in &req.compare {
+        auth::check_keys(node, caller, &c.key, &c.range_end, false)?;
+    }
+    for op in req.success.iter().chain(&req.failure) {
+        match &op.request {
+            Some(Op::RequestRange(r)) => {
+                auth::check_keys(node, caller, &r.key, &r.range_end, false)?
+            }
+            Some(Op::RequestPut(p)) => auth::check_keys(node, caller, &p.key, &[], true)?,
+            Some(Op::RequestDeleteRange(d)) => {
+                auth::check_keys(node, caller, &d.key, &d.range_end, true)?
+            }
+            Some(Op::RequestTxn(t)) => check_txn_keys(node, caller, t)?,
+            None => {}
+        }
+    }
+    Ok(())
 }

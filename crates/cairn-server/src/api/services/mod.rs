@@ -2,6 +2,7 @@
 //! message-size bounds.
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod election;
 pub mod heartbeat;
@@ -20,6 +21,7 @@ use cairn_proto::cairnpb::admin_server::AdminServer;
 use cairn_proto::cairnpb::heartbeat_server::HeartbeatServer;
 use cairn_proto::cairnpb::meta_server::MetaServer;
 use cairn_proto::cairnpb::node_registry_server::NodeRegistryServer;
+use cairn_proto::etcdserverpb::auth_server::AuthServer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
@@ -100,4 +102,8 @@ pub fn meta_server(
         crate::api::meta::service::MetaService::new(node),
         max
     )
+}
+
+pub fn auth_server(node: Arc<Node>, max: usize) -> AuthServer<auth::AuthService> {
+    bounded!(AuthServer, auth::AuthService::new(node.clone()), max)
 }

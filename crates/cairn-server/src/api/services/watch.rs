@@ -52,7 +52,9 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.open(Box::pin(request.into_inner())).map(Response::new)
+        let caller = crate::api::auth::caller(&request);
+        self.open(Box::pin(request.into_inner()), caller)
+            .map(Response::new)
     }
 }
 
@@ -62,6 +64,7 @@ impl WatchService {
     pub fn open(
         &self,
         inbound: super::stream::Inbound<WatchRequest>,
+        caller: Option<crate::api::auth::AuthInfo>,
     ) -> Result<super::stream::ResponseStream<WatchResponse>, Status> {
         let node = self.node.clone();
         super::stream::spawn_stream(
@@ -69,13 +72,15 @@ impl WatchService {
             "watch_streams_max",
             WATCH_STREAM_BUFFER_MAX,
             inbound,
-            |inbound, tx| serve_stream(node, inbound, tx),
+            |inbound, tx| serve_stream(node, caller, inbound, tx),
         )
     }
 }
 
 struct StreamState {
     node: Arc<Node>,
+    /// Who opened the stream (auth enabled): each watch needs read permission on its keys.
+    caller: Option<crate::api::auth::AuthInfo>,
     tx: mpsc::Sender<Out>,
     watchers: HashMap<i64, JoinHandle<()>>,
     next_id: i64,
@@ -83,11 +88,13 @@ struct StreamState {
 
 async fn serve_stream(
     node: Arc<Node>,
+    caller: Option<crate::api::auth::AuthInfo>,
     mut inbound: super::stream::Inbound<WatchRequest>,
     tx: mpsc::Sender<Out>,
 ) {
     let mut st = StreamState {
         node,
+        caller,
         tx,
         watchers: HashMap::new(),
         next_id: 0,
@@ -162,6 +169,16 @@ impl StreamState {
             cancel_reason: reason,
             ..Default::default()
         };
+        if let Err(denied) = crate::api::auth::check_keys(
+            &self.node,
+            self.caller.as_ref(),
+            &c.key,
+            &c.range_end,
+            false,
+        ) {
+            let r = refuse(-1, denied.message().to_string());
+            return self.tx.send(Ok(r)).await.is_ok();
+        }
         if self.watchers.len() >= WATCHERS_PER_STREAM_MAX {
             let r = refuse(
                 -1,
