@@ -34,7 +34,7 @@ const DURATION_SECS_MAX: u64 = 24 * 3600;
 /// Largest response a range may return (one key, but keep headroom for big values).
 const RESPONSE_BYTES_MAX: usize = 4 * VALUE_SIZE_BYTES_MAX;
 /// Longest wait for one request; a request that takes longer counts as an error.
-const REQUEST_TIMEOUT_MS: u64 = cairn_client::REQUEST_TIMEOUT_MS;
+pub(super) const REQUEST_TIMEOUT_MS: u64 = cairn_client::REQUEST_TIMEOUT_MS;
 
 /// Arguments of `cairn bench kv`.
 #[derive(Debug, clap::Args)]
@@ -69,6 +69,14 @@ pub struct KvBenchArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+    /// Send the requests as etcd's JSON gateway (`POST /v3/kv/put|range` over HTTP/1.1, one
+    /// keep-alive connection per client) instead of gRPC.
+    #[arg(long)]
+    gateway: bool,
+    /// Authenticate as NAME:PASSWORD first and send the token with every request (gRPC
+    /// metadata `token`, or the gateway's `Authorization` header).
+    #[arg(long)]
+    user: Option<String>,
 }
 
 /// `--workload` values.
@@ -86,7 +94,7 @@ pub enum WorkloadChoice {
 
 /// One workload to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Workload {
+pub(super) enum Workload {
     Put,
     RangeLinearizable,
     RangeSerializable,
@@ -119,26 +127,56 @@ impl WorkloadChoice {
 
 /// When a workload ends.
 #[derive(Debug, Clone, Copy)]
-enum Stop {
+pub(super) enum Stop {
     AfterRequests(u64),
     At(Instant),
 }
 
 /// What every client of one workload shares.
-struct Plan {
-    workload: Workload,
-    stop: Stop,
-    keys: u64,
-    value: Arc<Vec<u8>>,
-    next_request: AtomicU64,
+pub(super) struct Plan {
+    pub(super) workload: Workload,
+    pub(super) stop: Stop,
+    pub(super) keys: u64,
+    pub(super) value: Arc<Vec<u8>>,
+    pub(super) next_request: AtomicU64,
+    /// The auth token to send (`--user`).
+    pub(super) token: Option<String>,
+    /// `--gateway`: the client ports (`HOST:PORT`) to send JSON to, clients spread over them.
+    pub(super) gateway: Option<Vec<String>>,
+}
+
+impl Plan {
+    /// A gRPC request carrying the token, when there is one.
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(v) = self.token.as_ref().and_then(|t| t.parse().ok()) {
+            r.metadata_mut().insert("token", v);
+        }
+        r
+    }
+}
+
+/// Logs in as `NAME:PASSWORD` (etcd's Auth.Authenticate) and returns the token.
+async fn authenticate(channel: &Channel, user: &str) -> Result<String, BenchError> {
+    let (name, password) = user
+        .split_once(':')
+        .ok_or_else(|| BenchError::Usage("--user must be NAME:PASSWORD".into()))?;
+    let mut auth = cairn_client::proto::etcdserverpb::auth_client::AuthClient::new(channel.clone());
+    auth.authenticate(cairn_client::proto::etcdserverpb::AuthenticateRequest {
+        name: name.into(),
+        password: password.into(),
+    })
+    .await
+    .map(|r| r.into_inner().token)
+    .map_err(|s| BenchError::Endpoint(format!("--user {name}: {}", s.message())))
 }
 
 /// What one client measured.
-struct ClientResult {
-    latencies: Histogram,
-    requests: u64,
-    errors: u64,
-    first_error: Option<String>,
+pub(super) struct ClientResult {
+    pub(super) latencies: Histogram,
+    pub(super) requests: u64,
+    pub(super) errors: u64,
+    pub(super) first_error: Option<String>,
 }
 
 fn validate(args: &KvBenchArgs) -> Result<usize, BenchError> {
@@ -179,7 +217,17 @@ pub async fn run(args: KvBenchArgs) -> Result<(), BenchError> {
         .map(|j| lazy_channel(&endpoints[j % endpoints.len()], &config))
         .collect::<Result<Vec<Channel>, _>>()
         .map_err(|e| BenchError::Endpoint(e.to_string()))?;
-    warm_up(&channels, &endpoints).await?;
+    let token = match &args.user {
+        Some(user) => Some(authenticate(&channels[0], user).await?),
+        None => None,
+    };
+    warm_up(&channels, &endpoints, token.as_deref()).await?;
+    let gateway = args.gateway.then(|| {
+        endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://").to_string())
+            .collect::<Vec<_>>()
+    });
 
     let mut report = BenchReport {
         endpoints,
@@ -210,6 +258,8 @@ pub async fn run(args: KvBenchArgs) -> Result<(), BenchError> {
             keys,
             value: Arc::clone(&value),
             next_request: AtomicU64::new(0),
+            token: token.clone(),
+            gateway: gateway.clone(),
         });
         let result = run_workload(&channels, args.clients, plan).await;
         if workload == Workload::Put {
@@ -237,15 +287,22 @@ pub async fn run(args: KvBenchArgs) -> Result<(), BenchError> {
 
 /// Connects every channel before any clock starts, so connection setup is not measured, and
 /// fails early with the endpoint's name when one cannot be reached.
-async fn warm_up(channels: &[Channel], endpoints: &[String]) -> Result<(), BenchError> {
+async fn warm_up(
+    channels: &[Channel],
+    endpoints: &[String],
+    token: Option<&str>,
+) -> Result<(), BenchError> {
     let probes = channels.iter().enumerate().map(|(j, channel)| async move {
         let mut kv = KvClient::new(channel.clone());
-        let request = RangeRequest {
+        let mut request = tonic::Request::new(RangeRequest {
             key: b"bench/".to_vec(),
             serializable: true,
             count_only: true,
             ..Default::default()
-        };
+        });
+        if let Some(v) = token.and_then(|t| t.parse().ok()) {
+            request.metadata_mut().insert("token", v);
+        }
         match tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), kv.range(request))
             .await
         {
@@ -274,7 +331,13 @@ async fn run_workload(channels: &[Channel], clients: usize, plan: Arc<Plan>) -> 
         .map(|i| {
             let kv = KvClient::new(channels[i % channels.len()].clone())
                 .max_decoding_message_size(RESPONSE_BYTES_MAX);
-            tokio::spawn(client_loop(kv, Arc::clone(&plan)))
+            match &plan.gateway {
+                Some(ports) => {
+                    let port = ports[i % ports.len()].clone();
+                    tokio::spawn(super::gateway_client::client_loop(port, Arc::clone(&plan)))
+                }
+                None => tokio::spawn(client_loop(kv, Arc::clone(&plan))),
+            }
         })
         .collect();
     let mut latencies = Histogram::new();
@@ -310,59 +373,85 @@ async fn run_workload(channels: &[Channel], clients: usize, plan: Arc<Plan>) -> 
 }
 
 async fn client_loop(mut kv: KvClient<Channel>, plan: Arc<Plan>) -> ClientResult {
-    let mut result = ClientResult {
-        latencies: Histogram::new(),
-        requests: 0,
-        errors: 0,
-        first_error: None,
-    };
-    let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
-    loop {
-        let i = plan.next_request.fetch_add(1, Ordering::Relaxed);
-        let done = match plan.stop {
+    let mut d = Driver::new(&plan);
+    while let Some(key) = d.next_key() {
+        let sent = Instant::now();
+        let request = async {
+            match plan.workload {
+                Workload::Put => {
+                    let request = plan.request(PutRequest {
+                        key,
+                        value: plan.value.to_vec(),
+                        ..Default::default()
+                    });
+                    kv.put(request).await.map(drop)
+                }
+                Workload::RangeLinearizable | Workload::RangeSerializable => {
+                    let request = plan.request(RangeRequest {
+                        key,
+                        serializable: plan.workload == Workload::RangeSerializable,
+                        ..Default::default()
+                    });
+                    kv.range(request).await.map(drop)
+                }
+            }
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+        };
+        let outcome = tokio::time::timeout(d.timeout, request).await;
+        d.record(sent, outcome);
+    }
+    d.result
+}
+
+/// One client's walk through a plan: the key of each next request until the plan says stop,
+/// and the tally of what came back.
+pub(super) struct Driver<'a> {
+    plan: &'a Plan,
+    pub(super) timeout: Duration,
+    pub(super) result: ClientResult,
+}
+
+impl<'a> Driver<'a> {
+    pub(super) fn new(plan: &'a Plan) -> Self {
+        Driver {
+            plan,
+            timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
+            result: ClientResult {
+                latencies: Histogram::new(),
+                requests: 0,
+                errors: 0,
+                first_error: None,
+            },
+        }
+    }
+
+    /// The next request's key, or `None` when the workload is over.
+    pub(super) fn next_key(&mut self) -> Option<Vec<u8>> {
+        let i = self.plan.next_request.fetch_add(1, Ordering::Relaxed);
+        let done = match self.plan.stop {
             Stop::AfterRequests(total) => i >= total,
             Stop::At(deadline) => Instant::now() >= deadline,
         };
-        if done {
-            return result;
-        }
-        let key = format!("bench/{}", i % plan.keys).into_bytes();
-        let sent = Instant::now();
-        let outcome = match plan.workload {
-            Workload::Put => {
-                let request = PutRequest {
-                    key,
-                    value: plan.value.to_vec(),
-                    ..Default::default()
-                };
-                tokio::time::timeout(timeout, kv.put(request))
-                    .await
-                    .map(|r| r.map(drop))
-            }
-            Workload::RangeLinearizable | Workload::RangeSerializable => {
-                let request = RangeRequest {
-                    key,
-                    serializable: plan.workload == Workload::RangeSerializable,
-                    ..Default::default()
-                };
-                tokio::time::timeout(timeout, kv.range(request))
-                    .await
-                    .map(|r| r.map(drop))
-            }
-        };
-        result.requests += 1;
+        (!done).then(|| format!("bench/{}", i % self.plan.keys).into_bytes())
+    }
+
+    /// Counts one request sent at `sent`: its latency, or its error.
+    pub(super) fn record(
+        &mut self,
+        sent: Instant,
+        outcome: Result<Result<(), String>, tokio::time::error::Elapsed>,
+    ) {
+        let r = &mut self.result;
+        r.requests += 1;
         match outcome {
-            Ok(Ok(())) => result.latencies.record(sent.elapsed()),
-            Ok(Err(status)) => {
-                result.errors += 1;
-                result
-                    .first_error
-                    .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+            Ok(Ok(())) => r.latencies.record(sent.elapsed()),
+            Ok(Err(e)) => {
+                r.errors += 1;
+                r.first_error.get_or_insert(e);
             }
             Err(_elapsed) => {
-                result.errors += 1;
-                result
-                    .first_error
+                r.errors += 1;
+                r.first_error
                     .get_or_insert_with(|| format!("no answer within {REQUEST_TIMEOUT_MS} ms"));
             }
         }

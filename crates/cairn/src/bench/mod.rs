@@ -24,6 +24,7 @@
 
 mod ddl;
 mod failover_report;
+mod gateway_client;
 mod heartbeat;
 mod histogram;
 mod kv;
