@@ -124,6 +124,57 @@ const SCRIPT: &[(&str, &str, Check)] = &[
     ("/v3/cluster/member/list", "{}", Check::Fields),
     ("/v3/maintenance/status", "{}", Check::Fields),
     ("/v3/maintenance/alarm", "{}", Check::Exact),
+    // Auth, while it is off: users, roles, permissions and their errors.
+    ("/v3/auth/status", "{}", Check::Exact),
+    (
+        "/v3/auth/authenticate",
+        r#"{"name":"root","password":"x"}"#,
+        Check::Exact,
+    ),
+    (
+        "/v3/auth/user/add",
+        r#"{"name":"alice","password":"pw"}"#,
+        Check::Exact,
+    ),
+    (
+        "/v3/auth/user/add",
+        r#"{"name":"alice","password":"pw"}"#,
+        Check::Exact,
+    ),
+    (
+        "/v3/auth/user/add",
+        r#"{"name":"","password":"pw"}"#,
+        Check::Exact,
+    ),
+    ("/v3/auth/role/add", r#"{"name":"app"}"#, Check::Exact),
+    (
+        "/v3/auth/role/grant",
+        r#"{"name":"app","perm":{"permType":"READWRITE","key":"YS8=","range_end":"YTA="}}"#,
+        Check::Exact,
+    ),
+    ("/v3/auth/role/get", r#"{"role":"app"}"#, Check::Exact),
+    (
+        "/v3/auth/user/grant",
+        r#"{"user":"alice","role":"app"}"#,
+        Check::Exact,
+    ),
+    (
+        "/v3/auth/user/grant",
+        r#"{"user":"alice","role":"nope"}"#,
+        Check::Exact,
+    ),
+    ("/v3/auth/user/get", r#"{"name":"alice"}"#, Check::Exact),
+    ("/v3/auth/user/get", r#"{"name":"bob"}"#, Check::Exact),
+    ("/v3/auth/user/list", "{}", Check::Exact),
+    ("/v3/auth/role/list", "{}", Check::Exact),
+    ("/v3/auth/enable", "{}", Check::Exact),
+    (
+        "/v3/auth/role/revoke",
+        r#"{"role":"app","key":"Yg=="}"#,
+        Check::Exact,
+    ),
+    ("/v3/auth/user/delete", r#"{"name":"alice"}"#, Check::Exact),
+    ("/v3/auth/status", "{}", Check::Exact),
     // Bad input: etcd's errors, with etcd's HTTP statuses.
     ("/v3/kv/put", "{}", Check::Exact),
     ("/v3/kv/range", "", Check::Exact),

@@ -99,7 +99,8 @@ impl Auth for AuthService {
         &self,
         _r: Request<AuthStatusRequest>,
     ) -> Result<Response<AuthStatusResponse>, Status> {
-        let (enabled, auth_revision) = self.read(|a| (a.enabled, a.revision)).await?;
+        // etcd's auth revision starts at 1 on a fresh cluster; Cairn's count of changes at 0.
+        let (enabled, auth_revision) = self.read(|a| (a.enabled, a.revision + 1)).await?;
         Ok(Response::new(AuthStatusResponse {
             header: self.header(),
             enabled,
