@@ -372,15 +372,6 @@ fn span_end(key: &[u8], range_end: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-impl From<AuthError> for crate::command::RejectReason {
-    fn from((code, message): AuthError) -> Self {
-        crate::command::RejectReason {
-            code: code as i32,
-            message: message.to_string(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,7 +81,7 @@ pub(crate) fn decode_state(bytes: &[u8]) -> io::Result<SmState> {
     let cluster = if rest.is_empty() {
         ClusterState::default()
     } else {
-        // A backup pads the file with zeros (see `crate::backup`); nothing else may follow.
+        // A backup pads the file with zeros; nothing else may follow.
         let (cluster, padding): (ClusterState, _) =
             postcard::take_from_bytes(rest).map_err(io_err)?;
         if padding.iter().any(|b| *b != 0) {

@@ -283,7 +283,13 @@ fn apply_command(
         }
         Command::Auth(op) => match state.cluster.auth.apply(op) {
             Ok(()) => (Outcome::Done, Vec::new()),
-            Err(e) => (Outcome::Rejected(e.into()), Vec::new()),
+            Err((code, message)) => {
+                let reason = RejectReason {
+                    code: code as i32,
+                    message: message.to_string(),
+                };
+                (Outcome::Rejected(reason), Vec::new())
+            }
         },
         // A stale fence, or one nested in another: never applied.
         Command::Fenced { .. } => (Outcome::Rejected(term_ended()), Vec::new()),
