@@ -52,33 +52,41 @@ pub async fn keep_alive(State(g): Shared, headers: HeaderMap, body: Body) -> Res
 
 /// `POST /v3/election/observe`.
 pub async fn observe(State(g): Shared, headers: HeaderMap, body: Body) -> Response {
-    let method = Method::named("v3electionpb.Election.Observe");
-    let req = match g.read_body(body).await.and_then(|b| method.decode(&b)) {
-        Ok(req) => req,
-        Err(s) => return json::error_response(&s),
-    };
-    let req = match g.request(&method, &headers, req) {
-        Ok(r) => r,
-        Err(s) => return json::error_response(&s),
-    };
-    match g.election.observe(req).await {
-        Ok(resp) => answer(method, resp.into_inner(), None),
-        Err(s) => json::error_response(&s),
-    }
+    let name = "v3electionpb.Election.Observe";
+    one_in_many_out(&g, name, &headers, body, |r| g.election.observe(r)).await
 }
 
 /// `POST /v3/maintenance/snapshot`.
 pub async fn snapshot(State(g): Shared, headers: HeaderMap, body: Body) -> Response {
-    let method = Method::named("etcdserverpb.Maintenance.Snapshot");
-    let req = match g.read_body(body).await.and_then(|b| method.decode(&b)) {
-        Ok(req) => req,
-        Err(s) => return json::error_response(&s),
+    let name = "etcdserverpb.Maintenance.Snapshot";
+    one_in_many_out(&g, name, &headers, body, |r| g.maintenance.snapshot(r)).await
+}
+
+/// A server stream: one request decoded and admitted, the service's responses chunked.
+async fn one_in_many_out<Req, Resp, S, F, Fut>(
+    g: &Gateway,
+    rpc: &str,
+    headers: &HeaderMap,
+    body: Body,
+    call: F,
+) -> Response
+where
+    Req: Message + Default,
+    Resp: Message + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + Unpin + 'static,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<S>, Status>>,
+{
+    let method = Method::named(rpc);
+    let req = async {
+        let bytes = g.read_body(body).await?;
+        g.request(&method, headers, method.decode(&bytes)?)
     };
-    let req = match g.request(&method, &headers, req) {
+    let req = match req.await {
         Ok(r) => r,
         Err(s) => return json::error_response(&s),
     };
-    match g.maintenance.snapshot(req).await {
+    match call(req).await {
         Ok(resp) => answer(method, resp.into_inner(), None),
         Err(s) => json::error_response(&s),
     }
