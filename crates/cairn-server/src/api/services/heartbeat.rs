@@ -57,23 +57,29 @@ impl Heartbeat for HeartbeatService {
         let caller = crate::api::auth::caller(&request);
         let inbound = request.into_inner();
         // With auth on, a stream may speak only for the node its credential names: every
-        // request's node id is checked, the first before the stream is served.
+        // request's node id is checked, the first before the stream is answered (so the refusal
+        // is the call's status). Without auth nothing is awaited here: a client may send its
+        // first request only once the call is answered.
         let inbound: crate::api::services::stream::Inbound<HeartbeatRequest> = match caller {
             None => Box::pin(inbound),
             Some(caller) => {
                 let check = node.clone();
-                Box::pin(inbound.map(move |item| {
-                    let r = item?;
-                    let id = r.node.as_ref().map_or(0, |n| n.id);
-                    crate::api::auth::check_node_identity(&check, Some(&caller), id)?;
-                    Ok(r)
-                }))
+                let mut checked = Box::pin(
+                    inbound
+                        .map(move |item| {
+                            let r = item?;
+                            let id = r.node.as_ref().map_or(0, |n| n.id);
+                            crate::api::auth::check_node_identity(&check, Some(&caller), id)?;
+                            Ok::<_, Status>(r)
+                        })
+                        .peekable(),
+                );
+                if let Some(Err(e)) = checked.as_mut().peek().await {
+                    return Err(e.clone());
+                }
+                checked
             }
         };
-        let mut inbound = inbound.peekable();
-        if let Some(Err(e)) = std::pin::Pin::new(&mut inbound).peek().await {
-            return Err(e.clone());
-        }
         let stream = crate::api::services::stream::spawn_stream(
             &self.streams,
             "heartbeat_streams_max",
