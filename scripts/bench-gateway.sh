@@ -100,4 +100,4 @@ s=$(date +%s.%N)
 pids+=($!)
 until "$etcdctl_bin" --endpoints "127.0.0.1:${rports[0]}" get bench/0 >/dev/null 2>&1; do sleep 0.1; done
 echo "cairn: restored member started and served its first read in $(echo "$(date +%s.%N) - $s" | bc) s"
-echo "keys on the restored member: $("$etcdctl_bin" --endpoints "127.0.0.1:${rports[0]}" get bench/ --prefix --count-only -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')"
+echo "keys on the restored member: $("$etcdctl_bin" --endpoints "127.0.0.1:${rports[0]}" get bench/ --prefix --count-only -w fields | awk '/"Count"/ {print $3}')"
