@@ -21,8 +21,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Search steps allowed per key before the checker gives up with `Verdict::Unknown`.
-pub const SEARCH_STEPS_PER_KEY_MAX: u64 = 20_000_000;
+/// Search steps allowed per key before the checker gives up with `Verdict::Unknown`. A decided
+/// history stops early; the bound only matters for hard ones (many writes of unknown outcome
+/// under partitions). 20M left seed 189 of the simulation undecided once issue 11's extra log
+/// entry (the cluster id) moved its schedule; with this bound it is decided linearizable, its
+/// whole run taking 14 s.
+pub const SEARCH_STEPS_PER_KEY_MAX: u64 = 400_000_000;
 
 /// How many operations a failure explanation lists at most.
 const EXPLANATION_OPS_MAX: usize = 30;
