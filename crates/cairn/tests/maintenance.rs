@@ -261,7 +261,7 @@ async fn alarms_are_raised_and_disarmed_by_request_and_member_update_moves_a_pee
         .into_inner();
     assert_eq!(raised.alarms.len(), 1);
     assert_eq!(
-        alarms(&cluster, 0).await,
+        wait_alarms(&cluster, 0, 1).await,
         vec![(3, AlarmType::Corrupt as i32)]
     );
     // CORRUPT does not refuse writes (only NOSPACE does).
