@@ -46,6 +46,58 @@ async fn follower_forwards_writes_and_serves_linearizable_reads() {
     }
 }
 
+/// Requests forwarded at once share the follower's stream to the leader in batches: every caller
+/// still gets its own answer, successes and refusals alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_forwarded_writes_each_get_their_own_answer() {
+    use cairn_proto::etcdserverpb::PutRequest;
+    let cluster = TestCluster::start(3, |_| {}).await;
+    let leader = cluster.wait_leader().await;
+    let follower = (0..3)
+        .find(|i| cluster.nodes[*i].config.node_id != leader)
+        .unwrap();
+    let kv = cluster.kv(follower).await;
+    let calls = (0..300).map(|i| {
+        let mut kv = kv.clone();
+        async move {
+            // Every third put names a lease that does not exist: the leader refuses just that one.
+            let lease = if i % 3 == 0 { 424_242 + i } else { 0 };
+            let put = PutRequest {
+                key: format!("fwd/{i:03}").into_bytes(),
+                value: format!("value-{i}").into_bytes(),
+                lease,
+                ..Default::default()
+            };
+            (i, kv.put(put).await)
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut revisions = std::collections::BTreeSet::new();
+    for (i, answer) in answers {
+        if i % 3 == 0 {
+            let refused = answer.expect_err("a put with an unknown lease is refused");
+            assert!(
+                refused.message().contains("lease not found"),
+                "put {i}: {refused:?}"
+            );
+        } else {
+            let rev = answer.expect("put").into_inner().header.unwrap().revision;
+            assert!(
+                revisions.insert(rev),
+                "two puts answered with revision {rev}"
+            );
+        }
+    }
+    assert_eq!(revisions.len(), 200);
+    // What each caller was told is what the store holds.
+    let mut lkv = cluster.kv(cluster.index_of(leader)).await;
+    for i in 0..300 {
+        let got = get(&mut lkv, &format!("fwd/{i:03}"), false).await;
+        let want = (i % 3 != 0).then(|| format!("value-{i}"));
+        assert_eq!(got, want, "key fwd/{i:03}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_joins_from_snapshot_is_promoted_then_removed() {
     // Snapshot every 50 entries and keep little log, so the joiner must install a snapshot.

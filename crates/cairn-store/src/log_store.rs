@@ -61,6 +61,9 @@ enum WriteOp {
     Purge(LogId),
 }
 
+/// How often, at most, the commit marker (a restart hint that may lag) is written.
+pub const COMMIT_MARKER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Page cache of the redb file holding the Raft log.
 pub const LOG_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
@@ -180,13 +183,41 @@ fn writer_loop(
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     mut rx: mpsc::Receiver<WriteOp>,
 ) {
+    // The newest commit marker not written yet, and when one was last written.
+    let mut marker: Option<Vec<u8>> = None;
+    let mut marker_written: Option<std::time::Instant> = None;
     while let Some(first) = rx.blocking_recv() {
-        let mut ops = vec![first];
-        while ops.len() < LOG_GROUP_COMMIT_BATCHES_MAX {
+        let mut ops = Vec::with_capacity(8);
+        let mut take = |op: WriteOp, ops: &mut Vec<WriteOp>| match op {
+            // Only the newest commit marker matters, and it may lag: it is written at most once
+            // per COMMIT_MARKER_INTERVAL, with a batch that commits anyway. Writing it with every
+            // batch put a second table's pages into every commit.
+            WriteOp::Meta {
+                key: KEY_COMMITTED,
+                value,
+                done: None,
+            } => marker = Some(value),
+            op => ops.push(op),
+        };
+        take(first, &mut ops);
+        for _ in 1..LOG_GROUP_COMMIT_BATCHES_MAX {
             match rx.try_recv() {
-                Ok(op) => ops.push(op),
+                Ok(op) => take(op, &mut ops),
                 Err(_) => break,
             }
+        }
+        if marker_written.is_none_or(|at| at.elapsed() >= COMMIT_MARKER_INTERVAL) {
+            if let Some(value) = marker.take() {
+                ops.push(WriteOp::Meta {
+                    key: KEY_COMMITTED,
+                    value,
+                    done: None,
+                });
+                marker_written = Some(std::time::Instant::now());
+            }
+        }
+        if ops.is_empty() {
+            continue;
         }
         let started = std::time::Instant::now();
         let result = write_all(&db, &ops);
@@ -361,8 +392,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // The commit marker is a restart hint that may lag the truth: it rides along with the
-        // next group commit and nobody waits for it.
+        // The commit marker is a restart hint that may lag the truth: it rides along with a later
+        // group commit (at most one every COMMIT_MARKER_INTERVAL) and nobody waits for it.
         let value = encode(&committed)?;
         self.queue(WriteOp::Meta {
             key: KEY_COMMITTED,

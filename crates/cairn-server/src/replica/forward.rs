@@ -135,7 +135,31 @@ impl Replica {
         }
     }
 
+    /// Sends `req` to the leader on the forwarding stream ([`crate::replica::forward_stream`]),
+    /// or by a unary call when the leader's node has no stream (an older version).
     async fn forward_over_peer_port(
+        &self,
+        leader: u64,
+        req: &LeaderRequest,
+        timeout: Duration,
+    ) -> Result<LeaderResponse, ForwardFailure> {
+        let link = self
+            .forward_link(leader, || {
+                let client = self.peer_client(leader)?;
+                let addr = self.node_addrs(leader).ok_or_else(errors::no_leader)?.peer;
+                Ok((addr, client))
+            })
+            .map_err(ForwardFailure::Refused)?;
+        if !link.unsupported() {
+            match link.call(req, timeout).await {
+                Err(ForwardFailure::NotSent) if link.unsupported() => {}
+                other => return other,
+            }
+        }
+        self.forward_unary(leader, req, timeout).await
+    }
+
+    async fn forward_unary(
         &self,
         leader: u64,
         req: &LeaderRequest,
@@ -156,7 +180,7 @@ impl Replica {
 
 /// Whether a forwarding failure happened before the request left this node (the leader refused
 /// the connection), so retrying cannot apply a write twice.
-fn never_sent(s: &Status) -> bool {
+pub(super) fn never_sent(s: &Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {

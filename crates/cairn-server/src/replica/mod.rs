@@ -4,6 +4,7 @@
 //! in the replicated store ([`meta`]); the etcd KV operations ([`kv`]).
 
 pub mod forward;
+pub mod forward_stream;
 pub mod kv;
 pub mod lease_keeper;
 mod membership;

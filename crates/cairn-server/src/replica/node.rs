@@ -12,6 +12,7 @@ use crate::clock::SharedClock;
 use crate::errors;
 use crate::metrics::Metrics;
 pub use crate::replica::forward::{ForwardFailure, ForwardFuture, PeerLink};
+use crate::replica::forward_stream::ForwardLink;
 use crate::replica::lease_keeper::LeaseKeeper;
 use crate::replica::peer_request::{LeaderRequest, LeaderResponse};
 use crate::replica::term::LeaderTerm;
@@ -61,6 +62,8 @@ pub struct Replica {
     /// The cluster id once this node has applied it (it never changes after); 0 before.
     cluster_id: std::sync::atomic::AtomicU64,
     pub(super) peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
+    /// The forwarding stream to each node this one has forwarded to.
+    pub(super) forward_links: Mutex<HashMap<u64, ForwardLink>>,
     pub(super) forward_slots: Semaphore,
     /// When a leader last replicated to (or heartbeated) this node.
     last_leader_contact: Mutex<Option<Instant>>,
@@ -94,6 +97,7 @@ impl Replica {
             leases: LeaseKeeper::new(clock.clone()),
             cluster_id: std::sync::atomic::AtomicU64::new(0),
             peers: Mutex::new(HashMap::new()),
+            forward_links: Mutex::new(HashMap::new()),
             forward_slots: Semaphore::new(FORWARD_INFLIGHT_MAX),
             last_leader_contact: Mutex::new(None),
             leadership: watch::Sender::new(None),

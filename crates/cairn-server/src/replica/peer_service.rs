@@ -216,6 +216,19 @@ impl RaftPeer for PeerService {
         }))
     }
 
+    type ForwardStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<RaftMessage, Status>> + Send + 'static>,
+    >;
+
+    async fn forward_stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        let answers =
+            crate::replica::forward_stream::serve_stream(self.node.clone(), request.into_inner());
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn forward(
         &self,
         request: Request<RaftMessage>,

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Issue 12's figures: the write path, Cairn beside etcd in the same run, each a fresh 3-node
+# cluster of release binaries on free local ports (etcd: Debian's etcd-server 3.4 by default,
+# ETCD_BIN=... for another), the same client for both:
+#   1. `cairn bench kv --workload put` (256-byte values) at each of CLIENTS (default "1 16 256");
+#   2. `etcdctl check perf --load=LOAD` (default l; 60 s each) against each cluster.
+# Usage: scripts/bench-write.sh [SECONDS_PER_PUT_RUN]   (results go to stdout)
+#   PERF=1   records the Cairn leader with perf during the 16-client put (perf-cairn.data here)
+#   SKIP_CHECK_PERF=1   leaves out part 2
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+secs=${1:-10}
+clients_list=${CLIENTS:-"1 16 256"}
+load=${LOAD:-l}
+source "$here/lib/cluster.sh"
+etcd_bin=${ETCD_BIN:-$(command -v etcd || true)}
+[ -x "$etcd_bin" ] || { echo "no etcd (apt-get install etcd-server, or ETCD_BIN=...)" >&2; exit 1; }
+etcdctl_bin=${ETCDCTL_BIN:-$(command -v etcdctl)}
+echo "machine: $(machine); etcd: $("$etcd_bin" --version | head -1); cairn: $(cd "$root" && git rev-parse --short HEAD)"
+
+read -r -a eports <<<"$(python3 -c 'import socket
+socks = [socket.socket() for _ in range(6)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+eic="e1=http://127.0.0.1:${eports[1]},e2=http://127.0.0.1:${eports[3]},e3=http://127.0.0.1:${eports[5]}"
+ee="127.0.0.1:${eports[0]},127.0.0.1:${eports[2]},127.0.0.1:${eports[4]}"
+start_cluster
+epids=()
+for i in 1 2 3; do
+  c=${eports[$((2 * (i - 1)))]}; p=${eports[$((2 * (i - 1) + 1))]}
+  "$etcd_bin" --name e$i --data-dir "$work/etcd/$i" \
+    --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c \
+    --listen-peer-urls http://127.0.0.1:$p --initial-advertise-peer-urls http://127.0.0.1:$p \
+    --initial-cluster "$eic" --initial-cluster-state new --initial-cluster-token bench \
+    2>"$work/etcd-$i.log" &
+  pids+=($!); epids+=($!)
+done
+until ETCDCTL_API=3 "$etcdctl_bin" --endpoints "$ee" endpoint health >/dev/null 2>&1; do sleep 0.2; done
+
+cpu_ticks() { # PIDS... -> their user+system CPU, in clock ticks
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+put() { # ENDPOINTS CLIENTS SERVER-PIDS...
+  local e=$1 c=$2; shift 2
+  local before; before=$(cpu_ticks "$@")
+  echo "\$ cairn bench kv --endpoints E --clients $c --duration-secs $secs --workload put --value-size 256 --key-space 10000"
+  "$cairn" bench kv --endpoints "$e" --clients "$c" --duration-secs "$secs" --workload put \
+    --value-size 256 --key-space 10000 | tee "$work/put.out"
+  local used=$(( $(cpu_ticks "$@") - before )) n
+  n=$(awk -F'|' '/^\| put/ {gsub(/ /, "", $3); print $3}' "$work/put.out")
+  echo "servers' CPU: $((used * 10)) ms for $n puts, $(( used * 10000000 / (n > 0 ? n : 1) )) us per 1000 puts"
+}
+echo; echo "== 1. put"
+for c in $clients_list; do
+  for t in cairn etcd; do
+    e=$eps; sp=("${pids[1]}" "${pids[2]}" "${pids[3]}")
+    [ $t = etcd ] && e=$ee && sp=("${epids[@]}")
+    echo "-- $t, $c clients"
+    if [ "$t" = cairn ] && [ "$c" = 16 ] && [ -n "${PERF:-}" ]; then
+      lp=${pids[$(leader_id)]}
+      perf record -F 499 -g -p "$lp" -o "$here/../perf-cairn.data" 2>/dev/null &
+      perf_pid=$!
+      put "$e" "$c" "${sp[@]}"
+      kill -INT "$perf_pid"; wait "$perf_pid" || true
+    else
+      put "$e" "$c" "${sp[@]}"
+    fi
+  done
+done
+
+if [ -z "${SKIP_CHECK_PERF:-}" ]; then
+  echo; echo "== 2. etcdctl check perf --load=$load"
+  for t in cairn etcd; do
+    e=$eps; [ $t = etcd ] && e=$ee
+    echo "-- $t"
+    ETCDCTL_API=3 "$etcdctl_bin" --endpoints "$e" check perf --load="$load" 2>&1 | tr "\r" "\n" | grep -v '^ *[0-9]* / [0-9]*' | tail -6 || true
+  done
+fi
