@@ -5,7 +5,7 @@
 #   1. `cairn bench kv --workload put` (256-byte values) at each of CLIENTS (default "1 16 256");
 #   2. `etcdctl check perf --load=LOAD` (default l; 60 s each) against each cluster.
 # Usage: scripts/bench-write.sh [SECONDS_PER_PUT_RUN]   (results go to stdout)
-#   PERF=1   records the Cairn leader with perf during the 16-client put (perf-cairn.data here)
+#   PERF=1   records the Cairn leader with perf during the 16-client put (to $PERF_OUT, default /tmp/perf-cairn.data)
 #   SKIP_CHECK_PERF=1   leaves out part 2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,7 +60,7 @@ for c in $clients_list; do
     echo "-- $t, $c clients"
     if [ "$t" = cairn ] && [ "$c" = 16 ] && [ -n "${PERF:-}" ]; then
       lp=${pids[$(leader_id)]}
-      perf record -F 499 -g -p "$lp" -o "$here/../perf-cairn.data" 2>/dev/null &
+      perf record -F 499 -g -p "$lp" -o "${PERF_OUT:-/tmp/perf-cairn.data}" 2>/dev/null &
       perf_pid=$!
       put "$e" "$c" "${sp[@]}"
       kill -INT "$perf_pid"; wait "$perf_pid" || true
