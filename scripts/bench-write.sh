@@ -18,24 +18,8 @@ etcd_bin=${ETCD_BIN:-$(command -v etcd || true)}
 etcdctl_bin=${ETCDCTL_BIN:-$(command -v etcdctl)}
 echo "machine: $(machine); etcd: $("$etcd_bin" --version | head -1); cairn: $(cd "$root" && git rev-parse --short HEAD)"
 
-read -r -a eports <<<"$(python3 -c 'import socket
-socks = [socket.socket() for _ in range(6)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')"
-eic="e1=http://127.0.0.1:${eports[1]},e2=http://127.0.0.1:${eports[3]},e3=http://127.0.0.1:${eports[5]}"
-ee="127.0.0.1:${eports[0]},127.0.0.1:${eports[2]},127.0.0.1:${eports[4]}"
 start_cluster
-epids=()
-for i in 1 2 3; do
-  c=${eports[$((2 * (i - 1)))]}; p=${eports[$((2 * (i - 1) + 1))]}
-  "$etcd_bin" --name e$i --data-dir "$work/etcd/$i" \
-    --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c \
-    --listen-peer-urls http://127.0.0.1:$p --initial-advertise-peer-urls http://127.0.0.1:$p \
-    --initial-cluster "$eic" --initial-cluster-state new --initial-cluster-token bench \
-    2>"$work/etcd-$i.log" &
-  pids+=($!); epids+=($!)
-done
-until ETCDCTL_API=3 "$etcdctl_bin" --endpoints "$ee" endpoint health >/dev/null 2>&1; do sleep 0.2; done
+start_etcd "$etcd_bin"
 
 cpu_ticks() { # PIDS... -> their user+system CPU, in clock ticks
   local t=0 p

@@ -6,6 +6,8 @@
 #   client I / peer I / http I           node I's ports;  eps: the three client endpoints
 #   leader_id                            the leader's node id, from `cairn ctl leader show`
 #   rss_mib PID / peak_mib PID           resident and peak resident memory, MiB
+#   start_etcd BIN                       a 3-node etcd cluster of BIN beside it, on free ports,
+#                                        healthy when it returns: endpoints in $ee, pids in epids
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # CAIRN_BIN runs another build (e.g. one kept from before a change); CARGO_TARGET_DIR is honoured.
 cairn="${CAIRN_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/cairn}"
@@ -43,3 +45,27 @@ leader_id() { "$cairn" ctl --endpoints "$eps" -o json leader show | jq -r .leade
 rss_mib() { echo $(( $(awk '/VmRSS/ {print $2}' "/proc/$1/status") / 1024 )); }
 peak_mib() { echo $(( $(awk '/VmHWM/ {print $2}' "/proc/$1/status") / 1024 )); }
 machine() { echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"; }
+
+# A 3-node etcd cluster (the reference in side-by-side benchmarks), removed on exit with the rest.
+epids=()
+start_etcd() {
+  local bin=$1 i c p eports eic
+  read -r -a eports <<<"$(python3 -c 'import socket
+socks = [socket.socket() for _ in range(6)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+  eic="e1=http://127.0.0.1:${eports[1]},e2=http://127.0.0.1:${eports[3]},e3=http://127.0.0.1:${eports[5]}"
+  ee="127.0.0.1:${eports[0]},127.0.0.1:${eports[2]},127.0.0.1:${eports[4]}"
+  for i in 1 2 3; do
+    c=${eports[$((2 * (i - 1)))]}; p=${eports[$((2 * (i - 1) + 1))]}
+    "$bin" --name e$i --data-dir "$work/etcd/$i" \
+      --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c \
+      --listen-peer-urls http://127.0.0.1:$p --initial-advertise-peer-urls http://127.0.0.1:$p \
+      --initial-cluster "$eic" --initial-cluster-state new --initial-cluster-token bench \
+      2>"$work/etcd-$i.log" &
+    pids+=($!); epids+=($!)
+  done
+  for i in 1 2 3; do
+    until curl -sf "http://127.0.0.1:${eports[$((2 * (i - 1)))]}/health" >/dev/null; do sleep 0.2; done
+  done
+}
