@@ -168,9 +168,10 @@ async fn run_link(
                     continue;
                 }
             };
-        loop {
+        'stream: loop {
+            // The next request to send, answers read meanwhile.
             let next = match carried.take() {
-                Some(item) => Some(item),
+                Some(item) => item,
                 None => tokio::select! {
                     answer = answers.message() => match answer {
                         Ok(Some(msg)) => {
@@ -179,20 +180,36 @@ async fn run_link(
                         }
                         Ok(None) | Err(_) => break,
                     },
-                    next = queue.recv() => next,
+                    next = queue.recv() => match next {
+                        Some(item) => item,
+                        None => break,
+                    },
                 },
             };
-            let Some(next) = next else { break };
             let (batch, rest) = request_batch(next, &mut queue, &mut waiting, &mut next_id);
             carried = rest;
-            if let Err(refused) = batches.send(batch).await {
-                // The transport dropped the stream: this batch never left.
-                for item in items(&refused.0.data) {
-                    if let Some(reply) = item.ok().and_then(|(id, _)| waiting.remove(&id)) {
-                        let _ = reply.send(Err(ForwardFailure::NotSent));
-                    }
+            // Handed to the transport when it has room; answers are still read while it has none,
+            // so a leader waiting for this side to take its answers never stalls both.
+            let permit = loop {
+                tokio::select! {
+                    permit = batches.reserve() => break permit.ok(),
+                    answer = answers.message() => match answer {
+                        Ok(Some(msg)) => deliver(&msg.data, &mut waiting),
+                        Ok(None) | Err(_) => break None,
+                    },
                 }
-                break;
+            };
+            match permit {
+                Some(permit) => permit.send(batch),
+                None => {
+                    // The stream is gone: this batch never left.
+                    for item in items(&batch.data) {
+                        if let Some(reply) = item.ok().and_then(|(id, _)| waiting.remove(&id)) {
+                            let _ = reply.send(Err(ForwardFailure::NotSent));
+                        }
+                    }
+                    break 'stream;
+                }
             }
         }
         // The stream ended: whatever was sent on it is unanswered now.
