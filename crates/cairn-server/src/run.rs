@@ -5,7 +5,7 @@ use crate::api::services;
 pub use crate::clock::sleep_unless_stopped;
 use crate::leader::node::Node;
 pub use crate::replica::log_file_size;
-use crate::replica::log_path;
+use crate::replica::{legacy_log_path, log_path};
 use crate::ServerConfig;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
@@ -253,6 +253,8 @@ pub async fn run_with_node(
     store_node_id(&dir, node_id).map_err(|e| format!("cannot write node id: {e}"))?;
     config.node_id = node_id;
 
+    cairn_store::log_migrate::migrate_redb_log(&legacy_log_path(&dir), &log_path(&dir))
+        .map_err(|e| format!("cannot move the raft log out of raft.redb: {e}"))?;
     let log = LogStore::open(&log_path(&dir)).map_err(|e| format!("cannot open raft log: {e}"))?;
     let sm = StateMachineStore::open(&dir.join("snapshots"))
         .map_err(|e| format!("cannot open snapshots: {e}"))?;

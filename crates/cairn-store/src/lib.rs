@@ -1,4 +1,4 @@
-//! Cairn's replicated store: openraft driving a redb-backed log and an in-memory MVCC state machine
+//! Cairn's replicated store: openraft driving a segmented write-ahead log and an in-memory MVCC state machine
 //! with etcd's revision model, snapshotted to files, replicated over a gRPC peer network.
 //!
 //! The server crate proposes [`Command`]s through [`Raft`] and reads the applied state through
@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod backup;
 pub mod command;
+pub mod crc;
+pub mod log_migrate;
 pub mod log_store;
 pub mod mem_log_store;
 pub mod mvcc;
@@ -16,6 +18,7 @@ pub mod serde_bytes;
 pub mod sim_network;
 mod snapshot_file;
 pub mod state_machine;
+pub mod wal;
 
 pub use command::{Command, CommandResult};
 pub use snapshot_file::ClusterState;

@@ -1,27 +1,28 @@
-//! The Raft log, vote and commit marker in one redb file per node.
+//! The Raft log, vote and commit marker: openraft's [`RaftLogStorage`] over the segmented
+//! write-ahead log of [`crate::wal`], in one directory per node.
 //!
 //! Appends are group-committed by one writer thread: `append` hands the encoded entries to the
 //! writer and returns at once (the entries are readable from memory straight away, so the leader
 //! can replicate them while its own disk write is in flight); the writer drains every queued batch
-//! into one redb transaction committed with `Durability::Immediate` (one fsync for many client
-//! writes) and only then reports them flushed. openraft never counts an entry towards a quorum
-//! before that report, so a write is acknowledged only once a quorum has it on disk.
+//! into one write at the log's end and one `fdatasync` (one fsync for many client writes) and only
+//! then reports them flushed. openraft never counts an entry towards a quorum before that report,
+//! so a write is acknowledged only once a quorum has it on disk.
 //!
-//! Every write to the redb file happens on that writer thread, in queue order: appends, the vote,
-//! the commit marker, truncation and purging. openraft's core task only queues them and (for the
-//! vote and truncation) awaits the writer's answer, so it never blocks a runtime thread on redb's
-//! one-writer lock while an fsync is in flight; the vote shares the group commit's fsync.
+//! Every write to the log happens on that writer thread, in queue order: appends, the vote, the
+//! commit marker, truncation and purging. openraft's core task only queues them and (for the vote
+//! and truncation) awaits the writer's answer, so it never blocks a runtime thread on a disk
+//! write.
 //!
 //! Correctness requirements this store meets (openraft's storage contract, checked by its suite
 //! in `tests/openraft_suite.rs`): reads see appended entries immediately; `truncate_after` and
 //! `purge` take effect after every earlier append and before every later one (queue order); the
 //! vote is durable before `save_vote` returns.
 
+use crate::wal::{Wal, WalReader, SEGMENT_BYTES_MAX};
 use crate::{LogId, TypeConfig};
 use openraft::alias::{EntryOf, VoteOf};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
@@ -33,25 +34,17 @@ use tokio::sync::{mpsc, oneshot};
 type Entry = EntryOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_LAST_PURGED: &str = "last_purged";
-
 /// Append batches queued for the writer; `append` waits when the queue is full.
 pub const LOG_WRITE_QUEUE_MAX: usize = 1024;
-/// Most append batches merged into one redb transaction (one fsync).
+/// Most queued operations merged into one group commit (one fsync).
 pub const LOG_GROUP_COMMIT_BATCHES_MAX: usize = 256;
 
 enum WriteOp {
     Append(Vec<(LogId, Vec<u8>)>, IOFlushed<TypeConfig>),
-    /// A metadata value (vote, commit marker); `done`, if any, is answered once it is on disk.
-    Meta {
-        key: &'static str,
-        value: Vec<u8>,
-        done: Option<oneshot::Sender<io::Result<()>>>,
-    },
+    /// Answered once the vote is on disk.
+    Vote(Vote, oneshot::Sender<io::Result<()>>),
+    /// The newest commit marker; nobody waits.
+    Committed(Option<LogId>),
     /// Deletes entries from `from` on; answered once on disk.
     Truncate {
         from: u64,
@@ -64,18 +57,19 @@ enum WriteOp {
 /// How often, at most, the commit marker (a restart hint that may lag) is written.
 pub const COMMIT_MARKER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Page cache of the redb file holding the Raft log.
-pub const LOG_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
-
-/// redb-backed [`RaftLogStorage`]. Cloning shares the same database and writer.
+/// [`RaftLogStorage`] over the write-ahead log. Cloning shares the same log and writer.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    reader: WalReader,
     /// Appended entries not yet known to be on disk, by index.
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     /// The last purged log id as openraft sees it: set at once by `purge`, while the writer
     /// deletes the entries (and records it on disk) in its own time.
     purged: Arc<Mutex<Option<LogId>>>,
+    /// The vote as last saved (on disk before `save_vote` returned).
+    vote: Arc<Mutex<Option<Vote>>>,
+    /// The commit marker found at open.
+    committed: Option<LogId>,
     writer: mpsc::Sender<WriteOp>,
 }
 
@@ -87,49 +81,37 @@ fn encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
     postcard::to_allocvec(v).map_err(io_err)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
-    postcard::from_bytes(b).map_err(io_err)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LogStore {
-    /// Opens (or creates) the log database at `path` and starts its writer thread.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        // The log is read back only by lagging followers and at start-up: a small page cache
-        // is enough, and redb's default would take memory the state machine needs.
-        let db = redb::Builder::new()
-            .set_cache_size(LOG_CACHE_BYTES_MAX)
-            .create(path)
-            .map_err(io_err)?;
-        let txn = db.begin_write().map_err(io_err)?;
-        {
-            txn.open_table(LOG).map_err(io_err)?;
-            txn.open_table(META).map_err(io_err)?;
-        }
-        txn.commit().map_err(io_err)?;
-        let db = Arc::new(db);
+    /// Opens (or creates) the log in directory `dir` and starts its writer thread.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_with_segment_bytes(dir, SEGMENT_BYTES_MAX)
+    }
+
+    /// [`LogStore::open`] with segments closed at `segment_bytes_max` (small in tests).
+    pub fn open_with_segment_bytes(dir: &Path, segment_bytes_max: u64) -> io::Result<Self> {
+        let (wal, recovered) = Wal::open(dir, segment_bytes_max)?;
         let pending = Arc::new(Mutex::new(BTreeMap::new()));
         let (tx, rx) = mpsc::channel(LOG_WRITE_QUEUE_MAX);
-        let (wdb, wpending) = (db.clone(), pending.clone());
-        std::thread::Builder::new()
-            .name("cairn-log-writer".into())
-            .spawn(move || writer_loop(wdb, wpending, rx))?;
         let store = Self {
-            db,
-            pending,
-            purged: Arc::new(Mutex::new(None)),
+            reader: wal.reader(),
+            pending: pending.clone(),
+            purged: Arc::new(Mutex::new(recovered.meta.last_purged)),
+            vote: Arc::new(Mutex::new(recovered.meta.vote)),
+            committed: recovered.committed,
             writer: tx,
         };
-        let stored = store.get_meta::<Option<LogId>>(KEY_LAST_PURGED)?.flatten();
-        *store.purged() = stored;
+        std::thread::Builder::new()
+            .name("cairn-log-writer".into())
+            .spawn(move || writer_loop(wal, pending, rx))?;
         Ok(store)
     }
 
-    fn purged(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
-        self.purged.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pending)
     }
 
     async fn queue(&self, op: WriteOp) -> io::Result<()> {
@@ -149,83 +131,87 @@ impl LogStore {
         rx.await.map_err(|_| io_err("log writer stopped"))?
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(META).map_err(io_err)?;
-        let value = table.get(key).map_err(io_err)?;
-        match value {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    fn last_stored_log_id(&self) -> io::Result<Option<LogId>> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(LOG).map_err(io_err)?;
-        let last = table.last().map_err(io_err)?;
-        let log_id = match last {
-            Some((_, v)) => Some(decode::<Entry>(v.value())?.log_id),
-            None => None,
-        };
-        Ok(log_id)
-    }
-
-    /// Bytes used by the log file on disk.
-    pub fn file_size(path: &Path) -> u64 {
-        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    /// Bytes the log in `dir` takes on disk.
+    pub fn disk_size(dir: &Path) -> u64 {
+        crate::wal::disk_size(dir)
     }
 }
 
-/// The writer thread: merges queued operations into one transaction, applied in queue order,
-/// commits (one fsync), then reports to everyone waiting.
+/// Applies `op` to the log (not synced yet), or fails it once an earlier one failed: after a
+/// failed write the files may not be what the index says, so nothing more is written.
+fn apply(wal: &mut Wal, op: &WriteOp, marker: &mut Option<Option<LogId>>) -> io::Result<()> {
+    match op {
+        WriteOp::Append(entries, _) => wal.append(entries),
+        WriteOp::Vote(vote, _) => wal.save_vote(*vote),
+        WriteOp::Committed(c) => {
+            *marker = Some(*c);
+            Ok(())
+        }
+        WriteOp::Truncate { from, .. } => wal.truncate(*from),
+        WriteOp::Purge(log_id) => wal.purge(*log_id),
+    }
+}
+
+/// The writer thread: applies queued operations in order, syncs once, then reports to everyone
+/// waiting.
 fn writer_loop(
-    db: Arc<Database>,
+    mut wal: Wal,
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     mut rx: mpsc::Receiver<WriteOp>,
 ) {
     // The newest commit marker not written yet, and when one was last written.
-    let mut marker: Option<Vec<u8>> = None;
+    let mut marker: Option<Option<LogId>> = None;
     let mut marker_written: Option<std::time::Instant> = None;
+    // Set by the first failed write; every later operation fails with it.
+    let mut failed: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut ops = Vec::with_capacity(8);
-        let mut take = |op: WriteOp, ops: &mut Vec<WriteOp>| match op {
-            // Only the newest commit marker matters, and it may lag: it is written at most once
-            // per COMMIT_MARKER_INTERVAL, with a batch that commits anyway. Writing it with every
-            // batch put a second table's pages into every commit.
-            WriteOp::Meta {
-                key: KEY_COMMITTED,
-                value,
-                done: None,
-            } => marker = Some(value),
-            op => ops.push(op),
-        };
-        take(first, &mut ops);
-        for _ in 1..LOG_GROUP_COMMIT_BATCHES_MAX {
+        ops.push(first);
+        while ops.len() < LOG_GROUP_COMMIT_BATCHES_MAX {
             match rx.try_recv() {
-                Ok(op) => take(op, &mut ops),
+                Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
-        if marker_written.is_none_or(|at| at.elapsed() >= COMMIT_MARKER_INTERVAL) {
-            if let Some(value) = marker.take() {
-                ops.push(WriteOp::Meta {
-                    key: KEY_COMMITTED,
-                    value,
-                    done: None,
-                });
+        let started = std::time::Instant::now();
+        let mut result: Result<(), String> = match &failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        };
+        for op in &ops {
+            if result.is_ok() {
+                result = apply(&mut wal, op, &mut marker).map_err(|e| e.to_string());
+            }
+        }
+        // Only the newest commit marker matters, and it may lag: it is written at most once
+        // per COMMIT_MARKER_INTERVAL.
+        if result.is_ok() && marker_written.is_none_or(|at| at.elapsed() >= COMMIT_MARKER_INTERVAL)
+        {
+            if let Some(c) = marker.take() {
+                result = wal.commit_marker(&c).map_err(|e| e.to_string());
                 marker_written = Some(std::time::Instant::now());
             }
         }
-        if ops.is_empty() {
-            continue;
+        // The marker alone need not be durable now: the next durable sync takes it along.
+        let durable_now = ops.iter().any(|op| {
+            matches!(
+                op,
+                WriteOp::Append(..) | WriteOp::Vote(..) | WriteOp::Truncate { .. }
+            )
+        });
+        if result.is_ok() {
+            result = wal.sync(durable_now).map_err(|e| e.to_string());
         }
-        let started = std::time::Instant::now();
-        let result = write_all(&db, &ops);
+        if let Err(e) = &result {
+            if failed.is_none() {
+                tracing::error!("raft log write failed; no further writes are made: {e}");
+                failed = Some(e.clone());
+            }
+        }
         if let Some(up_to) = ops.iter().find_map(|op| match op {
             WriteOp::Purge(id) => Some(id.index),
             _ => None,
         }) {
-            // Purging follows every snapshot and deletes a large prefix: its cost is worth seeing.
             tracing::info!(
                 up_to,
                 ms = started.elapsed().as_millis() as u64,
@@ -233,9 +219,10 @@ fn writer_loop(
             );
         }
         if result.is_ok() {
-            // Durable now: readers find these in redb. A later append may already have replaced
-            // an index (after a truncate); that newer entry stays pending until its own commit.
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            // Durable now: readers find these in the log. A later append may already have
+            // replaced an index (after a truncate); that newer entry stays pending until its own
+            // sync.
+            let mut p = lock(&pending);
             for op in &ops {
                 if let WriteOp::Append(entries, _) = op {
                     for (log_id, _) in entries {
@@ -246,67 +233,17 @@ fn writer_loop(
                 }
             }
         }
-        let outcome = || {
-            result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| io::Error::other(e.to_string()))
-        };
+        let outcome = || result.clone().map_err(io::Error::other);
         for op in ops {
             match op {
                 WriteOp::Append(_, cb) => cb.io_completed(outcome()),
-                WriteOp::Meta {
-                    done: Some(done), ..
-                }
-                | WriteOp::Truncate { done, .. } => {
+                WriteOp::Vote(_, done) | WriteOp::Truncate { done, .. } => {
                     let _ = done.send(outcome());
                 }
-                WriteOp::Meta { done: None, .. } | WriteOp::Purge(_) => {}
+                WriteOp::Committed(_) | WriteOp::Purge(_) => {}
             }
         }
     }
-}
-
-/// Applies `ops` in order in one transaction, committed with `Durability::Immediate` (an fsync)
-/// unless nothing in it needs to be durable now (only the commit marker and purges, which the next
-/// durable commit makes durable).
-fn write_all(db: &Database, ops: &[WriteOp]) -> io::Result<()> {
-    let durable_now = ops.iter().any(|op| match op {
-        WriteOp::Append(..) | WriteOp::Truncate { .. } => true,
-        WriteOp::Meta { done, .. } => done.is_some(),
-        WriteOp::Purge(_) => false,
-    });
-    let mut txn = db.begin_write().map_err(io_err)?;
-    if !durable_now {
-        txn.set_durability(Durability::None).map_err(io_err)?;
-    }
-    {
-        let mut log = txn.open_table(LOG).map_err(io_err)?;
-        let mut meta = txn.open_table(META).map_err(io_err)?;
-        for op in ops {
-            match op {
-                WriteOp::Append(entries, _) => {
-                    for (log_id, bytes) in entries {
-                        log.insert(log_id.index, bytes.as_slice()).map_err(io_err)?;
-                    }
-                }
-                WriteOp::Meta { key, value, .. } => {
-                    meta.insert(*key, value.as_slice()).map_err(io_err)?;
-                }
-                WriteOp::Truncate { from, .. } => {
-                    log.retain_in(*from.., |_, _| false).map_err(io_err)?;
-                }
-                WriteOp::Purge(log_id) => {
-                    let bytes = encode(&Some(*log_id))?;
-                    meta.insert(KEY_LAST_PURGED, bytes.as_slice())
-                        .map_err(io_err)?;
-                    log.retain_in(..=log_id.index, |_, _| false)
-                        .map_err(io_err)?;
-                }
-            }
-        }
-    }
-    txn.commit().map_err(io_err)
 }
 
 fn to_range<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
@@ -335,32 +272,29 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         // Entries purged but not yet deleted by the writer are not returned.
-        let first_kept = self.purged().map_or(0, |p| p.index + 1);
+        let first_kept = lock(&self.purged).map_or(0, |p| p.index + 1);
         let Some(bounds) = clamp_start(to_range(&range), first_kept) else {
             return Ok(Vec::new());
         };
         // Snapshot the pending entries first: an entry that leaves `pending` meanwhile is in
-        // redb by then, so the redb read below finds it.
+        // the log by then, so the read below finds it.
         let pending: Vec<(u64, Entry)> = self
             .pending()
             .range(bounds)
             .map(|(i, e)| (*i, e.clone()))
             .collect();
-        let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
-        {
-            let txn = self.db.begin_read().map_err(io_err)?;
-            let table = txn.open_table(LOG).map_err(io_err)?;
-            for item in table.range::<u64>(bounds).map_err(io_err)? {
-                let (k, v) = item.map_err(io_err)?;
-                out.insert(k.value(), decode(v.value())?);
-            }
-        }
+        let mut out: BTreeMap<u64, Entry> = self
+            .reader
+            .read(bounds)?
+            .into_iter()
+            .map(|e| (e.log_id.index, e))
+            .collect();
         out.extend(pending);
         Ok(out.into_values().collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.get_meta(KEY_VOTE)
+        Ok(*lock(&self.vote))
     }
 }
 
@@ -368,9 +302,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged: Option<LogId> = *self.purged();
+        let last_purged: Option<LogId> = *lock(&self.purged);
         let last_pending = self.pending().values().next_back().map(|e| e.log_id);
-        let last = last_pending.or(self.last_stored_log_id()?).or(last_purged);
+        let last = last_pending.or(self.reader.last()).or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -382,29 +316,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let value = encode(vote)?;
-        self.queue_and_wait(|done| WriteOp::Meta {
-            key: KEY_VOTE,
-            value,
-            done: Some(done),
-        })
-        .await
+        let vote = *vote;
+        self.queue_and_wait(|done| WriteOp::Vote(vote, done))
+            .await?;
+        *lock(&self.vote) = Some(vote);
+        Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // The commit marker is a restart hint that may lag the truth: it rides along with a later
         // group commit (at most one every COMMIT_MARKER_INTERVAL) and nobody waits for it.
-        let value = encode(&committed)?;
-        self.queue(WriteOp::Meta {
-            key: KEY_COMMITTED,
-            value,
-            done: None,
-        })
-        .await
+        self.queue(WriteOp::Committed(committed)).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        Ok(self.committed)
     }
 
     async fn append<I>(
@@ -444,7 +370,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // (after every earlier append, so no hole) they are merely still there. Deleting a large
         // prefix takes a while; the core does not wait for it.
         {
-            let mut purged = self.purged();
+            let mut purged = lock(&self.purged);
             if purged.is_none_or(|p| p.index < log_id.index) {
                 *purged = Some(log_id);
             }

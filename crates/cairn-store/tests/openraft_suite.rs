@@ -1,4 +1,4 @@
-//! openraft's storage conformance suite, run against Cairn's redb log store and state machine.
+//! openraft's storage conformance suite, run against Cairn's write-ahead log store and state machine.
 
 use cairn_store::log_store::LogStore;
 use cairn_store::mem_log_store::MemLogStore;
@@ -13,7 +13,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = LogStore::open(&dir.path().join("raft.redb")).expect("open log");
+        let log = LogStore::open(&dir.path().join("raft-log")).expect("open log");
         let sm = StateMachineStore::open(&dir.path().join("snapshots")).expect("open sm");
         Ok((dir, log, sm))
     }
@@ -22,6 +22,30 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairn_store_passes_openraft_storage_suite() -> Result<(), StorageError<TypeConfig>> {
     Suite::test_all(Builder).await
+}
+
+/// The same store with segments of a few hundred bytes: every few entries start a new file, so
+/// the suite's truncations and purges cross segment boundaries.
+struct TinySegmentsBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir>
+    for TinySegmentsBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log =
+            LogStore::open_with_segment_bytes(&dir.path().join("raft-log"), 300).expect("open log");
+        let sm = StateMachineStore::open(&dir.path().join("snapshots")).expect("open sm");
+        Ok((dir, log, sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_store_with_tiny_segments_passes_openraft_storage_suite(
+) -> Result<(), StorageError<TypeConfig>> {
+    Suite::test_all(TinySegmentsBuilder).await
 }
 
 struct MemBuilder;

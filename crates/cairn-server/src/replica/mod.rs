@@ -18,12 +18,17 @@ use crate::ServerConfig;
 use cairn_store::log_store::LogStore;
 use std::path::{Path, PathBuf};
 
-/// Where the Raft log of a node with data dir `dir` lives.
+/// The directory of the Raft log of a node with data dir `dir`.
 pub fn log_path(dir: &Path) -> PathBuf {
+    dir.join("raft-log")
+}
+
+/// Where Cairn before the write-ahead log kept the Raft log (moved into [`log_path`] at start).
+pub fn legacy_log_path(dir: &Path) -> PathBuf {
     dir.join("raft.redb")
 }
 
-/// Size of the node's Raft log file, bytes.
+/// Bytes the node's Raft log takes on disk.
 pub fn log_file_size(config: &ServerConfig) -> u64 {
-    LogStore::file_size(&log_path(&config.data_dir()))
+    LogStore::disk_size(&log_path(&config.data_dir()))
 }
