@@ -81,7 +81,7 @@ pub fn migrate_redb_log(legacy: &Path, dir: &Path) -> io::Result<Option<Migrated
         None => None,
     };
     let (mut wal, _) = Wal::open(&building, SEGMENT_BYTES_MAX)?;
-    if let Some(v) = vote.clone() {
+    if let Some(v) = vote {
         wal.save_vote(v)?;
     }
     if let Some(p) = last_purged {
