@@ -6,7 +6,7 @@
 //! file in charge and the half-built directory is rebuilt next time; a crash after it leaves a
 //! redb file that the next start deletes.
 
-use crate::wal::{Wal, SEGMENT_BYTES_MAX};
+use crate::wal::{sync_dir, Wal, SEGMENT_BYTES_MAX};
 use crate::{LogId, TypeConfig};
 use openraft::alias::{EntryOf, VoteOf};
 use redb::{ReadableDatabase, TableDefinition};
@@ -26,10 +26,6 @@ const MIGRATE_BATCH_ENTRIES_MAX: usize = 1024;
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 fn parent(dir: &Path) -> PathBuf {

@@ -208,7 +208,8 @@ fn segment_name(first: u64) -> String {
     format!("{first:020}{SEGMENT_SUFFIX}")
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes `dir`'s entries (created, renamed, deleted files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -436,10 +437,7 @@ impl Wal {
         self.write_buf()?;
         // The segment being closed is made durable first: recovery trusts every segment but the
         // newest to be whole.
-        let closing: Vec<u64> = self.unsynced.iter().copied().collect();
-        for s in closing {
-            self.sync_segment(s)?;
-        }
+        self.sync_written()?;
         if let Some(old) = self.segments.get(&first) {
             // Named for an index it no longer holds (truncated to empty): reuse it.
             if old.len == 0 {
@@ -542,11 +540,13 @@ impl Wal {
         Ok(())
     }
 
-    fn sync_segment(&mut self, first: u64) -> io::Result<()> {
-        if let Some(seg) = self.segments.get(&first) {
-            seg.file.sync_data()?;
+    /// fsyncs every segment written since the last sync.
+    fn sync_written(&mut self) -> io::Result<()> {
+        while let Some(first) = self.unsynced.pop_first() {
+            if let Some(seg) = self.segments.get(&first) {
+                seg.file.sync_data()?;
+            }
         }
-        self.unsynced.remove(&first);
         Ok(())
     }
 
@@ -555,10 +555,7 @@ impl Wal {
     pub fn sync(&mut self, durable: bool) -> io::Result<()> {
         self.write_buf()?;
         if durable {
-            let written: Vec<u64> = self.unsynced.iter().copied().collect();
-            for s in written {
-                self.sync_segment(s)?;
-            }
+            self.sync_written()?;
         }
         Ok(())
     }
