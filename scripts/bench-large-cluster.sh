@@ -3,7 +3,8 @@
 # 20 simulated datanodes heartbeating their regions (1M regions at the default 100,000 tables),
 # against a 3-node cluster of release binaries. Prints the DDL summary, then the leader's
 # scheduling-pass gauges five times 4 s apart (the datanodes are gone by then: the bench ends
-# them), and how often leader services started (more than once per node means the leader lost
+# them), each node's resident memory right after the load and 20 s later (MiB, and bytes per
+# region), and how often leader services started (more than once per node means the leader lost
 # its quorum contact, or leadership, under the load).
 #   scripts/bench-large-cluster.sh [TABLES (100000)]
 set -euo pipefail
@@ -15,11 +16,21 @@ leader=$(leader_id)
 "$cairn" bench ddl --endpoints "$eps" --clients 64 --tables "$tables" --regions-per-table 10 \
   --datanodes 20 --database bench_large --pid "${pids[$leader]}" -o json |
   jq -c '{created, errors, first_error, tables_per_sec: (.tables_per_sec | floor), latency_ms}'
+memory() { # WHEN
+  local l i
+  l=$(leader_id)
+  for i in 1 2 3; do
+    local r; r=$(rss_mib "${pids[$i]}")
+    echo "$1: node $i$([ "$i" = "$l" ] && echo ' (leader)'): RSS $r MiB ($((r * 1048576 / (tables * 10))) B/region), peak $(peak_mib "${pids[$i]}") MiB"
+  done
+}
+memory "after the load"
 for _ in 1 2 3 4 5; do
   sleep 4
   l=$(leader_id)
   echo "leader $l: $(curl -s "http://127.0.0.1:$(http "$l")/metrics" | grep -E '^cairn_scheduler_pass' | tr '\n' ' ')"
 done
+memory "20 s later"
 for i in 1 2 3; do
   echo "node $i: leader services started $(grep -c 'leader term started' "$work/node-$i.log" || true) times"
 done

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backup;
 pub mod command;
 pub mod crc;
+pub mod log_cache;
 pub mod log_migrate;
 pub mod log_store;
 pub mod mem_log_store;

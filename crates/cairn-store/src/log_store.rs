@@ -3,7 +3,8 @@
 //!
 //! Appends are group-committed by one writer thread: `append` hands the encoded entries to the
 //! writer and returns at once (the entries are readable from memory straight away, so the leader
-//! can replicate them while its own disk write is in flight); the writer drains every queued batch
+//! can replicate them while its own disk write is in flight, and the newest stay there after the
+//! write, bounded, for the state machine to apply: [`crate::log_cache`]); the writer drains every queued batch
 //! into one write at the log's end and one `fdatasync` (one fsync for many client writes) and only
 //! then reports them flushed. openraft never counts an entry towards a quorum before that report,
 //! so a write is acknowledged only once a quorum has it on disk.
@@ -18,6 +19,7 @@
 //! `purge` take effect after every earlier append and before every later one (queue order); the
 //! vote is durable before `save_vote` returns.
 
+use crate::log_cache::{CacheBounds, LogCache};
 use crate::wal::{Wal, WalReader, SEGMENT_BYTES_MAX};
 use crate::{LogId, TypeConfig};
 use openraft::alias::{EntryOf, VoteOf};
@@ -61,8 +63,8 @@ pub const COMMIT_MARKER_INTERVAL: std::time::Duration = std::time::Duration::fro
 #[derive(Clone)]
 pub struct LogStore {
     reader: WalReader,
-    /// Appended entries not yet known to be on disk, by index.
-    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// Appended entries not yet known to be on disk, and the newest ones on disk.
+    cache: Arc<Mutex<LogCache>>,
     /// The last purged log id as openraft sees it: set at once by `purge`, while the writer
     /// deletes the entries (and records it on disk) in its own time.
     purged: Arc<Mutex<Option<LogId>>>,
@@ -88,17 +90,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl LogStore {
     /// Opens (or creates) the log in directory `dir` and starts its writer thread.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        Self::open_with_segment_bytes(dir, SEGMENT_BYTES_MAX)
+        Self::open_with(dir, SEGMENT_BYTES_MAX, CacheBounds::default())
     }
 
-    /// [`LogStore::open`] with segments closed at `segment_bytes_max` (small in tests).
-    pub fn open_with_segment_bytes(dir: &Path, segment_bytes_max: u64) -> io::Result<Self> {
+    /// [`LogStore::open`] with segments closed at `segment_bytes_max` and the cache of entries
+    /// on disk held to `cache` (both small in tests).
+    pub fn open_with(dir: &Path, segment_bytes_max: u64, cache: CacheBounds) -> io::Result<Self> {
         let (wal, recovered) = Wal::open(dir, segment_bytes_max)?;
-        let pending = Arc::new(Mutex::new(BTreeMap::new()));
+        let cache = Arc::new(Mutex::new(LogCache::new(cache)));
         let (tx, rx) = mpsc::channel(LOG_WRITE_QUEUE_MAX);
         let store = Self {
             reader: wal.reader(),
-            pending: pending.clone(),
+            cache: cache.clone(),
             purged: Arc::new(Mutex::new(recovered.meta.last_purged)),
             vote: Arc::new(Mutex::new(recovered.meta.vote)),
             committed: recovered.committed,
@@ -106,12 +109,12 @@ impl LogStore {
         };
         std::thread::Builder::new()
             .name("cairn-log-writer".into())
-            .spawn(move || writer_loop(wal, pending, rx))?;
+            .spawn(move || writer_loop(wal, cache, rx))?;
         Ok(store)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
-        lock(&self.pending)
+    fn cache(&self) -> std::sync::MutexGuard<'_, LogCache> {
+        lock(&self.cache)
     }
 
     async fn queue(&self, op: WriteOp) -> io::Result<()> {
@@ -154,11 +157,7 @@ fn apply(wal: &mut Wal, op: &WriteOp, marker: &mut Option<Option<LogId>>) -> io:
 
 /// The writer thread: applies queued operations in order, syncs once, then reports to everyone
 /// waiting.
-fn writer_loop(
-    mut wal: Wal,
-    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
-    mut rx: mpsc::Receiver<WriteOp>,
-) {
+fn writer_loop(mut wal: Wal, cache: Arc<Mutex<LogCache>>, mut rx: mpsc::Receiver<WriteOp>) {
     // The newest commit marker not written yet, and when one was last written.
     let mut marker: Option<Option<LogId>> = None;
     let mut marker_written: Option<std::time::Instant> = None;
@@ -219,19 +218,17 @@ fn writer_loop(
             );
         }
         if result.is_ok() {
-            // Durable now: readers find these in the log. A later append may already have
-            // replaced an index (after a truncate); that newer entry stays pending until its own
-            // sync.
-            let mut p = lock(&pending);
-            for op in &ops {
-                if let WriteOp::Append(entries, _) = op {
-                    for (log_id, _) in entries {
-                        if p.get(&log_id.index).is_some_and(|e| e.log_id == *log_id) {
-                            p.remove(&log_id.index);
-                        }
-                    }
-                }
-            }
+            // Durable now: readers find these in the log, and the newest in the cache. A later
+            // append may already have replaced an index (after a truncate); that newer entry
+            // stays pending until its own sync.
+            lock(&cache).flushed(
+                ops.iter()
+                    .flat_map(|op| match op {
+                        WriteOp::Append(entries, _) => &entries[..],
+                        _ => &[],
+                    })
+                    .map(|(log_id, _)| log_id),
+            );
         }
         let outcome = || result.clone().map_err(io::Error::other);
         for op in ops {
@@ -276,20 +273,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let Some(bounds) = clamp_start(to_range(&range), first_kept) else {
             return Ok(Vec::new());
         };
-        // Snapshot the pending entries first: an entry that leaves `pending` meanwhile is in
-        // the log by then, so the read below finds it.
-        let pending: Vec<(u64, Entry)> = self
-            .pending()
-            .range(bounds)
-            .map(|(i, e)| (*i, e.clone()))
-            .collect();
+        // Read the cache first: an entry that leaves it meanwhile is in the log by then, so the
+        // read below finds it.
+        let cached = self.cache().read(bounds);
+        if cached.complete {
+            return Ok(cached.entries);
+        }
         let mut out: BTreeMap<u64, Entry> = self
             .reader
             .read(bounds)?
             .into_iter()
             .map(|e| (e.log_id.index, e))
             .collect();
-        out.extend(pending);
+        out.extend(cached.entries.into_iter().map(|e| (e.log_id.index, e)));
         Ok(out.into_values().collect())
     }
 
@@ -303,7 +299,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = *lock(&self.purged);
-        let last_pending = self.pending().values().next_back().map(|e| e.log_id);
+        let last_pending = self.cache().last_pending();
         let last = last_pending.or(self.reader.last()).or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -344,10 +340,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         {
-            let mut pending = self.pending();
+            let mut cache = self.cache();
             for entry in entries {
-                encoded.push((entry.log_id, encode(&entry)?));
-                pending.insert(entry.log_id.index, entry);
+                let bytes = encode(&entry)?;
+                encoded.push((entry.log_id, bytes));
+                cache.append(entry, encoded.last().map_or(0, |(_, b)| b.len()));
             }
         }
         self.writer
@@ -360,7 +357,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
         // Readers stop seeing the pending entries at once; the writer deletes the stored ones
         // after every earlier append and before any later one, and only then is this answered.
-        self.pending().retain(|i, _| *i < from);
+        self.cache().truncate(from);
         self.queue_and_wait(|done| WriteOp::Truncate { from, done })
             .await
     }
@@ -375,6 +372,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 *purged = Some(log_id);
             }
         }
+        self.cache().purge(log_id.index);
         self.queue(WriteOp::Purge(log_id)).await
     }
 }

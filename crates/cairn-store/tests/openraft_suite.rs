@@ -1,5 +1,6 @@
 //! openraft's storage conformance suite, run against Cairn's write-ahead log store and state machine.
 
+use cairn_store::log_cache::CacheBounds;
 use cairn_store::log_store::LogStore;
 use cairn_store::mem_log_store::MemLogStore;
 use cairn_store::{StateMachineStore, TypeConfig};
@@ -35,8 +36,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir>
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log =
-            LogStore::open_with_segment_bytes(&dir.path().join("raft-log"), 300).expect("open log");
+        // And a cache of two entries: most reads take some entries from memory, the rest from
+        // the files.
+        let cache = CacheBounds {
+            entries_max: 2,
+            bytes_max: 1024,
+        };
+        let log = LogStore::open_with(&dir.path().join("raft-log"), 300, cache).expect("open log");
         let sm = StateMachineStore::open(&dir.path().join("snapshots")).expect("open sm");
         Ok((dir, log, sm))
     }
