@@ -2,7 +2,9 @@
 # Issue 12's figures: the write path, Cairn beside etcd in the same run, each a fresh 3-node
 # cluster of release binaries on free local ports (etcd: Debian's etcd-server 3.4 by default,
 # ETCD_BIN=... for another), the same client for both:
-#   1. `cairn bench kv --workload put` (256-byte values) at each of CLIENTS (default "1 16 256");
+#   1. `cairn bench kv --workload put` (256-byte values) at each of CLIENTS (default "1 16 256"),
+#      over all three endpoints; one client's put also to the leader alone and to a follower
+#      alone (over all three, a single client's endpoint is the leader or not by chance);
 #   2. `etcdctl check perf --load=LOAD` (default l; 60 s each) against each cluster.
 # Usage: scripts/bench-write.sh [SECONDS_PER_PUT_RUN]   (results go to stdout)
 #   PERF=1   records the Cairn leader with perf during the 16-client put (to $PERF_OUT, default /tmp/perf-cairn.data)
@@ -36,7 +38,30 @@ put() { # ENDPOINTS CLIENTS SERVER-PIDS...
   n=$(awk -F'|' '/^\| put/ {gsub(/ /, "", $3); print $3}' "$work/put.out")
   echo "servers' CPU: $((used * 10)) ms for $n puts, $(( used * 10000000 / (n > 0 ? n : 1) )) us per 1000 puts"
 }
+# etcd's leader's client endpoint, from `etcdctl endpoint status` (ids compared exactly).
+etcd_leader_ep() {
+  ETCDCTL_API=3 "$etcdctl_bin" --endpoints "$ee" endpoint status -w json | python3 -c '
+import json, sys
+for s in json.load(sys.stdin):
+    if s["Status"]["header"]["member_id"] == s["Status"]["leader"]:
+        print(s["Endpoint"].replace("http://", ""))'
+}
 echo; echo "== 1. put"
+cl=$(leader_id); cf=$((cl % 3 + 1))
+el=$(etcd_leader_ep)
+ef=$(tr , '\n' <<<"$ee" | grep -v -x "$el" | head -1)
+for t in cairn etcd; do
+  for to in leader follower; do
+    if [ $t = cairn ]; then
+      sp=("${pids[1]}" "${pids[2]}" "${pids[3]}")
+      e=127.0.0.1:$(client "$cl"); [ $to = follower ] && e=127.0.0.1:$(client "$cf")
+    else
+      sp=("${epids[@]}"); e=$el; [ $to = follower ] && e=$ef
+    fi
+    echo "-- $t, 1 client, to the $to ($e)"
+    put "$e" 1 "${sp[@]}"
+  done
+done
 for c in $clients_list; do
   for t in cairn etcd; do
     e=$eps; sp=("${pids[1]}" "${pids[2]}" "${pids[3]}")

@@ -55,11 +55,24 @@ impl Reported {
     }
 }
 
+/// How far before the first report [`RegionLoads`] puts its base time, so that reports a little
+/// older (a previous leader's summary) still read back at their own time.
+const LOAD_BASE_LEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// A sample as kept: its time in ms after [`RegionLoads`]' base, not as Unix ms. 12 bytes
+/// instead of 16; a million regions keep six each (24 MB less on the leader).
+#[derive(Debug, Clone, Copy, Default)]
+struct KeptSample {
+    after_base_ms: u32,
+    wcus: u32,
+    rcus: u32,
+}
+
 /// One region's recent load, oldest sample first once full.
 #[derive(Debug, Clone, Default)]
 struct RegionLoad {
     /// A ring.
-    samples: [LoadSample; REGION_LOAD_SAMPLES_MAX],
+    samples: [KeptSample; REGION_LOAD_SAMPLES_MAX],
     len: u8,
     next: u8,
     /// The sample in slot 0 is the previous leader's smoothed load (see [`RegionLoads::seed`]).
@@ -68,14 +81,14 @@ struct RegionLoad {
 }
 
 impl RegionLoad {
-    /// Takes in one report.
-    fn observe(&mut self, r: &Reported) {
+    /// Takes in one report, received `after_base_ms` after the loads' base time.
+    fn observe(&mut self, r: &Reported, after_base_ms: u32) {
         if self.next == 0 && self.len > 0 {
             // Slot 0 is overwritten: a seeded sample there is gone.
             self.seeded = false;
         }
-        self.samples[self.next as usize] = LoadSample {
-            at_ms: r.at_ms,
+        self.samples[self.next as usize] = KeptSample {
+            after_base_ms,
             wcus: clamp(r.wcus),
             rcus: clamp(r.rcus),
         };
@@ -110,6 +123,10 @@ pub struct RegionLoads {
     /// The routes' generation ([`RouteViews::generation`]) the loads of regions no route
     /// holds were last forgotten at.
     pruned_at: Option<u64>,
+    /// The Unix ms that samples' times count from; set by the first report (less
+    /// [`LOAD_BASE_LEAD_MS`]) and moved on when a report is too late for a `u32` of ms (49 days)
+    /// to half that range before the report.
+    base_ms: Option<u64>,
 }
 
 fn clamp(v: u64) -> u32 {
@@ -164,20 +181,55 @@ impl RegionLoads {
         Some(&self.loads[i])
     }
 
+    /// Makes sure reports received from `oldest_ms` to `newest_ms` (Unix ms) have a time after
+    /// the base that fits a `u32`: sets the base, or moves it on (every 24 days). Samples from
+    /// before a moved base (kept 24 days without a newer report) then read as received at the
+    /// base.
+    fn make_room(&mut self, oldest_ms: u64, newest_ms: u64) {
+        let base = *self
+            .base_ms
+            .get_or_insert(oldest_ms.saturating_sub(LOAD_BASE_LEAD_MS));
+        if newest_ms.saturating_sub(base) <= u32::MAX as u64 {
+            return;
+        }
+        let new_base = newest_ms - u32::MAX as u64 / 2;
+        let shift = new_base - base;
+        for l in &mut self.loads {
+            for s in &mut l.samples {
+                s.after_base_ms = (s.after_base_ms as u64).saturating_sub(shift) as u32;
+            }
+        }
+        self.base_ms = Some(new_base);
+    }
+
+    /// `at_ms` as a time after the base ([`RegionLoads::make_room`] made room for it).
+    fn after_base(&self, at_ms: u64) -> u32 {
+        let base = self.base_ms.unwrap_or(0);
+        at_ms.saturating_sub(base).min(u32::MAX as u64) as u32
+    }
+
     /// Takes in reports of regions, in any order.
     pub fn observe_all(&mut self, mut reports: Vec<Reported>) {
+        let (Some(oldest), Some(newest)) = (
+            reports.iter().map(|r| r.at_ms).min(),
+            reports.iter().map(|r| r.at_ms).max(),
+        ) else {
+            return;
+        };
+        self.make_room(oldest, newest);
         // Stable: two reports of one region are taken in the order they came.
         reports.sort_by_key(|r| r.region_id);
         let mut cursor = Cursor { at: 0 };
         let mut new: Vec<(u64, RegionLoad)> = Vec::new();
         for r in &reports {
+            let at = self.after_base(r.at_ms);
             match cursor.find(&self.ids, r.region_id) {
-                Ok(i) => self.loads[i].observe(r),
+                Ok(i) => self.loads[i].observe(r, at),
                 Err(_) => match new.last_mut() {
-                    Some((id, l)) if *id == r.region_id => l.observe(r),
+                    Some((id, l)) if *id == r.region_id => l.observe(r, at),
                     _ => {
                         let mut l = RegionLoad::default();
-                        l.observe(r);
+                        l.observe(r, at);
                         new.push((r.region_id, l));
                     }
                 },
@@ -213,6 +265,8 @@ impl RegionLoads {
     /// (region, wcus, rcus) as one sample, marked as restored in the history. Only into a region
     /// with no samples.
     pub fn seed_all(&mut self, seeds: Vec<(u64, f64, f64)>, at_ms: u64) {
+        self.make_room(at_ms, at_ms);
+        let at = self.after_base(at_ms);
         let mut new: Vec<(u64, RegionLoad)> = Vec::new();
         for (region_id, wcus, rcus) in seeds {
             if self.find(region_id).is_some_and(|l| l.len > 0) {
@@ -226,7 +280,7 @@ impl RegionLoads {
                 bytes: 0,
             };
             let mut l = RegionLoad::default();
-            l.observe(&report);
+            l.observe(&report, at);
             l.seeded = true;
             new.push((region_id, l));
         }
@@ -262,9 +316,18 @@ impl RegionLoads {
         } else {
             l.next as usize
         };
+        let base = self.base_ms.unwrap_or(0);
         (0..len)
             .map(|i| (start + i) % REGION_LOAD_SAMPLES_MAX)
-            .map(|slot| (l.samples[slot], l.seeded && slot == 0))
+            .map(|slot| {
+                let s = l.samples[slot];
+                let sample = LoadSample {
+                    at_ms: base + s.after_base_ms as u64,
+                    wcus: s.wcus,
+                    rcus: s.rcus,
+                };
+                (sample, l.seeded && slot == 0)
+            })
             .collect()
     }
 
@@ -544,6 +607,31 @@ mod tests {
         l.observe(&stat(1, 10), 2000);
         assert!(l.history(1).iter().all(|s| !s.1), "the seeded sample left");
         assert_eq!(l.smoothed(1).0, 10.0);
+    }
+
+    #[test]
+    fn sample_times_read_back_as_reported_across_a_moved_base() {
+        let mut l = RegionLoads::default();
+        let t0 = 1_767_225_600_123;
+        l.observe(&stat(1, 10), t0);
+        // A previous leader's summary from an hour before the first report.
+        l.seed(2, 5.0, 5.0, t0 - 3_600_000);
+        assert_eq!(l.history(1)[0].0.at_ms, t0);
+        assert_eq!(l.history(2)[0].0.at_ms, t0 - 3_600_000);
+        // Fifty days on: past what a u32 of ms after the first base holds.
+        let later = t0 + 50 * 24 * 3_600_000;
+        l.observe(&stat(1, 20), later);
+        let h: Vec<u64> = l.history(1).iter().map(|s| s.0.at_ms).collect();
+        assert_eq!(h[1], later, "the new sample at its own time");
+        assert_eq!(
+            h[0],
+            later - u32::MAX as u64 / 2,
+            "the old one at the moved base"
+        );
+        l.observe(&stat(1, 30), later + 1_000);
+        assert_eq!(l.history(1)[2].0.at_ms, later + 1_000);
+        assert_eq!(l.history(1)[1].0.at_ms, later, "no move needed");
+        assert_eq!(l.smoothed(1).0, 20.0, "loads are unchanged by the move");
     }
 
     #[test]
