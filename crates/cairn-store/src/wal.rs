@@ -202,6 +202,51 @@ pub struct Wal {
     buf_locs: Vec<(LogId, Loc)>,
     /// Segments written since the last sync.
     unsynced: BTreeSet<u64>,
+    /// Deletes purged segments off the writer's thread ([`Wal::purge`]); joined on drop.
+    deleter: Option<(
+        std::sync::mpsc::SyncSender<Segment>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+/// Purged segments waiting for the deleter thread; past it, the writer deletes them itself.
+pub const PURGED_SEGMENTS_QUEUE_MAX: usize = 64;
+
+/// Deletes a purged segment: the unlink, and the last close of its file that frees its blocks
+/// (a 64 MiB segment took 106 ms once, BENCHMARKS.md). A failure leaves the file for the next
+/// start, which deletes segments wholly before the last purged index.
+fn delete_segment(seg: Segment) {
+    if let Err(e) = std::fs::remove_file(&seg.path) {
+        tracing::warn!(path = %seg.path.display(), "cannot delete a purged log segment: {e}");
+    }
+    drop(seg);
+}
+
+/// The deleter thread, or None (then purges delete inline) if it cannot be started.
+fn start_deleter() -> Option<(
+    std::sync::mpsc::SyncSender<Segment>,
+    std::thread::JoinHandle<()>,
+)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Segment>(PURGED_SEGMENTS_QUEUE_MAX);
+    let handle = std::thread::Builder::new()
+        .name("cairn-log-deleter".into())
+        .spawn(move || {
+            while let Ok(seg) = rx.recv() {
+                delete_segment(seg);
+            }
+        })
+        .ok()?;
+    Some((tx, handle))
+}
+
+impl Drop for Wal {
+    /// Waits for purged segments still being deleted, so a closed log's files are final.
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.deleter.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
 }
 
 fn segment_name(first: u64) -> String {
@@ -318,6 +363,7 @@ impl Wal {
             index: Arc::new(RwLock::new(Index::default())),
             buf: Vec::new(),
             buf_locs: Vec::new(),
+            deleter: start_deleter(),
             unsynced: BTreeSet::new(),
         };
         let mut index = Index::default();
@@ -628,14 +674,30 @@ impl Wal {
             })
             .map(|(first, _)| *first)
             .collect();
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        for first in gone {
-            let seg = self.segments.remove(&first).expect("listed segment");
-            std::fs::remove_file(&seg.path)?;
-            index.files.remove(&first);
-            self.unsynced.remove(&first);
+        // The index first: readers stop at the purged index, and the files leave it before
+        // they are deleted. Then the deletion, off this thread (appends queue behind a purge).
+        let mut removed = Vec::with_capacity(gone.len());
+        {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for first in gone {
+                removed.push(self.segments.remove(&first).expect("listed segment"));
+                index.files.remove(&first);
+                self.unsynced.remove(&first);
+            }
+            drop_front(&mut index, log_id.index);
         }
-        drop_front(&mut index, log_id.index);
+        for seg in removed {
+            match &self.deleter {
+                Some((tx, _)) => {
+                    if let Err(e) = tx.try_send(seg) {
+                        let (std::sync::mpsc::TrySendError::Full(seg)
+                        | std::sync::mpsc::TrySendError::Disconnected(seg)) = e;
+                        delete_segment(seg);
+                    }
+                }
+                None => delete_segment(seg),
+            }
+        }
         Ok(())
     }
 }
