@@ -4,8 +4,8 @@
 //! Appends are group-committed by one writer thread: `append` hands the encoded entries to the
 //! writer and returns at once (the entries are readable from memory straight away, so the leader
 //! can replicate them while its own disk write is in flight, and the newest stay there after the
-//! write, bounded, for the state machine to apply: [`crate::log_cache`]); the writer drains every queued batch
-//! into one write at the log's end and one `fdatasync` (one fsync for many client writes) and only
+//! write, bounded, for the state machine to apply: [`crate::log_cache`]); the writer drains every
+//! queued batch into one write at the log's end and one `fdatasync` (one fsync for many client writes) and only
 //! then reports them flushed. openraft never counts an entry towards a quorum before that report,
 //! so a write is acknowledged only once a quorum has it on disk.
 //!
@@ -342,9 +342,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut cache = self.cache();
             for entry in entries {
-                let bytes = encode(&entry)?;
-                encoded.push((entry.log_id, bytes));
-                cache.append(entry, encoded.last().map_or(0, |(_, b)| b.len()));
+                let (log_id, bytes) = (entry.log_id, encode(&entry)?);
+                cache.append(entry, bytes.len());
+                encoded.push((log_id, bytes));
             }
         }
         self.writer
