@@ -57,6 +57,10 @@ pub struct CachedRead {
     pub entries: Vec<Entry>,
     /// Whether `entries` is the whole range, with no index missing (nothing to read from disk).
     pub complete: bool,
+    /// Set to `k` when `entries` is the range's end from index `k` on, with no index missing:
+    /// only the indexes before `k` are to be read from disk (a follower catching up from just
+    /// before what the cache holds).
+    pub tail_from: Option<u64>,
 }
 
 impl LogCache {
@@ -140,22 +144,30 @@ impl LogCache {
         if held.windows(2).any(|w| w[0].0 > w[1].0) {
             held.sort_unstable_by_key(|(i, _)| *i);
         }
-        let complete = match (held.first(), held.last(), range) {
-            (Some((first, _)), Some((last, _)), (Bound::Included(start), end)) => {
-                let contiguous = *first == start && last - first + 1 == held.len() as u64;
-                contiguous
-                    && match end {
-                        Bound::Included(e) => *last == e,
-                        Bound::Excluded(e) => last + 1 == e,
-                        // Whether later entries exist only the log knows.
-                        Bound::Unbounded => false,
-                    }
+        // Whether the held entries run without a gap to the range's end, and from which index.
+        let gapless_to_end = match (held.first(), held.last(), range) {
+            (Some((first, _)), Some((last, _)), (Bound::Included(_), end)) => {
+                let contiguous = last - first + 1 == held.len() as u64;
+                let to_end = match end {
+                    Bound::Included(e) => *last == e,
+                    Bound::Excluded(e) => last + 1 == e,
+                    // Whether later entries exist only the log knows.
+                    Bound::Unbounded => false,
+                };
+                (contiguous && to_end).then_some(*first)
             }
-            _ => false,
+            _ => None,
         };
+        let start = match range.0 {
+            Bound::Included(s) => s,
+            _ => 0,
+        };
+        let complete = gapless_to_end == Some(start);
+        let tail_from = gapless_to_end.filter(|first| *first > start);
         CachedRead {
             entries: held.into_iter().map(|(_, h)| h.entry.clone()).collect(),
             complete,
+            tail_from,
         }
     }
 
@@ -209,10 +221,14 @@ mod tests {
         let r = c.read((Included(2), Excluded(6)));
         assert!(r.complete);
         assert_eq!(indexes(&r), vec![2, 3, 4, 5]);
-        // Index 1 left the cache: the range must be read from disk.
+        // Index 1 left the cache: it must be read from disk, and only it.
         let r = c.read((Included(1), Included(3)));
         assert!(!r.complete);
+        assert_eq!(r.tail_from, Some(2));
         assert_eq!(indexes(&r), vec![2, 3]);
+        // Held entries that stop short of the range's end are no tail.
+        let r = c.read((Included(1), Included(9)));
+        assert_eq!((r.complete, r.tail_from), (false, None));
     }
 
     #[test]
@@ -238,7 +254,9 @@ mod tests {
         }
         assert!(!c.read((Included(1), Included(4))).complete);
         assert!(!c.read((Included(1), Unbounded)).complete);
+        assert_eq!(c.read((Included(1), Unbounded)).tail_from, None);
         assert!(!c.read((Included(0), Included(3))).complete);
+        assert_eq!(c.read((Included(0), Included(3))).tail_from, Some(1));
         assert!(c.read((Included(1), Included(3))).complete);
     }
 

@@ -279,6 +279,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if cached.complete {
             return Ok(cached.entries);
         }
+        if let Some(k) = cached.tail_from {
+            // Only what is older than the cache from the files; should they not hold exactly
+            // that (a truncation or purge meanwhile), the whole range is read below instead.
+            let mut head = self.reader.read((bounds.0, Bound::Excluded(k)))?;
+            let start = match bounds.0 {
+                Bound::Included(s) => s,
+                _ => 0,
+            };
+            let head_index = |i: usize| head.get(i).map(|e| e.log_id.index);
+            if head.len() as u64 == k - start && head_index(0) == Some(start) {
+                head.extend(cached.entries);
+                return Ok(head);
+            }
+        }
         let mut out: BTreeMap<u64, Entry> = self
             .reader
             .read(bounds)?
