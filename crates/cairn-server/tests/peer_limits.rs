@@ -1,5 +1,6 @@
-//! Bad input on the peer port: an oversized message and an oversized snapshot stream are refused
-//! with `ResourceExhausted` naming the limit, and the node goes on serving.
+//! Bad input on the peer port: an oversized message or snapshot stream is refused with
+//! `ResourceExhausted` naming the limit, a message on the replication stream that does not decode
+//! with `InvalidArgument`, and the node goes on serving.
 
 mod common;
 
@@ -87,4 +88,33 @@ async fn oversized_peer_message_and_snapshot_are_refused_and_the_node_serves_on(
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("peer_message_bytes_max"), "{err:?}");
     assert_serving(&cluster, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_on_the_replication_stream_are_refused_and_the_node_serves_on() {
+    let cluster = TestCluster::start(1, |_| {}).await;
+    assert_serving(&cluster, 0).await;
+    let cases = [
+        (vec![0xff; 16], Code::InvalidArgument, "decode"),
+        (
+            vec![0; PEER_MESSAGE_BYTES_MAX + 1],
+            Code::ResourceExhausted,
+            "peer_message_bytes_max",
+        ),
+    ];
+    for (n, (data, code, named)) in cases.into_iter().enumerate() {
+        let mut answers = peer_client(&cluster)
+            .await
+            .stream_append(futures::stream::iter([RaftMessage { data }]))
+            .await
+            .expect("the stream opens")
+            .into_inner();
+        let err = answers
+            .message()
+            .await
+            .expect_err("a bad AppendEntries on the stream was accepted");
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains(named), "{err:?}");
+        assert_serving(&cluster, n + 1).await;
+    }
 }

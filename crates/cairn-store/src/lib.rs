@@ -19,6 +19,7 @@ pub mod serde_bytes;
 pub mod sim_network;
 mod snapshot_file;
 pub mod state_machine;
+pub mod stream_append;
 pub mod wal;
 
 pub use command::{Command, CommandResult};

@@ -4,6 +4,7 @@
 //! [`PEER_MESSAGE_BYTES_MAX`] bytes (a larger AppendEntries goes out in parts); snapshots are
 //! streamed in chunks of at most [`SNAPSHOT_CHUNK_BYTES_MAX`] bytes.
 
+use crate::stream_append::{self, AnswerStream};
 use crate::TypeConfig;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::{RaftMessage, SnapshotChunk};
@@ -11,9 +12,10 @@ use cairn_types::limits::{
     PEER_MESSAGE_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_SEND_MS_PER_MIB,
 };
 use cairn_types::NodeAddrs;
+use futures::Stream;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{stream_append_sequential, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -23,9 +25,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
+
+/// A boxed future, as openraft's streaming network calls return.
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How long connecting to a peer may take before it counts as unreachable.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
@@ -124,6 +130,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             addr: node.peer.clone(),
             faults: self.faults.clone(),
             append_timeout_min: self.append_timeout_min,
+            unary_only: false,
         }
     }
 }
@@ -135,9 +142,12 @@ pub struct PeerClient {
     client: Option<RaftPeerClient<Channel>>,
     faults: PeerFaults,
     append_timeout_min: Duration,
+    /// Set once the peer turned out to have no `StreamAppend` (an older version): replication
+    /// to it then goes one unary call at a time.
+    unary_only: bool,
 }
 
-fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
+pub(crate) fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
     match s.code() {
         // No connection: openraft backs off (200 ms by default) before trying that peer again.
         tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(s.message())),
@@ -160,7 +170,7 @@ fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
 /// (the request without entries); at least one, so that replication always makes progress (an
 /// entry is a client request, bounded well below the message limit). `entry_sizes` are the
 /// encoded sizes; the count prefix of the sequence is allowed for with a varint's longest form.
-fn entries_that_fit(
+pub(crate) fn entries_that_fit(
     header: usize,
     entry_sizes: impl IntoIterator<Item = usize>,
     max: usize,
@@ -238,6 +248,39 @@ impl PeerClient {
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<AnswerStream<'s>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if self.unary_only {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let client = self.client()?;
+            let timeout = option.hard_ttl().max(self.append_timeout_min);
+            let opened =
+                stream_append::open(client, self.target, self.faults.clone(), input, timeout).await;
+            match opened {
+                Ok(answers) => Ok(answers),
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    tracing::info!(
+                        target = self.target,
+                        "peer has no StreamAppend (an older version): replicating to it by unary calls"
+                    );
+                    self.unary_only = true;
+                    Err(RPCError::Network(NetworkError::from_string(
+                        "peer has no StreamAppend; retrying with unary calls",
+                    )))
+                }
+                Err(s) => Err(status_to_rpc_error(s)),
+            }
+        })
+    }
 
     async fn append_entries(
         &mut self,

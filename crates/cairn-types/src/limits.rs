@@ -45,6 +45,10 @@ pub const REQUEST_BYTES_MAX_CONFIGURABLE: usize = 64 * 1024 * 1024;
 /// so this bounds what a peer can make a node allocate without ever stalling replication.
 /// Not configurable: sender and receiver must agree on it.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 80 * 1024 * 1024;
+/// AppendEntries messages a leader has on one replication stream and not yet answered; the next
+/// waits for an answer. (openraft produces one per batch of proposals and one per commit step,
+/// so a follower this far behind is slow, not pipelining.)
+pub const APPEND_STREAM_INFLIGHT_MAX: usize = 256;
 /// Largest snapshot a node accepts from a peer unless configured (`snapshot_bytes_max`), bytes.
 /// The receiver holds the whole stream in memory next to the state it decodes from it, which
 /// is about 4.5 times the encoded size (1M keys of 100 B: 124 MB encoded, ~540 MiB held), so

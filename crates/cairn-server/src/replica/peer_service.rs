@@ -125,6 +125,52 @@ impl RaftPeer for PeerService {
         reply(&resp)
     }
 
+    type StreamAppendStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<RaftMessage, Status>> + Send + 'static>,
+    >;
+
+    /// A leader's replication stream: each message an AppendEntries request, handed to Raft as
+    /// it arrives (without waiting for the one before to be written); each answered in order.
+    /// A message that does not decode ends the stream with `InvalidArgument` after the answers
+    /// to those before it.
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let node = self.node.clone();
+        let refusal = Arc::new(std::sync::Mutex::new(None::<Status>));
+        let refused = refusal.clone();
+        let requests = request.into_inner().map_while(move |m| {
+            let decoded = m
+                .map_err(|s| if is_oversized(&s) { too_large(&s) } else { s })
+                .and_then(|m| decode(&m.data).map_err(bad));
+            match decoded {
+                Ok(req) => {
+                    node.touch_leader_contact();
+                    Some(req)
+                }
+                Err(s) => {
+                    *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+                    None
+                }
+            }
+        });
+        let answers = self.node.raft.stream_append(requests).map(|r| match r {
+            Ok(answer) => Ok(RaftMessage {
+                data: encode(&answer).map_err(errors::internal)?,
+            }),
+            Err(fatal) => Err(errors::internal(fatal)),
+        });
+        let last = futures::stream::iter(std::iter::from_fn(move || {
+            refusal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .map(Err)
+        }));
+        Ok(Response::new(Box::pin(answers.chain(last))))
+    }
+
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let req = decode(&request.into_inner().data).map_err(bad)?;
         let resp = self.node.raft.vote(req).await.map_err(errors::internal)?;
