@@ -461,6 +461,20 @@ mod tests {
         RPCOption::new(Duration::from_millis(100))
     }
 
+    /// Streams `requests` and returns what each answer acknowledged, every one a success.
+    async fn acknowledged<const N: usize>(
+        client: &mut PeerClient,
+        requests: [AppendEntriesRequest<TypeConfig>; N],
+    ) -> Vec<Option<LogId>> {
+        let answers: Vec<_> = client
+            .stream_append(futures::stream::iter(requests), option())
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        answers.into_iter().map(|a| a.unwrap().unwrap()).collect()
+    }
+
     #[test]
     fn a_large_append_goes_in_parts_within_the_limit_each_starting_where_the_last_ended() {
         let req = append(5, 14, 1000);
@@ -487,14 +501,8 @@ mod tests {
         let (mut client, peer) = start(Mode::AnswerInThrees, PeerFaults::default()).await;
         // The follower answers only once three requests are in: sent one call at a time, the
         // first would never be answered.
-        let input = futures::stream::iter([append(1, 2, 10), append(3, 3, 10), append(4, 6, 10)]);
-        let answers: Vec<_> = client
-            .stream_append(input, option())
-            .await
-            .unwrap()
-            .collect()
-            .await;
-        let answers: Vec<_> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
+        let input = [append(1, 2, 10), append(3, 3, 10), append(4, 6, 10)];
+        let answers = acknowledged(&mut client, input).await;
         assert_eq!(answers, vec![Some(id(2)), Some(id(3)), Some(id(6))]);
         assert_eq!(peer.unary_appends.load(Ordering::SeqCst), 0);
     }
@@ -566,14 +574,7 @@ mod tests {
         let first = client.stream_append(input, option()).await.err();
         assert!(matches!(first, Some(RPCError::Network(_))), "{first:?}");
         // openraft opens the next stream at once; this one goes by unary calls.
-        let input = futures::stream::iter([append(1, 1, 10), append(2, 3, 10)]);
-        let answers: Vec<_> = client
-            .stream_append(input, option())
-            .await
-            .unwrap()
-            .collect()
-            .await;
-        let answers: Vec<_> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
+        let answers = acknowledged(&mut client, [append(1, 1, 10), append(2, 3, 10)]).await;
         assert_eq!(answers, vec![Some(id(1)), Some(id(3))]);
         assert_eq!(peer.unary_appends.load(Ordering::SeqCst), 2);
     }
