@@ -7,7 +7,9 @@
 #      alone (over all three, a single client's endpoint is the leader or not by chance);
 #   2. `etcdctl check perf --load=LOAD` (default l; 60 s each) against each cluster.
 # Usage: scripts/bench-write.sh [SECONDS_PER_PUT_RUN]   (results go to stdout)
-#   PERF=1   records the Cairn leader with perf during the 16-client put (to $PERF_OUT, default /tmp/perf-cairn.data)
+#   PERF=1   records the Cairn leader with perf during the put at PERF_CLIENTS clients (default 16;
+#            to $PERF_OUT, default /tmp/perf-cairn.data; PERF_ARGS="-F 499 -g" by default:
+#            release builds keep no frame pointers, so "--call-graph dwarf -F 99" for callers)
 #   SKIP_CHECK_PERF=1   leaves out part 2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -67,9 +69,9 @@ for c in $clients_list; do
     e=$eps; sp=("${pids[1]}" "${pids[2]}" "${pids[3]}")
     [ $t = etcd ] && e=$ee && sp=("${epids[@]}")
     echo "-- $t, $c clients"
-    if [ "$t" = cairn ] && [ "$c" = 16 ] && [ -n "${PERF:-}" ]; then
+    if [ "$t" = cairn ] && [ "$c" = "${PERF_CLIENTS:-16}" ] && [ -n "${PERF:-}" ]; then
       lp=${pids[$(leader_id)]}
-      perf record -F 499 -g -p "$lp" -o "${PERF_OUT:-/tmp/perf-cairn.data}" 2>/dev/null &
+      perf record ${PERF_ARGS:--F 499 -g} -p "$lp" -o "${PERF_OUT:-/tmp/perf-cairn.data}" 2>/dev/null &
       perf_pid=$!
       put "$e" "$c" "${sp[@]}"
       kill -INT "$perf_pid"; wait "$perf_pid" || true
