@@ -14,6 +14,7 @@ pub mod log_store;
 pub mod mem_log_store;
 pub mod mvcc;
 pub mod network;
+mod peer_wire;
 pub mod runtime;
 pub mod serde_bytes;
 pub mod sim_network;

@@ -4,6 +4,8 @@
 //! [`PEER_MESSAGE_BYTES_MAX`] bytes (a larger AppendEntries goes out in parts); snapshots are
 //! streamed in chunks of at most [`SNAPSHOT_CHUNK_BYTES_MAX`] bytes.
 
+pub use crate::peer_wire::{decode, encode, PeerFaults};
+pub(crate) use crate::peer_wire::{entries_that_fit, status_to_rpc_error};
 use crate::stream_append::{self, AnswerStream};
 use crate::TypeConfig;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
@@ -23,10 +25,8 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -48,48 +48,6 @@ pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .connect_lazy())
-}
-
-/// Encodes a peer payload.
-pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    postcard::to_allocvec(v).map_err(|e| format!("encode: {e}"))
-}
-
-/// Decodes a peer payload.
-pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    postcard::from_bytes(b).map_err(|e| format!("decode: {e}"))
-}
-
-/// The peers this node must not reach: the seam through which tests (and the deterministic
-/// simulation) cut the network between nodes, a partition. Empty unless a test fills it; every
-/// message to a blocked peer fails as unreachable before it is sent, as if the link were down.
-#[derive(Clone, Default, Debug)]
-pub struct PeerFaults {
-    blocked: Arc<RwLock<BTreeSet<u64>>>,
-}
-
-impl PeerFaults {
-    /// Cuts the links to `peers` (adds to those already cut).
-    pub fn block(&self, peers: impl IntoIterator<Item = u64>) {
-        self.write().extend(peers);
-    }
-
-    /// Restores every link.
-    pub fn heal(&self) {
-        self.write().clear();
-    }
-
-    /// Whether the link to `peer` is cut.
-    pub fn blocks(&self, peer: u64) -> bool {
-        self.blocked
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&peer)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeSet<u64>> {
-        self.blocked.write().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// Creates one [`PeerClient`] per target node.
@@ -145,47 +103,6 @@ pub struct PeerClient {
     /// Set once the peer turned out to have no `StreamAppend` (an older version): replication
     /// to it then goes one unary call at a time.
     unary_only: bool,
-}
-
-pub(crate) fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
-    match s.code() {
-        // No connection: openraft backs off (200 ms by default) before trying that peer again.
-        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(s.message())),
-        // The peer is there but slow to answer (our client timeout shows as `Cancelled`):
-        // retry at once. As `Unreachable`, one slow answer from a follower busy taking its
-        // snapshot stopped replication to it for the whole backoff, and when both followers
-        // snapshot at the same index (they do), commits stalled that long.
-        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => RPCError::Network(
-            NetworkError::from_string(format!("timed out: {}", s.message())),
-        ),
-        _ => RPCError::Network(NetworkError::from_string(format!(
-            "{}: {}",
-            s.code(),
-            s.message()
-        ))),
-    }
-}
-
-/// How many of the leading entries fit in one message of `max` bytes next to `header` bytes
-/// (the request without entries); at least one, so that replication always makes progress (an
-/// entry is a client request, bounded well below the message limit). `entry_sizes` are the
-/// encoded sizes; the count prefix of the sequence is allowed for with a varint's longest form.
-pub(crate) fn entries_that_fit(
-    header: usize,
-    entry_sizes: impl IntoIterator<Item = usize>,
-    max: usize,
-) -> usize {
-    const VARINT_BYTES_MAX: usize = 10;
-    let mut used = header + VARINT_BYTES_MAX;
-    let mut count = 0;
-    for size in entry_sizes {
-        used += size;
-        if used > max && count > 0 {
-            break;
-        }
-        count += 1;
-    }
-    count
 }
 
 /// Time for streaming a snapshot of `bytes` and having the receiver install it: openraft's

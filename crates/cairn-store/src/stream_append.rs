@@ -18,7 +18,7 @@
 //! - a peer without `StreamAppend` (an older version, during a rolling upgrade) is answered by
 //!   falling back to unary calls for the rest of this client's life.
 
-use crate::network::{decode, encode, entries_that_fit, PeerFaults};
+use crate::peer_wire::{decode, encode, entries_that_fit, status_to_rpc_error, PeerFaults};
 use crate::TypeConfig;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::RaftMessage;
@@ -253,7 +253,7 @@ async fn next_answer(
             shared.answered();
             Some(decode(&m.data).map_err(network_error))
         }
-        Some(Err(status)) => Some(Err(crate::network::status_to_rpc_error(status))),
+        Some(Err(status)) => Some(Err(status_to_rpc_error(status))),
         None => {
             if let Some(e) = shared.take_failure() {
                 return Some(Err(e));
