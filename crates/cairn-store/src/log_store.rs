@@ -217,22 +217,19 @@ fn writer_loop(mut wal: Wal, cache: Arc<Mutex<LogCache>>, mut rx: mpsc::Receiver
                 "raft log purged"
             );
         }
-        let mut evicted = None;
-        if result.is_ok() {
-            // Durable now: readers find these in the log, and the newest in the cache. A later
-            // append may already have replaced an index (after a truncate); that newer entry
-            // stays pending until its own sync.
-            evicted = Some(
-                lock(&cache).flushed(
-                    ops.iter()
-                        .flat_map(|op| match op {
-                            WriteOp::Append(entries, _) => &entries[..],
-                            _ => &[],
-                        })
-                        .map(|(log_id, _)| log_id),
-                ),
-            );
-        }
+        // Durable now: readers find these in the log, and the newest in the cache. A later
+        // append may already have replaced an index (after a truncate); that newer entry stays
+        // pending until its own sync.
+        let evicted = result.is_ok().then(|| {
+            lock(&cache).flushed(
+                ops.iter()
+                    .flat_map(|op| match op {
+                        WriteOp::Append(entries, _) => &entries[..],
+                        _ => &[],
+                    })
+                    .map(|(log_id, _)| log_id),
+            )
+        });
         let outcome = || result.clone().map_err(io::Error::other);
         for op in ops {
             match op {
