@@ -51,3 +51,45 @@ pub async fn trim_periodically(mut stop: watch::Receiver<bool>) {
         let _ = tokio::task::spawn_blocking(release_free_memory).await;
     }
 }
+
+/// Bytes the allocator has handed out and not had back: live data, without the freed memory
+/// the allocator still holds or the pages of the program itself that resident memory counts.
+/// glibc's own count (in its arenas plus mapped on their own); None elsewhere.
+pub fn heap_in_use_bytes() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    unsafe {
+        let info = libc::mallinfo2();
+        Some((info.uordblks + info.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_heap_in_use_counts_a_live_allocation_and_not_a_freed_one() {
+        const BIG: usize = 512 * 1024 * 1024;
+        tune_allocator();
+        let before = heap_in_use_bytes().unwrap();
+        // Mapped on its own (above the mmap threshold); untouched, so it costs no memory.
+        let buffer: Vec<u8> = std::hint::black_box(Vec::with_capacity(BIG));
+        let during = heap_in_use_bytes().unwrap();
+        drop(buffer);
+        let after = heap_in_use_bytes().unwrap();
+        // Other tests allocate and free meanwhile: far less than the margin.
+        let margin = (BIG / 4) as u64;
+        assert!(
+            during >= before + BIG as u64 - margin,
+            "{before} -> {during}"
+        );
+        assert!(
+            after + (BIG as u64) - margin <= during,
+            "{during} -> {after}"
+        );
+    }
+}

@@ -186,6 +186,14 @@ impl Metrics {
             "Regions in the last scheduling pass's snapshot (leader only).",
             self.scheduler_regions.load(Ordering::Relaxed) as f64,
         );
+        if let Some(bytes) = crate::memory::heap_in_use_bytes() {
+            gauge(
+                out,
+                "cairn_memory_heap_bytes",
+                "Bytes the allocator has handed out and not had back (live data; resident memory also counts freed memory the allocator keeps and the program's own pages).",
+                bytes as f64,
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP cairn_grpc_requests_total Finished RPCs by method and status code.\n# TYPE cairn_grpc_requests_total counter"

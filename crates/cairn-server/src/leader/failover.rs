@@ -316,7 +316,7 @@ fn look(
     let regions: Vec<RegionView> = routes
         .regions()
         .map(|r| RegionView {
-            followers: r.followers.to_vec(),
+            followers: r.followers().to_vec(),
             ..RegionView::new(r.region_id, r.leader)
         })
         .collect();

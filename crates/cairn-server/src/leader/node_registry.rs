@@ -37,11 +37,7 @@ fn count_unverified(node: &Node, views: &mut [NodeView]) -> Result<(), Status> {
         views
             .iter()
             .filter_map(|v| v.identity.as_ref().map(|i| i.id))
-            .filter_map(|id| {
-                registry
-                    .get(id)
-                    .map(|e| (id, e.regions.iter().map(|r| r.region_id).collect()))
-            })
+            .filter_map(|id| registry.get(id).map(|e| (id, e.regions.ids().collect())))
             .collect()
     };
     let unverified = find_orphans(&reported, &HashSet::new(), usize::MAX, |table| {

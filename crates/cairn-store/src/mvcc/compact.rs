@@ -67,13 +67,7 @@ impl KvState {
         if drop_count == versions.len() {
             self.keys.remove(key);
         } else if let Some(history) = self.history_mut(key) {
-            history.versions.drain(..drop_count);
-            // A key rewritten a few times and then left alone keeps one version: give back the
-            // room the rewrites grew (a quarter used or less), not on every compaction of a
-            // key that is still busy.
-            if history.versions.capacity() >= 4 * history.versions.len() {
-                history.versions.shrink_to_fit();
-            }
+            history.versions.drop_oldest(drop_count);
         }
     }
 }

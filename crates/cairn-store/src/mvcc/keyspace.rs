@@ -85,17 +85,84 @@ impl Version {
 /// The retained versions of one key, oldest first, ordered by (mod_revision, sub).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct KeyHistory {
-    pub versions: Vec<Version>,
+    pub versions: Versions,
+}
+
+/// A key's versions: the one most keys of a metadata store have, held in place, or a vector
+/// once there are more. A key written once costs one allocation for its history, not two (the
+/// history and a vector of one): about 30 bytes a key on every node (BENCHMARKS.md, issue 12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Versions {
+    One(Version),
+    Many(Vec<Version>),
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions::Many(Vec::new())
+    }
+}
+
+impl std::ops::Deref for Versions {
+    type Target = [Version];
+
+    fn deref(&self) -> &[Version] {
+        match self {
+            Versions::One(v) => std::slice::from_ref(v),
+            Versions::Many(vs) => vs,
+        }
+    }
+}
+
+impl From<Vec<Version>> for Versions {
+    fn from(mut versions: Vec<Version>) -> Self {
+        if versions.len() == 1 {
+            Versions::One(versions.pop().expect("one version"))
+        } else {
+            Versions::Many(versions)
+        }
+    }
+}
+
+impl Versions {
+    /// Appends `version`, the newest.
+    pub fn push(&mut self, version: Version) {
+        match self {
+            Versions::Many(vs) if vs.is_empty() => *self = Versions::One(version),
+            Versions::Many(vs) => vs.push(version),
+            Versions::One(_) => {
+                let Versions::One(first) = std::mem::take(self) else {
+                    unreachable!("matched One above")
+                };
+                *self = Versions::Many(vec![first, version]);
+            }
+        }
+    }
+
+    /// Drops the `count` oldest versions. A key rewritten a few times and then left alone goes
+    /// back to one version in place; a vector three quarters unused gives its room back (not
+    /// on every compaction of a key that is still busy).
+    pub fn drop_oldest(&mut self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        match self {
+            Versions::One(_) => *self = Versions::default(),
+            Versions::Many(vs) => {
+                vs.drain(..count.min(vs.len()));
+                if vs.len() == 1 {
+                    *self = Versions::from(std::mem::take(vs));
+                } else if vs.capacity() >= 4 * vs.len() {
+                    vs.shrink_to_fit();
+                }
+            }
+        }
+    }
 }
 
 impl KeyHistory {
-    /// Appends `version`, the newest. Most keys of a metadata store are written once and never
-    /// again: the first version gets room for itself alone (a `Vec`'s first push reserves four,
-    /// 192 bytes never used per such key), later ones grow the vector as usual.
+    /// Appends `version`, the newest.
     pub fn push(&mut self, version: Version) {
-        if self.versions.capacity() == 0 {
-            self.versions.reserve_exact(1);
-        }
         self.versions.push(version);
     }
 
@@ -366,6 +433,41 @@ mod tests {
     }
 
     #[test]
+    fn versions_grow_from_one_in_place_and_shrink_back_to_it() {
+        let v = |rev| Version {
+            mod_revision: rev,
+            sub: 0,
+            create_revision: 1,
+            version: rev,
+            lease: 0,
+            value: Some(vec![rev as u8]),
+        };
+        let revisions = |vs: &Versions| vs.iter().map(|v| v.mod_revision).collect::<Vec<_>>();
+        let mut vs = Versions::default();
+        assert!(vs.is_empty());
+        vs.push(v(1));
+        assert!(matches!(vs, Versions::One(_)));
+        assert_eq!(revisions(&vs), [1]);
+        vs.push(v(2));
+        vs.push(v(3));
+        assert_eq!(revisions(&vs), [1, 2, 3]);
+        vs.drop_oldest(0);
+        assert_eq!(revisions(&vs), [1, 2, 3]);
+        vs.drop_oldest(2);
+        assert!(
+            matches!(vs, Versions::One(_)),
+            "one left: held in place again"
+        );
+        assert_eq!(revisions(&vs), [3]);
+        vs.push(v(4));
+        assert_eq!(revisions(&vs), [3, 4]);
+        vs.drop_oldest(2);
+        assert!(vs.is_empty());
+        assert_eq!(revisions(&Versions::from(vec![v(7)])), [7]);
+        assert_eq!(Versions::from(vec![v(7), v(8)]).len(), 2);
+    }
+
+    #[test]
     fn visible_at_respects_tombstones() {
         let v = |rev, value: Option<&[u8]>| Version {
             mod_revision: rev,
@@ -376,7 +478,7 @@ mod tests {
             value: value.map(<[u8]>::to_vec),
         };
         let h = KeyHistory {
-            versions: vec![v(2, Some(b"a")), v(4, None), v(6, Some(b"b"))],
+            versions: vec![v(2, Some(b"a")), v(4, None), v(6, Some(b"b"))].into(),
         };
         assert!(h.visible_at(1).is_none());
         assert_eq!(h.visible_at(3).unwrap().mod_revision, 2);

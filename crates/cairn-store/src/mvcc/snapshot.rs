@@ -35,7 +35,7 @@ struct KeysRef<'a>(&'a KeyMap);
 
 impl Serialize for KeysRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|(k, h)| (Bytes(k), &h.versions)))
+        s.collect_seq(self.0.iter().map(|(k, h)| (Bytes(k), &*h.versions)))
     }
 }
 
@@ -162,7 +162,9 @@ impl KvState {
                     });
                 }
             }
-            let history = KeyHistory { versions };
+            let history = KeyHistory {
+                versions: versions.into(),
+            };
             if let Some(latest) = history.latest_live() {
                 state.live_keys += 1;
                 if latest.lease != 0 {

@@ -15,6 +15,7 @@ pub mod phi;
 pub mod record;
 pub mod region_leases;
 pub mod registry;
+pub mod reported;
 
 use crate::clock::SharedClock;
 use crate::leader::node::Node;

@@ -14,7 +14,8 @@
 //! forgotten `idle_forget_ms` after it went down), so thousands of down nodes waiting to be
 //! forgotten cost nothing until their hour is up.
 
-use cairn_proto::cairnpb::{HeartbeatRequest, NodeIdentity, NodeRole, NodeStats, RegionStat};
+use super::reported::ReportedRegions;
+use cairn_proto::cairnpb::{HeartbeatRequest, NodeIdentity, NodeRole, NodeStats};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -113,7 +114,7 @@ pub struct NodeEntry {
     pub history: VecDeque<StatsSample>,
     /// Region stats of the latest heartbeat; dropped when the node is judged down (the report
     /// is stale then, and ten thousand gone nodes' reports held ten million entries).
-    pub regions: Vec<RegionStat>,
+    pub regions: ReportedRegions,
     /// How many regions the latest heartbeat reported; kept when `regions` is dropped, so a
     /// down node still lists the count it last reported.
     pub region_count: usize,
@@ -256,7 +257,7 @@ impl NodeRegistry {
                     lease_deadline: now + self.lease,
                     down_since: None,
                     history: VecDeque::new(),
-                    regions: Vec::new(),
+                    regions: ReportedRegions::default(),
                     region_count: 0,
                     persisting: false,
                     due_at: None,
@@ -325,7 +326,7 @@ impl NodeRegistry {
             lease_deadline: now + lease,
             down_since: None,
             history: VecDeque::new(),
-            regions: Vec::new(),
+            regions: ReportedRegions::default(),
             region_count: 0,
             persisted: None,
             persisting: false,
@@ -347,7 +348,7 @@ impl NodeRegistry {
                 report_interval_ms: req.report_interval_ms,
                 stats: req.stats.clone().unwrap_or_default(),
             });
-            entry.regions = req.regions.clone();
+            entry.regions = ReportedRegions::of(&req.regions);
             entry.region_count = entry.regions.len();
         }
         let persist = if entry.persisted.as_ref() != Some(&identity) && !entry.persisting {
@@ -410,7 +411,7 @@ impl NodeRegistry {
                 Liveness::Suspect if silent_for >= lease => {
                     e.liveness = Liveness::Down;
                     e.down_since = Some(now);
-                    e.regions = Vec::new();
+                    e.regions = ReportedRegions::default();
                     out.push(Transition::Down(id));
                 }
                 _ => {}
@@ -504,7 +505,7 @@ fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_proto::cairnpb::InstructionReply;
+    use cairn_proto::cairnpb::{InstructionReply, RegionStat};
 
     const LEASE: Duration = Duration::from_millis(300);
     const FORGET: Duration = Duration::from_millis(1000);

@@ -26,7 +26,7 @@ use crate::leader::procedure::migrate_region::region_lock;
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout};
 use cairn_meta::{codec, ProcedureRecord, ProcedureState, TableRoute};
-use cairn_proto::cairnpb::{NodeRole, RegionRole};
+use cairn_proto::cairnpb::NodeRole;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,12 +132,7 @@ fn reported_regions(node: &Node) -> Vec<(u64, Vec<u64>)> {
     let registry = node.heartbeats.registry();
     connected_entries(&registry, &connected)
         .filter(|e| e.identity.role == NodeRole::Datanode as i32 && !e.regions.is_empty())
-        .map(|e| {
-            (
-                e.identity.id,
-                e.regions.iter().map(|r| r.region_id).collect(),
-            )
-        })
+        .map(|e| (e.identity.id, e.regions.ids().collect()))
         .collect()
 }
 
@@ -147,16 +142,7 @@ fn reported_followers(node: &Node) -> Vec<(u64, Vec<u64>)> {
     let registry = node.heartbeats.registry();
     connected_entries(&registry, &connected)
         .filter(|e| e.identity.role == NodeRole::Datanode as i32)
-        .map(|e| {
-            let followed = e
-                .regions
-                .iter()
-                .filter(|r| r.role == RegionRole::Follower as i32);
-            (
-                e.identity.id,
-                followed.map(|r| r.region_id).collect::<Vec<_>>(),
-            )
-        })
+        .map(|e| (e.identity.id, e.regions.followed.clone()))
         .filter(|(_, regions)| !regions.is_empty())
         .collect()
 }

@@ -8,11 +8,12 @@
 //! written since the last one.
 
 use crate::leader::heartbeat::registry::NodeState;
+use crate::leader::heartbeat::reported::LedRegion;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
 use crate::leader::scheduling::routes::RouteViews;
 use cairn_meta::DrainMode;
-use cairn_proto::cairnpb::{NodeRole, RegionRole, RegionStat};
+use cairn_proto::cairnpb::NodeRole;
 use cairn_sched::{ClusterSnapshot, DrainKind, IdSet, NodeView, RegionView};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -44,12 +45,12 @@ pub struct Reported {
 }
 
 impl Reported {
-    pub fn of(stat: &RegionStat, at_ms: u64) -> Self {
+    pub fn of(stat: &LedRegion, at_ms: u64) -> Self {
         Reported {
             region_id: stat.region_id,
             at_ms,
-            wcus: stat.wcus,
-            rcus: stat.rcus,
+            wcus: stat.wcus as u64,
+            rcus: stat.rcus as u64,
             bytes: stat.approximate_bytes,
         }
     }
@@ -417,11 +418,7 @@ pub fn build(
             }
             loads.seen.insert(id, at);
             let at_ms = unix_ms_at(at, now);
-            let led = e
-                .regions
-                .iter()
-                .filter(|s| s.role == RegionRole::Leader as i32);
-            reports.extend(led.map(|s| Reported::of(s, at_ms)));
+            reports.extend(e.regions.led.iter().map(|s| Reported::of(s, at_ms)));
         }
     }
     // Only regions a route holds: reports of others (a departed node's, a region not created
@@ -454,7 +451,7 @@ pub fn build(
         let v = &mut regions[count];
         (v.region_id, v.leader) = (r.region_id, r.leader);
         v.followers.clear();
-        v.followers.extend_from_slice(&r.followers);
+        v.followers.extend_from_slice(r.followers());
         (v.approximate_bytes, v.wcus, v.rcus) = (bytes, wcus, rcus);
         count += 1;
     }
@@ -496,18 +493,17 @@ pub fn build(
 mod tests {
     use super::*;
 
-    fn stat(region_id: u64, wcus: u64) -> RegionStat {
-        RegionStat {
+    fn stat(region_id: u64, wcus: u32) -> LedRegion {
+        LedRegion {
             region_id,
             wcus,
             rcus: wcus / 2,
             approximate_bytes: 100,
-            ..Default::default()
         }
     }
 
     impl RegionLoads {
-        fn observe(&mut self, stat: &RegionStat, at_ms: u64) {
+        fn observe(&mut self, stat: &LedRegion, at_ms: u64) {
             self.observe_all(vec![Reported::of(stat, at_ms)]);
         }
 
@@ -534,7 +530,9 @@ mod tests {
     fn reports_in_any_order_land_on_their_regions_and_stay_sorted() {
         let mut l = RegionLoads::default();
         let batch = |ids: &[u64], w: u64, at: u64| -> Vec<Reported> {
-            ids.iter().map(|r| Reported::of(&stat(*r, w), at)).collect()
+            ids.iter()
+                .map(|r| Reported::of(&stat(*r, w as u32), at))
+                .collect()
         };
         l.observe_all(batch(&[30, 10, 20], 4, 1));
         // New regions between held ones, a region reported twice, held ones again.
@@ -560,7 +558,7 @@ mod tests {
         l.observe(&stat(1, 20), 2);
         assert_eq!(l.smoothed(1), (15.0, 7.5, 100));
         for w in 0..REGION_LOAD_SAMPLES_MAX as u64 {
-            l.observe(&stat(1, 100 + w), 10 + w);
+            l.observe(&stat(1, 100 + w as u32), 10 + w);
         }
         let h: Vec<u32> = l.history(1).iter().map(|s| s.0.wcus).collect();
         assert_eq!(
