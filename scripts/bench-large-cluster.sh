@@ -31,14 +31,15 @@ memory() { # WHEN
   for round in 1 2 3 4 5; do
     for i in 1 2 3; do
       local h; h=$(heap_mib "$i")
-      h=${h:-0}
+      # A failed scrape (or a build without the gauge) is no reading.
+      [ -n "$h" ] || continue
       if [ -z "${heap[$i]:-}" ] || [ "$h" -lt "${heap[$i]}" ]; then heap[$i]=$h; fi
     done
     [ "$round" = 5 ] || sleep 1
   done
   for i in 1 2 3; do
     local r; r=$(rss_mib "${pids[$i]}")
-    echo "$1: node $i$([ "$i" = "$l" ] && echo ' (leader)'): RSS $r MiB ($((r * 1048576 / (tables * 10))) B/region), heap in use ${heap[$i]} MiB ($((heap[$i] * 1048576 / (tables * 10))) B/region), peak $(peak_mib "${pids[$i]}") MiB"
+    echo "$1: node $i$([ "$i" = "$l" ] && echo ' (leader)'): RSS $r MiB ($((r * 1048576 / (tables * 10))) B/region), heap in use ${heap[$i]:-?} MiB ($((${heap[$i]:-0} * 1048576 / (tables * 10))) B/region), peak $(peak_mib "${pids[$i]}") MiB"
   done
 }
 memory "after the load"

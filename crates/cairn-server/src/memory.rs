@@ -52,14 +52,26 @@ pub async fn trim_periodically(mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Bytes the allocator has handed out and not had back: live data, without the freed memory
-/// the allocator still holds or the pages of the program itself that resident memory counts.
-/// glibc's own count (in its arenas plus mapped on their own); None elsewhere.
+/// Bytes the allocator has handed out and not had back: close to the live data (glibc counts
+/// the small freed blocks it caches per thread as in use), without the freed memory it keeps in
+/// its arenas or the program's own pages that resident memory counts. glibc's own count, in its
+/// arenas plus mapped on their own; None elsewhere, and on a glibc older than 2.33, which lacks
+/// `mallinfo2` (looked up when first asked for, so such a system still runs Cairn).
 pub fn heap_in_use_bytes() -> Option<u64> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallinfo2 only reads the allocator's statistics.
-    unsafe {
-        let info = libc::mallinfo2();
+    {
+        type MallInfo2 = unsafe extern "C" fn() -> libc::mallinfo2;
+        static MALLINFO2: std::sync::OnceLock<Option<MallInfo2>> = std::sync::OnceLock::new();
+        let mallinfo2 = MALLINFO2.get_or_init(|| {
+            // SAFETY: dlsym with a NUL-terminated name only looks the symbol up.
+            let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"mallinfo2".as_ptr()) };
+            // SAFETY: the symbol glibc exports under this name is `struct mallinfo2
+            // mallinfo2(void)`, which is `MallInfo2`.
+            (!found.is_null())
+                .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, MallInfo2>(found) })
+        });
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { (*mallinfo2)?() };
         Some((info.uordblks + info.hblkhd) as u64)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

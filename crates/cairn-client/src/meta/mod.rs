@@ -73,7 +73,8 @@ pub use backoff::{
 };
 pub use cached_route::{choose_read_target, CachedRoute, ReadPreference};
 pub use ddl::{
-    display_table_name, table_name, LIST_ALL_TABLES_PAGES_MAX, ROUTE_TABLES_PER_REQUEST_MAX,
+    display_table_name, table_name, LIST_ALL_TABLES_PAGES_MAX, MIGRATE_REGION_CALL_SLACK_MS,
+    MIGRATE_REGION_DEFAULT_TIMEOUT_MS, ROUTE_TABLES_PER_REQUEST_MAX,
 };
 pub use ledger::{
     Disposition, InstructionLedger, HANDLED_INSTRUCTION_IDS_MAX, INSTRUCTIONS_IN_FLIGHT_MAX,

@@ -43,8 +43,12 @@ pub struct RegionLeaseTable {
     base: Instant,
     /// When [`RegionLeaseTable::expire`] next sweeps the grants that ran out.
     next_sweep: Option<Instant>,
-    /// Set when a grant could not be recorded (the table was full): from then on every region
-    /// counts as leased until `overflow_until`.
+    /// Set when a grant could not be recorded (the table was full, or a new node came past
+    /// [`REGION_LEASE_HOLDERS_MAX`]): from then on every region counts as leased until
+    /// `overflow_until`. A grant not recorded leaves the region's earlier record as it was, so
+    /// [`RegionLeaseTable::holder`] may name the earlier holder meanwhile, while
+    /// [`RegionLeaseTable::free_for`] and [`RegionLeaseTable::surely_over`] answer no for every
+    /// region until then.
     overflow_until: Option<Instant>,
 }
 
