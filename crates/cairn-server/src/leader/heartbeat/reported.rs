@@ -35,11 +35,19 @@ fn clamp(v: u64) -> u32 {
 
 impl ReportedRegions {
     pub fn of(stats: &[RegionStat]) -> Self {
-        let mut out = ReportedRegions::default();
         let leader = RegionRole::Leader as i32;
         let follower = RegionRole::Follower as i32;
-        let led = stats.iter().filter(|s| s.role == leader).count();
-        out.led.reserve_exact(led);
+        // Sized exactly before filling: a report of 50,000 regions grows no vector.
+        let (mut led, mut followed) = (0, 0);
+        for s in stats {
+            led += usize::from(s.role == leader);
+            followed += usize::from(s.role == follower);
+        }
+        let mut out = ReportedRegions {
+            led: Vec::with_capacity(led),
+            followed: Vec::with_capacity(followed),
+            other: Vec::with_capacity(stats.len() - led - followed),
+        };
         for s in stats {
             match s.role {
                 r if r == leader => out.led.push(LedRegion {
@@ -52,8 +60,6 @@ impl ReportedRegions {
                 _ => out.other.push(s.region_id),
             }
         }
-        out.followed.shrink_to_fit();
-        out.other.shrink_to_fit();
         out
     }
 

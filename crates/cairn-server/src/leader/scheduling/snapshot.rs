@@ -39,8 +39,8 @@ pub struct Reported {
     pub region_id: u64,
     /// When the leader received it, Unix ms.
     pub at_ms: u64,
-    pub wcus: u64,
-    pub rcus: u64,
+    pub wcus: u32,
+    pub rcus: u32,
     pub bytes: u64,
 }
 
@@ -49,8 +49,8 @@ impl Reported {
         Reported {
             region_id: stat.region_id,
             at_ms,
-            wcus: stat.wcus as u64,
-            rcus: stat.rcus as u64,
+            wcus: stat.wcus,
+            rcus: stat.rcus,
             bytes: stat.approximate_bytes,
         }
     }
@@ -90,8 +90,8 @@ impl RegionLoad {
         }
         self.samples[self.next as usize] = KeptSample {
             after_base_ms,
-            wcus: clamp(r.wcus),
-            rcus: clamp(r.rcus),
+            wcus: r.wcus,
+            rcus: r.rcus,
         };
         self.next = ((self.next as usize + 1) % REGION_LOAD_SAMPLES_MAX) as u8;
         self.len = (self.len + 1).min(REGION_LOAD_SAMPLES_MAX as u8);
@@ -128,10 +128,6 @@ pub struct RegionLoads {
     /// [`LOAD_BASE_LEAD_MS`]) and moved on when a report is too late for a `u32` of ms (49 days)
     /// to half that range before the report.
     base_ms: Option<u64>,
-}
-
-fn clamp(v: u64) -> u32 {
-    v.min(u32::MAX as u64) as u32
 }
 
 /// Walks sorted ids front to back, finding each asked-for id after the last one found (or, for
@@ -276,8 +272,9 @@ impl RegionLoads {
             let report = Reported {
                 region_id,
                 at_ms,
-                wcus: wcus.max(0.0) as u64,
-                rcus: rcus.max(0.0) as u64,
+                // Saturating: a load beyond u32::MAX reads as u32::MAX, as reports do.
+                wcus: wcus.max(0.0) as u32,
+                rcus: rcus.max(0.0) as u32,
                 bytes: 0,
             };
             let mut l = RegionLoad::default();
