@@ -27,7 +27,8 @@ use prost::Message;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 use tokio::sync::{broadcast, watch};
 
@@ -46,6 +47,9 @@ pub use crate::snapshot_file::SmState;
 
 struct Shared {
     state: RwLock<SmState>,
+    /// The applied state's cluster id, published by every writer before it lets go of the
+    /// state ([`StateWriter`]), so that it is read without the lock.
+    cluster_id: AtomicU64,
     events: broadcast::Sender<Arc<WatchBatch>>,
     applied_index: watch::Sender<u64>,
 }
@@ -57,9 +61,17 @@ pub struct StateMachineHandle {
 }
 
 impl StateMachineHandle {
-    /// Read access to the applied state. Never hold it across an `.await`.
+    /// Read access to the applied state. Never hold it across an `.await`, and never read it
+    /// again while holding it, not even through a helper: once apply waits to write, a second
+    /// read on the same thread waits behind it forever, and so does apply.
     pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
         self.shared.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cluster's id in the applied state (0 until its first leader's choice is applied),
+    /// read without the state lock: safe to call while holding [`Self::read`].
+    pub fn cluster_id(&self) -> u64 {
+        self.shared.cluster_id.load(Ordering::Acquire)
     }
 
     /// Subscribes to applied events. Subscribe while holding [`Self::read`] to see no gap.
@@ -131,6 +143,7 @@ impl StateMachineStore {
         Ok(Self {
             handle: StateMachineHandle {
                 shared: Arc::new(Shared {
+                    cluster_id: AtomicU64::new(state.cluster.cluster_id),
                     state: RwLock::new(state),
                     events,
                     applied_index,
@@ -156,14 +169,46 @@ impl StateMachineStore {
         self.handle.clone()
     }
 
-    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, SmState> {
+    pub(crate) fn write(&self) -> StateWriter<'_> {
         self.handle.shared.write()
     }
 }
 
 impl Shared {
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, SmState> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> StateWriter<'_> {
+        StateWriter {
+            guard: self.state.write().unwrap_or_else(|p| p.into_inner()),
+            cluster_id: &self.cluster_id,
+        }
+    }
+}
+
+/// The state locked for writing. When it lets go, it first publishes what is read without the
+/// lock ([`StateMachineHandle::cluster_id`]), whichever way the state changed: an apply, a
+/// snapshot installed, a restore.
+pub(crate) struct StateWriter<'a> {
+    guard: RwLockWriteGuard<'a, SmState>,
+    cluster_id: &'a AtomicU64,
+}
+
+impl std::ops::Deref for StateWriter<'_> {
+    type Target = SmState;
+    fn deref(&self) -> &SmState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateWriter<'_> {
+    fn deref_mut(&mut self) -> &mut SmState {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateWriter<'_> {
+    fn drop(&mut self) {
+        // Still under the lock: whoever reads the state after this write sees the id too.
+        self.cluster_id
+            .store(self.guard.cluster.cluster_id, Ordering::Release);
     }
 }
 
@@ -589,5 +634,34 @@ mod tests {
         let (r, _) = apply_command(&mut s, 9, nested);
         assert_eq!(r.outcome, Outcome::Rejected(term_ended()));
         assert_eq!(s.kv.revision(), 2);
+    }
+
+    #[test]
+    fn the_cluster_id_is_read_while_the_state_is_held_and_apply_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateMachineStore::open(dir.path()).unwrap());
+        let handle = store.handle();
+        assert_eq!(handle.cluster_id(), 0, "a new cluster has none yet");
+        let (answer, answered) = std::sync::mpsc::channel();
+        let (reader, apply) = (handle.clone(), store.clone());
+        // Threads of their own, so that a deadlock fails the test instead of hanging it.
+        let held = std::thread::spawn(move || {
+            let held = reader.read();
+            // Apply wants to write meanwhile: it waits behind the read...
+            let apply = std::thread::spawn(move || apply.write().cluster.cluster_id = 0xc0ffee);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // ...and a response header built under the read still gets the id (through the
+            // lock, this thread would wait behind the writer, and the writer behind it).
+            let _ = answer.send((reader.cluster_id(), held.cluster.cluster_id));
+            drop(held);
+            apply.join().unwrap();
+        });
+        let seen = answered
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the cluster id read under the state lock deadlocked");
+        assert_eq!(seen, (0, 0));
+        held.join().unwrap();
+        assert_eq!(handle.cluster_id(), 0xc0ffee, "published with the write");
+        assert_eq!(handle.read().cluster.cluster_id, 0xc0ffee);
     }
 }

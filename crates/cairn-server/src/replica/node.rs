@@ -59,8 +59,6 @@ pub struct Replica {
     pub config: ServerConfig,
     pub metrics: Metrics,
     pub leases: LeaseKeeper,
-    /// The cluster id once this node has applied it (it never changes after); 0 before.
-    cluster_id: std::sync::atomic::AtomicU64,
     pub(super) peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
     /// The forwarding stream to each node this one has forwarded to.
     pub(super) forward_links: Mutex<HashMap<u64, ForwardLink>>,
@@ -95,7 +93,6 @@ impl Replica {
             config,
             metrics: Metrics::default(),
             leases: LeaseKeeper::new(clock.clone()),
-            cluster_id: std::sync::atomic::AtomicU64::new(0),
             peers: Mutex::new(HashMap::new()),
             forward_links: Mutex::new(HashMap::new()),
             forward_slots: Semaphore::new(FORWARD_INFLIGHT_MAX),
@@ -252,14 +249,8 @@ impl Replica {
     /// the cluster's life; 0 on a node that has not applied it yet (the first moments of a new
     /// cluster).
     pub fn cluster_id(&self) -> u64 {
-        use std::sync::atomic::Ordering;
-        let known = self.cluster_id.load(Ordering::Relaxed);
-        if known != 0 {
-            return known;
-        }
-        let applied = self.sm.read().cluster.cluster_id;
-        self.cluster_id.store(applied, Ordering::Relaxed);
-        applied
+        // Without the state lock: callers build headers while they hold it.
+        self.sm.cluster_id()
     }
 
     /// The etcd response header for a response at `revision`.
