@@ -20,13 +20,7 @@ pub async fn run(node: Arc<Node>, term: LeaderTerm) {
         .sleep(Duration::from_millis(LEASE_EXPIRY_TICK_MS))
         .await
     {
-        let live: Vec<(i64, i64)> = {
-            let s = node.sm.read();
-            s.kv.lease_ids()
-                .into_iter()
-                .filter_map(|id| s.kv.lease(id).map(|l| (id, l.ttl_secs)))
-                .collect()
-        };
+        let live = node.sm.read().kv.lease_ttls();
         for id in node.leases.sync_and_expired(&live) {
             match node
                 .propose_in_term(term.term(), Command::LeaseRevoke { id })

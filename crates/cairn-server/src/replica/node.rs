@@ -301,7 +301,7 @@ impl Replica {
                 // Renewed only while leadership is confirmed: a deposed or cut-off leader must
                 // not tell a client its lease lives while the new leader may expire it.
                 self.confirm_leadership().await?;
-                let ttl = self.sm.read().kv.lease(id).map(|l| l.ttl_secs);
+                let ttl = self.sm.read().kv.lease_ttl(id);
                 let ttl = match ttl {
                     Some(ttl) => {
                         self.leases.renew(id, ttl);
@@ -313,7 +313,7 @@ impl Replica {
             }
             LeaderRequest::LeaseTimeToLive { id } => {
                 self.confirm_leadership().await?;
-                let granted = self.sm.read().kv.lease(id).map(|l| l.ttl_secs);
+                let granted = self.sm.read().kv.lease_ttl(id);
                 Ok(LeaderResponse::TimeToLive(
                     granted.map(|g| (self.leases.remaining_secs(id).unwrap_or(g), g)),
                 ))
@@ -414,7 +414,7 @@ impl Replica {
             // Positive, never 0, unique among live leases.
             // From the thread's generator, which the simulation seeds.
             let id = (cairn_store::runtime::random_u64() >> 2) as i64;
-            if id != 0 && s.kv.lease(id).is_none() {
+            if id != 0 && !s.kv.lease_exists(id) {
                 return id;
             }
         }

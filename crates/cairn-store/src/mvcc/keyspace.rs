@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use serde::{Deserialize, Serialize};
 
+use super::value::Value;
 use super::{KvState, VERSION_OVERHEAD_BYTES};
 
 /// A key's bytes, shared between the key map, the revision log and the lease index.
@@ -31,9 +32,10 @@ pub(super) struct Version {
     pub version: i64,
     /// 0 for none.
     pub lease: i64,
-    /// `None` marks a tombstone: the key was deleted at `mod_revision`.
-    #[serde(with = "super::snapshot::opt_bytes")]
-    pub value: Option<Vec<u8>>,
+    /// `None` marks a tombstone: the key was deleted at `mod_revision`. Held packed when
+    /// large ([`Value`]); written out as it was put.
+    #[serde(with = "super::snapshot::opt_value")]
+    pub value: Option<Value>,
 }
 
 impl Version {
@@ -49,7 +51,7 @@ impl Version {
             mod_revision: self.mod_revision,
             version: self.version,
             value: match (&self.value, with_value) {
-                (Some(value), true) => value.clone(),
+                (Some(value), true) => value.to_vec(),
                 _ => Vec::new(),
             },
             lease: self.lease,
@@ -77,7 +79,7 @@ impl Version {
     }
 
     pub fn size_bytes(&self, key_len: usize) -> u64 {
-        let value_len = self.value.as_ref().map_or(0, Vec::len);
+        let value_len = self.value.as_ref().map_or(0, Value::len);
         (key_len + value_len) as u64 + VERSION_OVERHEAD_BYTES
     }
 }
@@ -330,10 +332,23 @@ impl KvState {
             create_revision,
             version,
             lease,
-            value: Some(value),
+            value: Some(Value::new(&value)),
         };
         self.size_bytes += new.size_bytes(key.len());
-        w.events.push(new.to_event(&key, prev.as_ref()));
+        // The event takes the value as written; the version holds its own copy, maybe packed.
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision,
+            mod_revision: w.revision,
+            version,
+            value,
+            lease,
+        };
+        w.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: prev.map(|p| p.to_kv(&key, true)),
+        });
         history.push(new);
         if old_lease != lease {
             self.detach_lease(old_lease, &key);
@@ -440,7 +455,7 @@ mod tests {
             create_revision: 1,
             version: rev,
             lease: 0,
-            value: Some(vec![rev as u8]),
+            value: Some(Value::new(&[rev as u8])),
         };
         let revisions = |vs: &Versions| vs.iter().map(|v| v.mod_revision).collect::<Vec<_>>();
         let mut vs = Versions::default();
@@ -475,7 +490,7 @@ mod tests {
             create_revision: if value.is_some() { 2 } else { 0 },
             version: 1,
             lease: 0,
-            value: value.map(<[u8]>::to_vec),
+            value: value.map(Value::new),
         };
         let h = KeyHistory {
             versions: vec![v(2, Some(b"a")), v(4, None), v(6, Some(b"b"))].into(),

@@ -80,6 +80,21 @@ impl KvState {
         })
     }
 
+    /// The TTL lease `id` was granted with, if it exists; unlike [`Self::lease`], without
+    /// copying its keys.
+    pub fn lease_ttl(&self, id: i64) -> Option<i64> {
+        self.leases.get(&id).map(|record| record.ttl_secs)
+    }
+
+    /// Every lease's id and granted TTL, ascending by id: one walk of the lease table, no keys
+    /// copied (the leader's expiry reads this under the state lock every round).
+    pub fn lease_ttls(&self) -> Vec<(i64, i64)> {
+        self.leases
+            .iter()
+            .map(|(id, record)| (*id, record.ttl_secs))
+            .collect()
+    }
+
     /// Whether the lease `id` exists.
     pub fn lease_exists(&self, id: i64) -> bool {
         self.leases.contains_key(&id)
@@ -136,6 +151,10 @@ mod tests {
             Err(KvError::LeaseTtlTooLarge)
         );
         assert_eq!(s.lease_ids(), vec![7]);
+        s.lease_grant(3, 60).unwrap();
+        assert_eq!(s.lease_ttls(), vec![(3, 60), (7, 10)]);
+        assert_eq!((s.lease_ttl(7), s.lease_ttl(8)), (Some(10), None));
+        s.lease_revoke(3).unwrap();
         assert_eq!(s.lease_count(), 1);
         assert!(s.lease_exists(7) && !s.lease_exists(8));
         assert_eq!(s.revision(), 1, "granting writes no revision");

@@ -27,6 +27,7 @@ mod range;
 mod snapshot;
 mod txn;
 mod validate;
+mod value;
 
 use std::collections::VecDeque;
 
@@ -40,6 +41,7 @@ pub use validate::{validate_delete, validate_put, validate_range, validate_txn};
 
 use keyspace::{KeyMap, LogEntry};
 use lease::LeaseMap;
+pub use value::VALUE_PACK_MIN_BYTES;
 
 /// Bytes counted per stored version on top of its key and value, for [`KvState::approx_size_bytes`]:
 /// roughly the version record, its revision-log entry and the map node it hangs off.

@@ -255,18 +255,21 @@ impl<'de> Deserialize<'de> for ByteBuf {
     }
 }
 
-/// `#[serde(with)]` helper for [`Version::value`]: an optional byte string.
-pub(super) mod opt_bytes {
+/// `#[serde(with)]` helper for [`Version::value`]: an optional byte string, as the value was
+/// written (however this node holds it).
+pub(super) mod opt_value {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+    use super::super::value::Value;
     use super::{ByteBuf, Bytes};
 
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        v.as_deref().map(Bytes).serialize(s)
+    pub fn serialize<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+        let bytes = v.as_ref().map(Value::bytes);
+        bytes.as_deref().map(Bytes).serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Ok(Option::<ByteBuf>::deserialize(d)?.map(|b| b.0))
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        Ok(Option::<ByteBuf>::deserialize(d)?.map(|b| Value::new(&b.0)))
     }
 }
 
@@ -274,6 +277,9 @@ pub(super) mod opt_bytes {
 mod tests {
     use super::*;
     use crate::mvcc::test_util::*;
+    use crate::mvcc::VERSION_OVERHEAD_BYTES;
+    use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use cairn_proto::etcdserverpb::{PutRequest, TxnRequest};
 
     fn busy_state() -> KvState {
         let mut s = KvState::new();
@@ -307,6 +313,60 @@ mod tests {
             KvState::decode_snapshot(&empty.encode_snapshot()).unwrap(),
             empty
         );
+    }
+
+    #[test]
+    fn values_held_packed_read_snapshot_hash_and_compare_as_written() {
+        let json = |i: u32| -> Vec<u8> {
+            let regions: Vec<String> = (0..10)
+                .map(|r| {
+                    format!(
+                        "{{\"id\":{},\"l\":{}}}",
+                        (u64::from(i) << 32) + r,
+                        7 + r % 3
+                    )
+                })
+                .collect();
+            format!("{{\"t\":{i},\"v\":1,\"r\":[{}]}}", regions.join(",")).into_bytes()
+        };
+        let mut s = KvState::new();
+        put(&mut s, b"r/1", &json(1));
+        put(&mut s, b"r/2", &json(2));
+        let old_size = s.approx_size_bytes();
+        // Read, overwritten (the event's previous value), compared, and kept by ignore_value.
+        assert_eq!(get(&s, b"r/1").unwrap().value, json(1));
+        let over = put(&mut s, b"r/1", &json(3));
+        assert_eq!(over.events[0].kv.as_ref().unwrap().value, json(3));
+        assert_eq!(over.events[0].prev_kv.as_ref().unwrap().value, json(1));
+        assert_eq!(get_at(&s, b"r/1", 2).unwrap().value, json(1));
+        let same = cmp(
+            b"r/2",
+            CompareTarget::Value,
+            CompareResult::Equal,
+            TargetUnion::Value(json(2)),
+        );
+        let checked = TxnRequest {
+            compare: vec![same],
+            success: vec![op_put_req(PutRequest {
+                key: b"r/2".to_vec(),
+                ignore_value: true,
+                ..Default::default()
+            })],
+            failure: vec![],
+        };
+        assert!(apply(&mut s, checked).response.succeeded);
+        assert_eq!(get(&s, b"r/2").unwrap().value, json(2));
+        // Sizes count the value as written.
+        assert_eq!(
+            s.approx_size_bytes() - old_size,
+            (6 + (json(3).len() + json(2).len()) as u64 + 2 * VERSION_OVERHEAD_BYTES)
+        );
+        // The snapshot holds the bytes as written, and reads back equal.
+        let bytes = s.encode_snapshot();
+        assert!(bytes.windows(json(2).len()).any(|w| w == json(2)));
+        let back = KvState::decode_snapshot(&bytes).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(get(&back, b"r/1").unwrap().value, json(3));
     }
 
     #[test]

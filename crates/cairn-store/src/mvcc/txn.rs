@@ -184,7 +184,10 @@ impl KvState {
         // check_put saw the key; it can only be gone if the txn itself deleted it first,
         // which validate_txn refuses as a duplicate key. Empty value and no lease keep us total.
         let value = if p.ignore_value {
-            latest.and_then(|v| v.value.clone()).unwrap_or_default()
+            latest
+                .and_then(|v| v.value.as_ref())
+                .map(|v| v.to_vec())
+                .unwrap_or_default()
         } else {
             p.value.clone()
         };
@@ -240,12 +243,12 @@ fn compare_version(c: &Compare, version: Option<&Version>) -> bool {
     let union = c.target_union.as_ref();
     let ordering = match CompareTarget::try_from(c.target) {
         Ok(CompareTarget::Value) => {
-            let have = version.and_then(|v| v.value.as_deref()).unwrap_or(&[]);
+            let have = version.and_then(|v| v.value.as_ref()).map(|v| v.bytes());
             let want: &[u8] = match union {
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
-            have.cmp(want)
+            have.as_deref().unwrap_or(&[]).cmp(want)
         }
         Ok(CompareTarget::Version) => number(
             |v| v.version,

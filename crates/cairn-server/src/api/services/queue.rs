@@ -282,7 +282,7 @@ pub async fn wait_until_first(node: &Node, t: &Ticket) -> Result<(), WaitError> 
     node.read_barrier().await.map_err(WaitError::Failed)?;
     let (mut events, mut now, ttl_secs) = {
         let s = node.sm.read();
-        let ttl = s.kv.lease(t.lease).map(|l| l.ttl_secs);
+        let ttl = s.kv.lease_ttl(t.lease);
         let now =
             standing(&s.kv, &t.prefix, &t.key, t.rev).map_err(|e| WaitError::Failed(e.to_status()));
         (node.sm.subscribe(), now, ttl)

@@ -1,0 +1,142 @@
+//! A stored value, held in memory as written or, when that saves room, LZ4-compressed against
+//! the vocabulary of Cairn's JSON records ([`cairn_meta::codec::VOCABULARY`]).
+//!
+//! Cairn's metadata are JSON records of a few hundred bytes each, kept in memory on every node
+//! for the cluster's life: held compressed, a table info and its route take 320 bytes instead
+//! of 900 (BENCHMARKS.md, issue 12). Compression is a matter of this node's memory alone: the
+//! snapshot, the wire, watch events and hashes all see the bytes as written, so a build with
+//! another vocabulary, or none, reads the same store.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Values shorter than this are held as written: too short to gain.
+pub const VALUE_PACK_MIN_BYTES: usize = 64;
+
+/// The first byte of a held value says how the rest holds it.
+const PLAIN: u8 = 0;
+/// LZ4 with the vocabulary as dictionary, after the value's length (u32, little-endian).
+const PACKED: u8 = 1;
+
+/// One value as held: a tag byte, then the bytes as written or packed.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Value(Box<[u8]>);
+
+impl Value {
+    /// Holds `bytes`, packed if that takes at least an eighth less room.
+    pub fn new(bytes: &[u8]) -> Value {
+        if bytes.len() >= VALUE_PACK_MIN_BYTES {
+            if let Ok(len) = u32::try_from(bytes.len()) {
+                let packed =
+                    lz4_flex::block::compress_with_dict(bytes, cairn_meta::codec::VOCABULARY);
+                if packed.len() + 5 <= bytes.len() - bytes.len() / 8 {
+                    let mut held = Vec::with_capacity(packed.len() + 5);
+                    held.push(PACKED);
+                    held.extend_from_slice(&len.to_le_bytes());
+                    held.extend_from_slice(&packed);
+                    return Value(held.into_boxed_slice());
+                }
+            }
+        }
+        let mut held = Vec::with_capacity(bytes.len() + 1);
+        held.push(PLAIN);
+        held.extend_from_slice(bytes);
+        Value(held.into_boxed_slice())
+    }
+
+    /// The length of the value as written.
+    pub fn len(&self) -> usize {
+        match self.0[0] {
+            PLAIN => self.0.len() - 1,
+            _ => u32::from_le_bytes(self.0[1..5].try_into().expect("four bytes")) as usize,
+        }
+    }
+
+    /// The value as written: borrowed when held so, unpacked otherwise.
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
+        match self.0[0] {
+            PLAIN => Cow::Borrowed(&self.0[1..]),
+            _ => {
+                let mut out = vec![0; self.len()];
+                // Packed here, from bytes of this length, with this vocabulary: it unpacks.
+                let n = lz4_flex::block::decompress_into_with_dict(
+                    &self.0[5..],
+                    &mut out,
+                    cairn_meta::codec::VOCABULARY,
+                )
+                .expect("a value packed by this node unpacks");
+                debug_assert_eq!(n, out.len());
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// The value as written, owned.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.bytes().into_owned()
+    }
+
+    /// Bytes this value takes in memory (its allocation's request; the allocator rounds up).
+    #[cfg(test)]
+    pub fn held_bytes(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_reads_back_as_written_however_it_is_held() {
+        let route = br#"{"t":1026,"v":1,"r":[{"id":4406636445696,"l":200000},{"id":4406636445697,"l":200001},{"id":4406636445698,"l":200002},{"id":4406636445699,"l":200000},{"id":4406636445700,"l":200001}]}"#;
+        let info = br#"{"id":1026,"name":{"catalog":"default","schema":"bench","name":"t0000000"},"columns":[{"name":"host","data_type":"string","nullable":false,"semantic_type":"tag"},{"name":"ts","data_type":"timestamp(3)","nullable":false,"semantic_type":"timestamp"}],"primary_key":["host"],"time_index":"ts","options":{},"partition":{"hash":{"columns":["host"],"partitions":10}},"version":1,"created_ms":1796427195739,"updated_ms":1796427195739,"region_numbers":[0,1,2,3,4,5,6,7,8,9]}"#;
+        // Random bytes do not compress: held as written.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..300)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let cases: [(&[u8], bool); 6] = [
+            (b"", false),
+            (b"1026", false),
+            (&[b'a'; 63], false),
+            (route, true),
+            (info, true),
+            (&noise, false),
+        ];
+        for (bytes, packs) in cases {
+            let v = Value::new(bytes);
+            assert_eq!(&*v.bytes(), bytes);
+            assert_eq!(v.to_vec(), bytes);
+            assert_eq!(v.len(), bytes.len());
+            assert_eq!(v.held_bytes() < bytes.len(), packs, "{v:?}");
+            assert_eq!(v, Value::new(bytes), "the same bytes are held the same way");
+        }
+        // What the vocabulary is for: Cairn's records shrink to well under half.
+        assert!(Value::new(info).held_bytes() * 2 < info.len());
+        assert!(Value::new(route).held_bytes() * 2 < route.len());
+        assert_ne!(Value::new(route), Value::new(info));
+    }
+
+    #[test]
+    fn long_repetitive_values_pack_and_unpack() {
+        let big: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{{\"k\":{}}},", i % 1000).into_bytes())
+            .collect();
+        let v = Value::new(&big);
+        assert!(v.held_bytes() < big.len() / 4);
+        assert_eq!(v.len(), big.len());
+        assert_eq!(v.to_vec(), big);
+    }
+}
