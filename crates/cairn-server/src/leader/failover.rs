@@ -116,11 +116,23 @@ impl Mover {
     async fn start(&self, mut snap: ClusterSnapshot, failed: &BTreeSet<u64>) -> bool {
         snap.busy = self.moving().iter().copied().collect();
         let failed: Vec<u64> = failed.iter().copied().collect();
-        let chosen: Vec<(u64, u64)> = cairn_sched::failover_plan(&snap, &failed)
-            .into_iter()
-            .map(|op| (op.region_id, op.to))
-            .collect();
-        self.run_batches(chosen).await
+        // The plan walks every region (tens of ms at a million): off the async workers, and
+        // the snapshot is freed there, before the migrations start.
+        let planned = cpu_work(move || {
+            Ok(cairn_sched::failover_plan(&snap, &failed)
+                .into_iter()
+                .map(|op| (op.region_id, op.to))
+                .collect::<Vec<(u64, u64)>>())
+        })
+        .await;
+        match planned {
+            Ok(chosen) => self.run_batches(chosen).await,
+            Err(e) => {
+                // The next rescan plans again.
+                tracing::warn!("failover: planning failed: {e}");
+                true
+            }
+        }
     }
 
     /// Runs `chosen` (region, candidate) in batches; false when the term ended meanwhile.
