@@ -185,7 +185,7 @@ impl Shared {
 
 /// The state locked for writing. When it lets go, it first publishes what is read without the
 /// lock ([`StateMachineHandle::cluster_id`]), whichever way the state changed: an apply, a
-/// snapshot installed, a restore.
+/// snapshot installed. (A state opened from its file publishes its id as it is created.)
 pub(crate) struct StateWriter<'a> {
     guard: RwLockWriteGuard<'a, SmState>,
     cluster_id: &'a AtomicU64,
@@ -204,11 +204,19 @@ impl std::ops::DerefMut for StateWriter<'_> {
     }
 }
 
+impl StateWriter<'_> {
+    /// Publishes what is read without the lock now, rather than when the writer lets go: apply
+    /// answers each command while it still holds the state.
+    fn publish(&self) {
+        self.cluster_id
+            .store(self.guard.cluster.cluster_id, Ordering::Release);
+    }
+}
+
 impl Drop for StateWriter<'_> {
     fn drop(&mut self) {
         // Still under the lock: whoever reads the state after this write sees the id too.
-        self.cluster_id
-            .store(self.guard.cluster.cluster_id, Ordering::Release);
+        self.publish();
     }
 }
 
@@ -374,6 +382,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(cmd) => {
                         let (result, events) =
                             apply_command(&mut state, entry.log_id.leader_id.term, cmd);
+                        // Before the proposer or a watcher hears of it: a reply to the write
+                        // that set the cluster id is read with the id.
+                        state.publish();
                         if !events.is_empty() {
                             // No receivers is fine: nobody watches.
                             let _ = self.handle.shared.events.send(Arc::new(WatchBatch {

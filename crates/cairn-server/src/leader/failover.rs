@@ -126,9 +126,12 @@ impl Mover {
         })
         .await;
         match planned {
-            Ok(chosen) => self.run_batches(chosen).await,
+            // The term may have ended while the plan was made: then nothing starts.
+            Ok(chosen) if self.term.is_current() => self.run_batches(chosen).await,
+            Ok(_) => false,
             Err(e) => {
-                // The next rescan plans again.
+                // Only a panic in the planner gets here; the same inputs are not planned
+                // again (a rescan plans when the routes, the candidates or the moves change).
                 tracing::warn!("failover: planning failed: {e}");
                 true
             }

@@ -318,7 +318,9 @@ impl KvState {
         };
         // A field borrow (not `history_mut`), so the counters below stay writable.
         let history = Arc::make_mut(self.keys.get_mut(&key[..]).expect("key inserted above"));
-        let prev = history.visible_at(w.revision - 1).cloned();
+        let prev_kv = history
+            .visible_at(w.revision - 1)
+            .map(|p| p.to_kv(&key, true));
         let (create_revision, version, old_lease) = match history.latest_live() {
             Some(latest) => (latest.create_revision, latest.version + 1, latest.lease),
             None => {
@@ -347,7 +349,7 @@ impl KvState {
         w.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
-            prev_kv: prev.map(|p| p.to_kv(&key, true)),
+            prev_kv,
         });
         history.push(new);
         if old_lease != lease {

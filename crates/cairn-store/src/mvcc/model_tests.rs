@@ -92,6 +92,17 @@ fn random_workload_matches_the_model() {
         s.lease_grant(1, 10).unwrap();
         s.lease_grant(2, 10).unwrap();
         let key = |rng: &mut Rng| vec![b'a' + rng.below(12) as u8];
+        // Half short (held as written), half records long enough to be held packed.
+        let value = |rng: &mut Rng| {
+            let n = rng.next();
+            if n.is_multiple_of(2) {
+                return n.to_le_bytes().to_vec();
+            }
+            let regions: Vec<String> = (0..4 + n % 8)
+                .map(|r| format!("{{\"id\":{},\"l\":{}}}", n % 1000 + r, r % 3))
+                .collect();
+            format!("{{\"r\":[{}]}}", regions.join(",")).into_bytes()
+        };
 
         for step in 0..400 {
             match rng.below(10) {
@@ -105,7 +116,7 @@ fn random_workload_matches_the_model() {
                         .into_iter()
                         .map(|k| {
                             let lease = leases[rng.below(3) as usize];
-                            (k, rng.next().to_le_bytes().to_vec(), lease)
+                            (k, value(&mut rng), lease)
                         })
                         .collect();
                     let ops = puts

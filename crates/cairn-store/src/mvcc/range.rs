@@ -12,7 +12,7 @@ use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::KeyValue;
 
-use super::keyspace::KeyRange;
+use super::keyspace::{KeyRange, Version};
 use super::{KvError, KvState};
 
 impl KvState {
@@ -84,36 +84,35 @@ impl KvState {
         } else {
             usize::MAX
         };
-        // Sorting by value needs the values even when the caller wants keys only.
-        let with_value =
-            !req.keys_only || (order != SortOrder::None && target == SortTarget::Value);
-
-        let mut kvs = Vec::new();
+        // The versions first; only those returned become key-values (a value held packed is
+        // unpacked once, and only if it is sent).
+        let mut hits: Vec<Hit<'_>> = Vec::new();
         let mut count: i64 = 0;
         for (key, history) in KeyRange::new(&req.key, &req.range_end).iter(&self.keys) {
             let Some(version) = history.visible_at(at) else {
                 continue;
             };
             count += 1;
-            if !req.count_only && kvs.len() < fetch_max {
-                kvs.push(version.to_kv(key, with_value));
+            if !req.count_only && hits.len() < fetch_max {
+                hits.push((key, version));
             }
         }
 
         if filtered {
-            kvs.retain(|kv| passes_revision_filters(req, kv));
+            hits.retain(|(_, v)| passes_revision_filters(req, v));
         }
-        sort_kvs(&mut kvs, order, target);
+        sort_hits(&mut hits, order, target);
         let mut more = false;
         if let Ok(limit) = usize::try_from(req.limit) {
-            if limit > 0 && kvs.len() > limit {
-                kvs.truncate(limit);
+            if limit > 0 && hits.len() > limit {
+                hits.truncate(limit);
                 more = true;
             }
         }
-        if req.keys_only && with_value {
-            kvs.iter_mut().for_each(|kv| kv.value.clear());
-        }
+        let kvs = hits
+            .into_iter()
+            .map(|(key, version)| version.to_kv(key, !req.keys_only))
+            .collect();
         Ok(RangeResponse {
             header: None,
             kvs,
@@ -130,29 +129,41 @@ pub(super) fn sort_options(req: &RangeRequest) -> Result<(SortOrder, SortTarget)
     Ok((order, target))
 }
 
-fn passes_revision_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
-    !(req.max_mod_revision != 0 && kv.mod_revision > req.max_mod_revision
-        || req.min_mod_revision != 0 && kv.mod_revision < req.min_mod_revision
-        || req.max_create_revision != 0 && kv.create_revision > req.max_create_revision
-        || req.min_create_revision != 0 && kv.create_revision < req.min_create_revision)
+fn passes_revision_filters(req: &RangeRequest, v: &Version) -> bool {
+    !(req.max_mod_revision != 0 && v.mod_revision > req.max_mod_revision
+        || req.min_mod_revision != 0 && v.mod_revision < req.min_mod_revision
+        || req.max_create_revision != 0 && v.create_revision > req.max_create_revision
+        || req.min_create_revision != 0 && v.create_revision < req.min_create_revision)
 }
 
-/// Sorts a key-ordered list; the sort is stable, so ties stay in key order.
-fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
-    let ascending: fn(&KeyValue, &KeyValue) -> Ordering = match target {
-        SortTarget::Key => |a, b| a.key.cmp(&b.key),
-        SortTarget::Version => |a, b| a.version.cmp(&b.version),
-        SortTarget::Create => |a, b| a.create_revision.cmp(&b.create_revision),
-        SortTarget::Mod => |a, b| a.mod_revision.cmp(&b.mod_revision),
-        SortTarget::Value => |a, b| a.value.cmp(&b.value),
+/// A key and the version of it a range sees.
+type Hit<'a> = (&'a [u8], &'a Version);
+
+/// Sorts a key-ordered list of hits; the sort is stable, so ties stay in key order.
+fn sort_hits<'a>(hits: &mut [Hit<'a>], order: SortOrder, target: SortTarget) {
+    let ascending: fn(&Hit<'a>, &Hit<'a>) -> Ordering = match target {
+        SortTarget::Key => |a, b| a.0.cmp(b.0),
+        SortTarget::Version => |a, b| a.1.version.cmp(&b.1.version),
+        SortTarget::Create => |a, b| a.1.create_revision.cmp(&b.1.create_revision),
+        SortTarget::Mod => |a, b| a.1.mod_revision.cmp(&b.1.mod_revision),
+        SortTarget::Value => {
+            // Compared as written: each value unpacked once, not once per comparison.
+            let as_written = |h: &Hit<'a>| h.1.value.as_ref().map(|v| v.to_vec());
+            match order {
+                SortOrder::Ascend => hits.sort_by_cached_key(as_written),
+                SortOrder::Descend => hits.sort_by_cached_key(|h| std::cmp::Reverse(as_written(h))),
+                SortOrder::None => {}
+            }
+            return;
+        }
     };
     match (order, target) {
         (SortOrder::None, _) => {}
         // The scan yields ascending keys already.
         (SortOrder::Ascend, SortTarget::Key) => {}
-        (SortOrder::Descend, SortTarget::Key) => kvs.reverse(),
-        (SortOrder::Ascend, _) => kvs.sort_by(ascending),
-        (SortOrder::Descend, _) => kvs.sort_by(|a, b| ascending(b, a)),
+        (SortOrder::Descend, SortTarget::Key) => hits.reverse(),
+        (SortOrder::Ascend, _) => hits.sort_by(ascending),
+        (SortOrder::Descend, _) => hits.sort_by(|a, b| ascending(b, a)),
     }
 }
 
@@ -382,5 +393,45 @@ mod tests {
         let r = s.range(&req).unwrap();
         assert_eq!(keys_of(&r.kvs), vec![b"b".to_vec()]);
         assert!(r.more);
+    }
+
+    #[test]
+    fn values_held_packed_sort_and_read_as_written() {
+        // Long records (held packed) whose order as written differs from key order.
+        let record = |n: u32| {
+            let regions: Vec<String> = (0..8)
+                .map(|r| format!("{{\"id\":{},\"l\":{}}}", r, r % 3))
+                .collect();
+            format!("{{\"n\":{n},\"r\":[{}]}}", regions.join(",")).into_bytes()
+        };
+        let mut s = KvState::new();
+        for (key, n) in [(b"a", 3), (b"b", 1), (b"c", 4), (b"d", 2)] {
+            put(&mut s, key, &record(n));
+        }
+        let by_value = |order: SortOrder, limit: i64, keys_only: bool| {
+            let req = RangeRequest {
+                sort_order: order as i32,
+                sort_target: SortTarget::Value as i32,
+                limit,
+                keys_only,
+                ..range_req(b"a", b"\0")
+            };
+            s.range(&req).unwrap()
+        };
+        let r = by_value(SortOrder::Descend, 2, false);
+        assert_eq!(keys_of(&r.kvs), vec![b"c".to_vec(), b"a".to_vec()]);
+        assert_eq!(r.kvs[0].value, record(4));
+        assert!(r.more && r.count == 4);
+        let r = by_value(SortOrder::Ascend, 0, true);
+        assert_eq!(
+            keys_of(&r.kvs),
+            [b"b", b"d", b"a", b"c"].map(|k| k.to_vec())
+        );
+        assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+        let r = s.range(&range_req(b"b", b"d")).unwrap();
+        assert_eq!(
+            r.kvs.iter().map(|kv| kv.value.clone()).collect::<Vec<_>>(),
+            vec![record(1), record(4)]
+        );
     }
 }

@@ -329,6 +329,10 @@ mod tests {
                 .collect();
             format!("{{\"t\":{i},\"v\":1,\"r\":[{}]}}", regions.join(",")).into_bytes()
         };
+        for i in 1..=3 {
+            let held = crate::mvcc::value::Value::new(&json(i)).held_bytes();
+            assert!(held < json(i).len(), "held packed: {held} bytes");
+        }
         let mut s = KvState::new();
         put(&mut s, b"r/1", &json(1));
         put(&mut s, b"r/2", &json(2));
