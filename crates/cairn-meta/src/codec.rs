@@ -21,7 +21,7 @@ pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, MetaEr
 
 /// The words Cairn's own JSON records are made of: field and variant names, type names and
 /// common values, for compressing records against. A record of a few hundred bytes repeats
-/// little of itself but much of this: a table info of three columns goes from 552 bytes to 132
+/// little of itself but much of this: a table info of three columns goes from 552 bytes to 139
 /// with it in LZ4, to 389 without (BENCHMARKS.md, issue 12). Used only in memory
 /// (cairn-store holds large values compressed); what is stored on disk or sent is the plain
 /// JSON, so this may change from one build to the next. Most common last: the nearest match

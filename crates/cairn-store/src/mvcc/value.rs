@@ -3,7 +3,7 @@
 //!
 //! Cairn's metadata are JSON records of a few hundred bytes each, kept in memory on every node
 //! for the cluster's life: held compressed, a table info of three columns and its route of ten
-//! regions take 264 bytes instead of 894 (BENCHMARKS.md, issue 12). Compression is a matter of
+//! regions take 269 bytes instead of 894 (BENCHMARKS.md, issue 12). Compression is a matter of
 //! this node's memory alone: the snapshot, the wire, watch events and hashes all see the bytes
 //! as written, so a build with another vocabulary, or none, reads the same store.
 
