@@ -75,18 +75,23 @@ mod tests {
     use super::*;
     use crate::route::{LeaderState, RegionRoute, TableRoute};
 
-    #[test]
-    fn records_round_trip_as_readable_json() {
-        let route = TableRoute {
+    /// Table 1's route at version 2: one region, led by node 3.
+    fn one_region_route(follower_nodes: Vec<u64>, leader_state: LeaderState) -> TableRoute {
+        TableRoute {
             table_id: 1,
             version: 2,
             regions: vec![RegionRoute {
                 region_id: 1 << 32,
                 leader_node: 3,
-                follower_nodes: vec![],
-                leader_state: LeaderState::Active,
+                follower_nodes,
+                leader_state,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn records_round_trip_as_readable_json() {
+        let route = one_region_route(vec![], LeaderState::Active);
         let bytes = encode(&route);
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
@@ -175,16 +180,7 @@ mod tests {
             columns: vec!["host".into()],
             partitions: 2,
         };
-        let route = TableRoute {
-            table_id: 1,
-            version: 2,
-            regions: vec![RegionRoute {
-                region_id: 1 << 32,
-                leader_node: 3,
-                follower_nodes: vec![4],
-                leader_state: LeaderState::Downgrading,
-            }],
-        };
+        let route = one_region_route(vec![4], LeaderState::Downgrading);
         let mut all = Vec::new();
         for bytes in [
             encode(&info),
