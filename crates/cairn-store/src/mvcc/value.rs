@@ -17,6 +17,10 @@ pub const VALUE_PACK_MIN_BYTES: usize = 64;
 const PLAIN: u8 = 0;
 /// LZ4 with the vocabulary as dictionary, after the value's length (u32, little-endian).
 const PACKED: u8 = 1;
+/// What a packed value holds before its LZ4 block: the tag and the length as written.
+const PACKED_HEADER_BYTES: usize = 5;
+/// A value is held packed only if that saves at least 1/`PACK_SAVING_MIN_DIVISOR` of it.
+const PACK_SAVING_MIN_DIVISOR: usize = 8;
 
 /// One value as held: a tag byte, then the bytes as written or packed.
 #[derive(Clone, PartialEq, Eq)]
@@ -29,8 +33,9 @@ impl Value {
             if let Ok(len) = u32::try_from(bytes.len()) {
                 let packed =
                     lz4_flex::block::compress_with_dict(bytes, cairn_meta::codec::VOCABULARY);
-                if packed.len() + 5 <= bytes.len() - bytes.len() / 8 {
-                    let mut held = Vec::with_capacity(packed.len() + 5);
+                let held_len = packed.len() + PACKED_HEADER_BYTES;
+                if held_len <= bytes.len() - bytes.len() / PACK_SAVING_MIN_DIVISOR {
+                    let mut held = Vec::with_capacity(held_len);
                     held.push(PACKED);
                     held.extend_from_slice(&len.to_le_bytes());
                     held.extend_from_slice(&packed);
@@ -48,7 +53,12 @@ impl Value {
     pub fn len(&self) -> usize {
         match self.0[0] {
             PLAIN => self.0.len() - 1,
-            _ => u32::from_le_bytes(self.0[1..5].try_into().expect("four bytes")) as usize,
+            _ => {
+                let len = self.0[1..PACKED_HEADER_BYTES]
+                    .try_into()
+                    .expect("four bytes");
+                u32::from_le_bytes(len) as usize
+            }
         }
     }
 
@@ -60,7 +70,7 @@ impl Value {
                 let mut out = vec![0; self.len()];
                 // Packed here, from bytes of this length, with this vocabulary: it unpacks.
                 let n = lz4_flex::block::decompress_into_with_dict(
-                    &self.0[5..],
+                    &self.0[PACKED_HEADER_BYTES..],
                     &mut out,
                     cairn_meta::codec::VOCABULARY,
                 )
