@@ -21,7 +21,7 @@ use tonic::Status;
 
 /// Heartbeat samples of a region's load kept to smooth it: a moment's burst moves nothing, a
 /// lasting change shows within a few heartbeats. Also the length of the region's load history
-/// as served (kept no longer: at 100,000 regions each sample costs 1.6 MB of leader memory).
+/// as served (kept no longer: at 100,000 regions each sample costs 1 MB of leader memory).
 pub const REGION_LOAD_SAMPLES_MAX: usize = 6;
 
 /// One heartbeat's report of a region's load.
@@ -60,40 +60,54 @@ impl Reported {
 /// older (a previous leader's summary) still read back at their own time.
 const LOAD_BASE_LEAD_MS: u64 = 24 * 60 * 60 * 1000;
 
-/// A sample as kept: its time in ms after [`RegionLoads`]' base, not as Unix ms. 12 bytes
-/// instead of 16; a million regions keep six each (24 MB less on the leader).
-#[derive(Debug, Clone, Copy, Default)]
-struct KeptSample {
-    after_base_ms: u32,
-    wcus: u32,
-    rcus: u32,
-}
+/// The longest silence, in ms, between two kept samples of a region: each sample but the
+/// newest keeps its time as a `u16` of ms before the next one. A report that comes later than
+/// this after the region's newest sample starts its history anew, since the older samples no
+/// longer describe its load. Above a datanode's longest heartbeat interval (60 s), so a region
+/// reported on every heartbeat keeps its whole window.
+pub const REGION_LOAD_GAP_MAX_MS: u32 = u16::MAX as u32;
 
-/// One region's recent load, oldest sample first once full.
+/// One region's recent load, newest sample first: 72 bytes, where six samples with their own
+/// times took 88.
 #[derive(Debug, Clone, Default)]
 struct RegionLoad {
-    /// A ring.
-    samples: [KeptSample; REGION_LOAD_SAMPLES_MAX],
+    wcus: [u32; REGION_LOAD_SAMPLES_MAX],
+    rcus: [u32; REGION_LOAD_SAMPLES_MAX],
+    /// When the newest sample was received, in ms after [`RegionLoads`]' base.
+    newest_after_base_ms: u32,
+    /// `gaps_ms[i]`: how long before sample `i` sample `i + 1` was received.
+    gaps_ms: [u16; REGION_LOAD_SAMPLES_MAX - 1],
     len: u8,
-    next: u8,
-    /// The sample in slot 0 is the previous leader's smoothed load (see [`RegionLoads::seed`]).
+    /// The oldest kept sample is the previous leader's smoothed load (see
+    /// [`RegionLoads::seed_all`]).
     seeded: bool,
     bytes: u64,
 }
 
 impl RegionLoad {
-    /// Takes in one report, received `after_base_ms` after the loads' base time.
+    /// Takes in one report, received `after_base_ms` after the loads' base time. A report
+    /// received before the newest sample (two nodes' reports of one region in one pass) reads
+    /// as received with it.
     fn observe(&mut self, r: &Reported, after_base_ms: u32) {
-        if self.next == 0 && self.len > 0 {
-            // Slot 0 is overwritten: a seeded sample there is gone.
-            self.seeded = false;
+        let gap = after_base_ms.saturating_sub(self.newest_after_base_ms);
+        if self.len > 0 && gap > REGION_LOAD_GAP_MAX_MS {
+            (self.len, self.seeded) = (0, false);
         }
-        self.samples[self.next as usize] = KeptSample {
-            after_base_ms,
-            wcus: r.wcus,
-            rcus: r.rcus,
-        };
-        self.next = ((self.next as usize + 1) % REGION_LOAD_SAMPLES_MAX) as u8;
+        if self.len > 0 {
+            if self.len as usize == REGION_LOAD_SAMPLES_MAX {
+                // The oldest leaves, and with it a seeded sample.
+                self.seeded = false;
+            }
+            self.wcus.copy_within(..REGION_LOAD_SAMPLES_MAX - 1, 1);
+            self.rcus.copy_within(..REGION_LOAD_SAMPLES_MAX - 1, 1);
+            self.gaps_ms.copy_within(..REGION_LOAD_SAMPLES_MAX - 2, 1);
+            self.gaps_ms[0] = gap as u16;
+            self.newest_after_base_ms += gap;
+        } else {
+            self.newest_after_base_ms = after_base_ms;
+        }
+        self.wcus[0] = r.wcus;
+        self.rcus[0] = r.rcus;
         self.len = (self.len + 1).min(REGION_LOAD_SAMPLES_MAX as u8);
         self.bytes = r.bytes;
     }
@@ -101,9 +115,9 @@ impl RegionLoad {
     /// Mean (wcus, rcus) over the kept samples, and the last reported size.
     fn smoothed(&self) -> (f64, f64, u64) {
         let n = self.len.max(1) as f64;
-        let kept = &self.samples[..self.len as usize];
-        let w: u64 = kept.iter().map(|s| s.wcus as u64).sum();
-        let r: u64 = kept.iter().map(|s| s.rcus as u64).sum();
+        let len = self.len as usize;
+        let w: u64 = self.wcus[..len].iter().map(|w| *w as u64).sum();
+        let r: u64 = self.rcus[..len].iter().map(|r| *r as u64).sum();
         (w as f64 / n, r as f64 / n, self.bytes)
     }
 }
@@ -192,9 +206,7 @@ impl RegionLoads {
         let new_base = newest_ms - u32::MAX as u64 / 2;
         let shift = new_base - base;
         for l in &mut self.loads {
-            for s in &mut l.samples {
-                s.after_base_ms = (s.after_base_ms as u64).saturating_sub(shift) as u32;
-            }
+            l.newest_after_base_ms = (l.newest_after_base_ms as u64).saturating_sub(shift) as u32;
         }
         self.base_ms = Some(new_base);
     }
@@ -309,24 +321,24 @@ impl RegionLoads {
             return Vec::new();
         };
         let len = l.len as usize;
-        let start = if len < REGION_LOAD_SAMPLES_MAX {
-            0
-        } else {
-            l.next as usize
-        };
         let base = self.base_ms.unwrap_or(0);
-        (0..len)
-            .map(|i| (start + i) % REGION_LOAD_SAMPLES_MAX)
-            .map(|slot| {
-                let s = l.samples[slot];
+        // Each sample's time: the newest's, less the gaps after it.
+        let mut at = base + l.newest_after_base_ms as u64;
+        let mut out: Vec<(LoadSample, bool)> = (0..len)
+            .map(|i| {
+                if i > 0 {
+                    at = at.saturating_sub(l.gaps_ms[i - 1] as u64).max(base);
+                }
                 let sample = LoadSample {
-                    at_ms: base + s.after_base_ms as u64,
-                    wcus: s.wcus,
-                    rcus: s.rcus,
+                    at_ms: at,
+                    wcus: l.wcus[i],
+                    rcus: l.rcus[i],
                 };
-                (sample, l.seeded && slot == 0)
+                (sample, l.seeded && i == len - 1)
             })
-            .collect()
+            .collect();
+        out.reverse();
+        out
     }
 
     /// The `max` regions with the most smoothed load: (region, wcus, rcus).
@@ -571,7 +583,7 @@ mod tests {
     }
 
     #[test]
-    fn a_seeded_sample_is_marked_until_the_ring_passes_it() {
+    fn a_seeded_sample_is_marked_until_it_leaves_the_window() {
         let mut l = RegionLoads::default();
         l.seed(1, 40.0, 20.0, 500);
         assert_eq!(
@@ -616,17 +628,66 @@ mod tests {
         // Fifty days on: past what a u32 of ms after the first base holds.
         let later = t0 + 50 * 24 * 3_600_000;
         l.observe(&stat(1, 20), later);
-        let h: Vec<u64> = l.history(1).iter().map(|s| s.0.at_ms).collect();
-        assert_eq!(h[1], later, "the new sample at its own time");
-        assert_eq!(
-            h[0],
-            later - u32::MAX as u64 / 2,
-            "the old one at the moved base"
-        );
         l.observe(&stat(1, 30), later + 1_000);
-        assert_eq!(l.history(1)[2].0.at_ms, later + 1_000);
-        assert_eq!(l.history(1)[1].0.at_ms, later, "no move needed");
-        assert_eq!(l.smoothed(1).0, 20.0, "loads are unchanged by the move");
+        let h: Vec<u64> = l.history(1).iter().map(|s| s.0.at_ms).collect();
+        assert_eq!(h, [later, later + 1_000], "each at its own time");
+        assert_eq!(
+            l.history(2)[0].0.at_ms,
+            later - u32::MAX as u64 / 2,
+            "a sample older than the moved base reads as at it"
+        );
+        assert_eq!(l.smoothed(1).0, 25.0, "loads are unchanged by the move");
+    }
+
+    #[test]
+    fn a_history_keeps_exact_times_and_starts_anew_after_a_long_silence() {
+        let mut l = RegionLoads::default();
+        let t0 = 1_767_225_600_000;
+        let gap = REGION_LOAD_GAP_MAX_MS as u64;
+        let times = [t0, t0 + 3_001, t0 + 3_001 + gap, t0 + 3_002 + gap];
+        for (i, at) in times.iter().enumerate() {
+            l.observe(&stat(1, 10 * (i as u32 + 1)), *at);
+        }
+        let h: Vec<u64> = l.history(1).iter().map(|s| s.0.at_ms).collect();
+        assert_eq!(h, times, "a gap of up to {gap} ms is kept to the ms");
+        // A report older than the newest (another node's, in the same pass) reads as with it.
+        l.observe(&stat(1, 50), t0 + 10);
+        assert_eq!(
+            l.history(1)[4].0,
+            LoadSample {
+                at_ms: times[3],
+                wcus: 50,
+                rcus: 25
+            }
+        );
+        assert_eq!(l.smoothed(1).0, 30.0);
+        // Silent for longer than the gap: the old samples no longer tell its load.
+        let back = times[3] + gap + 1;
+        l.observe(&stat(1, 7), back);
+        let h = l.history(1);
+        assert_eq!(
+            h,
+            [(
+                LoadSample {
+                    at_ms: back,
+                    wcus: 7,
+                    rcus: 3
+                },
+                false
+            )]
+        );
+        assert_eq!(l.smoothed(1).0, 7.0);
+        // So is a seeded sample followed by a report long after it.
+        l.seed(2, 40.0, 20.0, t0);
+        l.observe(&stat(2, 8), t0 + gap + 1);
+        assert_eq!(l.history(2).len(), 1);
+        assert!(!l.history(2)[0].1, "the seed is gone");
+    }
+
+    #[test]
+    fn a_region_load_is_72_bytes() {
+        // Six samples with a u32 of ms each took 88.
+        assert_eq!(std::mem::size_of::<RegionLoad>(), 72);
     }
 
     #[test]
