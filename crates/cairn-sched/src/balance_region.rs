@@ -306,7 +306,7 @@ mod tests {
         // so an empty node joining still gets follower copies from the others.
         let mut snap = snapshot(5, &[(1, 4), (2, 4), (3, 4), (4, 4)]);
         for (i, r) in snap.regions.iter_mut().enumerate() {
-            r.followers = vec![[2, 3, 4, 1][i / 4]];
+            r.followers = vec![[2, 3, 4, 1][i / 4]].into();
         }
         snap.nodes[3].schedulable = false;
         snap.nodes[3].going = true;
@@ -359,7 +359,7 @@ mod tests {
     fn follower_copies_are_balanced_too_and_never_onto_a_holder() {
         let mut snap = snapshot(3, &[(1, 6)]);
         for r in &mut snap.regions {
-            r.followers = vec![2];
+            r.followers = vec![2].into();
         }
         let ops = plan(&snap);
         let followers: Vec<&Operator> = ops

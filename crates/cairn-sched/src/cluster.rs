@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::followers::Followers;
 use crate::operator::{MoveKind, Operator};
 
 /// The datanode label holding a node's relative capacity (`"2"`: twice an unlabelled node's
@@ -219,7 +220,7 @@ impl NodeView {
 pub struct RegionView {
     pub region_id: u64,
     pub leader: u64,
-    pub followers: Vec<u64>,
+    pub followers: Followers,
     pub approximate_bytes: u64,
     pub wcus: f64,
     pub rcus: f64,
@@ -231,7 +232,7 @@ impl RegionView {
         RegionView {
             region_id,
             leader,
-            followers: Vec::new(),
+            followers: Followers::default(),
             approximate_bytes: 0,
             wcus: 0.0,
             rcus: 0.0,

@@ -264,9 +264,9 @@ mod tests {
         // Region 0: led by 1, followed by 3 (live) — the follower takes it.
         // Region 1: led by 1, followed by 4, which is down — a schedulable node takes it.
         // Region 2: led by 2, followed by 1 — the copy moves to a node without one.
-        snap.regions[0].followers = vec![3];
-        snap.regions[1].followers = vec![4];
-        snap.regions[2].followers = vec![1];
+        snap.regions[0].followers = vec![3].into();
+        snap.regions[1].followers = vec![4].into();
+        snap.regions[2].followers = vec![1].into();
         snap.nodes[3].schedulable = false;
         let snap = drained(snap, 1, DrainKind::All);
         let ops = run(&snap);
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn follower_copies_wait_while_failover_moves_the_leader() {
         let mut snap = snapshot(3, &[(2, 1)]);
-        snap.regions[0].followers = vec![1];
+        snap.regions[0].followers = vec![1].into();
         snap.nodes[1].schedulable = false;
         snap.nodes[1].going = true;
         let snap = drained(snap, 1, DrainKind::All);
@@ -370,7 +370,7 @@ mod tests {
         // b), followed by 1 (zone a): the copy goes to node 3 (zone a), not node 4 (zone b, with
         // the leader), though 4 holds fewer copies.
         let region = |id: u64, leader: u64, followers: Vec<u64>| RegionView {
-            followers,
+            followers: followers.into(),
             ..RegionView::new(id, leader)
         };
         snap.regions = vec![

@@ -25,11 +25,11 @@ mod tests {
     fn leadership_goes_to_followers_and_the_node_stays_a_follower() {
         let mut snap = snapshot(3, &[(1, 4), (2, 1)]);
         for r in &mut snap.regions[..2] {
-            r.followers = vec![2, 3];
+            r.followers = vec![2, 3].into();
         }
-        snap.regions[2].followers = vec![3];
+        snap.regions[2].followers = vec![3].into();
         // Region 3 has no follower: it stays.
-        snap.regions[4].followers = vec![1];
+        snap.regions[4].followers = vec![1].into();
         let n = &mut snap.nodes[0];
         (n.schedulable, n.drain) = (false, Some(DrainKind::Leaders));
         snap.urgent_moves_left = 100;

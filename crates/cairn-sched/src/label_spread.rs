@@ -267,7 +267,7 @@ mod tests {
         let mut snap = snapshot(3, &[(1, 2)]);
         zoned(&mut snap, &["a", "a", "b"]);
         for r in &mut snap.regions {
-            r.followers = vec![2];
+            r.followers = vec![2].into();
         }
         plan_until_quiet(&mut snap, plan);
         for r in &snap.regions {
@@ -286,7 +286,7 @@ mod tests {
         // second zone-a copy to node 3 (zone a) would mend nothing.
         let mut snap = snapshot(4, &[(1, 1)]);
         zoned(&mut snap, &["a", "a", "a", "b"]);
-        snap.regions[0].followers = vec![2, 4];
+        snap.regions[0].followers = vec![2, 4].into();
         let mut t = Tally::new(&snap);
         LabelSpread.schedule(&mut t);
         assert!(t.planned.is_empty(), "{:?}", t.planned);
@@ -297,7 +297,7 @@ mod tests {
         let mut snap = snapshot(3, &[(1, 2)]);
         zoned(&mut snap, &["a", "a", "a"]);
         for r in &mut snap.regions {
-            r.followers = vec![2];
+            r.followers = vec![2].into();
         }
         let mut t = Tally::new(&snap);
         LabelSpread.schedule(&mut t);

@@ -21,6 +21,7 @@ mod balance_region;
 mod cluster;
 mod drain;
 mod evict_leaders;
+mod followers;
 mod hot_region;
 mod kind;
 mod label_aware;
@@ -48,6 +49,7 @@ pub use cluster::{
     COUNT_MOVE_LOAD_BANDS, NODE_CAPACITY_MAX,
 };
 pub use drain::{failover_plan, FAILOVER as FAILOVER_SCHEDULER};
+pub use followers::Followers;
 pub use hot_region::{HOT_MIN_LOAD_DEFAULT, HOT_OPERATORS_PER_PASS_MAX, HOT_TOLERANCE_DEFAULT};
 pub use kind::{SelectorKind, UnknownSelector};
 pub use label_aware::LabelAware;

@@ -218,7 +218,7 @@ mod tests {
             && o.priority == Priority::High));
         plan_until_quiet(&mut snap, plan_all);
         for r in &snap.regions {
-            let mut holders: Vec<u64> = r.followers.clone();
+            let mut holders: Vec<u64> = r.followers.to_vec();
             holders.push(r.leader);
             holders.sort_unstable();
             holders.dedup();
@@ -232,7 +232,7 @@ mod tests {
     fn followed_by_node_3() -> ClusterSnapshot {
         let mut snap = snapshot(3, &[(1, 4)]);
         for r in &mut snap.regions {
-            r.followers = vec![3];
+            r.followers = vec![3].into();
         }
         snap.followers_per_region = 1;
         snap
@@ -266,7 +266,7 @@ mod tests {
         let mut snap = snapshot(2, &[(1, 2), (2, 2)]);
         snap.followers_per_region = 1;
         for r in &mut snap.regions {
-            r.followers = vec![if r.leader == 1 { 2 } else { 1 }];
+            r.followers = vec![if r.leader == 1 { 2 } else { 1 }].into();
         }
         assert!(repairs(&snap).is_empty(), "counts met");
         // Two followers wanted, but two nodes can hold only one each besides the leader.
@@ -291,7 +291,7 @@ mod tests {
         for (n, z) in snap.nodes.iter_mut().zip(["a", "a", "b", "c"]) {
             *n = NodeView::new(n.node_id).with_label("zone", z);
         }
-        snap.regions[0].followers = vec![2, 3, 4];
+        snap.regions[0].followers = vec![2, 3, 4].into();
         (snap.nodes[3].schedulable, snap.nodes[3].failed) = (false, true);
         snap.followers_per_region = 1;
         let mut s = ReplicaRepair::default();
@@ -342,7 +342,7 @@ mod tests {
             *n = NodeView::new(n.node_id).with_label("zone", z);
         }
         for r in &mut snap.regions {
-            r.followers = vec![3];
+            r.followers = vec![3].into();
         }
         snap.followers_per_region = 1;
         snap.nodes[2].schedulable = false;
@@ -396,7 +396,7 @@ mod tests {
                         "seed {seed}: {r:?}"
                     );
                 }
-                let mut holders = r.followers.clone();
+                let mut holders = r.followers.to_vec();
                 holders.push(r.leader);
                 holders.sort_unstable();
                 holders.dedup();

@@ -232,9 +232,7 @@ pub fn play(
             match op.kind {
                 MoveKind::Leader => r.leader = op.to,
                 MoveKind::Follower => {
-                    for f in r.followers.iter_mut().filter(|f| **f == op.from) {
-                        *f = op.to;
-                    }
+                    r.followers.replace(op.from, op.to);
                 }
                 MoveKind::AddFollower => r.followers.push(op.to),
                 MoveKind::RemoveFollower => r.followers.retain(|f| *f != op.from),

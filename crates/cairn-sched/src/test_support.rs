@@ -140,21 +140,17 @@ pub(crate) fn apply(snap: &mut crate::ClusterSnapshot, op: &crate::Operator) {
             assert_eq!(r.leader, op.from, "{op:?}");
             r.leader = op.to;
             // Handed to a follower: the old leader follows in its place, or its copy closes.
-            if let Some(k) = r.followers.iter().position(|f| *f == op.to) {
+            if r.followers.contains(&op.to) {
                 if op.keeps_source() {
-                    r.followers[k] = op.from;
+                    r.followers.replace(op.to, op.from);
                 } else {
-                    r.followers.remove(k);
+                    r.followers.retain(|f| *f != op.to);
                 }
             }
         }
         crate::MoveKind::Follower => {
-            let f = r
-                .followers
-                .iter_mut()
-                .find(|f| **f == op.from)
-                .expect("follower");
-            *f = op.to;
+            assert!(r.followers.contains(&op.from), "follower: {op:?}");
+            r.followers.replace(op.from, op.to);
         }
         crate::MoveKind::AddFollower => {
             assert!(!r.followers.contains(&op.to), "{op:?}");

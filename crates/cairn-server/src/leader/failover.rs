@@ -331,7 +331,7 @@ fn look(
     let regions: Vec<RegionView> = routes
         .regions()
         .map(|r| RegionView {
-            followers: r.followers().to_vec(),
+            followers: r.followers().clone(),
             ..RegionView::new(r.region_id, r.leader)
         })
         .collect();

@@ -590,7 +590,7 @@ mod tests {
             "urgent: outside the per-node limits"
         );
         let led = |id: u64, followers: &[u64]| RegionView {
-            followers: followers.to_vec(),
+            followers: followers.to_vec().into(),
             ..RegionView::new(id, 1)
         };
         let snap = ClusterSnapshot {
@@ -656,7 +656,7 @@ mod tests {
             ..NodeView::new(id)
         };
         let region = |id: u64| RegionView {
-            followers: vec![3],
+            followers: vec![3].into(),
             ..RegionView::new(id, 1)
         };
         let mut snap = ClusterSnapshot {
@@ -721,7 +721,7 @@ mod tests {
         (drained.schedulable, drained.drain) = (false, Some(DrainKind::All));
         // A leader handed to follower 2 is no premise gone stale.
         let mut handover = RegionView::new(10, 1);
-        handover.followers = vec![2];
+        handover.followers = vec![2].into();
         let mut snap = ClusterSnapshot {
             now_ms: 5,
             nodes: vec![drained, NodeView::new(2)],

@@ -15,6 +15,7 @@ use crate::leader::node::Node;
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout, SCAN_PAGE_KEYS};
 use cairn_meta::{codec, TableRoute};
+use cairn_sched::Followers;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -25,9 +26,8 @@ use tonic::Status;
 pub struct RouteRegion {
     pub region_id: u64,
     pub leader: u64,
-    /// Behind a second pointer, so that the many regions with none (the default) spend 8
-    /// bytes on it rather than a slice's 16.
-    followers: Option<Box<Box<[u64]>>>,
+    /// Shared with every pass's view of the region (8 bytes, no allocation when none).
+    followers: Followers,
     /// The leader takes writes (not being moved).
     pub leader_active: bool,
 }
@@ -37,13 +37,13 @@ impl RouteRegion {
         RouteRegion {
             region_id,
             leader,
-            followers: (!followers.is_empty()).then(|| Box::new(followers.into_boxed_slice())),
+            followers: followers.into(),
             leader_active,
         }
     }
 
-    pub fn followers(&self) -> &[u64] {
-        self.followers.as_deref().map_or(&[], |f| f)
+    pub fn followers(&self) -> &Followers {
+        &self.followers
     }
 
     /// `node_id` leads it and takes its writes.
@@ -467,10 +467,10 @@ mod tests {
         let json = r#"{"t":1,"v":1,"r":[{"id":4294967297,"l":3,"f":[4,5]},{"id":4294967296,"l":4,"s":"downgrading"}]}"#;
         let r = CachedRoute::decode(b"k", 1, json.as_bytes());
         let first = r.region(4294967296).unwrap();
-        assert_eq!((first.leader, first.followers()), (4, &[][..]));
+        assert_eq!((first.leader, &first.followers()[..]), (4, &[][..]));
         assert!(!first.leader_active);
         let second = r.region(4294967297).unwrap();
-        assert_eq!((second.leader, second.followers()), (3, &[4, 5][..]));
+        assert_eq!((second.leader, &second.followers()[..]), (3, &[4, 5][..]));
         assert!(second.leader_active);
         assert_eq!(std::mem::size_of::<RouteRegion>(), 32);
     }

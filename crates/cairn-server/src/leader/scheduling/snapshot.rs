@@ -443,7 +443,7 @@ pub fn build(
     // Routes list regions in region order, as the loads keep them: one walk over both.
     let mut cursor = Cursor { at: 0 };
     let mut matched = vec![false; loads.ids.len()];
-    // The last pass's views are overwritten, their follower lists' memory kept.
+    // The last pass's views are overwritten, each sharing its route's follower list.
     let mut regions = reuse;
     let mut count = 0;
     for r in routes.regions() {
@@ -459,8 +459,9 @@ pub fn build(
         }
         let v = &mut regions[count];
         (v.region_id, v.leader) = (r.region_id, r.leader);
-        v.followers.clear();
-        v.followers.extend_from_slice(r.followers());
+        if !v.followers.same(r.followers()) {
+            v.followers = r.followers().clone();
+        }
         (v.approximate_bytes, v.wcus, v.rcus) = (bytes, wcus, rcus);
         count += 1;
     }
