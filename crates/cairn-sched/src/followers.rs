@@ -25,7 +25,7 @@ impl Followers {
         let mut list = self
             .0
             .take()
-            .map_or_else(Vec::new, |a| Arc::unwrap_or_clone(a));
+            .map_or_else(Vec::new, Arc::unwrap_or_clone);
         f(&mut list);
         *self = list.into();
     }
