@@ -22,10 +22,7 @@ impl Followers {
     }
 
     fn edit(&mut self, f: impl FnOnce(&mut Vec<u64>)) {
-        let mut list = self
-            .0
-            .take()
-            .map_or_else(Vec::new, Arc::unwrap_or_clone);
+        let mut list = self.0.take().map_or_else(Vec::new, Arc::unwrap_or_clone);
         f(&mut list);
         *self = list.into();
     }

@@ -19,5 +19,6 @@ pub mod node;
 pub mod node_registry;
 pub mod procedure;
 pub mod scheduling;
+pub mod sorted;
 
 pub use crate::replica::term::LeaderTerm;

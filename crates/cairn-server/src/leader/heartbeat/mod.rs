@@ -10,6 +10,7 @@
 //! loads stored identities, judges liveness on a tick, and when the term ends the hub stops —
 //! closing every stream and failing every pending instruction.
 
+mod grant_map;
 pub mod mailbox;
 pub mod phi;
 pub mod record;
@@ -520,10 +521,7 @@ fn grant_now(
     };
     let mut table = node.heartbeats.region_leases();
     // Never while another node may still hold a lease (a region just moved away from it).
-    granted.retain(|region| table.holder(*region, now).is_none_or(|(n, _)| n == node_id));
-    for region in &granted {
-        table.grant(*region, node_id, now);
-    }
+    table.grant_all(node_id, &mut granted, now);
     RegionLeaseGrant {
         duration_ms: table.duration().as_millis() as u64,
         region_ids: granted,

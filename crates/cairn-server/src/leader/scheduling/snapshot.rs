@@ -12,6 +12,7 @@ use crate::leader::heartbeat::reported::LedRegion;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
 use crate::leader::scheduling::routes::RouteViews;
+use crate::leader::sorted::{merge_sorted, Cursor};
 use cairn_meta::DrainMode;
 use cairn_proto::cairnpb::NodeRole;
 use cairn_sched::{ClusterSnapshot, DrainKind, IdSet, NodeView, RegionView};
@@ -144,44 +145,6 @@ pub struct RegionLoads {
     base_ms: Option<u64>,
 }
 
-/// Walks sorted ids front to back, finding each asked-for id after the last one found (or, for
-/// an id before it, by a search from the start).
-struct Cursor {
-    at: usize,
-}
-
-impl Cursor {
-    fn find(&mut self, ids: &[u64], id: u64) -> Result<usize, usize> {
-        if self.at > ids.len() || ids.get(self.at.wrapping_sub(1)).is_some_and(|p| *p > id) {
-            self.at = 0;
-        }
-        // Gallop from the last place, then search the span found.
-        let mut step = 1;
-        let mut hi = self.at;
-        while hi < ids.len() && ids[hi] < id {
-            self.at = hi;
-            hi += step;
-            step *= 2;
-        }
-        let hi = hi.min(ids.len());
-        let found = match ids[self.at..hi].binary_search(&id) {
-            Ok(i) => Ok(self.at + i),
-            Err(i) => {
-                let at = self.at + i;
-                if at < ids.len() && ids[at] == id {
-                    Ok(at)
-                } else {
-                    Err(at)
-                }
-            }
-        };
-        self.at = match found {
-            Ok(i) | Err(i) => i,
-        };
-        found
-    }
-}
-
 impl RegionLoads {
     pub fn clear(&mut self) {
         *self = RegionLoads::default();
@@ -228,7 +191,7 @@ impl RegionLoads {
         self.make_room(oldest, newest);
         // Stable: two reports of one region are taken in the order they came.
         reports.sort_by_key(|r| r.region_id);
-        let mut cursor = Cursor { at: 0 };
+        let mut cursor = Cursor::default();
         let mut new: Vec<(u64, RegionLoad)> = Vec::new();
         for r in &reports {
             let at = self.after_base(r.at_ms);
@@ -249,25 +212,7 @@ impl RegionLoads {
 
     /// Adds regions not held yet, `new` sorted by id: one merge.
     fn insert_sorted(&mut self, new: Vec<(u64, RegionLoad)>) {
-        if new.is_empty() {
-            return;
-        }
-        let total = self.ids.len() + new.len();
-        let old_ids = std::mem::replace(&mut self.ids, Vec::with_capacity(total));
-        let old_loads = std::mem::replace(&mut self.loads, Vec::with_capacity(total));
-        let mut old = old_ids.into_iter().zip(old_loads).peekable();
-        for (id, l) in new {
-            while let Some(o) = old.next_if(|(o, _)| *o < id) {
-                self.ids.push(o.0);
-                self.loads.push(o.1);
-            }
-            self.ids.push(id);
-            self.loads.push(l);
-        }
-        for (id, l) in old {
-            self.ids.push(id);
-            self.loads.push(l);
-        }
+        merge_sorted(&mut self.ids, &mut self.loads, new);
     }
 
     /// Seeds regions' loads (a new leader, from the persisted summary written at `at_ms`): each
@@ -441,7 +386,7 @@ pub fn build(
     });
     loads.observe_all(reports);
     // Routes list regions in region order, as the loads keep them: one walk over both.
-    let mut cursor = Cursor { at: 0 };
+    let mut cursor = Cursor::default();
     let mut matched = vec![false; loads.ids.len()];
     // The last pass's views are overwritten, each sharing its route's follower list.
     let mut regions = reuse;
@@ -520,20 +465,6 @@ mod tests {
         fn seed(&mut self, region_id: u64, wcus: f64, rcus: f64, at_ms: u64) {
             self.seed_all(vec![(region_id, wcus, rcus)], at_ms);
         }
-    }
-
-    #[test]
-    fn the_cursor_finds_ids_walking_forward_and_searching_back() {
-        let ids: Vec<u64> = (0..1000).map(|i| i * 2).collect();
-        let mut c = Cursor { at: 0 };
-        for i in 0..1000u64 {
-            assert_eq!(c.find(&ids, i * 2), Ok(i as usize));
-        }
-        assert_eq!(c.find(&ids, 5000), Err(1000), "past the end");
-        assert_eq!(c.find(&ids, 10), Ok(5), "behind the cursor");
-        assert_eq!(c.find(&ids, 11), Err(6), "absent");
-        assert_eq!(c.find(&ids, 1998), Ok(999));
-        assert_eq!(c.find(&[], 3), Err(0));
     }
 
     #[test]
