@@ -5,6 +5,7 @@
 
 use crate::api::auth::issue_token;
 use crate::leader::node::Node;
+use crate::leader::scheduling::cpu_work;
 use cairn_proto::authpb::Permission;
 use cairn_proto::etcdserverpb::auth_server::Auth;
 use cairn_proto::etcdserverpb::*;
@@ -113,23 +114,35 @@ impl Auth for AuthService {
         request: Request<AuthenticateRequest>,
     ) -> Result<Response<AuthenticateResponse>, Status> {
         let req = request.into_inner();
-        let token = self
+        let stored = self
             .read(|a| {
                 if !a.enabled {
                     return Err(rejected(err::AUTH_NOT_ENABLED));
                 }
-                let ok = a
-                    .users
-                    .get(&req.name)
-                    .and_then(|u| u.password.as_ref())
-                    .is_some_and(|p| p.matches(&req.password));
-                if ok {
-                    Ok(issue_token(a, &req.name))
-                } else {
-                    Err(rejected(err::AUTH_FAILED))
-                }
+                Ok(a.users.get(&req.name).and_then(|u| u.password.clone()))
             })
             .await??;
+        // The salted hash's rounds run outside the state's lock, on a blocking thread: under the
+        // lock they held apply (every write) back for milliseconds per attempt.
+        let ok = match stored.clone() {
+            Some(hash) => {
+                let password = req.password;
+                cpu_work(move || Ok(hash.matches(&password))).await?
+            }
+            None => false,
+        };
+        // Issued only if the password checked is still the user's (not changed, nor the user
+        // dropped and added again, in between).
+        let token = {
+            let state = self.node.sm.read();
+            let a = &state.cluster.auth;
+            let current = a.users.get(&req.name).and_then(|u| u.password.as_ref());
+            if ok && a.enabled && current == stored.as_ref() {
+                issue_token(a, &req.name)
+            } else {
+                return Err(rejected(err::AUTH_FAILED));
+            }
+        };
         Ok(Response::new(AuthenticateResponse {
             header: self.header(),
             token,
