@@ -252,6 +252,12 @@ mod tests {
     const LEASE: Duration = Duration::from_secs(4);
     const MARGIN: Duration = Duration::from_millis(500);
 
+    /// A table for a term begun two leases ago, and now.
+    fn term_under_way() -> (RegionLeaseTable, Instant) {
+        let t0 = Instant::now();
+        (RegionLeaseTable::new(LEASE, MARGIN, t0), t0 + 2 * LEASE)
+    }
+
     #[test]
     fn a_new_leader_waits_out_its_predecessors_leases() {
         let t0 = Instant::now();
@@ -263,9 +269,7 @@ mod tests {
 
     #[test]
     fn a_grant_holds_for_the_lease_plus_the_margin() {
-        let t0 = Instant::now();
-        let mut table = RegionLeaseTable::new(LEASE, MARGIN, t0);
-        let later = t0 + 2 * LEASE;
+        let (mut table, later) = term_under_way();
         table.grant(7, 1001, later);
         assert_eq!(table.holder(7, later), Some((1001, later + LEASE + MARGIN)));
         assert!(!table.surely_over(7, later + LEASE));
@@ -325,9 +329,7 @@ mod tests {
 
     #[test]
     fn a_released_grant_frees_the_region_but_not_a_new_term() {
-        let t0 = Instant::now();
-        let mut table = RegionLeaseTable::new(LEASE, MARGIN, t0);
-        let later = t0 + 2 * LEASE;
+        let (mut table, later) = term_under_way();
         table.grant(7, 1001, later);
         table.release(7, 1002);
         assert!(!table.free_for(7, 1002, later), "only the holder releases");
@@ -343,9 +345,7 @@ mod tests {
 
     #[test]
     fn each_region_reads_back_the_node_it_was_granted_to() {
-        let t0 = Instant::now();
-        let mut table = RegionLeaseTable::new(LEASE, MARGIN, t0);
-        let later = t0 + 2 * LEASE;
+        let (mut table, later) = term_under_way();
         for region in 0..300u64 {
             table.grant(region, 5000 + region % 7, later);
         }
@@ -365,9 +365,7 @@ mod tests {
 
     #[test]
     fn a_heartbeat_is_granted_the_regions_no_other_node_may_hold() {
-        let t0 = Instant::now();
-        let mut table = RegionLeaseTable::new(LEASE, MARGIN, t0);
-        let later = t0 + 2 * LEASE;
+        let (mut table, later) = term_under_way();
         table.grant(5, 1001, later);
         let mut led = vec![7, 5, 6, 7];
         table.grant_all(1002, &mut led, later);
