@@ -610,33 +610,39 @@ impl Wal {
     /// the one holding `from` is cut there and fsynced.
     pub fn truncate(&mut self, from: u64) -> io::Result<()> {
         self.write_buf()?;
-        let new_last = {
+        let later: Vec<u64> = self.segments.range(from..).map(|(f, _)| *f).collect();
+        // The index first, under its lock and with no I/O: from then on no reader looks at an
+        // entry from `from` on. The files are cut and synced after, outside the lock, so reads
+        // (apply, replication) do not wait on those fsyncs.
+        let (cut, new_last) = {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            let later: Vec<u64> = self.segments.range(from..).map(|(f, _)| *f).collect();
-            for first in later.iter().rev() {
-                let seg = self.segments.remove(first).expect("listed segment");
-                std::fs::remove_file(&seg.path)?;
+            for first in &later {
                 index.files.remove(first);
-                self.unsynced.remove(first);
             }
-            if !later.is_empty() {
-                sync_dir(&self.dir)?;
-            }
-            if let Some(loc) = index.loc(from) {
-                if let Some(seg) = self.segments.get_mut(&loc.segment) {
-                    seg.len = loc.offset - HEADER_BYTES as u64;
-                    seg.file.set_len(seg.len)?;
-                    seg.file.sync_data()?;
-                    seg.last = from.checked_sub(1);
-                }
-            }
+            let cut = index.loc(from);
             if from < index.end() {
                 let keep = from.saturating_sub(index.first) as usize;
                 index.locs.truncate(keep);
             }
             index.last = None;
-            (!index.locs.is_empty()).then(|| index.end() - 1)
+            (cut, (!index.locs.is_empty()).then(|| index.end() - 1))
         };
+        for first in later.iter().rev() {
+            let seg = self.segments.remove(first).expect("listed segment");
+            std::fs::remove_file(&seg.path)?;
+            self.unsynced.remove(first);
+        }
+        if !later.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        if let Some(loc) = cut {
+            if let Some(seg) = self.segments.get_mut(&loc.segment) {
+                seg.len = loc.offset - HEADER_BYTES as u64;
+                seg.file.set_len(seg.len)?;
+                seg.file.sync_data()?;
+                seg.last = from.checked_sub(1);
+            }
+        }
         // The new last entry's id (its term) is read back from its record.
         if let Some(l) = new_last {
             let last = self
