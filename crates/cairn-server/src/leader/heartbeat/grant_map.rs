@@ -21,6 +21,12 @@ pub struct Grant {
 pub const GRANTS_RECENT_MIN: usize = 4096;
 /// See [`GRANTS_RECENT_MIN`]: a merge copies every grant, so it waits for an eighth more.
 pub const GRANTS_RECENT_SHARE_DIVISOR: usize = 8;
+/// Room for grants is given back once it is more than this many times the grants held (and
+/// the grants held are at least [`GRANTS_ROOM_KEPT_MIN`]): after the nodes holding most of them
+/// went away.
+pub const GRANTS_ROOM_SLACK_MAX: usize = 4;
+/// Grants' room kept however few are held.
+pub const GRANTS_ROOM_KEPT_MIN: usize = 1024;
 
 #[derive(Debug, Default)]
 pub struct GrantMap {
@@ -104,14 +110,25 @@ impl GrantMap {
     /// Keeps the grants `keep` says; gives back the room of many dropped.
     pub fn retain(&mut self, keep: impl Fn(&Grant) -> bool) {
         self.recent.retain(|_, g| keep(g));
-        let mut kept = self.grants.iter().map(&keep);
-        self.ids.retain(|_| kept.next().unwrap_or(false));
-        self.grants.retain(|g| keep(g));
-        if self.ids.capacity() > 4 * self.ids.len().max(1024) {
+        // One walk over both vectors, each grant asked about once.
+        let mut kept = 0;
+        for at in 0..self.ids.len() {
+            if keep(&self.grants[at]) {
+                self.ids[kept] = self.ids[at];
+                self.grants[kept] = self.grants[at];
+                kept += 1;
+            }
+        }
+        self.ids.truncate(kept);
+        self.grants.truncate(kept);
+        let slack = |capacity: usize, len: usize, min: usize| {
+            capacity > GRANTS_ROOM_SLACK_MAX * len.max(min)
+        };
+        if slack(self.ids.capacity(), kept, GRANTS_ROOM_KEPT_MIN) {
             self.ids.shrink_to_fit();
             self.grants.shrink_to_fit();
         }
-        if self.recent.capacity() > 4 * self.recent.len().max(GRANTS_RECENT_MIN) {
+        if slack(self.recent.capacity(), self.recent.len(), GRANTS_RECENT_MIN) {
             self.recent.shrink_to_fit();
         }
     }
