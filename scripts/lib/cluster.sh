@@ -8,6 +8,7 @@
 #   rss_mib PID / peak_mib PID           resident and peak resident memory, MiB
 #   start_etcd BIN                       a 3-node etcd cluster of BIN beside it, on free ports,
 #                                        healthy when it returns: endpoints in $ee, pids in epids
+# KEEP_LOGS=DIR keeps the nodes' logs in DIR.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # CAIRN_BIN runs another build (e.g. one kept from before a change); CARGO_TARGET_DIR is honoured.
 cairn="${CAIRN_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/cairn}"
@@ -15,7 +16,13 @@ cairn="${CAIRN_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/cairn}"
 [ -x "$cairn" ] || { echo "no cairn binary at $cairn" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# KEEP_LOGS=DIR keeps the nodes' logs there (copied at exit, before the directory is removed).
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$work"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 # Nine free ports (client, peer, http per node), chosen by the kernel.

@@ -147,7 +147,7 @@ impl BalanceRegion {
                 ("to_share", format!("{:.1}", share(t, dst))),
             ];
             let op = Operator {
-                region_id: t.snap.regions[region].region_id,
+                region_id: t.snap.regions.region_id(region),
                 kind,
                 from: t.id(src),
                 to: t.id(dst),
@@ -192,7 +192,7 @@ impl BalanceRegion {
         };
         let regions = &t.snap.regions;
         let score = |r: usize| {
-            let r = &regions[r];
+            let r = regions.load(r);
             let size = dist(r.approximate_bytes as f64, half_gap, mean.0);
             if kind == MoveKind::Follower {
                 return size;
@@ -209,7 +209,7 @@ impl BalanceRegion {
             .min_by(|a, b| {
                 score(*a)
                     .total_cmp(&score(*b))
-                    .then(regions[*a].region_id.cmp(&regions[*b].region_id))
+                    .then(regions.region_id(*a).cmp(&regions.region_id(*b)))
             })
     }
 }
@@ -305,7 +305,7 @@ mod tests {
         // Follower copies on it stay (failover moves leaders): they do not inflate the shares,
         // so an empty node joining still gets follower copies from the others.
         let mut snap = snapshot(5, &[(1, 4), (2, 4), (3, 4), (4, 4)]);
-        for (i, r) in snap.regions.iter_mut().enumerate() {
+        for (i, r) in snap.regions.list_mut().iter_mut().enumerate() {
             r.followers = vec![[2, 3, 4, 1][i / 4]].into();
         }
         snap.nodes[3].schedulable = false;
@@ -335,7 +335,7 @@ mod tests {
     fn cooling_and_busy_regions_stay_and_a_move_never_makes_a_node_hot() {
         let mut snap = snapshot(2, &[(1, 4)]);
         snap.region_cooldown_ms = 60_000;
-        for r in &snap.regions {
+        for r in snap.regions.iter() {
             snap.last_moved_ms.insert(r.region_id, snap.now_ms);
         }
         assert!(plan(&snap).is_empty(), "all cooling down");
@@ -344,7 +344,7 @@ mod tests {
         assert!(plan(&snap).is_empty(), "all busy");
         snap.busy.clear();
         // One hot region: moving it would make node 2 hot, so a cold one goes.
-        snap.regions[0].wcus = 1_000.0;
+        snap.regions.list_mut()[0].wcus = 1_000.0;
         let mut t = Tally::new(&snap);
         t.set_load_limits(0.2, 1.0);
         BalanceRegion::default().schedule(&mut t);
@@ -352,13 +352,13 @@ mod tests {
         assert!(t
             .planned
             .iter()
-            .all(|o| o.region_id != snap.regions[0].region_id));
+            .all(|o| o.region_id != snap.regions.region_id(0)));
     }
 
     #[test]
     fn follower_copies_are_balanced_too_and_never_onto_a_holder() {
         let mut snap = snapshot(3, &[(1, 6)]);
-        for r in &mut snap.regions {
+        for r in snap.regions.list_mut() {
             r.followers = vec![2].into();
         }
         let ops = plan(&snap);

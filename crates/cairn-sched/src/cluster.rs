@@ -10,6 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::followers::Followers;
 use crate::operator::{MoveKind, Operator};
+use crate::regions::{RegionLoad, RegionRef, Regions};
 
 /// The datanode label holding a node's relative capacity (`"2"`: twice an unlabelled node's
 /// share of regions and load). Missing, unparsable or non-positive values count as 1.
@@ -153,6 +154,57 @@ impl TableSpreads {
     }
 }
 
+/// The largest node id [`NodeIndex`] finds by a table indexed by id (4 bytes an id): the
+/// leader numbers nodes from a sequence, so ids stay small; larger ones go to a hash map.
+pub const NODE_INDEX_DENSE_IDS_MAX: u64 = 1 << 16;
+
+/// Node ids to their index in a snapshot, asked for every holder of every region a pass: a
+/// table indexed by id where ids are small, a few nanoseconds less a lookup than hashing, which
+/// is milliseconds at a million regions.
+#[derive(Debug, Default)]
+pub struct NodeIndex {
+    /// `dense[id]`: the index of node `id` plus one; 0 for none.
+    dense: Vec<u32>,
+    /// Ids of [`NODE_INDEX_DENSE_IDS_MAX`] and above.
+    sparse: IdMap<u64, usize>,
+}
+
+impl NodeIndex {
+    /// The index of each id is its place in `ids`.
+    pub fn new(ids: impl IntoIterator<Item = u64>) -> Self {
+        let mut index = NodeIndex::default();
+        for (i, id) in ids.into_iter().enumerate() {
+            index.insert(id, i);
+        }
+        index
+    }
+
+    /// Gives `id` index `i`; whether it had none.
+    pub fn insert(&mut self, id: u64, i: usize) -> bool {
+        if id < NODE_INDEX_DENSE_IDS_MAX {
+            let at = id as usize;
+            if self.dense.len() <= at {
+                self.dense.resize(at + 1, 0);
+            }
+            let had = self.dense[at] > 0;
+            self.dense[at] = i as u32 + 1;
+            !had
+        } else {
+            self.sparse.insert(id, i).is_none()
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, id: u64) -> Option<usize> {
+        if id < NODE_INDEX_DENSE_IDS_MAX {
+            let i = *self.dense.get(id as usize)?;
+            (i > 0).then(|| i as usize - 1)
+        } else {
+            self.sparse.get(&id).copied()
+        }
+    }
+}
+
 /// A datanode as the leader sees it when the pass starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
@@ -243,6 +295,25 @@ impl RegionView {
     pub fn table_id(&self) -> u64 {
         self.region_id >> 32
     }
+
+    /// Its size and load.
+    pub fn load(&self) -> RegionLoad {
+        RegionLoad {
+            approximate_bytes: self.approximate_bytes,
+            wcus: self.wcus,
+            rcus: self.rcus,
+        }
+    }
+
+    /// The view as a walk over regions sees it.
+    pub fn to_ref(&self) -> RegionRef<'_> {
+        RegionRef {
+            region_id: self.region_id,
+            leader: self.leader,
+            followers: &self.followers,
+            load: self.load(),
+        }
+    }
 }
 
 /// Everything one scheduling pass decides from.
@@ -251,7 +322,8 @@ pub struct ClusterSnapshot {
     /// Unix ms the snapshot was taken; cool-downs are measured against it.
     pub now_ms: u64,
     pub nodes: Vec<NodeView>,
-    pub regions: Vec<RegionView>,
+    /// In region order where a source is shared (the leader's); any order where listed.
+    pub regions: Regions,
     /// Regions some operator or procedure is moving now: nobody plans for them.
     pub busy: Vec<u64>,
     /// Regions a balancing operator waits (queued, behind the rate limit) to move: the balancing
@@ -392,7 +464,7 @@ impl<'a> Tally<'a> {
                     .unwrap_or(snap.node_moves_left_default),
             })
             .collect();
-        let index: IdMap<u64, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+        let index = NodeIndex::new(nodes.iter().map(|n| n.id));
         let mut live: Vec<bool> = vec![false; zones.len()];
         for n in &nodes {
             live[n.zone] |= n.schedulable;
@@ -418,15 +490,17 @@ impl<'a> Tally<'a> {
         // The regions of a table usually come together: number a table once per run of them.
         let mut last_table = (u64::MAX, NO_TABLE);
         let (mut followers_short, mut followers_extra) = (0, 0);
-        for (i, r) in snap.regions.iter().enumerate() {
-            let l = index.get(&r.leader).copied();
+        // Summed over every region, for the mean region.
+        let mut sums = (0.0, 0.0, 0.0);
+        snap.regions.walk(|i, r| {
+            let l = index.get(r.leader);
             follower_at.push(follower_nodes.len() as u32);
             // A region led by a node that may not take regions (down, failed, draining) is the
             // failover's or the drain's to move; a scheduler moving it too would race them.
             let mut unknown = l.is_none_or(|l| !nodes[l].schedulable);
-            for f in &r.followers {
-                match index.get(f) {
-                    Some(&fi) => {
+            for f in r.followers {
+                match index.get(*f) {
+                    Some(fi) => {
                         nodes[fi].followers += 1;
                         nodes[fi].followed.push(i as u32);
                         follower_nodes.push(fi as u32);
@@ -450,17 +524,22 @@ impl<'a> Tally<'a> {
             if !recent.is_empty() && recent.contains(&r.region_id) {
                 flags[i] |= COOLING;
             }
+            let load = r.load;
+            sums.0 += load.approximate_bytes as f64;
+            sums.1 += load.wcus;
+            sums.2 += load.rcus;
             leader.push(l.map_or(u32::MAX, |l| l as u32));
             if let Some(l) = l {
                 let n = &mut nodes[l];
                 n.leaders += 1;
-                n.bytes += r.approximate_bytes;
-                n.wcus += r.wcus;
-                n.rcus += r.rcus;
+                n.bytes += load.approximate_bytes;
+                n.wcus += load.wcus;
+                n.rcus += load.rcus;
                 n.led.push(i as u32);
                 if spread {
-                    if last_table.0 != r.table_id() {
-                        last_table = (r.table_id(), tables.number(r.table_id()));
+                    let table = r.region_id >> 32;
+                    if last_table.0 != table {
+                        last_table = (table, tables.number(table));
                     }
                     let k = last_table.1;
                     region_table[i] = k;
@@ -468,7 +547,7 @@ impl<'a> Tally<'a> {
                     *tables.leaders_mut(k, n.zone) += 1;
                 }
             }
-        }
+        });
         follower_at.push(follower_nodes.len() as u32);
         // A node's load is what its leaders carry; the mean is per unit of capacity.
         let (mut cap_sum, mut load_sum) = (0.0, (0.0, 0.0));
@@ -485,13 +564,7 @@ impl<'a> Tally<'a> {
             }
         }
         let n = snap.regions.len().max(1) as f64;
-        let mean_region = snap.regions.iter().fold((0.0, 0.0, 0.0), |m, r| {
-            (
-                m.0 + r.approximate_bytes as f64 / n,
-                m.1 + r.wcus / n,
-                m.2 + r.rcus / n,
-            )
-        });
+        let mean_region = (sums.0 / n, sums.1 / n, sums.2 / n);
         let mean_load = if cap_sum > 0.0 {
             (load_sum.0 / cap_sum, load_sum.1 / cap_sum)
         } else {
@@ -581,7 +654,7 @@ impl<'a> Tally<'a> {
 
     /// [`Tally::load_fits`] in one dimension (`write`: wcus, else rcus).
     pub fn load_fits_in(&self, region: usize, to: usize, bands: f64, write: bool) -> bool {
-        let r = &self.snap.regions[region];
+        let r = self.snap.regions.load(region);
         let (load, add) = if write {
             (self.nodes[to].wcus, r.wcus)
         } else {
@@ -734,7 +807,7 @@ impl<'a> Tally<'a> {
     /// Records `op` as planned and applies it to the tally (`from` is not read for an added
     /// follower, nor `to` for a dropped one).
     pub fn apply(&mut self, op: Operator, region: usize, from: usize, to: usize) {
-        let r = &self.snap.regions[region];
+        let r = self.snap.regions.load(region);
         match op.kind {
             MoveKind::Leader => {
                 self.leader[region] = to as u32;
@@ -928,6 +1001,22 @@ mod tests {
     }
 
     #[test]
+    fn a_node_index_finds_small_and_large_ids_and_nothing_else() {
+        let big = NODE_INDEX_DENSE_IDS_MAX + 7;
+        let index = NodeIndex::new([5, big, 0, 3]);
+        assert_eq!(index.get(5), Some(0));
+        assert_eq!(index.get(big), Some(1));
+        assert_eq!(index.get(0), Some(2));
+        assert_eq!(index.get(3), Some(3));
+        for absent in [1, 4, 6, big + 1, u64::MAX] {
+            assert_eq!(index.get(absent), None, "{absent}");
+        }
+        let mut index = index;
+        assert!(index.insert(4, 9) && !index.insert(4, 8) && !index.insert(big, 2));
+        assert_eq!((index.get(4), index.get(big)), (Some(8), Some(2)));
+    }
+
+    #[test]
     fn regions_on_unknown_nodes_busy_or_cooling_are_not_movable() {
         let snap = ClusterSnapshot {
             now_ms: 10_000,
@@ -937,7 +1026,8 @@ mod tests {
                 RegionView::new((1 << 32) | 1, 9),
                 RegionView::new((1 << 32) | 2, 1),
                 RegionView::new((1 << 32) | 3, 1),
-            ],
+            ]
+            .into(),
             busy: vec![(1 << 32) | 2],
             last_moved_ms: [((1 << 32) | 3, 9_000)].into(),
             region_cooldown_ms: 5_000,

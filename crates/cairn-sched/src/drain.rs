@@ -206,7 +206,7 @@ pub(crate) fn operator(
         }
     };
     Operator {
-        region_id: t.snap.regions[region].region_id,
+        region_id: t.snap.regions.region_id(region),
         kind,
         from: t.id(from),
         to: t.id(to),
@@ -264,15 +264,15 @@ mod tests {
         // Region 0: led by 1, followed by 3 (live) — the follower takes it.
         // Region 1: led by 1, followed by 4, which is down — a schedulable node takes it.
         // Region 2: led by 2, followed by 1 — the copy moves to a node without one.
-        snap.regions[0].followers = vec![3].into();
-        snap.regions[1].followers = vec![4].into();
-        snap.regions[2].followers = vec![1].into();
+        snap.regions.list_mut()[0].followers = vec![3].into();
+        snap.regions.list_mut()[1].followers = vec![4].into();
+        snap.regions.list_mut()[2].followers = vec![1].into();
         snap.nodes[3].schedulable = false;
         let snap = drained(snap, 1, DrainKind::All);
         let ops = run(&snap);
         let by_region = |i: usize| {
             ops.iter()
-                .find(|o| o.region_id == snap.regions[i].region_id)
+                .find(|o| o.region_id == snap.regions.region_id(i))
                 .unwrap()
         };
         assert_eq!((by_region(0).kind, by_region(0).to), (MoveKind::Leader, 3));
@@ -290,18 +290,18 @@ mod tests {
     fn the_drain_spends_its_own_budget_and_leaves_busy_regions() {
         let mut snap = snapshot(3, &[(1, 10), (2, 5), (3, 5)]);
         snap.moves_left = 0;
-        snap.busy = vec![snap.regions[0].region_id];
+        snap.busy = vec![snap.regions.region_id(0)];
         let mut snap = drained(snap, 1, DrainKind::All);
         snap.urgent_moves_left = 4;
         let ops = run(&snap);
         assert_eq!(ops.len(), 4, "the drain budget, not the balancing one");
-        assert!(ops.iter().all(|o| o.region_id != snap.regions[0].region_id));
+        assert!(ops.iter().all(|o| o.region_id != snap.regions.region_id(0)));
     }
 
     #[test]
     fn follower_copies_wait_while_failover_moves_the_leader() {
         let mut snap = snapshot(3, &[(2, 1)]);
-        snap.regions[0].followers = vec![1].into();
+        snap.regions.list_mut()[0].followers = vec![1].into();
         snap.nodes[1].schedulable = false;
         snap.nodes[1].going = true;
         let snap = drained(snap, 1, DrainKind::All);
@@ -315,7 +315,7 @@ mod tests {
         let mut alone = drained(snapshot(1, &[(1, 3)]), 1, DrainKind::All);
         assert!(run(&alone).is_empty(), "no other node");
         alone.nodes.push(NodeView::new(2));
-        alone.regions.push(RegionView::new(9 << 32, 2));
+        alone.regions.list_mut().push(RegionView::new(9 << 32, 2));
         assert_eq!(run(&alone).len(), 3);
     }
 
@@ -337,6 +337,7 @@ mod tests {
             let leaders = if k < 6 { [1, 2, 3] } else { [4, 5, 6] };
             for (i, l) in leaders.iter().enumerate() {
                 snap.regions
+                    .list_mut()
                     .push(RegionView::new(((k + 1) << 32) | i as u64, *l));
             }
         }
@@ -376,8 +377,10 @@ mod tests {
         snap.regions = vec![
             region(1 << 32, 1, vec![2]),
             region((1 << 32) | 1, 2, vec![1]),
-        ];
+        ]
+        .into();
         snap.regions
+            .list_mut()
             .extend((0..3).map(|i| region((2 << 32) | i, 2, vec![3])));
         let snap = drained(snap, 1, DrainKind::All);
         let to: Vec<(u64, u64)> = run(&snap).iter().map(|o| (o.region_id, o.to)).collect();

@@ -24,12 +24,12 @@ mod tests {
     #[test]
     fn leadership_goes_to_followers_and_the_node_stays_a_follower() {
         let mut snap = snapshot(3, &[(1, 4), (2, 1)]);
-        for r in &mut snap.regions[..2] {
+        for r in &mut snap.regions.list_mut()[..2] {
             r.followers = vec![2, 3].into();
         }
-        snap.regions[2].followers = vec![3].into();
+        snap.regions.list_mut()[2].followers = vec![3].into();
         // Region 3 has no follower: it stays.
-        snap.regions[4].followers = vec![1].into();
+        snap.regions.list_mut()[4].followers = vec![1].into();
         let n = &mut snap.nodes[0];
         (n.schedulable, n.drain) = (false, Some(DrainKind::Leaders));
         snap.urgent_moves_left = 100;
@@ -51,8 +51,10 @@ mod tests {
         for op in &ops {
             apply(&mut snap, op);
         }
-        assert!(snap.regions[..3].iter().all(|r| r.followers.contains(&1)));
+        assert!(snap.regions.list_mut()[..3]
+            .iter()
+            .all(|r| r.followers.contains(&1)));
         assert!(run(&snap).is_empty(), "nothing left that can move");
-        assert_eq!(snap.regions[3].leader, 1, "no follower: stays");
+        assert_eq!(snap.regions.list_mut()[3].leader, 1, "no follower: stays");
     }
 }

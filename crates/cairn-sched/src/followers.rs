@@ -62,6 +62,8 @@ impl FromIterator<u64> for Followers {
 impl Deref for Followers {
     type Target = [u64];
 
+    // Read for every region of every pass, from the leader's crate too.
+    #[inline]
     fn deref(&self) -> &[u64] {
         self.0.as_deref().map_or(&[], Vec::as_slice)
     }

@@ -85,7 +85,7 @@ impl Schedule for HotRegion {
     }
 }
 
-fn load_of(r: &crate::cluster::RegionView, write: bool) -> f64 {
+fn load_of(r: crate::regions::RegionLoad, write: bool) -> f64 {
     if write {
         r.wcus
     } else {
@@ -144,7 +144,7 @@ impl HotRegion {
         let band = limit * self.tolerance / (1.0 + self.tolerance);
         let ceiling = limit.max(judged(src) - band);
         let fits = |r: usize| {
-            let load = load_of(&t.snap.regions[r], write);
+            let load = load_of(t.snap.regions.load(r), write);
             t.load(dst, write) + load / cd <= ceiling && t.load_fits_in(r, dst, 1.0, !write)
         };
         let regions = &t.snap.regions;
@@ -152,7 +152,7 @@ impl HotRegion {
         // on a region nearer than the best so far (a hot node may lead 100,000 regions).
         let mut pick: Option<(f64, usize)> = None;
         for r in t.held(src, MoveKind::Leader) {
-            let load = load_of(&regions[r], write);
+            let load = load_of(regions.load(r), write);
             let d = (load - ideal).abs();
             if load <= 0.0 || pick.is_some_and(|(best, _)| d >= best) || !t.movable(r, false) {
                 continue;
@@ -165,7 +165,7 @@ impl HotRegion {
         let Some(region) = pick else {
             return false;
         };
-        let moved = load_of(&regions[region], write);
+        let moved = load_of(regions.load(region), write);
         let dim = if write { "wcus" } else { "rcus" };
         let figures = vec![
             ("dimension", dim.to_string()),
@@ -190,7 +190,7 @@ impl HotRegion {
             Err(()) => return false,
         };
         let op = Operator {
-            region_id: regions[region].region_id,
+            region_id: regions.region_id(region),
             kind: MoveKind::Leader,
             from: t.id(src),
             to: t.id(dst),
@@ -229,10 +229,13 @@ fn swap_partner(
     }
     let regions = &t.snap.regions;
     t.held(dst, MoveKind::Leader)
-        .filter(|r| load_of(&regions[*r], write) < moved)
+        .filter(|r| load_of(regions.load(*r), write) < moved)
         .filter(|r| t.movable(*r, false) && t.can_move(*r, MoveKind::Leader, dst, src))
         .min_by(|a, b| {
-            let l = |r: usize| regions[r].wcus + regions[r].rcus;
+            let l = |r: usize| {
+                let load = regions.load(r);
+                load.wcus + load.rcus
+            };
             l(*a).total_cmp(&l(*b)).then(a.cmp(b))
         })
         .map(Some)
@@ -247,7 +250,7 @@ fn swap_back(t: &mut Tally, src: usize, dst: usize, region: usize, write: bool) 
             return;
         }
         let op = Operator {
-            region_id: regions[region].region_id,
+            region_id: regions.region_id(region),
             kind: MoveKind::Leader,
             from: t.id(dst),
             to: t.id(src),
@@ -260,7 +263,7 @@ fn swap_back(t: &mut Tally, src: usize, dst: usize, region: usize, write: bool) 
             ),
             figures: vec![(
                 "region_load",
-                format!("{:.1}", load_of(&regions[region], write)),
+                format!("{:.1}", load_of(regions.load(region), write)),
             )],
         };
         t.apply(op, region, dst, src);
@@ -290,7 +293,7 @@ mod tests {
     fn a_hot_table_is_spread_and_counts_stay_even() {
         // 4 nodes, 8 regions each; table 1's 4 regions (all on node 1) get 10× the load.
         let mut snap = snapshot(4, &[(1, 8), (2, 8), (3, 8), (4, 8)]);
-        for r in &mut snap.regions {
+        for r in snap.regions.list_mut() {
             r.wcus = if r.table_id() == 1 { 100.0 } else { 10.0 };
         }
         let moves = plan_until_quiet(&mut snap, plan);
@@ -306,7 +309,7 @@ mod tests {
     fn new_nodes_get_their_share_of_regions_and_of_load() {
         // The growing cluster with every region written to, a little unevenly.
         let mut snap = snapshot(4, &[(1, 16), (2, 16)]);
-        for (i, r) in snap.regions.iter_mut().enumerate() {
+        for (i, r) in snap.regions.list_mut().iter_mut().enumerate() {
             r.wcus = 3.0 + (i % 5) as f64;
         }
         let moves = plan_until_quiet(&mut snap, plan);
@@ -324,7 +327,7 @@ mod tests {
         // Every region carries 10 wcus: node 1 leads 24 (240, 20 % above the mean), but only
         // because it leads 4 regions over its share; the count moves even out both.
         let mut snap = snapshot(3, &[(1, 24), (2, 20), (3, 16)]);
-        for r in &mut snap.regions {
+        for r in snap.regions.list_mut() {
             r.wcus = 10.0;
         }
         let mut t = Tally::new(&snap);
@@ -337,14 +340,14 @@ mod tests {
     #[test]
     fn load_below_the_floor_or_within_tolerance_moves_nothing() {
         let mut snap = snapshot(2, &[(1, 4), (2, 4)]);
-        for (i, r) in snap.regions.iter_mut().enumerate() {
+        for (i, r) in snap.regions.list_mut().iter_mut().enumerate() {
             r.wcus = if i < 4 { 2.0 } else { 1.0 };
         }
         assert!(
             plan(&snap).is_empty(),
             "mean 6 per node is under min_load 10"
         );
-        for (i, r) in snap.regions.iter_mut().enumerate() {
+        for (i, r) in snap.regions.list_mut().iter_mut().enumerate() {
             r.wcus = if i < 4 { 105.0 } else { 100.0 };
         }
         assert!(plan(&snap).is_empty(), "2.4% above the mean");
@@ -353,7 +356,7 @@ mod tests {
     #[test]
     fn read_load_is_balanced_without_making_a_node_write_hot() {
         let mut snap = snapshot(2, &[(1, 4), (2, 4)]);
-        for (i, r) in snap.regions.iter_mut().enumerate() {
+        for (i, r) in snap.regions.list_mut().iter_mut().enumerate() {
             r.rcus = if i < 4 { 100.0 } else { 0.0 };
             // Node 2's regions write a lot, node 1's do not.
             r.wcus = if i < 4 { 0.0 } else { 100.0 };
@@ -381,7 +384,7 @@ mod tests {
             while hot.len() < 4 {
                 hot.insert(rng.below(32) as usize);
             }
-            for (i, r) in snap.regions.iter_mut().enumerate() {
+            for (i, r) in snap.regions.list_mut().iter_mut().enumerate() {
                 let cool = 4.0 + rng.below(16) as f64;
                 r.wcus = if hot.contains(&i) { 100.0 } else { cool };
             }
@@ -403,7 +406,7 @@ mod tests {
     #[test]
     fn a_single_huge_region_is_not_bounced_between_nodes() {
         let mut snap = snapshot(2, &[(1, 2), (2, 2)]);
-        snap.regions[0].wcus = 1_000.0;
+        snap.regions.list_mut()[0].wcus = 1_000.0;
         let moves = plan_until_quiet(&mut snap, plan);
         assert_eq!(moves, 0, "moving it would only make the other node hot");
     }

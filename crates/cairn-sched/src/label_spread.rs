@@ -76,7 +76,7 @@ fn repair(t: &mut Tally, region: usize, kind: MoveKind, from: usize, to: usize, 
         ("to_zone", t.zones[t.nodes[to].zone].clone()),
     ];
     let op = Operator {
-        region_id: t.snap.regions[region].region_id,
+        region_id: t.snap.regions.region_id(region),
         kind,
         from: t.id(from),
         to: t.id(to),
@@ -266,11 +266,11 @@ mod tests {
     fn two_copies_in_one_zone_move_apart() {
         let mut snap = snapshot(3, &[(1, 2)]);
         zoned(&mut snap, &["a", "a", "b"]);
-        for r in &mut snap.regions {
+        for r in snap.regions.list_mut() {
             r.followers = vec![2].into();
         }
         plan_until_quiet(&mut snap, plan);
-        for r in &snap.regions {
+        for r in snap.regions.iter() {
             let mut zones: Vec<String> = std::iter::once(r.leader)
                 .chain(r.followers.iter().copied())
                 .map(|n| zone_of(&snap, n))
@@ -286,7 +286,7 @@ mod tests {
         // second zone-a copy to node 3 (zone a) would mend nothing.
         let mut snap = snapshot(4, &[(1, 1)]);
         zoned(&mut snap, &["a", "a", "a", "b"]);
-        snap.regions[0].followers = vec![2, 4].into();
+        snap.regions.list_mut()[0].followers = vec![2, 4].into();
         let mut t = Tally::new(&snap);
         LabelSpread.schedule(&mut t);
         assert!(t.planned.is_empty(), "{:?}", t.planned);
@@ -296,7 +296,7 @@ mod tests {
     fn one_zone_or_no_label_means_nothing_to_repair() {
         let mut snap = snapshot(3, &[(1, 2)]);
         zoned(&mut snap, &["a", "a", "a"]);
-        for r in &mut snap.regions {
+        for r in snap.regions.list_mut() {
             r.followers = vec![2].into();
         }
         let mut t = Tally::new(&snap);

@@ -150,7 +150,7 @@ fn target(t: &Tally, region: usize, from: Option<usize>) -> Option<usize> {
 
 fn plan(t: &mut Tally, region: usize, kind: MoveKind, from: usize, to: usize, why: String) {
     let op = Operator {
-        region_id: t.snap.regions[region].region_id,
+        region_id: t.snap.regions.region_id(region),
         kind,
         from: if kind == MoveKind::AddFollower {
             0
@@ -200,7 +200,7 @@ mod tests {
         snap.nodes
             .iter()
             .map(|n| {
-                let held = |r: &&crate::RegionView| r.followers.contains(&n.node_id);
+                let held = |r: &crate::RegionView| r.followers.contains(&n.node_id);
                 snap.regions.iter().filter(held).count()
             })
             .collect()
@@ -217,7 +217,7 @@ mod tests {
             && o.from == 0
             && o.priority == Priority::High));
         plan_until_quiet(&mut snap, plan_all);
-        for r in &snap.regions {
+        for r in snap.regions.iter() {
             let mut holders: Vec<u64> = r.followers.to_vec();
             holders.push(r.leader);
             holders.sort_unstable();
@@ -231,7 +231,7 @@ mod tests {
     /// Three nodes; node 1 leads 4 regions, each followed by node 3; one follower wanted.
     fn followed_by_node_3() -> ClusterSnapshot {
         let mut snap = snapshot(3, &[(1, 4)]);
-        for r in &mut snap.regions {
+        for r in snap.regions.list_mut() {
             r.followers = vec![3].into();
         }
         snap.followers_per_region = 1;
@@ -265,7 +265,7 @@ mod tests {
     fn nothing_to_do_when_counts_are_met_or_no_node_can_take_a_copy() {
         let mut snap = snapshot(2, &[(1, 2), (2, 2)]);
         snap.followers_per_region = 1;
-        for r in &mut snap.regions {
+        for r in snap.regions.list_mut() {
             r.followers = vec![if r.leader == 1 { 2 } else { 1 }].into();
         }
         assert!(repairs(&snap).is_empty(), "counts met");
@@ -291,7 +291,7 @@ mod tests {
         for (n, z) in snap.nodes.iter_mut().zip(["a", "a", "b", "c"]) {
             *n = NodeView::new(n.node_id).with_label("zone", z);
         }
-        snap.regions[0].followers = vec![2, 3, 4].into();
+        snap.regions.list_mut()[0].followers = vec![2, 3, 4].into();
         (snap.nodes[3].schedulable, snap.nodes[3].failed) = (false, true);
         snap.followers_per_region = 1;
         let mut s = ReplicaRepair::default();
@@ -312,7 +312,7 @@ mod tests {
         assert_eq!(second[0].from, 2, "shares zone a with the leader");
         crate::test_support::apply(&mut snap, &second[0]);
         assert!(plan(&snap).is_empty());
-        assert_eq!(snap.regions[0].followers, [3]);
+        assert_eq!(snap.regions.list_mut()[0].followers, [3]);
         assert!(s.set("drop_extra", "yes please").is_err());
         assert!(s.set("speed", "1").is_err());
     }
@@ -324,12 +324,12 @@ mod tests {
             *n = NodeView::new(n.node_id).with_label("zone", z);
         }
         snap.followers_per_region = 1;
-        snap.busy = vec![snap.regions[0].region_id];
+        snap.busy = vec![snap.regions.region_id(0)];
         // A balancing operator queued behind the rate limit does not hold a repair back.
-        snap.queued = vec![snap.regions[1].region_id];
+        snap.queued = vec![snap.regions.region_id(1)];
         let ops = repairs(&snap);
         assert_eq!(ops.len(), 3, "the busy region waits: {ops:?}");
-        assert!(ops.iter().any(|o| o.region_id == snap.regions[1].region_id));
+        assert!(ops.iter().any(|o| o.region_id == snap.regions.region_id(1)));
         // Zone b (node 4) first, although it then follows more than nodes 2 and 3.
         assert!(ops.iter().all(|o| o.to == 4), "{ops:?}");
     }
@@ -341,7 +341,7 @@ mod tests {
         for (n, z) in snap.nodes.iter_mut().zip(["a", "a", "b"]) {
             *n = NodeView::new(n.node_id).with_label("zone", z);
         }
-        for r in &mut snap.regions {
+        for r in snap.regions.list_mut() {
             r.followers = vec![3].into();
         }
         snap.followers_per_region = 1;
@@ -378,7 +378,7 @@ mod tests {
                         r.followers.push(f);
                     }
                 }
-                snap.regions.push(r);
+                snap.regions.list_mut().push(r);
             }
             let mut schedulers = crate::Schedulers::default();
             let drop_extra = seed % 2 == 1;
@@ -387,7 +387,7 @@ mod tests {
             }
             plan_until_quiet(&mut snap, |s| schedulers.plan(s));
             let want = snap.followers_per_region.min(live.len() - 1);
-            for r in &snap.regions {
+            for r in snap.regions.iter() {
                 let on_live = r.followers.iter().filter(|f| live.contains(f)).count();
                 assert!(on_live >= want, "seed {seed}: {r:?}, {want} wanted");
                 if drop_extra {

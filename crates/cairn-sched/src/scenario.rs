@@ -124,9 +124,8 @@ fn min_moves(snap: &ClusterSnapshot) -> usize {
         .iter()
         .map(|n| (n.node_id, (0, n.schedulable)))
         .collect();
-    for r in &snap.regions {
-        counts.entry(r.leader).or_insert((0, false)).0 += 1;
-    }
+    snap.regions
+        .walk(|_, r| counts.entry(r.leader).or_insert((0, false)).0 += 1);
     let nodes: Vec<(usize, bool)> = counts.into_values().collect();
     surplus_moves(&nodes)
 }
@@ -142,7 +141,7 @@ pub fn build(name: &str, node_count: u64, region_count: u64, seed: u64) -> Optio
         ..ClusterSnapshot::default()
     };
     let name = *SCENARIOS.iter().find(|s| **s == name)?;
-    snap.regions = match name {
+    let regions = match name {
         // The last two nodes just joined: the others lead everything.
         "add-nodes" => regions(
             region_count,
@@ -184,6 +183,7 @@ pub fn build(name: &str, node_count: u64, region_count: u64, seed: u64) -> Optio
         }
         _ => return None,
     };
+    snap.regions = regions.into();
     let min = min_moves(&snap);
     Some(Scenario {
         name,
@@ -204,6 +204,7 @@ pub fn play(
     snap.region_cooldown_ms = limits.region_cooldown_ms;
     let index: HashMap<u64, usize> = snap
         .regions
+        .list_mut()
         .iter()
         .enumerate()
         .map(|(i, r)| (r.region_id, i))
@@ -228,7 +229,7 @@ pub fn play(
         }
         moving_passes = passes;
         for op in &ops {
-            let r = &mut snap.regions[index[&op.region_id]];
+            let r = &mut snap.regions.list_mut()[index[&op.region_id]];
             match op.kind {
                 MoveKind::Leader => r.leader = op.to,
                 MoveKind::Follower => {
@@ -246,12 +247,12 @@ pub fn play(
     }
     let live = snap.node_ids(|n| n.schedulable);
     let mut counts: HashMap<u64, (f64, f64)> = live.iter().map(|n| (*n, (0.0, 0.0))).collect();
-    for r in &snap.regions {
+    snap.regions.walk(|_, r| {
         if let Some(c) = counts.get_mut(&r.leader) {
             c.0 += 1.0;
-            c.1 += r.wcus;
+            c.1 += r.load.wcus;
         }
-    }
+    });
     let ratio = |f: fn(&(f64, f64)) -> f64| {
         let values: Vec<f64> = counts.values().map(f).collect();
         let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;

@@ -36,7 +36,7 @@ pub(crate) fn assert_valid(
     let ids: BTreeSet<u64> = candidates.iter().map(|c| c.node_id).collect();
     let placed: Vec<u32> = placement.regions.iter().map(|r| r.region_number).collect();
     assert_eq!(placed, request.region_numbers, "regions in request order");
-    for r in &placement.regions {
+    for r in placement.regions.iter() {
         assert_eq!(
             r.followers.len(),
             request.followers as usize,
@@ -94,7 +94,7 @@ pub(crate) fn snapshot(nodes: u64, held: &[(u64, usize)]) -> crate::ClusterSnaps
     crate::ClusterSnapshot {
         now_ms: 1_000_000,
         nodes: (1..=nodes).map(crate::NodeView::new).collect(),
-        regions,
+        regions: regions.into(),
         moves_left: 100_000,
         node_moves_left_default: 100_000,
         urgent_moves_left: 100_000,
@@ -122,7 +122,7 @@ pub(crate) fn led_sum(
             snap.regions
                 .iter()
                 .filter(|r| r.leader == n.node_id)
-                .map(&f)
+                .map(|r| f(&r))
                 .sum()
         })
         .collect()
@@ -132,6 +132,7 @@ pub(crate) fn led_sum(
 pub(crate) fn apply(snap: &mut crate::ClusterSnapshot, op: &crate::Operator) {
     let r = snap
         .regions
+        .list_mut()
         .iter_mut()
         .find(|r| r.region_id == op.region_id)
         .expect("operator for a known region");

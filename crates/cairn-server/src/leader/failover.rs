@@ -358,7 +358,7 @@ fn look(
     let snap = ClusterSnapshot {
         now_ms: node.clock.unix_ms(),
         nodes: nodes.into_values().collect(),
-        regions,
+        regions: regions.into(),
         spread_label: node.config.placement_spread_label.clone(),
         ..ClusterSnapshot::default()
     };

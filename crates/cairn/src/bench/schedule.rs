@@ -155,7 +155,7 @@ pub async fn run(args: ScheduleBenchArgs) -> Result<(), BenchError> {
         let mut snap = s.snapshot;
         let ids: Vec<u64> = snap.nodes.iter().map(|n| n.node_id).collect();
         let followers = args.pass_followers.min(ids.len().saturating_sub(1));
-        for r in &mut snap.regions {
+        for r in snap.regions.list_mut() {
             let at = ids.iter().position(|id| *id == r.leader).unwrap_or(0);
             r.followers = (1..=followers).map(|k| ids[(at + k) % ids.len()]).collect();
         }

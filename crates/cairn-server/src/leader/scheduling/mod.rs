@@ -35,7 +35,7 @@ use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, SchedulerSetting, TableRoute};
 use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
 use cairn_sched::{
-    MoveKind, Operator, RegionView, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
+    MoveKind, Operator, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
     REPLICA_REPAIR_SCHEDULER,
 };
 use operators::{Entry, Limits, OpStatus, OperatorTable};
@@ -62,7 +62,8 @@ pub const SCHEDULER_WAKE_GAP_MS: u64 = 200;
 #[derive(Debug, Default)]
 pub struct Scheduling {
     operators: Mutex<OperatorTable>,
-    loads: Mutex<RegionLoads>,
+    /// Shared with the pass that reads them ([`snapshot::LeaderRegions`]).
+    loads: Mutex<Arc<RegionLoads>>,
     routes: Mutex<Arc<RouteViews>>,
     route_changes: Mutex<RouteChanges>,
     /// Held through a refresh of the views.
@@ -70,9 +71,6 @@ pub struct Scheduling {
     /// The store revision the route feed has noted the changes through ([`RouteChanges`]): the
     /// last batch it read, or the revision a rescan it asked for reads at least.
     feed_revision: tokio::sync::watch::Sender<i64>,
-    /// The last pass's region views, overwritten in place by the next (a million of them, each
-    /// with its followers, cost a pass tens of milliseconds to allocate and free).
-    spare_regions: Mutex<Vec<RegionView>>,
     restored_node_stats: Mutex<RestoredNodeStats>,
     /// Wakes the executor for a pass before its interval is up.
     wake: tokio::sync::Notify,
@@ -88,7 +86,7 @@ impl Scheduling {
         self.operators.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn loads(&self) -> MutexGuard<'_, RegionLoads> {
+    pub fn loads(&self) -> MutexGuard<'_, Arc<RegionLoads>> {
         self.loads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -148,14 +146,7 @@ impl Scheduling {
     /// A pass's snapshot (see [`snapshot::build`]).
     fn snapshot(&self, node: &Node) -> Result<cairn_sched::ClusterSnapshot, Status> {
         let routes = self.routes_now(node)?;
-        let reuse =
-            std::mem::take(&mut *self.spare_regions.lock().unwrap_or_else(|p| p.into_inner()));
-        snapshot::build(node, &mut self.loads(), &routes, reuse)
-    }
-
-    /// Keeps a finished pass's region views for the next pass to overwrite.
-    fn recycle(&self, regions: Vec<RegionView>) {
-        *self.spare_regions.lock().unwrap_or_else(|p| p.into_inner()) = regions;
+        snapshot::build(node, &mut self.loads(), routes)
     }
 
     /// Node stats reports restored from the previous leader's summary. Taken after the node
@@ -304,9 +295,9 @@ fn restore(node: &Node, term: u64) {
     node.scheduling
         .restored_node_stats()
         .replace(state.node_stats);
-    let mut loads = node.scheduling.loads();
-    loads.clear();
+    let mut loads = RegionLoads::default();
     loads.seed_all(state.loads, state.written_ms);
+    *node.scheduling.loads() = Arc::new(loads);
 }
 
 async fn persist(node: &Node, term: u64) -> Result<(), Status> {
@@ -405,7 +396,8 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
         "scheduling pass planned"
     );
     let now_ms = snap.now_ms;
-    node.scheduling.recycle(snap.regions);
+    // The loads are the next pass's to change in place.
+    drop(snap);
     let mut table = node.scheduling.operators();
     // A later term reset the table while this pass planned: its operators are not ours to add
     // (nobody would settle them, and they would hold the new term's limits).
@@ -623,7 +615,6 @@ fn plan_now(node: &Node) -> Result<ListOperatorsResponse, Status> {
         .iter()
         .map(operators::plan_view)
         .collect();
-    node.scheduling.recycle(snap.regions);
     Ok(ListOperatorsResponse { operators })
 }
 

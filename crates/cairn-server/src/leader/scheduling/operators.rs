@@ -198,11 +198,9 @@ impl OperatorTable {
         if wanted.is_empty() {
             return Vec::new();
         }
-        let regions: IdMap<u64, &cairn_sched::RegionView> = snap
-            .regions
+        let regions: IdMap<u64, cairn_sched::RegionView> = wanted
             .iter()
-            .filter(|r| wanted.contains(&r.region_id))
-            .map(|r| (r.region_id, r))
+            .filter_map(|id| Some((*id, snap.regions.get(snap.regions.position(*id)?))))
             .collect();
         let set = |keep: fn(&cairn_sched::NodeView) -> bool| -> HashSet<u64> {
             snap.node_ids(keep).into_iter().collect()
@@ -597,7 +595,7 @@ mod tests {
             nodes: vec![NodeView::new(1), NodeView::new(2), NodeView::new(3)],
             // 10 got its follower elsewhere; 11 still lacks it; 12 is down to its count; 13
             // still has one too many.
-            regions: vec![led(10, &[3]), led(11, &[]), led(12, &[2]), led(13, &[2, 3])],
+            regions: vec![led(10, &[3]), led(11, &[]), led(12, &[2]), led(13, &[2, 3])].into(),
             followers_per_region: 1,
             ..ClusterSnapshot::default()
         };
@@ -627,7 +625,8 @@ mod tests {
                 RegionView::new(10, 2),
                 RegionView::new(11, 1),
                 RegionView::new(12, 1),
-            ],
+            ]
+            .into(),
             ..ClusterSnapshot::default()
         };
         let cancelled: Vec<u64> = t.cancel_stale(&snap).iter().map(|e| e.id).collect();
@@ -662,7 +661,7 @@ mod tests {
         let mut snap = ClusterSnapshot {
             now_ms: 5,
             nodes: vec![node(1, false), node(2, false), node(3, false)],
-            regions: vec![region(10), region(11)],
+            regions: vec![region(10), region(11)].into(),
             ..ClusterSnapshot::default()
         };
         assert!(t.cancel_stale(&snap).is_empty(), "node 3 is alive");
@@ -725,7 +724,7 @@ mod tests {
         let mut snap = ClusterSnapshot {
             now_ms: 5,
             nodes: vec![drained, NodeView::new(2)],
-            regions: vec![handover, RegionView::new(11, 1)],
+            regions: vec![handover, RegionView::new(11, 1)].into(),
             ..ClusterSnapshot::default()
         };
         assert!(t.cancel_stale(&snap).is_empty());

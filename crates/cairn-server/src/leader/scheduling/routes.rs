@@ -14,7 +14,7 @@
 use crate::leader::node::Node;
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout, SCAN_PAGE_KEYS};
-use cairn_meta::{codec, TableRoute};
+use cairn_meta::{codec, table_id_of, TableRoute};
 use cairn_sched::Followers;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -76,6 +76,7 @@ impl CachedRoute {
             })
             .unwrap_or_default();
         regions.sort_by_key(|r| r.region_id);
+        regions.dedup_by_key(|r| r.region_id);
         inactive.sort_unstable();
         CachedRoute {
             mod_revision,
@@ -245,6 +246,11 @@ impl RouteViews {
         self.by_table.values().flat_map(|c| c.regions.iter())
     }
 
+    /// Region `region_id`, found in its table's route (`region_id >> 32`).
+    pub fn region(&self, region_id: u64) -> Option<&RouteRegion> {
+        self.by_table.get(&(region_id >> 32))?.region(region_id)
+    }
+
     /// Changes whenever the views change (a route added, rewritten or removed).
     pub fn generation(&self) -> u64 {
         self.generation
@@ -298,13 +304,24 @@ impl RouteViews {
     }
 
     /// Puts `fresh` in (each a table, the revision the views held when it was read, and what
-    /// the store holds now), unless the views moved on meanwhile.
+    /// the store holds now), unless the views moved on meanwhile. A region a route names that
+    /// is not its table's (`region_id >> 32`) is left out, so that the views list every
+    /// region once, in ascending id: a pass pairs them with the loads by position.
     fn apply(&mut self, fresh: Vec<(u64, Option<i64>, Option<CachedRoute>)>) {
         let mut changed = false;
         for (table, held, route) in fresh {
             let now = self.revision(table);
             match route {
-                Some(r) if now.is_none_or(|n| n < r.mod_revision) => {
+                Some(mut r) if now.is_none_or(|n| n < r.mod_revision) => {
+                    if r.regions.iter().any(|x| table_id_of(x.region_id) != table) {
+                        tracing::warn!(table, "route names regions of other tables; left out");
+                        r.regions = r
+                            .regions
+                            .iter()
+                            .filter(|x| table_id_of(x.region_id) == table)
+                            .cloned()
+                            .collect();
+                    }
                     self.by_table.insert(table, r);
                     changed = true;
                 }
@@ -412,6 +429,16 @@ fn refresh_locked(node: &Node) -> Result<(), Status> {
 }
 
 #[cfg(test)]
+impl RouteViews {
+    /// The views with `table`'s route set to `json` as of `mod_revision`.
+    pub(crate) fn with_route(mut self, table: u64, mod_revision: i64, json: &str) -> Self {
+        let route = CachedRoute::decode(b"k", mod_revision, json.as_bytes());
+        self.apply(vec![(table, None, Some(route))]);
+        self
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -472,6 +499,27 @@ mod tests {
         assert!(r.leader_active(r.regions[0].region_id));
         assert_eq!(r.region(4294967297).map(|r| r.leader), Some(3));
         assert!(CachedRoute::decode(b"k", 1, b"not json").regions.is_empty());
+    }
+
+    #[test]
+    fn the_views_list_each_region_once_in_ascending_id() {
+        let (a, b) = ((2u64 << 32) | 1, (2u64 << 32) | 3);
+        let json = format!(
+            r#"{{"t":2,"v":1,"r":[{{"id":{b},"l":1}},{{"id":{a},"l":2}},{{"id":{b},"l":3}},{{"id":5,"l":4}}]}}"#
+        );
+        let v = RouteViews::default().with_route(2, 1, &json).with_route(
+            1,
+            1,
+            r#"{"t":1,"v":1,"r":[{"id":4294967296,"l":9}]}"#,
+        );
+        let ids: Vec<u64> = v.regions().map(|r| r.region_id).collect();
+        assert_eq!(
+            ids,
+            [1 << 32, a, b],
+            "a duplicate and another table's region left out"
+        );
+        assert_eq!(v.region(a).map(|r| r.leader), Some(2));
+        assert!(v.region(5).is_none());
     }
 
     #[test]

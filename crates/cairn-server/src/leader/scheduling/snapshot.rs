@@ -5,18 +5,23 @@
 //! serves.
 //!
 //! Routes are decoded once ([`RouteViews`]): each pass reads and decodes just the routes
-//! written since the last one.
+//! written since the last one. A pass reads the regions where they lie ([`LeaderRegions`]): the
+//! routes for where each region lives, the load windows (one per routed region, in the same
+//! order) for its load; nothing is copied per region.
 
 use crate::leader::heartbeat::registry::NodeState;
 use crate::leader::heartbeat::reported::LedRegion;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
-use crate::leader::scheduling::routes::RouteViews;
+use crate::leader::scheduling::routes::{RouteRegion, RouteViews};
 use crate::leader::sorted::{merge_sorted, Cursor};
 use cairn_meta::DrainMode;
 use cairn_proto::cairnpb::NodeRole;
-use cairn_sched::{ClusterSnapshot, DrainKind, IdSet, NodeView, RegionView};
+use cairn_sched::{
+    ClusterSnapshot, DrainKind, NodeIndex, NodeView, RegionLoad, RegionRef, RegionSource, Regions,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 use tonic::Status;
 
@@ -71,7 +76,8 @@ pub const REGION_LOAD_GAP_MAX_MS: u32 = u16::MAX as u32;
 /// One region's recent load, newest sample first: 72 bytes, where six samples with their own
 /// times took 88.
 #[derive(Debug, Clone, Default)]
-struct RegionLoad {
+struct LoadWindow {
+    /// Samples past `len` are 0, so a sum over all of them is the kept samples' sum.
     wcus: [u32; REGION_LOAD_SAMPLES_MAX],
     rcus: [u32; REGION_LOAD_SAMPLES_MAX],
     /// When the newest sample was received, in ms after [`RegionLoads`]' base.
@@ -85,14 +91,14 @@ struct RegionLoad {
     bytes: u64,
 }
 
-impl RegionLoad {
+impl LoadWindow {
     /// Takes in one report, received `after_base_ms` after the loads' base time. A report
     /// received before the newest sample (two nodes' reports of one region in one pass) reads
     /// as received with it.
     fn observe(&mut self, r: &Reported, after_base_ms: u32) {
         let gap = after_base_ms.saturating_sub(self.newest_after_base_ms);
         if self.len > 0 && gap > REGION_LOAD_GAP_MAX_MS {
-            (self.len, self.seeded) = (0, false);
+            *self = LoadWindow::default();
         }
         if self.len > 0 {
             if self.len as usize == REGION_LOAD_SAMPLES_MAX {
@@ -116,29 +122,38 @@ impl RegionLoad {
     /// Mean (wcus, rcus) over the kept samples, and the last reported size.
     fn smoothed(&self) -> (f64, f64, u64) {
         let n = self.len.max(1) as f64;
-        let len = self.len as usize;
-        let w: u64 = self.wcus[..len].iter().map(|w| *w as u64).sum();
-        let r: u64 = self.rcus[..len].iter().map(|r| *r as u64).sum();
+        // Over all six, not `..len`: a fixed length the compiler sums without a loop.
+        let w: u64 = self.wcus.iter().map(|w| *w as u64).sum();
+        let r: u64 = self.rcus.iter().map(|r| *r as u64).sum();
         (w as f64 / n, r as f64 / n, self.bytes)
+    }
+
+    /// [`LoadWindow::smoothed`] as a scheduler reads it.
+    fn region_load(&self) -> RegionLoad {
+        let (wcus, rcus, approximate_bytes) = self.smoothed();
+        RegionLoad {
+            approximate_bytes,
+            wcus,
+            rcus,
+        }
     }
 }
 
-/// The smoothed load of every region the leader hears about, from its leader's heartbeats.
+/// The smoothed load of every routed region, from its leader's heartbeats.
 ///
 /// Kept as two parallel vectors sorted by region id, not a hash map: a pass reads every region's
 /// load in route order, which is region order, so it walks them front to back. A map of a
 /// million regions (120 MB) looked up a region at a time cost a cache miss each, 150–200 ms a
-/// pass (BENCHMARKS.md).
-#[derive(Debug, Default)]
+/// pass (BENCHMARKS.md). Each pass's [`build`] leaves exactly one window per region the routes
+/// hold, in their order (an empty one for a region not reported yet), so that region `i` of the
+/// routes is window `i` here ([`LeaderRegions`]).
+#[derive(Debug, Default, Clone)]
 pub struct RegionLoads {
     ids: Vec<u64>,
-    loads: Vec<RegionLoad>,
+    loads: Vec<LoadWindow>,
     /// Each node's heartbeat last taken in, so a report is counted once however many passes
     /// see it.
     seen: HashMap<u64, Instant>,
-    /// The routes' generation ([`RouteViews::generation`]) the loads of regions no route
-    /// holds were last forgotten at.
-    pruned_at: Option<u64>,
     /// The Unix ms that samples' times count from; set by the first report (less
     /// [`LOAD_BASE_LEAD_MS`]) and moved on when a report is too late for a `u32` of ms (49 days)
     /// to half that range before the report.
@@ -146,11 +161,7 @@ pub struct RegionLoads {
 }
 
 impl RegionLoads {
-    pub fn clear(&mut self) {
-        *self = RegionLoads::default();
-    }
-
-    fn find(&self, region_id: u64) -> Option<&RegionLoad> {
+    fn find(&self, region_id: u64) -> Option<&LoadWindow> {
         let i = self.ids.binary_search(&region_id).ok()?;
         Some(&self.loads[i])
     }
@@ -192,7 +203,7 @@ impl RegionLoads {
         // Stable: two reports of one region are taken in the order they came.
         reports.sort_by_key(|r| r.region_id);
         let mut cursor = Cursor::default();
-        let mut new: Vec<(u64, RegionLoad)> = Vec::new();
+        let mut new: Vec<(u64, LoadWindow)> = Vec::new();
         for r in &reports {
             let at = self.after_base(r.at_ms);
             match cursor.find(&self.ids, r.region_id) {
@@ -200,7 +211,7 @@ impl RegionLoads {
                 Err(_) => match new.last_mut() {
                     Some((id, l)) if *id == r.region_id => l.observe(r, at),
                     _ => {
-                        let mut l = RegionLoad::default();
+                        let mut l = LoadWindow::default();
                         l.observe(r, at);
                         new.push((r.region_id, l));
                     }
@@ -211,7 +222,7 @@ impl RegionLoads {
     }
 
     /// Adds regions not held yet, `new` sorted by id: one merge.
-    fn insert_sorted(&mut self, new: Vec<(u64, RegionLoad)>) {
+    fn insert_sorted(&mut self, new: Vec<(u64, LoadWindow)>) {
         merge_sorted(&mut self.ids, &mut self.loads, new);
     }
 
@@ -221,7 +232,7 @@ impl RegionLoads {
     pub fn seed_all(&mut self, seeds: Vec<(u64, f64, f64)>, at_ms: u64) {
         self.make_room(at_ms, at_ms);
         let at = self.after_base(at_ms);
-        let mut new: Vec<(u64, RegionLoad)> = Vec::new();
+        let mut new: Vec<(u64, LoadWindow)> = Vec::new();
         for (region_id, wcus, rcus) in seeds {
             if self.find(region_id).is_some_and(|l| l.len > 0) {
                 continue;
@@ -234,7 +245,7 @@ impl RegionLoads {
                 rcus: rcus.max(0.0) as u32,
                 bytes: 0,
             };
-            let mut l = RegionLoad::default();
+            let mut l = LoadWindow::default();
             l.observe(&report, at);
             l.seeded = true;
             new.push((region_id, l));
@@ -256,7 +267,7 @@ impl RegionLoads {
     /// Mean (wcus, rcus) over the kept samples, and the last reported size.
     pub fn smoothed(&self, region_id: u64) -> (f64, f64, u64) {
         self.find(region_id)
-            .map_or((0.0, 0.0, 0), RegionLoad::smoothed)
+            .map_or((0.0, 0.0, 0), LoadWindow::smoothed)
     }
 
     /// The kept samples of a region, oldest first, each with whether it is a seeded one
@@ -322,10 +333,11 @@ pub fn unix_ms_at(at: Instant, now: (Instant, u64)) -> u64 {
 /// The snapshot of one pass (limits and busy regions are the operator table's to fill).
 pub fn build(
     node: &Node,
-    loads: &mut RegionLoads,
-    routes: &RouteViews,
-    reuse: Vec<RegionView>,
+    loads_kept: &mut Arc<RegionLoads>,
+    routes: Arc<RouteViews>,
 ) -> Result<ClusterSnapshot, Status> {
+    // In place, unless a pass still reads them (a dry-run plan beside a pass): then a copy.
+    let loads = Arc::make_mut(loads_kept);
     let failed: HashSet<u64> = node.heartbeats.failed_nodes().into_iter().collect();
     let drained: HashMap<u64, DrainMode> = maintenance::drains(node)?
         .iter()
@@ -375,47 +387,12 @@ pub fn build(
             reports.extend(e.regions.led.iter().map(|s| Reported::of(s, at_ms)));
         }
     }
-    // Only regions a route holds: reports of others (a departed node's, a region not created
-    // yet) would be dropped at the end of the pass anyway, and ten thousand nodes registering
-    // at once report millions. Both lists in region order: one walk.
-    reports.sort_by_key(|r| r.region_id);
-    let mut routed = routes.regions().map(|r| r.region_id).peekable();
-    reports.retain(|r| {
-        while routed.next_if(|id| *id < r.region_id).is_some() {}
-        routed.peek() == Some(&r.region_id)
-    });
-    loads.observe_all(reports);
-    // Routes list regions in region order, as the loads keep them: one walk over both.
-    let mut cursor = Cursor::default();
-    let mut matched = vec![false; loads.ids.len()];
-    // The last pass's views are overwritten, each sharing its route's follower list.
-    let mut regions = reuse;
-    let mut count = 0;
-    for r in routes.regions() {
-        let (wcus, rcus, bytes) = match cursor.find(&loads.ids, r.region_id) {
-            Ok(i) => {
-                matched[i] = true;
-                loads.loads[i].smoothed()
-            }
-            Err(_) => (0.0, 0.0, 0),
-        };
-        if count == regions.len() {
-            regions.push(RegionView::new(r.region_id, r.leader));
-        }
-        let v = &mut regions[count];
-        (v.region_id, v.leader) = (r.region_id, r.leader);
-        if !v.followers.same(r.followers()) {
-            v.followers = r.followers().clone();
-        }
-        (v.approximate_bytes, v.wcus, v.rcus) = (bytes, wcus, rcus);
-        count += 1;
-    }
-    regions.truncate(count);
+    // One walk over the routes: a window for each routed region, and every node holding one.
     // Regions on nodes not connected: their holders are known, not schedulable.
-    let mut known: IdSet<u64> = nodes.keys().copied().collect();
-    for r in &regions {
-        for n in std::iter::once(r.leader).chain(r.followers.iter().copied()) {
-            if known.insert(n) {
+    let mut known = NodeIndex::new(nodes.keys().copied());
+    loads.align(&routes, |r| {
+        for n in std::iter::once(r.leader).chain(r.followers().iter().copied()) {
+            if known.insert(n, 0) {
                 // Cut off: failover moves its leaders unless it comes back first.
                 let view = NodeView {
                     schedulable: false,
@@ -427,21 +404,92 @@ pub fn build(
                 nodes.insert(n, view);
             }
         }
-    }
-    // Loads of regions gone from the routes are forgotten when the routes changed, or when
-    // more regions have loads than the routes hold (reports of regions no route has yet).
-    if loads.pruned_at != Some(routes.generation()) || loads.ids.len() > regions.len() {
-        loads.retain(&matched);
-        loads.pruned_at = Some(routes.generation());
-    }
+    });
+    // Only regions a route holds, which now have a window each: reports of others (a departed
+    // node's, a region not created yet) would be dropped at the next pass anyway, and ten
+    // thousand nodes registering at once report millions.
+    reports.sort_by_key(|r| r.region_id);
+    let mut cursor = Cursor::default();
+    reports.retain(|r| cursor.find(&loads.ids, r.region_id).is_ok());
+    loads.observe_all(reports);
+    let regions = LeaderRegions {
+        routes,
+        loads: loads_kept.clone(),
+    };
     Ok(ClusterSnapshot {
         now_ms: node.clock.unix_ms(),
         nodes: nodes.into_values().collect(),
-        regions,
+        regions: Regions::shared(Arc::new(regions)),
         spread_label: node.config.placement_spread_label.clone(),
         followers_per_region: node.config.region_followers as usize,
         ..ClusterSnapshot::default()
     })
+}
+
+impl RegionLoads {
+    /// Leaves exactly one window per region `routes` hold, in their order: the windows of
+    /// regions gone from them dropped, an empty one added for each region not reported yet.
+    /// Both lists are in region order: one walk, which also shows `each` every routed region.
+    fn align(&mut self, routes: &RouteViews, mut each: impl FnMut(&RouteRegion)) {
+        let mut cursor = Cursor::default();
+        let mut matched = vec![false; self.ids.len()];
+        let mut missing: Vec<(u64, LoadWindow)> = Vec::new();
+        for r in routes.regions() {
+            each(r);
+            match cursor.find(&self.ids, r.region_id) {
+                Ok(i) => matched[i] = true,
+                Err(_) => missing.push((r.region_id, LoadWindow::default())),
+            }
+        }
+        if matched.contains(&false) {
+            self.retain(&matched);
+        }
+        self.insert_sorted(missing);
+    }
+}
+
+/// A pass's regions, read where the leader keeps them: region `i` is the `i`th region of the
+/// routes (for where it lives) and window `i` of the loads (for its id and load), which
+/// [`RegionLoads::align`] made the same region. Both are shared, not copied: a new pass's
+/// [`build`] changes the loads in place once this one is dropped (a copy, if it is not).
+#[derive(Debug)]
+pub struct LeaderRegions {
+    routes: Arc<RouteViews>,
+    loads: Arc<RegionLoads>,
+}
+
+impl RegionSource for LeaderRegions {
+    fn len(&self) -> usize {
+        self.loads.ids.len()
+    }
+
+    fn region_id(&self, i: usize) -> u64 {
+        self.loads.ids[i]
+    }
+
+    fn load(&self, i: usize) -> RegionLoad {
+        self.loads.loads[i].region_load()
+    }
+
+    fn holders(&self, i: usize) -> (u64, &[u64]) {
+        // Every id the loads hold is a routed region's (aligned); a leader no node has else.
+        self.routes
+            .region(self.loads.ids[i])
+            .map_or((u64::MAX, &[][..]), |r| (r.leader, &r.followers()[..]))
+    }
+
+    fn walk(&self, f: &mut dyn FnMut(usize, RegionRef<'_>)) {
+        let routed = self.routes.regions().zip(&self.loads.loads);
+        for (i, (r, load)) in routed.enumerate() {
+            let view = RegionRef {
+                region_id: r.region_id,
+                leader: r.leader,
+                followers: r.followers(),
+                load: load.region_load(),
+            };
+            f(i, view);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -617,9 +665,64 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_reads_each_routed_region_with_its_own_load_and_holders() {
+        let t = |n: u64| (1u64 << 32) | n;
+        let u = |n: u64| (2u64 << 32) | n;
+        let routes = RouteViews::default()
+            .with_route(
+                1,
+                5,
+                &format!(
+                    r#"{{"t":1,"v":1,"r":[{{"id":{},"l":3,"f":[4,5]}},{{"id":{},"l":4}}]}}"#,
+                    t(2),
+                    t(0)
+                ),
+            )
+            .with_route(
+                2,
+                6,
+                &format!(r#"{{"t":2,"v":1,"r":[{{"id":{},"l":5,"f":[3]}}]}}"#, u(1)),
+            );
+        let mut loads = RegionLoads::default();
+        // Reports of a routed region, and of regions no route holds (gone, or not yet routed).
+        for (r, w) in [(t(2), 40), (t(1), 7), (9 << 32, 1)] {
+            loads.observe(&stat(r, w), 1_000);
+        }
+        loads.align(&routes, |_| {});
+        assert_eq!(
+            loads.ids,
+            [t(0), t(2), u(1)],
+            "the routed regions, in order"
+        );
+        assert_eq!(
+            loads.history(t(1)),
+            [],
+            "an unrouted region's window is gone"
+        );
+        let regions = Regions::shared(Arc::new(LeaderRegions {
+            routes: Arc::new(routes),
+            loads: Arc::new(loads),
+        }));
+        assert_eq!(regions.len(), 3);
+        assert_eq!(regions.region_id(1), t(2));
+        assert_eq!(regions.holders(1), (3, &[4, 5][..]));
+        assert_eq!(regions.holders(2), (5, &[3][..]));
+        assert_eq!(regions.load(1).wcus, 40.0);
+        assert_eq!(regions.load(1).approximate_bytes, 100);
+        assert_eq!(regions.load(0), RegionLoad::default(), "not reported yet");
+        assert_eq!(regions.position(u(1)), Some(2));
+        let mut walked = Vec::new();
+        regions.walk(|i, r| walked.push((i, r.region_id, r.leader, r.load.wcus)));
+        assert_eq!(
+            walked,
+            [(0, t(0), 4, 0.0), (1, t(2), 3, 40.0), (2, u(1), 5, 0.0)]
+        );
+    }
+
+    #[test]
     fn a_region_load_is_72_bytes() {
         // Six samples with a u32 of ms each took 88.
-        assert_eq!(std::mem::size_of::<RegionLoad>(), 72);
+        assert_eq!(std::mem::size_of::<LoadWindow>(), 72);
     }
 
     #[test]
