@@ -8,9 +8,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::followers::Followers;
 use crate::operator::{MoveKind, Operator};
-use crate::regions::{RegionLoad, RegionRef, Regions};
+use crate::regions::Regions;
 
 /// The datanode label holding a node's relative capacity (`"2"`: twice an unlabelled node's
 /// share of regions and load). Missing, unparsable or non-positive values count as 1.
@@ -262,56 +261,6 @@ impl NodeView {
         match self.labels.get(CAPACITY_LABEL).map(|v| v.parse::<f64>()) {
             Some(Ok(c)) if c.is_finite() && c > 0.0 => c.min(NODE_CAPACITY_MAX),
             _ => 1.0,
-        }
-    }
-}
-
-/// A region and where it lives, with its smoothed load (negative or non-finite figures from a
-/// confused datanode must be cleaned by the caller; the leader's stats history does).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RegionView {
-    pub region_id: u64,
-    pub leader: u64,
-    pub followers: Followers,
-    pub approximate_bytes: u64,
-    pub wcus: f64,
-    pub rcus: f64,
-}
-
-impl RegionView {
-    /// A region of no size and no load led by `leader`.
-    pub fn new(region_id: u64, leader: u64) -> Self {
-        RegionView {
-            region_id,
-            leader,
-            followers: Followers::default(),
-            approximate_bytes: 0,
-            wcus: 0.0,
-            rcus: 0.0,
-        }
-    }
-
-    /// The table the region belongs to (`region_id >> 32`).
-    pub fn table_id(&self) -> u64 {
-        self.region_id >> 32
-    }
-
-    /// Its size and load.
-    pub fn load(&self) -> RegionLoad {
-        RegionLoad {
-            approximate_bytes: self.approximate_bytes,
-            wcus: self.wcus,
-            rcus: self.rcus,
-        }
-    }
-
-    /// The view as a walk over regions sees it.
-    pub fn to_ref(&self) -> RegionRef<'_> {
-        RegionRef {
-            region_id: self.region_id,
-            leader: self.leader,
-            followers: &self.followers,
-            load: self.load(),
         }
     }
 }
@@ -977,6 +926,7 @@ fn holder_of(t: &Tally, region: usize, kind: MoveKind, from: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::regions::RegionView;
 
     #[test]
     fn capacity_label_is_parsed_clamped_and_defaults_to_one() {

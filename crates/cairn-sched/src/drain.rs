@@ -226,7 +226,8 @@ pub(crate) fn operator(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{ClusterSnapshot, NodeView, RegionView};
+    use crate::cluster::{ClusterSnapshot, NodeView};
+    use crate::regions::RegionView;
     use crate::test_support::{apply, led_counts, snapshot};
 
     pub(crate) fn run(snap: &ClusterSnapshot) -> Vec<Operator> {

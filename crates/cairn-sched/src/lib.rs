@@ -46,8 +46,8 @@ pub use balance_region::{
     BALANCE_TOLERANCE_DEFAULT, REGIONS_EXAMINED_MAX, REGION_CANDIDATES_SCANNED_MAX,
 };
 pub use cluster::{
-    ClusterSnapshot, DrainKind, IdHasher, IdMap, IdSet, NodeIndex, NodeView, RegionView,
-    CAPACITY_LABEL, COUNT_MOVE_LOAD_BANDS, NODE_CAPACITY_MAX, NODE_INDEX_DENSE_IDS_MAX,
+    ClusterSnapshot, DrainKind, IdHasher, IdMap, IdSet, NodeIndex, NodeView, CAPACITY_LABEL,
+    COUNT_MOVE_LOAD_BANDS, NODE_CAPACITY_MAX, NODE_INDEX_DENSE_IDS_MAX,
 };
 pub use drain::{failover_plan, FAILOVER as FAILOVER_SCHEDULER};
 pub use followers::Followers;
@@ -63,6 +63,6 @@ pub use operator::{
 pub use placement::{
     Candidate, Placement, PlacementRequest, RegionPlacement, SelectError, Selector,
 };
-pub use regions::{RegionLoad, RegionRef, RegionSource, Regions};
+pub use regions::{RegionLoad, RegionRef, RegionSource, RegionView, Regions};
 pub use round_robin::RoundRobin;
 pub use scheduler::{names as scheduler_names, ConfigError, SchedulerInfo, Schedulers};

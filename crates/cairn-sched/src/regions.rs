@@ -1,13 +1,14 @@
 //! A snapshot's regions ([`Regions`]): either listed, one [`RegionView`] each (tests, the
-//! simulator, failover's small plans), or read in place from a [`RegionSource`] the caller
-//! keeps anyway. The leader keeps a million regions' routes and load samples between passes;
-//! a copy of them per pass (48 bytes a region) cost more memory than anything else it held
-//! for a region, so a pass reads them where they lie.
+//! simulator, failover's plans), or read in place from a [`RegionSource`] the caller keeps
+//! anyway. The leader keeps a million regions' routes and load samples between passes; a view
+//! of each for the pass (48 bytes a region, kept between passes because allocating them anew
+//! cost a pass tens of milliseconds) was the second largest thing it held for a region, so a
+//! pass reads them where they lie.
 
 use std::fmt;
 use std::sync::Arc;
 
-use crate::cluster::RegionView;
+use crate::followers::Followers;
 
 /// A region's last reported size and smoothed load.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -24,6 +25,56 @@ pub struct RegionRef<'a> {
     pub leader: u64,
     pub followers: &'a [u64],
     pub load: RegionLoad,
+}
+
+/// A region and where it lives, with its smoothed load (negative or non-finite figures from a
+/// confused datanode must be cleaned by the caller; the leader's stats history does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionView {
+    pub region_id: u64,
+    pub leader: u64,
+    pub followers: Followers,
+    pub approximate_bytes: u64,
+    pub wcus: f64,
+    pub rcus: f64,
+}
+
+impl RegionView {
+    /// A region of no size and no load led by `leader`.
+    pub fn new(region_id: u64, leader: u64) -> Self {
+        RegionView {
+            region_id,
+            leader,
+            followers: Followers::default(),
+            approximate_bytes: 0,
+            wcus: 0.0,
+            rcus: 0.0,
+        }
+    }
+
+    /// The table the region belongs to (`region_id >> 32`).
+    pub fn table_id(&self) -> u64 {
+        self.region_id >> 32
+    }
+
+    /// Its size and load.
+    pub fn load(&self) -> RegionLoad {
+        RegionLoad {
+            approximate_bytes: self.approximate_bytes,
+            wcus: self.wcus,
+            rcus: self.rcus,
+        }
+    }
+
+    /// The view as a walk over regions sees it.
+    pub fn to_ref(&self) -> RegionRef<'_> {
+        RegionRef {
+            region_id: self.region_id,
+            leader: self.leader,
+            followers: &self.followers,
+            load: self.load(),
+        }
+    }
 }
 
 /// Regions read in place. Region `i` is the same region for every method, for as long as the

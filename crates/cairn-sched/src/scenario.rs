@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 
-use crate::cluster::{ClusterSnapshot, NodeView, RegionView};
+use crate::cluster::{ClusterSnapshot, NodeView};
 use crate::operator::MoveKind;
+use crate::regions::RegionView;
 use crate::scheduler::Schedulers;
 
 /// The scenarios, by name.
