@@ -486,7 +486,7 @@ impl<'a> Tally<'a> {
                 n.rcus += load.rcus;
                 n.led.push(i as u32);
                 if spread {
-                    let table = r.region_id >> 32;
+                    let table = r.table_id();
                     if last_table.0 != table {
                         last_table = (table, tables.number(table));
                     }

@@ -27,6 +27,13 @@ pub struct RegionRef<'a> {
     pub load: RegionLoad,
 }
 
+impl RegionRef<'_> {
+    /// The table the region belongs to (`region_id >> 32`).
+    pub fn table_id(&self) -> u64 {
+        self.region_id >> 32
+    }
+}
+
 /// A region and where it lives, with its smoothed load (negative or non-finite figures from a
 /// confused datanode must be cleaned by the caller; the leader's stats history does).
 #[derive(Debug, Clone, PartialEq)]

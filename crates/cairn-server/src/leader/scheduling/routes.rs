@@ -248,7 +248,9 @@ impl RouteViews {
 
     /// Region `region_id`, found in its table's route (`region_id >> 32`).
     pub fn region(&self, region_id: u64) -> Option<&RouteRegion> {
-        self.by_table.get(&(region_id >> 32))?.region(region_id)
+        self.by_table
+            .get(&table_id_of(region_id))?
+            .region(region_id)
     }
 
     /// Changes whenever the views change (a route added, rewritten or removed).
