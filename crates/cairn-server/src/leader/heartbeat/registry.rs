@@ -14,9 +14,9 @@
 //! forgotten `idle_forget_ms` after it went down), so thousands of down nodes waiting to be
 //! forgotten cost nothing until their hour is up.
 
-use super::reported::ReportedRegions;
+use super::reported::{LedLoad, ReportedRegions};
 use cairn_proto::cairnpb::{HeartbeatRequest, NodeIdentity, NodeRole, NodeStats};
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Stats samples kept per node, newest last, for the scheduler.
@@ -279,6 +279,13 @@ impl NodeRegistry {
         self.nodes.get(&id)
     }
 
+    /// The led regions' loads of node `id`'s latest report, ascending, unless taken since it
+    /// came in: the scheduling pass takes each report's loads once.
+    pub fn take_loads(&mut self, id: u64) -> impl Iterator<Item = (u64, LedLoad)> + '_ {
+        let entry = self.nodes.get_mut(&id);
+        entry.into_iter().flat_map(|e| e.regions.take_loads())
+    }
+
     pub fn nodes(&self) -> impl Iterator<Item = &NodeEntry> {
         self.nodes.values()
     }
@@ -307,7 +314,7 @@ impl NodeRegistry {
         stream_last_sequence: Option<u64>,
         now: Instant,
     ) -> Result<Accepted, HeartbeatError> {
-        let identity = validate(req, stream_last_sequence)?;
+        let (identity, reported) = validate(req, stream_last_sequence)?;
         let id = identity.id;
         if let Some(e) = self.nodes.get(&id) {
             if e.identity.address != identity.address && e.liveness != Liveness::Down {
@@ -348,7 +355,7 @@ impl NodeRegistry {
                 report_interval_ms: req.report_interval_ms,
                 stats: req.stats.clone().unwrap_or_default(),
             });
-            entry.regions = ReportedRegions::of(&req.regions);
+            entry.regions = reported;
             entry.region_count = entry.regions.len();
         }
         let persist = if entry.persisted.as_ref() != Some(&identity) && !entry.persisting {
@@ -435,11 +442,12 @@ impl NodeRegistry {
     }
 }
 
-/// Checks a request on its own (no registry state), returning the reporter's identity.
+/// Checks a request on its own (no registry state), returning the reporter's identity and
+/// its region report.
 fn validate(
     req: &HeartbeatRequest,
     stream_last_sequence: Option<u64>,
-) -> Result<NodeIdentity, HeartbeatError> {
+) -> Result<(NodeIdentity, ReportedRegions), HeartbeatError> {
     let invalid = |m: String| Err(HeartbeatError::InvalidArgument(m));
     let Some(identity) = req.node.as_ref() else {
         return invalid("node: missing (every heartbeat carries the node's identity)".into());
@@ -493,13 +501,10 @@ fn validate(
                 .to_lowercase()
         ));
     }
-    let mut seen = HashSet::with_capacity(req.regions.len());
-    for r in &req.regions {
-        if !seen.insert(r.region_id) {
-            return invalid(format!("regions: region {} is reported twice", r.region_id));
-        }
+    match ReportedRegions::of(&req.regions) {
+        Ok(reported) => Ok((identity.clone(), reported)),
+        Err(twice) => invalid(format!("regions: region {twice} is reported twice")),
     }
-    Ok(identity.clone())
 }
 
 #[cfg(test)]

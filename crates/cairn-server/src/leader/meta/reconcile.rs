@@ -142,7 +142,7 @@ fn reported_followers(node: &Node) -> Vec<(u64, Vec<u64>)> {
     let registry = node.heartbeats.registry();
     connected_entries(&registry, &connected)
         .filter(|e| e.identity.role == NodeRole::Datanode as i32)
-        .map(|e| (e.identity.id, e.regions.followed.clone()))
+        .map(|e| (e.identity.id, e.regions.followed().collect::<Vec<_>>()))
         .filter(|(_, regions)| !regions.is_empty())
         .collect()
 }

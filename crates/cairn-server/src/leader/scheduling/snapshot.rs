@@ -10,7 +10,7 @@
 //! order) for its load; nothing is copied per region.
 
 use crate::leader::heartbeat::registry::NodeState;
-use crate::leader::heartbeat::reported::LedRegion;
+use crate::leader::heartbeat::reported::LedLoad;
 use crate::leader::node::Node;
 use crate::leader::procedure::maintenance;
 use crate::leader::scheduling::routes::RouteViews;
@@ -51,9 +51,9 @@ pub struct Reported {
 }
 
 impl Reported {
-    pub fn of(stat: &LedRegion, at_ms: u64) -> Self {
+    pub fn of(region_id: u64, stat: &LedLoad, at_ms: u64) -> Self {
         Reported {
-            region_id: stat.region_id,
+            region_id,
             at_ms,
             wcus: stat.wcus,
             rcus: stat.rcus,
@@ -151,9 +151,6 @@ impl LoadWindow {
 pub struct RegionLoads {
     ids: Vec<u64>,
     loads: Vec<LoadWindow>,
-    /// Each node's heartbeat last taken in, so a report is counted once however many passes
-    /// see it.
-    seen: HashMap<u64, Instant>,
     /// The routes' generation ([`RouteViews::generation`]) the windows were last aligned with
     /// ([`RegionLoads::align`]).
     aligned_with: Option<u64>,
@@ -360,7 +357,7 @@ pub fn build(
     // it) and folded into the loads after it is released.
     let mut reports: Vec<Reported> = Vec::new();
     {
-        let registry = node.heartbeats.registry();
+        let mut registry = node.heartbeats.registry();
         for e in connected.iter().filter_map(|id| registry.get(*id)) {
             let id = e.identity.id;
             if e.identity.role != NodeRole::Datanode as i32 {
@@ -383,17 +380,19 @@ pub fn build(
                 None => None,
             };
             nodes.insert(id, view);
-            // The latest report, not the latest request: a replies-only request in between
-            // reports nothing new.
-            let Some(at) = e.latest().map(|s| s.at) else {
-                continue;
-            };
-            if loads.seen.get(&id) == Some(&at) {
-                continue;
-            }
-            loads.seen.insert(id, at);
+        }
+        // Every report's loads, the nodes' that went away since included (a report is a report,
+        // and one not taken would be held until its node is judged down). The latest report,
+        // not the latest request: a replies-only request in between reports nothing new. Its
+        // loads are taken, so each counts once however many passes see the report.
+        let reported: Vec<(u64, Instant)> = registry
+            .nodes()
+            .filter_map(|e| Some((e.identity.id, e.latest()?.at)))
+            .collect();
+        for (id, at) in reported {
             let at_ms = unix_ms_at(at, now);
-            reports.extend(e.regions.led.iter().map(|s| Reported::of(s, at_ms)));
+            let taken = registry.take_loads(id);
+            reports.extend(taken.map(|(region, s)| Reported::of(region, &s, at_ms)));
         }
     }
     loads.align(&routes);
@@ -515,18 +514,19 @@ impl RegionSource for LeaderRegions {
 mod tests {
     use super::*;
 
-    fn stat(region_id: u64, wcus: u32) -> LedRegion {
-        LedRegion {
-            region_id,
+    /// A report of `region_id` at `at_ms`: `wcus`, half as many rcus, 100 bytes.
+    fn stat(region_id: u64, wcus: u32, at_ms: u64) -> Reported {
+        let load = LedLoad {
             wcus,
             rcus: wcus / 2,
             approximate_bytes: 100,
-        }
+        };
+        Reported::of(region_id, &load, at_ms)
     }
 
     impl RegionLoads {
-        fn observe(&mut self, stat: &LedRegion, at_ms: u64) {
-            self.observe_all(vec![Reported::of(stat, at_ms)]);
+        fn observe(&mut self, (region_id, wcus): (u64, u32), at_ms: u64) {
+            self.observe_all(vec![stat(region_id, wcus, at_ms)]);
         }
 
         fn seed(&mut self, region_id: u64, wcus: f64, rcus: f64, at_ms: u64) {
@@ -538,14 +538,12 @@ mod tests {
     fn reports_in_any_order_land_on_their_regions_and_stay_sorted() {
         let mut l = RegionLoads::default();
         let batch = |ids: &[u64], w: u64, at: u64| -> Vec<Reported> {
-            ids.iter()
-                .map(|r| Reported::of(&stat(*r, w as u32), at))
-                .collect()
+            ids.iter().map(|r| stat(*r, w as u32, at)).collect()
         };
         l.observe_all(batch(&[30, 10, 20], 4, 1));
         // New regions between held ones, a region reported twice, held ones again.
         let mut second = batch(&[25, 5, 30, 35], 8, 2);
-        second.push(Reported::of(&stat(25, 12), 3));
+        second.push(stat(25, 12, 3));
         l.observe_all(second);
         assert_eq!(l.ids, [5, 10, 20, 25, 30, 35]);
         assert_eq!(l.smoothed(25).0, 10.0, "both reports, in order");
@@ -562,11 +560,11 @@ mod tests {
     fn load_is_the_mean_of_the_last_samples_and_history_is_oldest_first() {
         let mut l = RegionLoads::default();
         assert_eq!(l.smoothed(1), (0.0, 0.0, 0));
-        l.observe(&stat(1, 10), 1);
-        l.observe(&stat(1, 20), 2);
+        l.observe((1, 10), 1);
+        l.observe((1, 20), 2);
         assert_eq!(l.smoothed(1), (15.0, 7.5, 100));
         for w in 0..REGION_LOAD_SAMPLES_MAX as u64 {
-            l.observe(&stat(1, 100 + w as u32), 10 + w);
+            l.observe((1, 100 + w as u32), 10 + w);
         }
         let h: Vec<u32> = l.history(1).iter().map(|s| s.0.wcus).collect();
         assert_eq!(
@@ -577,7 +575,7 @@ mod tests {
         let at: Vec<u64> = l.history(1).iter().map(|s| s.0.at_ms).collect();
         assert_eq!(at, [10, 11, 12, 13, 14, 15]);
         assert_eq!(l.smoothed(1).0, 102.5);
-        l.observe(&stat(2, 1), 20);
+        l.observe((2, 1), 20);
         assert_eq!(l.hottest(1), [(1, 102.5, 51.0)]);
     }
 
@@ -600,7 +598,7 @@ mod tests {
         l.seed(1, 1.0, 1.0, 600);
         assert_eq!(l.history(1).len(), 1);
         for i in 1..REGION_LOAD_SAMPLES_MAX as u64 {
-            l.observe(&stat(1, 10), 1000 + i);
+            l.observe((1, 10), 1000 + i);
         }
         let h = l.history(1);
         assert_eq!(h.len(), REGION_LOAD_SAMPLES_MAX);
@@ -610,7 +608,7 @@ mod tests {
             (40.0 + 10.0 * 5.0) / 6.0,
             "smoothed over 6"
         );
-        l.observe(&stat(1, 10), 2000);
+        l.observe((1, 10), 2000);
         assert!(l.history(1).iter().all(|s| !s.1), "the seeded sample left");
         assert_eq!(l.smoothed(1).0, 10.0);
     }
@@ -619,15 +617,15 @@ mod tests {
     fn sample_times_read_back_as_reported_across_a_moved_base() {
         let mut l = RegionLoads::default();
         let t0 = 1_767_225_600_123;
-        l.observe(&stat(1, 10), t0);
+        l.observe((1, 10), t0);
         // A previous leader's summary from an hour before the first report.
         l.seed(2, 5.0, 5.0, t0 - 3_600_000);
         assert_eq!(l.history(1)[0].0.at_ms, t0);
         assert_eq!(l.history(2)[0].0.at_ms, t0 - 3_600_000);
         // Fifty days on: past what a u32 of ms after the first base holds.
         let later = t0 + 50 * 24 * 3_600_000;
-        l.observe(&stat(1, 20), later);
-        l.observe(&stat(1, 30), later + 1_000);
+        l.observe((1, 20), later);
+        l.observe((1, 30), later + 1_000);
         let h: Vec<u64> = l.history(1).iter().map(|s| s.0.at_ms).collect();
         assert_eq!(h, [later, later + 1_000], "each at its own time");
         assert_eq!(
@@ -645,12 +643,12 @@ mod tests {
         let gap = REGION_LOAD_GAP_MAX_MS as u64;
         let times = [t0, t0 + 3_001, t0 + 3_001 + gap, t0 + 3_002 + gap];
         for (i, at) in times.iter().enumerate() {
-            l.observe(&stat(1, 10 * (i as u32 + 1)), *at);
+            l.observe((1, 10 * (i as u32 + 1)), *at);
         }
         let h: Vec<u64> = l.history(1).iter().map(|s| s.0.at_ms).collect();
         assert_eq!(h, times, "a gap of up to {gap} ms is kept to the ms");
         // A report older than the newest (another node's, in the same pass) reads as with it.
-        l.observe(&stat(1, 50), t0 + 10);
+        l.observe((1, 50), t0 + 10);
         assert_eq!(
             l.history(1)[4].0,
             LoadSample {
@@ -662,7 +660,7 @@ mod tests {
         assert_eq!(l.smoothed(1).0, 30.0);
         // Silent for longer than the gap: the old samples no longer tell its load.
         let back = times[3] + gap + 1;
-        l.observe(&stat(1, 7), back);
+        l.observe((1, 7), back);
         let h = l.history(1);
         assert_eq!(
             h,
@@ -678,7 +676,7 @@ mod tests {
         assert_eq!(l.smoothed(1).0, 7.0);
         // So is a seeded sample followed by a report long after it.
         l.seed(2, 40.0, 20.0, t0);
-        l.observe(&stat(2, 8), t0 + gap + 1);
+        l.observe((2, 8), t0 + gap + 1);
         assert_eq!(l.history(2).len(), 1);
         assert!(!l.history(2)[0].1, "the seed is gone");
     }
@@ -705,7 +703,7 @@ mod tests {
         let mut loads = RegionLoads::default();
         // Reports of a routed region, and of regions no route holds (gone, or not yet routed).
         for (r, w) in [(t(2), 40), (t(1), 7), (9 << 32, 1)] {
-            loads.observe(&stat(r, w), 1_000);
+            loads.observe((r, w), 1_000);
         }
         loads.align(&routes);
         assert_eq!(
