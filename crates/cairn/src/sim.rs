@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_client::meta::{HeartbeatObserver, MetaClient};
+use cairn_sched::scenario::{ScenarioSpec, SCENARIO_FILE_BYTES_MAX};
 use cairn_sim::{Fleet, LoadPattern, NodeStatus, SimConfig, SimRole};
 
 /// How often the summary line is printed.
@@ -85,12 +86,15 @@ pub struct SimArgs {
     /// cache (0: no writes).
     #[arg(long, default_value_t = 0)]
     pub tables: u32,
-    /// Play a scheduling scenario and exit: add-nodes, remove-node, hot-table, zone-outage or
-    /// half-on-one (`--tables` then counts its tables, 0: 4 per datanode). Prints each node's
-    /// led regions and write load as a time series and a summary; exit status 1 when the
-    /// cluster does not balance within --duration-secs.
-    #[arg(long)]
+    /// Play a built-in scheduling scenario and exit: add-nodes, remove-node, hot-table,
+    /// zone-outage or half-on-one (`--tables` then counts its tables, 0: 4 per datanode).
+    /// Prints each node's led regions and write load as a time series and a summary; exit
+    /// status 1 when the cluster does not balance within --duration-secs.
+    #[arg(long, conflicts_with = "scenario_file")]
     pub scenario: Option<String>,
+    /// Play the scenario of this file instead (its format: docs/operations.md, "Scenarios").
+    #[arg(long)]
+    pub scenario_file: Option<std::path::PathBuf>,
     /// Regions per table in a scenario.
     #[arg(long, default_value_t = 4)]
     pub table_regions: u32,
@@ -209,10 +213,25 @@ fn summary(statuses: &[NodeStatus], acked: u64, acked_before: u64) -> String {
     )
 }
 
+/// Reads and checks a scenario file (at most `scenario_file_bytes_max`).
+pub fn read_scenario_file(path: &std::path::Path) -> Result<ScenarioSpec, String> {
+    let shown = path.display();
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("{shown}: {e}"))?
+        .len();
+    if size > SCENARIO_FILE_BYTES_MAX as u64 {
+        return Err(format!(
+            "{shown}: {size} bytes exceed scenario_file_bytes_max {SCENARIO_FILE_BYTES_MAX}"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    ScenarioSpec::parse(&text).map_err(|e| format!("{shown}: {e}"))
+}
+
 /// Runs the simulation until Ctrl-C.
 pub async fn run(args: SimArgs) -> Result<(), String> {
-    if let Some(name) = &args.scenario {
-        return scenario::run(&args, name).await;
+    if args.scenario.is_some() || args.scenario_file.is_some() {
+        return scenario::run(&args).await;
     }
     let client = MetaClient::new(&args.endpoints).map_err(|e| format!("--endpoints: {e}"))?;
     let config = args.config();

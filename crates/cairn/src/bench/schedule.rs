@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use cairn_sched::scenario::{self, ModelLimits, ScenarioReport, SCENARIOS};
+use cairn_sched::scenario::{self, ModelLimits, ScenarioReport, ScenarioSpec, SCENARIOS};
 use cairn_sched::Schedulers;
 use serde::Serialize;
 
@@ -29,10 +29,13 @@ pub struct ScheduleBenchArgs {
     /// Regions in each scenario.
     #[arg(long, default_value_t = 100_000)]
     regions: u64,
-    /// Only this scenario (default: all of add-nodes, remove-node, hot-table, zone-outage,
-    /// half-on-one).
-    #[arg(long)]
+    /// Only this built-in scenario (default: all of add-nodes, remove-node, hot-table,
+    /// zone-outage, half-on-one).
+    #[arg(long, conflicts_with = "scenario_file")]
     scenario: Option<String>,
+    /// Only the scenario of this file (its format: docs/operations.md, "Scenarios").
+    #[arg(long)]
+    scenario_file: Option<std::path::PathBuf>,
     /// Regions of the snapshot whose planning pass is timed (0: skip).
     #[arg(long, default_value_t = 1_000_000)]
     pass_regions: u64,
@@ -57,7 +60,7 @@ pub struct ScheduleBenchArgs {
 
 #[derive(Debug, Serialize)]
 struct ScenarioRow {
-    scenario: &'static str,
+    scenario: String,
     time_to_balance_s: f64,
     passes: usize,
     moves: usize,
@@ -121,15 +124,19 @@ pub async fn run(args: ScheduleBenchArgs) -> Result<(), BenchError> {
             "--scheduler-interval-ms and --scheduler-moves-per-minute-max: at least 1".into(),
         ));
     }
-    let names: Vec<&str> = match &args.scenario {
-        Some(s) if SCENARIOS.contains(&s.as_str()) => vec![s.as_str()],
-        Some(s) => {
-            return Err(BenchError::Usage(format!(
+    let specs: Vec<ScenarioSpec> = match (&args.scenario, &args.scenario_file) {
+        (_, Some(path)) => vec![crate::sim::read_scenario_file(path)
+            .map_err(|e| BenchError::Usage(format!("--scenario-file: {e}")))?],
+        (Some(s), None) => vec![ScenarioSpec::built_in(s).ok_or_else(|| {
+            BenchError::Usage(format!(
                 "--scenario: {s:?} is not one of {}",
                 SCENARIOS.join(", ")
-            )))
-        }
-        None => SCENARIOS.to_vec(),
+            ))
+        })?],
+        (None, None) => SCENARIOS
+            .iter()
+            .map(|s| ScenarioSpec::built_in(s).expect("a listed scenario"))
+            .collect(),
     };
     let limits = ModelLimits {
         interval_ms: args.scheduler_interval_ms,
@@ -140,8 +147,9 @@ pub async fn run(args: ScheduleBenchArgs) -> Result<(), BenchError> {
     };
     let schedulers = Schedulers::default();
     let mut scenarios = Vec::new();
-    for name in names {
-        let s = scenario::build(name, args.nodes, args.regions, 7).expect("a listed scenario");
+    for spec in &specs {
+        let s = scenario::build(spec, args.nodes, args.regions, 7, &schedulers, limits)
+            .map_err(|e| BenchError::Usage(format!("--nodes, --regions: {e}")))?;
         scenarios.push(row(scenario::play(
             &s,
             &schedulers,
@@ -150,8 +158,9 @@ pub async fn run(args: ScheduleBenchArgs) -> Result<(), BenchError> {
         )));
     }
     let (pass_ms, pass_operators) = if args.pass_regions > 0 {
-        let s = scenario::build("add-nodes", args.nodes, args.pass_regions, 7)
-            .expect("a listed scenario");
+        let spec = ScenarioSpec::built_in("add-nodes").expect("a listed scenario");
+        let s = scenario::build(&spec, args.nodes, args.pass_regions, 7, &schedulers, limits)
+            .map_err(|e| BenchError::Usage(format!("--nodes, --pass-regions: {e}")))?;
         let mut snap = s.snapshot;
         let ids: Vec<u64> = snap.nodes.iter().map(|n| n.node_id).collect();
         let followers = args.pass_followers.min(ids.len().saturating_sub(1));

@@ -1,34 +1,29 @@
-//! `cairn sim --scenario NAME`: plays one of the scheduling scenarios against a running cluster
-//! with simulated datanodes, prints each node's led regions and write load as a time series,
-//! then a summary with the figures `cairn bench schedule` gives for the scheduler model: time
-//! to balance, region and load imbalance (max/mean), moves against the fewest possible, regions
-//! moved twice.
+//! `cairn sim --scenario NAME` (or `--scenario-file PATH`): plays a scheduling scenario against
+//! a running cluster with simulated datanodes, prints each node's led regions and write load as
+//! a time series, then a summary with the figures `cairn bench schedule` gives for the scheduler
+//! model: time to balance, region and load imbalance (max/mean), moves against the fewest
+//! possible, regions moved twice.
 //!
-//! Each scenario builds its starting point with maintenance mode on (so nothing moves while
-//! tables are created), makes its change, switches maintenance mode off and watches the
-//! schedulers (and, where nodes die, failover) answer. `D` is `--datanodes`, the tables are
-//! `--tables` × `--table-regions` in database `scenario_NAME` (dropped at the end).
-//!
-//! - `add-nodes`: D datanodes hold the tables; 2 empty ones join.
-//! - `remove-node`: D datanodes hold the tables; the first is killed.
-//! - `hot-table`: D datanodes hold the tables; the first table's load jumps tenfold.
-//! - `zone-outage`: every datanode of the first one's zone (`id % 3`) is killed; once failover
-//!   has moved their regions they come back, empty, and the measurement starts.
-//! - `half-on-one`: the first datanode alone takes half the tables, then the others join and
-//!   take the rest.
+//! A scenario is a file of steps ([`cairn_sched::scenario::ScenarioSpec`]; the built-in ones
+//! are `crates/cairn-sched/scenarios/*.toml`), the same the model plays. The steps run with
+//! maintenance mode on, so nothing moves while nodes start and tables are created; then
+//! maintenance mode goes off and the schedulers (and, where nodes died, failover) answer.
+//! `D` is `--datanodes`: `{ start = "all" }` starts D, `join` adds datanodes beyond them. The
+//! tables are `--tables` × `--table-regions` in database `scenario_NAME` (dropped at the end).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use cairn_client::meta::MetaClient;
 use cairn_proto::cairnpb::{CreateDatabaseRequest, DropDatabaseRequest};
+use cairn_sched::scenario::{tables_after, ScenarioSpec, ScenarioStep, StartNodes, Victims};
 use cairn_sim::load::region_load_per_sec;
 use cairn_sim::node::SIM_ZONES;
 use cairn_sim::{Fleet, SimConfig, WriteLoadConfig};
 
 use super::SimArgs;
 
-/// The scenarios, by name (the same as `cairn bench schedule`'s model plays).
+/// The built-in scenarios, by name (the same as `cairn bench schedule`'s model plays).
 pub const SCENARIOS: &[&str] = cairn_sched::scenario::SCENARIOS;
 /// Most tables a scenario may create (one route request reads them all).
 pub const SCENARIO_TABLES_MAX: u32 = cairn_client::meta::ROUTE_TABLES_PER_REQUEST_MAX as u32;
@@ -38,10 +33,6 @@ pub const SCENARIO_TABLE_REGIONS_MAX: u32 = 64;
 pub const SCENARIO_DURATION_MAX_SECS: u64 = 3_600;
 /// Shortest time series interval.
 pub const SCENARIO_SAMPLE_MIN_MS: u64 = 100;
-/// How much hotter the hot table gets in `hot-table`.
-const HOT_TABLE_FACTOR: f64 = 10.0;
-/// Nodes that join in `add-nodes`.
-const JOINING_NODES: u64 = 2;
 /// How long setup steps (nodes registering, failover) may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The targets a scenario must reach (the issue's): region max/mean, load max/mean.
@@ -51,16 +42,22 @@ const LOAD_IMBALANCE_TARGET: f64 = 1.2;
 /// One sample of the cluster: who leads each region.
 type Leaders = HashMap<u64, u64>;
 
-/// Runs `args.scenario` to the end; Err when it is unknown, a setup step fails, or the cluster
-/// does not balance within `--duration-secs`.
-pub async fn run(args: &SimArgs, name: &str) -> Result<(), String> {
-    let name = *SCENARIOS.iter().find(|s| **s == name).ok_or_else(|| {
-        format!(
-            "--scenario: unknown scenario {name:?}; one of {}",
-            SCENARIOS.join(", ")
-        )
-    })?;
-    let plan = Plan::from_args(args, name)?;
+/// Runs the scenario of `--scenario` or `--scenario-file` to the end; Err when it is unknown
+/// or invalid, a setup step fails, or the cluster does not balance within `--duration-secs`.
+pub async fn run(args: &SimArgs) -> Result<(), String> {
+    let spec = match (&args.scenario, &args.scenario_file) {
+        (_, Some(path)) => {
+            super::read_scenario_file(path).map_err(|e| format!("--scenario-file: {e}"))?
+        }
+        (Some(name), None) => ScenarioSpec::built_in(name).ok_or_else(|| {
+            format!(
+                "--scenario: unknown scenario {name:?}; one of {}",
+                SCENARIOS.join(", ")
+            )
+        })?,
+        (None, None) => return Err("--scenario or --scenario-file: one is needed".into()),
+    };
+    let plan = Plan::from_args(args, spec)?;
     let client = MetaClient::new(&args.endpoints).map_err(|e| format!("--endpoints: {e}"))?;
     let was = client
         .get_maintenance()
@@ -73,10 +70,6 @@ pub async fn run(args: &SimArgs, name: &str) -> Result<(), String> {
             was.reason
         ));
     }
-    client
-        .set_maintenance(true, "cairn sim --scenario: setting up")
-        .await
-        .map_err(|e| format!("switching maintenance mode on: {e}"))?;
     let mut fleet = None;
     let result = tokio::select! {
         result = play(&client, &plan, &mut fleet) => result,
@@ -102,7 +95,8 @@ pub async fn run(args: &SimArgs, name: &str) -> Result<(), String> {
 
 /// What a scenario run is made of, from the arguments.
 struct Plan {
-    name: &'static str,
+    name: String,
+    spec: ScenarioSpec,
     datanodes: u64,
     first: u64,
     config: SimConfig,
@@ -113,7 +107,8 @@ struct Plan {
 }
 
 impl Plan {
-    fn from_args(args: &SimArgs, name: &'static str) -> Result<Self, String> {
+    fn from_args(args: &SimArgs, spec: ScenarioSpec) -> Result<Self, String> {
+        let name = spec.name.clone();
         let tables = if args.tables == 0 {
             4 * args.datanodes
         } else {
@@ -129,7 +124,7 @@ impl Plan {
                 "--table-regions: 1..={SCENARIO_TABLE_REGIONS_MAX} (scenario_table_regions_max)"
             ));
         }
-        let least = if name == "zone-outage" { SIM_ZONES } else { 2 };
+        let least = if spec.kills_a_zone() { SIM_ZONES } else { 1 };
         if u64::from(args.datanodes) < least {
             return Err(format!(
                 "--datanodes: {name} needs at least {least} datanodes"
@@ -151,28 +146,29 @@ impl Plan {
         config
             .validate()
             .map_err(|e| format!("--datanodes, --first-node-id: {e}"))?;
-        // add-nodes adds two more.
-        let last = u64::from(args.datanodes) + JOINING_NODES;
+        let last = u64::from(args.datanodes) + spec.joining();
         if last > u64::from(cairn_sim::SIM_NODES_MAX)
             || args.first_node_id.checked_add(last).is_none()
         {
             return Err(format!(
-                "--datanodes, --first-node-id: a scenario may add {JOINING_NODES} datanodes: at \
-                 most {} datanodes, and ids must not overflow",
-                u64::from(cairn_sim::SIM_NODES_MAX) - JOINING_NODES
+                "--datanodes, --first-node-id: {name} adds {} datanodes: at most {} datanodes, \
+                 and ids must not overflow",
+                spec.joining(),
+                u64::from(cairn_sim::SIM_NODES_MAX) - spec.joining()
             ));
         }
         Ok(Plan {
-            name,
-            datanodes: u64::from(args.datanodes),
-            first: args.first_node_id,
-            config,
             writes: WriteLoadConfig {
-                database: format!("scenario_{}", name.replace('-', "_")),
+                database: format!("scenario_{}", database_word(&name)),
                 tables,
                 partitions: args.table_regions,
                 ..WriteLoadConfig::default()
             },
+            name,
+            spec,
+            datanodes: u64::from(args.datanodes),
+            first: args.first_node_id,
+            config,
             duration: Duration::from_secs(args.duration_secs),
             sample: Duration::from_millis(args.sample_ms),
             settle: Duration::from_secs(args.settle_secs),
@@ -180,9 +176,37 @@ impl Plan {
     }
 }
 
-/// Sets the scenario up, makes its change and measures; the fleet is left in `slot` for the
-/// caller to stop.
+/// A scenario's name as a database name: letters, digits and underscores.
+fn database_word(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn maintenance(client: &MetaClient, on: bool, reason: &str) -> Result<(), String> {
+    client
+        .set_maintenance(on, reason)
+        .await
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "switching maintenance mode {}: {e}",
+                if on { "on" } else { "off" }
+            )
+        })
+}
+
+/// Plays the scenario's steps, then measures; the fleet is left in `slot` for the caller to
+/// stop.
 async fn play(client: &MetaClient, plan: &Plan, slot: &mut Option<Fleet>) -> Result<(), String> {
+    const SETTING_UP: &str = "cairn sim --scenario: setting up";
+    maintenance(client, true, SETTING_UP).await?;
     let drop = DropDatabaseRequest {
         catalog: String::new(),
         name: plan.writes.database.clone(),
@@ -201,112 +225,150 @@ async fn play(client: &MetaClient, plan: &Plan, slot: &mut Option<Fleet>) -> Res
         })
         .await
         .map_err(|e| format!("creating database {}: {e}", plan.writes.database))?;
-    let mut config = plan.config.clone();
-    if plan.name == "half-on-one" {
-        config.datanodes = 1;
-    }
-    let fleet =
-        slot.insert(Fleet::start(client.clone(), &config, None).map_err(|e| e.to_string())?);
-    let all: Vec<u64> = (plan.first..plan.first + plan.datanodes).collect();
-    let started: Vec<u64> = all[..config.datanodes as usize].to_vec();
-    alive(client, &started).await?;
+    let run: Vec<u64> = (plan.first..plan.first + plan.datanodes).collect();
+    let (mut started, mut joined, mut created) = (0usize, 0, 0.0);
+    let mut killed: Vec<u64> = Vec::new();
     let mut tables = Vec::new();
-    let half = plan.writes.tables / 2;
-    let first_batch = if plan.name == "half-on-one" {
-        half
-    } else {
-        plan.writes.tables
-    };
-    create_tables(client, plan, 0..first_batch, &mut tables).await?;
     let mut failover = None;
-    match plan.name {
-        "add-nodes" => {
-            let joining: Vec<u64> = (0..JOINING_NODES)
-                .map(|i| plan.first + plan.datanodes + i)
-                .collect();
-            for id in &joining {
-                fleet.add_datanode(*id).map_err(|e| e.to_string())?;
-            }
-            alive(client, &joining).await?;
-        }
-        "remove-node" => {
-            fleet.kill(plan.first).await.map_err(|e| e.to_string())?;
-        }
-        "hot-table" => {
-            // Evenly spread first: the schedulers balance counts and load, then the table heats.
-            client
-                .set_maintenance(false, "")
-                .await
-                .map_err(|e| format!("switching maintenance mode off: {e}"))?;
-            let start = leaders(client, &tables).await?;
-            let settled = watch(client, plan, fleet, &tables, start, false).await?;
-            if !settled.done {
-                return Err(
-                    "hot-table: the cluster did not balance before the table heated".into(),
-                );
-            }
-            println!(
-                "sim: hot-table: balanced; table {} now carries {HOT_TABLE_FACTOR}x its load",
-                tables[0]
-            );
-            fleet.table_load().set(tables[0], HOT_TABLE_FACTOR)?;
-        }
-        "zone-outage" => {
-            let zone: Vec<u64> = all
-                .iter()
-                .copied()
-                .filter(|id| id % SIM_ZONES == plan.first % SIM_ZONES)
-                .collect();
-            for id in &zone {
-                fleet.kill(*id).await.map_err(|e| e.to_string())?;
-            }
-            println!("sim: zone-outage: killed {zone:?}; waiting for failover");
-            client
-                .set_maintenance(false, "")
-                .await
-                .map_err(|e| format!("switching maintenance mode off: {e}"))?;
-            let started = Instant::now();
-            let before = leaders(client, &tables).await?;
-            loop {
-                let now = leaders(client, &tables).await?;
-                if !now.values().any(|l| zone.contains(l)) {
-                    let moved = before.iter().filter(|(r, l)| now.get(r) != Some(l)).count();
-                    failover = Some((moved, started.elapsed()));
-                    break;
+    for (i, step) in plan.spec.steps.iter().enumerate() {
+        match *step {
+            ScenarioStep::Start(which) => {
+                let upto = match which {
+                    StartNodes::All => run.len(),
+                    StartNodes::First(n) => (n as usize).min(run.len()),
+                };
+                if started >= upto {
+                    continue;
                 }
-                if started.elapsed() > SETUP_TIMEOUT {
+                let ids = &run[started..upto];
+                match slot {
+                    None => {
+                        let mut config = plan.config.clone();
+                        config.datanodes = ids.len() as u32;
+                        let fleet = Fleet::start(client.clone(), &config, None)
+                            .map_err(|e| e.to_string())?;
+                        *slot = Some(fleet);
+                    }
+                    Some(fleet) => {
+                        for id in ids {
+                            fleet.add_datanode(*id).map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+                alive(client, ids).await?;
+                started = upto;
+            }
+            ScenarioStep::CreateTables(share) => {
+                created += share;
+                let upto = tables_after(created, u64::from(plan.writes.tables)) as u32;
+                create_tables(client, plan, tables.len() as u32..upto, &mut tables).await?;
+            }
+            ScenarioStep::Join(n) => {
+                let fleet = slot.as_mut().ok_or("join: no datanode started")?;
+                let ids: Vec<u64> = (0..n)
+                    .map(|k| run[0] + plan.datanodes + joined + k)
+                    .collect();
+                for id in &ids {
+                    fleet.add_datanode(*id).map_err(|e| e.to_string())?;
+                }
+                alive(client, &ids).await?;
+                joined += n;
+            }
+            ScenarioStep::Kill(victims) => {
+                let fleet = slot.as_mut().ok_or("kill: no datanode started")?;
+                let zone = plan.first % SIM_ZONES;
+                let ids: Vec<u64> = run[..started]
+                    .iter()
+                    .copied()
+                    .filter(|id| match victims {
+                        Victims::First => *id == plan.first,
+                        Victims::ZoneOfFirst => id % SIM_ZONES == zone,
+                    })
+                    .filter(|id| !killed.contains(id))
+                    .collect();
+                for id in &ids {
+                    fleet.kill(*id).await.map_err(|e| e.to_string())?;
+                }
+                println!("sim: {}: killed {ids:?}", plan.name);
+                killed.extend(ids);
+            }
+            ScenarioStep::Failover => {
+                println!("sim: {}: waiting for failover", plan.name);
+                maintenance(client, false, "").await?;
+                failover = Some(failed_over(client, plan, &tables, &killed).await?);
+                maintenance(client, true, SETTING_UP).await?;
+            }
+            ScenarioStep::RestartKilled => {
+                let fleet = slot.as_mut().ok_or("restart-killed: no datanode started")?;
+                for id in &killed {
+                    fleet.restart(*id).await.map_err(|e| e.to_string())?;
+                }
+                alive(client, &killed).await?;
+                killed.clear();
+            }
+            ScenarioStep::Balance => {
+                let fleet = slot.as_ref().ok_or("balance: no datanode started")?;
+                maintenance(client, false, "").await?;
+                let start = leaders(client, &tables).await?;
+                let settled = watch(client, plan, fleet, &tables, start, false).await?;
+                if !settled.done {
                     return Err(format!(
-                        "failover did not move zone {zone:?}'s regions within {} s",
-                        SETUP_TIMEOUT.as_secs()
+                        "{}: steps[{i}]: the cluster did not balance within {} s",
+                        plan.name,
+                        plan.duration.as_secs()
                     ));
                 }
-                tokio::time::sleep(plan.sample).await;
+                maintenance(client, true, SETTING_UP).await?;
+                println!("sim: {}: balanced", plan.name);
             }
-            for id in &zone {
-                fleet.restart(*id).await.map_err(|e| e.to_string())?;
+            ScenarioStep::Heat { every, factor } => {
+                let fleet = slot.as_ref().ok_or("heat: no datanode started")?;
+                for table in tables.iter().step_by(every as usize) {
+                    fleet.table_load().set(*table, factor)?;
+                }
+                println!(
+                    "sim: {}: every {every}th table of {} carries {factor}x its load",
+                    plan.name,
+                    tables.len()
+                );
             }
-            alive(client, &zone).await?;
         }
-        "half-on-one" => {
-            for id in &all[1..] {
-                fleet.add_datanode(*id).map_err(|e| e.to_string())?;
-            }
-            alive(client, &all[1..]).await?;
-            create_tables(client, plan, half..plan.writes.tables, &mut tables).await?;
-        }
-        _ => unreachable!("checked against SCENARIOS"),
     }
     if let Some((moved, took)) = failover {
         println!(
-            "sim: failover moved {moved} regions in {:.1} s; the zone's nodes are back, empty",
+            "sim: failover moved {moved} regions in {:.1} s",
             took.as_secs_f64()
         );
     }
-    client
-        .set_maintenance(false, "")
-        .await
-        .map_err(|e| format!("switching maintenance mode off: {e}"))?;
+    let fleet = slot.as_ref().ok_or("the scenario started no datanode")?;
+    maintenance(client, false, "").await?;
     measure(client, plan, fleet, &tables).await
+}
+
+/// Waits until no region of `tables` is led by a node of `killed`; how many moved and how long
+/// it took.
+async fn failed_over(
+    client: &MetaClient,
+    plan: &Plan,
+    tables: &[u64],
+    killed: &[u64],
+) -> Result<(usize, Duration), String> {
+    let started = Instant::now();
+    let before = leaders(client, tables).await?;
+    loop {
+        let now = leaders(client, tables).await?;
+        if !now.values().any(|l| killed.contains(l)) {
+            let moved = before.iter().filter(|(r, l)| now.get(r) != Some(l)).count();
+            return Ok((moved, started.elapsed()));
+        }
+        if started.elapsed() > SETUP_TIMEOUT {
+            return Err(format!(
+                "failover did not move {killed:?}'s regions within {} s",
+                SETUP_TIMEOUT.as_secs()
+            ));
+        }
+        tokio::time::sleep(plan.sample).await;
+    }
 }
 
 /// Waits until every node of `ids` is alive in the leader's registry.
