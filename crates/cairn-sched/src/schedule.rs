@@ -11,11 +11,12 @@ use crate::cluster::Tally;
 pub enum ConfigError {
     #[error("unknown scheduler {name:?}: expected one of {known}")]
     UnknownScheduler { name: String, known: String },
-    #[error("scheduler {scheduler}: unknown parameter {key:?}: expected one of {known}")]
+    /// `expected` names the parameters there are, or says there are none.
+    #[error("scheduler {scheduler}: unknown parameter {key:?}: {expected}")]
     UnknownParam {
         scheduler: &'static str,
         key: String,
-        known: String,
+        expected: String,
     },
     #[error("scheduler {scheduler}: {key} = {value:?}: {why}")]
     BadValue {
@@ -79,9 +80,15 @@ pub(crate) fn flag(scheduler: &'static str, key: &str, value: &str) -> Result<bo
 
 /// The error for a parameter `scheduler` does not have.
 pub(crate) fn unknown_param(scheduler: &'static str, key: &str, known: &[&str]) -> ConfigError {
+    // "expected one of " with nothing after it would leave a user guessing.
+    let expected = if known.is_empty() {
+        "it takes no parameters".to_string()
+    } else {
+        format!("expected one of {}", known.join(", "))
+    };
     ConfigError::UnknownParam {
         scheduler,
         key: key.to_string(),
-        known: known.join(", "),
+        expected,
     }
 }

@@ -178,6 +178,11 @@ mod tests {
             .to_string();
         assert!(e.contains("speed") && e.contains("tolerance"), "{e}");
         let e = s
+            .configure("label-spread", "speed", "1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("\"speed\": it takes no parameters"), "{e}");
+        let e = s
             .configure("hot-region", "tolerance", "-1")
             .unwrap_err()
             .to_string();

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod ctl;
 pub mod etcdctl;
 pub mod linearizability;
 pub mod net;

@@ -115,12 +115,25 @@ pub async fn http_post(
     body: &str,
     lines: Option<usize>,
 ) -> Result<HttpAnswer, String> {
+    http_request(port, "POST", path, headers, body, lines).await
+}
+
+/// Sends `method path` with `body` as JSON (empty for none) to 127.0.0.1:`port` and reads the
+/// answer as [`http_post`] does: for the JSON resources' PUT and DELETE as much as POST.
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    lines: Option<usize>,
+) -> Result<HttpAnswer, String> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|e| e.to_string())?;
         let mut request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n",
             body.len()
         );
@@ -156,5 +169,5 @@ pub async fn http_post(
     };
     tokio::time::timeout(RPC_TIMEOUT, exchange)
         .await
-        .map_err(|_| format!("POST {path} on port {port} timed out"))?
+        .map_err(|_| format!("{method} {path} on port {port} timed out"))?
 }
