@@ -589,8 +589,14 @@ async fn a_plan_moves_nothing_and_queued_operators_are_listed_shown_and_cancelle
         text.contains("SCHEDULER") && text.contains("REASON"),
         "{text}"
     );
-    let rows = text.lines().filter(|l| l.contains("| planned")).count();
-    assert!(rows > 0, "{text}");
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("| planned")).collect();
+    assert!(!rows.is_empty(), "{text}");
+    // A planned operator has no id yet: `-`, not 0.
+    assert!(
+        rows.iter()
+            .all(|l| l.trim_start_matches(['|', ' ']).starts_with("- ")),
+        "{text}"
+    );
     let text = ok(ep, &["scheduler", "list"]).await;
     assert!(text.contains("maintenance mode is on"), "{text}");
     assert_eq!(json(ep, &["scheduler", "list"]).await["paused"], true);

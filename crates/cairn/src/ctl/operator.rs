@@ -41,11 +41,12 @@ pub fn print_operators(out: OutputFormat, ops: Vec<OperatorJson>) -> Result<(), 
             ]);
             for o in &ops {
                 table.add_row(vec![
-                    o.id.to_string(),
+                    // A planned operator (`scheduler plan`) has no id yet.
+                    id_or_dash(o.id),
                     o.region_id.to_string(),
                     o.kind.clone(),
-                    node_or_dash(o.from_node),
-                    node_or_dash(o.to_node),
+                    id_or_dash(o.from_node),
+                    id_or_dash(o.to_node),
                     o.scheduler.clone(),
                     o.priority.clone(),
                     o.status.clone(),
@@ -58,8 +59,9 @@ pub fn print_operators(out: OutputFormat, ops: Vec<OperatorJson>) -> Result<(), 
     }
 }
 
-/// A node id, or `-` for none (an added copy has no source, a dropped one no target).
-fn node_or_dash(id: u64) -> String {
+/// An id, or `-` for none (0): an added copy has no source node, a dropped one no target, a
+/// planned operator no id.
+fn id_or_dash(id: u64) -> String {
     match id {
         0 => "-".to_string(),
         n => n.to_string(),
@@ -75,8 +77,8 @@ fn print_one(out: OutputFormat, o: OperatorJson) -> Result<(), CtlError> {
                 ("id", o.id.to_string()),
                 ("region", o.region_id.to_string()),
                 ("kind", o.kind),
-                ("from", node_or_dash(o.from_node)),
-                ("to", node_or_dash(o.to_node)),
+                ("from", id_or_dash(o.from_node)),
+                ("to", id_or_dash(o.to_node)),
                 ("scheduler", o.scheduler),
                 ("priority", o.priority),
                 ("status", o.status),
