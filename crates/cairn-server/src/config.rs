@@ -120,6 +120,9 @@ pub struct ServerConfig {
     pub scheduler_moves_per_minute_max: usize,
     /// A region a scheduler moved is not moved again by a balancing scheduler for this long, ms.
     pub scheduler_region_cooldown_ms: u64,
+    /// How long a scheduler operator has, from when it is planned, ms: one still queued then is
+    /// cancelled (timed out); a running one's migration gets what is left as its deadline.
+    pub scheduler_operator_timeout_ms: u64,
     /// How often the leader persists the summary a new leader starts from (cool-downs, the
     /// hottest regions' loads, the nodes' latest stats), ms: what a leader change loses at most.
     pub scheduler_state_persist_interval_ms: u64,
@@ -151,6 +154,16 @@ pub const SCHEDULER_MOVES_PER_MINUTE_MAX_DEFAULT: usize = 600;
 /// move on the next stats, short enough that a region which arrived during a repair is free to
 /// take part in the next rebalancing.
 pub const SCHEDULER_REGION_COOLDOWN_MS_DEFAULT: u64 = 60_000;
+/// Default of [`ServerConfig::scheduler_operator_timeout_ms`] (a minute, the deadline a
+/// migration gets when none is named): time for a batch of 256 regions to move, short enough
+/// that an operator queued that long is planned afresh rather than run on an old premise.
+pub const SCHEDULER_OPERATOR_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// Least [`ServerConfig::scheduler_operator_timeout_ms`]: a migration needs round trips to its
+/// datanodes; under a second every move would roll back.
+pub const SCHEDULER_OPERATOR_TIMEOUT_MS_MIN: u64 = 1_000;
+/// Most [`ServerConfig::scheduler_operator_timeout_ms`] (an hour): a running migration holds its
+/// regions until its deadline, and a premise that old is not worth acting on.
+pub const SCHEDULER_OPERATOR_TIMEOUT_MS_MAX: u64 = 3_600_000;
 /// Default interval of the scheduling summary's writes, ms: each can be several hundred KiB of
 /// replicated log, so not every pass.
 pub const SCHEDULER_STATE_PERSIST_INTERVAL_MS_DEFAULT: u64 = 30_000;
@@ -193,6 +206,7 @@ impl Default for ServerConfig {
             scheduler_node_operators_max: SCHEDULER_NODE_OPERATORS_MAX_DEFAULT,
             scheduler_moves_per_minute_max: SCHEDULER_MOVES_PER_MINUTE_MAX_DEFAULT,
             scheduler_region_cooldown_ms: SCHEDULER_REGION_COOLDOWN_MS_DEFAULT,
+            scheduler_operator_timeout_ms: SCHEDULER_OPERATOR_TIMEOUT_MS_DEFAULT,
             scheduler_state_persist_interval_ms: SCHEDULER_STATE_PERSIST_INTERVAL_MS_DEFAULT,
             region_reconcile_interval_ms: 30_000,
             ddl_timeout_ms: 120_000,
@@ -357,6 +371,15 @@ impl ServerConfig {
                  scheduler-state-persist-interval-ms: must be at least 1"
                 .into());
         }
+        let timeout_bounds = SCHEDULER_OPERATOR_TIMEOUT_MS_MIN..=SCHEDULER_OPERATOR_TIMEOUT_MS_MAX;
+        if !timeout_bounds.contains(&self.scheduler_operator_timeout_ms) {
+            return Err(format!(
+                "scheduler-operator-timeout-ms: must be between {SCHEDULER_OPERATOR_TIMEOUT_MS_MIN} \
+                 and {SCHEDULER_OPERATOR_TIMEOUT_MS_MAX} (scheduler_operator_timeout_ms_min, \
+                 _max), got {}",
+                self.scheduler_operator_timeout_ms
+            ));
+        }
         if self.failover_migrations_max == 0 {
             return Err("failover-migrations-max: must be at least 1".into());
         }
@@ -412,6 +435,17 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().contains("node-lease-ms"));
+        for timeout in [
+            SCHEDULER_OPERATOR_TIMEOUT_MS_MIN - 1,
+            SCHEDULER_OPERATOR_TIMEOUT_MS_MAX + 1,
+        ] {
+            let c = ServerConfig {
+                scheduler_operator_timeout_ms: timeout,
+                ..Default::default()
+            };
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("scheduler-operator-timeout-ms"), "{err}");
+        }
     }
 
     #[test]

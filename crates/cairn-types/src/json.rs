@@ -159,6 +159,11 @@ pub struct OperatorJson {
     pub outcome: String,
     /// The migration procedure that runs it; 0 before it starts.
     pub procedure_id: u64,
+    /// Unix ms, `created_ms` + the operator timeout (0 in a plan, or from an older server):
+    /// queued then, it is cancelled as timed out; running, its migration rolls back unless the
+    /// route names the target by then.
+    #[serde(default)]
+    pub deadline_ms: u64,
 }
 
 /// One node's stats history (`/v1/stats/nodes/{id}`, `cairn ctl stats node`).

@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// A moved region stays put this long, ms. Default 60000.
     #[arg(long, env = "CAIRN_SCHEDULER_REGION_COOLDOWN_MS")]
     pub scheduler_region_cooldown_ms: Option<u64>,
+    /// How long a scheduler operator has from when it is planned, ms: queued past it, it is
+    /// cancelled; running, its migration rolls back by then. Default 60000 (1000 to 3600000).
+    #[arg(long, env = "CAIRN_SCHEDULER_OPERATOR_TIMEOUT_MS")]
+    pub scheduler_operator_timeout_ms: Option<u64>,
     /// How often the leader persists what a new leader starts from (cool-downs, hottest
     /// regions' loads, nodes' latest stats), ms. Default 30000.
     #[arg(long, env = "CAIRN_SCHEDULER_STATE_PERSIST_INTERVAL_MS")]
@@ -249,6 +253,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.scheduler_region_cooldown_ms {
             c.scheduler_region_cooldown_ms = v;
+        }
+        if let Some(v) = self.scheduler_operator_timeout_ms {
+            c.scheduler_operator_timeout_ms = v;
         }
         if let Some(v) = self.scheduler_state_persist_interval_ms {
             c.scheduler_state_persist_interval_ms = v;

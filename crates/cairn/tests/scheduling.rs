@@ -2,7 +2,8 @@
 //! a frontend writing: a growing cluster evens out by itself with the default scheduler
 //! settings; maintenance mode pauses scheduling while a dry-run plan still shows what would
 //! move; a disabled scheduler plans nothing; bad settings get typed errors naming what is
-//! allowed; no region moves twice.
+//! allowed; no region moves twice; a queued operator cancelled by a user or gone stale is in the
+//! event log with its scheduler and why.
 
 mod common;
 #[path = "common/settle.rs"]
@@ -210,6 +211,107 @@ async fn a_growing_cluster_evens_out_by_itself_and_maintenance_pauses_it() {
         async move { (now > writes + 50).then_some(()) }
     })
     .await;
+    fleet.stop().await;
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_operators_are_in_the_event_log_with_scheduler_and_reason() {
+    // One move a minute: the second datanode's moves wait in the queue.
+    let args = [
+        "--node-heartbeat-interval-ms",
+        "500",
+        "--scheduler-moves-per-minute-max",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cluster = TestCluster::start_with_args(1, args).await;
+    let client = MetaClient::new(vec![cluster.client_addr(0)]).unwrap();
+    let config = SimConfig {
+        datanodes: 1,
+        regions_per_node: 0,
+        frontends: 0,
+        interval_ms: 500,
+        load: cairn_sim::LoadPattern::Constant,
+        seed: 12,
+        first_node_id: FIRST_DATANODE,
+    };
+    let mut fleet = Fleet::start(client.clone(), &config, None).expect("fleet");
+    fleet
+        .start_writes(WriteLoadConfig {
+            database: "cancel".into(),
+            tables: 4,
+            partitions: 4,
+            writes_per_sec: 20,
+            rows_per_write: 1,
+            seed: 6,
+        })
+        .expect("write load");
+    eventually("tables created", || {
+        let ready = fleet.write_stats().is_some_and(|s| s.tables_ready == 4);
+        async move { ready.then_some(()) }
+    })
+    .await;
+    let joined = FIRST_DATANODE + 1;
+    fleet.add_datanode(joined).unwrap();
+    let queued = eventually("moves queued behind the rate limit", || async {
+        let ops = client.list_operators(false).await.ok()?.operators;
+        let queued: Vec<_> = ops.into_iter().filter(|o| o.status == "queued").collect();
+        (queued.len() >= 2).then_some(queued)
+    })
+    .await;
+    assert!(
+        queued.iter().all(|o| o.deadline_ms > o.created_ms),
+        "{queued:?}"
+    );
+
+    // A user cancels one; the drain of the node they go to makes the others stale.
+    let by_user = client.cancel_operator(queued[0].id).await.unwrap();
+    assert_eq!(by_user.status, "cancelled");
+    client
+        .drain_node(joined, cairn_proto::cairnpb::DrainMode::Drain)
+        .await
+        .expect("drain");
+    let stale = eventually("the other queued moves cancelled as stale", || async {
+        let ops = client.list_operators(true).await.ok()?.operators;
+        let ended: Vec<_> = ops
+            .into_iter()
+            .filter(|o| queued[1..].iter().any(|q| q.id == o.id))
+            .collect();
+        (ended.len() == queued.len() - 1 && ended.iter().all(|o| o.status == "cancelled"))
+            .then_some(ended)
+    })
+    .await;
+    assert!(
+        stale.iter().all(|o| o.outcome.starts_with("stale: ")),
+        "{stale:?}"
+    );
+
+    // Each is an `operator` event naming its region, scheduler, status and why.
+    let recorded = |o: &cairn_proto::cairnpb::OperatorView,
+                    events: &[cairn_proto::cairnpb::EventView]| {
+        events.iter().any(|e| {
+            e.subject == format!("region {}", o.region_id)
+                && e.message
+                    == format!(
+                        "{}: operator {} cancelled: {}",
+                        o.scheduler, o.id, o.outcome
+                    )
+                && e.figures.get("scheduler") == Some(&o.scheduler)
+                && e.figures.get("operator") == Some(&o.id.to_string())
+                && e.figures.get("status").map(String::as_str) == Some("cancelled")
+                && e.figures.get("outcome") == Some(&o.outcome)
+        })
+    };
+    let events = eventually("the cancellations in the event log", || async {
+        let events = client.list_events(0, "operator", 0).await.ok()?.events;
+        (recorded(&by_user, &events) && stale.iter().all(|o| recorded(o, &events)))
+            .then_some(events)
+    })
+    .await;
+    assert_eq!(by_user.outcome, "cancelled by an operator", "{events:?}");
     fleet.stop().await;
     drop(cluster);
 }

@@ -64,6 +64,7 @@ pub fn operator_json(o: OperatorView) -> OperatorJson {
         finished_ms: o.finished_ms,
         outcome: o.outcome,
         procedure_id: o.procedure_id,
+        deadline_ms: o.deadline_ms,
     }
 }
 

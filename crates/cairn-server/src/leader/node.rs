@@ -133,7 +133,7 @@ impl LeaderRequestHandler for Node {
                         s::get_operator(self, id)?.encode_to_vec()
                     }
                     SchedulingCall::CancelOperator { id } => {
-                        s::cancel_operator(self, id)?.encode_to_vec()
+                        s::cancel_operator(&self.arc()?, id)?.encode_to_vec()
                     }
                     SchedulingCall::NodeStats { node_id } => {
                         s::stats_history::node_stats(self, node_id)?.encode_to_vec()

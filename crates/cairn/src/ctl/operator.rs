@@ -1,12 +1,13 @@
 //! `cairn ctl operator`: the moves the schedulers queued and run (each a step list executed by a
 //! migration procedure), recently finished ones, and cancelling a queued one.
 
-use cairn_client::meta::MetaClient;
+use cairn_client::meta::{unix_time_ms, MetaClient};
 use cairn_server::api::http_scheduling::operator_json;
 use cairn_types::json::OperatorJson;
 use clap::Subcommand;
 
 use super::output::{new_table, parse_id, print_json, OutputFormat};
+use super::table::json::utc_time;
 use super::CtlError;
 
 /// `cairn ctl operator` verbs.
@@ -37,8 +38,10 @@ pub fn print_operators(out: OutputFormat, ops: Vec<OperatorJson>) -> Result<(), 
                 "SCHEDULER",
                 "PRIORITY",
                 "STATUS",
+                "LEFT",
                 "REASON",
             ]);
+            let now_ms = unix_time_ms();
             for o in &ops {
                 table.add_row(vec![
                     // A planned operator (`scheduler plan`) has no id yet.
@@ -50,6 +53,7 @@ pub fn print_operators(out: OutputFormat, ops: Vec<OperatorJson>) -> Result<(), 
                     o.scheduler.clone(),
                     o.priority.clone(),
                     o.status.clone(),
+                    time_left(o, now_ms),
                     o.reason.clone(),
                 ]);
             }
@@ -68,11 +72,27 @@ fn id_or_dash(id: u64) -> String {
     }
 }
 
+/// Time left until a queued or running operator's deadline (`past`: a running one's migration
+/// is rolling back); `-` for one finished or planned.
+fn time_left(o: &OperatorJson, now_ms: u64) -> String {
+    if !matches!(o.status.as_str(), "queued" | "running") || o.deadline_ms == 0 {
+        return "-".to_string();
+    }
+    match o.deadline_ms.saturating_sub(now_ms) {
+        0 => "past".to_string(),
+        ms => format!("{}s", ms.div_ceil(1000)),
+    }
+}
+
 fn print_one(out: OutputFormat, o: OperatorJson) -> Result<(), CtlError> {
     match out {
         OutputFormat::Json => print_json(&o),
         OutputFormat::Table => {
             let mut table = new_table(["FIELD", "VALUE"]);
+            let deadline = match time_left(&o, unix_time_ms()).as_str() {
+                "-" => utc_time(o.deadline_ms),
+                left => format!("{} UTC ({left} left)", utc_time(o.deadline_ms)),
+            };
             let rows = [
                 ("id", o.id.to_string()),
                 ("region", o.region_id.to_string()),
@@ -82,6 +102,7 @@ fn print_one(out: OutputFormat, o: OperatorJson) -> Result<(), CtlError> {
                 ("scheduler", o.scheduler),
                 ("priority", o.priority),
                 ("status", o.status),
+                ("deadline", deadline),
                 ("reason", o.reason),
                 ("steps", o.steps.join("; ")),
                 ("outcome", o.outcome),

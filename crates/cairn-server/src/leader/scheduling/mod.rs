@@ -1,15 +1,19 @@
 //! The schedulers' executor: every `scheduler_interval_ms` the leader builds a snapshot of the
-//! cluster, cancels queued operators whose premise went stale, lets the enabled schedulers
-//! ([`cairn_sched::Schedulers`], configured from the stored settings) plan within the limits,
-//! records each new operator in the event log, and starts queued operators (highest priority
-//! first, within the moves-per-minute limit) as batched migration procedures.
+//! cluster, cancels queued operators whose premise went stale or whose timeout
+//! (`scheduler_operator_timeout_ms`, from when they were planned) passed, lets the enabled
+//! schedulers ([`cairn_sched::Schedulers`], configured from the stored settings) plan within the
+//! limits, records each new operator in the event log, and starts queued operators (highest
+//! priority first, within the moves-per-minute limit) as batched migration procedures, each
+//! with what is left of its operators' timeout as its deadline. Operators cancelled (stale,
+//! superseded, timed out, by a user) or failed are recorded in the event log too
+//! ([`operator_events`]).
 //!
 //! Drains and leader evictions are schedulers too (`drain`, `evict-leaders`): the drain record
 //! an operator stores is their trigger. Their operators have a budget of their own
 //! (`failover_migrations_max` batches of regions), start at once whatever the moves-per-minute
 //! limit, and a pass runs again as soon as one of their migrations ends, so a drain empties a
-//! node as fast as failover would. Each pass's drain operators are recorded as one event per
-//! batch rather than one per region.
+//! node as fast as failover would. Each pass's drain operators, planned or ended, are recorded as
+//! one event per batch rather than one per region.
 //!
 //! Maintenance mode pauses every balancing scheduler: nothing of theirs is planned and nothing
 //! queued starts; drains (an operator's request) go on. A summary of
@@ -17,6 +21,7 @@
 //! the hottest regions and the nodes' latest stats reports ([`stats_history`]) — is persisted,
 //! bounded, every `scheduler_state_persist_interval_ms` (30 s by default).
 
+pub mod operator_events;
 pub mod operators;
 pub mod routes;
 pub mod snapshot;
@@ -35,8 +40,7 @@ use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, SchedulerSetting, TableRoute};
 use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
 use cairn_sched::{
-    MoveKind, Operator, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
-    REPLICA_REPAIR_SCHEDULER,
+    MoveKind, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER, REPLICA_REPAIR_SCHEDULER,
 };
 use operators::{Entry, Limits, OpStatus, OperatorTable};
 use routes::{RouteChanges, RouteViews};
@@ -51,8 +55,6 @@ use tonic::Status;
 
 /// Regions (hottest first, and most recently moved first) the persisted summary keeps.
 pub const SCHEDULING_STATE_REGIONS_MAX: usize = 2_048;
-/// A scheduler's migration deadline, ms.
-pub const SCHEDULER_MIGRATION_TIMEOUT_MS: u64 = 60_000;
 /// Passes woken by a finished drain migration (or a drain request) are at least this far
 /// apart, ms: a pass reads every route, and eight batches finishing one after another should
 /// not cost eight passes.
@@ -180,6 +182,7 @@ pub fn limits(config: &ServerConfig) -> Limits {
         node_operators_max: config.scheduler_node_operators_max,
         moves_per_minute_max: config.scheduler_moves_per_minute_max,
         region_cooldown_ms: config.scheduler_region_cooldown_ms,
+        operator_timeout_ms: config.scheduler_operator_timeout_ms,
         urgent_operators_max: config.failover_migrations_max * MIGRATION_BATCH_REGIONS_MAX,
     }
 }
@@ -331,8 +334,9 @@ async fn persist(node: &Node, term: u64) -> Result<(), Status> {
     Ok(())
 }
 
-/// One pass: stale operators cancelled, new ones planned and queued, the next ones started
-/// (in maintenance mode, the drains' only).
+/// One pass: timed-out and stale operators cancelled, new ones planned and queued, the next
+/// ones started (in maintenance mode, the drains' only), and what ended other than done
+/// recorded.
 fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     let limits = limits(&node.config);
     let started_at = Instant::now();
@@ -349,8 +353,11 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     let schedulers = configured(node)?;
     {
         let mut table = node.scheduling.operators();
-        for e in table.cancel_stale(&snap) {
-            tracing::info!(operator = e.id, region = e.op.region_id, "{}", e.outcome);
+        let timed_out = table.expire(snap.now_ms).len();
+        let stale = table.cancel_stale(&snap).len();
+        if timed_out + stale > 0 {
+            // Each is in the event log (recorded below).
+            tracing::info!(timed_out, stale, "queued operators cancelled");
         }
         table.limit(&mut snap, &limits);
     }
@@ -366,31 +373,11 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     metrics
         .scheduler_plan_micros
         .store(micros(planning.elapsed()), Ordering::Relaxed);
-    let (urgent, balancing): (Vec<&Operator>, Vec<&Operator>) =
-        ops.iter().partition(|op| op.urgent());
-    record_batched(node, term, &urgent);
-    for op in balancing {
-        let mut figures: Vec<(&str, String)> = vec![
-            ("scheduler", op.scheduler.to_string()),
-            ("kind", op.kind.as_str().to_string()),
-            ("from", op.from.to_string()),
-            ("to", op.to.to_string()),
-            ("priority", op.priority.as_str().to_string()),
-        ];
-        figures.extend(op.figures.iter().cloned());
-        crate::leader::events::record(
-            node,
-            term,
-            "operator",
-            migrate_region::target(op.region_id),
-            format!("{}: {}", op.scheduler, op.reason),
-            &figures,
-        );
-    }
+    operator_events::record_planned(node, term, &ops);
     tracing::debug!(
         regions = snap.regions.len(),
         planned = ops.len(),
-        urgent = urgent.len(),
+        urgent = ops.iter().filter(|op| op.urgent()).count(),
         moves_left = snap.moves_left,
         urgent_moves_left = snap.urgent_moves_left,
         "scheduling pass planned"
@@ -401,66 +388,19 @@ fn pass(node: &Arc<Node>, term: u64) -> Result<Pass, Status> {
     let mut table = node.scheduling.operators();
     // A later term reset the table while this pass planned: its operators are not ours to add
     // (nobody would settle them, and they would hold the new term's limits).
-    let started = if table.term() != term {
-        Vec::new()
+    let (started, ended) = if table.term() != term {
+        (Vec::new(), Vec::new())
     } else {
-        table.add(ops, now_ms);
-        table.start_next(&limits, now_ms, paused)
+        table.add(ops, now_ms, &limits);
+        let started = table.start_next(&limits, now_ms, paused);
+        (started, table.take_ended())
     };
+    drop(table);
+    operator_events::record_ended(node, term, &ended);
     metrics
         .scheduler_pass_micros
         .store(micros(started_at.elapsed()), Ordering::Relaxed);
     Ok(Pass { paused, started })
-}
-
-/// Records a pass's urgent operators (drain, evict-leaders, replica-repair) as events, one per
-/// scheduler, source, copy and batch of regions: a drain of a node leading 100,000 regions, or
-/// the repair after a failover, must not flood the event log (and push everything else out of
-/// it) with an event per region.
-fn record_batched(node: &Arc<Node>, term: u64, ops: &[&Operator]) {
-    let mut groups: BTreeMap<(&'static str, u64, MoveKind), Vec<&Operator>> = BTreeMap::new();
-    for op in ops {
-        groups
-            .entry((op.scheduler, op.from, op.kind))
-            .or_default()
-            .push(op);
-    }
-    for ((scheduler, from, kind), ops) in groups {
-        for chunk in ops.chunks(MIGRATION_BATCH_REGIONS_MAX) {
-            let to: std::collections::BTreeSet<String> =
-                chunk.iter().map(|op| op.to.to_string()).collect();
-            let ids: Vec<String> = chunk.iter().map(|op| op.region_id.to_string()).collect();
-            let to = to.into_iter().collect::<Vec<_>>().join(",");
-            let figures: Vec<(&str, String)> = vec![
-                ("scheduler", scheduler.to_string()),
-                ("kind", kind.as_str().to_string()),
-                ("from", from.to_string()),
-                ("to", to.clone()),
-                ("priority", chunk[0].priority.as_str().to_string()),
-                ("regions", chunk.len().to_string()),
-                ("region_ids", ids.join(",")),
-            ];
-            let n = chunk.len();
-            let (subject, message) = match kind {
-                MoveKind::AddFollower => (
-                    format!("node {to}"),
-                    format!("{scheduler}: {n} new follower copies on node {to}"),
-                ),
-                MoveKind::RemoveFollower => (
-                    format!("node {from}"),
-                    format!("{scheduler}: {n} follower copies dropped from node {from}"),
-                ),
-                _ => (
-                    format!("node {from}"),
-                    format!(
-                        "{scheduler}: {n} {} copies of node {from} to node {to}",
-                        kind.as_str()
-                    ),
-                ),
-            };
-            crate::leader::events::record(node, term, "operator", subject, message, &figures);
-        }
-    }
 }
 
 /// The reason a scheduler's migrations carry (drains keep the kinds they had as commands).
@@ -472,11 +412,15 @@ fn migration_reason(scheduler: &'static str) -> &'static str {
     }
 }
 
-/// Runs started operators as migrations: grouped by scheduler and copy (a follower move by its
-/// source node too), then in batches of a table's regions.
+/// Operators run by one migration (or several, a batch of a table's regions each): (scheduler,
+/// copies, deadline); each is given the (region, target) pairs it moves.
+type MigrationGroup = (&'static str, Copies, u64);
+
+/// Runs started operators as migrations: grouped by scheduler, copy (a follower move by its
+/// source node too) and deadline (operators planned in one pass share theirs), then in batches
+/// of a table's regions, each migration given what is left until its operators' deadline.
 fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
-    // (scheduler, copies) → (region, target).
-    let mut groups: BTreeMap<(&'static str, Copies), Vec<(u64, u64)>> = BTreeMap::new();
+    let mut groups: BTreeMap<MigrationGroup, Vec<(u64, u64)>> = BTreeMap::new();
     let mut ids: HashMap<u64, (u64, MoveKind)> = HashMap::new();
     for e in started {
         let copies = match e.op.kind {
@@ -491,13 +435,17 @@ fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
             _ => e.op.to,
         };
         groups
-            .entry((e.op.scheduler, copies))
+            .entry((e.op.scheduler, copies, e.deadline_ms))
             .or_default()
             .push((e.op.region_id, node));
         ids.insert(e.op.region_id, (e.id, e.op.kind));
     }
-    for ((scheduler, copies), moves) in groups {
+    let now_ms = node.clock.unix_ms();
+    for ((scheduler, copies, deadline_ms), moves) in groups {
         let reason = migration_reason(scheduler);
+        // Past it already (a slow pass), the migration rolls back at its first step and the
+        // operators fail as timed out.
+        let timeout_ms = deadline_ms.saturating_sub(now_ms);
         for batch in batches(moves, MIGRATION_BATCH_REGIONS_MAX) {
             let ops: Vec<Settled> = batch
                 .iter()
@@ -506,18 +454,18 @@ fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
                     region: *r,
                     kind: ids[r].1,
                     to: *to,
+                    deadline_ms,
                 })
                 .collect();
             let node = node.clone();
             let term = term.clone();
             tokio::spawn(async move {
-                let timeout = SCHEDULER_MIGRATION_TIMEOUT_MS;
                 let result =
-                    migrate_region::start_batch(&node, batch, copies, reason, timeout).await;
+                    migrate_region::start_batch(&node, batch, copies, reason, timeout_ms).await;
                 if !term.is_current() {
                     return;
                 }
-                settle(&node, &ops, result);
+                settle(&node, term.term(), &ops, result);
                 // A drain or a repair goes on at once with what is left.
                 if matches!(
                     scheduler,
@@ -537,11 +485,19 @@ struct Settled {
     kind: MoveKind,
     /// The target; for a dropped copy, its holder.
     to: u64,
+    /// The operator's deadline, Unix ms.
+    deadline_ms: u64,
 }
 
 /// Marks each operator of a finished migration done (its route names the target in the copy's
-/// role) or failed.
-fn settle(node: &Node, ops: &[Settled], result: Result<cairn_proto::cairnpb::DdlResponse, Status>) {
+/// role) or failed (timed out, when its migration ended past the deadline), and records the
+/// failures in the event log, in leader term `term`.
+fn settle(
+    node: &Arc<Node>,
+    term: u64,
+    ops: &[Settled],
+    result: Result<cairn_proto::cairnpb::DdlResponse, Status>,
+) {
     let (procedure_id, error) = match &result {
         Ok(r) => (r.procedure_id, None),
         Err(e) => (0, Some(e.message().to_string())),
@@ -554,6 +510,7 @@ fn settle(node: &Node, ops: &[Settled], result: Result<cairn_proto::cairnpb::Ddl
         region,
         kind,
         to,
+        deadline_ms,
     } in ops
     {
         let route = routes.entry(table_id_of(region)).or_insert_with(|| {
@@ -573,6 +530,7 @@ fn settle(node: &Node, ops: &[Settled], result: Result<cairn_proto::cairnpb::Ddl
         table.set_procedure(id, procedure_id);
         let (status, outcome) = match (arrived, &error) {
             (true, _) => (OpStatus::Done, String::new()),
+            (false, Some(e)) if now >= deadline_ms => (OpStatus::Failed, format!("timed out: {e}")),
             (false, Some(e)) => (OpStatus::Failed, e.clone()),
             (false, None) => (
                 OpStatus::Failed,
@@ -581,6 +539,9 @@ fn settle(node: &Node, ops: &[Settled], result: Result<cairn_proto::cairnpb::Ddl
         };
         table.finish(id, status, outcome, now);
     }
+    let ended = table.take_ended();
+    drop(table);
+    operator_events::record_ended(node, term, &ended);
 }
 
 /// `scheduler plan`: what one pass would plan now, moving nothing.
@@ -639,11 +600,17 @@ pub fn get_operator(node: &Node, id: u64) -> Result<OperatorView, Status> {
         .ok_or_else(|| Status::not_found(format!("operator {id} not found")))
 }
 
-/// `operator cancel`.
-pub fn cancel_operator(node: &Node, id: u64) -> Result<OperatorView, Status> {
+/// `operator cancel`: recorded in the event log at once, in the term the table serves (a
+/// deposed leader's record is refused).
+pub fn cancel_operator(node: &Arc<Node>, id: u64) -> Result<OperatorView, Status> {
     let now = node.clock.unix_ms();
-    let mut table = node.scheduling.operators();
-    match table.cancel(id, now) {
+    let (cancelled, ended, term) = {
+        let mut table = node.scheduling.operators();
+        let cancelled = table.cancel(id, now);
+        (cancelled, table.take_ended(), table.term())
+    };
+    operator_events::record_ended(node, term, &ended);
+    match cancelled {
         Ok(e) => Ok(operators::view(&e)),
         Err(why) if why.contains("not found") => Err(Status::not_found(why)),
         Err(why) => Err(Status::failed_precondition(why)),

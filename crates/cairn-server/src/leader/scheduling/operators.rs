@@ -5,7 +5,8 @@
 //! Operators live in the leader's memory only, as in PD: a new leader plans afresh from the
 //! stored routes (a running migration is itself a stored procedure and is resumed either way).
 //! What must outlive a leader (the cool-down of recently moved regions) is persisted with the
-//! stats summary.
+//! stats summary. Operators that end other than done (cancelled, timed out, failed) wait in the
+//! table until whoever ended them takes them ([`OperatorTable::take_ended`]) for the event log.
 
 use cairn_proto::cairnpb::OperatorView;
 use cairn_sched::{ClusterSnapshot, IdMap, IdSet, MoveKind, Operator};
@@ -47,6 +48,9 @@ pub struct Entry {
     pub op: Operator,
     pub status: OpStatus,
     pub created_ms: u64,
+    /// `created_ms` + the operator timeout: queued past it, it is cancelled; running, its
+    /// migration has until then.
+    pub deadline_ms: u64,
     pub finished_ms: u64,
     pub outcome: String,
     pub procedure_id: u64,
@@ -63,6 +67,8 @@ pub struct Limits {
     pub moves_per_minute_max: usize,
     /// A region moved is not moved again by a balancing scheduler within this, ms.
     pub region_cooldown_ms: u64,
+    /// How long an operator has from when it is queued, ms (see [`Entry::deadline_ms`]).
+    pub operator_timeout_ms: u64,
     /// Urgent operators (drain, evict-leaders: an operator's request; replica-repair: regions
     /// short of copies) queued or running at once: not counted in the limits above, nor
     /// rate-limited.
@@ -78,6 +84,9 @@ pub struct OperatorTable {
     started_ms: VecDeque<u64>,
     /// Region → when it last finished moving, Unix ms.
     last_moved: HashMap<u64, u64>,
+    /// Ended other than done since last taken, for the event log: at most every live operator,
+    /// each ends once.
+    ended: Vec<Entry>,
     /// The leader term the table was reset for: a pass of an earlier term adds nothing.
     term: u64,
 }
@@ -139,9 +148,9 @@ impl OperatorTable {
         out
     }
 
-    /// Queues `ops`; their ids. An urgent operator supersedes a queued balancing one of its
-    /// region, which is cancelled.
-    pub fn add(&mut self, ops: Vec<Operator>, now_ms: u64) -> Vec<u64> {
+    /// Queues `ops`, each with the operator timeout from `now_ms`; their ids. An urgent operator
+    /// supersedes a queued balancing one of its region, which is cancelled.
+    pub fn add(&mut self, ops: Vec<Operator>, now_ms: u64, limits: &Limits) -> Vec<u64> {
         if ops.iter().any(Operator::urgent) {
             let queued: HashMap<u64, u64> = self
                 .live
@@ -170,6 +179,7 @@ impl OperatorTable {
                     op,
                     status: OpStatus::Queued,
                     created_ms: now_ms,
+                    deadline_ms: now_ms.saturating_add(limits.operator_timeout_ms),
                     finished_ms: 0,
                     outcome: String::new(),
                     procedure_id: 0,
@@ -178,6 +188,24 @@ impl OperatorTable {
             ids.push(id);
         }
         ids
+    }
+
+    /// Cancels queued operators whose deadline has passed at `now_ms` (timed out, as a PD
+    /// operator does: the premise it was planned on is that old; a later pass plans afresh).
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Entry> {
+        let expired: Vec<(u64, u64)> = self
+            .live
+            .values()
+            .filter(|e| e.status == OpStatus::Queued && now_ms >= e.deadline_ms)
+            .map(|e| (e.id, e.deadline_ms - e.created_ms))
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|(id, timeout_ms)| {
+                let why = format!("timed out: still queued {timeout_ms} ms after it was planned");
+                self.finish(id, OpStatus::Cancelled, why, now_ms)
+            })
+            .collect()
     }
 
     /// Cancels queued operators whose premise no longer holds in `snap`: the region moved or
@@ -330,6 +358,8 @@ impl OperatorTable {
         e.finished_ms = now_ms;
         if status == OpStatus::Done {
             self.moved([e.op.region_id], now_ms);
+        } else {
+            self.ended.push(e.clone());
         }
         if self.finished.len() >= OPERATORS_FINISHED_KEPT_MAX {
             self.finished.pop_front();
@@ -351,6 +381,12 @@ impl OperatorTable {
             }
             self.last_moved.insert(region, now_ms);
         }
+    }
+
+    /// The operators ended other than done since the last call (cancelled, timed out, failed),
+    /// for the event log.
+    pub fn take_ended(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.ended)
     }
 
     pub fn set_procedure(&mut self, id: u64, procedure_id: u64) {
@@ -404,6 +440,7 @@ pub fn view(e: &Entry) -> OperatorView {
     v.id = e.id;
     v.status = e.status.as_str().to_string();
     v.created_ms = e.created_ms;
+    v.deadline_ms = e.deadline_ms;
     v.finished_ms = e.finished_ms;
     v.outcome = e.outcome.clone();
     v.procedure_id = e.procedure_id;
@@ -455,6 +492,7 @@ mod tests {
             node_operators_max: 2,
             moves_per_minute_max: 2,
             region_cooldown_ms: 10_000,
+            operator_timeout_ms: 30_000,
             urgent_operators_max: 3,
         }
     }
@@ -465,6 +503,7 @@ mod tests {
         t.add(
             vec![op(1, 1, 2, Priority::Low), op(2, 1, 3, Priority::Low)],
             0,
+            &limits(),
         );
         let mut snap = ClusterSnapshot::default();
         t.limit(&mut snap, &limits());
@@ -485,15 +524,16 @@ mod tests {
         let ids = t.add(
             vec![op(1, 1, 2, Priority::Low), op(2, 1, 3, Priority::Low)],
             0,
+            &limits(),
         );
         t.start_next(&limits(), 0, false);
-        let queued = t.add(vec![op(3, 1, 2, Priority::Low)], 0);
+        let queued = t.add(vec![op(3, 1, 2, Priority::Low)], 0, &limits());
         let repair = |region: u64| Operator {
             kind: MoveKind::AddFollower,
             scheduler: "replica-repair",
             ..op(region, 0, 3, Priority::High)
         };
-        t.add(vec![repair(1), repair(3)], 5);
+        t.add(vec![repair(1), repair(3)], 5, &limits());
         assert_eq!(
             t.get(ids[0]).unwrap().status,
             OpStatus::Running,
@@ -521,6 +561,7 @@ mod tests {
                 op(3, 1, 2, Priority::Normal),
             ],
             0,
+            &limits(),
         );
         let started: Vec<u64> = t
             .start_next(&limits(), 0, false)
@@ -543,7 +584,7 @@ mod tests {
             ..op(region, 0, 2, Priority::High)
         };
         let mut t = OperatorTable::default();
-        t.add((1..=5).map(repair).collect(), 0);
+        t.add((1..=5).map(repair).collect(), 0, &limits());
         assert!(
             t.start_next(&limits(), 0, true).is_empty(),
             "maintenance mode"
@@ -553,6 +594,7 @@ mod tests {
         t.add(
             vec![op(6, 1, 2, Priority::Low), op(7, 1, 2, Priority::Low)],
             0,
+            &limits(),
         );
         assert_eq!(t.start_next(&limits(), 0, false).len(), 2);
         let mut snap = ClusterSnapshot::default();
@@ -580,6 +622,7 @@ mod tests {
                 repair(13, MoveKind::RemoveFollower, 2, 0),
             ],
             0,
+            &limits(),
         );
         let mut snap = ClusterSnapshot::default();
         t.limit(&mut snap, &limits());
@@ -614,6 +657,7 @@ mod tests {
                 op(13, 1, 2, Priority::Low),
             ],
             0,
+            &limits(),
         );
         let mut unschedulable = NodeView::new(3);
         unschedulable.schedulable = false;
@@ -648,7 +692,7 @@ mod tests {
             kind: MoveKind::Follower,
             ..op(region, 3, 2, Priority::Low)
         };
-        let ids = t.add(vec![follower(10), follower(11)], 0);
+        let ids = t.add(vec![follower(10), follower(11)], 0, &limits());
         let node = |id: u64, failed: bool| NodeView {
             schedulable: !failed,
             failed,
@@ -685,8 +729,8 @@ mod tests {
     #[test]
     fn drains_have_a_budget_of_their_own_and_no_rate_limit() {
         let mut t = OperatorTable::default();
-        t.add(vec![op(1, 1, 2, Priority::Low)], 0);
-        t.add((10..13).map(|r| drain_op(r, 3, 2)).collect(), 0);
+        t.add(vec![op(1, 1, 2, Priority::Low)], 0, &limits());
+        t.add((10..13).map(|r| drain_op(r, 3, 2)).collect(), 0, &limits());
         let mut snap = ClusterSnapshot::default();
         t.limit(&mut snap, &limits());
         assert_eq!(
@@ -702,8 +746,9 @@ mod tests {
         t.add(
             vec![op(2, 1, 2, Priority::Low), op(3, 1, 2, Priority::Low)],
             0,
+            &limits(),
         );
-        t.add(vec![drain_op(14, 3, 2)], 0);
+        t.add(vec![drain_op(14, 3, 2)], 0, &limits());
         // Maintenance mode: the drain's only.
         let started = t.start_next(&limits(), 1, true);
         assert_eq!(
@@ -715,7 +760,7 @@ mod tests {
     #[test]
     fn a_drain_operator_goes_stale_when_the_drain_is_cancelled() {
         let mut t = OperatorTable::default();
-        let ids = t.add(vec![drain_op(10, 1, 2), drain_op(11, 1, 2)], 0);
+        let ids = t.add(vec![drain_op(10, 1, 2), drain_op(11, 1, 2)], 0, &limits());
         let mut drained = NodeView::new(1);
         (drained.schedulable, drained.drain) = (false, Some(DrainKind::All));
         // A leader handed to follower 2 is no premise gone stale.
@@ -729,7 +774,7 @@ mod tests {
         };
         assert!(t.cancel_stale(&snap).is_empty());
         // A balancing move queued off the node gives way to the drain.
-        let queued = t.add(vec![op(11, 1, 2, Priority::Low)], 0)[0];
+        let queued = t.add(vec![op(11, 1, 2, Priority::Low)], 0, &limits())[0];
         let cancelled: Vec<u64> = t.cancel_stale(&snap).iter().map(|e| e.id).collect();
         assert_eq!(cancelled, [queued]);
         assert!(t.get(queued).unwrap().outcome.contains("the drain moves"));
@@ -740,9 +785,63 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_operator_past_its_timeout_is_cancelled_and_a_running_one_is_not() {
+        let mut t = OperatorTable::default();
+        // limits(): 30 s from when each is queued; 2 starts a minute.
+        let first = t.add(
+            vec![
+                op(1, 1, 2, Priority::High),
+                op(2, 1, 2, Priority::Normal),
+                op(3, 1, 2, Priority::Low),
+            ],
+            0,
+            &limits(),
+        );
+        let later = t.add(vec![op(4, 1, 2, Priority::Low)], 10_000, &limits());
+        assert_eq!(view(t.get(first[0]).unwrap()).deadline_ms, 30_000);
+        assert_eq!(t.get(later[0]).unwrap().deadline_ms, 40_000);
+        let running: Vec<u64> = t
+            .start_next(&limits(), 0, false)
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(running, first[..2]);
+        assert!(t.expire(29_999).is_empty(), "not yet");
+        let expired = t.expire(30_000);
+        assert_eq!(
+            expired.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [first[2]],
+            "the running ones are their migrations' to end"
+        );
+        assert_eq!(expired[0].status, OpStatus::Cancelled);
+        assert!(
+            expired[0].outcome.starts_with("timed out"),
+            "{}",
+            expired[0].outcome
+        );
+        assert_eq!(t.get(first[0]).unwrap().status, OpStatus::Running);
+        assert_eq!(t.get(later[0]).unwrap().status, OpStatus::Queued);
+        // A timed-out operator, a user's cancellation and a failure wait for the event log; a
+        // done one does not.
+        t.cancel(later[0], 30_001).unwrap();
+        t.finish(first[0], OpStatus::Done, String::new(), 30_002);
+        t.finish(first[1], OpStatus::Failed, "rolled back".into(), 30_003);
+        let ended: Vec<(u64, OpStatus)> = t.take_ended().iter().map(|e| (e.id, e.status)).collect();
+        assert_eq!(
+            ended,
+            [
+                (first[2], OpStatus::Cancelled),
+                (later[0], OpStatus::Cancelled),
+                (first[1], OpStatus::Failed)
+            ]
+        );
+        assert!(t.take_ended().is_empty(), "each taken once");
+    }
+
+    #[test]
     fn a_done_move_starts_the_regions_cool_down() {
         let mut t = OperatorTable::default();
-        let ids = t.add(vec![op(7, 1, 2, Priority::Low)], 0);
+        let ids = t.add(vec![op(7, 1, 2, Priority::Low)], 0, &limits());
         t.finish(ids[0], OpStatus::Done, String::new(), 1_000);
         let mut snap = ClusterSnapshot {
             now_ms: 5_000,
