@@ -151,6 +151,8 @@ impl BalanceRegion {
                 kind,
                 from: t.id(src),
                 to: t.id(dst),
+                // `can_move`: never to a node holding a copy.
+                to_follows: false,
                 scheduler: NAME,
                 priority: Priority::Low,
                 reason: format!(

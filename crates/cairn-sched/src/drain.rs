@@ -210,6 +210,7 @@ pub(crate) fn operator(
         kind,
         from: t.id(from),
         to: t.id(to),
+        to_follows: to_follower,
         scheduler: name,
         priority: Priority::High,
         reason: format!("node {} {what_happened}: {what}", t.id(from)),

@@ -40,13 +40,14 @@ mod tests {
         assert!(ops
             .iter()
             .all(|o| o.kind == MoveKind::Leader && o.from == 1));
-        assert!(
-            !ops[0]
-                .steps()
-                .iter()
-                .any(|s| matches!(s, Step::CloseRegion { .. } | Step::OpenRegion { .. })),
-            "the old leader is downgraded, not closed: {:?}",
-            ops[0].steps()
+        assert_eq!(
+            ops[0].steps(),
+            [
+                Step::DowngradeLeader { node: 1 },
+                Step::UpgradeToLeader { node: 3 },
+                Step::KeepFollower { node: 1 }
+            ],
+            "nothing opened; the old leader is downgraded, not closed"
         );
         for op in &ops {
             apply(&mut snap, op);

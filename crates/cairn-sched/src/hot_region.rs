@@ -194,6 +194,8 @@ impl HotRegion {
             kind: MoveKind::Leader,
             from: t.id(src),
             to: t.id(dst),
+            // `can_move`: never to a node holding a copy.
+            to_follows: false,
             scheduler: NAME,
             priority: Priority::Normal,
             reason,
@@ -254,6 +256,8 @@ fn swap_back(t: &mut Tally, src: usize, dst: usize, region: usize, write: bool) 
             kind: MoveKind::Leader,
             from: t.id(dst),
             to: t.id(src),
+            // `can_move`: never to a node holding a copy.
+            to_follows: false,
             scheduler: NAME,
             priority: Priority::Normal,
             reason: format!(

@@ -80,6 +80,8 @@ fn repair(t: &mut Tally, region: usize, kind: MoveKind, from: usize, to: usize, 
         kind,
         from: t.id(from),
         to: t.id(to),
+        // `can_move`: never to a node holding a copy.
+        to_follows: false,
         scheduler: NAME,
         priority: Priority::High,
         reason: why,

@@ -57,7 +57,7 @@ pub use label_aware::LabelAware;
 pub use load::LoadWeights;
 pub use load_based::LoadBased;
 pub use operator::{
-    MoveKind, Operator, Priority, Step, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
+    Move, MoveKind, Operator, Phase, Priority, Step, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
     REPLICA_REPAIR_SCHEDULER,
 };
 pub use placement::{

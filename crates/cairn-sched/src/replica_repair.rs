@@ -162,6 +162,7 @@ fn plan(t: &mut Tally, region: usize, kind: MoveKind, from: usize, to: usize, wh
         } else {
             t.id(to)
         },
+        to_follows: false,
         scheduler: NAME,
         priority: Priority::High,
         reason: why,

@@ -164,6 +164,10 @@ pub struct OperatorJson {
     /// route names the target by then.
     #[serde(default)]
     pub deadline_ms: u64,
+    /// A running operator's progress (`operator show`), one per step: `done`, `running` or
+    /// `pending`; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_states: Vec<String>,
 }
 
 /// One node's stats history (`/v1/stats/nodes/{id}`, `cairn ctl stats node`).

@@ -65,6 +65,7 @@ pub fn operator_json(o: OperatorView) -> OperatorJson {
         outcome: o.outcome,
         procedure_id: o.procedure_id,
         deadline_ms: o.deadline_ms,
+        step_states: o.step_states,
     }
 }
 

@@ -84,6 +84,20 @@ fn time_left(o: &OperatorJson, now_ms: u64) -> String {
     }
 }
 
+/// The steps joined by "; ", a running operator's done and running ones marked so.
+fn steps_text(steps: &[String], states: &[String]) -> String {
+    let pending = String::new();
+    steps
+        .iter()
+        .zip(states.iter().chain(std::iter::repeat(&pending)))
+        .map(|(step, state)| match state.as_str() {
+            "done" | "running" => format!("{step} ({state})"),
+            _ => step.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn print_one(out: OutputFormat, o: OperatorJson) -> Result<(), CtlError> {
     match out {
         OutputFormat::Json => print_json(&o),
@@ -104,7 +118,7 @@ fn print_one(out: OutputFormat, o: OperatorJson) -> Result<(), CtlError> {
                 ("status", o.status),
                 ("deadline", deadline),
                 ("reason", o.reason),
-                ("steps", o.steps.join("; ")),
+                ("steps", steps_text(&o.steps, &o.step_states)),
                 ("outcome", o.outcome),
                 ("procedure", o.procedure_id.to_string()),
             ];
@@ -150,5 +164,26 @@ pub async fn run(
                 .map_err(CtlError::call(format!("operator cancel {id}")))?;
             print_one(out, operator_json(o))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_operators_steps_are_marked_done_and_running() {
+        let steps: Vec<String> = ["downgrade node 1", "upgrade node 2", "close on node 1"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            steps_text(&steps, &[]),
+            "downgrade node 1; upgrade node 2; close on node 1"
+        );
+        let states = ["done", "running", "pending"].map(String::from);
+        assert_eq!(
+            steps_text(&steps, &states),
+            "downgrade node 1 (done); upgrade node 2 (running); close on node 1"
+        );
     }
 }

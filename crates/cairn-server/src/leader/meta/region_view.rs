@@ -40,6 +40,26 @@ pub async fn region_as_leader(node: &Node, region_id: u64) -> Result<RegionView,
 
 /// The running migration of `region_id`, from the stored procedure records.
 fn migration_of(node: &Node, region_id: u64) -> Result<Option<RegionMigration>, Status> {
+    let found = running_migration(node, region_id)?;
+    Ok(found.and_then(|(record, m)| {
+        let one = m.moves.iter().find(|m| m.region_id == region_id)?;
+        Some(RegionMigration {
+            procedure_id: record.id,
+            from_node: one.from,
+            to_node: one.to,
+            step: record.step.clone(),
+            reason: m.reason.clone(),
+            started_ms: record.created_ms,
+        })
+    }))
+}
+
+/// The record of the running migration moving `region_id`, and its data (the region's lock
+/// lets one run at a time).
+pub fn running_migration(
+    node: &Node,
+    region_id: u64,
+) -> Result<Option<(ProcedureRecord, MigrateRegion)>, Status> {
     let mut found = None;
     store::scan_all(node, &layout().procedures_prefix(), |kv| {
         let Ok(record) = codec::decode::<ProcedureRecord>(&kv.key, &kv.value) else {
@@ -51,15 +71,8 @@ fn migration_of(node: &Node, region_id: u64) -> Result<Option<RegionMigration>, 
         let Ok(m) = record.data.decode::<MigrateRegion>() else {
             return Ok(());
         };
-        if let Some(one) = m.moves.iter().find(|m| m.region_id == region_id) {
-            found = Some(RegionMigration {
-                procedure_id: record.id,
-                from_node: one.from,
-                to_node: one.to,
-                step: record.step.clone(),
-                reason: m.reason.clone(),
-                started_ms: record.created_ms,
-            });
+        if m.moves.iter().any(|m| m.region_id == region_id) {
+            found = Some((record, m));
         }
         Ok(())
     })?;

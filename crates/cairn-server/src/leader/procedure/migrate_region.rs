@@ -8,6 +8,10 @@
 //! leader (a new route version: caches and the metadata watch see it) → close the region on the
 //! old leader → done.
 //!
+//! Each stored step is a [`Phase`]; what a region's move does in it is [`cairn_sched::Move::step`]
+//! (a follower copy moved, added or dropped skips the downgrade and has its route written in the
+//! upgrade step), the same steps an operator's view shows ([`RegionMove::plan`]).
+//!
 //! Every step is stored before its effects and is idempotent, so a new Cairn leader resumes at
 //! any of them. A step that keeps failing, or the migration's deadline passing before the route
 //! names the candidate, rolls back: the candidate is downgraded or closed, its lease waited out
@@ -37,6 +41,7 @@ use crate::replica::meta::store::{self, layout, put_op, unchanged_since};
 use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, LeaderState, TableInfo, TableRoute};
 use cairn_proto::cairnpb::{DdlResponse, MigrateRegionRequest, NodeRole};
+use cairn_sched::{Move, MoveKind, Phase};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -79,6 +84,19 @@ pub enum MigrateRegionStep {
     Rollback,
 }
 
+impl MigrateRegionStep {
+    /// The phase of regions' moves it runs; None for the ending steps.
+    pub fn phase(self) -> Option<Phase> {
+        match self {
+            Self::OpenCandidate => Some(Phase::Open),
+            Self::DowngradeLeader => Some(Phase::Downgrade),
+            Self::UpgradeCandidate => Some(Phase::Upgrade),
+            Self::CloseOld => Some(Phase::Close),
+            Self::Done | Self::Rollback => None,
+        }
+    }
+}
+
 impl Step for MigrateRegionStep {
     const ALL: &'static [Self] = &[
         Self::OpenCandidate,
@@ -117,6 +135,25 @@ pub struct RegionMove {
 }
 
 impl RegionMove {
+    /// The move of region `r`'s `copies` to `node` (for a dropped copy: off `node`).
+    pub fn of(r: &cairn_meta::RegionRoute, copies: Copies, node: u64) -> RegionMove {
+        RegionMove {
+            region_id: r.region_id,
+            from: match copies {
+                Copies::Leaders => r.leader_node,
+                Copies::FollowersOf(f) => f,
+                Copies::NewFollowers => 0,
+                Copies::DroppedFollowers => node,
+            },
+            to: match copies {
+                Copies::DroppedFollowers => 0,
+                _ => node,
+            },
+            to_was_follower: copies != Copies::DroppedFollowers && r.follower_nodes.contains(&node),
+            follower: copies != Copies::Leaders,
+        }
+    }
+
     /// A new follower copy (`from` is 0, no node has that id): `to` is added to the followers
     /// and nothing is closed.
     fn added(&self) -> bool {
@@ -131,6 +168,27 @@ impl RegionMove {
 
     fn table_id(&self) -> u64 {
         table_id_of(self.region_id)
+    }
+
+    /// The move as the steps see it; `keeps_old`: the old copy stays a follower (evicting
+    /// leaders).
+    pub fn plan(&self, keeps_old: bool) -> Move {
+        let kind = if self.removed() {
+            MoveKind::RemoveFollower
+        } else if self.added() {
+            MoveKind::AddFollower
+        } else if self.follower {
+            MoveKind::Follower
+        } else {
+            MoveKind::Leader
+        };
+        Move {
+            kind,
+            from: self.from,
+            to: self.to,
+            to_follows: self.to_was_follower,
+            keeps_source: keeps_old,
+        }
     }
 }
 
@@ -378,22 +436,7 @@ async fn start_moves(
                     .clone(),
             };
             match (checked, region) {
-                (Ok(()), Some(r)) => moves.push(RegionMove {
-                    region_id,
-                    from: match copies {
-                        Copies::Leaders => r.leader_node,
-                        Copies::FollowersOf(f) => f,
-                        Copies::NewFollowers => 0,
-                        Copies::DroppedFollowers => to,
-                    },
-                    to: match copies {
-                        Copies::DroppedFollowers => 0,
-                        _ => to,
-                    },
-                    to_was_follower: copies != Copies::DroppedFollowers
-                        && r.follower_nodes.contains(&to),
-                    follower: copies != Copies::Leaders,
-                }),
+                (Ok(()), Some(r)) => moves.push(RegionMove::of(r, copies, to)),
                 (Err(e), _) if strict => return Err(e),
                 (Err(e), _) => {
                     tracing::debug!(region = region_id, to, "not moved: {}", e.message())
@@ -605,6 +648,29 @@ impl MigrateRegion {
         self.reason == REASON_EVICT_LEADERS
     }
 
+    /// The steps it walks for `region_id` (what an operator's view shows), if it moves it.
+    pub fn steps_of(&self, region_id: u64) -> Option<Vec<cairn_sched::Step>> {
+        let m = self.moves.iter().find(|m| m.region_id == region_id)?;
+        Some(m.plan(self.keeps_old()).steps())
+    }
+
+    /// What `m` does in `phase` (see [`RegionMove::plan`]).
+    fn step(&self, m: &RegionMove, phase: Phase) -> Option<cairn_sched::Step> {
+        m.plan(self.keeps_old()).step(phase)
+    }
+
+    /// The (node, region) of every move whose step in `phase` is `pick`'s.
+    fn targets(
+        &self,
+        phase: Phase,
+        pick: impl Fn(cairn_sched::Step) -> Option<u64>,
+    ) -> Vec<(u64, u64)> {
+        self.moves
+            .iter()
+            .filter_map(|m| Some((pick(self.step(m, phase)?)?, m.region_id)))
+            .collect()
+    }
+
     fn past_deadline(&self, ctx: &Ctx) -> bool {
         ctx.node.clock.unix_ms() >= self.deadline_ms
     }
@@ -641,16 +707,13 @@ impl MigrateRegion {
         if self.past_deadline(ctx) {
             return Ok(Next::Rollback(self.timed_out()));
         }
-        let opening: Vec<&RegionMove> = self
-            .moves
-            .iter()
-            .filter(|m| !m.to_was_follower && !m.removed())
-            .collect();
-        let opens = RegionInstructions::on(
-            RegionAction::Open,
-            opening.iter().map(|m| (m.to, m.region_id)),
-            false,
-        );
+        let opening = self.targets(Phase::Open, |s| match s {
+            cairn_sched::Step::OpenRegion { node } => Some(node),
+            _ => None,
+        });
+        // Region → the node it opens on.
+        let opens_on: HashMap<u64, u64> = opening.iter().map(|(n, r)| (*r, *n)).collect();
+        let opens = RegionInstructions::on(RegionAction::Open, opening, false);
         let failed = match opens.is_empty() {
             true => Vec::new(),
             false => opens.send(&ctx.node, ctx.reconnect_deadline).await,
@@ -665,12 +728,17 @@ impl MigrateRegion {
                 .copied()
                 .filter(|n| gone(&ctx.node, *n))
                 .collect();
-            let doomed = |m: &RegionMove| !m.to_was_follower && dead.contains(&m.to);
+            let opens_on_one_of = |m: &RegionMove, nodes: &HashSet<u64>| {
+                opens_on
+                    .get(&m.region_id)
+                    .is_some_and(|n| nodes.contains(n))
+            };
+            let doomed = |m: &RegionMove| opens_on_one_of(m, &dead);
             if self.moves.iter().all(doomed) {
                 return Ok(Next::Rollback(why));
             }
             self.leave_out(doomed, &why);
-            let stuck = |m: &RegionMove| !m.to_was_follower && nodes.contains(&m.to);
+            let stuck = |m: &RegionMove| opens_on_one_of(m, &nodes);
             if self.moves.iter().all(stuck) {
                 return Ok(Next::Retry(why));
             }
@@ -681,10 +749,11 @@ impl MigrateRegion {
         Ok(Next::Step(MigrateRegionStep::DowngradeLeader, Txn::none()))
     }
 
-    /// The moves of leadership (not of follower copies): the ones whose old leader's lease must
-    /// be over before their candidate is upgraded.
+    /// The moves of leadership (not of follower copies): the ones whose old leader is
+    /// downgraded, and its lease over, before their candidate is upgraded.
     fn leader_moves(&self) -> Vec<RegionMove> {
-        self.moves.iter().filter(|m| !m.follower).cloned().collect()
+        let downgrades = |m: &&RegionMove| self.step(m, Phase::Downgrade).is_some();
+        self.moves.iter().filter(downgrades).cloned().collect()
     }
 
     async fn downgrade_leader(&mut self, ctx: &mut Ctx) -> Result<Next<MigrateRegionStep>, Status> {
@@ -703,8 +772,10 @@ impl MigrateRegion {
             }
         })
         .await?;
+        let downgrading: HashSet<u64> = leaders.iter().map(|m| m.region_id).collect();
         let led_elsewhere = |m: &RegionMove| {
-            !m.follower && led_by(&routes, m.region_id).is_none_or(|l| l != m.from)
+            downgrading.contains(&m.region_id)
+                && led_by(&routes, m.region_id).is_none_or(|l| l != m.from)
         };
         if self.moves.iter().all(led_elsewhere) {
             return Ok(Next::Rollback(match self.moves.as_slice() {
@@ -720,7 +791,10 @@ impl MigrateRegion {
         // Once only: a dead node fails at once, and its lease is waited out instead.
         let downgrades = RegionInstructions::on(
             RegionAction::Downgrade,
-            leaders.iter().map(|m| (m.from, m.region_id)),
+            self.targets(Phase::Downgrade, |s| match s {
+                cairn_sched::Step::DowngradeLeader { node } => Some(node),
+                _ => None,
+            }),
             false,
         );
         let node = ctx.node.clone();
@@ -736,17 +810,18 @@ impl MigrateRegion {
         &mut self,
         ctx: &mut Ctx,
     ) -> Result<Next<MigrateRegionStep>, Status> {
-        let leaders = self.leader_moves();
+        let upgrading = self.targets(Phase::Upgrade, |s| match s {
+            cairn_sched::Step::UpgradeToLeader { node } => Some(node),
+            _ => None,
+        });
         // Again after a resume: a new leader knows nothing of its predecessor's grants.
-        let free: Vec<(u64, u64)> = leaders.iter().map(|m| (m.region_id, m.to)).collect();
+        let free: Vec<(u64, u64)> = upgrading.iter().map(|(n, r)| (*r, *n)).collect();
         if !wait_until_free(ctx, self, &free, None::<NoAck>, false).await? {
             return Ok(Next::Rollback(self.timed_out()));
         }
-        let upgrades = RegionInstructions::on(
-            RegionAction::Upgrade,
-            leaders.iter().map(|m| (m.to, m.region_id)),
-            true,
-        );
+        // Region → its candidate.
+        let upgrades_on: HashMap<u64, u64> = free.into_iter().collect();
+        let upgrades = RegionInstructions::on(RegionAction::Upgrade, upgrading, true);
         let failed = match upgrades.is_empty() {
             true => Vec::new(),
             false => upgrades.send(&ctx.node, ctx.reconnect_deadline).await,
@@ -757,43 +832,50 @@ impl MigrateRegion {
         let upgraded: Vec<RegionMove> = self
             .moves
             .iter()
-            .filter(|m| m.follower || !nodes.contains(&m.to))
+            .filter(|m| {
+                upgrades_on
+                    .get(&m.region_id)
+                    .is_none_or(|n| !nodes.contains(n))
+            })
             .cloned()
             .collect();
         let keep = self.keeps_old();
         let routes = update_routes(ctx, &upgraded, |m, r| {
-            if m.added() {
-                let add = r.leader_node != m.to && !r.follower_nodes.contains(&m.to);
-                if add {
-                    r.follower_nodes.push(m.to);
+            let plan = m.plan(keep);
+            match plan.kind {
+                MoveKind::AddFollower => {
+                    let add = r.leader_node != m.to && !r.follower_nodes.contains(&m.to);
+                    if add {
+                        r.follower_nodes.push(m.to);
+                    }
+                    add
                 }
-                return add;
-            }
-            if m.removed() {
-                let drop = r.follower_nodes.contains(&m.from);
-                r.follower_nodes.retain(|f| *f != m.from);
-                return drop;
-            }
-            if m.follower {
-                let swap = r.follower_nodes.contains(&m.from)
-                    && r.leader_node != m.to
-                    && !r.follower_nodes.contains(&m.to);
-                if swap {
+                MoveKind::RemoveFollower => {
+                    let drop = r.follower_nodes.contains(&m.from);
                     r.follower_nodes.retain(|f| *f != m.from);
-                    r.follower_nodes.push(m.to);
+                    drop
                 }
-                return swap;
+                MoveKind::Follower => {
+                    let swap = r.follower_nodes.contains(&m.from)
+                        && r.leader_node != m.to
+                        && !r.follower_nodes.contains(&m.to);
+                    if swap {
+                        r.follower_nodes.retain(|f| *f != m.from);
+                        r.follower_nodes.push(m.to);
+                    }
+                    swap
+                }
+                MoveKind::Leader if r.leader_node != m.from => false,
+                MoveKind::Leader => {
+                    r.leader_node = m.to;
+                    r.follower_nodes.retain(|f| *f != m.to && *f != m.from);
+                    if plan.keeps_source {
+                        r.follower_nodes.push(m.from);
+                    }
+                    r.leader_state = LeaderState::Active;
+                    true
+                }
             }
-            if r.leader_node != m.from {
-                return false;
-            }
-            r.leader_node = m.to;
-            r.follower_nodes.retain(|f| *f != m.to && *f != m.from);
-            if keep {
-                r.follower_nodes.push(m.from);
-            }
-            r.leader_state = LeaderState::Active;
-            true
         })
         .await?;
         if !failed.is_empty() {
@@ -823,23 +905,19 @@ impl MigrateRegion {
     async fn close_old(&mut self, ctx: &mut Ctx) -> Result<Next<MigrateRegionStep>, Status> {
         // Evicting leaders keeps the old copy as a follower: downgraded (again, if its first
         // downgrade went unanswered), not closed.
-        let action = if self.keeps_old() {
-            RegionAction::Downgrade
-        } else {
-            RegionAction::Close
-        };
-        let closes = RegionInstructions::on(
-            action,
-            self.moves
-                .iter()
-                .filter(|m| !m.added())
-                .map(|m| (m.from, m.region_id)),
-            false,
+        let closes = self.targets(Phase::Close, |s| match s {
+            cairn_sched::Step::CloseRegion { node } => Some(node),
+            _ => None,
+        });
+        let keeps = self.targets(Phase::Close, |s| match s {
+            cairn_sched::Step::KeepFollower { node } => Some(node),
+            _ => None,
+        });
+        let (closed, kept) = futures::join!(
+            send_once_if_any(&ctx.node, RegionAction::Close, closes),
+            send_once_if_any(&ctx.node, RegionAction::Downgrade, keeps)
         );
-        let failed = match closes.is_empty() {
-            true => Vec::new(),
-            false => closes.send_once(&ctx.node).await,
-        };
+        let failed: Vec<NodeFailure> = closed.into_iter().chain(kept).collect();
         // Failover's old leaders are dead, and so may be the source of a repaired copy: their
         // copies wait for the orphan reconciler.
         let dead = |f: &NodeFailure| gone(&ctx.node, f.node);
@@ -952,6 +1030,19 @@ impl MigrateRegion {
             format!("{what} failed and was rolled back: {why}"),
         );
         Ok(Next::Fail { error, status })
+    }
+}
+
+/// Sends `action` to each (node, region) of `targets` once, when there are any; the failures.
+async fn send_once_if_any(
+    node: &Arc<Node>,
+    action: RegionAction,
+    targets: Vec<(u64, u64)>,
+) -> Vec<NodeFailure> {
+    let instructions = RegionInstructions::on(action, targets, false);
+    match instructions.is_empty() {
+        true => Vec::new(),
+        false => instructions.send_once(node).await,
     }
 }
 
@@ -1149,5 +1240,14 @@ mod tests {
         for s in MigrateRegionStep::ALL {
             assert_eq!(engine::parse_step(KIND, s.name()), Ok(*s));
         }
+    }
+
+    #[test]
+    fn the_forward_steps_run_the_phases_in_their_order() {
+        let phases: Vec<Phase> = MigrateRegionStep::ALL
+            .iter()
+            .filter_map(|s| s.phase())
+            .collect();
+        assert_eq!(phases, Phase::ALL);
     }
 }

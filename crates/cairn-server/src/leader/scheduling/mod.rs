@@ -28,10 +28,13 @@ pub mod snapshot;
 pub mod stats_history;
 
 use crate::leader::failover::batches;
+use crate::leader::meta::region_view;
 use crate::leader::node::Node;
+use crate::leader::procedure::engine;
 use crate::leader::procedure::maintenance;
 use crate::leader::procedure::migrate_region::{
-    self, Copies, MIGRATION_BATCH_REGIONS_MAX, REASON_DRAIN, REASON_EVICT_LEADERS,
+    self, Copies, MigrateRegionStep, MIGRATION_BATCH_REGIONS_MAX, REASON_DRAIN,
+    REASON_EVICT_LEADERS,
 };
 use crate::leader::LeaderTerm;
 use crate::replica::meta::store::{self, layout, put_op};
@@ -40,7 +43,8 @@ use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, SchedulerSetting, TableRoute};
 use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
 use cairn_sched::{
-    MoveKind, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER, REPLICA_REPAIR_SCHEDULER,
+    MoveKind, Operator, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
+    REPLICA_REPAIR_SCHEDULER,
 };
 use operators::{Entry, Limits, OpStatus, OperatorTable};
 use routes::{RouteChanges, RouteViews};
@@ -423,17 +427,7 @@ fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
     let mut groups: BTreeMap<MigrationGroup, Vec<(u64, u64)>> = BTreeMap::new();
     let mut ids: HashMap<u64, (u64, MoveKind)> = HashMap::new();
     for e in started {
-        let copies = match e.op.kind {
-            MoveKind::Leader => Copies::Leaders,
-            MoveKind::Follower => Copies::FollowersOf(e.op.from),
-            MoveKind::AddFollower => Copies::NewFollowers,
-            MoveKind::RemoveFollower => Copies::DroppedFollowers,
-        };
-        // A dropped copy is named by its holder, every other by its target.
-        let node = match copies {
-            Copies::DroppedFollowers => e.op.from,
-            _ => e.op.to,
-        };
+        let (copies, node) = copies_of(&e.op);
         groups
             .entry((e.op.scheduler, copies, e.deadline_ms))
             .or_default()
@@ -475,6 +469,17 @@ fn dispatch(node: &Arc<Node>, term: &LeaderTerm, started: Vec<Entry>) {
                 }
             });
         }
+    }
+}
+
+/// Which copies of its region `op`'s migration moves, and the node it names the region's move
+/// by: a dropped copy's holder, every other's target.
+fn copies_of(op: &Operator) -> (Copies, u64) {
+    match op.kind {
+        MoveKind::Leader => (Copies::Leaders, op.to),
+        MoveKind::Follower => (Copies::FollowersOf(op.from), op.to),
+        MoveKind::AddFollower => (Copies::NewFollowers, op.to),
+        MoveKind::RemoveFollower => (Copies::DroppedFollowers, op.from),
     }
 }
 
@@ -591,13 +596,30 @@ pub fn list_operators(node: &Node, finished: bool) -> ListOperatorsResponse {
     }
 }
 
-/// `operator show`.
+/// `operator show`: a running one with its migration's progress.
 pub fn get_operator(node: &Node, id: u64) -> Result<OperatorView, Status> {
-    let table = node.scheduling.operators();
-    table
-        .get(id)
-        .map(operators::view)
-        .ok_or_else(|| Status::not_found(format!("operator {id} not found")))
+    let entry = node.scheduling.operators().get(id).cloned();
+    let entry = entry.ok_or_else(|| Status::not_found(format!("operator {id} not found")))?;
+    let mut v = operators::view(&entry);
+    if entry.status != OpStatus::Running {
+        return Ok(v);
+    }
+    let region = entry.op.region_id;
+    let Some((record, migration)) = region_view::running_migration(node, region)? else {
+        return Ok(v); // Not started yet, or just ended.
+    };
+    // Another's migration of the region (a failover's) is not this operator's.
+    if migration.reason != migration_reason(entry.op.scheduler) {
+        return Ok(v);
+    }
+    let at = engine::parse_step::<MigrateRegionStep>(migrate_region::KIND, &record.step).ok();
+    if at == Some(MigrateRegionStep::Rollback) {
+        return Ok(v);
+    }
+    if let Some(steps) = migration.steps_of(region) {
+        operators::with_progress(&mut v, record.id, &steps, at.and_then(|s| s.phase()));
+    }
+    Ok(v)
 }
 
 /// `operator cancel`: recorded in the event log at once, in the term the table serves (a
@@ -620,6 +642,67 @@ pub fn cancel_operator(node: &Arc<Node>, id: u64) -> Result<OperatorView, Status
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Per kind of move: the steps an operator's view shows are the steps its migration walks
+    /// (the procedure's record built for it, as `dispatch` starts it, asked for its steps).
+    #[test]
+    fn an_operators_steps_are_the_steps_its_migration_walks() {
+        use cairn_meta::{LeaderState, RegionRoute};
+        use cairn_sched::{Priority, Step};
+        let op = |kind: MoveKind, scheduler: &'static str, from: u64, to: u64| Operator {
+            region_id: 1 << 32,
+            kind,
+            from,
+            to,
+            to_follows: false,
+            scheduler,
+            priority: Priority::Low,
+            reason: String::new(),
+            figures: Vec::new(),
+        };
+        let route = |followers: &[u64]| RegionRoute {
+            region_id: 1 << 32,
+            leader_node: 1,
+            follower_nodes: followers.to_vec(),
+            leader_state: LeaderState::Active,
+        };
+        let balance = "balance-region";
+        let handover = Operator {
+            to_follows: true,
+            ..op(MoveKind::Leader, DRAIN_SCHEDULER, 1, 3)
+        };
+        let evict = Operator {
+            to_follows: true,
+            ..op(MoveKind::Leader, EVICT_LEADERS_SCHEDULER, 1, 3)
+        };
+        let cases = [
+            (op(MoveKind::Leader, balance, 1, 2), route(&[3])),
+            (handover, route(&[3])),
+            (evict, route(&[3])),
+            (op(MoveKind::Follower, balance, 3, 2), route(&[3])),
+            (
+                op(MoveKind::AddFollower, REPLICA_REPAIR_SCHEDULER, 0, 2),
+                route(&[3]),
+            ),
+            (
+                op(MoveKind::RemoveFollower, REPLICA_REPAIR_SCHEDULER, 3, 0),
+                route(&[3, 2]),
+            ),
+        ];
+        for (op, r) in cases {
+            let (copies, node) = copies_of(&op);
+            let migration = migrate_region::MigrateRegion {
+                moves: vec![migrate_region::RegionMove::of(&r, copies, node)],
+                reason: migration_reason(op.scheduler).to_string(),
+                deadline_ms: 0,
+                left_out: Vec::new(),
+            };
+            let walked = migration.steps_of(op.region_id).unwrap();
+            assert_eq!(walked, op.steps(), "{op:?}");
+            let opens = walked.iter().any(|s| matches!(s, Step::OpenRegion { .. }));
+            assert_eq!(opens, !op.to_follows && op.kind != MoveKind::RemoveFollower);
+        }
+    }
 
     #[test]
     fn a_summary_of_an_older_version_reads_with_no_node_stats() {

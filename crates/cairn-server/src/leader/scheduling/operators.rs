@@ -9,7 +9,7 @@
 //! table until whoever ended them takes them ([`OperatorTable::take_ended`]) for the event log.
 
 use cairn_proto::cairnpb::OperatorView;
-use cairn_sched::{ClusterSnapshot, IdMap, IdSet, MoveKind, Operator};
+use cairn_sched::{ClusterSnapshot, IdMap, IdSet, MoveKind, Operator, Phase, Step};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// Finished operators kept for `operator list --finished` and `operator show`.
@@ -447,6 +447,23 @@ pub fn view(e: &Entry) -> OperatorView {
     v
 }
 
+/// Shows in `v` a running operator's progress: `steps`, what its migration walks for the region,
+/// and their states with the migration at `at` (None: not at its first step yet), every step of
+/// an earlier phase done and the one of `at` running.
+pub fn with_progress(v: &mut OperatorView, procedure_id: u64, steps: &[Step], at: Option<Phase>) {
+    v.procedure_id = procedure_id;
+    v.steps = steps.iter().map(Step::to_string).collect();
+    v.step_states = steps
+        .iter()
+        .map(|s| match at.map(|at| s.phase().cmp(&at)) {
+            Some(std::cmp::Ordering::Less) => "done",
+            Some(std::cmp::Ordering::Equal) => "running",
+            _ => "pending",
+        })
+        .map(str::to_string)
+        .collect();
+}
+
 /// A planned (not queued) operator as the API shows it.
 pub fn plan_view(op: &Operator) -> OperatorView {
     OperatorView {
@@ -479,6 +496,7 @@ mod tests {
             kind: MoveKind::Leader,
             from,
             to,
+            to_follows: false,
             scheduler: "balance-region",
             priority,
             reason: String::new(),
@@ -836,6 +854,30 @@ mod tests {
             ]
         );
         assert!(t.take_ended().is_empty(), "each taken once");
+    }
+
+    #[test]
+    fn a_running_operator_shows_its_migrations_steps_done_up_to_its_phase() {
+        let mut t = OperatorTable::default();
+        let ids = t.add(vec![op(7, 1, 2, Priority::Low)], 0, &limits());
+        let mut v = view(t.get(ids[0]).unwrap());
+        assert!(v.step_states.is_empty(), "queued: no progress");
+        // Handed to a follower meanwhile: the migration opens nothing, and the view says so.
+        let walked = [
+            Step::DowngradeLeader { node: 1 },
+            Step::UpgradeToLeader { node: 2 },
+            Step::CloseRegion { node: 1 },
+        ];
+        with_progress(&mut v, 9, &walked, Some(Phase::Upgrade));
+        assert_eq!(v.procedure_id, 9);
+        assert_eq!(v.steps.len(), 3);
+        assert_eq!(v.step_states, ["done", "running", "pending"]);
+        with_progress(&mut v, 9, &walked, None);
+        assert_eq!(v.step_states, ["pending"; 3]);
+        // A step in no phase reached yet is pending, not running (a dropped copy opens nothing).
+        let dropped = [Step::PublishRoute, Step::CloseRegion { node: 1 }];
+        with_progress(&mut v, 9, &dropped, Some(Phase::Downgrade));
+        assert_eq!(v.step_states, ["pending", "pending"]);
     }
 
     #[test]
