@@ -20,10 +20,17 @@
 //! A move must also leave the target's load within twice hot-region's tolerance of the mean
 //! ([`COUNT_MOVE_LOAD_BANDS`]) and break no label-spread rule (see `Tally::can_move`); regions
 //! moved within the cool-down stay.
+//!
+//! Once leader counts are within their band, the bytes led per unit of capacity are evened out
+//! too, by moves that keep the counts so (`size_tolerance`, see [`size`]).
 
 use crate::cluster::{Tally, COUNT_MOVE_LOAD_BANDS};
 use crate::operator::{MoveKind, Operator, Priority};
 use crate::schedule::{fraction, unknown_param, ConfigError, Schedule};
+
+mod size;
+
+pub use size::{SIZE_GAP_REGIONS_MIN, SIZE_TOLERANCE_DEFAULT};
 
 pub(crate) const NAME: &str = "balance-region";
 /// Default dead band, as a fraction of a node's share.
@@ -39,12 +46,14 @@ pub const REGION_CANDIDATES_SCANNED_MAX: usize = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct BalanceRegion {
     tolerance: f64,
+    size_tolerance: f64,
 }
 
 impl Default for BalanceRegion {
     fn default() -> Self {
         BalanceRegion {
             tolerance: BALANCE_TOLERANCE_DEFAULT,
+            size_tolerance: SIZE_TOLERANCE_DEFAULT,
         }
     }
 }
@@ -55,17 +64,21 @@ impl Schedule for BalanceRegion {
     }
 
     fn describe(&self) -> &'static str {
-        "evens out region leaders and follower copies per node, weighted by the capacity label"
+        "evens out region leaders and follower copies per node, then the bytes led, weighted by the capacity label"
     }
 
     fn params(&self) -> Vec<(&'static str, String)> {
-        vec![("tolerance", self.tolerance.to_string())]
+        vec![
+            ("tolerance", self.tolerance.to_string()),
+            ("size_tolerance", self.size_tolerance.to_string()),
+        ]
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         match key {
             "tolerance" => self.tolerance = fraction(NAME, key, value, 0.0, 1.0)?,
-            _ => return Err(unknown_param(NAME, key, &["tolerance"])),
+            "size_tolerance" => self.size_tolerance = fraction(NAME, key, value, 0.0, 1.0)?,
+            _ => return Err(unknown_param(NAME, key, &["tolerance", "size_tolerance"])),
         }
         Ok(())
     }
@@ -74,6 +87,7 @@ impl Schedule for BalanceRegion {
         for kind in [MoveKind::Leader, MoveKind::Follower] {
             self.balance(t, kind);
         }
+        size::balance_sizes(t, self.tolerance, self.size_tolerance);
     }
 }
 

@@ -322,6 +322,8 @@ pub(crate) struct NodeTally {
     pub leaders: usize,
     pub followers: usize,
     pub bytes: u64,
+    /// Regions it leads with no size reported (0 bytes): not heard of from their leader yet.
+    pub size_unknown: usize,
     pub wcus: f64,
     pub rcus: f64,
     /// Regions it led when the pass began (indexes into the snapshot's regions).
@@ -368,6 +370,8 @@ pub(crate) struct Tally<'a> {
     pub mean_load: (f64, f64),
     /// Mean (bytes, wcus, rcus) of one region.
     pub mean_region: (f64, f64, f64),
+    /// Mean bytes of one region with a size reported (0 when none has).
+    pub mean_sized_region: f64,
     /// Leaders the schedulable nodes share (theirs and those of going nodes), follower copies
     /// they share (theirs), and their capacity: see [`Tally::share`].
     leader_total: usize,
@@ -402,6 +406,7 @@ impl<'a> Tally<'a> {
                 leaders: 0,
                 followers: 0,
                 bytes: 0,
+                size_unknown: 0,
                 wcus: 0.0,
                 rcus: 0.0,
                 led: Vec::new(),
@@ -441,6 +446,7 @@ impl<'a> Tally<'a> {
         let (mut followers_short, mut followers_extra) = (0, 0);
         // Summed over every region, for the mean region.
         let mut sums = (0.0, 0.0, 0.0);
+        let mut sized = 0usize;
         snap.regions.walk(|i, r| {
             let l = index.get(r.leader);
             follower_at.push(follower_nodes.len() as u32);
@@ -475,6 +481,7 @@ impl<'a> Tally<'a> {
             }
             let load = r.load;
             sums.0 += load.approximate_bytes as f64;
+            sized += usize::from(load.approximate_bytes > 0);
             sums.1 += load.wcus;
             sums.2 += load.rcus;
             leader.push(l.map_or(u32::MAX, |l| l as u32));
@@ -482,6 +489,7 @@ impl<'a> Tally<'a> {
                 let n = &mut nodes[l];
                 n.leaders += 1;
                 n.bytes += load.approximate_bytes;
+                n.size_unknown += usize::from(load.approximate_bytes == 0);
                 n.wcus += load.wcus;
                 n.rcus += load.rcus;
                 n.led.push(i as u32);
@@ -514,6 +522,7 @@ impl<'a> Tally<'a> {
         }
         let n = snap.regions.len().max(1) as f64;
         let mean_region = (sums.0 / n, sums.1 / n, sums.2 / n);
+        let mean_sized_region = sums.0 / sized.max(1) as f64;
         let mean_load = if cap_sum > 0.0 {
             (load_sum.0 / cap_sum, load_sum.1 / cap_sum)
         } else {
@@ -539,6 +548,7 @@ impl<'a> Tally<'a> {
             load_floor: 0.0,
             mean_load,
             mean_region,
+            mean_sized_region,
             leader_total,
             follower_total,
             cap_sum,
@@ -763,11 +773,14 @@ impl<'a> Tally<'a> {
                 let f = &mut self.nodes[from];
                 f.leaders -= 1;
                 f.bytes = f.bytes.saturating_sub(r.approximate_bytes);
+                let size_unknown = usize::from(r.approximate_bytes == 0);
+                f.size_unknown = f.size_unknown.saturating_sub(size_unknown);
                 f.wcus -= r.wcus;
                 f.rcus -= r.rcus;
                 let t = &mut self.nodes[to];
                 t.leaders += 1;
                 t.bytes += r.approximate_bytes;
+                t.size_unknown += size_unknown;
                 t.wcus += r.wcus;
                 t.rcus += r.rcus;
                 let k = self.region_table.get(region).copied().unwrap_or(NO_TABLE);

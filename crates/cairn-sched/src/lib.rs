@@ -44,6 +44,7 @@ mod test_support;
 
 pub use balance_region::{
     BALANCE_TOLERANCE_DEFAULT, REGIONS_EXAMINED_MAX, REGION_CANDIDATES_SCANNED_MAX,
+    SIZE_GAP_REGIONS_MIN, SIZE_TOLERANCE_DEFAULT,
 };
 pub use cluster::{
     ClusterSnapshot, DrainKind, IdHasher, IdMap, IdSet, NodeIndex, NodeView, CAPACITY_LABEL,

@@ -154,3 +154,153 @@ fn a_long_lived_selector_stays_valid_across_many_tables() {
         }
     }
 }
+
+/// A random cluster of 2 to 6 nodes (half of them with capacity labels 1 to 3) leading
+/// `per_capacity(rng)` regions per unit of capacity each (`None`: a random 0 to 40), with sizes
+/// skewed by node (one node's regions up to 20× the others') and by region (1 to 8 MiB).
+fn skewed_cluster(rng: &mut Lcg, per_capacity: Option<usize>) -> crate::ClusterSnapshot {
+    use crate::{NodeView, CAPACITY_LABEL};
+    let count = 2 + rng.below(5);
+    let caps: Vec<u64> = (0..count)
+        .map(|_| match rng.below(4) {
+            0 => 2,
+            1 => 3,
+            _ => 1,
+        })
+        .collect();
+    let held: Vec<(u64, usize)> = (1..=count)
+        .zip(&caps)
+        .map(|(n, c)| match per_capacity {
+            Some(k) => (n, k * *c as usize),
+            None => (n, rng.below(40) as usize),
+        })
+        .collect();
+    let mut snap = crate::test_support::snapshot(count, &held);
+    for (n, c) in snap.nodes.iter_mut().zip(&caps) {
+        if *c > 1 {
+            *n = NodeView::new(n.node_id).with_label(CAPACITY_LABEL, c.to_string());
+        }
+    }
+    let heavy = 1 + rng.below(count);
+    let factor = 1 + rng.below(20);
+    for r in snap.regions.list_mut() {
+        let base = 1 + rng.below(8);
+        let mib = if r.leader == heavy {
+            base * factor
+        } else {
+            base
+        };
+        r.approximate_bytes = mib << 20;
+    }
+    snap
+}
+
+/// Largest minus smallest bytes led per unit of capacity, and what balance-region tolerates:
+/// its size band or floor, plus two largest regions (regions come in whole sizes).
+fn size_spread(snap: &crate::ClusterSnapshot) -> (f64, f64) {
+    use crate::{NodeView, SIZE_GAP_REGIONS_MIN, SIZE_TOLERANCE_DEFAULT};
+    let bytes = crate::test_support::led_sum(snap, |r| r.approximate_bytes as f64);
+    let caps: Vec<f64> = snap.nodes.iter().map(NodeView::capacity).collect();
+    let total: f64 = bytes.iter().sum();
+    let mean = total / caps.iter().sum::<f64>();
+    let region_mean = total / snap.regions.len().max(1) as f64;
+    let d: Vec<f64> = bytes.iter().zip(&caps).map(|(b, c)| b / c).collect();
+    let lo = d.iter().cloned().fold(f64::MAX, f64::min);
+    let hi = d.iter().cloned().fold(f64::MIN, f64::max);
+    let largest = snap
+        .regions
+        .iter()
+        .map(|r| r.approximate_bytes as f64)
+        .fold(0.0, f64::max);
+    let band = (SIZE_TOLERANCE_DEFAULT * mean).max(SIZE_GAP_REGIONS_MIN * region_mean);
+    (hi - lo, band + 2.0 * largest)
+}
+
+/// Counts at their shares and sizes skewed, every scheduler on: passes until quiet never move a
+/// copy back to a node it left (size moves keep counts within band, so the count rule never
+/// answers them, and never take a node across the mean density, so they never answer each
+/// other), counts stay, and the bytes per capacity end within the size band.
+#[test]
+fn every_scheduler_evens_out_skewed_sizes_without_flapping() {
+    use crate::test_support::{led_counts, plan_until_quiet};
+    let mut size_moves = 0;
+    for seed in 0..300 {
+        let mut rng = Lcg::new(seed);
+        let per_capacity = 1 + rng.below(60) as usize;
+        let mut snap = skewed_cluster(&mut rng, Some(per_capacity));
+        let counts = led_counts(&snap);
+        let (spread_before, _) = size_spread(&snap);
+        let schedulers = crate::Schedulers::default();
+        size_moves += plan_until_quiet(&mut snap, |s| schedulers.plan(s));
+        let after = led_counts(&snap);
+        for (a, b) in counts.iter().zip(&after) {
+            assert!(
+                a.abs_diff(*b) <= 1 + a / 50,
+                "seed {seed}: {counts:?} -> {after:?}"
+            );
+        }
+        let (spread, allowed) = size_spread(&snap);
+        // A region more than any move may shift without taking a node across the mean stays:
+        // with a few big regions a node, that can leave a node up to two regions out.
+        assert!(
+            spread <= spread_before,
+            "seed {seed}: {spread_before} -> {spread}"
+        );
+        assert!(spread <= allowed, "seed {seed}: {spread} > {allowed}");
+    }
+    assert!(
+        size_moves > 1_000,
+        "only {size_moves} size moves: not exercised"
+    );
+}
+
+/// Random counts and skewed sizes: count moves come first, then size moves. A size move may
+/// take back a region a count move brought (the size rule cannot tell), but never more than
+/// once: after the first size move the count rule stays quiet and every size move lowers the
+/// spread of densities, so nothing ping-pongs and the passes end.
+#[test]
+fn count_then_size_moves_end_and_return_a_region_at_most_once() {
+    use crate::test_support::{apply, led_counts};
+    let mut returns = 0;
+    for seed in 0..300 {
+        let mut rng = Lcg::new(seed);
+        let mut snap = skewed_cluster(&mut rng, None);
+        snap.region_cooldown_ms = 3_600_000;
+        let schedulers = crate::Schedulers::default();
+        let mut moved: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+        let mut quiet = false;
+        for _ in 0..200 {
+            let mut ops = schedulers.plan(&snap);
+            if ops.is_empty() {
+                snap.now_ms += snap.region_cooldown_ms;
+                ops = schedulers.plan(&snap);
+                if ops.is_empty() {
+                    quiet = true;
+                    break;
+                }
+            }
+            for op in &ops {
+                let path = moved.entry(op.region_id).or_insert_with(|| vec![op.from]);
+                if path.contains(&op.to) {
+                    returns += 1;
+                }
+                path.push(op.to);
+                let back = path.iter().filter(|n| **n == op.to).count();
+                assert!(back <= 2, "seed {seed}: {op:?} after {path:?}");
+                apply(&mut snap, op);
+            }
+            snap.now_ms += 1_000;
+        }
+        assert!(quiet, "seed {seed}: still planning after 200 passes");
+        let counts = led_counts(&snap);
+        let caps: Vec<f64> = snap.nodes.iter().map(crate::NodeView::capacity).collect();
+        let share = counts.iter().sum::<usize>() as f64 / caps.iter().sum::<f64>();
+        for (c, cap) in counts.iter().zip(&caps) {
+            assert!(
+                (*c as f64 - share * cap).abs() < 2.0,
+                "seed {seed}: {counts:?}"
+            );
+        }
+    }
+    assert!(returns < 300, "{returns} regions came back");
+}

@@ -3,7 +3,7 @@
 //!
 //! Order matters and is fixed: an operator's requests first (evict-leaders, drain: they spend a
 //! budget of their own and are the only ones that run in maintenance mode), then repairs (a
-//! region short of copies, then a broken failure-domain rule: risks, not inefficiencies), then hot-region (load), then balance-region (counts). Each later
+//! region short of copies, then a broken failure-domain rule: risks, not inefficiencies), then hot-region (load), then balance-region (counts, then sizes). Each later
 //! scheduler sees the earlier ones' moves and refuses moves that would break what they keep:
 //! balance-region never leaves a node more than two hot tolerances above the mean load and never
 //! breaks a spread rule; hot-region leaves nodes short of regions to balance-region, and moves
@@ -154,9 +154,12 @@ mod tests {
         s.set_enabled("hot-region", false).unwrap();
         assert!(!s.list()[4].enabled);
         s.configure("balance-region", "tolerance", "0.1").unwrap();
+        s.configure("balance-region", "size_tolerance", "0.25")
+            .unwrap();
         let params = &s.list()[5].params;
         assert!(
-            params.contains(&("tolerance", "0.1".to_string())),
+            params.contains(&("tolerance", "0.1".to_string()))
+                && params.contains(&("size_tolerance", "0.25".to_string())),
             "{params:?}"
         );
     }
@@ -192,6 +195,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a number"), "{e}");
+        let e = s
+            .configure("balance-region", "size_tolerance", "1.5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("size_tolerance") && e.contains("between"), "{e}");
         let before = s.list();
         assert_eq!(before, Schedulers::default().list(), "nothing changed");
     }

@@ -178,6 +178,7 @@ async fn scheduler_settings_change_alike_over_cli_and_http_and_bad_input_changes
         .iter()
         .all(|s| s["description"].as_str().is_some_and(|d| !d.is_empty())));
     assert_eq!(param(&list, "balance-region", "tolerance"), 0.02);
+    assert_eq!(param(&list, "balance-region", "size_tolerance"), 0.1);
     assert_eq!(param(&list, "hot-region", "tolerance"), 0.1);
     assert_eq!(param(&list, "hot-region", "min_load"), 10.0);
     assert_eq!(
@@ -246,7 +247,11 @@ async fn scheduler_settings_change_alike_over_cli_and_http_and_bad_input_changes
         ],
     )
     .await;
-    assert_eq!(row(&text, "balance-region")[2], "tolerance=0.05", "{text}");
+    assert_eq!(
+        row(&text, "balance-region")[2],
+        "size_tolerance=0.1 tolerance=0.05",
+        "{text}"
+    );
     let set = ["--set", "tolerance=0.5", "--set", "min_load=25"];
     let list = json(
         ep,
