@@ -199,6 +199,7 @@ fn operator(t: &Tally, region: usize, from: usize, to: usize, mean: f64, swap: b
         kind: MoveKind::Leader,
         from: t.id(from),
         to: t.id(to),
+        to_follows: false,
         scheduler: NAME,
         priority: Priority::Low,
         reason: format!(

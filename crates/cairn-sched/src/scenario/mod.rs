@@ -121,6 +121,18 @@ pub fn surplus_moves(nodes: &[(usize, bool)]) -> usize {
     over.saturating_sub(remainder.min(above))
 }
 
+/// Max over mean of `values` (1 when there is nothing, or nothing but zeros).
+pub fn imbalance(values: impl Iterator<Item = f64>) -> f64 {
+    let values: Vec<f64> = values.collect();
+    let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let max = values.iter().cloned().fold(0.0, f64::max);
+    if mean > 0.0 {
+        max / mean
+    } else {
+        1.0
+    }
+}
+
 /// [`surplus_moves`] of a snapshot's leaders over its schedulable nodes.
 fn min_moves(snap: &ClusterSnapshot) -> usize {
     let mut counts: HashMap<u64, (usize, bool)> = snap
@@ -349,16 +361,7 @@ pub fn play(
             c.1 += r.load.wcus;
         }
     });
-    let ratio = |f: fn(&(f64, f64)) -> f64| {
-        let values: Vec<f64> = counts.values().map(f).collect();
-        let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
-        let max = values.iter().cloned().fold(0.0, f64::max);
-        if mean > 0.0 {
-            max / mean
-        } else {
-            1.0
-        }
-    };
+    let ratio = |f: fn(&(f64, f64)) -> f64| imbalance(counts.values().map(f));
     ScenarioReport {
         name: scenario.name.clone(),
         passes: played.passes,

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use cairn_client::meta::MetaClient;
 use cairn_proto::cairnpb::{CreateDatabaseRequest, DropDatabaseRequest};
-use cairn_sched::scenario::{tables_after, ScenarioSpec, ScenarioStep, StartNodes, Victims};
+use cairn_sched::scenario::{
+    imbalance, tables_after, ScenarioSpec, ScenarioStep, StartNodes, Victims,
+};
 use cairn_sim::load::region_load_per_sec;
 use cairn_sim::node::SIM_ZONES;
 use cairn_sim::{Fleet, SimConfig, WriteLoadConfig};
@@ -440,18 +442,6 @@ fn tally(leaders: &Leaders, live: &[u64], fleet: &Fleet) -> BTreeMap<u64, (usize
         }
     }
     out
-}
-
-/// Max over mean of `values` (1 when there is nothing).
-fn imbalance(values: impl Iterator<Item = f64>) -> f64 {
-    let values: Vec<f64> = values.collect();
-    let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
-    let max = values.iter().cloned().fold(0.0, f64::max);
-    if mean > 0.0 {
-        max / mean
-    } else {
-        1.0
-    }
 }
 
 /// Balanced: no region led by a node that is down, every node within one region of its share
