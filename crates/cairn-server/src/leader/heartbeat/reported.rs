@@ -53,27 +53,31 @@ impl ReportedRegions {
         if let Some(w) = order.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(w[0].0);
         }
-        let of_role = |role: Option<i32>| {
-            order
-                .iter()
-                .map(|&(id, i)| (id, &stats[i as usize]))
-                .filter(move |(_, s)| match role {
-                    Some(r) => s.role == r,
-                    None => s.role != leader && s.role != follower,
-                })
-        };
-        let loads = of_role(Some(leader))
-            .map(|(_, s)| LedLoad {
-                approximate_bytes: s.approximate_bytes,
-                wcus: clamp(s.wcus),
-                rcus: clamp(s.rcus),
-            })
-            .collect();
+        // One walk, each id to its role's list.
+        let mut led = IdsBuilder::default();
+        let mut followed = IdsBuilder::default();
+        let mut other = IdsBuilder::default();
+        let mut loads = Vec::new();
+        for &(id, i) in &order {
+            let s = &stats[i as usize];
+            match s.role {
+                r if r == leader => {
+                    led.push(id);
+                    loads.push(LedLoad {
+                        approximate_bytes: s.approximate_bytes,
+                        wcus: clamp(s.wcus),
+                        rcus: clamp(s.rcus),
+                    });
+                }
+                r if r == follower => followed.push(id),
+                _ => other.push(id),
+            }
+        }
         Ok(ReportedRegions {
-            led: RegionIds::from_ascending(of_role(Some(leader)).map(|(id, _)| id)),
+            led: led.finish(),
             loads,
-            followed: RegionIds::from_ascending(of_role(Some(follower)).map(|(id, _)| id)),
-            other: RegionIds::from_ascending(of_role(None).map(|(id, _)| id)),
+            followed: followed.finish(),
+            other: other.finish(),
         })
     }
 
@@ -138,28 +142,11 @@ fn split_id(id: u64) -> (u64, u64) {
 
 impl RegionIds {
     /// `ids` must be ascending with no repeats (checked in debug builds).
+    #[cfg(test)]
     pub fn from_ascending(ids: impl Iterator<Item = u64>) -> Self {
-        let mut steps = Vec::new();
-        let mut len = 0;
-        // The table of the id before, and the lowest number the next id of it can have.
-        let (mut table, mut next) = (0, 0);
-        let mut last = None;
-        for id in ids {
-            debug_assert!(
-                last < Some(id),
-                "region ids not ascending: {last:?} then {id}"
-            );
-            last = Some(id);
-            let (t, n) = split_id(id);
-            put_varint(&mut steps, t - table);
-            put_varint(&mut steps, if t == table { n - next } else { n });
-            (table, next) = (t, n + 1);
-            len += 1;
-        }
-        RegionIds {
-            steps: steps.into_boxed_slice(),
-            len,
-        }
+        let mut b = IdsBuilder::default();
+        ids.for_each(|id| b.push(id));
+        b.finish()
     }
 
     pub fn len(&self) -> usize {
@@ -175,6 +162,44 @@ impl RegionIds {
             steps: &self.steps,
             table: 0,
             next: 0,
+        }
+    }
+}
+
+/// Writes a [`RegionIds`] one id at a time.
+#[derive(Default)]
+struct IdsBuilder {
+    steps: Vec<u8>,
+    len: usize,
+    /// The table of the id before, and the lowest number the next id of it can have.
+    table: u64,
+    next: u64,
+    last: Option<u64>,
+}
+
+impl IdsBuilder {
+    /// `id` must be above the last one pushed (checked in debug builds).
+    fn push(&mut self, id: u64) {
+        debug_assert!(
+            self.last < Some(id),
+            "region ids not ascending: {:?} then {id}",
+            self.last
+        );
+        self.last = Some(id);
+        let (t, n) = split_id(id);
+        put_varint(&mut self.steps, t - self.table);
+        put_varint(
+            &mut self.steps,
+            if t == self.table { n - self.next } else { n },
+        );
+        (self.table, self.next) = (t, n + 1);
+        self.len += 1;
+    }
+
+    fn finish(self) -> RegionIds {
+        RegionIds {
+            steps: self.steps.into_boxed_slice(),
+            len: self.len,
         }
     }
 }
