@@ -219,7 +219,7 @@ impl BalanceRegion {
         let start = (t.snap.now_ms / 1_000) as usize * REGIONS_EXAMINED_MAX;
         t.held_from(src, kind, start)
             .take(REGIONS_EXAMINED_MAX)
-            .filter(|r| t.movable(*r, false) && t.can_move(*r, kind, src, dst))
+            .filter(|r| t.may_balance(*r, kind, src, dst))
             .filter(|r| kind == MoveKind::Follower || t.load_fits(*r, dst, COUNT_MOVE_LOAD_BANDS))
             .take(REGION_CANDIDATES_SCANNED_MAX)
             .min_by(|a, b| {
@@ -391,5 +391,23 @@ mod tests {
                 .unwrap();
             assert!(!(r.leader == o.to || r.followers.contains(&o.to)), "{o:?}");
         }
+    }
+
+    #[test]
+    fn a_region_is_never_sent_back_to_a_node_it_left() {
+        // Node 1 leads 4, node 2 none: two move, but three of node 1's regions came from
+        // node 2; only the fourth may go there, so one move, not two.
+        let mut snap = snapshot(2, &[(1, 4)]);
+        let ids: Vec<u64> = snap.regions.iter().map(|r| r.region_id).collect();
+        for id in &ids[..3] {
+            snap.last_left.entry(*id).or_default().push(2);
+        }
+        let ops = plan(&snap);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        assert_eq!(ops[0].region_id, ids[3]);
+        // A node left earlier is remembered too, behind a later one.
+        snap.last_left.entry(ids[3]).or_default().push(2);
+        snap.last_left.entry(ids[3]).or_default().push(3);
+        assert!(plan(&snap).is_empty());
     }
 }

@@ -265,6 +265,35 @@ impl NodeView {
     }
 }
 
+/// Nodes remembered per region in [`ClusterSnapshot::last_left`]: a region that left more
+/// nodes than this in the memory's span was moved that often, and the oldest are forgotten.
+pub const LEFT_NODES_MAX: usize = 3;
+
+/// The nodes balancing moves took a copy of one region off, latest first (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeftNodes([u64; LEFT_NODES_MAX]);
+
+impl LeftNodes {
+    /// Records that a copy left `node` (kept once, as the latest).
+    pub fn push(&mut self, node: u64) {
+        let keep: Vec<u64> = self.0.iter().copied().filter(|n| *n != node).collect();
+        self.0 = [0; LEFT_NODES_MAX];
+        self.0[0] = node;
+        for (slot, n) in self.0[1..].iter_mut().zip(keep) {
+            *slot = n;
+        }
+    }
+
+    pub fn contains(&self, node: u64) -> bool {
+        node != 0 && self.0.contains(&node)
+    }
+
+    /// The nodes, latest first.
+    pub fn nodes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().copied().filter(|n| *n != 0)
+    }
+}
+
 /// Everything one scheduling pass decides from.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterSnapshot {
@@ -280,6 +309,12 @@ pub struct ClusterSnapshot {
     pub queued: Vec<u64>,
     /// When each recently moved region last moved (Unix ms), for the cool-down.
     pub last_moved_ms: HashMap<u64, u64>,
+    /// Region → the nodes balancing moves last took a copy of it off (the latest
+    /// [`LEFT_NODES_MAX`]), while the leader remembers those moves
+    /// (`--scheduler-region-return-ms`): no balancing scheduler sends a copy of the region back
+    /// to one of them, so a region moved for balance never moves back without a change of
+    /// cluster (the memory lapses) and two schedulers cannot trade it to and fro.
+    pub last_left: HashMap<u64, LeftNodes>,
     /// The label whose values are failure domains (`"zone"`); empty: no spread rules.
     pub spread_label: String,
     /// Operators the limits still allow: cluster-wide, and per node (a node absent from the map
@@ -683,6 +718,26 @@ impl<'a> Tally<'a> {
         self.leader_of(region) == node || self.followers_of(region).any(|f| f == node)
     }
 
+    /// Whether a balancing scheduler may move `region`'s `kind` copy from `from` to `to`: it
+    /// is neither cooling down nor waiting ([`Tally::movable`]), the move is allowed
+    /// ([`Tally::can_move`]), and it does not send the copy back to a node a balancing move
+    /// took a copy of the region off ([`ClusterSnapshot::last_left`]).
+    pub fn may_balance(&self, region: usize, kind: MoveKind, from: usize, to: usize) -> bool {
+        self.movable(region, false)
+            && !self.returns(region, to)
+            && self.can_move(region, kind, from, to)
+    }
+
+    /// Whether moving a copy of `region` to `to` would send it back to a node a balancing move
+    /// took a copy of it off.
+    pub fn returns(&self, region: usize, to: usize) -> bool {
+        let left = &self.snap.last_left;
+        !left.is_empty()
+            && left
+                .get(&self.snap.regions.region_id(region))
+                .is_some_and(|l| l.contains(self.nodes[to].id))
+    }
+
     /// Whether the limits allow one more move from `from` to `to`.
     pub fn has_budget(&self, from: usize, to: usize) -> bool {
         self.moves_left > 0 && self.nodes[from].moves_left > 0 && self.nodes[to].moves_left > 0
@@ -1011,5 +1066,16 @@ mod tests {
             !t.movable(0, true),
             "led by a node failover or a drain is moving off"
         );
+    }
+
+    #[test]
+    fn left_nodes_keep_the_latest_few_once_each() {
+        let mut l = LeftNodes::default();
+        assert!(!l.contains(0) && l.nodes().next().is_none());
+        for n in [1, 2, 1, 3, 4] {
+            l.push(n);
+        }
+        assert_eq!(l.nodes().collect::<Vec<_>>(), [4, 3, 1]);
+        assert!(!l.contains(2), "the oldest forgotten");
     }
 }

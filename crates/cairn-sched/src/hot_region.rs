@@ -157,7 +157,7 @@ impl HotRegion {
             if load <= 0.0 || pick.is_some_and(|(best, _)| d >= best) || !t.movable(r, false) {
                 continue;
             }
-            if t.can_move(r, MoveKind::Leader, src, dst) && fits(r) {
+            if !t.returns(r, dst) && t.can_move(r, MoveKind::Leader, src, dst) && fits(r) {
                 pick = Some((d, r));
             }
         }
@@ -232,7 +232,7 @@ fn swap_partner(
     let regions = &t.snap.regions;
     t.held(dst, MoveKind::Leader)
         .filter(|r| load_of(regions.load(*r), write) < moved)
-        .filter(|r| t.movable(*r, false) && t.can_move(*r, MoveKind::Leader, dst, src))
+        .filter(|r| t.may_balance(*r, MoveKind::Leader, dst, src))
         .min_by(|a, b| {
             let l = |r: usize| {
                 let load = regions.load(r);
@@ -413,5 +413,26 @@ mod tests {
         snap.regions.list_mut()[0].wcus = 1_000.0;
         let moves = plan_until_quiet(&mut snap, plan);
         assert_eq!(moves, 0, "moving it would only make the other node hot");
+    }
+
+    #[test]
+    fn a_hot_move_never_sends_a_region_back_to_a_node_it_left() {
+        // Node 1 is hot; its hottest-fitting region came from node 2, so another goes there.
+        let mut snap = snapshot(2, &[(1, 4), (2, 4)]);
+        for (i, r) in snap.regions.list_mut().iter_mut().enumerate() {
+            r.wcus = if i < 4 { 40.0 + i as f64 } else { 10.0 };
+        }
+        let first = plan(&snap);
+        assert!(!first.is_empty() && first[0].from == 1, "{first:?}");
+        let came_from_2 = first[0].region_id;
+        snap.last_left.entry(came_from_2).or_default().push(2);
+        let second = plan(&snap);
+        assert!(!second.is_empty(), "another region goes instead");
+        assert!(
+            second
+                .iter()
+                .all(|o| !(o.region_id == came_from_2 && o.to == 2)),
+            "{second:?}"
+        );
     }
 }

@@ -47,8 +47,9 @@ pub use balance_region::{
     SIZE_GAP_REGIONS_MIN, SIZE_TOLERANCE_DEFAULT,
 };
 pub use cluster::{
-    ClusterSnapshot, DrainKind, IdHasher, IdMap, IdSet, NodeIndex, NodeView, CAPACITY_LABEL,
-    COUNT_MOVE_LOAD_BANDS, NODE_CAPACITY_MAX, NODE_INDEX_DENSE_IDS_MAX,
+    ClusterSnapshot, DrainKind, IdHasher, IdMap, IdSet, LeftNodes, NodeIndex, NodeView,
+    CAPACITY_LABEL, COUNT_MOVE_LOAD_BANDS, LEFT_NODES_MAX, NODE_CAPACITY_MAX,
+    NODE_INDEX_DENSE_IDS_MAX,
 };
 pub use drain::{failover_plan, FAILOVER as FAILOVER_SCHEDULER};
 pub use followers::Followers;

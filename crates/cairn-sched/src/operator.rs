@@ -195,6 +195,13 @@ impl Operator {
         self.requested() || self.scheduler == REPLICA_REPAIR_SCHEDULER
     }
 
+    /// The node a balancing move takes a copy off, for [`crate::ClusterSnapshot::last_left`]:
+    /// none for an urgent operator (a drain, an eviction, a repair of missing copies answer a
+    /// change of cluster, and a copy may go back once it is over) or an added copy.
+    pub fn leaves(&self) -> Option<u64> {
+        (!self.urgent() && self.from != 0).then_some(self.from)
+    }
+
     /// Whether the source keeps its copy as a follower (a leader eviction hands leadership to a
     /// follower and stays one).
     pub fn keeps_source(&self) -> bool {

@@ -8,7 +8,9 @@
 //! balance-region never leaves a node more than two hot tolerances above the mean load and never
 //! breaks a spread rule; hot-region leaves nodes short of regions to balance-region, and moves
 //! only with a cold region swapped back when its move would unbalance counts. So one pass never undoes itself, and a
-//! balanced cluster plans nothing.
+//! balanced cluster plans nothing. Across passes, the balancing schedulers never send a copy
+//! back to a node a balancing move took a copy of the region off while the leader remembers it
+//! ([`ClusterSnapshot::last_left`]): from any start, nothing returns.
 
 use crate::balance_region::BalanceRegion;
 use crate::cluster::DrainKind;

@@ -120,6 +120,9 @@ pub struct ServerConfig {
     pub scheduler_moves_per_minute_max: usize,
     /// A region a scheduler moved is not moved again by a balancing scheduler for this long, ms.
     pub scheduler_region_cooldown_ms: u64,
+    /// How long the leader remembers the nodes a balancing move took a region's copy off, ms:
+    /// meanwhile no balancing scheduler sends a copy of the region back to them. 0: not at all.
+    pub scheduler_region_return_ms: u64,
     /// How long a scheduler operator has, from when it is planned, ms: one still queued then is
     /// cancelled (timed out); a running one's migration gets what is left as its deadline.
     pub scheduler_operator_timeout_ms: u64,
@@ -154,6 +157,13 @@ pub const SCHEDULER_MOVES_PER_MINUTE_MAX_DEFAULT: usize = 600;
 /// move on the next stats, short enough that a region which arrived during a repair is free to
 /// take part in the next rebalancing.
 pub const SCHEDULER_REGION_COOLDOWN_MS_DEFAULT: u64 = 60_000;
+/// Default of [`ServerConfig::scheduler_region_return_ms`] (ten minutes, ten cool-downs): long
+/// enough that a copy moved for balance is not sent back by the next shift of a few regions,
+/// short enough that a real change of load can bring it back.
+pub const SCHEDULER_REGION_RETURN_MS_DEFAULT: u64 = 600_000;
+/// Most [`ServerConfig::scheduler_region_return_ms`] (a day): every remembered move costs the
+/// leader memory and the scheduling summary bytes.
+pub const SCHEDULER_REGION_RETURN_MS_MAX: u64 = 86_400_000;
 /// Default of [`ServerConfig::scheduler_operator_timeout_ms`] (a minute, the deadline a
 /// migration gets when none is named): time for a batch of 256 regions to move, short enough
 /// that an operator queued that long is planned afresh rather than run on an old premise.
@@ -206,6 +216,7 @@ impl Default for ServerConfig {
             scheduler_node_operators_max: SCHEDULER_NODE_OPERATORS_MAX_DEFAULT,
             scheduler_moves_per_minute_max: SCHEDULER_MOVES_PER_MINUTE_MAX_DEFAULT,
             scheduler_region_cooldown_ms: SCHEDULER_REGION_COOLDOWN_MS_DEFAULT,
+            scheduler_region_return_ms: SCHEDULER_REGION_RETURN_MS_DEFAULT,
             scheduler_operator_timeout_ms: SCHEDULER_OPERATOR_TIMEOUT_MS_DEFAULT,
             scheduler_state_persist_interval_ms: SCHEDULER_STATE_PERSIST_INTERVAL_MS_DEFAULT,
             region_reconcile_interval_ms: 30_000,
@@ -380,6 +391,13 @@ impl ServerConfig {
                 self.scheduler_operator_timeout_ms
             ));
         }
+        if self.scheduler_region_return_ms > SCHEDULER_REGION_RETURN_MS_MAX {
+            return Err(format!(
+                "scheduler-region-return-ms: at most {SCHEDULER_REGION_RETURN_MS_MAX} \
+                 (scheduler_region_return_ms_max), got {}",
+                self.scheduler_region_return_ms
+            ));
+        }
         if self.failover_migrations_max == 0 {
             return Err("failover-migrations-max: must be at least 1".into());
         }
@@ -446,6 +464,12 @@ mod tests {
             let err = c.validate().unwrap_err();
             assert!(err.contains("scheduler-operator-timeout-ms"), "{err}");
         }
+        let c = ServerConfig {
+            scheduler_region_return_ms: SCHEDULER_REGION_RETURN_MS_MAX + 1,
+            ..Default::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("scheduler-region-return-ms"), "{err}");
     }
 
     #[test]

@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// A moved region stays put this long, ms. Default 60000.
     #[arg(long, env = "CAIRN_SCHEDULER_REGION_COOLDOWN_MS")]
     pub scheduler_region_cooldown_ms: Option<u64>,
+    /// How long the leader remembers the nodes a balancing move took a region's copy off, ms:
+    /// meanwhile no balancing scheduler sends a copy of it back there. Default 600000 (0 to
+    /// 86400000; 0: not at all).
+    #[arg(long, env = "CAIRN_SCHEDULER_REGION_RETURN_MS")]
+    pub scheduler_region_return_ms: Option<u64>,
     /// How long a scheduler operator has from when it is planned, ms: queued past it, it is
     /// cancelled; running, its migration rolls back by then. Default 60000 (1000 to 3600000).
     #[arg(long, env = "CAIRN_SCHEDULER_OPERATOR_TIMEOUT_MS")]
@@ -253,6 +258,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.scheduler_region_cooldown_ms {
             c.scheduler_region_cooldown_ms = v;
+        }
+        if let Some(v) = self.scheduler_region_return_ms {
+            c.scheduler_region_return_ms = v;
         }
         if let Some(v) = self.scheduler_operator_timeout_ms {
             c.scheduler_operator_timeout_ms = v;

@@ -151,9 +151,7 @@ fn pick(
     // Each pass (a second or more apart) starts the scan further on, as the count moves do.
     let start = (t.snap.now_ms / 1_000) as usize * REGIONS_EXAMINED_MAX;
     let movable = |r: usize, from: usize, to: usize| {
-        t.movable(r, false)
-            && t.can_move(r, kind, from, to)
-            && t.load_fits(r, to, SIZE_MOVE_LOAD_BANDS)
+        t.may_balance(r, kind, from, to) && t.load_fits(r, to, SIZE_MOVE_LOAD_BANDS)
     };
     // The largest region above the mean region `src` can give `dst` within `limit` bytes.
     let give = |limit: f64| {

@@ -250,6 +250,8 @@ pub fn build(
                 snap.last_moved_ms.clear();
             }
             ScenarioStep::Heat { every, factor } => {
+                // A change of load: a region may go back where it came from.
+                snap.last_left.clear();
                 for r in snap.regions.list_mut() {
                     if (r.table_id() - 1) % every == 0 {
                         r.wcus *= factor;
@@ -336,6 +338,9 @@ fn passes(
             *played.moved.entry(op.region_id).or_default() += 1;
             *played.by_scheduler.entry(op.scheduler).or_default() += 1;
             snap.last_moved_ms.insert(op.region_id, snap.now_ms);
+            if let Some(node) = op.leaves() {
+                snap.last_left.entry(op.region_id).or_default().push(node);
+            }
             played.moves += 1;
         }
         snap.now_ms += limits.interval_ms;

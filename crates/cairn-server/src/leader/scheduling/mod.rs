@@ -43,8 +43,8 @@ use cairn_meta::route::table_id_of;
 use cairn_meta::{codec, SchedulerSetting, TableRoute};
 use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
 use cairn_sched::{
-    MoveKind, Operator, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
-    REPLICA_REPAIR_SCHEDULER,
+    LeftNodes, MoveKind, Operator, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
+    LEFT_NODES_MAX, REPLICA_REPAIR_SCHEDULER,
 };
 use operators::{Entry, Limits, OpStatus, OperatorTable};
 use routes::{RouteChanges, RouteViews};
@@ -169,6 +169,10 @@ impl Scheduling {
 struct SchedulingState {
     /// (region, Unix ms it last moved).
     last_moved: Vec<(u64, u64)>,
+    /// (region, Unix ms a balancing move last took a copy of it off a node, those nodes latest
+    /// first); empty in a summary of an older version.
+    #[serde(default)]
+    last_left: Vec<(u64, u64, Vec<u64>)>,
     /// (region, smoothed wcus, smoothed rcus).
     loads: Vec<(u64, f64, f64)>,
     /// When this summary was written, Unix ms (0 in a summary of an older version).
@@ -186,6 +190,7 @@ pub fn limits(config: &ServerConfig) -> Limits {
         node_operators_max: config.scheduler_node_operators_max,
         moves_per_minute_max: config.scheduler_moves_per_minute_max,
         region_cooldown_ms: config.scheduler_region_cooldown_ms,
+        region_return_ms: config.scheduler_region_return_ms,
         operator_timeout_ms: config.scheduler_operator_timeout_ms,
         urgent_operators_max: config.failover_migrations_max * MIGRATION_BATCH_REGIONS_MAX,
     }
@@ -296,15 +301,32 @@ fn restore(node: &Node, term: u64) {
         .flatten()
         .map(|r| r.value)
         .unwrap_or_default();
-    node.scheduling
-        .operators()
-        .reset(state.last_moved.into_iter().collect(), term);
+    node.scheduling.operators().reset(
+        state.last_moved.into_iter().collect(),
+        restored_left(state.last_left),
+        term,
+    );
     node.scheduling
         .restored_node_stats()
         .replace(state.node_stats);
     let mut loads = RegionLoads::default();
     loads.seed_all(state.loads, state.written_ms);
     *node.scheduling.loads() = Arc::new(loads);
+}
+
+/// The stored nodes regions left as the operator table keeps them (oldest pushed first, so the
+/// latest stays first).
+fn restored_left(stored: Vec<(u64, u64, Vec<u64>)>) -> HashMap<u64, (u64, LeftNodes)> {
+    stored
+        .into_iter()
+        .map(|(region, at, nodes)| {
+            let mut left = LeftNodes::default();
+            for n in nodes.into_iter().take(LEFT_NODES_MAX).rev() {
+                left.push(n);
+            }
+            (region, (at, left))
+        })
+        .collect()
 }
 
 async fn persist(node: &Node, term: u64) -> Result<(), Status> {
@@ -317,6 +339,15 @@ async fn persist(node: &Node, term: u64) -> Result<(), Status> {
         .collect();
     last_moved.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     last_moved.truncate(SCHEDULING_STATE_REGIONS_MAX);
+    let mut last_left: Vec<(u64, u64, Vec<u64>)> = node
+        .scheduling
+        .operators()
+        .last_left()
+        .iter()
+        .map(|(r, (at, left))| (*r, *at, left.nodes().collect()))
+        .collect();
+    last_left.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    last_left.truncate(SCHEDULING_STATE_REGIONS_MAX);
     let loads = node
         .scheduling
         .loads()
@@ -329,6 +360,7 @@ async fn persist(node: &Node, term: u64) -> Result<(), Status> {
     };
     let state = SchedulingState {
         last_moved,
+        last_left,
         loads,
         written_ms,
         node_stats,
@@ -711,6 +743,17 @@ mod tests {
         assert_eq!(state.last_moved, [(7, 1000)]);
         assert_eq!(state.written_ms, 0);
         assert!(state.node_stats.is_empty());
+        assert!(state.last_left.is_empty());
+    }
+
+    #[test]
+    fn the_nodes_regions_left_are_restored_latest_first_and_bounded() {
+        let stored = vec![(7, 1_000, vec![5, 4, 3, 2, 1]), (8, 2_000, vec![9])];
+        let restored = restored_left(stored);
+        let nodes = |r: u64| restored[&r].1.nodes().collect::<Vec<u64>>();
+        assert_eq!(nodes(7), [5, 4, 3], "the latest {LEFT_NODES_MAX}");
+        assert_eq!(restored[&7].0, 1_000);
+        assert_eq!(nodes(8), [9]);
     }
 
     #[test]

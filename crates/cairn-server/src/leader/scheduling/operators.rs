@@ -9,12 +9,13 @@
 //! table until whoever ended them takes them ([`OperatorTable::take_ended`]) for the event log.
 
 use cairn_proto::cairnpb::OperatorView;
-use cairn_sched::{ClusterSnapshot, IdMap, IdSet, MoveKind, Operator, Phase, Step};
+use cairn_sched::{ClusterSnapshot, IdMap, IdSet, LeftNodes, MoveKind, Operator, Phase, Step};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// Finished operators kept for `operator list --finished` and `operator show`.
 pub const OPERATORS_FINISHED_KEPT_MAX: usize = 1_024;
-/// Recently moved regions remembered for the cool-down; beyond it the oldest are forgotten.
+/// Recently moved regions remembered for the cool-down, and regions remembered with the nodes
+/// balancing moves took them off; beyond it the oldest are forgotten.
 pub const COOLDOWN_REGIONS_MAX: usize = 100_000;
 /// The window of the moves-per-minute limit, ms.
 const RATE_WINDOW_MS: u64 = 60_000;
@@ -67,6 +68,9 @@ pub struct Limits {
     pub moves_per_minute_max: usize,
     /// A region moved is not moved again by a balancing scheduler within this, ms.
     pub region_cooldown_ms: u64,
+    /// A copy is not sent back by a balancing scheduler to a node a balancing move took it off
+    /// within this, ms.
+    pub region_return_ms: u64,
     /// How long an operator has from when it is queued, ms (see [`Entry::deadline_ms`]).
     pub operator_timeout_ms: u64,
     /// Urgent operators (drain, evict-leaders: an operator's request; replica-repair: regions
@@ -84,6 +88,9 @@ pub struct OperatorTable {
     started_ms: VecDeque<u64>,
     /// Region → when it last finished moving, Unix ms.
     last_moved: HashMap<u64, u64>,
+    /// Region → when a balancing move last took a copy of it off a node, Unix ms, and the
+    /// nodes such moves took copies off.
+    last_left: HashMap<u64, (u64, LeftNodes)>,
     /// Ended other than done since last taken, for the event log: at most every live operator,
     /// each ends once.
     ended: Vec<Entry>,
@@ -97,13 +104,20 @@ impl OperatorTable {
         self.term
     }
 
-    /// A new term: nothing planned, the cool-downs carried over (`last_moved`, from the store).
-    pub fn reset(&mut self, last_moved: HashMap<u64, u64>, term: u64) {
+    /// A new term: nothing planned, the cool-downs and the nodes regions left carried over
+    /// (`last_moved`, `last_left`, from the store).
+    pub fn reset(
+        &mut self,
+        last_moved: HashMap<u64, u64>,
+        last_left: HashMap<u64, (u64, LeftNodes)>,
+        term: u64,
+    ) {
         // Ids keep counting across terms, so a migration of an earlier term that finishes late
         // cannot settle a new operator.
         *self = OperatorTable {
             next_id: self.next_id.max(1),
             last_moved,
+            last_left,
             term,
             ..OperatorTable::default()
         };
@@ -135,6 +149,10 @@ impl OperatorTable {
         let cutoff = snap.now_ms.saturating_sub(limits.region_cooldown_ms);
         self.last_moved.retain(|_, at| *at >= cutoff);
         snap.last_moved_ms = self.last_moved.clone();
+        let cutoff = snap.now_ms.saturating_sub(limits.region_return_ms);
+        self.last_left
+            .retain(|_, (at, _)| *at >= cutoff && limits.region_return_ms > 0);
+        snap.last_left = self.last_left.iter().map(|(r, (_, l))| (*r, *l)).collect();
     }
 
     fn per_node(&self) -> HashMap<u64, usize> {
@@ -358,6 +376,15 @@ impl OperatorTable {
         e.finished_ms = now_ms;
         if status == OpStatus::Done {
             self.moved([e.op.region_id], now_ms);
+            if let Some(node) = e.op.leaves() {
+                let region = e.op.region_id;
+                let mut left = self
+                    .last_left
+                    .get(&region)
+                    .map_or_else(LeftNodes::default, |l| l.1);
+                left.push(node);
+                remember(&mut self.last_left, region, (now_ms, left), |v| v.0);
+            }
         } else {
             self.ended.push(e.clone());
         }
@@ -371,15 +398,7 @@ impl OperatorTable {
     /// Starts the cool-down of `regions`, moved at `now_ms`.
     pub fn moved(&mut self, regions: impl IntoIterator<Item = u64>, now_ms: u64) {
         for region in regions {
-            if self.last_moved.len() >= COOLDOWN_REGIONS_MAX
-                && !self.last_moved.contains_key(&region)
-            {
-                // Forget the oldest; a region whose cool-down is forgotten may move sooner.
-                if let Some((&r, _)) = self.last_moved.iter().min_by_key(|(_, at)| **at) {
-                    self.last_moved.remove(&r);
-                }
-            }
-            self.last_moved.insert(region, now_ms);
+            remember(&mut self.last_moved, region, now_ms, |at| *at);
         }
     }
 
@@ -432,6 +451,23 @@ impl OperatorTable {
     pub fn last_moved(&self) -> &HashMap<u64, u64> {
         &self.last_moved
     }
+
+    /// Regions with the nodes balancing moves took them off, and when they last did, for
+    /// persisting.
+    pub fn last_left(&self) -> &HashMap<u64, (u64, LeftNodes)> {
+        &self.last_left
+    }
+}
+
+/// Records `value` for `region` in a map of at most [`COOLDOWN_REGIONS_MAX`] regions, forgetting
+/// the oldest (by `at`) to make room: a region forgotten may move sooner, or back.
+fn remember<V>(map: &mut HashMap<u64, V>, region: u64, value: V, at: impl Fn(&V) -> u64) {
+    if map.len() >= COOLDOWN_REGIONS_MAX && !map.contains_key(&region) {
+        if let Some(&oldest) = map.iter().min_by_key(|(_, v)| at(v)).map(|(r, _)| r) {
+            map.remove(&oldest);
+        }
+    }
+    map.insert(region, value);
 }
 
 /// An operator as the API shows it.
@@ -510,6 +546,7 @@ mod tests {
             node_operators_max: 2,
             moves_per_minute_max: 2,
             region_cooldown_ms: 10_000,
+            region_return_ms: 100_000,
             operator_timeout_ms: 30_000,
             urgent_operators_max: 3,
         }
@@ -894,5 +931,43 @@ mod tests {
         snap.now_ms = 20_000;
         t.limit(&mut snap, &limits());
         assert!(snap.last_moved_ms.is_empty(), "cool-down over: forgotten");
+    }
+
+    #[test]
+    fn a_done_balancing_move_remembers_the_node_it_left_for_the_return_window() {
+        let mut t = OperatorTable::default();
+        let ids = t.add(vec![op(7, 1, 2, Priority::Low)], 0, &limits());
+        t.finish(ids[0], OpStatus::Done, String::new(), 1_000);
+        let ids = t.add(vec![op(7, 2, 3, Priority::Low)], 2_000, &limits());
+        t.finish(ids[0], OpStatus::Done, String::new(), 3_000);
+        // Cancelled: it took nothing off node 3.
+        let ids = t.add(vec![op(7, 3, 4, Priority::Low)], 4_000, &limits());
+        t.finish(ids[0], OpStatus::Cancelled, String::new(), 5_000);
+        let mut snap = ClusterSnapshot {
+            now_ms: 50_000,
+            ..ClusterSnapshot::default()
+        };
+        t.limit(&mut snap, &limits());
+        let left: Vec<u64> = snap.last_left[&7].nodes().collect();
+        assert_eq!(left, [2, 1], "latest first, past the cool-down");
+        // An urgent move (a drain) answers a change of cluster: nothing remembered.
+        let mut drain = op(8, 1, 2, Priority::High);
+        drain.scheduler = cairn_sched::DRAIN_SCHEDULER;
+        let ids = t.add(vec![drain], 50_000, &limits());
+        t.finish(ids[0], OpStatus::Done, String::new(), 51_000);
+        t.limit(&mut snap, &limits());
+        assert!(!snap.last_left.contains_key(&8));
+        // The window (100 s after the last move) over: forgotten; 0 turns the memory off.
+        snap.now_ms = 104_000;
+        t.limit(&mut snap, &limits());
+        assert!(snap.last_left.is_empty(), "{:?}", snap.last_left);
+        let ids = t.add(vec![op(9, 1, 2, Priority::Low)], 104_000, &limits());
+        t.finish(ids[0], OpStatus::Done, String::new(), 104_000);
+        let off = Limits {
+            region_return_ms: 0,
+            ..limits()
+        };
+        t.limit(&mut snap, &off);
+        assert!(snap.last_left.is_empty());
     }
 }
