@@ -33,6 +33,9 @@ const ANNOUNCE_RETRY_MS: u64 = 500;
 const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 /// How long a joining node keeps asking the cluster to add it.
 const JOIN_TIMEOUT_MS: u64 = 30_000;
+/// How long the servers get, once the node stops, to finish what is in flight before the
+/// streams still open (a peer's replication, a client's watch) are cut, ms.
+const SHUTDOWN_GRACE_MS: u64 = 2_000;
 /// Log entries kept after a snapshot so slightly lagging followers need no snapshot.
 const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5000;
 
@@ -367,9 +370,30 @@ pub async fn run_with_node(
     // Streams end and pending instructions fail now, whatever state the term was in.
     node.heartbeats.stop();
     let _ = raft.shutdown().await;
-    let _ = client_task.await;
-    let _ = peer_task.await;
-    let _ = http_task.await;
+    // A graceful stop waits for open streams, and some never end while their other side runs:
+    // the leader's replication stream into a follower, a client's watch. Past the grace they
+    // are cut, or a follower stopped before its leader would wait for the leader forever.
+    let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+    let (client_abort, peer_abort, http_abort) = (
+        client_task.abort_handle(),
+        peer_task.abort_handle(),
+        http_task.abort_handle(),
+    );
+    let all = async {
+        let _ = client_task.await;
+        let _ = peer_task.await;
+        let _ = http_task.await;
+    };
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::info!(
+            node_id,
+            grace_ms = SHUTDOWN_GRACE_MS,
+            "streams still open after the shutdown grace: cut"
+        );
+        client_abort.abort();
+        peer_abort.abort();
+        http_abort.abort();
+    }
     Ok(())
 }
 

@@ -26,6 +26,12 @@ const PROGRESS_WRITES: u64 = 20;
 const STEADY_PHASE: Duration = Duration::from_secs(2);
 /// How many times `leader_killed_no_acked_write_lost` kills and restarts the leader.
 const KILL_ROUNDS: usize = 2;
+/// How long a node asked to stop may take to exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a leader whose followers are down is watched, and the most its log may grow
+/// meanwhile (a warning per follower per heartbeat is a few KB a second).
+const LONE_LEADER_WATCH: Duration = Duration::from_secs(5);
+const LONE_LEADER_LOG_BYTES_MAX: u64 = 2 * 1024 * 1024;
 /// How long a paused node stays frozen: longer than any sane election timeout.
 const PAUSE_DURATION: Duration = Duration::from_secs(4);
 
@@ -490,4 +496,40 @@ async fn first_read_after_restart(cluster: &TestCluster, node: usize, key: &str)
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A follower asked to stop (SIGTERM) while its leader runs exits, though the leader's
+/// replication stream into it never ends by itself; and a leader left alone, both followers
+/// gone, waits for them quietly instead of retrying its connections in a loop (which filled
+/// its log at 10 MB/s and took a core).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_stops_under_its_leader_and_a_lone_leader_stays_quiet() {
+    within_test_timeout(async {
+        let mut cluster = TestCluster::start(3).await;
+        cluster.wait_ready(STARTUP_TIMEOUT).await.expect("ready");
+        let leader = cluster
+            .wait_for_leader(None, ELECTION_TIMEOUT)
+            .await
+            .expect("leader");
+        put(&cluster, leader, "stop/a", "1").await;
+        let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        assert!(
+            cluster.terminate(followers[0], STOP_TIMEOUT).await,
+            "follower {} still running {STOP_TIMEOUT:?} after SIGTERM",
+            followers[0] + 1
+        );
+        cluster.kill(followers[1]);
+        let log = &cluster.spec(leader).log_path;
+        let size = || std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        // Past the first failures (each peer's first warnings), then measured.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = size();
+        tokio::time::sleep(LONE_LEADER_WATCH).await;
+        let grown = size() - before;
+        assert!(
+            grown < LONE_LEADER_LOG_BYTES_MAX,
+            "the leader's log grew {grown} bytes in {LONE_LEADER_WATCH:?} with both followers down"
+        );
+    })
+    .await;
 }

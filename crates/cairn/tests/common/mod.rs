@@ -421,6 +421,29 @@ impl TestCluster {
         }
     }
 
+    /// SIGTERM node `i` (the way an operator or a service manager stops it) and waits up to
+    /// `timeout` for it to exit: whether it did. One still running then is killed.
+    #[allow(dead_code)]
+    pub async fn terminate(&mut self, i: usize, timeout: Duration) -> bool {
+        let node = &mut self.nodes[i];
+        let Some(mut child) = node.child.take() else {
+            return true;
+        };
+        signal(&child, "-TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
     /// SIGSTOP node `i`: it keeps its sockets but answers nothing until `resume`.
     pub fn pause(&mut self, i: usize) {
         let node = &mut self.nodes[i];
