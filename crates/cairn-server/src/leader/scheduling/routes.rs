@@ -18,7 +18,7 @@ use cairn_meta::{codec, table_id_of, TableRoute};
 use cairn_sched::Followers;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tonic::Status;
 
 /// One region of a stored route, as the leader's services need it: 24 bytes. Whether its
@@ -208,12 +208,36 @@ pub async fn follow_routes(node: Arc<Node>, term: LeaderTerm) {
                 b.revision
             }
             Ok(b) => {
+                // Every applied write is a batch: the ones already queued are taken under the
+                // same lock, and noted once (not a lock and a wake-up each, 2% of the leader's
+                // CPU at 256 clients writing).
                 let mut changes = node.scheduling.route_changes();
-                let keys = b.events.iter().filter_map(|e| e.kv.as_ref());
-                for table in keys.filter_map(|kv| table_of(&prefix, &kv.key)) {
-                    changes.note(table);
+                let mut next = Some(b);
+                let mut through = 0;
+                let mut lagged = false;
+                while let Some(b) = next.take() {
+                    if b.resync {
+                        changes.lose_track();
+                    } else {
+                        let keys = b.events.iter().filter_map(|e| e.kv.as_ref());
+                        for table in keys.filter_map(|kv| table_of(&prefix, &kv.key)) {
+                            changes.note(table);
+                        }
+                    }
+                    through = b.revision;
+                    match feed.try_recv() {
+                        Ok(queued) => next = Some(queued),
+                        Err(TryRecvError::Lagged(_)) => lagged = true,
+                        Err(_) => {}
+                    }
                 }
-                b.revision
+                drop(changes);
+                if lagged {
+                    // As below: what the lost batches changed is unknown.
+                    through = node.sm.read().kv.revision();
+                    node.scheduling.route_changes().lose_track();
+                }
+                through
             }
             Err(RecvError::Lagged(_)) => {
                 // What the lost batches changed is unknown: the rescan reads at least the
