@@ -276,12 +276,30 @@ pub struct LeftNodes([u64; LEFT_NODES_MAX]);
 impl LeftNodes {
     /// Records that a copy left `node` (kept once, as the latest).
     pub fn push(&mut self, node: u64) {
-        let keep: Vec<u64> = self.0.iter().copied().filter(|n| *n != node).collect();
-        self.0 = [0; LEFT_NODES_MAX];
+        // Where it was, or the oldest slot: everything before it moves one back.
+        let at = self
+            .0
+            .iter()
+            .position(|n| *n == node)
+            .unwrap_or(LEFT_NODES_MAX - 1);
+        self.0[..=at].rotate_right(1);
         self.0[0] = node;
-        for (slot, n) in self.0[1..].iter_mut().zip(keep) {
-            *slot = n;
+    }
+
+    /// Nodes given latest first (a stored list), the first [`LEFT_NODES_MAX`] distinct kept.
+    pub fn from_latest_first(nodes: impl IntoIterator<Item = u64>) -> Self {
+        let mut left = LeftNodes::default();
+        let mut len = 0;
+        for n in nodes {
+            if len == LEFT_NODES_MAX {
+                break;
+            }
+            if n != 0 && !left.0[..len].contains(&n) {
+                left.0[len] = n;
+                len += 1;
+            }
         }
+        left
     }
 
     pub fn contains(&self, node: u64) -> bool {
@@ -334,6 +352,16 @@ pub struct ClusterSnapshot {
 }
 
 impl ClusterSnapshot {
+    /// Records that `op` was carried out now: the region's cool-down starts, and the node a
+    /// balancing move took a copy off is remembered ([`ClusterSnapshot::last_left`]). The
+    /// model's and the tests' bookkeeping; the leader keeps its own with time bounds.
+    pub fn note_done(&mut self, op: &Operator) {
+        self.last_moved_ms.insert(op.region_id, self.now_ms);
+        if let Some(node) = op.leaves() {
+            self.last_left.entry(op.region_id).or_default().push(node);
+        }
+    }
+
     /// The ids of the nodes `keep` keeps, in snapshot order.
     pub fn node_ids(&self, keep: impl Fn(&NodeView) -> bool) -> Vec<u64> {
         self.nodes

@@ -166,10 +166,7 @@ pub(crate) fn apply(snap: &mut crate::ClusterSnapshot, op: &crate::Operator) {
         r.leader != op.to || op.kind == crate::MoveKind::Leader,
         "a region's copies stay on distinct nodes: {op:?}"
     );
-    snap.last_moved_ms.insert(op.region_id, snap.now_ms);
-    if let Some(node) = op.leaves() {
-        snap.last_left.entry(op.region_id).or_default().push(node);
-    }
+    snap.note_done(op);
 }
 
 /// Plans and applies passes, 1 s apart with a cool-down longer than the run as the leader

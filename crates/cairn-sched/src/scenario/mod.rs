@@ -337,10 +337,7 @@ fn passes(
         for op in &ops {
             *played.moved.entry(op.region_id).or_default() += 1;
             *played.by_scheduler.entry(op.scheduler).or_default() += 1;
-            snap.last_moved_ms.insert(op.region_id, snap.now_ms);
-            if let Some(node) = op.leaves() {
-                snap.last_left.entry(op.region_id).or_default().push(node);
-            }
+            snap.note_done(op);
             played.moves += 1;
         }
         snap.now_ms += limits.interval_ms;

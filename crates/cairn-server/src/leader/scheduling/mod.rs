@@ -44,7 +44,7 @@ use cairn_meta::{codec, SchedulerSetting, TableRoute};
 use cairn_proto::cairnpb::{ListOperatorsResponse, OperatorView};
 use cairn_sched::{
     LeftNodes, MoveKind, Operator, Schedulers, DRAIN_SCHEDULER, EVICT_LEADERS_SCHEDULER,
-    LEFT_NODES_MAX, REPLICA_REPAIR_SCHEDULER,
+    REPLICA_REPAIR_SCHEDULER,
 };
 use operators::{Entry, Limits, OpStatus, OperatorTable};
 use routes::{RouteChanges, RouteViews};
@@ -314,18 +314,11 @@ fn restore(node: &Node, term: u64) {
     *node.scheduling.loads() = Arc::new(loads);
 }
 
-/// The stored nodes regions left as the operator table keeps them (oldest pushed first, so the
-/// latest stays first).
+/// The stored nodes regions left, as the operator table keeps them.
 fn restored_left(stored: Vec<(u64, u64, Vec<u64>)>) -> HashMap<u64, (u64, LeftNodes)> {
     stored
         .into_iter()
-        .map(|(region, at, nodes)| {
-            let mut left = LeftNodes::default();
-            for n in nodes.into_iter().take(LEFT_NODES_MAX).rev() {
-                left.push(n);
-            }
-            (region, (at, left))
-        })
+        .map(|(region, at, nodes)| (region, (at, LeftNodes::from_latest_first(nodes))))
         .collect()
 }
 
@@ -751,7 +744,12 @@ mod tests {
         let stored = vec![(7, 1_000, vec![5, 4, 3, 2, 1]), (8, 2_000, vec![9])];
         let restored = restored_left(stored);
         let nodes = |r: u64| restored[&r].1.nodes().collect::<Vec<u64>>();
-        assert_eq!(nodes(7), [5, 4, 3], "the latest {LEFT_NODES_MAX}");
+        assert_eq!(
+            nodes(7),
+            [5, 4, 3],
+            "the latest {}",
+            cairn_sched::LEFT_NODES_MAX
+        );
         assert_eq!(restored[&7].0, 1_000);
         assert_eq!(nodes(8), [9]);
     }
