@@ -21,8 +21,9 @@
 //! ([`COUNT_MOVE_LOAD_BANDS`]) and break no label-spread rule (see `Tally::can_move`); regions
 //! moved within the cool-down stay.
 //!
-//! Once leader counts are within their band, the bytes led per unit of capacity are evened out
-//! too, by moves that keep the counts so (`size_tolerance`, see [`size`]).
+//! Once counts are within their band, the bytes held per unit of capacity are evened out too,
+//! leaders' and follower copies' separately, by moves that keep the counts so
+//! (`size_tolerance`, see [`size`]).
 
 use crate::cluster::{Tally, COUNT_MOVE_LOAD_BANDS};
 use crate::operator::{MoveKind, Operator, Priority};
@@ -64,7 +65,7 @@ impl Schedule for BalanceRegion {
     }
 
     fn describe(&self) -> &'static str {
-        "evens out region leaders and follower copies per node, then the bytes led, weighted by the capacity label"
+        "evens out region leaders and follower copies per node, then the bytes each role holds, weighted by the capacity label"
     }
 
     fn params(&self) -> Vec<(&'static str, String)> {
@@ -192,7 +193,8 @@ impl BalanceRegion {
     /// carrying more than its count's worth receives cool ones.
     fn pick(&self, t: &Tally, kind: MoveKind, src: usize, dst: usize) -> Option<usize> {
         let (s, d) = (&t.nodes[src], &t.nodes[dst]);
-        let half_gap = (s.bytes as f64 / s.capacity - d.bytes as f64 / d.capacity).max(0.0) / 2.0;
+        let density = |n: &crate::cluster::NodeTally| n.held_bytes(kind).0 as f64 / n.capacity;
+        let half_gap = (density(s) - density(d)).max(0.0) / 2.0;
         let mean = t.mean_region;
         let after = (t.count(dst, kind) + 1) as f64;
         let want = (

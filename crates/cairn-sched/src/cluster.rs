@@ -225,6 +225,33 @@ pub struct NodeView {
     /// past the grace): replica-repair replaces its follower copies. A node merely cut off a
     /// moment, or one still reconnecting after a leader change, is not.
     pub failed: bool,
+    /// The node's own recent stats reports (its whole load, each over its report interval, as
+    /// region loads are), newest first, at most [`NODE_LOAD_REPORTS_MAX`]: its stats history as
+    /// the leader keeps it (a previous leader's restored reports included). Empty where none is
+    /// known; hot-region then goes by region loads alone (see [`Tally::sustained`]).
+    pub reported: Vec<ReportedLoad>,
+}
+
+/// Node reports a snapshot carries per node ([`NodeView::reported`]): about as long as the
+/// region load windows, so a node's own history and its regions' smoothed loads cover the same
+/// stretch of time.
+pub const NODE_LOAD_REPORTS_MAX: usize = 6;
+
+/// One node stats report's load: capacity units over the report's interval.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ReportedLoad {
+    pub wcus: f64,
+    pub rcus: f64,
+}
+
+impl ReportedLoad {
+    fn get(&self, write: bool) -> f64 {
+        if write {
+            self.wcus
+        } else {
+            self.rcus
+        }
+    }
 }
 
 /// What a drain of a node moves off it.
@@ -247,6 +274,7 @@ impl NodeView {
             going: false,
             drain: None,
             failed: false,
+            reported: Vec::new(),
         }
     }
 
@@ -384,9 +412,14 @@ pub(crate) struct NodeTally {
     pub zone: usize,
     pub leaders: usize,
     pub followers: usize,
+    /// Bytes of the regions it leads.
     pub bytes: u64,
     /// Regions it leads with no size reported (0 bytes): not heard of from their leader yet.
     pub size_unknown: usize,
+    /// Bytes of the regions it holds follower copies of (a follower copy holds the region's
+    /// data too), and how many of those have no size reported.
+    pub follower_bytes: u64,
+    pub follower_size_unknown: usize,
     pub wcus: f64,
     pub rcus: f64,
     /// Regions it led when the pass began (indexes into the snapshot's regions).
@@ -394,6 +427,31 @@ pub(crate) struct NodeTally {
     /// Regions it followed when the pass began.
     pub followed: Vec<u32>,
     pub moves_left: usize,
+}
+
+impl NodeTally {
+    /// The bytes of the regions it holds in `kind`'s role, and how many of them have no size
+    /// reported yet.
+    pub fn held_bytes(&self, kind: MoveKind) -> (u64, usize) {
+        match kind {
+            MoveKind::Leader => (self.bytes, self.size_unknown),
+            MoveKind::Follower | MoveKind::AddFollower | MoveKind::RemoveFollower => {
+                (self.follower_bytes, self.follower_size_unknown)
+            }
+        }
+    }
+
+    /// Adds (`sign` 1) or takes away (`sign` -1) one follower copy of `bytes` bytes.
+    fn follow_bytes(&mut self, bytes: u64, sign: i8) {
+        let unknown = usize::from(bytes == 0);
+        if sign > 0 {
+            self.follower_bytes += bytes;
+            self.follower_size_unknown += unknown;
+        } else {
+            self.follower_bytes = self.follower_bytes.saturating_sub(bytes);
+            self.follower_size_unknown = self.follower_size_unknown.saturating_sub(unknown);
+        }
+    }
 }
 
 /// The shared working state of one pass: the snapshot with the planned operators applied.
@@ -435,11 +493,34 @@ pub(crate) struct Tally<'a> {
     pub mean_region: (f64, f64, f64),
     /// Mean bytes of one region with a size reported (0 when none has).
     pub mean_sized_region: f64,
+    /// Mean (wcus, rcus) per unit of capacity by the nodes' own reports: each schedulable
+    /// node's reports averaged, then over the nodes with any (see [`Tally::sustained`]).
+    reported_mean: (f64, f64),
     /// Leaders the schedulable nodes share (theirs and those of going nodes), follower copies
     /// they share (theirs), and their capacity: see [`Tally::share`].
     leader_total: usize,
     follower_total: usize,
     cap_sum: f64,
+}
+
+/// The mean (wcus, rcus) per unit of capacity by the schedulable nodes' own reports: each
+/// node's reports averaged, then the nodes with any averaged ((0, 0) when none has any).
+fn reported_mean(snap: &ClusterSnapshot) -> (f64, f64) {
+    let (mut sum, mut nodes) = ((0.0, 0.0), 0usize);
+    for n in snap
+        .nodes
+        .iter()
+        .filter(|n| n.schedulable && !n.reported.is_empty())
+    {
+        let k = n.reported.len() as f64 * n.capacity();
+        sum.0 += n.reported.iter().map(|r| r.wcus).sum::<f64>() / k;
+        sum.1 += n.reported.iter().map(|r| r.rcus).sum::<f64>() / k;
+        nodes += 1;
+    }
+    if nodes == 0 {
+        return (0.0, 0.0);
+    }
+    (sum.0 / nodes as f64, sum.1 / nodes as f64)
 }
 
 impl<'a> Tally<'a> {
@@ -470,6 +551,8 @@ impl<'a> Tally<'a> {
                 followers: 0,
                 bytes: 0,
                 size_unknown: 0,
+                follower_bytes: 0,
+                follower_size_unknown: 0,
                 wcus: 0.0,
                 rcus: 0.0,
                 led: Vec::new(),
@@ -512,6 +595,7 @@ impl<'a> Tally<'a> {
         let mut sized = 0usize;
         snap.regions.walk(|i, r| {
             let l = index.get(r.leader);
+            let size = r.load.approximate_bytes;
             follower_at.push(follower_nodes.len() as u32);
             // A region led by a node that may not take regions (down, failed, draining) is the
             // failover's or the drain's to move; a scheduler moving it too would race them.
@@ -520,6 +604,7 @@ impl<'a> Tally<'a> {
                 match index.get(*f) {
                     Some(fi) => {
                         nodes[fi].followers += 1;
+                        nodes[fi].follow_bytes(size, 1);
                         nodes[fi].followed.push(i as u32);
                         follower_nodes.push(fi as u32);
                     }
@@ -591,6 +676,7 @@ impl<'a> Tally<'a> {
         } else {
             (0.0, 0.0)
         };
+        let reported_mean = reported_mean(snap);
         Tally {
             snap,
             nodes,
@@ -612,6 +698,7 @@ impl<'a> Tally<'a> {
             mean_load,
             mean_region,
             mean_sized_region,
+            reported_mean,
             leader_total,
             follower_total,
             cap_sum,
@@ -642,6 +729,26 @@ impl<'a> Tally<'a> {
     pub fn load(&self, i: usize, write: bool) -> f64 {
         let n = &self.nodes[i];
         (if write { n.wcus } else { n.rcus }) / n.capacity
+    }
+
+    /// Whether node `i`'s own reports bear out that it is hot in one dimension: in each of its
+    /// recent reports ([`NodeView::reported`]) it carried more per unit of capacity than the
+    /// nodes' reported mean. Region loads are smoothed, but a node that was below the mean a
+    /// moment ago by its own account has only just heated up: hot-region waits until its load
+    /// has lasted, as its reports show. True where reports say nothing: the node has none, or
+    /// the nodes' reported mean is below the load floor (datanodes that report no totals).
+    pub fn sustained(&self, i: usize, write: bool) -> bool {
+        let mean = if write {
+            self.reported_mean.0
+        } else {
+            self.reported_mean.1
+        };
+        let reports = &self.snap.nodes[i].reported;
+        if reports.is_empty() || mean < self.load_floor || mean <= 0.0 {
+            return true;
+        }
+        let capacity = self.nodes[i].capacity;
+        reports.iter().all(|r| r.get(write) / capacity > mean)
     }
 
     /// The load per capacity above which a node is hot in one dimension; infinite when that
@@ -882,7 +989,9 @@ impl<'a> Tally<'a> {
                     }
                 }
                 self.nodes[from].followers -= 1;
+                self.nodes[from].follow_bytes(r.approximate_bytes, -1);
                 self.nodes[to].followers += 1;
+                self.nodes[to].follow_bytes(r.approximate_bytes, 1);
             }
             MoveKind::AddFollower => {
                 let slots = self.follower_slots(region);
@@ -893,6 +1002,7 @@ impl<'a> Tally<'a> {
                     *f = to as u32;
                 }
                 self.nodes[to].followers += 1;
+                self.nodes[to].follow_bytes(r.approximate_bytes, 1);
                 self.follower_total += 1;
             }
             MoveKind::RemoveFollower => {
@@ -903,6 +1013,7 @@ impl<'a> Tally<'a> {
                     }
                 }
                 self.nodes[from].followers -= 1;
+                self.nodes[from].follow_bytes(r.approximate_bytes, -1);
                 if self.nodes[from].schedulable {
                     self.follower_total -= 1;
                 }
@@ -939,9 +1050,12 @@ impl<'a> Tally<'a> {
                     *f = if keep_source { from as u32 } else { NO_SLOT };
                 }
             }
+            let size = self.snap.regions.load(region).approximate_bytes;
             self.nodes[to].followers -= 1;
+            self.nodes[to].follow_bytes(size, -1);
             if keep_source {
                 self.nodes[from].followers += 1;
+                self.nodes[from].follow_bytes(size, 1);
             }
         }
         let (moves_left, from_left, to_left) = (

@@ -6,9 +6,13 @@
 //! in a dimension whose mean is at least `min_load` (below that, load is noise). A node leading
 //! more than one region over its share of regions is judged on the load its share would carry
 //! (`load × share / count`): balance-region moves the surplus off in step with load, and a hot
-//! move on top would be a trade the count moves then undo. The hottest
+//! move on top would be a trade the count moves then undo. A node's own stats reports must bear
+//! its heat out: where they are known, it gives only if it carried more than the nodes' reported
+//! mean in each of its recent reports (its stats history, [`Tally::sustained`]), so a node
+//! that has just heated up waits until the heat lasts. The hottest such
 //! node gives the coolest one (a node short of its share of regions by more than one is left to
-//! balance-region, which fills it coolest regions first) one region: the one whose load comes nearest to equalising the two,
+//! balance-region, which fills it coolest regions first) one region: the one whose load comes
+//! nearest to equalising the two,
 //! among those that leave the target below the hot limit, or, where no region is small enough
 //! for that, a tolerance band below the source's load (so the move cannot be reversed).
 //! If that would leave the pair's region counts out of balance-region's band, the coolest region
@@ -123,8 +127,12 @@ impl HotRegion {
         // coolest regions first; sending it the hottest would leave it loaded but short, and
         // no cool region could then even out its count.
         let short = |i: usize| share(i) - t.count(i, MoveKind::Leader) as f64 > 1.0;
+        // A source's own reports must bear out its heat (`Tally::sustained`).
         let (Some(src), Some(dst)) = (
-            open.iter().copied().max_by(by_load),
+            open.iter()
+                .copied()
+                .filter(|i| t.sustained(*i, write))
+                .max_by(by_load),
             open.iter().copied().filter(|i| !short(*i)).min_by(by_load),
         ) else {
             return false;
@@ -278,7 +286,7 @@ fn swap_back(t: &mut Tally, src: usize, dst: usize, region: usize, write: bool) 
 mod tests {
     use super::*;
     use crate::balance_region::BalanceRegion;
-    use crate::cluster::ClusterSnapshot;
+    use crate::cluster::{ClusterSnapshot, ReportedLoad};
     use crate::test_support::{led_counts, led_sum, plan_until_quiet, snapshot};
 
     fn plan(snap: &ClusterSnapshot) -> Vec<Operator> {
@@ -339,6 +347,44 @@ mod tests {
         assert!(t.planned.is_empty(), "{:?}", t.planned);
         assert_eq!(plan_until_quiet(&mut snap, plan), 4);
         assert_eq!(led_counts(&snap), [20, 20, 20]);
+    }
+
+    #[test]
+    fn a_node_waits_until_its_own_reports_show_the_heat_has_lasted() {
+        // Table 1's regions on node 1 are hot by their smoothed loads (node 1 leads 440 wcus a
+        // report, the others 80).
+        let mut snap = snapshot(4, &[(1, 8), (2, 8), (3, 8), (4, 8)]);
+        for r in snap.regions.list_mut() {
+            r.wcus = if r.table_id() == 1 { 100.0 } else { 10.0 };
+        }
+        let hot_moves = |snap: &ClusterSnapshot| {
+            let mut t = Tally::new(snap);
+            HotRegion::default().schedule(&mut t);
+            t.planned.iter().filter(|o| o.from == 1).count()
+        };
+        let report = |wcus: f64| ReportedLoad { wcus, rcus: 0.0 };
+        let reports = |newest_first: &[f64]| newest_first.iter().map(|w| report(*w)).collect();
+        // By its own reports node 1 was at the mean until the latest one: it has just heated
+        // up, so it waits.
+        snap.nodes[0].reported = reports(&[440.0, 80.0, 80.0, 80.0, 80.0, 80.0]);
+        for n in &mut snap.nodes[1..] {
+            n.reported = reports(&[80.0; 6]);
+        }
+        assert_eq!(hot_moves(&snap), 0);
+        // Above the nodes' reported mean in every report: the heat has lasted.
+        snap.nodes[0].reported = reports(&[440.0, 440.0, 300.0, 200.0, 150.0, 150.0]);
+        assert!(hot_moves(&snap) > 0);
+        // Datanodes that report no totals (all zero) say nothing: region loads decide.
+        for n in &mut snap.nodes {
+            n.reported = reports(&[0.0; 6]);
+        }
+        assert!(hot_moves(&snap) > 0);
+        // Nor does a node with no reports known.
+        snap.nodes[0].reported.clear();
+        for n in &mut snap.nodes[1..] {
+            n.reported = reports(&[80.0; 6]);
+        }
+        assert!(hot_moves(&snap) > 0);
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! balance-region's size rule: once leader counts are within their band, even out the bytes each
-//! node leads per unit of capacity (its *density*), as TiKV PD counts region size in a store's
-//! score. Two nodes with equal counts and ten times the bytes otherwise never move anything.
+//! balance-region's size rule: once counts are within their band, even out the bytes each node
+//! holds per unit of capacity (its *density*), as TiKV PD counts region size in a store's score.
+//! Two nodes with equal counts and ten times the bytes otherwise never move anything. Leaders and
+//! follower copies are evened out separately, each in step with its own count rule: a follower
+//! copy holds the region's data as its leader does, so disks fill through either.
 //!
 //! # When it moves
-//! Only while the count rule has nothing to do (no pair it would move between, limits aside),
-//! and only by moves that leave it so: a single move when the counts stay quiet after it, else a
-//! swap (one region each way, counts unchanged). So the count rule never moves after a size
-//! move, and the size rule never moves while counts are out of their band.
+//! Only while the count rule has nothing to do for that role (no pair it would move between,
+//! limits aside), and only by moves that leave it so: a single move when the counts stay quiet
+//! after it, else a swap (one region each way, counts unchanged). So the count rule never moves
+//! after a size move, and the size rule never moves while counts are out of their band.
 //!
-//! The mean density is the bytes led by schedulable and going nodes over the schedulable nodes'
-//! capacity (failover or the drain brings the going nodes' regions, as for the shares). A region
-//! with no size reported yet (0 bytes: its leader's heartbeat has not come since it started or
-//! the region moved) counts as a mean one and never moves for size. A node
+//! The mean density is the bytes held by the nodes sharing the role's copies (for leaders,
+//! schedulable and going nodes: failover or the drain brings the going nodes' regions, as for
+//! the shares; for follower copies, schedulable ones) over the schedulable nodes' capacity. A
+//! region with no size reported yet (0 bytes: its leader's heartbeat has not come since it
+//! started or the region moved) counts as a mean one and never moves for size. A node
 //! above the mean gives to one below it when their densities differ by more than
 //! `size_tolerance` × the mean and by at least [`SIZE_GAP_REGIONS_MIN`] mean regions (a few
 //! regions' worth of bytes is noise as regions grow). The bytes a move shifts are at most what
@@ -21,15 +24,16 @@
 //! back: a region never qualifies for both directions.
 //!
 //! Like the count moves, size moves respect the cool-down, busy and queued regions, the spread
-//! rules and the limits (a swap needs two moves of budget on both nodes); they never leave the
-//! target above hot-region's hot limit, so hot-region has no reason to move one back.
+//! rules and the limits (a swap needs two moves of budget on both nodes); leader moves never
+//! leave the target above hot-region's hot limit, so hot-region has no reason to move one back
+//! (a follower copy carries no load in the tally).
 
 use crate::cluster::Tally;
 use crate::operator::{MoveKind, Operator, Priority};
 
 use super::{NAME, REGIONS_EXAMINED_MAX, REGION_CANDIDATES_SCANNED_MAX};
 
-/// Default dead band of densities (bytes led per unit of capacity), as a fraction of the mean:
+/// Default dead band of densities (bytes held in a role per unit of capacity), as a fraction of the mean:
 /// sizes drift as regions grow, so a tighter band would keep regions moving.
 pub const SIZE_TOLERANCE_DEFAULT: f64 = 0.1;
 /// Densities closer than this many mean regions' bytes are never evened out, whatever the
@@ -39,34 +43,46 @@ pub const SIZE_GAP_REGIONS_MIN: f64 = 4.0;
 /// the hot limit (counts are already even, so there is no share of hot regions to take).
 const SIZE_MOVE_LOAD_BANDS: f64 = 1.0;
 
-/// Node `i`'s bytes led, a region with no size reported yet counted as a mean one: a node whose
-/// heartbeat has not come yet, or regions just handed to it, must not look light.
-fn bytes(t: &Tally, i: usize) -> f64 {
-    let n = &t.nodes[i];
-    n.bytes as f64 + n.size_unknown as f64 * t.mean_sized_region
+/// Node `i`'s bytes in `kind`'s role, a region with no size reported yet counted as a mean one:
+/// a node whose heartbeat has not come yet, or regions just handed to it, must not look light.
+fn bytes(t: &Tally, i: usize, kind: MoveKind) -> f64 {
+    let (bytes, unknown) = t.nodes[i].held_bytes(kind);
+    bytes as f64 + unknown as f64 * t.mean_sized_region
 }
 
-/// Node `i`'s bytes led per unit of capacity (see [`bytes`]).
-fn density(t: &Tally, i: usize) -> f64 {
-    bytes(t, i) / t.nodes[i].capacity
+/// Node `i`'s bytes in `kind`'s role per unit of capacity (see [`bytes`]).
+fn density(t: &Tally, i: usize, kind: MoveKind) -> f64 {
+    bytes(t, i, kind) / t.nodes[i].capacity
 }
 
-/// Plans size moves of leaders into `t` (see the module docs); `count_tolerance` is the count
-/// rule's.
+/// Plans size moves of leaders, then of follower copies, into `t` (see the module docs);
+/// `count_tolerance` is the count rule's.
 pub(super) fn balance_sizes(t: &mut Tally, count_tolerance: f64, size_tolerance: f64) {
+    for kind in [MoveKind::Leader, MoveKind::Follower] {
+        balance_kind(t, kind, count_tolerance, size_tolerance);
+    }
+}
+
+fn balance_kind(t: &mut Tally, kind: MoveKind, count_tolerance: f64, size_tolerance: f64) {
     let nodes: Vec<usize> = t.schedulable().collect();
     let region_mean = t.mean_sized_region;
     if nodes.len() < 2 || region_mean <= 0.0 {
         return;
     }
-    if !counts_quiet(t, &nodes, count_tolerance, None) {
+    if !counts_quiet(t, &nodes, kind, count_tolerance, None) {
         return;
     }
     let cap_sum: f64 = nodes.iter().map(|i| t.nodes[*i].capacity).sum();
+    // The nodes sharing the role's copies, as for the count shares (`Tally::share`).
+    let shares =
+        |i: usize| t.nodes[i].schedulable || (kind == MoveKind::Leader && t.snap.nodes[i].going);
     let total: f64 = (0..t.nodes.len())
-        .filter(|i| t.nodes[*i].schedulable || t.snap.nodes[*i].going)
-        .map(|i| bytes(t, i))
+        .filter(|i| shares(*i))
+        .map(|i| bytes(t, i, kind))
         .sum();
+    if total <= 0.0 {
+        return;
+    }
     let mean = total / cap_sum;
     let band = (size_tolerance * mean).max(SIZE_GAP_REGIONS_MIN * region_mean);
     // Sources with nothing left to give this pass.
@@ -76,39 +92,66 @@ pub(super) fn balance_sizes(t: &mut Tally, count_tolerance: f64, size_tolerance:
         let Some(src) = nodes
             .iter()
             .copied()
-            .filter(|i| open(t, *i) && !spent[*i] && density(t, *i) > mean)
-            .max_by(|a, b| density(t, *a).total_cmp(&density(t, *b)).then(b.cmp(a)))
+            .filter(|i| open(t, *i) && !spent[*i] && density(t, *i, kind) > mean)
+            .max_by(|a, b| {
+                density(t, *a, kind)
+                    .total_cmp(&density(t, *b, kind))
+                    .then(b.cmp(a))
+            })
         else {
             return;
         };
         let mut targets: Vec<usize> = nodes
             .iter()
             .copied()
-            .filter(|i| *i != src && open(t, *i) && density(t, *i) < mean)
-            .filter(|i| density(t, src) - density(t, *i) > band)
+            .filter(|i| *i != src && open(t, *i) && density(t, *i, kind) < mean)
+            .filter(|i| density(t, src, kind) - density(t, *i, kind) > band)
             .collect();
-        targets.sort_by(|a, b| density(t, *a).total_cmp(&density(t, *b)).then(a.cmp(b)));
+        targets.sort_by(|a, b| {
+            density(t, *a, kind)
+                .total_cmp(&density(t, *b, kind))
+                .then(a.cmp(b))
+        });
         let chosen = targets.iter().find_map(|&dst| {
-            pick(t, &nodes, count_tolerance, mean, src, dst).map(|moves| (moves, dst))
+            let pair = Pair { kind, src, dst };
+            pick(t, &nodes, count_tolerance, mean, pair).map(|moves| (moves, dst))
         });
         let Some(((give, take), dst)) = chosen else {
             spent[src] = true;
             continue;
         };
-        let op = operator(t, give, src, dst, mean, take.is_some());
+        let op = operator(t, give, Pair { kind, src, dst }, mean, take.is_some());
         t.apply(op, give, src, dst);
         if let Some(back) = take {
-            let op = operator(t, back, dst, src, mean, true);
+            let pair = Pair {
+                kind,
+                src: dst,
+                dst: src,
+            };
+            let op = operator(t, back, pair, mean, true);
             t.apply(op, back, dst, src);
         }
     }
 }
 
-/// Whether the count rule would plan no leader move, with `moved` (from, to) applied first:
+/// One size move's role and nodes: a copy of `kind` from `src` to `dst`.
+#[derive(Clone, Copy)]
+struct Pair {
+    kind: MoveKind,
+    src: usize,
+    dst: usize,
+}
+
+/// Whether the count rule would plan no `kind` move, with `moved` (from, to) applied first:
 /// no node under its share that some other node exceeds by more than one region, with either
 /// one outside its band (the count rule's condition, limits aside).
-fn counts_quiet(t: &Tally, nodes: &[usize], tolerance: f64, moved: Option<(usize, usize)>) -> bool {
-    let kind = MoveKind::Leader;
+fn counts_quiet(
+    t: &Tally,
+    nodes: &[usize],
+    kind: MoveKind,
+    tolerance: f64,
+    moved: Option<(usize, usize)>,
+) -> bool {
     let dev = |i: usize| {
         let shift = match moved {
             Some((from, _)) if from == i => -1.0,
@@ -139,19 +182,21 @@ fn pick(
     nodes: &[usize],
     count_tolerance: f64,
     mean: f64,
-    src: usize,
-    dst: usize,
+    pair: Pair,
 ) -> Option<(usize, Option<usize>)> {
-    let kind = MoveKind::Leader;
+    let Pair { kind, src, dst } = pair;
     let (s, d) = (&t.nodes[src], &t.nodes[dst]);
-    let room = ((density(t, src) - mean) * s.capacity).min((mean - density(t, dst)) * d.capacity);
+    let room = ((density(t, src, kind) - mean) * s.capacity)
+        .min((mean - density(t, dst, kind)) * d.capacity);
     let region_mean = t.mean_sized_region;
     let regions = &t.snap.regions;
     let size = |r: usize| regions.load(r).approximate_bytes as f64;
     // Each pass (a second or more apart) starts the scan further on, as the count moves do.
     let start = (t.snap.now_ms / 1_000) as usize * REGIONS_EXAMINED_MAX;
+    // A follower copy carries no load in the tally.
     let movable = |r: usize, from: usize, to: usize| {
-        t.may_balance(r, kind, from, to) && t.load_fits(r, to, SIZE_MOVE_LOAD_BANDS)
+        t.may_balance(r, kind, from, to)
+            && (kind != MoveKind::Leader || t.load_fits(r, to, SIZE_MOVE_LOAD_BANDS))
     };
     // The largest region above the mean region `src` can give `dst` within `limit` bytes.
     let give = |limit: f64| {
@@ -165,7 +210,7 @@ fn pick(
                     .then(regions.region_id(*b).cmp(&regions.region_id(*a)))
             })
     };
-    if t.has_budget(src, dst) && counts_quiet(t, nodes, count_tolerance, Some((src, dst))) {
+    if t.has_budget(src, dst) && counts_quiet(t, nodes, kind, count_tolerance, Some((src, dst))) {
         if let Some(r) = give(room) {
             return Some((r, None));
         }
@@ -189,29 +234,39 @@ fn pick(
     give(room + size(back)).map(|r| (r, Some(back)))
 }
 
-fn operator(t: &Tally, region: usize, from: usize, to: usize, mean: f64, swap: bool) -> Operator {
+fn operator(t: &Tally, region: usize, pair: Pair, mean: f64, swap: bool) -> Operator {
+    let Pair {
+        kind,
+        src: from,
+        dst: to,
+    } = pair;
     let regions = &t.snap.regions;
     let mib = |x: f64| x / (1 << 20) as f64;
+    let role = if kind == MoveKind::Leader {
+        "leads"
+    } else {
+        "holds follower copies of"
+    };
     Operator {
         region_id: regions.region_id(region),
-        kind: MoveKind::Leader,
+        kind,
         from: t.id(from),
         to: t.id(to),
         to_follows: false,
         scheduler: NAME,
         priority: Priority::Low,
         reason: format!(
-            "node {} leads {:.1} MiB per unit of capacity, node {} {:.1}, against a mean of {:.1}{}",
+            "node {} {role} {:.1} MiB per unit of capacity, node {} {:.1}, against a mean of {:.1}{}",
             t.id(from),
-            mib(density(t, from)),
+            mib(density(t, from, kind)),
             t.id(to),
-            mib(density(t, to)),
+            mib(density(t, to, kind)),
             mib(mean),
             if swap { " (a swap: counts stay)" } else { "" },
         ),
         figures: vec![
-            ("from_bytes", t.nodes[from].bytes.to_string()),
-            ("to_bytes", t.nodes[to].bytes.to_string()),
+            ("from_bytes", t.nodes[from].held_bytes(kind).0.to_string()),
+            ("to_bytes", t.nodes[to].held_bytes(kind).0.to_string()),
             ("mean_bytes_per_capacity", format!("{mean:.0}")),
             (
                 "region_bytes",
@@ -370,6 +425,72 @@ mod tests {
             "{:?}",
             densities(&snap)
         );
+    }
+
+    /// MiB held as follower copies per node, in node order.
+    fn followed_mib(snap: &ClusterSnapshot) -> Vec<f64> {
+        snap.nodes
+            .iter()
+            .map(|n| {
+                let held = snap
+                    .regions
+                    .iter()
+                    .filter(|r| r.followers.contains(&n.node_id));
+                held.map(|r| r.approximate_bytes as f64).sum::<f64>() / MIB as f64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn follower_copies_are_evened_out_by_size_too_with_leaders_untouched() {
+        // Each node leads 6 regions of 10 MiB and 6 of 1 MiB: leaders are even in count and
+        // bytes. Follower copies are even in count (12 each) but node 1 follows only big
+        // regions, node 2 only small ones: 120 MiB, 12 and 66.
+        let mut snap = snapshot(3, &[(1, 12), (2, 12), (3, 12)]);
+        for (i, r) in snap.regions.list_mut().iter_mut().enumerate() {
+            let big = i % 12 < 6;
+            r.approximate_bytes = if big { 10 } else { 1 } * MIB;
+            let follower = match (r.leader, big) {
+                (1, true) => 3,
+                (1, false) => 2,
+                (2, true) => 1,
+                (2, false) => 3,
+                (3, true) => 1,
+                _ => 2,
+            };
+            r.followers = vec![follower].into();
+        }
+        let leaders_before = led_sum(&snap, |r| r.approximate_bytes as f64);
+        assert_eq!(followed_mib(&snap), [120.0, 12.0, 66.0]);
+        let ops = plan(&snap);
+        assert!(!ops.is_empty());
+        assert!(ops.iter().all(|o| o.kind == MoveKind::Follower), "{ops:?}");
+        assert!(
+            ops[0].reason.contains("follower copies"),
+            "{}",
+            ops[0].reason
+        );
+        plan_until_quiet(&mut snap, plan);
+        assert_eq!(
+            led_sum(&snap, |r| r.approximate_bytes as f64),
+            leaders_before
+        );
+        let followed = |n: u64| {
+            snap.regions
+                .iter()
+                .filter(|r| r.followers.contains(&n))
+                .count()
+        };
+        assert_eq!([followed(1), followed(2), followed(3)], [12, 12, 12]);
+        // Within the floor of 4 mean regions (5.5 MiB each), from a gap of 108 MiB.
+        let mib = followed_mib(&snap);
+        let (lo, hi) = mib
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+        assert!(hi - lo <= SIZE_GAP_REGIONS_MIN * 5.5, "{mib:?}");
+        for r in snap.regions.iter() {
+            assert!(!r.followers.contains(&r.leader), "{r:?}");
+        }
     }
 
     #[test]

@@ -152,7 +152,9 @@ impl Scheduling {
     /// A pass's snapshot (see [`snapshot::build`]).
     fn snapshot(&self, node: &Node) -> Result<cairn_sched::ClusterSnapshot, Status> {
         let routes = self.routes_now(node)?;
-        snapshot::build(node, &mut self.loads(), routes)
+        let mut snap = snapshot::build(node, &mut self.loads(), routes)?;
+        stats_history::fill_reported(node, &mut snap.nodes);
+        Ok(snap)
     }
 
     /// Node stats reports restored from the previous leader's summary. Taken after the node

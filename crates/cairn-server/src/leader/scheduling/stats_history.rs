@@ -1,5 +1,5 @@
-//! Stats history as the leader serves it (`GetNodeStats`, `GetRegionStats`) and hands it to the
-//! next leader.
+//! Stats history as the leader serves it (`GetNodeStats`, `GetRegionStats`), hands it to the
+//! schedulers and to the next leader.
 //!
 //! A node's history is the node registry's last [`STATS_HISTORY_MAX`] reports. A region's is the
 //! scheduler's smoothing window ([`REGION_LOAD_SAMPLES_MAX`] samples, [`RegionLoads`]): the
@@ -9,6 +9,10 @@
 //! nodes, the most recently reporting first) beside the hottest regions' smoothed loads. A new
 //! leader serves the restored reports, marked as such, before the node's own, until its own
 //! fill the history.
+//!
+//! Schedulers read both through the pass's snapshot: region loads as the smoothed load of each
+//! region, each node's newest [`NODE_LOAD_REPORTS_MAX`] reports (restored ones too) as
+//! [`NodeView::reported`], which hot-region checks a hot node's heat against.
 //!
 //! [`RegionLoads`]: super::snapshot::RegionLoads
 
@@ -22,6 +26,7 @@ use cairn_meta::TableRoute;
 use cairn_proto::cairnpb::{
     NodeStatsHistory, NodeStatsSample, RegionLoadSample, RegionStatsHistory,
 };
+use cairn_sched::{NodeView, ReportedLoad, NODE_LOAD_REPORTS_MAX};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -165,6 +170,44 @@ pub fn summary(
     let newest = |n: &NodeStatsSummary| n.samples.last().map_or(0, |s| s.at_ms);
     out.sort_by(|a, b| newest(b).cmp(&newest(a)).then(a.node_id.cmp(&b.node_id)));
     out.truncate(NODE_STATS_PERSISTED_NODES_MAX);
+    out
+}
+
+/// Fills each node's newest reports into a pass's nodes ([`NodeView::reported`]), newest
+/// first: its live reports, then restored ones older than the first live one, at most
+/// [`NODE_LOAD_REPORTS_MAX`] in all.
+pub fn fill_reported(node: &Node, nodes: &mut [NodeView]) {
+    let now = now_pair(node);
+    let registry = node.heartbeats.registry();
+    let restored = node.scheduling.restored_node_stats();
+    for view in nodes.iter_mut() {
+        let Some(entry) = registry.get(view.node_id) else {
+            continue;
+        };
+        view.reported = recent_loads(restored.get(view.node_id), &entry.history, now);
+    }
+}
+
+/// A node's newest reports as [`fill_reported`] takes them.
+fn recent_loads(
+    restored: &[NodeStatsRecord],
+    live: &VecDeque<StatsSample>,
+    now: (Instant, u64),
+) -> Vec<ReportedLoad> {
+    let load = |wcus: u64, rcus: u64| ReportedLoad {
+        wcus: wcus as f64,
+        rcus: rcus as f64,
+    };
+    let mut out: Vec<ReportedLoad> = live
+        .iter()
+        .rev()
+        .take(NODE_LOAD_REPORTS_MAX)
+        .map(|s| load(s.stats.wcus, s.stats.rcus))
+        .collect();
+    let first_live_ms = live.front().map_or(u64::MAX, |s| unix_ms_at(s.at, now));
+    let older = restored.iter().rev().filter(|s| s.at_ms < first_live_ms);
+    let room = NODE_LOAD_REPORTS_MAX - out.len();
+    out.extend(older.take(room).map(|s| load(s.wcus, s.rcus)));
     out
 }
 
@@ -325,6 +368,29 @@ mod tests {
         );
         let h = merged(&restored, &r.get(3).unwrap().history, now);
         assert_eq!(wcus(&h), [(70, true), (71, true), (72, true)]);
+    }
+
+    #[test]
+    fn schedulers_read_the_newest_reports_first_restored_ones_after_the_live() {
+        let t0 = Instant::now();
+        let mut r = NodeRegistry::new(LEASE, LEASE);
+        r.leadership_started(Vec::new(), t0);
+        reported(&mut r, 1, 2, t0);
+        let now = (t0 + Duration::from_secs(10), 100_000);
+        let w = |l: Vec<ReportedLoad>| l.iter().map(|l| l.wcus).collect::<Vec<_>>();
+        // Live at 91 s (1) and 92 s (2); restored ones before them fill up, newest first,
+        // and the one overlapping the live reports is left out.
+        let restored = [record(80_000, 70), record(85_000, 71), record(91_500, 72)];
+        let loads = recent_loads(&restored, &r.get(1).unwrap().history, now);
+        assert_eq!(w(loads), [2.0, 1.0, 71.0, 70.0]);
+        // A long live history: its newest reports only.
+        reported(&mut r, 2, 20, t0);
+        let loads = recent_loads(&restored, &r.get(2).unwrap().history, now);
+        assert_eq!(w(loads), [20.0, 19.0, 18.0, 17.0, 16.0, 15.0]);
+        assert_eq!(NODE_LOAD_REPORTS_MAX, 6);
+        // A new leader that has heard nothing yet reads the restored reports.
+        let loads = recent_loads(&restored, &VecDeque::new(), now);
+        assert_eq!(w(loads), [72.0, 71.0, 70.0]);
     }
 
     #[test]
