@@ -8,11 +8,13 @@
 #           and during each DDL run as perf-ddl-KIND-ROUND.data; PERF_CALLGRAPH (default -g) sets
 #           how stacks are taken, e.g. "--call-graph dwarf -F 300" for a build without frame pointers.
 #   KINDS="gone" runs only that kind (default "fresh gone").
+# TABLES (default 15,000: about 10 s of DDL; 3,000 lasted 1.5 s, too short to tell a rate from
+# the leader's first second after the storm).
 # Usage: scripts/bench-ddl-gone.sh [GONE] [ROUNDS] [TABLES]
 set -euo pipefail
 gone=${1:-10000}
 rounds=${2:-2}
-tables=${3:-3000}
+tables=${3:-15000}
 source "$(dirname "$0")/lib/cluster.sh"
 stop_cluster() {
   for i in 1 2 3; do kill "${pids[$i]}" 2>/dev/null || true; wait "${pids[$i]}" 2>/dev/null || true; done
