@@ -322,18 +322,24 @@ mod tests {
         }
     }
 
+    /// A registry in which node 1 reported `n` times from `t0`, with `t0`, and now: `t0` + 10 s,
+    /// Unix 100,000 ms (so the reports came at 91 s, 92 s, …).
+    fn node_1_reported(n: u64) -> (NodeRegistry, Instant, (Instant, u64)) {
+        let t0 = Instant::now();
+        let mut r = NodeRegistry::new(LEASE, LEASE);
+        r.leadership_started(Vec::new(), t0);
+        reported(&mut r, 1, n, t0);
+        (r, t0, (t0 + Duration::from_secs(10), 100_000))
+    }
+
     fn wcus(h: &[(NodeStatsRecord, bool)]) -> Vec<(u64, bool)> {
         h.iter().map(|(s, r)| (s.wcus, *r)).collect()
     }
 
     #[test]
     fn live_reports_read_in_unix_ms_with_their_figures() {
-        let t0 = Instant::now();
-        let mut r = NodeRegistry::new(LEASE, LEASE);
-        r.leadership_started(Vec::new(), t0);
-        reported(&mut r, 1, 3, t0);
-        // Now is t0 + 10 s = Unix 100,000 ms: the reports came at 91, 92 and 93 s.
-        let now = (t0 + Duration::from_secs(10), 100_000);
+        // The reports came at 91, 92 and 93 s.
+        let (r, _, now) = node_1_reported(3);
         let h = merged(&[], &r.get(1).unwrap().history, now);
         let at: Vec<u64> = h.iter().map(|s| s.0.at_ms).collect();
         assert_eq!(at, [91_000, 92_000, 93_000]);
@@ -344,11 +350,7 @@ mod tests {
 
     #[test]
     fn restored_reports_come_first_only_when_older_and_the_whole_is_bounded() {
-        let t0 = Instant::now();
-        let mut r = NodeRegistry::new(LEASE, LEASE);
-        r.leadership_started(Vec::new(), t0);
-        reported(&mut r, 1, 2, t0);
-        let now = (t0 + Duration::from_secs(10), 100_000);
+        let (mut r, t0, now) = node_1_reported(2);
         // Live at 91 s and 92 s; a restored report at 91.5 s overlaps them and is dropped.
         let restored = [record(80_000, 70), record(85_000, 71), record(91_500, 72)];
         let h = merged(&restored, &r.get(1).unwrap().history, now);
@@ -372,11 +374,7 @@ mod tests {
 
     #[test]
     fn schedulers_read_the_newest_reports_first_restored_ones_after_the_live() {
-        let t0 = Instant::now();
-        let mut r = NodeRegistry::new(LEASE, LEASE);
-        r.leadership_started(Vec::new(), t0);
-        reported(&mut r, 1, 2, t0);
-        let now = (t0 + Duration::from_secs(10), 100_000);
+        let (mut r, t0, now) = node_1_reported(2);
         let w = |l: Vec<ReportedLoad>| l.iter().map(|l| l.wcus).collect::<Vec<_>>();
         // Live at 91 s (1) and 92 s (2); restored ones before them fill up, newest first,
         // and the one overlapping the live reports is left out.
