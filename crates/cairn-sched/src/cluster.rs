@@ -735,9 +735,16 @@ impl<'a> Tally<'a> {
     /// recent reports ([`NodeView::reported`]) it carried more per unit of capacity than the
     /// nodes' reported mean. Region loads are smoothed, but a node that was below the mean a
     /// moment ago by its own account has only just heated up: hot-region waits until its load
-    /// has lasted, as its reports show. True where reports say nothing: the node has none, or
-    /// the nodes' reported mean is below the load floor (datanodes that report no totals).
+    /// has lasted, as its reports show. True where reports say nothing ([`Tally::reported_low`]).
     pub fn sustained(&self, i: usize, write: bool) -> bool {
+        self.reported_low(i, write)
+            .is_none_or(|(low, mean)| low > mean)
+    }
+
+    /// Node `i`'s lowest load per unit of capacity over its recent reports, and the nodes'
+    /// reported mean, in one dimension. None where reports say nothing: the node has none, or
+    /// the nodes' reported mean is below the load floor (datanodes that report no totals).
+    pub fn reported_low(&self, i: usize, write: bool) -> Option<(f64, f64)> {
         let mean = if write {
             self.reported_mean.0
         } else {
@@ -745,10 +752,13 @@ impl<'a> Tally<'a> {
         };
         let reports = &self.snap.nodes[i].reported;
         if reports.is_empty() || mean < self.load_floor || mean <= 0.0 {
-            return true;
+            return None;
         }
-        let capacity = self.nodes[i].capacity;
-        reports.iter().all(|r| r.get(write) / capacity > mean)
+        let low = reports
+            .iter()
+            .map(|r| r.get(write))
+            .fold(f64::INFINITY, f64::min);
+        Some((low / self.nodes[i].capacity, mean))
     }
 
     /// The load per capacity above which a node is hot in one dimension; infinite when that

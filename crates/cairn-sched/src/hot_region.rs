@@ -175,7 +175,7 @@ impl HotRegion {
         };
         let moved = load_of(regions.load(region), write);
         let dim = if write { "wcus" } else { "rcus" };
-        let figures = vec![
+        let mut figures = vec![
             ("dimension", dim.to_string()),
             ("from_load", format!("{:.1}", t.load(src, write))),
             ("from_judged_load", format!("{:.1}", judged(src))),
@@ -183,6 +183,11 @@ impl HotRegion {
             ("region_load", format!("{moved:.1}")),
             ("hot_limit", format!("{limit:.1}")),
         ];
+        // What the source's own reports said, where they said anything.
+        if let Some((low, mean)) = t.reported_low(src, write) {
+            figures.push(("from_reported_low", format!("{low:.1}")));
+            figures.push(("reported_mean", format!("{mean:.1}")));
+        }
         let reason = format!(
             "node {} carries {:.1} {dim} per unit of capacity for its share of regions, above \
              the hot limit {:.1}",
@@ -357,10 +362,18 @@ mod tests {
         for r in snap.regions.list_mut() {
             r.wcus = if r.table_id() == 1 { 100.0 } else { 10.0 };
         }
-        let hot_moves = |snap: &ClusterSnapshot| {
+        let hot_plan = |snap: &ClusterSnapshot| {
             let mut t = Tally::new(snap);
             HotRegion::default().schedule(&mut t);
-            t.planned.iter().filter(|o| o.from == 1).count()
+            t.planned
+        };
+        let hot_moves = |snap: &ClusterSnapshot| {
+            let ops = hot_plan(snap);
+            ops.iter().filter(|o| o.from == 1).count()
+        };
+        let figure = |op: &Operator, name: &str| {
+            let f = op.figures.iter().find(|(n, _)| *n == name);
+            f.map(|(_, v)| v.clone())
         };
         let report = |wcus: f64| ReportedLoad { wcus, rcus: 0.0 };
         let reports = |newest_first: &[f64]| newest_first.iter().map(|w| report(*w)).collect();
@@ -374,11 +387,17 @@ mod tests {
         // Above the nodes' reported mean in every report: the heat has lasted.
         snap.nodes[0].reported = reports(&[440.0, 440.0, 300.0, 200.0, 150.0, 150.0]);
         assert!(hot_moves(&snap) > 0);
+        // The event says what the reports said: node 1's lowest, against the nodes' mean
+        // ((280 + 3 × 80) / 4 = 130).
+        let op = &hot_plan(&snap)[0];
+        assert_eq!(figure(op, "from_reported_low").as_deref(), Some("150.0"));
+        assert_eq!(figure(op, "reported_mean").as_deref(), Some("130.0"));
         // Datanodes that report no totals (all zero) say nothing: region loads decide.
         for n in &mut snap.nodes {
             n.reported = reports(&[0.0; 6]);
         }
         assert!(hot_moves(&snap) > 0);
+        assert_eq!(figure(&hot_plan(&snap)[0], "reported_mean"), None);
         // Nor does a node with no reports known.
         snap.nodes[0].reported.clear();
         for n in &mut snap.nodes[1..] {
