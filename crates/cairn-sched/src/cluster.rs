@@ -225,9 +225,9 @@ pub struct NodeView {
     /// past the grace): replica-repair replaces its follower copies. A node merely cut off a
     /// moment, or one still reconnecting after a leader change, is not.
     pub failed: bool,
-    /// The node's own recent stats reports (its whole load, each over its report interval, as
-    /// region loads are), newest first, at most [`NODE_LOAD_REPORTS_MAX`]: its stats history as
-    /// the leader keeps it (a previous leader's restored reports included). Empty where none is
+    /// The node's own recent stats reports (its whole load per second, follower copies'
+    /// included), newest first, at most [`NODE_LOAD_REPORTS_MAX`]: its stats history as the
+    /// leader keeps it (a previous leader's restored reports included). Empty where none is
     /// known; hot-region then goes by region loads alone (see [`Tally::sustained`]).
     pub reported: Vec<ReportedLoad>,
 }
@@ -237,7 +237,12 @@ pub struct NodeView {
 /// stretch of time.
 pub const NODE_LOAD_REPORTS_MAX: usize = 6;
 
-/// One node stats report's load: capacity units over the report's interval.
+/// How much of its highest recent report every report of a node must reach for its load to
+/// count as lasting ([`Tally::sustained`]): a node whose load more than doubled within the
+/// window has only just heated up, while a steady load that wavers by a third still counts.
+pub const SUSTAINED_LOAD_SHARE: f64 = 0.5;
+
+/// One node stats report's load, in capacity units per second.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ReportedLoad {
     pub wcus: f64,
@@ -493,34 +498,11 @@ pub(crate) struct Tally<'a> {
     pub mean_region: (f64, f64, f64),
     /// Mean bytes of one region with a size reported (0 when none has).
     pub mean_sized_region: f64,
-    /// Mean (wcus, rcus) per unit of capacity by the nodes' own reports: each schedulable
-    /// node's reports averaged, then over the nodes with any (see [`Tally::sustained`]).
-    reported_mean: (f64, f64),
     /// Leaders the schedulable nodes share (theirs and those of going nodes), follower copies
     /// they share (theirs), and their capacity: see [`Tally::share`].
     leader_total: usize,
     follower_total: usize,
     cap_sum: f64,
-}
-
-/// The mean (wcus, rcus) per unit of capacity by the schedulable nodes' own reports: each
-/// node's reports averaged, then the nodes with any averaged ((0, 0) when none has any).
-fn reported_mean(snap: &ClusterSnapshot) -> (f64, f64) {
-    let (mut sum, mut nodes) = ((0.0, 0.0), 0usize);
-    for n in snap
-        .nodes
-        .iter()
-        .filter(|n| n.schedulable && !n.reported.is_empty())
-    {
-        let k = n.reported.len() as f64 * n.capacity();
-        sum.0 += n.reported.iter().map(|r| r.wcus).sum::<f64>() / k;
-        sum.1 += n.reported.iter().map(|r| r.rcus).sum::<f64>() / k;
-        nodes += 1;
-    }
-    if nodes == 0 {
-        return (0.0, 0.0);
-    }
-    (sum.0 / nodes as f64, sum.1 / nodes as f64)
 }
 
 impl<'a> Tally<'a> {
@@ -676,7 +658,6 @@ impl<'a> Tally<'a> {
         } else {
             (0.0, 0.0)
         };
-        let reported_mean = reported_mean(snap);
         Tally {
             snap,
             nodes,
@@ -698,7 +679,6 @@ impl<'a> Tally<'a> {
             mean_load,
             mean_region,
             mean_sized_region,
-            reported_mean,
             leader_total,
             follower_total,
             cap_sum,
@@ -731,34 +711,26 @@ impl<'a> Tally<'a> {
         (if write { n.wcus } else { n.rcus }) / n.capacity
     }
 
-    /// Whether node `i`'s own reports bear out that it is hot in one dimension: in each of its
-    /// recent reports ([`NodeView::reported`]) it carried more per unit of capacity than the
-    /// nodes' reported mean. Region loads are smoothed, but a node that was below the mean a
-    /// moment ago by its own account has only just heated up: hot-region waits until its load
-    /// has lasted, as its reports show. True where reports say nothing ([`Tally::reported_low`]).
+    /// Whether node `i`'s own reports show its load in one dimension has lasted: every one of
+    /// its recent reports ([`NodeView::reported`]) at least [`SUSTAINED_LOAD_SHARE`] of the
+    /// highest. Region loads are smoothed, but a node whose own account jumped within the
+    /// window has only just heated up: hot-region waits until the heat lasts. Each node is held
+    /// to its own reports alone, so follower load, which a node's totals include and region
+    /// loads do not, cannot skew one node against another. True where reports say nothing
+    /// ([`Tally::reported_range`]).
     pub fn sustained(&self, i: usize, write: bool) -> bool {
-        self.reported_low(i, write)
-            .is_none_or(|(low, mean)| low > mean)
+        self.reported_range(i, write)
+            .is_none_or(|(low, high)| low >= SUSTAINED_LOAD_SHARE * high)
     }
 
-    /// Node `i`'s lowest load per unit of capacity over its recent reports, and the nodes'
-    /// reported mean, in one dimension. None where reports say nothing: the node has none, or
-    /// the nodes' reported mean is below the load floor (datanodes that report no totals).
-    pub fn reported_low(&self, i: usize, write: bool) -> Option<(f64, f64)> {
-        let mean = if write {
-            self.reported_mean.0
-        } else {
-            self.reported_mean.1
-        };
+    /// The lowest and highest load per second over node `i`'s recent reports in one dimension.
+    /// None where they say nothing: fewer than two reports, or none above zero (a datanode that
+    /// reports no totals).
+    pub fn reported_range(&self, i: usize, write: bool) -> Option<(f64, f64)> {
         let reports = &self.snap.nodes[i].reported;
-        if reports.is_empty() || mean < self.load_floor || mean <= 0.0 {
-            return None;
-        }
-        let low = reports
-            .iter()
-            .map(|r| r.get(write))
-            .fold(f64::INFINITY, f64::min);
-        Some((low / self.nodes[i].capacity, mean))
+        let loads = reports.iter().map(|r| r.get(write));
+        let (low, high) = loads.fold((f64::INFINITY, 0.0f64), |(l, h), x| (l.min(x), h.max(x)));
+        (reports.len() >= 2 && high > 0.0).then_some((low, high))
     }
 
     /// The load per capacity above which a node is hot in one dimension; infinite when that
@@ -1147,6 +1119,61 @@ fn holder_of(t: &Tally, region: usize, kind: MoveKind, from: usize) -> bool {
 mod tests {
     use super::*;
     use crate::regions::RegionView;
+
+    #[test]
+    fn follower_bytes_follow_every_kind_of_move() {
+        use crate::operator::{Operator, Priority, EVICT_LEADERS_SCHEDULER};
+        const MIB: u64 = 1 << 20;
+        // Region 0 led by node 1 and followed by 2 (10 MiB); region 1 led by 2, followed by 3,
+        // no size reported yet; region 2 led by 3, followed by 1 (4 MiB).
+        let mut snap = crate::test_support::snapshot(4, &[(1, 1), (2, 1), (3, 1)]);
+        for (r, (follower, mib)) in
+            snap.regions
+                .list_mut()
+                .iter_mut()
+                .zip([(2, 10), (3, 0), (1, 4)])
+        {
+            r.followers = vec![follower].into();
+            r.approximate_bytes = mib * MIB;
+        }
+        let ids: Vec<u64> = snap.regions.iter().map(|r| r.region_id).collect();
+        let op = |region: usize, kind: MoveKind, from: u64, to: u64| Operator {
+            region_id: ids[region],
+            kind,
+            from,
+            to,
+            to_follows: false,
+            scheduler: EVICT_LEADERS_SCHEDULER,
+            priority: Priority::High,
+            reason: String::new(),
+            figures: Vec::new(),
+        };
+        let mut t = Tally::new(&snap);
+        let followed = |t: &Tally| -> Vec<(u64, usize)> {
+            let held = t.nodes.iter().map(|n| n.held_bytes(MoveKind::Follower));
+            held.map(|(b, u)| (b / MIB, u)).collect()
+        };
+        assert_eq!(followed(&t), [(4, 0), (10, 0), (0, 1), (0, 0)]);
+        // Region 0's follower copy moves from node 2 to node 4.
+        t.apply(op(0, MoveKind::Follower, 2, 4), 0, 1, 3);
+        assert_eq!(followed(&t), [(4, 0), (0, 0), (0, 1), (10, 0)]);
+        // Node 2 takes a copy of region 2; node 1 gives its copy up.
+        t.apply(op(2, MoveKind::AddFollower, 0, 2), 2, 0, 1);
+        t.apply(op(2, MoveKind::RemoveFollower, 1, 0), 2, 0, 0);
+        assert_eq!(followed(&t), [(0, 0), (4, 0), (0, 1), (10, 0)]);
+        // Region 1's leadership goes to its follower, node 3, and node 2 follows in its place.
+        t.apply_urgent(op(1, MoveKind::Leader, 2, 3), 1, 1, 2, true);
+        assert_eq!(followed(&t), [(0, 0), (4, 1), (0, 0), (10, 0)]);
+        // Region 0's goes to node 4, and node 1's copy closes: node 4 leads its 10 MiB.
+        t.apply_urgent(op(0, MoveKind::Leader, 1, 4), 0, 0, 3, false);
+        assert_eq!(followed(&t), [(0, 0), (4, 1), (0, 0), (0, 0)]);
+        let led: Vec<u64> = t
+            .nodes
+            .iter()
+            .map(|n| n.held_bytes(MoveKind::Leader).0 / MIB)
+            .collect();
+        assert_eq!(led, [0, 0, 4, 10]);
+    }
 
     #[test]
     fn capacity_label_is_parsed_clamped_and_defaults_to_one() {

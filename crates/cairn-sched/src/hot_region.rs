@@ -6,10 +6,10 @@
 //! in a dimension whose mean is at least `min_load` (below that, load is noise). A node leading
 //! more than one region over its share of regions is judged on the load its share would carry
 //! (`load × share / count`): balance-region moves the surplus off in step with load, and a hot
-//! move on top would be a trade the count moves then undo. A node's own stats reports must bear
-//! its heat out: where they are known, it gives only if it carried more than the nodes' reported
-//! mean in each of its recent reports (its stats history, [`Tally::sustained`]), so a node
-//! that has just heated up waits until the heat lasts. The hottest such
+//! move on top would be a trade the count moves then undo. A node's own stats reports must show
+//! its load has lasted: where they are known, it gives only if each of its recent reports (its
+//! stats history) reached half its highest ([`Tally::sustained`]), so a node that has just
+//! heated up waits until the heat lasts. The hottest such
 //! node gives the coolest one (a node short of its share of regions by more than one is left to
 //! balance-region, which fills it coolest regions first) one region: the one whose load comes
 //! nearest to equalising the two,
@@ -184,9 +184,9 @@ impl HotRegion {
             ("hot_limit", format!("{limit:.1}")),
         ];
         // What the source's own reports said, where they said anything.
-        if let Some((low, mean)) = t.reported_low(src, write) {
+        if let Some((low, high)) = t.reported_range(src, write) {
             figures.push(("from_reported_low", format!("{low:.1}")));
-            figures.push(("reported_mean", format!("{mean:.1}")));
+            figures.push(("from_reported_high", format!("{high:.1}")));
         }
         let reason = format!(
             "node {} carries {:.1} {dim} per unit of capacity for its share of regions, above \
@@ -356,8 +356,8 @@ mod tests {
 
     #[test]
     fn a_node_waits_until_its_own_reports_show_the_heat_has_lasted() {
-        // Table 1's regions on node 1 are hot by their smoothed loads (node 1 leads 440 wcus a
-        // report, the others 80).
+        // Table 1's regions on node 1 are hot by their smoothed loads (node 1 leads 440 wcus,
+        // the others 80).
         let mut snap = snapshot(4, &[(1, 8), (2, 8), (3, 8), (4, 8)]);
         for r in snap.regions.list_mut() {
             r.wcus = if r.table_id() == 1 { 100.0 } else { 10.0 };
@@ -377,32 +377,40 @@ mod tests {
         };
         let report = |wcus: f64| ReportedLoad { wcus, rcus: 0.0 };
         let reports = |newest_first: &[f64]| newest_first.iter().map(|w| report(*w)).collect();
-        // By its own reports node 1 was at the mean until the latest one: it has just heated
-        // up, so it waits.
-        snap.nodes[0].reported = reports(&[440.0, 80.0, 80.0, 80.0, 80.0, 80.0]);
+        // By its own account node 1 carried a quarter of today's load until the latest
+        // reports: it has just heated up, so it waits.
+        snap.nodes[0].reported = reports(&[600.0, 580.0, 150.0, 150.0, 150.0, 150.0]);
         for n in &mut snap.nodes[1..] {
-            n.reported = reports(&[80.0; 6]);
+            n.reported = reports(&[100.0; 6]);
         }
         assert_eq!(hot_moves(&snap), 0);
-        // Above the nodes' reported mean in every report: the heat has lasted.
-        snap.nodes[0].reported = reports(&[440.0, 440.0, 300.0, 200.0, 150.0, 150.0]);
-        assert!(hot_moves(&snap) > 0);
-        // The event says what the reports said: node 1's lowest, against the nodes' mean
-        // ((280 + 3 × 80) / 4 = 130).
-        let op = &hot_plan(&snap)[0];
-        assert_eq!(figure(op, "from_reported_low").as_deref(), Some("150.0"));
-        assert_eq!(figure(op, "reported_mean").as_deref(), Some("130.0"));
-        // Datanodes that report no totals (all zero) say nothing: region loads decide.
+        // Steady within the window (wavering by a third): the heat has lasted. The figures say
+        // what its reports said.
+        snap.nodes[0].reported = reports(&[600.0, 580.0, 450.0, 620.0, 500.0, 410.0]);
+        let ops = hot_plan(&snap);
+        assert!(ops.iter().any(|o| o.from == 1), "{ops:?}");
+        assert_eq!(
+            figure(&ops[0], "from_reported_low").as_deref(),
+            Some("410.0")
+        );
+        assert_eq!(
+            figure(&ops[0], "from_reported_high").as_deref(),
+            Some("620.0")
+        );
+        // Follower load that every node's totals include (all equal here) does not hold it
+        // back: each node is held to its own reports.
         for n in &mut snap.nodes {
-            n.reported = reports(&[0.0; 6]);
+            n.reported = reports(&[900.0; 6]);
         }
         assert!(hot_moves(&snap) > 0);
-        assert_eq!(figure(&hot_plan(&snap)[0], "reported_mean"), None);
-        // Nor does a node with no reports known.
+        // A node that reports no totals (zeros), or one report only, says nothing: region
+        // loads decide, and its zeros do not hold others back.
+        snap.nodes[0].reported = reports(&[0.0; 6]);
+        assert!(hot_moves(&snap) > 0);
+        assert_eq!(figure(&hot_plan(&snap)[0], "from_reported_high"), None);
+        snap.nodes[0].reported = reports(&[600.0]);
+        assert!(hot_moves(&snap) > 0);
         snap.nodes[0].reported.clear();
-        for n in &mut snap.nodes[1..] {
-            n.reported = reports(&[80.0; 6]);
-        }
         assert!(hot_moves(&snap) > 0);
     }
 

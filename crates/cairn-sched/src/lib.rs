@@ -49,7 +49,7 @@ pub use balance_region::{
 pub use cluster::{
     ClusterSnapshot, DrainKind, IdHasher, IdMap, IdSet, LeftNodes, NodeIndex, NodeView,
     ReportedLoad, CAPACITY_LABEL, COUNT_MOVE_LOAD_BANDS, LEFT_NODES_MAX, NODE_CAPACITY_MAX,
-    NODE_INDEX_DENSE_IDS_MAX, NODE_LOAD_REPORTS_MAX,
+    NODE_INDEX_DENSE_IDS_MAX, NODE_LOAD_REPORTS_MAX, SUSTAINED_LOAD_SHARE,
 };
 pub use drain::{failover_plan, FAILOVER as FAILOVER_SCHEDULER};
 pub use followers::Followers;

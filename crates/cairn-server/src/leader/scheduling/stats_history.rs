@@ -11,8 +11,8 @@
 //! fill the history.
 //!
 //! Schedulers read both through the pass's snapshot: region loads as the smoothed load of each
-//! region, each node's newest [`NODE_LOAD_REPORTS_MAX`] reports (restored ones too) as
-//! [`NodeView::reported`], which hot-region checks a hot node's heat against.
+//! region, each node's newest [`NODE_LOAD_REPORTS_MAX`] reports (restored ones too, per second)
+//! as [`NodeView::reported`], by which hot-region checks that a hot node's heat has lasted.
 //!
 //! [`RegionLoads`]: super::snapshot::RegionLoads
 
@@ -188,26 +188,34 @@ pub fn fill_reported(node: &Node, nodes: &mut [NodeView]) {
     }
 }
 
-/// A node's newest reports as [`fill_reported`] takes them.
+/// A node's newest reports as [`fill_reported`] takes them, per second of each report's
+/// interval (a report without one is left out: it cannot be read as a rate).
 fn recent_loads(
     restored: &[NodeStatsRecord],
     live: &VecDeque<StatsSample>,
     now: (Instant, u64),
 ) -> Vec<ReportedLoad> {
-    let load = |wcus: u64, rcus: u64| ReportedLoad {
-        wcus: wcus as f64,
-        rcus: rcus as f64,
+    let load = |wcus: u64, rcus: u64, interval_ms: u64| {
+        let secs = interval_ms as f64 / 1000.0;
+        (interval_ms > 0).then(|| ReportedLoad {
+            wcus: wcus as f64 / secs,
+            rcus: rcus as f64 / secs,
+        })
     };
     let mut out: Vec<ReportedLoad> = live
         .iter()
         .rev()
+        .filter_map(|s| load(s.stats.wcus, s.stats.rcus, s.report_interval_ms))
         .take(NODE_LOAD_REPORTS_MAX)
-        .map(|s| load(s.stats.wcus, s.stats.rcus))
         .collect();
     let first_live_ms = live.front().map_or(u64::MAX, |s| unix_ms_at(s.at, now));
     let older = restored.iter().rev().filter(|s| s.at_ms < first_live_ms);
     let room = NODE_LOAD_REPORTS_MAX - out.len();
-    out.extend(older.take(room).map(|s| load(s.wcus, s.rcus)));
+    out.extend(
+        older
+            .filter_map(|s| load(s.wcus, s.rcus, s.report_interval_ms))
+            .take(room),
+    );
     out
 }
 
@@ -389,6 +397,12 @@ mod tests {
         // A new leader that has heard nothing yet reads the restored reports.
         let loads = recent_loads(&restored, &VecDeque::new(), now);
         assert_eq!(w(loads), [72.0, 71.0, 70.0]);
+        // Per second of each report's interval; one without an interval is left out.
+        let mut slow = [record(80_000, 70), record(85_000, 71), record(91_500, 72)];
+        slow[2].report_interval_ms = 10_000;
+        slow[1].report_interval_ms = 0;
+        let loads = recent_loads(&slow, &VecDeque::new(), now);
+        assert_eq!(w(loads), [7.2, 70.0]);
     }
 
     #[test]
