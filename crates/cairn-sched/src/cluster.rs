@@ -237,11 +237,6 @@ pub struct NodeView {
 /// stretch of time.
 pub const NODE_LOAD_REPORTS_MAX: usize = 6;
 
-/// How much of its highest recent report every report of a node must reach for its load to
-/// count as lasting ([`Tally::sustained`]): a node whose load more than doubled within the
-/// window has only just heated up, while a steady load that wavers by a third still counts.
-pub const SUSTAINED_LOAD_SHARE: f64 = 0.5;
-
 /// One node stats report's load, in capacity units per second.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ReportedLoad {
@@ -712,15 +707,15 @@ impl<'a> Tally<'a> {
     }
 
     /// Whether node `i`'s own reports show its load in one dimension has lasted: every one of
-    /// its recent reports ([`NodeView::reported`]) at least [`SUSTAINED_LOAD_SHARE`] of the
-    /// highest. Region loads are smoothed, but a node whose own account jumped within the
-    /// window has only just heated up: hot-region waits until the heat lasts. Each node is held
-    /// to its own reports alone, so follower load, which a node's totals include and region
-    /// loads do not, cannot skew one node against another. True where reports say nothing
-    /// ([`Tally::reported_range`]).
-    pub fn sustained(&self, i: usize, write: bool) -> bool {
+    /// its recent reports ([`NodeView::reported`]) at least `share` of the highest. Region
+    /// loads are smoothed, but a node whose own account jumped within the window has only just
+    /// heated up: hot-region waits until the heat lasts. Each node is held to its own reports
+    /// alone, so follower load, which a node's totals include and region loads do not, cannot
+    /// skew one node against another. True where reports say nothing
+    /// ([`Tally::reported_range`]), and with `share` 0.
+    pub fn sustained(&self, i: usize, write: bool, share: f64) -> bool {
         self.reported_range(i, write)
-            .is_none_or(|(low, high)| low >= SUSTAINED_LOAD_SHARE * high)
+            .is_none_or(|(low, high)| low >= share * high)
     }
 
     /// The lowest and highest load per second over node `i`'s recent reports in one dimension.

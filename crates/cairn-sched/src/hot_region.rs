@@ -8,8 +8,8 @@
 //! (`load × share / count`): balance-region moves the surplus off in step with load, and a hot
 //! move on top would be a trade the count moves then undo. A node's own stats reports must show
 //! its load has lasted: where they are known, it gives only if each of its recent reports (its
-//! stats history) reached half its highest ([`Tally::sustained`]), so a node that has just
-//! heated up waits until the heat lasts. The hottest such
+//! stats history) reached `sustained_share` (a half) of its highest ([`Tally::sustained`]), so a
+//! node that has just heated up waits until the heat lasts. The hottest such
 //! node gives the coolest one (a node short of its share of regions by more than one is left to
 //! balance-region, which fills it coolest regions first) one region: the one whose load comes
 //! nearest to equalising the two,
@@ -31,12 +31,18 @@ pub const HOT_MIN_LOAD_DEFAULT: f64 = 10.0;
 /// Hot moves one pass plans per dimension: load shifts with each move, so later moves wait for
 /// fresh stats rather than trusting a long chain of estimates.
 pub const HOT_OPERATORS_PER_PASS_MAX: usize = 32;
+/// Default share of its highest recent report that every report of a hot node must reach for
+/// its heat to count as lasting ([`Tally::sustained`]): a node whose load more than doubled
+/// within the window has only just heated up, while a steady load that wavers by a third still
+/// counts. 0 turns the check off.
+pub const HOT_SUSTAINED_SHARE_DEFAULT: f64 = 0.5;
 
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub(crate) struct HotRegion {
     tolerance: f64,
     min_load: f64,
+    sustained_share: f64,
 }
 
 impl Default for HotRegion {
@@ -44,6 +50,7 @@ impl Default for HotRegion {
         HotRegion {
             tolerance: HOT_TOLERANCE_DEFAULT,
             min_load: HOT_MIN_LOAD_DEFAULT,
+            sustained_share: HOT_SUSTAINED_SHARE_DEFAULT,
         }
     }
 }
@@ -61,6 +68,7 @@ impl Schedule for HotRegion {
         vec![
             ("tolerance", self.tolerance.to_string()),
             ("min_load", self.min_load.to_string()),
+            ("sustained_share", self.sustained_share.to_string()),
         ]
     }
 
@@ -68,7 +76,11 @@ impl Schedule for HotRegion {
         match key {
             "tolerance" => self.tolerance = fraction(NAME, key, value, 0.01, 10.0)?,
             "min_load" => self.min_load = fraction(NAME, key, value, 0.0, 1e12)?,
-            _ => return Err(unknown_param(NAME, key, &["tolerance", "min_load"])),
+            "sustained_share" => self.sustained_share = fraction(NAME, key, value, 0.0, 1.0)?,
+            _ => {
+                let known = ["tolerance", "min_load", "sustained_share"];
+                return Err(unknown_param(NAME, key, &known));
+            }
         }
         Ok(())
     }
@@ -131,7 +143,7 @@ impl HotRegion {
         let (Some(src), Some(dst)) = (
             open.iter()
                 .copied()
-                .filter(|i| t.sustained(*i, write))
+                .filter(|i| t.sustained(*i, write, self.sustained_share))
                 .max_by(by_load),
             open.iter().copied().filter(|i| !short(*i)).min_by(by_load),
         ) else {
@@ -384,6 +396,12 @@ mod tests {
             n.reported = reports(&[100.0; 6]);
         }
         assert_eq!(hot_moves(&snap), 0);
+        // With the check off, region loads decide at once.
+        let mut off = HotRegion::default();
+        off.set("sustained_share", "0").unwrap();
+        let mut t = Tally::new(&snap);
+        off.schedule(&mut t);
+        assert!(t.planned.iter().any(|o| o.from == 1));
         // Steady within the window (wavering by a third): the heat has lasted. The figures say
         // what its reports said.
         snap.nodes[0].reported = reports(&[600.0, 580.0, 450.0, 620.0, 500.0, 410.0]);

@@ -49,11 +49,14 @@ pub use balance_region::{
 pub use cluster::{
     ClusterSnapshot, DrainKind, IdHasher, IdMap, IdSet, LeftNodes, NodeIndex, NodeView,
     ReportedLoad, CAPACITY_LABEL, COUNT_MOVE_LOAD_BANDS, LEFT_NODES_MAX, NODE_CAPACITY_MAX,
-    NODE_INDEX_DENSE_IDS_MAX, NODE_LOAD_REPORTS_MAX, SUSTAINED_LOAD_SHARE,
+    NODE_INDEX_DENSE_IDS_MAX, NODE_LOAD_REPORTS_MAX,
 };
 pub use drain::{failover_plan, FAILOVER as FAILOVER_SCHEDULER};
 pub use followers::Followers;
-pub use hot_region::{HOT_MIN_LOAD_DEFAULT, HOT_OPERATORS_PER_PASS_MAX, HOT_TOLERANCE_DEFAULT};
+pub use hot_region::{
+    HOT_MIN_LOAD_DEFAULT, HOT_OPERATORS_PER_PASS_MAX, HOT_SUSTAINED_SHARE_DEFAULT,
+    HOT_TOLERANCE_DEFAULT,
+};
 pub use kind::{SelectorKind, UnknownSelector};
 pub use label_aware::LabelAware;
 pub use load::LoadWeights;

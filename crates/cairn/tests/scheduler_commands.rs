@@ -181,6 +181,7 @@ async fn scheduler_settings_change_alike_over_cli_and_http_and_bad_input_changes
     assert_eq!(param(&list, "balance-region", "size_tolerance"), 0.1);
     assert_eq!(param(&list, "hot-region", "tolerance"), 0.1);
     assert_eq!(param(&list, "hot-region", "min_load"), 10.0);
+    assert_eq!(param(&list, "hot-region", "sustained_share"), 0.5);
     assert_eq!(
         scheduler(&list, "replica-repair")["params"]["drop_extra"],
         "false"
@@ -291,7 +292,7 @@ async fn scheduler_settings_change_alike_over_cli_and_http_and_bad_input_changes
         ),
         (
             &["scheduler", "config", "hot-region", "--set", "speed=1"],
-            &["speed", "tolerance", "min_load"],
+            &["speed", "tolerance", "min_load", "sustained_share"],
         ),
         // A scheduler with no parameters says so.
         (
