@@ -193,7 +193,7 @@ impl BalanceRegion {
     /// carrying more than its count's worth receives cool ones.
     fn pick(&self, t: &Tally, kind: MoveKind, src: usize, dst: usize) -> Option<usize> {
         let (s, d) = (&t.nodes[src], &t.nodes[dst]);
-        let density = |n: &crate::cluster::NodeTally| n.held_bytes(kind).0 as f64 / n.capacity;
+        let density = |n: &crate::cluster::NodeTally| n.held_bytes(kind).bytes as f64 / n.capacity;
         let half_gap = (density(s) - density(d)).max(0.0) / 2.0;
         let mean = t.mean_region;
         let after = (t.count(dst, kind) + 1) as f64;

@@ -412,14 +412,10 @@ pub(crate) struct NodeTally {
     pub zone: usize,
     pub leaders: usize,
     pub followers: usize,
-    /// Bytes of the regions it leads.
-    pub bytes: u64,
-    /// Regions it leads with no size reported (0 bytes): not heard of from their leader yet.
-    pub size_unknown: usize,
-    /// Bytes of the regions it holds follower copies of (a follower copy holds the region's
-    /// data too), and how many of those have no size reported.
-    pub follower_bytes: u64,
-    pub follower_size_unknown: usize,
+    /// The regions it leads, by size.
+    pub led_bytes: HeldBytes,
+    /// The regions it holds follower copies of (a follower copy holds the region's data too).
+    pub followed_bytes: HeldBytes,
     pub wcus: f64,
     pub rcus: f64,
     /// Regions it led when the pass began (indexes into the snapshot's regions).
@@ -430,27 +426,36 @@ pub(crate) struct NodeTally {
 }
 
 impl NodeTally {
-    /// The bytes of the regions it holds in `kind`'s role, and how many of them have no size
-    /// reported yet.
-    pub fn held_bytes(&self, kind: MoveKind) -> (u64, usize) {
+    /// The regions it holds in `kind`'s role, by size.
+    pub fn held_bytes(&self, kind: MoveKind) -> HeldBytes {
         match kind {
-            MoveKind::Leader => (self.bytes, self.size_unknown),
+            MoveKind::Leader => self.led_bytes,
             MoveKind::Follower | MoveKind::AddFollower | MoveKind::RemoveFollower => {
-                (self.follower_bytes, self.follower_size_unknown)
+                self.followed_bytes
             }
         }
     }
+}
 
-    /// Adds (`sign` 1) or takes away (`sign` -1) one follower copy of `bytes` bytes.
-    fn follow_bytes(&mut self, bytes: u64, sign: i8) {
-        let unknown = usize::from(bytes == 0);
-        if sign > 0 {
-            self.follower_bytes += bytes;
-            self.follower_size_unknown += unknown;
-        } else {
-            self.follower_bytes = self.follower_bytes.saturating_sub(bytes);
-            self.follower_size_unknown = self.follower_size_unknown.saturating_sub(unknown);
-        }
+/// The bytes of the regions a node holds in one role, and how many of them have no size
+/// reported (0 bytes: not heard of from their leader yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HeldBytes {
+    pub bytes: u64,
+    pub unknown: usize,
+}
+
+impl HeldBytes {
+    /// One more region of `bytes` bytes.
+    fn add(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        self.unknown += usize::from(bytes == 0);
+    }
+
+    /// One region of `bytes` bytes fewer.
+    fn remove(&mut self, bytes: u64) {
+        self.bytes = self.bytes.saturating_sub(bytes);
+        self.unknown = self.unknown.saturating_sub(usize::from(bytes == 0));
     }
 }
 
@@ -526,10 +531,8 @@ impl<'a> Tally<'a> {
                 }),
                 leaders: 0,
                 followers: 0,
-                bytes: 0,
-                size_unknown: 0,
-                follower_bytes: 0,
-                follower_size_unknown: 0,
+                led_bytes: HeldBytes::default(),
+                followed_bytes: HeldBytes::default(),
                 wcus: 0.0,
                 rcus: 0.0,
                 led: Vec::new(),
@@ -581,7 +584,7 @@ impl<'a> Tally<'a> {
                 match index.get(*f) {
                     Some(fi) => {
                         nodes[fi].followers += 1;
-                        nodes[fi].follow_bytes(size, 1);
+                        nodes[fi].followed_bytes.add(size);
                         nodes[fi].followed.push(i as u32);
                         follower_nodes.push(fi as u32);
                     }
@@ -613,8 +616,7 @@ impl<'a> Tally<'a> {
             if let Some(l) = l {
                 let n = &mut nodes[l];
                 n.leaders += 1;
-                n.bytes += load.approximate_bytes;
-                n.size_unknown += usize::from(load.approximate_bytes == 0);
+                n.led_bytes.add(load.approximate_bytes);
                 n.wcus += load.wcus;
                 n.rcus += load.rcus;
                 n.led.push(i as u32);
@@ -939,15 +941,12 @@ impl<'a> Tally<'a> {
                 self.leader[region] = to as u32;
                 let f = &mut self.nodes[from];
                 f.leaders -= 1;
-                f.bytes = f.bytes.saturating_sub(r.approximate_bytes);
-                let size_unknown = usize::from(r.approximate_bytes == 0);
-                f.size_unknown = f.size_unknown.saturating_sub(size_unknown);
+                f.led_bytes.remove(r.approximate_bytes);
                 f.wcus -= r.wcus;
                 f.rcus -= r.rcus;
                 let t = &mut self.nodes[to];
                 t.leaders += 1;
-                t.bytes += r.approximate_bytes;
-                t.size_unknown += size_unknown;
+                t.led_bytes.add(r.approximate_bytes);
                 t.wcus += r.wcus;
                 t.rcus += r.rcus;
                 let k = self.region_table.get(region).copied().unwrap_or(NO_TABLE);
@@ -966,9 +965,9 @@ impl<'a> Tally<'a> {
                     }
                 }
                 self.nodes[from].followers -= 1;
-                self.nodes[from].follow_bytes(r.approximate_bytes, -1);
+                self.nodes[from].followed_bytes.remove(r.approximate_bytes);
                 self.nodes[to].followers += 1;
-                self.nodes[to].follow_bytes(r.approximate_bytes, 1);
+                self.nodes[to].followed_bytes.add(r.approximate_bytes);
             }
             MoveKind::AddFollower => {
                 let slots = self.follower_slots(region);
@@ -979,7 +978,7 @@ impl<'a> Tally<'a> {
                     *f = to as u32;
                 }
                 self.nodes[to].followers += 1;
-                self.nodes[to].follow_bytes(r.approximate_bytes, 1);
+                self.nodes[to].followed_bytes.add(r.approximate_bytes);
                 self.follower_total += 1;
             }
             MoveKind::RemoveFollower => {
@@ -990,7 +989,7 @@ impl<'a> Tally<'a> {
                     }
                 }
                 self.nodes[from].followers -= 1;
-                self.nodes[from].follow_bytes(r.approximate_bytes, -1);
+                self.nodes[from].followed_bytes.remove(r.approximate_bytes);
                 if self.nodes[from].schedulable {
                     self.follower_total -= 1;
                 }
@@ -1029,10 +1028,10 @@ impl<'a> Tally<'a> {
             }
             let size = self.snap.regions.load(region).approximate_bytes;
             self.nodes[to].followers -= 1;
-            self.nodes[to].follow_bytes(size, -1);
+            self.nodes[to].followed_bytes.remove(size);
             if keep_source {
                 self.nodes[from].followers += 1;
-                self.nodes[from].follow_bytes(size, 1);
+                self.nodes[from].followed_bytes.add(size);
             }
         }
         let (moves_left, from_left, to_left) = (
@@ -1146,7 +1145,7 @@ mod tests {
         let mut t = Tally::new(&snap);
         let followed = |t: &Tally| -> Vec<(u64, usize)> {
             let held = t.nodes.iter().map(|n| n.held_bytes(MoveKind::Follower));
-            held.map(|(b, u)| (b / MIB, u)).collect()
+            held.map(|h| (h.bytes / MIB, h.unknown)).collect()
         };
         assert_eq!(followed(&t), [(4, 0), (10, 0), (0, 1), (0, 0)]);
         // Region 0's follower copy moves from node 2 to node 4.
@@ -1165,7 +1164,7 @@ mod tests {
         let led: Vec<u64> = t
             .nodes
             .iter()
-            .map(|n| n.held_bytes(MoveKind::Leader).0 / MIB)
+            .map(|n| n.held_bytes(MoveKind::Leader).bytes / MIB)
             .collect();
         assert_eq!(led, [0, 0, 4, 10]);
     }

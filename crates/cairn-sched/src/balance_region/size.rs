@@ -46,8 +46,8 @@ const SIZE_MOVE_LOAD_BANDS: f64 = 1.0;
 /// Node `i`'s bytes in `kind`'s role, a region with no size reported yet counted as a mean one:
 /// a node whose heartbeat has not come yet, or regions just handed to it, must not look light.
 fn bytes(t: &Tally, i: usize, kind: MoveKind) -> f64 {
-    let (bytes, unknown) = t.nodes[i].held_bytes(kind);
-    bytes as f64 + unknown as f64 * t.mean_sized_region
+    let held = t.nodes[i].held_bytes(kind);
+    held.bytes as f64 + held.unknown as f64 * t.mean_sized_region
 }
 
 /// Node `i`'s bytes in `kind`'s role per unit of capacity (see [`bytes`]).
@@ -265,8 +265,8 @@ fn operator(t: &Tally, region: usize, pair: Pair, mean: f64, swap: bool) -> Oper
             if swap { " (a swap: counts stay)" } else { "" },
         ),
         figures: vec![
-            ("from_bytes", t.nodes[from].held_bytes(kind).0.to_string()),
-            ("to_bytes", t.nodes[to].held_bytes(kind).0.to_string()),
+            ("from_bytes", t.nodes[from].held_bytes(kind).bytes.to_string()),
+            ("to_bytes", t.nodes[to].held_bytes(kind).bytes.to_string()),
             ("mean_bytes_per_capacity", format!("{mean:.0}")),
             (
                 "region_bytes",

@@ -209,9 +209,7 @@ async fn barrier_in(node: &Node, term: u64) -> bool {
 
 /// Waits until `term` is over; true when it ended because the node is stopping.
 async fn wait_term_over(node: &Node, term: u64, stop: &mut watch::Receiver<bool>) -> bool {
-    // Server metrics change with the vote, the role and the leader only, not with every
-    // write as the full metrics do: woken per write, this loop cost the leader 3% of its CPU
-    // at 256 clients. The lease running out is caught by the tick.
+    // Server metrics, not the full ones: see `next_term`.
     let mut metrics = node.raft.server_metrics();
     loop {
         if *stop.borrow() {
