@@ -3,6 +3,7 @@
 //! KV writes travel as a prost-encoded etcd `TxnRequest`: a Put or a DeleteRange is a one-op
 //! transaction, so the state machine has one write path and every write is atomic.
 
+use bytes::Bytes;
 use cairn_proto::etcdserverpb::{TxnRequest, TxnResponse};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -11,8 +12,10 @@ use std::fmt;
 /// One replicated state change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// An etcd transaction (also Put and DeleteRange), prost-encoded `TxnRequest`.
-    Txn(#[serde(with = "crate::serde_bytes")] Vec<u8>),
+    /// An etcd transaction (also Put and DeleteRange), prost-encoded `TxnRequest`. Shared, not
+    /// copied, when the entry is cloned: the log cache hands entries to apply and to every
+    /// follower's replication.
+    Txn(#[serde(with = "crate::serde_bytes")] Bytes),
     /// Discard history at or below `revision`.
     Compact { revision: i64 },
     /// Create lease `id` (chosen by the leader, never 0) with `ttl_secs`.
@@ -46,7 +49,7 @@ pub enum Command {
 impl Command {
     /// Wraps an etcd transaction.
     pub fn txn(req: &TxnRequest) -> Self {
-        Command::Txn(req.encode_to_vec())
+        Command::Txn(req.encode_to_vec().into())
     }
 
     /// Name used in metrics and logs.

@@ -6,7 +6,7 @@
 //! file in charge and the half-built directory is rebuilt next time; a crash after it leaves a
 //! redb file that the next start deletes.
 
-use crate::wal::{sync_dir, Wal, SEGMENT_BYTES_MAX};
+use crate::wal::{sync_dir, EncodedEntries, Wal, SEGMENT_BYTES_MAX};
 use crate::{LogId, TypeConfig};
 use openraft::alias::{EntryOf, VoteOf};
 use redb::{ReadableDatabase, TableDefinition};
@@ -89,12 +89,12 @@ pub fn migrate_redb_log(legacy: &Path, dir: &Path) -> io::Result<Option<Migrated
     };
     let log = txn.open_table(LOG).map_err(io_err)?;
     let first = last_purged.map_or(0, |p| p.index + 1);
-    let mut batch: Vec<(LogId, Vec<u8>)> = Vec::with_capacity(MIGRATE_BATCH_ENTRIES_MAX);
+    let mut batch = EncodedEntries::with_capacity(MIGRATE_BATCH_ENTRIES_MAX);
     for item in log.range(first..).map_err(io_err)? {
         let (_, v) = item.map_err(io_err)?;
-        let bytes = v.value().to_vec();
-        let entry: Entry = postcard::from_bytes(&bytes).map_err(io_err)?;
-        batch.push((entry.log_id, bytes));
+        let bytes = v.value();
+        let entry: Entry = postcard::from_bytes(bytes).map_err(io_err)?;
+        batch.push_encoded(entry.log_id, bytes);
         if batch.len() == MIGRATE_BATCH_ENTRIES_MAX {
             wal.append(&batch)?;
             wal.sync(false)?;

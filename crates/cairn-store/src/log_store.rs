@@ -20,7 +20,7 @@
 //! vote is durable before `save_vote` returns.
 
 use crate::log_cache::{CacheBounds, LogCache};
-use crate::wal::{Wal, WalReader, SEGMENT_BYTES_MAX};
+use crate::wal::{EncodedEntries, Wal, WalReader, SEGMENT_BYTES_MAX};
 use crate::{LogId, TypeConfig};
 use openraft::alias::{EntryOf, VoteOf};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -42,7 +42,7 @@ pub const LOG_WRITE_QUEUE_MAX: usize = 1024;
 pub const LOG_GROUP_COMMIT_BATCHES_MAX: usize = 256;
 
 enum WriteOp {
-    Append(Vec<(LogId, Vec<u8>)>, IOFlushed<TypeConfig>),
+    Append(EncodedEntries, IOFlushed<TypeConfig>),
     /// Answered once the vote is on disk.
     Vote(Vote, oneshot::Sender<io::Result<()>>),
     /// The newest commit marker; nobody waits.
@@ -77,10 +77,6 @@ pub struct LogStore {
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
-}
-
-fn encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(io_err)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -223,11 +219,11 @@ fn writer_loop(mut wal: Wal, cache: Arc<Mutex<LogCache>>, mut rx: mpsc::Receiver
         let evicted = result.is_ok().then(|| {
             lock(&cache).flushed(
                 ops.iter()
-                    .flat_map(|op| match op {
-                        WriteOp::Append(entries, _) => &entries[..],
-                        _ => &[],
+                    .filter_map(|op| match op {
+                        WriteOp::Append(entries, _) => Some(entries),
+                        _ => None,
                     })
-                    .map(|(log_id, _)| log_id),
+                    .flat_map(EncodedEntries::ids),
             )
         });
         let outcome = || result.clone().map_err(io::Error::other);
@@ -354,13 +350,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut encoded = Vec::new();
+        let entries = entries.into_iter();
+        let mut encoded = EncodedEntries::with_capacity(entries.size_hint().0);
         {
             let mut cache = self.cache();
             for entry in entries {
-                let (log_id, bytes) = (entry.log_id, encode(&entry)?);
-                cache.append(entry, bytes.len());
-                encoded.push((log_id, bytes));
+                let bytes = encoded.push(&entry)?;
+                cache.append(entry, bytes);
             }
         }
         self.writer

@@ -1,18 +1,19 @@
-//! Serializes `Vec<u8>` as one byte string instead of a sequence of numbers: postcard then
-//! copies the bytes in one go rather than visiting each byte, which matters on the write path.
+//! Serializes bytes (`Vec<u8>`, `Bytes`) as one byte string instead of a sequence of numbers:
+//! postcard then copies the bytes in one go rather than visiting each byte, which matters on the
+//! write path.
 
 use serde::de::{Error, SeqAccess, Visitor};
 use serde::{Deserializer, Serializer};
 use std::fmt;
 
-/// `#[serde(with = "crate::serde_bytes")]` on a `Vec<u8>` field.
-pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_bytes(bytes)
+/// `#[serde(with = "crate::serde_bytes")]` on a `Vec<u8>` or `Bytes` field.
+pub fn serialize<S: Serializer, B: AsRef<[u8]>>(bytes: &B, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(bytes.as_ref())
 }
 
-/// See [`serialize`].
-pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-    d.deserialize_byte_buf(BytesVisitor)
+/// See [`serialize`]; the bytes are read into one vector, which the field then takes over.
+pub fn deserialize<'de, D: Deserializer<'de>, B: From<Vec<u8>>>(d: D) -> Result<B, D::Error> {
+    d.deserialize_byte_buf(BytesVisitor).map(B::from)
 }
 
 struct BytesVisitor;
@@ -53,5 +54,13 @@ mod tests {
         // 2-byte varint length + the bytes themselves.
         assert_eq!(enc.len(), 302);
         assert_eq!(postcard::from_bytes::<Wrapped>(&enc).unwrap(), w);
+        // A shared buffer is written the same way, so the log and the wire read either.
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Shared(#[serde(with = "super")] bytes::Bytes);
+        assert_eq!(
+            postcard::to_allocvec(&Shared(vec![200; 300].into())).unwrap(),
+            enc
+        );
+        assert_eq!(postcard::from_bytes::<Shared>(&enc).unwrap().0, w.0);
     }
 }

@@ -264,7 +264,7 @@ fn apply_command(
         .any(|(_, a)| *a == ALARM_NOSPACE);
     let kv = &mut state.kv;
     let (outcome, events) = match cmd {
-        Command::Txn(bytes) => match TxnRequest::decode(bytes.as_slice()) {
+        Command::Txn(bytes) => match TxnRequest::decode(&bytes[..]) {
             Ok(req) if capped && crate::mvcc::txn_put_bytes(&req) > 0 => {
                 (Outcome::Rejected(no_space()), Vec::new())
             }

@@ -304,7 +304,7 @@ mod tests {
         let entries = (from..=to)
             .map(|i| EntryOf::<TypeConfig> {
                 log_id: id(i),
-                payload: EntryPayload::Normal(crate::Command::Txn(vec![7; payload])),
+                payload: EntryPayload::Normal(crate::Command::Txn(vec![7; payload].into())),
             })
             .collect();
         AppendEntriesRequest {

@@ -2,7 +2,7 @@
 //! and the move from the redb file an earlier Cairn kept.
 
 use cairn_store::log_migrate::{migrate_redb_log, Migrated};
-use cairn_store::wal::Wal;
+use cairn_store::wal::{EncodedEntries, Wal};
 use cairn_store::{Command, LogId, TypeConfig};
 use openraft::alias::{EntryOf, VoteOf};
 use openraft::vote::RaftLeaderIdExt;
@@ -26,15 +26,18 @@ fn log_id(term: u64, index: u64) -> LogId {
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Command::Txn(vec![index as u8; 40 + index as usize % 7])),
+        payload: EntryPayload::Normal(Command::Txn(
+            vec![index as u8; 40 + index as usize % 7].into(),
+        )),
     }
 }
 
-fn encoded(entries: &[Entry]) -> Vec<(LogId, Vec<u8>)> {
-    entries
-        .iter()
-        .map(|e| (e.log_id, postcard::to_allocvec(e).unwrap()))
-        .collect()
+fn encoded(entries: &[Entry]) -> EncodedEntries {
+    let mut out = EncodedEntries::default();
+    for e in entries {
+        out.push(e).unwrap();
+    }
+    out
 }
 
 /// Appends entries `from..=to` of `term` in batches of 4, synced.
@@ -63,6 +66,27 @@ fn segments(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Where a segment's records end: its last byte that is not a zero written ahead (every test
+/// entry ends with a byte of its index, never 0).
+fn records_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |i| i as u64 + 1)
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+fn zero(path: &Path, from: u64, to: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&vec![0; (to - from) as usize], from)
+        .unwrap();
 }
 
 fn terms(term: u64, from: u64, to: u64) -> Vec<(u64, u64)> {
@@ -107,14 +131,10 @@ fn a_torn_write_at_the_end_is_cut_off_and_the_log_goes_on_from_there() {
         append(&mut wal, 1, 1, 11);
     }
     let newest = dir.path().join(segments(dir.path()).pop().unwrap());
-    let len = std::fs::metadata(&newest).unwrap().len();
-    // The last record lost its final bytes, as if the machine died mid-write.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&newest)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    // The last record lost its final bytes, as if the machine died mid-write: they are still the
+    // zeroes written ahead of the records.
+    let end = records_end(&newest);
+    zero(&newest, end - 3, end);
     {
         let (mut wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
         assert!(recovered.torn_bytes > 0);
@@ -126,6 +146,67 @@ fn a_torn_write_at_the_end_is_cut_off_and_the_log_goes_on_from_there() {
     let mut want = terms(1, 1, 10);
     want.extend(terms(2, 11, 12));
     assert_eq!(all_entries(&wal), want);
+}
+
+#[test]
+fn a_write_that_reached_the_disk_only_past_a_gap_is_cut_off_too() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+        append(&mut wal, 1, 1, 11);
+    }
+    let newest = dir.path().join(segments(dir.path()).pop().unwrap());
+    // Entry 11's record lost its first page but not what follows it: zeroes, then bytes.
+    let end = records_end(&newest);
+    // A record: length and checksum (8 bytes), its kind (1), the entry.
+    let entry_11 = 9 + postcard::to_allocvec(&entry(1, 11)).unwrap().len() as u64;
+    zero(&newest, end - entry_11, end - 4);
+    let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovered.torn_bytes, (1 << 20) - (end - entry_11));
+    assert_eq!(file_len(&newest), end - entry_11);
+    assert_eq!(all_entries(&wal), terms(1, 1, 10));
+}
+
+#[test]
+fn zeroes_are_written_ahead_of_the_newest_segment_and_closed_segments_are_cut_to_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+        append(&mut wal, 1, 1, 11);
+    }
+    let newest = dir.path().join(segments(dir.path()).pop().unwrap());
+    assert_eq!(
+        file_len(&newest),
+        1 << 20,
+        "written ahead to the segment size"
+    );
+    assert!(records_end(&newest) < 2048);
+    {
+        // The zeroes are space, not a torn write, and the next records go where the last ended.
+        let (mut wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(recovered.torn_bytes, 0);
+        assert_eq!(all_entries(&wal), terms(1, 1, 11));
+        append(&mut wal, 1, 12, 20);
+    }
+    let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovered.torn_bytes, 0);
+    assert_eq!(all_entries(&wal), terms(1, 1, 20));
+    drop(wal);
+
+    // Small segments: every closed one holds exactly its records, the newest a whole number of
+    // segment sizes.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), SMALL_SEGMENT).unwrap();
+    append(&mut wal, 1, 1, 50);
+    let mut names = segments(dir.path());
+    let newest = dir.path().join(names.pop().unwrap());
+    assert!(names.len() >= 3, "{names:?}");
+    for name in names {
+        let path = dir.path().join(name);
+        assert_eq!(file_len(&path), records_end(&path), "{}", path.display());
+    }
+    assert_eq!(file_len(&newest) % SMALL_SEGMENT, 0);
+    assert!(file_len(&newest) > records_end(&newest));
 }
 
 #[test]
