@@ -34,6 +34,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .emit_rerun_if_changed(false)
+        // prost's codec with smaller buffers (src/lib.rs, `codec`).
+        .codec_path("crate::codec::SmallBufferCodec")
         .compile_fds(fds)?;
 
     Ok(())

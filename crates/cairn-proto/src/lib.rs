@@ -156,3 +156,53 @@ mod tests {
         );
     }
 }
+
+/// The gRPC codec of every service above: prost's, with smaller buffers.
+pub mod codec {
+    use prost::Message;
+    use std::marker::PhantomData;
+    use tonic::codec::{BufferSettings, Codec};
+    use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+    /// Bytes of the buffer a call starts with to encode or to decode a message; larger messages
+    /// grow it. tonic's default is 8 KiB, allocated twice per call on each side: above glibc's
+    /// per-thread cache (1,032 bytes), so every call took malloc's slow path, which was about a
+    /// sixth of the servers' CPU under many small writes (BENCHMARKS.md, issue 12). etcd's
+    /// requests and responses are mostly far smaller than this.
+    pub const GRPC_CODEC_BUFFER_BYTES: usize = 1024;
+    /// How many bytes a stream gathers before it yields them for sending (tonic's default).
+    pub const GRPC_STREAM_YIELD_BYTES: usize = 32 * 1024;
+
+    fn buffer_settings() -> BufferSettings {
+        BufferSettings::new(GRPC_CODEC_BUFFER_BYTES, GRPC_STREAM_YIELD_BYTES)
+    }
+
+    /// prost's codec with [`GRPC_CODEC_BUFFER_BYTES`] buffers.
+    #[derive(Debug, Clone)]
+    pub struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);
+
+    impl<T, U> Default for SmallBufferCodec<T, U> {
+        fn default() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<T, U> Codec for SmallBufferCodec<T, U>
+    where
+        T: Message + Send + 'static,
+        U: Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = ProstEncoder<T>;
+        type Decoder = ProstDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstCodec::<T, U>::raw_encoder(buffer_settings())
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            ProstCodec::<T, U>::raw_decoder(buffer_settings())
+        }
+    }
+}

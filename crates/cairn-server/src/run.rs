@@ -327,10 +327,7 @@ pub async fn run_with_node(
     let client_routes = grpc
         .routes()
         .into_axum_router()
-        .layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            crate::api::auth::grpc_admission,
-        ))
+        .layer(crate::api::auth::GrpcAdmissionLayer(node.clone()))
         .merge(crate::api::gateway::router(node.clone()));
     let client_server = tonic::transport::Server::builder()
         .accept_http1(true)

@@ -9,9 +9,13 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
-/// Encodes a peer payload.
+/// Encodes a peer payload into a buffer of its exact size: one allocation, where growing a
+/// vector to a batch of entries took several, each copying what came before.
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    postcard::to_allocvec(v).map_err(|e| format!("encode: {e}"))
+    let size = postcard::experimental::serialized_size(v).map_err(|e| format!("encode: {e}"))?;
+    let mut out = vec![0; size];
+    postcard::to_slice(v, &mut out).map_err(|e| format!("encode: {e}"))?;
+    Ok(out)
 }
 
 /// Decodes a peer payload.

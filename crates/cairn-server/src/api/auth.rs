@@ -258,23 +258,18 @@ pub fn check_node_identity(
     }
 }
 
-/// The caller a request was admitted as (put there by [`grpc_admission`] or the gateway).
+/// The caller a request was admitted as (put there by [`GrpcAdmissionLayer`] or the gateway).
 pub fn caller<T>(request: &tonic::Request<T>) -> Option<AuthInfo> {
     request.extensions().get::<AuthInfo>().cloned()
 }
 
-/// The middleware in front of every gRPC service of the client port: admits the call by its
-/// path (`/package.Service/Method`) and leaves the caller in the request's extensions (tonic
-/// hands them to the handler) for the handlers' key and node checks. A refusal is a gRPC
-/// error with etcd's code and message.
-pub async fn grpc_admission(
-    axum::extract::State(node): axum::extract::State<std::sync::Arc<Node>>,
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// Admits a gRPC call of the client port by its path (`/package.Service/Method`) and leaves the
+/// caller in the request's extensions (tonic hands them to the handler) for the handlers' key
+/// and node checks; a refusal is the gRPC error to answer with, with etcd's code and message.
+fn admit_grpc(node: &Node, request: &mut axum::extract::Request) -> Result<(), Status> {
     // With auth off (the default) nothing is parsed or copied on the request path.
     if !node.sm.read().cluster.auth.enabled {
-        return next.run(request).await;
+        return Ok(());
     }
     let mut parts = request.uri().path().trim_start_matches('/').splitn(2, '/');
     let need = match (parts.next(), parts.next()) {
@@ -282,15 +277,69 @@ pub async fn grpc_admission(
         _ => Access::Token,
     };
     let metadata = MetadataMap::from_headers(request.headers().clone());
-    match admit(&node, &metadata, need) {
-        Ok(Some(info)) => {
-            request.extensions_mut().insert(info);
-            next.run(request).await
+    if let Some(info) = admit(node, &metadata, need)? {
+        request.extensions_mut().insert(info);
+    }
+    Ok(())
+}
+
+type Response = axum::response::Response;
+
+/// The layer in front of every gRPC service of the client port: each call is admitted
+/// ([`admit_grpc`]) before the service sees it. A plain service wrapper: an admitted call's
+/// future is the service's own, not boxed again and again as a middleware function's would be
+/// (on every call, auth on or off).
+#[derive(Clone)]
+pub struct GrpcAdmissionLayer(pub std::sync::Arc<Node>);
+
+impl<S> tower_layer::Layer<S> for GrpcAdmissionLayer {
+    type Service = GrpcAdmission<S>;
+
+    fn layer(&self, inner: S) -> GrpcAdmission<S> {
+        GrpcAdmission {
+            node: self.0.clone(),
+            inner,
         }
-        Ok(None) => next.run(request).await,
-        Err(status) => {
-            let (parts, ()) = status.into_http::<()>().into_parts();
-            axum::response::Response::from_parts(parts, axum::body::Body::empty())
+    }
+}
+
+/// See [`GrpcAdmissionLayer`].
+#[derive(Clone)]
+pub struct GrpcAdmission<S> {
+    node: std::sync::Arc<Node>,
+    inner: S,
+}
+
+impl<S> tonic::codegen::Service<axum::extract::Request> for GrpcAdmission<S>
+where
+    S: tonic::codegen::Service<
+        axum::extract::Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+    >,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        S::Future,
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::extract::Request) -> Self::Future {
+        match admit_grpc(&self.node, &mut request) {
+            Ok(()) => futures::future::Either::Left(self.inner.call(request)),
+            Err(status) => {
+                let (parts, ()) = status.into_http::<()>().into_parts();
+                let refusal = Response::from_parts(parts, axum::body::Body::empty());
+                futures::future::Either::Right(std::future::ready(Ok(refusal)))
+            }
         }
     }
 }
