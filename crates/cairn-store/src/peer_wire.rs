@@ -14,7 +14,8 @@ use std::sync::{Arc, RwLock};
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
     let size = postcard::experimental::serialized_size(v).map_err(|e| format!("encode: {e}"))?;
     let mut out = vec![0; size];
-    postcard::to_slice(v, &mut out).map_err(|e| format!("encode: {e}"))?;
+    let used = postcard::to_slice(v, &mut out).map_err(|e| format!("encode: {e}"))?;
+    debug_assert_eq!(used.len(), size);
     Ok(out)
 }
 

@@ -85,7 +85,8 @@ pub struct Recovered {
     pub meta: WalMeta,
     /// The newest commit marker still in the log.
     pub committed: Option<LogId>,
-    /// Bytes cut off the newest segment's end (a torn write).
+    /// Bytes cut off the newest segment's end: a torn write, and the zeroes written ahead of
+    /// the records after it.
     pub torn_bytes: u64,
 }
 
@@ -98,8 +99,8 @@ struct Loc {
     len: u32,
 }
 
-/// Entries encoded for [`Wal::append`], one after another in one buffer: a batch costs one
-/// allocation, not one per entry (freed by the log writer, on its thread).
+/// Entries encoded for [`Wal::append`], one after another in one buffer (grown by doubling),
+/// not a vector per entry (freed by the log writer, on its thread).
 #[derive(Default)]
 pub struct EncodedEntries {
     bytes: Vec<u8>,
@@ -121,9 +122,12 @@ impl EncodedEntries {
         let size = postcard::experimental::serialized_size(entry).map_err(io_err)?;
         let start = self.bytes.len();
         self.bytes.resize(start + size, 0);
-        if let Err(e) = postcard::to_slice(entry, &mut self.bytes[start..]) {
-            self.bytes.truncate(start);
-            return Err(io_err(e));
+        match postcard::to_slice(entry, &mut self.bytes[start..]) {
+            Ok(used) => debug_assert_eq!(used.len(), size),
+            Err(e) => {
+                self.bytes.truncate(start);
+                return Err(io_err(e));
+            }
         }
         self.ends.push((entry.log_id, self.bytes.len()));
         Ok(size)
@@ -490,6 +494,15 @@ impl Wal {
                     "raft log: cut a torn write off the newest segment ({what})"
                 );
             }
+            if !newest && scan.zero_tail_to.is_some() {
+                // A closed segment is cut to its records before the next one is made: zeroes
+                // where records should be are lost records, not space written ahead.
+                return Err(corrupt(
+                    &path,
+                    scan.valid_len,
+                    "zeroes after the last record of a segment that is not the newest",
+                ));
+            }
             if scan.committed.is_some() {
                 recovered.committed = scan.committed;
             }
@@ -682,11 +695,18 @@ impl Wal {
             .expect("records are queued only with a segment");
         seg.file.write_all_at(&self.buf, seg.len)?;
         seg.len += self.buf.len() as u64;
-        if seg.len > seg.allocated {
+        // Not for a full segment, which the next group commit closes; and only as a help: the
+        // records are written, so a disk too full for the zeroes is no failure of the log.
+        if seg.len > seg.allocated && seg.len < self.segment_bytes_max {
             let ahead = SEGMENT_PREALLOC_BYTES.min(self.segment_bytes_max).max(1);
             let to = seg.len.div_ceil(ahead) * ahead;
-            write_zeroes(&seg.file, seg.len, to)?;
-            seg.allocated = to;
+            match write_zeroes(&seg.file, seg.len, to) {
+                Ok(()) => seg.allocated = to,
+                Err(e) => {
+                    tracing::warn!(segment = %seg.path.display(), "raft log: cannot write ahead: {e}");
+                    seg.allocated = seg.len;
+                }
+            }
         }
         self.unsynced.insert(*first);
         self.buf.clear();

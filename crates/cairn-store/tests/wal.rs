@@ -226,6 +226,38 @@ fn corruption_before_the_newest_segment_refuses_to_open_naming_the_file() {
     assert!(msg.contains(&first) && msg.contains("corrupt"), "{msg}");
     // Nothing was cut: the file is as it was.
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+    // Zeroes where a closed segment's last records were are lost records, not space written
+    // ahead (a closed segment is cut to its records); a wholly zeroed one is not taken for a
+    // purged one and deleted.
+    // Where each record starts: its length (u32) and checksum (u32), then that many bytes.
+    let bytes = std::fs::read(&path).unwrap();
+    let mut starts = vec![0usize];
+    while let Some(len) = bytes
+        .get(starts[starts.len() - 1]..)
+        .and_then(|b| b.get(..4))
+    {
+        let next =
+            starts[starts.len() - 1] + 8 + u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        if next >= bytes.len() {
+            break;
+        }
+        starts.push(next);
+    }
+    assert!(starts.len() > 2);
+    for from in [starts[starts.len() - 2] as u64, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), SMALL_SEGMENT).unwrap();
+            append(&mut wal, 1, 1, 40);
+        }
+        let path = dir.path().join(&first);
+        zero(&path, from, file_len(&path));
+        let err = Wal::open(dir.path(), SMALL_SEGMENT).err().expect("refused");
+        let msg = err.to_string();
+        assert!(msg.contains(&first) && msg.contains("zeroes"), "{msg}");
+        assert!(path.exists());
+    }
 }
 
 #[test]

@@ -325,6 +325,9 @@ where
         std::future::Ready<Result<Response, std::convert::Infallible>>,
     >;
 
+    /// The inner service's readiness (axum's routes are always ready): a refused call does
+    /// not reach it, so a service that reserved capacity in `poll_ready` would keep it until the
+    /// next call.
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
