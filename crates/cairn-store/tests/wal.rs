@@ -8,7 +8,7 @@ use openraft::alias::{EntryOf, VoteOf};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::EntryPayload;
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 type Entry = EntryOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
@@ -89,6 +89,17 @@ fn zero(path: &Path, from: u64, to: u64) {
         .unwrap();
 }
 
+/// A log of entries 1..=11 of term 1, closed, in one segment of 1 MiB; and that segment's path.
+fn eleven_entries_in_one_segment() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+        append(&mut wal, 1, 1, 11);
+    }
+    let newest = dir.path().join(segments(dir.path()).pop().unwrap());
+    (dir, newest)
+}
+
 fn terms(term: u64, from: u64, to: u64) -> Vec<(u64, u64)> {
     (from..=to).map(|i| (term, i)).collect()
 }
@@ -125,12 +136,7 @@ fn entries_vote_and_commit_marker_survive_a_reopen_across_segments() {
 
 #[test]
 fn a_torn_write_at_the_end_is_cut_off_and_the_log_goes_on_from_there() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
-        append(&mut wal, 1, 1, 11);
-    }
-    let newest = dir.path().join(segments(dir.path()).pop().unwrap());
+    let (dir, newest) = eleven_entries_in_one_segment();
     // The last record lost its final bytes, as if the machine died mid-write: they are still the
     // zeroes written ahead of the records.
     let end = records_end(&newest);
@@ -150,12 +156,7 @@ fn a_torn_write_at_the_end_is_cut_off_and_the_log_goes_on_from_there() {
 
 #[test]
 fn a_write_that_reached_the_disk_only_past_a_gap_is_cut_off_too() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
-        append(&mut wal, 1, 1, 11);
-    }
-    let newest = dir.path().join(segments(dir.path()).pop().unwrap());
+    let (dir, newest) = eleven_entries_in_one_segment();
     // Entry 11's record lost its first page but not what follows it: zeroes, then bytes.
     let end = records_end(&newest);
     // A record: length and checksum (8 bytes), its kind (1), the entry.
@@ -169,12 +170,7 @@ fn a_write_that_reached_the_disk_only_past_a_gap_is_cut_off_too() {
 
 #[test]
 fn zeroes_are_written_ahead_of_the_newest_segment_and_closed_segments_are_cut_to_their_records() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
-        append(&mut wal, 1, 1, 11);
-    }
-    let newest = dir.path().join(segments(dir.path()).pop().unwrap());
+    let (dir, newest) = eleven_entries_in_one_segment();
     assert_eq!(
         file_len(&newest),
         1 << 20,
