@@ -166,9 +166,9 @@ pub mod codec {
 
     /// Bytes of the buffer a call starts with to encode or to decode a message; larger messages
     /// grow it. tonic's default is 8 KiB, allocated twice per call on each side: above glibc's
-    /// per-thread cache (1,032 bytes), so every call took malloc's slow path, which was about a
-    /// sixth of the servers' CPU under many small writes (BENCHMARKS.md, issue 12). etcd's
-    /// requests and responses are mostly far smaller than this.
+    /// per-thread cache (1,032 bytes), so each took malloc's slow path, one of the larger callers
+    /// of an allocator that was about a sixth of the servers' CPU under many small writes
+    /// (BENCHMARKS.md, issue 12). etcd's requests and responses are mostly far smaller.
     pub const GRPC_CODEC_BUFFER_BYTES: usize = 1024;
     /// How many bytes a stream gathers before it yields them for sending (tonic's default).
     pub const GRPC_STREAM_YIELD_BYTES: usize = 32 * 1024;

@@ -9,14 +9,31 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
-/// Encodes a peer payload into a buffer of its exact size: one allocation, where growing a
-/// vector to a batch of entries took several, each copying what came before.
+/// Encodes a peer payload into a buffer of its exact size (see [`encode_into`]).
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    let size = postcard::experimental::serialized_size(v).map_err(|e| format!("encode: {e}"))?;
-    let mut out = vec![0; size];
-    let used = postcard::to_slice(v, &mut out).map_err(|e| format!("encode: {e}"))?;
-    debug_assert_eq!(used.len(), size);
+    let mut out = Vec::new();
+    encode_into(v, &mut out).map_err(|e| format!("encode: {e}"))?;
     Ok(out)
+}
+
+/// Appends `v`'s postcard encoding to `out` (a peer payload, or a log record's entry), sized
+/// first and then written in place: one allocation at most, where growing a vector to a batch
+/// of entries took several, each copying what came before. Returns the encoding's size; on an
+/// error `out` is as it was.
+pub(crate) fn encode_into<T: Serialize>(v: &T, out: &mut Vec<u8>) -> postcard::Result<usize> {
+    let size = postcard::experimental::serialized_size(v)?;
+    let start = out.len();
+    out.resize(start + size, 0);
+    match postcard::to_slice(v, &mut out[start..]) {
+        Ok(used) => {
+            debug_assert_eq!(used.len(), size);
+            Ok(size)
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
 }
 
 /// Decodes a peer payload.

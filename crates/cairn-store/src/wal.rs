@@ -14,11 +14,12 @@
 //! `fdatasync` (redb's B-tree commit wrote ~8 scattered pages per fsync). The newest segment's
 //! file is kept ahead of its records by zeroes written [`SEGMENT_PREALLOC_BYTES`] at a time, so
 //! that a group commit writes within the file's size and its `fdatasync` flushes the records
-//! alone: a write that grows the file also dirties its inode and block map, and on ext4 those are
-//! two more synchronous writes per sync. A segment is cut to its records when it is closed. Truncation cuts the
-//! segment that holds the first removed entry (`set_len`, fsynced) after deleting every later
-//! segment, newest first, so that a crash in between leaves a prefix. Purging records the new
-//! last purged id in `meta` first and then deletes the segments wholly before it.
+//! alone: a write that grows the file also dirties its inode and block map, and on ext4 those
+//! are two more synchronous writes per sync. A segment is cut to its records when it is closed.
+//! Truncation cuts the segment that holds the first removed entry (`set_len`, fsynced) after
+//! deleting every later segment, newest first, so that a crash in between leaves a prefix.
+//! Purging records the new last purged id in `meta` first and then deletes the segments wholly
+//! before it.
 //!
 //! Opening recovers: segments wholly purged are deleted, every record is checked, zeroes after
 //! the last record are space written ahead (kept), a torn or corrupt tail of the newest segment
@@ -48,7 +49,7 @@ pub const READ_SPAN_BYTES_MAX: u64 = 1024 * 1024;
 /// How far ahead of its records the newest segment's file is zero-filled, at a time (or the
 /// segment size, if smaller): a group commit grows the file, and pays for the inode and block-map
 /// writes in its sync, once per this many bytes instead of every time (an `fdatasync` after a
-/// write that grew the file took 190–250 µs here, one within the file 125–140 µs, BENCHMARKS.md).
+/// write that grew the file took 192–247 µs here, one within the file 127–140 µs, BENCHMARKS.md).
 pub const SEGMENT_PREALLOC_BYTES: u64 = 1024 * 1024;
 
 const HEADER_BYTES: usize = 8;
@@ -119,16 +120,7 @@ impl EncodedEntries {
 
     /// Encodes `entry` after the others; returns its encoded size.
     pub fn push(&mut self, entry: &Entry) -> io::Result<usize> {
-        let size = postcard::experimental::serialized_size(entry).map_err(io_err)?;
-        let start = self.bytes.len();
-        self.bytes.resize(start + size, 0);
-        match postcard::to_slice(entry, &mut self.bytes[start..]) {
-            Ok(used) => debug_assert_eq!(used.len(), size),
-            Err(e) => {
-                self.bytes.truncate(start);
-                return Err(io_err(e));
-            }
-        }
+        let size = crate::peer_wire::encode_into(entry, &mut self.bytes).map_err(io_err)?;
         self.ends.push((entry.log_id, self.bytes.len()));
         Ok(size)
     }
