@@ -308,27 +308,7 @@ impl KvState {
     /// Writes `value` under `key` in the transaction of `w`. The caller has checked the lease.
     pub(super) fn write_put(&mut self, w: &mut TxnWriter, key: &[u8], value: Vec<u8>, lease: i64) {
         let sub = w.take_sub();
-        let key: Key = match self.keys.get_key_value(key) {
-            Some((k, _)) => k.clone(),
-            None => {
-                let k: Key = Arc::from(key);
-                self.keys.insert(k.clone(), Arc::default());
-                k
-            }
-        };
-        // A field borrow (not `history_mut`), so the counters below stay writable.
-        let history = Arc::make_mut(self.keys.get_mut(&key[..]).expect("key inserted above"));
-        let prev_kv = history
-            .visible_at(w.revision - 1)
-            .map(|p| p.to_kv(&key, true));
-        let (create_revision, version, old_lease) = match history.latest_live() {
-            Some(latest) => (latest.create_revision, latest.version + 1, latest.lease),
-            None => {
-                self.live_keys += 1;
-                (w.revision, 1, 0)
-            }
-        };
-        let new = Version {
+        let version_at = |create_revision, version| Version {
             mod_revision: w.revision,
             sub,
             create_revision,
@@ -336,7 +316,40 @@ impl KvState {
             lease,
             value: Some(Value::new(&value)),
         };
-        self.size_bytes += new.size_bytes(key.len());
+        // One descent of the key map either way (keys share long prefixes, so each comparison
+        // is a memcmp): a stored key's history is updated where it lies, a new key is inserted
+        // with its history whole.
+        let (key, prev_kv, create_revision, version, old_lease) =
+            match self.keys.get_key_value_mut(key) {
+                Some((stored, history)) => {
+                    let key = stored.clone();
+                    let history = Arc::make_mut(history);
+                    let prev_kv = history
+                        .visible_at(w.revision - 1)
+                        .map(|p| p.to_kv(&key, true));
+                    let (create_revision, version, old_lease) = match history.latest_live() {
+                        Some(latest) => (latest.create_revision, latest.version + 1, latest.lease),
+                        None => {
+                            self.live_keys += 1;
+                            (w.revision, 1, 0)
+                        }
+                    };
+                    let new = version_at(create_revision, version);
+                    self.size_bytes += new.size_bytes(key.len());
+                    history.push(new);
+                    (key, prev_kv, create_revision, version, old_lease)
+                }
+                None => {
+                    let key: Key = Arc::from(key);
+                    self.live_keys += 1;
+                    let new = version_at(w.revision, 1);
+                    self.size_bytes += new.size_bytes(key.len());
+                    let mut history = KeyHistory::default();
+                    history.push(new);
+                    self.keys.insert(key.clone(), Arc::new(history));
+                    (key, None, w.revision, 1, 0)
+                }
+            };
         // The event takes the value as written; the version holds its own copy, maybe packed.
         let kv = KeyValue {
             key: key.to_vec(),
@@ -351,7 +364,6 @@ impl KvState {
             kv: Some(kv),
             prev_kv,
         });
-        history.push(new);
         if old_lease != lease {
             self.detach_lease(old_lease, &key);
             self.attach_lease(lease, &key);

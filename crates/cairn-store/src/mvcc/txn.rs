@@ -175,7 +175,12 @@ impl KvState {
     }
 
     fn exec_put(&mut self, p: &PutRequest, w: &mut TxnWriter) -> PutResponse {
-        let latest = self.latest_live(&p.key);
+        // A plain put needs nothing of the key's past here: write_put finds the key once.
+        let latest = if p.prev_kv || p.ignore_value || p.ignore_lease {
+            self.latest_live(&p.key)
+        } else {
+            None
+        };
         let prev_kv = if p.prev_kv {
             latest.map(|v| v.to_kv(&p.key, true))
         } else {
