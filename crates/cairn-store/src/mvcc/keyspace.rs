@@ -316,9 +316,9 @@ impl KvState {
             lease,
             value: Some(Value::new(&value)),
         };
-        // One descent of the key map either way (keys share long prefixes, so each comparison
-        // is a memcmp): a stored key's history is updated where it lies, a new key is inserted
-        // with its history whole.
+        // Descents of the key map are few (keys share long prefixes, so every comparison on the
+        // way down is a memcmp): one for a stored key, whose history is updated where it lies;
+        // a second for a new key, inserted with its history whole.
         let (key, prev_kv, create_revision, version, old_lease) =
             match self.keys.get_key_value_mut(key) {
                 Some((stored, history)) => {

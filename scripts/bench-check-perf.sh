@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# `etcdctl check perf --load=LOAD` (default l: 500 clients, a rate limit of 8,000 writes/s,
+# 60 s) against a 3-node Cairn cluster and a 3-node etcd cluster, RUNS times (default 3), each
+# run on fresh clusters of both, taking turns which goes first. Besides check perf's own
+# verdict, each run prints what the servers saw in a steady window (from 15 s to 45 s):
+#   - puts/s, from the revision (`etcdctl endpoint status`);
+#   - the servers' and the client's CPU per 1,000 puts (/proc, all three servers together);
+#   - the puts in flight at the servers, summed over the three: for Cairn, Little's law on its
+#     `cairn_grpc_request_duration_seconds` histogram (time spent / window); for etcd, the mean
+#     of 20 samples of `grpc_server_started_total - grpc_server_handled_total` (etcd keeps no
+#     latency histogram by default).
+# Few in flight out of check perf's 500 clients means the client, not the servers, sets the
+# pace: its one request generator waits on a rate limiter between requests.
+# Usage: scripts/bench-check-perf.sh [RUNS]     (results go to stdout)
+#   CAIRN_BIN=...  another Cairn build;  ETCD_BIN=... / ETCDCTL_BIN=...  other etcd binaries
+#   LOAD=m         another check perf load
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+load=${LOAD:-l}
+window_start_s=15
+window_s=30
+
+if [ "${1:-}" = "--one" ]; then
+  first=$2
+  source "$here/lib/cluster.sh"
+  etcd_bin=${ETCD_BIN:-$(command -v etcd)}
+  etcdctl_bin=${ETCDCTL_BIN:-$(command -v etcdctl)}
+  start_cluster
+  start_etcd "$etcd_bin"
+  ctl() { ETCDCTL_API=3 "$etcdctl_bin" "$@"; }
+  ticks() { # PIDS... -> their user+system CPU, in clock ticks
+    local t=0 p
+    for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$t"
+  }
+  revision() { ctl --endpoints "${1%%,*}" endpoint status -w json | jq '.[0].Status.header.revision'; }
+  # Cairn: the Put histogram's sum and count, over the three nodes.
+  cairn_put_seconds() {
+    local i
+    for i in 1 2 3; do
+      curl -s "http://127.0.0.1:$(http "$i")/metrics" |
+        awk '/^cairn_grpc_request_duration_seconds_sum\{method="Put"\}/ {print $2}'
+    done | awk '{s += $1} END {print s + 0}'
+  }
+  # etcd: Puts started and not yet handled, over the three members, now.
+  etcd_in_flight() {
+    local e
+    for e in ${ee//,/ }; do
+      curl -s "http://$e/metrics" | awk '
+        /^grpc_server_started_total\{.*grpc_method="Put"/ {s += $2}
+        /^grpc_server_handled_total\{.*grpc_method="Put"/ {h += $2}
+        END {print s - h}'
+    done | awk '{n += $1} END {print n + 0}'
+  }
+  run() { # NAME ENDPOINTS SERVER-PIDS...
+    local name=$1 e=$2
+    shift 2
+    ctl --endpoints "$e" check perf --load="$load" >"$work/cp-$name.out" 2>&1 &
+    local cp=$!
+    sleep "$window_start_s"
+    local client
+    client=$(pgrep -n -f "check perf --load=$load")
+    local r0 s0 c0 l0 t0 samples=""
+    r0=$(revision "$e"); s0=$(ticks "$@"); c0=$(ticks "$client"); t0=$(date +%s.%N)
+    if [ "$name" = cairn ]; then
+      l0=$(cairn_put_seconds)
+      sleep "$window_s"
+    else
+      local k
+      for k in $(seq 1 20); do
+        samples+=" $(etcd_in_flight)"
+        sleep $(echo "$window_s / 20" | bc -l)
+      done
+    fi
+    local n s c secs in_flight
+    n=$(($(revision "$e") - r0)); s=$(($(ticks "$@") - s0)); c=$(($(ticks "$client") - c0))
+    secs=$(echo "$(date +%s.%N) - $t0" | bc -l)
+    if [ "$name" = cairn ]; then
+      in_flight=$(echo "($(cairn_put_seconds) - $l0) / $secs" | bc -l)
+    else
+      in_flight=$(tr ' ' '\n' <<<"$samples" | awk 'NF {s += $1; n++} END {print s / n}')
+    fi
+    wait "$cp" || true # check perf exits 1 when it reports a FAIL
+    local verdict
+    verdict=$(tr '\r' '\n' <"$work/cp-$name.out" | grep -E 'writes/s' | tail -1)
+    printf '%-6s %s | window: %.0f puts/s, servers %d us and client %d us of CPU per put, %.1f puts in flight at the servers\n' \
+      "$name" "$verdict" "$(echo "$n / $secs" | bc -l)" $((s * 10000000 / n / 1000)) $((c * 10000000 / n / 1000)) "$in_flight"
+  }
+  for t in $first; do
+    if [ "$t" = cairn ]; then
+      run cairn "$eps" "${pids[1]}" "${pids[2]}" "${pids[3]}"
+    else
+      run etcd "$ee" "${epids[@]}"
+    fi
+  done
+  exit 0
+fi
+
+runs=${1:-3}
+source "$here/lib/cluster.sh" # for `machine` and the build; its own cluster is never started
+echo "machine: $(machine); etcd: $("${ETCD_BIN:-$(command -v etcd)}" --version | head -1); cairn: $(cd "$root" && git rev-parse --short HEAD)"
+echo "\$ etcdctl check perf --load=$load, against each (window: ${window_start_s}-$((window_start_s + window_s)) s)"
+for r in $(seq 1 "$runs"); do
+  order="cairn etcd"
+  [ $((r % 2)) = 0 ] && order="etcd cairn"
+  echo "-- run $r"
+  "$0" --one "$order"
+done
