@@ -4,7 +4,8 @@
 # run on fresh clusters of both, taking turns which goes first. Besides check perf's own
 # verdict, each run prints what the servers saw in a steady window (from 15 s to 45 s):
 #   - puts/s, from the revision (`etcdctl endpoint status`);
-#   - the servers' and the client's CPU per 1,000 puts (/proc, all three servers together);
+#   - the servers' and the client's CPU per put, in microseconds (/proc; the three servers
+#     together; etcd's includes rendering /metrics for the samples below, about 60 times);
 #   - the puts in flight at the servers, summed over the three: for Cairn, Little's law on its
 #     `cairn_grpc_request_duration_seconds` histogram (time spent / window); for etcd, the mean
 #     of 20 samples of `grpc_server_started_total - grpc_server_handled_total` (etcd keeps no
@@ -19,6 +20,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 load=${LOAD:-l}
 window_start_s=15
 window_s=30
+etcd_samples=20
+ticks_per_s=$(getconf CLK_TCK)
 
 if [ "${1:-}" = "--one" ]; then
   first=$2
@@ -55,11 +58,17 @@ if [ "${1:-}" = "--one" ]; then
   run() { # NAME ENDPOINTS SERVER-PIDS...
     local name=$1 e=$2
     shift 2
-    ctl --endpoints "$e" check perf --load="$load" >"$work/cp-$name.out" 2>&1 &
-    local cp=$!
+    # Started directly, so that $! is the client itself (its CPU is measured). Global, for the
+    # trap that stops it should this script stop early.
+    ETCDCTL_API=3 "$etcdctl_bin" --endpoints "$e" check perf --load="$load" >"$work/cp-$name.out" 2>&1 &
+    client=$!
+    trap 'kill "$client" 2>/dev/null || true; cleanup' EXIT
     sleep "$window_start_s"
-    local client
-    client=$(pgrep -n -f "check perf --load=$load")
+    if ! kill -0 "$client" 2>/dev/null; then
+      echo "$name: check perf ended early:" >&2
+      tr '\r' '\n' <"$work/cp-$name.out" | tail -5 >&2
+      return 1
+    fi
     local r0 s0 c0 l0 t0 samples=""
     r0=$(revision "$e"); s0=$(ticks "$@"); c0=$(ticks "$client"); t0=$(date +%s.%N)
     if [ "$name" = cairn ]; then
@@ -67,9 +76,10 @@ if [ "${1:-}" = "--one" ]; then
       sleep "$window_s"
     else
       local k
-      for k in $(seq 1 20); do
+      for k in $(seq 1 "$etcd_samples"); do
         samples+=" $(etcd_in_flight)"
-        sleep $(echo "$window_s / 20" | bc -l)
+        # On a schedule from the window's start, whatever the scrapes take.
+        sleep "$(echo "$t0 + $k * $window_s / $etcd_samples - $(date +%s.%N)" | bc -l | sed 's/^-.*/0/')"
       done
     fi
     local n s c secs in_flight
@@ -80,11 +90,18 @@ if [ "${1:-}" = "--one" ]; then
     else
       in_flight=$(tr ' ' '\n' <<<"$samples" | awk 'NF {s += $1; n++} END {print s / n}')
     fi
-    wait "$cp" || true # check perf exits 1 when it reports a FAIL
+    wait "$client" || true # check perf exits 1 when it reports a FAIL
     local verdict
-    verdict=$(tr '\r' '\n' <"$work/cp-$name.out" | grep -E 'writes/s' | tail -1)
-    printf '%-6s %s | window: %.0f puts/s, servers %d us and client %d us of CPU per put, %.1f puts in flight at the servers\n' \
-      "$name" "$verdict" "$(echo "$n / $secs" | bc -l)" $((s * 10000000 / n / 1000)) $((c * 10000000 / n / 1000)) "$in_flight"
+    verdict=$(tr '\r' '\n' <"$work/cp-$name.out" | grep -oE '(PASS|FAIL)[^|]*writes/s' | tail -1) ||
+      verdict="(no verdict)"
+    if [ "$n" -le 0 ]; then
+      printf '%-6s %s | window: no puts\n' "$name" "$verdict"
+      return 0
+    fi
+    # CPU in clock ticks: 1,000,000 / ticks_per_s microseconds each.
+    printf '%-6s %s | window: %.0f puts/s, servers %.1f us and client %.1f us of CPU per put, %.1f puts in flight at the servers\n' \
+      "$name" "$verdict" "$(echo "$n / $secs" | bc -l)" \
+      "$(echo "$s * 1000000 / $ticks_per_s / $n" | bc -l)" "$(echo "$c * 1000000 / $ticks_per_s / $n" | bc -l)" "$in_flight"
   }
   for t in $first; do
     if [ "$t" = cairn ]; then
@@ -98,7 +115,9 @@ fi
 
 runs=${1:-3}
 source "$here/lib/cluster.sh" # for `machine` and the build; its own cluster is never started
-echo "machine: $(machine); etcd: $("${ETCD_BIN:-$(command -v etcd)}" --version | head -1); cairn: $(cd "$root" && git rev-parse --short HEAD)"
+built=$(cd "$root" && git rev-parse --short HEAD)
+[ -n "${CAIRN_BIN:-}" ] && built="$CAIRN_BIN (tree at $built)"
+echo "machine: $(machine); etcd: $("${ETCD_BIN:-$(command -v etcd)}" --version | head -1); cairn: $built"
 echo "\$ etcdctl check perf --load=$load, against each (window: ${window_start_s}-$((window_start_s + window_s)) s)"
 for r in $(seq 1 "$runs"); do
   order="cairn etcd"

@@ -462,6 +462,48 @@ mod tests {
     }
 
     #[test]
+    fn puts_count_keys_across_a_delete_and_leave_a_taken_image_as_it_was() {
+        use crate::mvcc::test_util::{delete, get, put};
+        use crate::mvcc::KvState;
+        let encoded = |image: &crate::mvcc::KvSnapshot| {
+            let mut out = Vec::new();
+            image.encode_into(&mut out);
+            out
+        };
+        let mut s = KvState::new();
+        put(&mut s, b"a", b"1");
+        let image = s.snapshot_view();
+        let taken = encoded(&image);
+
+        // A stored key, a new key, then a key put again after its delete.
+        let again = put(&mut s, b"a", b"2");
+        assert_eq!(again.events[0].prev_kv.as_ref().map(|p| p.version), Some(1));
+        put(&mut s, b"b", b"1");
+        delete(&mut s, b"a", b"");
+        assert_eq!(s.key_count(), 1);
+        let deleted_size = s.approx_size_bytes();
+        let back = put(&mut s, b"a", b"3");
+        assert_eq!(s.key_count(), 2);
+        assert!(s.approx_size_bytes() > deleted_size);
+        assert!(
+            back.events[0].prev_kv.is_none(),
+            "nothing visible before the put"
+        );
+        let a = get(&s, b"a").expect("put back");
+        assert_eq!(
+            (a.version, a.create_revision, a.mod_revision),
+            (1, s.revision(), s.revision()),
+            "a key put after its delete starts over"
+        );
+
+        assert_eq!(
+            encoded(&image),
+            taken,
+            "the image taken before is unchanged"
+        );
+    }
+
+    #[test]
     fn versions_grow_from_one_in_place_and_shrink_back_to_it() {
         let v = |rev| Version {
             mod_revision: rev,
