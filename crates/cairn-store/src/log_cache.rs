@@ -75,6 +75,11 @@ impl Run {
         }
     }
 
+    /// Takes the entry at `index` out, if there is one.
+    fn remove(&mut self, index: u64) -> Option<Held> {
+        self.remove_if(index, |_| true)
+    }
+
     /// Takes the entry at `index` out, if there is one and `take` says so.
     fn remove_if(&mut self, index: u64, take: impl FnOnce(&Held) -> bool) -> Option<Held> {
         let at = self.search(index).ok()?;
@@ -160,7 +165,7 @@ impl LogCache {
     /// Holds `entry` (of `bytes` encoded bytes) until it is on disk, replacing any entry at its
     /// index.
     pub fn append(&mut self, entry: Entry, bytes: usize) {
-        if let Some(old) = self.flushed.remove_if(entry.log_id.index, |_| true) {
+        if let Some(old) = self.flushed.remove(entry.log_id.index) {
             self.flushed_bytes -= old.bytes;
         }
         self.pending.insert(Held { entry, bytes });

@@ -78,6 +78,19 @@ fn records_end(path: &Path) -> u64 {
         .map_or(0, |i| i as u64 + 1)
 }
 
+/// Where each record of the segment at `path` starts: a record is its length (u32) and
+/// checksum (u32), then that many bytes.
+fn record_starts(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut starts = Vec::new();
+    let mut at = 0usize;
+    while let Some(len) = bytes.get(at..at + 4) {
+        starts.push(at as u64);
+        at += 8 + u32::from_le_bytes(len.try_into().unwrap()) as usize;
+    }
+    starts
+}
+
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
@@ -226,22 +239,9 @@ fn corruption_before_the_newest_segment_refuses_to_open_naming_the_file() {
     // Zeroes where a closed segment's last records were are lost records, not space written
     // ahead (a closed segment is cut to its records); a wholly zeroed one is not taken for a
     // purged one and deleted.
-    // Where each record starts: its length (u32) and checksum (u32), then that many bytes.
-    let bytes = std::fs::read(&path).unwrap();
-    let mut starts = vec![0usize];
-    while let Some(len) = bytes
-        .get(starts[starts.len() - 1]..)
-        .and_then(|b| b.get(..4))
-    {
-        let next =
-            starts[starts.len() - 1] + 8 + u32::from_le_bytes(len.try_into().unwrap()) as usize;
-        if next >= bytes.len() {
-            break;
-        }
-        starts.push(next);
-    }
+    let starts = record_starts(&path);
     assert!(starts.len() > 2);
-    for from in [starts[starts.len() - 2] as u64, 0] {
+    for from in [starts[starts.len() - 2], 0] {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut wal, _) = Wal::open(dir.path(), SMALL_SEGMENT).unwrap();
