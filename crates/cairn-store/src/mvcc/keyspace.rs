@@ -5,7 +5,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::value::Value;
 use super::{KvState, VERSION_OVERHEAD_BYTES};
@@ -21,7 +21,7 @@ pub(super) type Key = Arc<[u8]>;
 pub(super) type KeyMap = imbl::OrdMap<Key, Arc<KeyHistory>>;
 
 /// One version of a key: what a put wrote, or a tombstone left by a delete.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub(super) struct Version {
     pub mod_revision: i64,
     /// Position of this write within its revision (etcd's sub revision); orders events.
@@ -33,8 +33,8 @@ pub(super) struct Version {
     /// 0 for none.
     pub lease: i64,
     /// `None` marks a tombstone: the key was deleted at `mod_revision`. Held packed when
-    /// large ([`Value`]); written out as it was put.
-    #[serde(with = "super::snapshot::opt_value")]
+    /// large ([`Value`]), and so in a snapshot; read as it was put from a format-1 snapshot.
+    #[serde(deserialize_with = "super::snapshot::opt_value::deserialize")]
     pub value: Option<Value>,
 }
 

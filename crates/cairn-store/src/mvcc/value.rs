@@ -3,9 +3,10 @@
 //!
 //! Cairn's metadata are JSON records of a few hundred bytes each, kept in memory on every node
 //! for the cluster's life: held compressed, a table info of three columns and its route of ten
-//! regions take 269 bytes instead of 894 (BENCHMARKS.md, issue 12). Compression is a matter of
-//! this node's memory alone: the snapshot, the wire, watch events and hashes all see the bytes
-//! as written, so a build with another vocabulary, or none, reads the same store.
+//! regions take 269 bytes instead of 894 (BENCHMARKS.md, issue 12). The wire, watch events and
+//! hashes see the bytes as written. A snapshot carries values as held, with the vocabulary they
+//! were packed against ([`Value::from_held`]), so a build with another vocabulary, or none, reads
+//! it too.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -22,9 +23,24 @@ const PACKED_HEADER_BYTES: usize = 5;
 /// A value is held packed only if that saves at least 1/`PACK_SAVING_MIN_DIVISOR` of it.
 const PACK_SAVING_MIN_DIVISOR: usize = 8;
 
-/// One value as held: a tag byte, then the bytes as written or packed.
-#[derive(Clone, PartialEq, Eq)]
+/// LZ4 turns one byte of a block into at most this many (a match's length runs on in bytes of
+/// 255): a packed value that claims more, past [`LZ4_EXPANSION_SLACK_BYTES`], is corrupt, and is
+/// refused before room for it is allocated.
+const LZ4_EXPANSION_MAX: usize = 255;
+const LZ4_EXPANSION_SLACK_BYTES: usize = 64;
+
+/// One value as held: a tag byte, then the bytes as written or packed. Values are equal when
+/// their bytes as written are, however each is held.
+#[derive(Clone)]
 pub(super) struct Value(Box<[u8]>);
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 || self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Value {}
 
 impl Value {
     /// Holds `bytes`, packed if that takes at least an eighth less room.
@@ -86,6 +102,55 @@ impl Value {
         self.bytes().into_owned()
     }
 
+    /// The value as held, tag first: what a snapshot carries (read back by [`Value::from_held`]
+    /// with this build's vocabulary).
+    pub fn held(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A value as a node held it, packed against `vocabulary`, checked: it must unpack to the
+    /// length it claims (into `scratch`, reused between calls). Kept as it is when `vocabulary`
+    /// is this build's; otherwise unpacked and held anew.
+    pub fn from_held(
+        held: Vec<u8>,
+        vocabulary: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> Result<Value, String> {
+        let ours = vocabulary == cairn_meta::codec::VOCABULARY;
+        match held.first() {
+            Some(&PLAIN) if ours => Ok(Value(held.into_boxed_slice())),
+            Some(&PLAIN) => Ok(Value::new(&held[1..])),
+            Some(&PACKED) => {
+                let header = held
+                    .get(1..PACKED_HEADER_BYTES)
+                    .ok_or("a packed value without its length")?;
+                let len = u32::from_le_bytes(header.try_into().expect("four bytes")) as usize;
+                let packed = &held[PACKED_HEADER_BYTES..];
+                let most = packed.len().saturating_mul(LZ4_EXPANSION_MAX);
+                if len > most.saturating_add(LZ4_EXPANSION_SLACK_BYTES) {
+                    return Err(format!(
+                        "a packed value of {} bytes claims {len} bytes unpacked",
+                        packed.len()
+                    ));
+                }
+                scratch.clear();
+                scratch.resize(len, 0);
+                match lz4_flex::block::decompress_into_with_dict(packed, scratch, vocabulary) {
+                    Ok(n) if n == len => {}
+                    Ok(n) => return Err(format!("a packed value unpacks to {n} bytes, not {len}")),
+                    Err(e) => return Err(format!("a packed value does not unpack: {e}")),
+                }
+                Ok(if ours {
+                    Value(held.into_boxed_slice())
+                } else {
+                    Value::new(scratch)
+                })
+            }
+            Some(tag) => Err(format!("a value held with unknown tag {tag}")),
+            None => Err("a value with no tag".to_string()),
+        }
+    }
+
     /// Bytes this value takes in memory (its allocation's request; the allocator rounds up).
     #[cfg(test)]
     pub fn held_bytes(&self) -> usize {
@@ -137,6 +202,23 @@ mod tests {
         assert!(Value::new(info).held_bytes() * 2 < info.len());
         assert!(Value::new(route).held_bytes() * 2 < route.len());
         assert_ne!(Value::new(route), Value::new(info));
+    }
+
+    #[test]
+    fn a_value_held_another_way_is_equal_to_the_same_bytes_as_written() {
+        let route = br#"{"t":1026,"v":1,"r":[{"id":4406636445696,"l":200000},{"id":4406636445697,"l":200001}]}"#;
+        let mut scratch = Vec::new();
+        let plain = [&[PLAIN][..], route].concat();
+        let held_plain = Value::from_held(plain, cairn_meta::codec::VOCABULARY, &mut scratch);
+        let held_plain = held_plain.unwrap();
+        assert_eq!(held_plain.held_bytes(), route.len() + 1, "kept as it came");
+        assert!(Value::new(route).held_bytes() < route.len());
+        assert_eq!(held_plain, Value::new(route));
+        assert_ne!(held_plain, Value::new(&route[1..]));
+        let packed = Value::new(route).held().to_vec();
+        let back = Value::from_held(packed, cairn_meta::codec::VOCABULARY, &mut scratch).unwrap();
+        assert_eq!(back.held(), Value::new(route).held());
+        assert_eq!(&*back.bytes(), route);
     }
 
     #[test]
