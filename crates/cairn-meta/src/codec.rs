@@ -22,10 +22,10 @@ pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, MetaEr
 /// The words Cairn's own JSON records are made of: field and variant names, type names and
 /// common values, for compressing records against. A record of a few hundred bytes repeats
 /// little of itself but much of this: a table info of three columns goes from 552 bytes to 139
-/// with it in LZ4, to 389 without (BENCHMARKS.md, issue 12). Used only in memory
-/// (cairn-store holds large values compressed); what is stored on disk or sent is the plain
-/// JSON, so this may change from one build to the next. Most common last: the nearest match
-/// is found first.
+/// with it in LZ4, to 389 without (BENCHMARKS.md, issue 12). cairn-store holds large values
+/// compressed with it, and its snapshots carry them so, with these words beside them: a build
+/// with other words unpacks them with the snapshot's. So this may change from one build to the
+/// next. Most common last: the nearest match is found first.
 pub const VOCABULARY: &[u8] = b"{\"start\":\"\",\"end\":\"\"}\
 {\"list\":{\"column\":\"\",\"lists\":[[\"\"]]}}{\"range\":{\"column\":\"\",\"ranges\":[\
 \"default_value\":\"\",\"comment\":\"\",\"ttl_seconds\":,\"extra\":{\"\":\"\"}\

@@ -3,11 +3,12 @@
 //!
 //! Cairn's metadata are JSON records of a few hundred bytes each, kept in memory on every node
 //! for the cluster's life: held compressed, a table info of three columns and its route of ten
-//! regions take 269 bytes instead of 894 (BENCHMARKS.md, issue 12). The wire, watch events and
-//! hashes see the bytes as written. A snapshot carries values as held, with the vocabulary they
+//! regions take 269 bytes instead of 894 (BENCHMARKS.md, issue 12). Client answers, watch
+//! events, Raft log entries and hashes see the bytes as written. A snapshot carries values as held, with the vocabulary they
 //! were packed against ([`Value::from_held`]), so a build with another vocabulary, or none, reads
 //! it too.
 
+use cairn_types::limits::REQUEST_BYTES_MAX_CONFIGURABLE;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -27,6 +28,7 @@ const PACK_SAVING_MIN_DIVISOR: usize = 8;
 /// 255): a packed value that claims more, past [`LZ4_EXPANSION_SLACK_BYTES`], is corrupt, and is
 /// refused before room for it is allocated.
 const LZ4_EXPANSION_MAX: usize = 255;
+/// What a short block may unpack to past [`LZ4_EXPANSION_MAX`] times its length.
 const LZ4_EXPANSION_SLACK_BYTES: usize = 64;
 
 /// One value as held: a tag byte, then the bytes as written or packed. Values are equal when
@@ -84,13 +86,14 @@ impl Value {
             PLAIN => Cow::Borrowed(&self.0[1..]),
             _ => {
                 let mut out = vec![0; self.len()];
-                // Packed here, from bytes of this length, with this vocabulary: it unpacks.
+                // Packed by this build, or checked on the way in ([`Value::from_held`]) to
+                // unpack with this vocabulary to this length: it unpacks.
                 let n = lz4_flex::block::decompress_into_with_dict(
                     &self.0[PACKED_HEADER_BYTES..],
                     &mut out,
                     cairn_meta::codec::VOCABULARY,
                 )
-                .expect("a value packed by this node unpacks");
+                .expect("a value held packed unpacks");
                 debug_assert_eq!(n, out.len());
                 Cow::Owned(out)
             }
@@ -109,14 +112,15 @@ impl Value {
     }
 
     /// A value as a node held it, packed against `vocabulary`, checked: it must unpack to the
-    /// length it claims (into `scratch`, reused between calls). Kept as it is when `vocabulary`
-    /// is this build's; otherwise unpacked and held anew.
+    /// length it claims (into `scratch`, reused between calls), which no request could exceed.
+    /// Kept as it is when `vocabulary` is this build's (`ours`); otherwise unpacked and held
+    /// anew.
     pub fn from_held(
         held: Vec<u8>,
         vocabulary: &[u8],
+        ours: bool,
         scratch: &mut Vec<u8>,
     ) -> Result<Value, String> {
-        let ours = vocabulary == cairn_meta::codec::VOCABULARY;
         match held.first() {
             Some(&PLAIN) if ours => Ok(Value(held.into_boxed_slice())),
             Some(&PLAIN) => Ok(Value::new(&held[1..])),
@@ -127,7 +131,9 @@ impl Value {
                 let len = u32::from_le_bytes(header.try_into().expect("four bytes")) as usize;
                 let packed = &held[PACKED_HEADER_BYTES..];
                 let most = packed.len().saturating_mul(LZ4_EXPANSION_MAX);
-                if len > most.saturating_add(LZ4_EXPANSION_SLACK_BYTES) {
+                if len > most.saturating_add(LZ4_EXPANSION_SLACK_BYTES)
+                    || len > REQUEST_BYTES_MAX_CONFIGURABLE
+                {
                     return Err(format!(
                         "a packed value of {} bytes claims {len} bytes unpacked",
                         packed.len()
@@ -209,14 +215,14 @@ mod tests {
         let route = br#"{"t":1026,"v":1,"r":[{"id":4406636445696,"l":200000},{"id":4406636445697,"l":200001}]}"#;
         let mut scratch = Vec::new();
         let plain = [&[PLAIN][..], route].concat();
-        let held_plain = Value::from_held(plain, cairn_meta::codec::VOCABULARY, &mut scratch);
-        let held_plain = held_plain.unwrap();
+        let vocabulary = cairn_meta::codec::VOCABULARY;
+        let held_plain = Value::from_held(plain, vocabulary, true, &mut scratch).unwrap();
         assert_eq!(held_plain.held_bytes(), route.len() + 1, "kept as it came");
         assert!(Value::new(route).held_bytes() < route.len());
         assert_eq!(held_plain, Value::new(route));
         assert_ne!(held_plain, Value::new(&route[1..]));
         let packed = Value::new(route).held().to_vec();
-        let back = Value::from_held(packed, cairn_meta::codec::VOCABULARY, &mut scratch).unwrap();
+        let back = Value::from_held(packed, vocabulary, true, &mut scratch).unwrap();
         assert_eq!(back.held(), Value::new(route).held());
         assert_eq!(&*back.bytes(), route);
     }
