@@ -4,9 +4,9 @@
 //! Cairn's metadata are JSON records of a few hundred bytes each, kept in memory on every node
 //! for the cluster's life: held compressed, a table info of three columns and its route of ten
 //! regions take 269 bytes instead of 894 (BENCHMARKS.md, issue 12). Client answers, watch
-//! events, Raft log entries and hashes see the bytes as written. A snapshot carries values as held, with the vocabulary they
-//! were packed against ([`Value::from_held`]), so a build with another vocabulary, or none, reads
-//! it too.
+//! events, Raft log entries and hashes see the bytes as written. A snapshot carries values as
+//! held, with the vocabulary they were packed against ([`Value::from_held`]), so a build with
+//! another vocabulary, or none, reads it too.
 
 use cairn_types::limits::REQUEST_BYTES_MAX_CONFIGURABLE;
 use std::borrow::Cow;
