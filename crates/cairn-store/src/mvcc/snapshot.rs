@@ -199,13 +199,17 @@ impl KvState {
                 let image: Image = decode_whole(rest)?;
                 let mut state = Self::from_parts(image.revision, image.compact_revision)?;
                 let vocabulary = image.vocabulary.0;
-                let ours = vocabulary == cairn_meta::codec::VOCABULARY;
+                let foreign =
+                    (vocabulary != cairn_meta::codec::VOCABULARY).then_some(&vocabulary[..]);
                 let mut scratch = Vec::new();
                 let keys = image.keys.into_iter().map(|(key, held)| {
                     let versions = held
                         .into_iter()
-                        .map(|v| v.into_version(&vocabulary, ours, &mut scratch))
-                        .collect::<Result<Vec<_>, _>>()?;
+                        .map(|v| v.into_version(foreign, &mut scratch))
+                        .collect::<Result<Vec<_>, String>>()
+                        .map_err(|e| {
+                            corrupt(format!("key {:?}: {e}", String::from_utf8_lossy(&key.0)))
+                        })?;
                     Ok((key, versions))
                 });
                 state.fill(image.leases, keys)?;
@@ -372,16 +376,14 @@ impl<'de> Deserialize<'de> for ByteBuf {
 }
 
 impl VersionHeld {
+    /// The version, its value checked ([`Value::from_held`]).
     fn into_version(
         self,
-        vocabulary: &[u8],
-        ours: bool,
+        foreign: Option<&[u8]>,
         scratch: &mut Vec<u8>,
-    ) -> Result<Version, KvError> {
+    ) -> Result<Version, String> {
         let value = match self.value {
-            Some(held) => {
-                Some(Value::from_held(held.0, vocabulary, ours, scratch).map_err(corrupt)?)
-            }
+            Some(held) => Some(Value::from_held(held.0, foreign, scratch)?),
             None => None,
         };
         Ok(Version {

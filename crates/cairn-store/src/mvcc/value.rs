@@ -71,12 +71,7 @@ impl Value {
     pub fn len(&self) -> usize {
         match self.0[0] {
             PLAIN => self.0.len() - 1,
-            _ => {
-                let len = self.0[1..PACKED_HEADER_BYTES]
-                    .try_into()
-                    .expect("four bytes");
-                u32::from_le_bytes(len) as usize
-            }
+            _ => packed_len(&self.0).expect("a packed value holds its length"),
         }
     }
 
@@ -85,16 +80,11 @@ impl Value {
         match self.0[0] {
             PLAIN => Cow::Borrowed(&self.0[1..]),
             _ => {
-                let mut out = vec![0; self.len()];
+                let mut out = Vec::new();
                 // Packed by this build, or checked on the way in ([`Value::from_held`]) to
                 // unpack with this vocabulary to this length: it unpacks.
-                let n = lz4_flex::block::decompress_into_with_dict(
-                    &self.0[PACKED_HEADER_BYTES..],
-                    &mut out,
-                    cairn_meta::codec::VOCABULARY,
-                )
-                .expect("a value held packed unpacks");
-                debug_assert_eq!(n, out.len());
+                unpack_into(&self.0, self.len(), cairn_meta::codec::VOCABULARY, &mut out)
+                    .expect("a value held packed unpacks");
                 Cow::Owned(out)
             }
         }
@@ -111,45 +101,34 @@ impl Value {
         &self.0
     }
 
-    /// A value as a node held it, packed against `vocabulary`, checked: it must unpack to the
-    /// length it claims (into `scratch`, reused between calls), which no request could exceed.
-    /// Kept as it is when `vocabulary` is this build's (`ours`); otherwise unpacked and held
-    /// anew.
+    /// A value as a node held it, checked: it must unpack to the length it claims (into
+    /// `scratch`, reused between calls), which no request could exceed. `foreign` is the
+    /// vocabulary it was packed against when that is not this build's: the value is then unpacked
+    /// and held anew; otherwise it is kept as it is.
     pub fn from_held(
         held: Vec<u8>,
-        vocabulary: &[u8],
-        ours: bool,
+        foreign: Option<&[u8]>,
         scratch: &mut Vec<u8>,
     ) -> Result<Value, String> {
         match held.first() {
-            Some(&PLAIN) if ours => Ok(Value(held.into_boxed_slice())),
+            Some(&PLAIN) if foreign.is_none() => Ok(Value(held.into_boxed_slice())),
             Some(&PLAIN) => Ok(Value::new(&held[1..])),
             Some(&PACKED) => {
-                let header = held
-                    .get(1..PACKED_HEADER_BYTES)
-                    .ok_or("a packed value without its length")?;
-                let len = u32::from_le_bytes(header.try_into().expect("four bytes")) as usize;
-                let packed = &held[PACKED_HEADER_BYTES..];
-                let most = packed.len().saturating_mul(LZ4_EXPANSION_MAX);
+                let len = packed_len(&held).ok_or("a packed value without its length")?;
+                let packed = held.len() - PACKED_HEADER_BYTES;
+                let most = packed.saturating_mul(LZ4_EXPANSION_MAX);
                 if len > most.saturating_add(LZ4_EXPANSION_SLACK_BYTES)
                     || len > REQUEST_BYTES_MAX_CONFIGURABLE
                 {
                     return Err(format!(
-                        "a packed value of {} bytes claims {len} bytes unpacked",
-                        packed.len()
+                        "a packed value of {packed} bytes claims {len} bytes unpacked"
                     ));
                 }
-                scratch.clear();
-                scratch.resize(len, 0);
-                match lz4_flex::block::decompress_into_with_dict(packed, scratch, vocabulary) {
-                    Ok(n) if n == len => {}
-                    Ok(n) => return Err(format!("a packed value unpacks to {n} bytes, not {len}")),
-                    Err(e) => return Err(format!("a packed value does not unpack: {e}")),
-                }
-                Ok(if ours {
-                    Value(held.into_boxed_slice())
-                } else {
-                    Value::new(scratch)
+                let vocabulary = foreign.unwrap_or(cairn_meta::codec::VOCABULARY);
+                unpack_into(&held, len, vocabulary, scratch)?;
+                Ok(match foreign {
+                    None => Value(held.into_boxed_slice()),
+                    Some(_) => Value::new(scratch),
                 })
             }
             Some(tag) => Err(format!("a value held with unknown tag {tag}")),
@@ -161,6 +140,30 @@ impl Value {
     #[cfg(test)]
     pub fn held_bytes(&self) -> usize {
         self.0.len()
+    }
+}
+
+/// The length as written that a packed value `held` (tag first) claims, if it holds one.
+fn packed_len(held: &[u8]) -> Option<usize> {
+    let header = held.get(1..PACKED_HEADER_BYTES)?;
+    Some(u32::from_le_bytes(header.try_into().expect("four bytes")) as usize)
+}
+
+/// Unpacks the packed value `held` (tag first), against `vocabulary`, into `out`, which must
+/// come out `len` bytes long.
+fn unpack_into(
+    held: &[u8],
+    len: usize,
+    vocabulary: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.clear();
+    out.resize(len, 0);
+    match lz4_flex::block::decompress_into_with_dict(&held[PACKED_HEADER_BYTES..], out, vocabulary)
+    {
+        Ok(n) if n == len => Ok(()),
+        Ok(n) => Err(format!("a packed value unpacks to {n} bytes, not {len}")),
+        Err(e) => Err(format!("a packed value does not unpack: {e}")),
     }
 }
 
@@ -215,14 +218,13 @@ mod tests {
         let route = br#"{"t":1026,"v":1,"r":[{"id":4406636445696,"l":200000},{"id":4406636445697,"l":200001}]}"#;
         let mut scratch = Vec::new();
         let plain = [&[PLAIN][..], route].concat();
-        let vocabulary = cairn_meta::codec::VOCABULARY;
-        let held_plain = Value::from_held(plain, vocabulary, true, &mut scratch).unwrap();
+        let held_plain = Value::from_held(plain, None, &mut scratch).unwrap();
         assert_eq!(held_plain.held_bytes(), route.len() + 1, "kept as it came");
         assert!(Value::new(route).held_bytes() < route.len());
         assert_eq!(held_plain, Value::new(route));
         assert_ne!(held_plain, Value::new(&route[1..]));
         let packed = Value::new(route).held().to_vec();
-        let back = Value::from_held(packed, vocabulary, true, &mut scratch).unwrap();
+        let back = Value::from_held(packed, None, &mut scratch).unwrap();
         assert_eq!(back.held(), Value::new(route).held());
         assert_eq!(&*back.bytes(), route);
     }
