@@ -194,7 +194,17 @@ async fn lock_waiter_fails_when_its_lease_is_revoked() {
         })
         .await
     });
-    tokio::time::sleep(Duration::from_millis(STILL_BLOCKED_MS)).await;
+    // Revoke only once the waiter is queued (its key written): revoked before its Lock reached
+    // the server, the call would fail as a lock on an unknown lease, not as a lost session.
+    let waiter_key = format!("r/{l2:x}").into_bytes();
+    let deadline = tokio::time::Instant::now() + COMPLETES_WITHIN;
+    while create_revision(&mut c, &waiter_key).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waiter never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     c.lease
         .lease_revoke(LeaseRevokeRequest { id: l2 })
         .await
