@@ -354,6 +354,13 @@ async fn a_write_decided_in_an_ended_term_is_refused() {
 
     let (new, new_term) = transfer_from(&c, old, old_term).await;
     let new_node = c.nodes[new].node().await;
+    // The new leader's services can start before the old leader has heard of the new term (a
+    // quorum without it elected the new one): wait until it follows the new leader.
+    let new_id = c.nodes[new].config.node_id;
+    wait_until("the old leader follows the new one", || {
+        old_node.leader() == Some(new_id)
+    })
+    .await;
 
     // The deposed leader refuses its own stale decision at once.
     let err = old_node
