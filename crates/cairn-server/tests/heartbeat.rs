@@ -171,7 +171,13 @@ fn follower_index(cluster: &TestCluster, leader: u64) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registers_and_its_stats_show_in_list_nodes_and_http() {
-    let cluster = TestCluster::start(3, fast_nodes).await;
+    // The node heartbeats once and is then expected "alive" over several RPCs: a lease far
+    // longer than they take, so a slow machine does not see it turn suspect meanwhile.
+    let cluster = TestCluster::start(3, |c| {
+        fast_nodes(c);
+        c.node_lease_ms = Some(WAIT_MAX.as_millis() as u64);
+    })
+    .await;
     let leader = cluster.wait_leader().await;
     let l = leader_index(&cluster, leader);
     let f = follower_index(&cluster, leader);
@@ -295,6 +301,11 @@ async fn forgotten_node_loses_its_record_and_gets_it_back_when_it_returns() {
         tokio::time::sleep(Duration::from_millis(INTERVAL_MS)).await;
     }
     wait_record(&cluster, 5, true).await;
+    // One more heartbeat right before the check: the last one of the loop may be older than
+    // the 300 ms lease by now on a slow machine.
+    s.call(request(5, NodeRole::Datanode, "h:5", 16))
+        .await
+        .expect("answer");
     assert_eq!(state_of(&addr, 5).await.as_deref(), Some("alive"));
 }
 
