@@ -177,6 +177,12 @@ async fn datanode_registers_obeys_and_follows_a_leader_change() {
     })
     .await;
     assert_eq!(view.stats.unwrap().rcus, 42);
+    // The leader lists the node once it has taken its first request, before its answer (which
+    // names the interval) has reached the client: wait for the client to have taken an answer.
+    eventually("the client to take an answer", || async {
+        (heartbeat.status().acknowledged >= 1).then_some(())
+    })
+    .await;
     assert_eq!(heartbeat.status().interval_ms, NODE_HEARTBEAT_INTERVAL_MS);
 
     // Instructions round-trip through the leader's mailbox.
