@@ -31,6 +31,9 @@ pub const NODE_IDLE_FORGET_MS_DEFAULT: u64 = 3_600_000;
 pub const AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT: u64 = 10_000;
 /// Most follower replicas per region.
 pub const REGION_FOLLOWERS_MAX: u32 = 8;
+/// Most async worker threads `cairn serve` may be given ([`ServerConfig::worker_threads`], or
+/// `TOKIO_WORKER_THREADS`).
+pub const WORKER_THREADS_MAX: usize = 1024;
 
 /// Everything one Cairn node needs to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +141,11 @@ pub struct ServerConfig {
     /// Revisions of history kept for watchers; older ones are compacted automatically by the
     /// leader. 0 keeps everything (then only an explicit Compact frees memory).
     pub auto_compaction_retention_revisions: u64,
+    /// Async worker threads of `cairn serve`'s runtime; 0 (the default) takes
+    /// `TOKIO_WORKER_THREADS` when set, else one per core the process may use. A program that
+    /// embeds the server builds its own runtime and does not read this. Several nodes sharing a
+    /// small host may run better with fewer (docs/operations.md, "Threads").
+    pub worker_threads: usize,
     /// Test hook: abort the process when a procedure reaches `KIND:STEP`
     /// (e.g. `create_table:open_regions`). Never set in production.
     pub test_crash_at: Option<String>,
@@ -222,6 +230,7 @@ impl Default for ServerConfig {
             region_reconcile_interval_ms: 30_000,
             ddl_timeout_ms: 120_000,
             auto_compaction_retention_revisions: AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT,
+            worker_threads: 0,
             test_crash_at: None,
             test_crash_marker: None,
         }
@@ -406,6 +415,13 @@ impl ServerConfig {
                 "region-followers: at most {REGION_FOLLOWERS_MAX} (region_followers_max)"
             ));
         }
+        if self.worker_threads > WORKER_THREADS_MAX {
+            return Err(format!(
+                "worker-threads: at most {WORKER_THREADS_MAX} (worker_threads_max; 0: one per \
+                 core), got {}",
+                self.worker_threads
+            ));
+        }
         if self.region_instruction_timeout_ms == 0 || self.ddl_timeout_ms == 0 {
             return Err(
                 "region-instruction-timeout-ms and ddl-timeout-ms: must be at least 1".into(),
@@ -464,6 +480,17 @@ mod tests {
             let err = c.validate().unwrap_err();
             assert!(err.contains("scheduler-operator-timeout-ms"), "{err}");
         }
+        let c = ServerConfig {
+            worker_threads: WORKER_THREADS_MAX + 1,
+            ..Default::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("worker-threads: at most 1024"), "{err}");
+        let c = ServerConfig {
+            worker_threads: WORKER_THREADS_MAX,
+            ..Default::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
         let c = ServerConfig {
             scheduler_region_return_ms: SCHEDULER_REGION_RETURN_MS_MAX + 1,
             ..Default::default()

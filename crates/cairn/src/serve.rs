@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// Revisions of history kept for watchers before automatic compaction (0 = keep all). Default 10000.
     #[arg(long, env = "CAIRN_AUTO_COMPACTION_RETENTION_REVISIONS")]
     pub auto_compaction_retention_revisions: Option<u64>,
+    /// Async worker threads (at most 1024). Default 0: TOKIO_WORKER_THREADS when set, else one
+    /// per core this process may use.
+    #[arg(long, env = "CAIRN_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Test hook: abort when a procedure reaches KIND:STEP. Never use in production.
     #[arg(long, env = "CAIRN_TEST_CRASH_AT", hide = true)]
     pub test_crash_at: Option<String>,
@@ -277,6 +281,9 @@ impl ServeArgs {
         if let Some(v) = self.auto_compaction_retention_revisions {
             c.auto_compaction_retention_revisions = v;
         }
+        if let Some(v) = self.worker_threads {
+            c.worker_threads = v;
+        }
         if let Some(v) = &self.test_crash_at {
             c.test_crash_at = Some(v.clone());
         }
@@ -323,9 +330,10 @@ pub async fn shutdown_signal() {
     }
 }
 
-pub async fn run(args: ServeArgs) -> Result<(), String> {
+/// Runs one node with settings already resolved by [`ServeArgs::to_config`] (before the runtime
+/// is built, as they size it).
+pub async fn run(config: ServerConfig) -> Result<(), String> {
     init_logging();
-    let config = args.to_config()?;
     cairn_server::run(config, shutdown_signal()).await
 }
 
