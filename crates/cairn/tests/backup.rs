@@ -77,6 +77,30 @@ async fn a_backup_rebuilds_a_cluster_that_lost_its_majority() {
             .into_inner();
         let id = keys.header.as_ref().unwrap().cluster_id;
 
+        // The backup is node 2's own state, and the writes and the compaction were acknowledged
+        // through node 1: wait until node 2 has applied the compaction (the last entry), so that
+        // what it saves holds every key and the compaction.
+        let mut kv2 = cluster.kv(1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let local = kv2
+                .range(RangeRequest {
+                    key: b"app/000".to_vec(),
+                    revision: last - 150,
+                    serializable: true,
+                    ..Default::default()
+                })
+                .await;
+            match local {
+                Err(e) if e.message().contains("compacted") => break,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "node 2 never applied the compaction: {other:?}"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+
         let endpoint = cluster.client_endpoint(1);
         let (ok, out, err) = cairn(&[
             "ctl",
