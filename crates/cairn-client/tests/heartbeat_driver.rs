@@ -210,7 +210,14 @@ async fn follows_not_leader_and_runs_a_redelivered_instruction_once() {
 
     // Paused: no more requests of either kind; resumed: they come again.
     heartbeat.pause();
-    tokio::time::sleep(Duration::from_millis(LEADER_INTERVAL_MS * 2)).await;
+    // Paused once the loop has seen it (it sends nothing after), and settled once the leader has
+    // recorded the last request sent before: waited for, not assumed after a fixed sleep.
+    wait_for("the loop to pause", || heartbeat.status().paused).await;
+    let last_sent = heartbeat.status().sequence;
+    wait_for("the last request sent before the pause", || {
+        requests.lock().unwrap().last().map(|r| r.sequence) == Some(last_sent)
+    })
+    .await;
     let paused_at = requests.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(LEADER_INTERVAL_MS * 4)).await;
     assert_eq!(requests.lock().unwrap().len(), paused_at);
