@@ -171,6 +171,9 @@ impl Lease for LeaseService {
                 };
                 let (ttl, granted) = ttls.unwrap_or((-1, 0));
                 let keys = if req.keys && ttls.is_some() {
+                    // The keys come from this node's state: as etcd's leader answers, they must
+                    // include every put acknowledged before this request, so catch up first.
+                    node.read_barrier().await?;
                     node.sm
                         .read()
                         .kv
