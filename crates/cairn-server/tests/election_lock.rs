@@ -60,6 +60,16 @@ async fn create_revision(c: &mut Clients, key: &[u8]) -> Option<i64> {
     r.kvs.first().map(|kv| kv.create_revision)
 }
 
+/// Waits until `key` exists (`present`) or is gone, failing with `what` past
+/// [`COMPLETES_WITHIN`].
+async fn wait_for_key(c: &mut Clients, key: &[u8], present: bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + COMPLETES_WITHIN;
+    while create_revision(c, key).await.is_some() != present {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn next_leader(stream: &mut Streaming<LeaderResponse>) -> (Vec<u8>, Vec<u8>) {
     let msg = tokio::time::timeout(COMPLETES_WITHIN, stream.message())
         .await
@@ -197,14 +207,7 @@ async fn lock_waiter_fails_when_its_lease_is_revoked() {
     // Revoke only once the waiter is queued (its key written): revoked before its Lock reached
     // the server, the call would fail as a lock on an unknown lease, not as a lost session.
     let waiter_key = format!("r/{l2:x}").into_bytes();
-    let deadline = tokio::time::Instant::now() + COMPLETES_WITHIN;
-    while create_revision(&mut c, &waiter_key).await.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waiter never queued"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_key(&mut c, &waiter_key, true, "waiter never queued").await;
     c.lease
         .lease_revoke(LeaseRevokeRequest { id: l2 })
         .await
@@ -247,14 +250,13 @@ async fn abandoned_lock_waiter_withdraws_its_key() {
         "{err:?}"
     );
     let waiter_key = format!("a/{l2:x}").into_bytes();
-    let deadline = tokio::time::Instant::now() + COMPLETES_WITHIN;
-    while create_revision(&mut c, &waiter_key).await.is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "abandoned waiter key stays queued"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_key(
+        &mut c,
+        &waiter_key,
+        false,
+        "abandoned waiter key stays queued",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,20 +521,9 @@ async fn abandoned_candidate_withdraws_and_the_next_one_leads() {
     let mut ec = c.election.clone();
     let b = tokio::spawn(async move { ec.campaign(campaign(lb, b"b")).await });
     let b_key = format!("w/{lb:x}").into_bytes();
-    let deadline = tokio::time::Instant::now() + COMPLETES_WITHIN;
-    while create_revision(&mut c, &b_key).await.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "B never queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_key(&mut c, &b_key, true, "B never queued").await;
     b.abort();
-    let deadline = tokio::time::Instant::now() + COMPLETES_WITHIN;
-    while create_revision(&mut c, &b_key).await.is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "abandoned candidate stays queued"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_key(&mut c, &b_key, false, "abandoned candidate stays queued").await;
     // C queues, A resigns: C leads at once, nobody waits on the vanished B.
     let mut ec = c.election.clone();
     let cc = tokio::spawn(async move { ec.campaign(campaign(lc, b"c")).await });
