@@ -121,7 +121,10 @@ impl Value {
                     || len > REQUEST_BYTES_MAX_CONFIGURABLE
                 {
                     return Err(format!(
-                        "a packed value of {packed} bytes claims {len} bytes unpacked"
+                        "a packed value of {packed} bytes claims {len} bytes unpacked: more than \
+                         LZ4 unpacks it to ({LZ4_EXPANSION_MAX} times, plus \
+                         {LZ4_EXPANSION_SLACK_BYTES}) or a request may carry \
+                         ({REQUEST_BYTES_MAX_CONFIGURABLE}, request_bytes_max_configurable)"
                     ));
                 }
                 let vocabulary = foreign.unwrap_or(cairn_meta::codec::VOCABULARY);
