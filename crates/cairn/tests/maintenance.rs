@@ -5,6 +5,9 @@
 //! etcdctl parts run when Debian's etcdctl is installed.
 
 mod common;
+#[path = "common/settle.rs"]
+#[allow(dead_code)]
+mod settle;
 
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::{
@@ -13,6 +16,7 @@ use cairn_proto::etcdserverpb::{
 };
 use common::etcdctl::{self, Etcdctl};
 use common::TestCluster;
+use settle::eventually;
 use tonic::Code;
 
 async fn put(cluster: &TestCluster, key: &str, value: Vec<u8>) -> Result<i64, tonic::Status> {
@@ -49,33 +53,23 @@ async fn alarms(cluster: &TestCluster, i: usize) -> Vec<(u64, i32)> {
 /// Member `i`'s alarms once it lists `count` of them (members apply the alarm a moment after
 /// the one that raised it); panics past a bound.
 async fn wait_alarms(cluster: &TestCluster, i: usize, count: usize) -> Vec<(u64, i32)> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    let what = format!("node {} to list {count} alarms", i + 1);
+    eventually(&what, || async move {
         let list = alarms(cluster, i).await;
-        if list.len() == count {
-            return list;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node {}: {list:?}, expected {count}",
-            i + 1
-        );
-        tokio::time::sleep(common::POLL_INTERVAL).await;
-    }
+        (list.len() == count).then_some(list)
+    })
+    .await
 }
 
 /// Waits (bounded) until every member has applied up to `revision`.
 async fn applied_everywhere(cluster: &TestCluster, revision: i64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     for i in 0..cluster.size() {
-        loop {
+        let what = format!("node {} to apply revision {revision}", i + 1);
+        eventually(&what, || async move {
             let r = cluster.status(i).await.ok().and_then(|s| s.header);
-            if r.is_some_and(|h| h.revision >= revision) {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "node {} lags", i + 1);
-            tokio::time::sleep(common::POLL_INTERVAL).await;
-        }
+            r.is_some_and(|h| h.revision >= revision).then_some(())
+        })
+        .await;
     }
 }
 
@@ -228,18 +222,11 @@ async fn the_space_quota_raises_nospace_until_compacted_and_disarmed() {
         assert!(disarmed.contains("alarm:NOSPACE"), "{disarmed}");
         // etcdctl may ask another member than the one that disarmed, and members apply the
         // disarm a moment after it is acknowledged (as `wait_alarms`): poll, bounded.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
+        eventually("alarm list to be empty after the disarm", || {
             let listed = ctl.ok(&["alarm", "list"]);
-            if listed.is_empty() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still listed after the disarm: {listed}"
-            );
-            tokio::time::sleep(common::POLL_INTERVAL).await;
-        }
+            async move { listed.is_empty().then_some(()) }
+        })
+        .await;
     } else {
         eprintln!("SKIPPED (etcdctl parts): etcdctl not installed");
         let (member_id, alarm) = alarms(&cluster, 0).await[0];

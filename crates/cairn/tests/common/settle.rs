@@ -1,13 +1,13 @@
-//! Waiting for a cluster to settle after a crash, for the crash tests (`ddl_crash.rs`,
-//! `procedure_crash.rs`): polling with a bound, and "no procedure left running". Declared only
-//! by the tests that use it (`#[path = "common/settle.rs"] mod settle;`).
+//! Waiting for a cluster to settle (after a crash, or while members apply an entry a moment
+//! after it was acknowledged): polling with a bound, and "no procedure left running". Declared
+//! only by the tests that use it (`#[path = "common/settle.rs"] mod settle;`).
 
 use cairn_proto::cairnpb::meta_client::MetaClient as MetaRpc;
 use cairn_proto::cairnpb::ListProceduresRequest;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// How long a condition may take to come true after a crash.
+/// How long a condition may take to come true.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Polls `f` until it returns Some, failing with `what` after [`SETTLE_TIMEOUT`].
