@@ -36,7 +36,6 @@ if [ "${1:-}" = "--one" ]; then
     for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
     echo "$t"
   }
-  revision() { ctl --endpoints "${1%%,*}" endpoint status -w json | jq '.[0].Status.header.revision'; }
   # Cairn: the Put histogram's sum and count, over the three nodes.
   cairn_put_seconds() {
     local i
@@ -70,7 +69,7 @@ if [ "${1:-}" = "--one" ]; then
       return 1
     fi
     local r0 s0 c0 l0 t0 samples=""
-    r0=$(revision "$e"); s0=$(ticks "$@"); c0=$(ticks "$client"); t0=$(date +%s.%N)
+    r0=$(revision_at "$e"); s0=$(ticks "$@"); c0=$(ticks "$client"); t0=$(date +%s.%N)
     if [ "$name" = cairn ]; then
       l0=$(cairn_put_seconds)
       sleep "$window_s"
@@ -83,7 +82,7 @@ if [ "${1:-}" = "--one" ]; then
       done
     fi
     local n s c secs in_flight
-    n=$(($(revision "$e") - r0)); s=$(($(ticks "$@") - s0)); c=$(($(ticks "$client") - c0))
+    n=$(($(revision_at "$e") - r0)); s=$(($(ticks "$@") - s0)); c=$(($(ticks "$client") - c0))
     secs=$(echo "$(date +%s.%N) - $t0" | bc -l)
     if [ "$name" = cairn ]; then
       in_flight=$(echo "($(cairn_put_seconds) - $l0) / $secs" | bc -l)

@@ -27,8 +27,7 @@ threads() {
     done
   done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
 }
-revision() { ETCDCTL_API=3 "$etcdctl_bin" --endpoints "${e%%,*}" endpoint status -w json | jq '.[0].Status.header.revision'; }
-r0=$(revision); threads >"$work/t0"; sleep "$window_s"; threads >"$work/t1"; r1=$(revision)
+r0=$(revision_at "$e"); threads >"$work/t0"; sleep "$window_s"; threads >"$work/t1"; r1=$(revision_at "$e")
 puts=$((r1 - r0))
 echo "machine: $(machine); leader: node $leader; endpoints: ${ENDPOINTS:-all}; $((puts / window_s)) puts/s"
 us_per_tick=$((1000000 / $(getconf CLK_TCK)))

@@ -51,6 +51,12 @@ start_cluster() {
 leader_id() { "$cairn" ctl --endpoints "$eps" -o json leader show | jq -r .leader_id; }
 rss_mib() { echo $(( $(awk '/VmRSS/ {print $2}' "/proc/$1/status") / 1024 )); }
 peak_mib() { echo $(( $(awk '/VmHWM/ {print $2}' "/proc/$1/status") / 1024 )); }
+# The store revision at the first of ENDPOINTS (comma-separated), through etcdctl
+# ($etcdctl_bin when the script set it): Cairn and etcd answer alike.
+revision_at() {
+  ETCDCTL_API=3 "${etcdctl_bin:-etcdctl}" --endpoints "${1%%,*}" endpoint status -w json |
+    jq '.[0].Status.header.revision'
+}
 machine() { echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"; }
 
 # A 3-node etcd cluster (the reference in side-by-side benchmarks), removed on exit with the rest.
