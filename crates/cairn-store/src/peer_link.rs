@@ -1,13 +1,12 @@
 //! Replication on a plain TCP connection to the peer port: the append link.
 //!
-//! The leader's replication stream to a follower ([`crate::stream_append`]) first went over a
-//! gRPC call. HTTP/2 puts its connection task between every message and the task that sends
-//! or awaits it, on both nodes and both ways, and frames, flow-controls and window-updates each
-//! message on top; the thread hand-offs that follow are most of what a write costs a cluster
-//! sharing few cores (BENCHMARKS.md, issue 12). etcd's own peers replicate on long-lived plain
-//! HTTP/1.1 streams for the same reason. Here the leader's replication task writes each message
-//! straight onto the socket and reads each answer straight off it, and on the follower openraft's
-//! reader task reads the requests straight off it.
+//! The leader's replication stream to a follower ([`crate::stream_append`]) went over a gRPC
+//! call before. HTTP/2 puts its connection task between every message and the task that sends
+//! or awaits it, on both nodes and both ways, and frames and flow-controls each message on top.
+//! etcd's own peers replicate on long-lived plain HTTP streams, not gRPC. Here the leader's
+//! replication task writes each message straight onto the socket and reads each answer straight
+//! off it, and on the follower openraft's reader task reads the requests straight off it
+//! (BENCHMARKS.md, issue 12, eighteenth session, for what that saves).
 //!
 //! The wire, after the TCP connect to the follower's peer port:
 //! - the leader sends [`LINK_HELLO`]; its first byte can start no HTTP/2 connection, so the peer
@@ -21,9 +20,9 @@
 //!   text), after which it closes.
 //!
 //! A node of an earlier version, without the link, closes the connection at the hello (not an
-//! HTTP/2 preface): the leader then replicates to it by gRPC for the rest of that client's life.
-//! Every other guarantee of the gRPC stream holds here as it is the same code: the in-flight
-//! bound, the answer timeout, the fault seam.
+//! HTTP/2 preface): the leader then replicates to it by gRPC, and tries the link again a while
+//! later (`network::LINK_RETRY_AFTER_MS`). Every other guarantee of the gRPC stream holds here
+//! as it is the same code: the in-flight bound, the answer timeout, the fault seam.
 
 use crate::peer_wire::{decode, encode, PeerFaults};
 use crate::stream_append::Shared;
