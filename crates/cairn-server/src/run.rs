@@ -11,7 +11,6 @@ use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
 use cairn_store::log_store::LogStore;
 use cairn_store::network::{peer_channel, PeerFaults, PeerNetwork};
-use cairn_store::peer_link;
 use cairn_store::{Command, Raft, StateMachineStore};
 use cairn_types::limits::GRPC_OVERHEAD_BYTES;
 use cairn_types::NodeAddrs;
@@ -339,22 +338,7 @@ pub async fn run_with_node(
         .add_service(crate::replica::peer_service::peer_server(
             node.replica().clone(),
         ))
-        .serve_with_incoming_shutdown(
-            peer_link::split_incoming(
-                incoming(peer_listener),
-                stop_rx.clone(),
-                Duration::from_millis(SHUTDOWN_GRACE_MS),
-                {
-                    let replica = node.replica().clone();
-                    move |conn| {
-                        let replica = replica.clone();
-                        let raft = replica.raft.clone();
-                        peer_link::serve(conn, raft, move || replica.touch_leader_contact())
-                    }
-                },
-            ),
-            wait_stop(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(peer_listener), wait_stop(stop_rx.clone()));
     let http_server = axum::serve(http_listener, crate::api::http::router(node.clone()))
         .with_graceful_shutdown(wait_stop(stop_rx.clone()));
 

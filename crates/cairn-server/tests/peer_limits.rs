@@ -1,7 +1,6 @@
 //! Bad input on the peer port: an oversized message or snapshot stream is refused with
 //! `ResourceExhausted` naming the limit, a message on the replication stream that does not decode
-//! with `InvalidArgument` (on an append link: a refusal frame naming why), and the node goes on
-//! serving.
+//! with `InvalidArgument`, and the node goes on serving.
 
 mod common;
 
@@ -118,42 +117,4 @@ async fn bad_messages_on_the_replication_stream_are_refused_and_the_node_serves_
         assert!(err.message().contains(named), "{err:?}");
         assert_serving(&cluster, n + 1).await;
     }
-}
-
-/// What a node answers on an append link that carries `frame` after the handshake: the
-/// refusal's text (a link closes after its refusal).
-async fn link_refusal(cluster: &TestCluster, frame: &[u8]) -> String {
-    use cairn_store::peer_link::{LINK_ACK, LINK_HELLO, TAG_REFUSAL};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(&cluster.nodes[0].config.listen_peer)
-        .await
-        .unwrap();
-    conn.write_all(&LINK_HELLO).await.unwrap();
-    let mut ack = [0u8; LINK_ACK.len()];
-    conn.read_exact(&mut ack).await.unwrap();
-    assert_eq!(ack, LINK_ACK);
-    conn.write_all(frame).await.unwrap();
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer).await.unwrap();
-    let len = u32::from_be_bytes(answer[..4].try_into().unwrap()) as usize;
-    assert_eq!(answer.len(), 4 + len, "one frame, then the end: {answer:?}");
-    assert_eq!(answer[4], TAG_REFUSAL);
-    String::from_utf8(answer[5..].to_vec()).unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_frames_on_an_append_link_are_refused_and_the_node_serves_on() {
-    let cluster = TestCluster::start(1, |_| {}).await;
-    assert_serving(&cluster, 0).await;
-    // A frame that does not decode as an AppendEntries request.
-    let mut frame = 16u32.to_be_bytes().to_vec();
-    frame.extend([0xff; 16]);
-    let why = link_refusal(&cluster, &frame).await;
-    assert!(why.contains("invalid request"), "{why}");
-    assert_serving(&cluster, 1).await;
-    // A length over the message limit: refused from the length alone, nothing buffered.
-    let over = (PEER_MESSAGE_BYTES_MAX as u32 + 1).to_be_bytes();
-    let why = link_refusal(&cluster, &over).await;
-    assert!(why.contains("peer_message_bytes_max"), "{why}");
-    assert_serving(&cluster, 2).await;
 }

@@ -1,6 +1,5 @@
 //! Cairn's replicated store: openraft driving a segmented write-ahead log and an in-memory MVCC state machine
-//! with etcd's revision model, snapshotted to files, replicated over the peer port (append links
-//! for the log, gRPC for the rest).
+//! with etcd's revision model, snapshotted to files, replicated over a gRPC peer network.
 //!
 //! The server crate proposes [`Command`]s through [`Raft`] and reads the applied state through
 //! [`StateMachineHandle`]; it never touches storage directly.
@@ -15,7 +14,6 @@ pub mod log_store;
 pub mod mem_log_store;
 pub mod mvcc;
 pub mod network;
-pub mod peer_link;
 mod peer_wire;
 pub mod runtime;
 pub mod serde_bytes;

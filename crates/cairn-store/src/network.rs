@@ -1,12 +1,9 @@
-//! The Raft peer network, client side: openraft's RPCs sent to a peer's `RaftPeer` gRPC service,
-//! and replication on an append link to the same port ([`crate::peer_link`]) where the peer has
-//! one.
+//! The Raft peer network, client side: openraft's RPCs sent to a peer's `RaftPeer` gRPC service.
 //!
 //! Payloads are postcard-encoded openraft messages inside an opaque `RaftMessage` of at most
 //! [`PEER_MESSAGE_BYTES_MAX`] bytes (a larger AppendEntries goes out in parts); snapshots are
 //! streamed in chunks of at most [`SNAPSHOT_CHUNK_BYTES_MAX`] bytes.
 
-use crate::peer_link::{self, LinkError};
 pub use crate::peer_wire::{decode, encode, PeerFaults};
 pub(crate) use crate::peer_wire::{entries_that_fit, status_to_rpc_error};
 use crate::stream_append::{self, AnswerStream};
@@ -93,7 +90,6 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             append_timeout_min: self.append_timeout_min,
             unary_only: false,
             open_failed: false,
-            link_refused_at: None,
         }
     }
 }
@@ -111,13 +107,7 @@ pub struct PeerClient {
     /// Whether the last replication stream failed to open: the next waits
     /// [`STREAM_REOPEN_BACKOFF_MS`] first.
     open_failed: bool,
-    /// When the peer last turned out to have no append link (an earlier version): replication
-    /// to it goes by gRPC until [`LINK_RETRY_AFTER_MS`] later (it may have been upgraded).
-    link_refused_at: Option<std::time::Instant>,
 }
-
-/// How long after a peer answered without an append link the leader tries one again, ms.
-pub const LINK_RETRY_AFTER_MS: u64 = 60_000;
 
 /// How long a replication stream waits before it opens after the last one failed to (openraft's
 /// own default backoff), ms: a follower that is down is retried 5 times a second, not in a loop.
@@ -206,35 +196,6 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             }
             let client = self.client().inspect_err(|_| self.open_failed = true)?;
             let timeout = option.hard_ttl().max(self.append_timeout_min);
-            let retry_link = Duration::from_millis(LINK_RETRY_AFTER_MS);
-            if self
-                .link_refused_at
-                .is_none_or(|at| at.elapsed() >= retry_link)
-            {
-                let connect = Duration::from_millis(PEER_CONNECT_TIMEOUT_MS);
-                match peer_link::connect(&self.addr, connect).await {
-                    Ok(conn) => {
-                        self.open_failed = false;
-                        self.link_refused_at = None;
-                        let faults = self.faults.clone();
-                        return Ok(peer_link::start(conn, self.target, faults, input, timeout));
-                    }
-                    Err(LinkError::Unsupported(why)) => {
-                        tracing::info!(
-                            target = self.target,
-                            "peer has no append link (an earlier version): replicating to it by gRPC ({why})"
-                        );
-                        self.link_refused_at = Some(std::time::Instant::now());
-                    }
-                    Err(LinkError::Io(e)) => {
-                        self.open_failed = true;
-                        return Err(RPCError::Unreachable(Unreachable::from_string(format!(
-                            "append link to node {}: {e}",
-                            self.target
-                        ))));
-                    }
-                }
-            }
             let opened =
                 stream_append::open(client, self.target, self.faults.clone(), input, timeout).await;
             self.open_failed = opened.is_err();

@@ -1,7 +1,5 @@
-//! Replication on one long-lived stream per follower, the client side of openraft's
-//! `stream_append`: on an append link ([`crate::peer_link`]) where the follower has one, else on
-//! a gRPC call (`RaftPeer.StreamAppend`). Both share what this module builds: the outgoing
-//! messages and how their answers are awaited.
+//! Replication on one long-lived gRPC stream per follower (`RaftPeer.StreamAppend`), the client
+//! side of openraft's `stream_append`.
 //!
 //! openraft's default sends a stream's AppendEntries one unary call at a time: the next batch of
 //! entries waited for the previous call's answer, so a proposal arriving while the leader was
@@ -80,7 +78,7 @@ pub fn encode_parts(
 }
 
 /// What the sending half and the answering half of one stream share.
-pub(crate) struct Shared {
+struct Shared {
     /// When each message on the wire and not yet answered was handed to the transport.
     sent: Mutex<VecDeque<Instant>>,
     /// Signalled when a message is handed over, so that a reader waiting without a deadline
@@ -93,16 +91,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            sent: Mutex::new(VecDeque::new()),
-            sent_signal: Notify::new(),
-            slots: Semaphore::new(APPEND_STREAM_INFLIGHT_MAX),
-            failure: Mutex::new(None),
-        })
-    }
-
-    pub(crate) fn fail(&self, e: RPCError<TypeConfig>) {
+    fn fail(&self, e: RPCError<TypeConfig>) {
         self.failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -137,7 +126,7 @@ impl Shared {
     }
 }
 
-pub(crate) fn network_error(e: impl ToString) -> RPCError<TypeConfig> {
+fn network_error(e: impl ToString) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::from_string(e.to_string()))
 }
 
@@ -160,48 +149,18 @@ pub async fn open<'s, S>(
 where
     S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
 {
-    let shared = Shared::new();
-    let outgoing =
-        outgoing(input, shared.clone(), faults.clone(), target).map(|data| RaftMessage { data });
+    let shared = Arc::new(Shared {
+        sent: Mutex::new(VecDeque::new()),
+        sent_signal: Notify::new(),
+        slots: Semaphore::new(APPEND_STREAM_INFLIGHT_MAX),
+        failure: Mutex::new(None),
+    });
+    let outgoing = outgoing(input, shared.clone(), faults.clone(), target);
     let answers = client
         .stream_append(tonic::Request::new(outgoing))
         .await?
         .into_inner();
-    Ok(answer_stream(answers, shared, faults, target, timeout))
-}
-
-/// Where a stream's answers come from: a gRPC response stream, or a plain TCP link
-/// ([`crate::peer_link`]).
-pub(crate) trait AnswerSource: Send {
-    /// The next answer's payload; `None` once the peer ended the stream. Cancel-safe: a call
-    /// dropped before it finished loses nothing, the next one picks up where it stopped.
-    fn next_payload(
-        &mut self,
-        target: u64,
-    ) -> impl std::future::Future<Output = Option<Result<Vec<u8>, RPCError<TypeConfig>>>> + Send;
-}
-
-impl AnswerSource for Streaming<RaftMessage> {
-    async fn next_payload(&mut self, _: u64) -> Option<Result<Vec<u8>, RPCError<TypeConfig>>> {
-        Some(
-            self.next()
-                .await?
-                .map(|m| m.data)
-                .map_err(status_to_rpc_error),
-        )
-    }
-}
-
-/// The answers of a stream whose messages `shared` tracks, read from `answers`, as openraft
-/// reads them: the stream ends after the first error.
-pub(crate) fn answer_stream<'s, A: AnswerSource + 'static>(
-    answers: A,
-    shared: Arc<Shared>,
-    faults: PeerFaults,
-    target: u64,
-    timeout: Duration,
-) -> AnswerStream<'s> {
-    Box::pin(futures::stream::unfold(
+    Ok(Box::pin(futures::stream::unfold(
         Some((answers, shared)),
         move |state| {
             let faults = faults.clone();
@@ -212,18 +171,18 @@ pub(crate) fn answer_stream<'s, A: AnswerSource + 'static>(
                 item.map(|item| (item, more.then_some((answers, shared))))
             }
         },
-    ))
+    )))
 }
 
-/// The messages to send, as payloads: each request encoded (in parts if need be) and stamped
-/// with its sending time as the transport takes it. Ends, recording why, at a link cut by
-/// `faults` or a request that cannot be encoded.
-pub(crate) fn outgoing<S>(
+/// The messages to send: each request encoded (in parts if need be) and stamped with its
+/// sending time as the transport takes it. Ends, recording why, at a link cut by `faults` or a
+/// request that cannot be encoded.
+fn outgoing<S>(
     input: S,
     shared: Arc<Shared>,
     faults: PeerFaults,
     target: u64,
-) -> impl Stream<Item = Vec<u8>> + Send + 'static
+) -> impl Stream<Item = RaftMessage> + Send + 'static
 where
     S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
 {
@@ -249,7 +208,7 @@ where
                             .unwrap_or_else(|p| p.into_inner())
                             .push_back(Instant::now());
                         shared.sent_signal.notify_one();
-                        return Some((data, (input, parts)));
+                        return Some((RaftMessage { data }, (input, parts)));
                     }
                     let rpc = input.next().await?;
                     match encode_parts(rpc, PEER_MESSAGE_BYTES_MAX) {
@@ -267,7 +226,7 @@ where
 
 /// The next answer, `None` once the stream ended with every message answered.
 async fn next_answer(
-    answers: &mut impl AnswerSource,
+    answers: &mut Streaming<RaftMessage>,
     shared: &Shared,
     faults: &PeerFaults,
     target: u64,
@@ -276,7 +235,7 @@ async fn next_answer(
     let message = loop {
         let deadline = shared.oldest_sent().map(|t| t + timeout);
         tokio::select! {
-            m = answers.next_payload(target) => break m,
+            m = answers.next() => break m,
             _ = shared.sent_signal.notified(), if deadline.is_none() => continue,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 return Some(Err(network_error(format!(
@@ -290,11 +249,11 @@ async fn next_answer(
         return Some(Err(cut(target)));
     }
     match message {
-        Some(Ok(data)) => {
+        Some(Ok(m)) => {
             shared.answered();
-            Some(decode(&data).map_err(network_error))
+            Some(decode(&m.data).map_err(network_error))
         }
-        Some(Err(e)) => Some(Err(e)),
+        Some(Err(status)) => Some(Err(status_to_rpc_error(status))),
         None => {
             if let Some(e) = shared.take_failure() {
                 return Some(Err(e));
@@ -371,55 +330,12 @@ mod tests {
         NoStreamAppend,
     }
 
-    /// How the fake follower's peer port carries replication.
-    #[derive(Clone, Copy, Debug)]
-    enum Transport {
-        /// gRPC only, like a node of a version before the append link.
-        Grpc,
-        /// The append link beside gRPC, as every node now serves it.
-        Link,
-    }
-
     #[derive(Clone)]
     struct FakePeer {
         mode: Mode,
         unary_appends: Arc<AtomicUsize>,
         /// Messages read from replication streams.
         streamed: Arc<AtomicUsize>,
-        /// Replication streams opened by gRPC, and links opened.
-        grpc_streams: Arc<AtomicUsize>,
-        links: Arc<AtomicUsize>,
-    }
-
-    /// Serves a link as the fake follower's mode says.
-    async fn fake_link(mut conn: tokio::net::TcpStream, peer: FakePeer) {
-        use crate::peer_link::{push_frame, FrameReader, LINK_ACK, LINK_HELLO, TAG_ANSWER};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut hello = [0u8; LINK_HELLO.len()];
-        conn.read_exact(&mut hello).await.unwrap();
-        assert_eq!(hello, LINK_HELLO);
-        conn.write_all(&LINK_ACK).await.unwrap();
-        peer.links.fetch_add(1, Ordering::SeqCst);
-        let (read, mut write) = conn.into_split();
-        let mut frames = FrameReader::new(read, PEER_MESSAGE_BYTES_MAX);
-        loop {
-            let mut answers = Vec::new();
-            while answers.len() < 3 {
-                let Ok(Some(frame)) = frames.next().await else {
-                    return;
-                };
-                peer.streamed.fetch_add(1, Ordering::SeqCst);
-                let req: AppendEntriesRequest<TypeConfig> = decode(&frame).unwrap();
-                let answer: StreamAppendResult<TypeConfig> = Ok(last_of(&req));
-                push_frame(&mut answers, Some(TAG_ANSWER), &encode(&answer).unwrap());
-                if matches!(peer.mode, Mode::Silent) {
-                    answers.clear();
-                }
-            }
-            if write.write_all(&answers).await.is_err() {
-                return;
-            }
-        }
     }
 
     fn unimplemented<T>() -> Result<T, Status> {
@@ -444,7 +360,6 @@ mod tests {
             request: Request<Streaming<RaftMessage>>,
         ) -> Result<Response<BoxedAnswers>, Status> {
             let mut requests = request.into_inner();
-            self.grpc_streams.fetch_add(1, Ordering::SeqCst);
             let answers: BoxedAnswers = match self.mode {
                 Mode::NoStreamAppend => return unimplemented(),
                 Mode::Silent => {
@@ -519,36 +434,20 @@ mod tests {
     }
 
     /// A fake follower on a port picked at run time, and a client of it.
-    async fn start(mode: Mode, faults: PeerFaults, transport: Transport) -> (PeerClient, FakePeer) {
+    async fn start(mode: Mode, faults: PeerFaults) -> (PeerClient, FakePeer) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = FakePeer {
             mode,
             unary_appends: Arc::default(),
             streamed: Arc::default(),
-            grpc_streams: Arc::default(),
-            links: Arc::default(),
         };
         let counters = peer.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let grpc =
-            tonic::transport::Server::builder().add_service(RaftPeerServer::new(peer.clone()));
-        match transport {
-            Transport::Grpc => {
-                tokio::spawn(grpc.serve_with_incoming(incoming));
-            }
-            Transport::Link => {
-                // Never stopped (the sender lives in the serving closure): the test's runtime
-                // ends with the test.
-                let (stop_tx, stop) = tokio::sync::watch::channel(false);
-                let serve = move |conn| {
-                    let _keep = &stop_tx;
-                    fake_link(conn, peer.clone())
-                };
-                let split = crate::peer_link::split_incoming(incoming, stop, Duration::ZERO, serve);
-                tokio::spawn(grpc.serve_with_incoming(split));
-            }
-        }
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftPeerServer::new(peer))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
         let node = NodeAddrs {
             peer: addr.to_string(),
             client: String::new(),
@@ -597,64 +496,35 @@ mod tests {
         assert_eq!(encode_parts(append(5, 5, 5000), 3500).unwrap().len(), 1);
     }
 
-    /// Both ways a stream can go, the link tried first: every behaviour below holds for each.
-    const TRANSPORTS: [Transport; 2] = [Transport::Link, Transport::Grpc];
-
     #[tokio::test]
     async fn requests_go_out_without_waiting_for_answers_which_come_back_in_order() {
-        for transport in TRANSPORTS {
-            let (mut client, peer) =
-                start(Mode::AnswerInThrees, PeerFaults::default(), transport).await;
-            // The follower answers only once three requests are in: sent one call at a time,
-            // the first would never be answered.
-            let input = [append(1, 2, 10), append(3, 3, 10), append(4, 6, 10)];
-            let answers = acknowledged(&mut client, input).await;
-            assert_eq!(
-                answers,
-                vec![Some(id(2)), Some(id(3)), Some(id(6))],
-                "{transport:?}"
-            );
-            assert_eq!(peer.unary_appends.load(Ordering::SeqCst), 0);
-            // The stream went by the link wherever the follower has one, else by gRPC.
-            let (links, grpc) = (
-                peer.links.load(Ordering::SeqCst),
-                peer.grpc_streams.load(Ordering::SeqCst),
-            );
-            match transport {
-                Transport::Link => assert_eq!((links, grpc), (1, 0)),
-                Transport::Grpc => assert_eq!((links, grpc), (0, 1)),
-            }
-        }
+        let (mut client, peer) = start(Mode::AnswerInThrees, PeerFaults::default()).await;
+        // The follower answers only once three requests are in: sent one call at a time, the
+        // first would never be answered.
+        let input = [append(1, 2, 10), append(3, 3, 10), append(4, 6, 10)];
+        let answers = acknowledged(&mut client, input).await;
+        assert_eq!(answers, vec![Some(id(2)), Some(id(3)), Some(id(6))]);
+        assert_eq!(peer.unary_appends.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
     async fn an_unanswered_append_fails_the_stream_as_a_network_error() {
-        for transport in TRANSPORTS {
-            let (mut client, _) = start(Mode::Silent, PeerFaults::default(), transport).await;
-            let input = futures::stream::iter([append(1, 1, 10)]).chain(futures::stream::pending());
-            let mut answers = client.stream_append(input, option()).await.unwrap();
-            match answers.next().await {
-                Some(Err(RPCError::Network(e))) => {
-                    assert!(e.to_string().contains("timed out"), "{transport:?}: {e}")
-                }
-                other => panic!("{transport:?}: expected a timeout, got {other:?}"),
-            }
-            assert!(
-                answers.next().await.is_none(),
-                "the stream ends at its error"
-            );
+        let (mut client, _) = start(Mode::Silent, PeerFaults::default()).await;
+        let input = futures::stream::iter([append(1, 1, 10)]).chain(futures::stream::pending());
+        let mut answers = client.stream_append(input, option()).await.unwrap();
+        match answers.next().await {
+            Some(Err(RPCError::Network(e))) => assert!(e.to_string().contains("timed out"), "{e}"),
+            other => panic!("expected a timeout, got {other:?}"),
         }
+        assert!(
+            answers.next().await.is_none(),
+            "the stream ends at its error"
+        );
     }
 
     #[tokio::test]
     async fn unanswered_messages_on_a_stream_are_bounded() {
-        for transport in TRANSPORTS {
-            unanswered_messages_are_bounded(transport).await;
-        }
-    }
-
-    async fn unanswered_messages_are_bounded(transport: Transport) {
-        let (mut client, peer) = start(Mode::Silent, PeerFaults::default(), transport).await;
+        let (mut client, peer) = start(Mode::Silent, PeerFaults::default()).await;
         let n = APPEND_STREAM_INFLIGHT_MAX as u64 + 50;
         let input = futures::stream::iter((1..=n).map(|i| append(i, i, 10)));
         let long = RPCOption::new(Duration::from_secs(60));
@@ -675,14 +545,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_link_fails_the_stream_as_unreachable() {
-        for transport in TRANSPORTS {
-            a_cut_link_fails_the_stream(transport).await;
-        }
-    }
-
-    async fn a_cut_link_fails_the_stream(transport: Transport) {
         let faults = PeerFaults::default();
-        let (mut client, _) = start(Mode::AnswerInThrees, faults.clone(), transport).await;
+        let (mut client, _) = start(Mode::AnswerInThrees, faults.clone()).await;
         faults.block([TARGET]);
         let input = futures::stream::iter([append(1, 1, 10)]);
         match client.stream_append(input, option()).await {
@@ -705,8 +569,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_without_stream_append_gets_unary_calls() {
-        let (mut client, peer) =
-            start(Mode::NoStreamAppend, PeerFaults::default(), Transport::Grpc).await;
+        let (mut client, peer) = start(Mode::NoStreamAppend, PeerFaults::default()).await;
         let input = futures::stream::iter([append(1, 1, 10)]);
         let first = client.stream_append(input, option()).await.err();
         assert!(matches!(first, Some(RPCError::Network(_))), "{first:?}");
