@@ -146,6 +146,11 @@ pub struct ServerConfig {
     /// embeds the server builds its own runtime and does not read this. Several nodes sharing a
     /// small host may run better with fewer (docs/operations.md, "Threads").
     pub worker_threads: usize,
+    /// AppendEntries messages this node, as leader, keeps unanswered on each follower's
+    /// replication stream (1 to `APPEND_STREAM_INFLIGHT_MAX`, 256). The next message waits for
+    /// an answer and then carries every entry proposed meanwhile. Raise it where the round trip
+    /// to a follower is long (docs/operations.md, "Replication window").
+    pub replication_window: usize,
     /// Test hook: abort the process when a procedure reaches `KIND:STEP`
     /// (e.g. `create_table:open_regions`). Never set in production.
     pub test_crash_at: Option<String>,
@@ -231,6 +236,7 @@ impl Default for ServerConfig {
             ddl_timeout_ms: 120_000,
             auto_compaction_retention_revisions: AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT,
             worker_threads: 0,
+            replication_window: limits::REPLICATION_WINDOW_DEFAULT,
             test_crash_at: None,
             test_crash_marker: None,
         }
@@ -422,6 +428,13 @@ impl ServerConfig {
                 self.worker_threads
             ));
         }
+        if !(1..=limits::APPEND_STREAM_INFLIGHT_MAX).contains(&self.replication_window) {
+            return Err(format!(
+                "replication-window: must be between 1 and {} (append_stream_inflight_max), got {}",
+                limits::APPEND_STREAM_INFLIGHT_MAX,
+                self.replication_window
+            ));
+        }
         if self.region_instruction_timeout_ms == 0 || self.ddl_timeout_ms == 0 {
             return Err(
                 "region-instruction-timeout-ms and ddl-timeout-ms: must be at least 1".into(),
@@ -488,6 +501,22 @@ mod tests {
         assert!(err.contains("worker-threads: at most 1024"), "{err}");
         let c = ServerConfig {
             worker_threads: WORKER_THREADS_MAX,
+            ..Default::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        for window in [0, limits::APPEND_STREAM_INFLIGHT_MAX + 1] {
+            let c = ServerConfig {
+                replication_window: window,
+                ..Default::default()
+            };
+            let err = c.validate().unwrap_err();
+            assert!(
+                err.contains("replication-window: must be between 1 and 256"),
+                "{err}"
+            );
+        }
+        let c = ServerConfig {
+            replication_window: limits::APPEND_STREAM_INFLIGHT_MAX,
             ..Default::default()
         };
         assert_eq!(c.validate(), Ok(()));

@@ -266,7 +266,11 @@ pub async fn run_with_node(
     let peer_faults = PeerFaults::default();
     let (election_timeout_min, _) = config.raft_election_timeouts_ms();
     let append_timeout_min = Duration::from_millis(election_timeout_min / 2);
-    let network = PeerNetwork::new(peer_faults.clone(), append_timeout_min);
+    let network = PeerNetwork::new(
+        peer_faults.clone(),
+        append_timeout_min,
+        config.replication_window,
+    );
     let raft = Raft::new(node_id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| format!("cannot start raft: {e}"))?;

@@ -11,7 +11,8 @@ use crate::TypeConfig;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::{RaftMessage, SnapshotChunk};
 use cairn_types::limits::{
-    PEER_MESSAGE_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_SEND_MS_PER_MIB,
+    APPEND_STREAM_INFLIGHT_MAX, PEER_MESSAGE_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX,
+    SNAPSHOT_SEND_MS_PER_MIB,
 };
 use cairn_types::NodeAddrs;
 use futures::Stream;
@@ -51,10 +52,11 @@ pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 /// Creates one [`PeerClient`] per target node.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerNetwork {
     faults: PeerFaults,
     append_timeout_min: Duration,
+    window: usize,
 }
 
 impl PeerNetwork {
@@ -66,10 +68,14 @@ impl PeerNetwork {
     /// append acknowledged, though it wrote every one: the leader goes without a quorum's word
     /// for a leader lease and steps its services down, again and again (BENCHMARKS.md). A late
     /// answer still counts for the lease from when the request was sent.
-    pub fn new(faults: PeerFaults, append_timeout_min: Duration) -> Self {
+    ///
+    /// A replication stream keeps at most `window` messages unanswered (clamped to
+    /// 1..=[`APPEND_STREAM_INFLIGHT_MAX`]; the server's configuration refuses values outside).
+    pub fn new(faults: PeerFaults, append_timeout_min: Duration, window: usize) -> Self {
         Self {
             faults,
             append_timeout_min,
+            window: window.clamp(1, APPEND_STREAM_INFLIGHT_MAX),
         }
     }
 }
@@ -88,6 +94,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             addr: node.peer.clone(),
             faults: self.faults.clone(),
             append_timeout_min: self.append_timeout_min,
+            window: self.window,
             unary_only: false,
             open_failed: false,
         }
@@ -101,6 +108,8 @@ pub struct PeerClient {
     client: Option<RaftPeerClient<Channel>>,
     faults: PeerFaults,
     append_timeout_min: Duration,
+    /// Replication window: messages a stream keeps unanswered.
+    window: usize,
     /// Set once the peer turned out to have no `StreamAppend` (an older version): replication
     /// to it then goes one unary call at a time.
     unary_only: bool,
@@ -196,8 +205,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             }
             let client = self.client().inspect_err(|_| self.open_failed = true)?;
             let timeout = option.hard_ttl().max(self.append_timeout_min);
-            let opened =
-                stream_append::open(client, self.target, self.faults.clone(), input, timeout).await;
+            let opened = stream_append::open(
+                client,
+                self.target,
+                self.faults.clone(),
+                input,
+                timeout,
+                self.window,
+            )
+            .await;
             self.open_failed = opened.is_err();
             match opened {
                 Ok(answers) => Ok(answers),

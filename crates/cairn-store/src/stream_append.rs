@@ -4,11 +4,19 @@
 //! openraft's default sends a stream's AppendEntries one unary call at a time: the next batch of
 //! entries waited for the previous call's answer, so a proposal arriving while the leader was
 //! still telling a follower about the last commit waited one more round trip before it left
-//! (BENCHMARKS.md, issue 12). Here every request goes out as soon as openraft produces it, and
-//! the follower answers each in order on the same stream, as etcd's leader streams its MsgApp.
+//! (BENCHMARKS.md, issue 12). Here a request goes out without waiting for the answer to the one
+//! before, and the follower answers each in order on the same stream, as etcd's leader streams
+//! its MsgApp.
+//!
+//! At most a window of messages (the `replication_window` setting, at most
+//! [`APPEND_STREAM_INFLIGHT_MAX`]) are unanswered at a time, and the next request is made only
+//! once a message of the window is answered. openraft makes a request when asked for it, from
+//! everything proposed since the last one, so entries proposed while the window is full go
+//! together in the next message: a busy leader sends fewer, fuller appends, and each follower
+//! wakes, decodes, logs and answers once per batch rather than per proposal. A window of two
+//! still lets a proposal leave at once while a commit-only message is unanswered.
 //!
 //! What a unary call guaranteed still holds:
-//! - at most [`APPEND_STREAM_INFLIGHT_MAX`] messages are unanswered at a time;
 //! - a request larger than [`PEER_MESSAGE_BYTES_MAX`] goes out as several messages, each within
 //!   the limit (openraft batches by count, not bytes); each is answered;
 //! - an answer not back within the append timeout of its request's sending fails the stream as a
@@ -22,7 +30,9 @@ use crate::peer_wire::{decode, encode, entries_that_fit, status_to_rpc_error, Pe
 use crate::TypeConfig;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::RaftMessage;
-use cairn_types::limits::{APPEND_STREAM_INFLIGHT_MAX, PEER_MESSAGE_BYTES_MAX};
+#[cfg(doc)]
+use cairn_types::limits::APPEND_STREAM_INFLIGHT_MAX;
+use cairn_types::limits::PEER_MESSAGE_BYTES_MAX;
 use futures::{Stream, StreamExt};
 use openraft::alias::EntryOf;
 use openraft::error::{NetworkError, RPCError, Unreachable};
@@ -137,14 +147,15 @@ fn cut(target: u64) -> RPCError<TypeConfig> {
 }
 
 /// Opens a `StreamAppend` call to `target` carrying `input`, and returns its answers; `timeout`
-/// is how long any one message may wait for its answer. `Err(Unimplemented)` status means the
-/// peer has no such call.
+/// is how long any one message may wait for its answer, `window` how many may be unanswered
+/// (at least one). `Err(Unimplemented)` status means the peer has no such call.
 pub async fn open<'s, S>(
     mut client: RaftPeerClient<Channel>,
     target: u64,
     faults: PeerFaults,
     input: S,
     timeout: Duration,
+    window: usize,
 ) -> Result<AnswerStream<'s>, tonic::Status>
 where
     S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
@@ -152,7 +163,7 @@ where
     let shared = Arc::new(Shared {
         sent: Mutex::new(VecDeque::new()),
         sent_signal: Notify::new(),
-        slots: Semaphore::new(APPEND_STREAM_INFLIGHT_MAX),
+        slots: Semaphore::new(window.max(1)),
         failure: Mutex::new(None),
     });
     let outgoing = outgoing(input, shared.clone(), faults.clone(), target);
@@ -175,8 +186,10 @@ where
 }
 
 /// The messages to send: each request encoded (in parts if need be) and stamped with its
-/// sending time as the transport takes it. Ends, recording why, at a link cut by `faults` or a
-/// request that cannot be encoded.
+/// sending time as the transport takes it. Every message waits for a slot of the window first,
+/// and a request is asked of `input` only once its first message has one, so that it carries
+/// what was proposed while the window was full. Ends, recording why, at a link cut by `faults`
+/// or a request that cannot be encoded.
 fn outgoing<S>(
     input: S,
     shared: Arc<Shared>,
@@ -192,24 +205,12 @@ where
             let shared = shared.clone();
             let faults = faults.clone();
             async move {
-                loop {
-                    if let Some(data) = parts.pop_front() {
-                        // The semaphore is never closed.
-                        if let Ok(slot) = shared.slots.acquire().await {
-                            slot.forget();
-                        }
-                        if faults.blocks(target) {
-                            shared.fail(cut(target));
-                            return None;
-                        }
-                        shared
-                            .sent
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push_back(Instant::now());
-                        shared.sent_signal.notify_one();
-                        return Some((RaftMessage { data }, (input, parts)));
-                    }
+                // The semaphore is never closed. A slot taken by a stream that then ends is
+                // never given back: the stream is done with.
+                if let Ok(slot) = shared.slots.acquire().await {
+                    slot.forget();
+                }
+                if parts.is_empty() {
                     let rpc = input.next().await?;
                     match encode_parts(rpc, PEER_MESSAGE_BYTES_MAX) {
                         Ok(p) => parts = p.into(),
@@ -219,6 +220,19 @@ where
                         }
                     }
                 }
+                // `encode_parts` gives at least one part.
+                let data = parts.pop_front()?;
+                if faults.blocks(target) {
+                    shared.fail(cut(target));
+                    return None;
+                }
+                shared
+                    .sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(Instant::now());
+                shared.sent_signal.notify_one();
+                Some((RaftMessage { data }, (input, parts)))
             }
         },
     )
@@ -274,12 +288,13 @@ mod tests {
     use crate::network::{PeerClient, PeerNetwork};
     use cairn_proto::raftpb::raft_peer_server::{RaftPeer, RaftPeerServer};
     use cairn_proto::raftpb::{JoinRequest, JoinResponse, SnapshotChunk};
+    use cairn_types::limits::{APPEND_STREAM_INFLIGHT_MAX, REPLICATION_WINDOW_DEFAULT};
     use cairn_types::NodeAddrs;
     use openraft::network::{RPCOption, RaftNetworkFactory};
     use openraft::raft::AppendEntriesResponse;
     use openraft::vote::RaftLeaderIdExt;
     use openraft::{EntryPayload, RaftNetworkV2};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use tonic::{Request, Response, Status};
 
     type Vote = openraft::alias::VoteOf<TypeConfig>;
@@ -328,6 +343,8 @@ mod tests {
         Silent,
         /// Has no `StreamAppend`, like a node of an older version.
         NoStreamAppend,
+        /// Answers each request in order, one per permit the test adds to `release`.
+        AnswerWhenReleased,
     }
 
     #[derive(Clone)]
@@ -336,6 +353,8 @@ mod tests {
         unary_appends: Arc<AtomicUsize>,
         /// Messages read from replication streams.
         streamed: Arc<AtomicUsize>,
+        /// With [`Mode::AnswerWhenReleased`]: a permit per answer the peer may give.
+        release: Arc<Semaphore>,
     }
 
     fn unimplemented<T>() -> Result<T, Status> {
@@ -372,6 +391,9 @@ mod tests {
                     Box::pin(futures::stream::pending())
                 }
                 Mode::AnswerInThrees => Box::pin(async_stream_of_threes(requests)),
+                Mode::AnswerWhenReleased => {
+                    Box::pin(answered_when_released(requests, self.release.clone()))
+                }
             };
             Ok(Response::new(answers))
         }
@@ -433,14 +455,43 @@ mod tests {
         .flatten()
     }
 
-    /// A fake follower on a port picked at run time, and a client of it.
+    /// Answers each request in order, once `release` has a permit for it.
+    fn answered_when_released(
+        requests: Streaming<RaftMessage>,
+        release: Arc<Semaphore>,
+    ) -> impl Stream<Item = Result<RaftMessage, Status>> + Send {
+        futures::stream::unfold(requests, move |mut requests| {
+            let release = release.clone();
+            async move {
+                let m = requests.next().await?.ok()?;
+                release.acquire().await.ok()?.forget();
+                let req: AppendEntriesRequest<TypeConfig> = decode(&m.data).ok()?;
+                let answer: StreamAppendResult<TypeConfig> = Ok(last_of(&req));
+                let data = encode(&answer).unwrap();
+                Some((Ok(RaftMessage { data }), requests))
+            }
+        })
+    }
+
+    /// A fake follower on a port picked at run time, and a client of it with the default window.
     async fn start(mode: Mode, faults: PeerFaults) -> (PeerClient, FakePeer) {
+        start_with_window(mode, faults, REPLICATION_WINDOW_DEFAULT).await
+    }
+
+    /// A fake follower on a port picked at run time, and a client of it keeping at most `window`
+    /// messages unanswered.
+    async fn start_with_window(
+        mode: Mode,
+        faults: PeerFaults,
+        window: usize,
+    ) -> (PeerClient, FakePeer) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = FakePeer {
             mode,
             unary_appends: Arc::default(),
             streamed: Arc::default(),
+            release: Arc::new(Semaphore::new(0)),
         };
         let counters = peer.clone();
         tokio::spawn(
@@ -453,7 +504,7 @@ mod tests {
             client: String::new(),
             http: String::new(),
         };
-        let mut network = PeerNetwork::new(faults, Duration::from_millis(300));
+        let mut network = PeerNetwork::new(faults, Duration::from_millis(300), window);
         (network.new_client(TARGET, &node).await, counters)
     }
 
@@ -497,8 +548,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn requests_go_out_without_waiting_for_answers_which_come_back_in_order() {
-        let (mut client, peer) = start(Mode::AnswerInThrees, PeerFaults::default()).await;
+    async fn requests_within_the_window_go_out_without_waiting_for_answers_which_come_back_in_order(
+    ) {
+        let (mut client, peer) =
+            start_with_window(Mode::AnswerInThrees, PeerFaults::default(), 3).await;
         // The follower answers only once three requests are in: sent one call at a time, the
         // first would never be answered.
         let input = [append(1, 2, 10), append(3, 3, 10), append(4, 6, 10)];
@@ -523,24 +576,96 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unanswered_messages_on_a_stream_are_bounded() {
-        let (mut client, peer) = start(Mode::Silent, PeerFaults::default()).await;
-        let n = APPEND_STREAM_INFLIGHT_MAX as u64 + 50;
-        let input = futures::stream::iter((1..=n).map(|i| append(i, i, 10)));
-        let long = RPCOption::new(Duration::from_secs(60));
-        // The answers are not read (the peer sends none): the requests go out regardless.
-        let _answers = client.stream_append(input, long).await.unwrap();
-        for _ in 0..100 {
-            if peer.streamed.load(Ordering::SeqCst) >= APPEND_STREAM_INFLIGHT_MAX {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    async fn unanswered_messages_on_a_stream_are_bounded_by_the_window() {
+        for window in [REPLICATION_WINDOW_DEFAULT, APPEND_STREAM_INFLIGHT_MAX] {
+            let (mut client, peer) =
+                start_with_window(Mode::Silent, PeerFaults::default(), window).await;
+            let n = window as u64 + 50;
+            let input = futures::stream::iter((1..=n).map(|i| append(i, i, 10)));
+            let long = RPCOption::new(Duration::from_secs(60));
+            // The answers are not read (the peer sends none): the requests go out regardless.
+            let _answers = client.stream_append(input, long).await.unwrap();
+            let streamed = || peer.streamed.load(Ordering::SeqCst);
+            wait_until("a full window", || streamed() >= window).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(peer.streamed.load(Ordering::SeqCst), window);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(
-            peer.streamed.load(Ordering::SeqCst),
-            APPEND_STREAM_INFLIGHT_MAX
-        );
+    }
+
+    /// Waits until `done` holds, for at most 5 s; then fails the test naming `what`.
+    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A request stream made the way openraft makes it: each request asked for carries every
+    /// entry proposed (up to `proposed`) since the last one, and waits for one when there is none.
+    /// Every request made is recorded in `made` as its first and last index.
+    fn made_on_demand(
+        proposed: Arc<AtomicU64>,
+        proposal: Arc<Notify>,
+        made: Arc<Mutex<Vec<(u64, u64)>>>,
+    ) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static {
+        Box::pin(futures::stream::unfold(1u64, move |from| {
+            let (proposed, proposal, made) = (proposed.clone(), proposal.clone(), made.clone());
+            async move {
+                loop {
+                    let notified = proposal.notified();
+                    let to = proposed.load(Ordering::SeqCst);
+                    if to >= from {
+                        made.lock().unwrap().push((from, to));
+                        return Some((append(from, to, 10), to + 1));
+                    }
+                    notified.await;
+                }
+            }
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_full_window_holds_the_next_request_which_then_carries_what_was_proposed_meanwhile() {
+        for window in [1, REPLICATION_WINDOW_DEFAULT] {
+            let (mut client, peer) =
+                start_with_window(Mode::AnswerWhenReleased, PeerFaults::default(), window).await;
+            let proposed = Arc::new(AtomicU64::new(0));
+            let proposal = Arc::new(Notify::new());
+            let made = Arc::new(Mutex::new(Vec::new()));
+            let input = made_on_demand(proposed.clone(), proposal.clone(), made.clone());
+            let mut answers = client.stream_append(input, option()).await.unwrap();
+            let made_count = || made.lock().unwrap().len();
+            // One proposal at a time fills the window, a request each.
+            for i in 1..=window as u64 {
+                proposed.store(i, Ordering::SeqCst);
+                proposal.notify_waiters();
+                wait_until("a request per proposal", || made_count() == i as usize).await;
+            }
+            // Three more while every message of the window is unanswered: no request is made.
+            let w = window as u64;
+            proposed.store(w + 3, Ordering::SeqCst);
+            proposal.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(
+                made_count(),
+                window,
+                "window {window}: {:?}",
+                made.lock().unwrap()
+            );
+            // One answer frees a slot: the next request carries all three.
+            peer.release.add_permits(1);
+            let first = answers.next().await.unwrap().unwrap().unwrap();
+            assert_eq!(first, Some(id(1)));
+            wait_until("the request after an answer", || made_count() == window + 1).await;
+            assert_eq!(made.lock().unwrap()[window], (w + 1, w + 3));
+            peer.release.add_permits(window);
+            let mut last = None;
+            for _ in 0..window {
+                last = answers.next().await.unwrap().unwrap().unwrap();
+            }
+            assert_eq!(last, Some(id(w + 3)), "window {window}");
+        }
     }
 
     #[tokio::test]

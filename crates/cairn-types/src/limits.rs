@@ -45,10 +45,17 @@ pub const REQUEST_BYTES_MAX_CONFIGURABLE: usize = 64 * 1024 * 1024;
 /// so this bounds what a peer can make a node allocate without ever stalling replication.
 /// Not configurable: sender and receiver must agree on it.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 80 * 1024 * 1024;
-/// AppendEntries messages a leader has on one replication stream and not yet answered; the next
-/// waits for an answer. (openraft produces one per batch of proposals and one per commit step,
-/// so a follower this far behind is slow, not pipelining.)
+/// Most AppendEntries messages a leader may keep unanswered on one replication stream: the
+/// largest replication window a node may be configured with (`replication_window`). openraft
+/// produces one message per batch of proposals and one per commit step, so a follower this far
+/// behind is slow, not pipelining.
 pub const APPEND_STREAM_INFLIGHT_MAX: usize = 256;
+/// The replication window unless configured: AppendEntries messages a leader keeps unanswered
+/// on one replication stream. The next message is made only once one is answered, and then
+/// carries every entry proposed meanwhile, so a busy leader sends fewer, fuller appends; two
+/// let a proposal leave at once while a commit-only message is still unanswered (BENCHMARKS.md,
+/// issue 12, nineteenth session).
+pub const REPLICATION_WINDOW_DEFAULT: usize = 2;
 /// Largest snapshot a node accepts from a peer unless configured (`snapshot_bytes_max`), bytes.
 /// The receiver holds the whole stream in memory next to the state it decodes from it, which
 /// is about 4.5 times the encoded size (1M keys of 100 B: 124 MB encoded, ~540 MiB held), so

@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// per core this process may use.
     #[arg(long, env = "CAIRN_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// AppendEntries messages a leader keeps unanswered per follower (1 to 256); the next waits
+    /// for an answer and carries what was proposed meanwhile. Default 2.
+    #[arg(long, env = "CAIRN_REPLICATION_WINDOW")]
+    pub replication_window: Option<usize>,
     /// Test hook: abort when a procedure reaches KIND:STEP. Never use in production.
     #[arg(long, env = "CAIRN_TEST_CRASH_AT", hide = true)]
     pub test_crash_at: Option<String>,
@@ -283,6 +287,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.worker_threads {
             c.worker_threads = v;
+        }
+        if let Some(v) = self.replication_window {
+            c.replication_window = v;
         }
         if let Some(v) = &self.test_crash_at {
             c.test_crash_at = Some(v.clone());
