@@ -9,8 +9,9 @@
 //! then reports them flushed. openraft never counts an entry towards a quorum before that report,
 //! so a write is acknowledged only once a quorum has it on disk.
 //!
-//! Every write to the log happens on that writer thread, in queue order: appends, the vote, the
-//! commit marker, truncation and purging. openraft's core task only queues them and (for the vote
+//! Every write to the log happens on that writer thread, in queue order: appends, the vote,
+//! truncation and purging. The commit marker is not queued for every commit: the newest is left
+//! for the writer to take at its next group commit, after every operation queued before it. openraft's core task only queues them and (for the vote
 //! and truncation) awaits the writer's answer, so it never blocks a runtime thread on a disk
 //! write.
 //!
@@ -30,7 +31,9 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 type Entry = EntryOf<TypeConfig>;
@@ -45,8 +48,9 @@ enum WriteOp {
     Append(EncodedEntries, IOFlushed<TypeConfig>),
     /// Answered once the vote is on disk.
     Vote(Vote, oneshot::Sender<io::Result<()>>),
-    /// The newest commit marker; nobody waits.
-    Committed(Option<LogId>),
+    /// A commit marker is due: the writer takes the newest one saved (see
+    /// [`LogStore::save_committed`]). Nobody waits.
+    MarkerDue,
     /// Deletes entries from `from` on; answered once on disk.
     Truncate {
         from: u64,
@@ -58,6 +62,26 @@ enum WriteOp {
 
 /// How often, at most, the commit marker (a restart hint that may lag) is written.
 pub const COMMIT_MARKER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The newest commit marker saved and not yet taken by the writer, and how many operations had
+/// been queued before it was saved: the writer takes it only once it has taken those, so a
+/// marker is never written ahead of an entry it names.
+#[derive(Default)]
+struct PendingMarker {
+    committed: Option<Option<LogId>>,
+    after_ops: u64,
+}
+
+impl PendingMarker {
+    /// The marker, once every operation queued before it is among the `taken` first.
+    fn take_if_ready(&mut self, taken: u64) -> Option<Option<LogId>> {
+        if self.after_ops <= taken {
+            self.committed.take()
+        } else {
+            None
+        }
+    }
+}
 
 /// [`RaftLogStorage`] over the write-ahead log. Cloning shares the same log and writer.
 #[derive(Clone)]
@@ -73,6 +97,12 @@ pub struct LogStore {
     /// The commit marker found at open.
     committed: Option<LogId>,
     writer: mpsc::Sender<WriteOp>,
+    /// Operations handed to the writer so far.
+    queued_ops: Arc<AtomicU64>,
+    /// The newest commit marker saved, for the writer to take.
+    marker: Arc<Mutex<PendingMarker>>,
+    /// When the writer was last woken for a commit marker ([`WriteOp::MarkerDue`]).
+    marker_woken: Arc<Mutex<Option<Instant>>>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -95,6 +125,7 @@ impl LogStore {
         let (wal, recovered) = Wal::open(dir, segment_bytes_max)?;
         let cache = Arc::new(Mutex::new(LogCache::new(cache)));
         let (tx, rx) = mpsc::channel(LOG_WRITE_QUEUE_MAX);
+        let marker = Arc::new(Mutex::new(PendingMarker::default()));
         let store = Self {
             reader: wal.reader(),
             cache: cache.clone(),
@@ -102,10 +133,13 @@ impl LogStore {
             vote: Arc::new(Mutex::new(recovered.meta.vote)),
             committed: recovered.committed,
             writer: tx,
+            queued_ops: Arc::new(AtomicU64::new(0)),
+            marker: marker.clone(),
+            marker_woken: Arc::new(Mutex::new(None)),
         };
         std::thread::Builder::new()
             .name("cairn-log-writer".into())
-            .spawn(move || writer_loop(wal, cache, rx))?;
+            .spawn(move || writer_loop(wal, cache, marker, rx))?;
         Ok(store)
     }
 
@@ -117,7 +151,9 @@ impl LogStore {
         self.writer
             .send(op)
             .await
-            .map_err(|_| io_err("log writer stopped"))
+            .map_err(|_| io_err("log writer stopped"))?;
+        self.queued_ops.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Queues `op`, built around a reply channel, and waits for the writer's answer.
@@ -138,14 +174,11 @@ impl LogStore {
 
 /// Applies `op` to the log (not synced yet), or fails it once an earlier one failed: after a
 /// failed write the files may not be what the index says, so nothing more is written.
-fn apply(wal: &mut Wal, op: &WriteOp, marker: &mut Option<Option<LogId>>) -> io::Result<()> {
+fn apply(wal: &mut Wal, op: &WriteOp) -> io::Result<()> {
     match op {
         WriteOp::Append(entries, _) => wal.append(entries),
         WriteOp::Vote(vote, _) => wal.save_vote(*vote),
-        WriteOp::Committed(c) => {
-            *marker = Some(*c);
-            Ok(())
-        }
+        WriteOp::MarkerDue => Ok(()),
         WriteOp::Truncate { from, .. } => wal.truncate(*from),
         WriteOp::Purge(log_id) => wal.purge(*log_id),
     }
@@ -153,10 +186,17 @@ fn apply(wal: &mut Wal, op: &WriteOp, marker: &mut Option<Option<LogId>>) -> io:
 
 /// The writer thread: applies queued operations in order, syncs once, then reports to everyone
 /// waiting.
-fn writer_loop(mut wal: Wal, cache: Arc<Mutex<LogCache>>, mut rx: mpsc::Receiver<WriteOp>) {
+fn writer_loop(
+    mut wal: Wal,
+    cache: Arc<Mutex<LogCache>>,
+    saved_marker: Arc<Mutex<PendingMarker>>,
+    mut rx: mpsc::Receiver<WriteOp>,
+) {
     // The newest commit marker not written yet, and when one was last written.
     let mut marker: Option<Option<LogId>> = None;
     let mut marker_written: Option<std::time::Instant> = None;
+    // Operations taken from the queue so far.
+    let mut taken: u64 = 0;
     // Set by the first failed write; every later operation fails with it.
     let mut failed: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
@@ -168,6 +208,7 @@ fn writer_loop(mut wal: Wal, cache: Arc<Mutex<LogCache>>, mut rx: mpsc::Receiver
                 Err(_) => break,
             }
         }
+        taken += ops.len() as u64;
         let started = std::time::Instant::now();
         let mut result: Result<(), String> = match &failed {
             Some(e) => Err(e.clone()),
@@ -175,8 +216,12 @@ fn writer_loop(mut wal: Wal, cache: Arc<Mutex<LogCache>>, mut rx: mpsc::Receiver
         };
         for op in &ops {
             if result.is_ok() {
-                result = apply(&mut wal, op, &mut marker).map_err(|e| e.to_string());
+                result = apply(&mut wal, op).map_err(|e| e.to_string());
             }
+        }
+        // Written after this group's entries, so never ahead of them on disk either.
+        if let Some(c) = lock(&saved_marker).take_if_ready(taken) {
+            marker = Some(c);
         }
         // Only the newest commit marker matters, and it may lag: it is written at most once
         // per COMMIT_MARKER_INTERVAL.
@@ -233,7 +278,7 @@ fn writer_loop(mut wal: Wal, cache: Arc<Mutex<LogCache>>, mut rx: mpsc::Receiver
                 WriteOp::Vote(_, done) | WriteOp::Truncate { done, .. } => {
                     let _ = done.send(outcome());
                 }
-                WriteOp::Committed(_) | WriteOp::Purge(_) => {}
+                WriteOp::MarkerDue | WriteOp::Purge(_) => {}
             }
         }
         // Freed once the commit is acknowledged, not on its way.
@@ -333,8 +378,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // The commit marker is a restart hint that may lag the truth: it rides along with a later
-        // group commit (at most one every COMMIT_MARKER_INTERVAL) and nobody waits for it.
-        self.queue(WriteOp::Committed(committed)).await
+        // group commit (at most one every COMMIT_MARKER_INTERVAL) and nobody waits for it. It is
+        // left for the writer to take at its next group commit, and the writer is woken for it
+        // only when a marker is due: on a busy node every commit would otherwise wake the writer
+        // for nothing (BENCHMARKS.md, issue 12, nineteenth session).
+        *lock(&self.marker) = PendingMarker {
+            committed: Some(committed),
+            after_ops: self.queued_ops.load(Ordering::Acquire),
+        };
+        let due = {
+            let mut woken = lock(&self.marker_woken);
+            let due = woken.is_none_or(|at| at.elapsed() >= COMMIT_MARKER_INTERVAL);
+            if due {
+                *woken = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.queue(WriteOp::MarkerDue).await?;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -359,10 +422,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 cache.append(entry, bytes);
             }
         }
-        self.writer
-            .send(WriteOp::Append(encoded, callback))
-            .await
-            .map_err(|_| io_err("log writer stopped"))
+        self.queue(WriteOp::Append(encoded, callback)).await
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -392,6 +452,73 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openraft::type_config::TypeConfigExt;
+    use openraft::vote::RaftLeaderIdExt;
+    use openraft::{EntryPayload, RaftTypeConfig};
+
+    fn id(index: u64) -> LogId {
+        LogId::new(
+            <TypeConfig as RaftTypeConfig>::LeaderId::new_committed(1, 1),
+            index,
+        )
+    }
+
+    /// Appends entries `from..=to` and waits until they are on disk.
+    async fn append_synced(log: &mut LogStore, from: u64, to: u64) {
+        let entries: Vec<Entry> = (from..=to)
+            .map(|i| Entry {
+                log_id: id(i),
+                payload: EntryPayload::Normal(crate::Command::Txn(vec![1; 10].into())),
+            })
+            .collect();
+        let (tx, rx) = TypeConfig::oneshot();
+        log.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn saved_commit_markers_are_found_at_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut log = LogStore::open(&path).unwrap();
+        append_synced(&mut log, 1, 3).await;
+        // The first marker wakes the writer; the vote after it is answered once written.
+        log.save_committed(Some(id(3))).await.unwrap();
+        log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        assert_eq!(
+            LogStore::open(&path)
+                .unwrap()
+                .read_committed()
+                .await
+                .unwrap(),
+            Some(id(3))
+        );
+        // Saved within COMMIT_MARKER_INTERVAL of it: written with the next group commit once
+        // the interval is over.
+        append_synced(&mut log, 4, 5).await;
+        log.save_committed(Some(id(5))).await.unwrap();
+        tokio::time::sleep(COMMIT_MARKER_INTERVAL).await;
+        append_synced(&mut log, 6, 6).await;
+        assert_eq!(
+            LogStore::open(&path)
+                .unwrap()
+                .read_committed()
+                .await
+                .unwrap(),
+            Some(id(5))
+        );
+    }
+
+    #[test]
+    fn a_commit_marker_waits_for_the_operations_queued_before_it() {
+        let mut pending = PendingMarker {
+            committed: Some(Some(id(7))),
+            after_ops: 4,
+        };
+        assert_eq!(pending.take_if_ready(3), None);
+        assert_eq!(pending.take_if_ready(4), Some(Some(id(7))));
+        assert_eq!(pending.take_if_ready(5), None, "taken once");
+    }
 
     #[test]
     fn reads_skip_purged_entries_and_empty_ranges_stay_empty() {
