@@ -476,6 +476,15 @@ mod tests {
         rx.await.unwrap().unwrap();
     }
 
+    /// The commit marker a fresh open of the log at `path` finds.
+    async fn committed_at_reopen(path: &Path) -> Option<LogId> {
+        LogStore::open(path)
+            .unwrap()
+            .read_committed()
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn saved_commit_markers_are_found_at_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -485,28 +494,14 @@ mod tests {
         // The first marker wakes the writer; the vote after it is answered once written.
         log.save_committed(Some(id(3))).await.unwrap();
         log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
-        assert_eq!(
-            LogStore::open(&path)
-                .unwrap()
-                .read_committed()
-                .await
-                .unwrap(),
-            Some(id(3))
-        );
+        assert_eq!(committed_at_reopen(&path).await, Some(id(3)));
         // Saved within COMMIT_MARKER_INTERVAL of it: written with the next group commit once
         // the interval is over.
         append_synced(&mut log, 4, 5).await;
         log.save_committed(Some(id(5))).await.unwrap();
         tokio::time::sleep(COMMIT_MARKER_INTERVAL).await;
         append_synced(&mut log, 6, 6).await;
-        assert_eq!(
-            LogStore::open(&path)
-                .unwrap()
-                .read_committed()
-                .await
-                .unwrap(),
-            Some(id(5))
-        );
+        assert_eq!(committed_at_reopen(&path).await, Some(id(5)));
     }
 
     #[test]
