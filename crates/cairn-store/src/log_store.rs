@@ -11,9 +11,9 @@
 //!
 //! Every write to the log happens on that writer thread, in queue order: appends, the vote,
 //! truncation and purging. The commit marker is not queued for every commit: the newest is left
-//! for the writer to take at its next group commit, after every operation queued before it. openraft's core task only queues them and (for the vote
-//! and truncation) awaits the writer's answer, so it never blocks a runtime thread on a disk
-//! write.
+//! for the writer to take at its next group commit, after every operation queued before it.
+//! openraft's core task only queues them and (for the vote and truncation) awaits the writer's
+//! answer, so it never blocks a runtime thread on a disk write.
 //!
 //! Correctness requirements this store meets (openraft's storage contract, checked by its suite
 //! in `tests/openraft_suite.rs`): reads see appended entries immediately; `truncate_after` and
@@ -70,6 +70,8 @@ pub const COMMIT_MARKER_INTERVAL: std::time::Duration = std::time::Duration::fro
 struct PendingMarker {
     committed: Option<Option<LogId>>,
     after_ops: u64,
+    /// When the writer was last woken for a marker ([`WriteOp::MarkerDue`]).
+    woken: Option<Instant>,
 }
 
 impl PendingMarker {
@@ -101,8 +103,6 @@ pub struct LogStore {
     queued_ops: Arc<AtomicU64>,
     /// The newest commit marker saved, for the writer to take.
     marker: Arc<Mutex<PendingMarker>>,
-    /// When the writer was last woken for a commit marker ([`WriteOp::MarkerDue`]).
-    marker_woken: Arc<Mutex<Option<Instant>>>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -135,7 +135,6 @@ impl LogStore {
             writer: tx,
             queued_ops: Arc::new(AtomicU64::new(0)),
             marker: marker.clone(),
-            marker_woken: Arc::new(Mutex::new(None)),
         };
         std::thread::Builder::new()
             .name("cairn-log-writer".into())
@@ -382,15 +381,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // left for the writer to take at its next group commit, and the writer is woken for it
         // only when a marker is due: on a busy node every commit would otherwise wake the writer
         // for nothing (BENCHMARKS.md, issue 12, nineteenth session).
-        *lock(&self.marker) = PendingMarker {
-            committed: Some(committed),
-            after_ops: self.queued_ops.load(Ordering::Acquire),
-        };
         let due = {
-            let mut woken = lock(&self.marker_woken);
-            let due = woken.is_none_or(|at| at.elapsed() >= COMMIT_MARKER_INTERVAL);
+            let mut pending = lock(&self.marker);
+            pending.committed = Some(committed);
+            pending.after_ops = self.queued_ops.load(Ordering::Acquire);
+            let due = pending
+                .woken
+                .is_none_or(|at| at.elapsed() >= COMMIT_MARKER_INTERVAL);
             if due {
-                *woken = Some(Instant::now());
+                pending.woken = Some(Instant::now());
             }
             due
         };
@@ -509,6 +508,7 @@ mod tests {
         let mut pending = PendingMarker {
             committed: Some(Some(id(7))),
             after_ops: 4,
+            woken: None,
         };
         assert_eq!(pending.take_if_ready(3), None);
         assert_eq!(pending.take_if_ready(4), Some(Some(id(7))));
