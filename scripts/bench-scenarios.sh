@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The five scheduling scenarios played live (`cairn sim --scenario NAME`) against a 3-node
-# cluster of release binaries, default scheduler settings, datanodes heartbeating every second.
+# cluster of `dist` binaries, default scheduler settings, datanodes heartbeating every second.
 # Prints each scenario's time series and summary.
 #   scripts/bench-scenarios.sh [DATANODES (8)] [TABLES (100)] [TABLE_REGIONS (4)]
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Snapshot stalls under write load (issue 8): a fresh 3-node cluster of release binaries on free
+# Snapshot stalls under write load (issue 8): a fresh 3-node cluster of `dist` binaries on free
 # local ports with default snapshot settings (one snapshot every 100,000 log entries, so a load
 # of 600k puts takes several on every node), then
 #   cairn bench kv --clients 256 --total KEYS --key-space KEYS --value-size 100 --workload put
@@ -7,7 +7,7 @@
 # the binaries taking turns; the load average is printed before each run (other work on the
 # machine shows in the tail).
 # Usage: scripts/bench-snapshot.sh [KEYS...]      (default: 600000 1000000)
-#   BINS="/path/cairn-before /path/cairn"  binaries to compare (default: this tree's release build)
+#   BINS="/path/cairn-before /path/cairn"  binaries to compare (default: this tree's `dist` build)
 #   RUNS=2                                  runs per binary and key count
 #   LOGS_DIR=/some/dir                      keep each run's node logs there
 #   SERVE_ARGS="--snapshot-logs-since-last 1000000000"  extra `cairn serve` flags (this one: a
@@ -47,8 +47,8 @@ fi
 keys_list=("$@")
 [ ${#keys_list[@]} -gt 0 ] || keys_list=(600000 1000000)
 runs=${RUNS:-2}
-read -r -a bins <<<"${BINS:-${CARGO_TARGET_DIR:-$here/../target}/release/cairn}"
-[ -n "${BINS:-}" ] || [ -x "${bins[0]}" ] || (cd "$here/.." && cargo build --release -p cairn)
+read -r -a bins <<<"${BINS:-${CARGO_TARGET_DIR:-$here/../target}/dist/cairn}"
+[ -n "${BINS:-}" ] || [ -x "${bins[0]}" ] || (cd "$here/.." && cargo build --profile dist -p cairn)
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "\$ cairn bench kv --endpoints E1,E2,E3 --clients 256 --total KEYS --key-space KEYS --value-size 100 --workload put"
 # Binaries take turns run by run, so that whatever else loads the machine meanwhile hits both.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 12's figures: the write path, Cairn beside etcd in the same run, each a fresh 3-node
-# cluster of release binaries on free local ports (etcd: Debian's etcd-server 3.4 by default,
+# cluster of `dist` binaries on free local ports (etcd: Debian's etcd-server 3.4 by default,
 # ETCD_BIN=... for another), the same client for both:
 #   1. `cairn bench kv --workload put` (256-byte values) at each of CLIENTS (default "1 16 256"),
 #      over all three endpoints; one client's put also to the leader alone and to a follower
@@ -9,7 +9,7 @@
 # Usage: scripts/bench-write.sh [SECONDS_PER_PUT_RUN]   (results go to stdout)
 #   PERF=1   records the Cairn leader with perf during the put at PERF_CLIENTS clients (default 16;
 #            to $PERF_OUT, default /tmp/perf-cairn.data; PERF_ARGS="-F 499 -g" by default:
-#            release builds keep no frame pointers, so "--call-graph dwarf -F 99" for callers)
+#            `dist` builds keep no frame pointers, so "--call-graph dwarf -F 99" for callers)
 #   SKIP_CHECK_PERF=1   leaves out part 2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -1,5 +1,6 @@
 # Shared by the bench scripts (source it; it defines functions and variables, runs nothing but
-# the build): a 3-node Cairn cluster of release binaries on free local ports, in a temporary
+# the build): a 3-node Cairn cluster of `dist` binaries (the deployable build, Cargo.toml's
+# `[profile.dist]`; built on first use) on free local ports, in a temporary
 # directory removed on exit with every process started through it.
 #   start_node I [EXTRA SERVE ARGS...]   starts node I (1..3); its pid goes to pids[I]
 #   start_cluster [EXTRA SERVE ARGS...]  starts nodes 1..3 and waits for each /health
@@ -11,8 +12,8 @@
 # KEEP_LOGS=DIR keeps the nodes' logs in DIR.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # CAIRN_BIN runs another build (e.g. one kept from before a change); CARGO_TARGET_DIR is honoured.
-cairn="${CAIRN_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/cairn}"
-[ -x "$cairn" ] || [ -n "${CAIRN_BIN:-}" ] || (cd "$root" && cargo build --release -p cairn)
+cairn="${CAIRN_BIN:-${CARGO_TARGET_DIR:-$root/target}/dist/cairn}"
+[ -x "$cairn" ] || [ -n "${CAIRN_BIN:-}" ] || (cd "$root" && cargo build --profile dist -p cairn)
 [ -x "$cairn" ] || { echo "no cairn binary at $cairn" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
