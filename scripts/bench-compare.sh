@@ -4,9 +4,7 @@
 # Usage: scripts/bench-compare.sh [TOTAL_PER_WORKLOAD]   (results go to stdout)
 set -euo pipefail
 total=${1:-20000}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cairn="${CARGO_TARGET_DIR:-$root/target}/dist/cairn"
-[ -x "$cairn" ] || (cd "$root" && cargo build --profile dist -p cairn)
+source "$(dirname "$0")/lib/binary.sh"
 command -v etcd >/dev/null || { echo "etcd not installed: apt-get install etcd-server" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()

@@ -4,9 +4,7 @@
 # Usage: scripts/bench-memory.sh [KEYS]
 set -euo pipefail
 keys=${1:-1000000}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cairn="${CARGO_TARGET_DIR:-$root/target}/dist/cairn"
-[ -x "$cairn" ] || (cd "$root" && cargo build --profile dist -p cairn)
+source "$(dirname "$0")/lib/binary.sh"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

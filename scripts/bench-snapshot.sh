@@ -47,8 +47,12 @@ fi
 keys_list=("$@")
 [ ${#keys_list[@]} -gt 0 ] || keys_list=(600000 1000000)
 runs=${RUNS:-2}
-read -r -a bins <<<"${BINS:-${CARGO_TARGET_DIR:-$here/../target}/dist/cairn}"
-[ -n "${BINS:-}" ] || [ -x "${bins[0]}" ] || (cd "$here/.." && cargo build --profile dist -p cairn)
+if [ -n "${BINS:-}" ]; then
+  read -r -a bins <<<"$BINS"
+else
+  source "$here/lib/binary.sh"
+  bins=("$cairn")
+fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "\$ cairn bench kv --endpoints E1,E2,E3 --clients 256 --total KEYS --key-space KEYS --value-size 100 --workload put"
 # Binaries take turns run by run, so that whatever else loads the machine meanwhile hits both.

@@ -10,11 +10,8 @@
 #   start_etcd BIN                       a 3-node etcd cluster of BIN beside it, on free ports,
 #                                        healthy when it returns: endpoints in $ee, pids in epids
 # KEEP_LOGS=DIR keeps the nodes' logs in DIR.
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# CAIRN_BIN runs another build (e.g. one kept from before a change); CARGO_TARGET_DIR is honoured.
-cairn="${CAIRN_BIN:-${CARGO_TARGET_DIR:-$root/target}/dist/cairn}"
-[ -x "$cairn" ] || [ -n "${CAIRN_BIN:-}" ] || (cd "$root" && cargo build --profile dist -p cairn)
-[ -x "$cairn" ] || { echo "no cairn binary at $cairn" >&2; exit 1; }
+# CAIRN_BIN runs another build (e.g. one kept from before a change).
+source "$(dirname "${BASH_SOURCE[0]}")/binary.sh"
 work=$(mktemp -d)
 pids=()
 # KEEP_LOGS=DIR keeps the nodes' logs there (copied at exit, before the directory is removed).
