@@ -191,9 +191,11 @@ fn writer_loop(
     saved_marker: Arc<Mutex<PendingMarker>>,
     mut rx: mpsc::Receiver<WriteOp>,
 ) {
-    // The newest commit marker not written yet, and when one was last written.
+    // The newest commit marker taken and not written yet, and when one was last written. Held
+    // here until COMMIT_MARKER_INTERVAL allows the write: left in the pending slot, it could be
+    // replaced on a busy node by newer markers that are never ready when the writer looks.
     let mut marker: Option<Option<LogId>> = None;
-    let mut marker_written: Option<std::time::Instant> = None;
+    let mut marker_written: Option<Instant> = None;
     // Operations taken from the queue so far.
     let mut taken: u64 = 0;
     // Set by the first failed write; every later operation fails with it.
@@ -208,7 +210,7 @@ fn writer_loop(
             }
         }
         taken += ops.len() as u64;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut result: Result<(), String> = match &failed {
             Some(e) => Err(e.clone()),
             None => Ok(()),
@@ -228,7 +230,7 @@ fn writer_loop(
         {
             if let Some(c) = marker.take() {
                 result = wal.commit_marker(&c).map_err(|e| e.to_string());
-                marker_written = Some(std::time::Instant::now());
+                marker_written = Some(Instant::now());
             }
         }
         // The marker alone need not be durable now: the next durable sync takes it along.
