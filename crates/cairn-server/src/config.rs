@@ -1,5 +1,6 @@
 //! A node's configuration: from flags, a TOML file or `CAIRN_*` variables (parsed by the binary).
 
+use crate::cpu_policy::CpuPolicy;
 use cairn_types::limits;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -146,6 +147,9 @@ pub struct ServerConfig {
     /// embeds the server builds its own runtime and does not read this. Several nodes sharing a
     /// small host may run better with fewer (docs/operations.md, "Threads").
     pub worker_threads: usize,
+    /// How `cairn serve`'s threads are scheduled: `batch` (the default, `SCHED_BATCH`: a waking
+    /// thread does not preempt the running one) or `normal` ([`crate::cpu_policy`]).
+    pub cpu_policy: CpuPolicy,
     /// AppendEntries messages this node, as leader, keeps unanswered on each follower's
     /// replication stream (1 to `APPEND_STREAM_INFLIGHT_MAX`, 256). The next message waits for
     /// an answer and then carries every entry proposed meanwhile. Raise it where the round trip
@@ -236,6 +240,7 @@ impl Default for ServerConfig {
             ddl_timeout_ms: 120_000,
             auto_compaction_retention_revisions: AUTO_COMPACTION_RETENTION_REVISIONS_DEFAULT,
             worker_threads: 0,
+            cpu_policy: CpuPolicy::default(),
             replication_window: limits::REPLICATION_WINDOW_DEFAULT,
             test_crash_at: None,
             test_crash_marker: None,

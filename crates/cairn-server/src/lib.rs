@@ -17,6 +17,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod cpu_policy;
 pub mod errors;
 pub mod leader;
 pub mod memory;

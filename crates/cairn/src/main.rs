@@ -45,9 +45,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), String> = match cli.command {
         // A node's settings are resolved first: they size its runtime.
-        Command::Serve(args) => args
-            .to_config()
-            .and_then(|config| runtime(config.worker_threads)?.block_on(serve::run(config))),
+        Command::Serve(args) => args.to_config().and_then(|config| {
+            // On this thread before any other starts: they all inherit it.
+            if let Err(e) = cairn_server::cpu_policy::apply(config.cpu_policy) {
+                eprintln!(
+                    "warning: cpu-policy {} could not be set ({e}); the threads keep the \
+                     inherited policy",
+                    config.cpu_policy
+                );
+            }
+            runtime(config.worker_threads)?.block_on(serve::run(config))
+        }),
         Command::Playground(args) => runtime(0).and_then(|rt| rt.block_on(playground::run(args))),
         Command::Ctl(args) => {
             runtime(0).and_then(|rt| rt.block_on(ctl::run(args)).map_err(|e| e.to_string()))

@@ -1,6 +1,7 @@
 //! `cairn serve`: one node. Settings come from flags, `CAIRN_*` environment variables, and a
 //! TOML file (`--config`), in that order of precedence, over the defaults of design.md §4.
 
+use cairn_server::cpu_policy::CpuPolicy;
 use cairn_server::ServerConfig;
 use clap::Args;
 use std::path::PathBuf;
@@ -141,6 +142,10 @@ pub struct ServeArgs {
     /// per core this process may use.
     #[arg(long, env = "CAIRN_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// How the node's threads are scheduled: batch (SCHED_BATCH: a waking thread does not
+    /// preempt the running one) or normal. Default batch.
+    #[arg(long, env = "CAIRN_CPU_POLICY")]
+    pub cpu_policy: Option<CpuPolicy>,
     /// AppendEntries messages a leader keeps unanswered per follower (1 to 256); the next waits
     /// for an answer and carries what was proposed meanwhile. Default 2.
     #[arg(long, env = "CAIRN_REPLICATION_WINDOW")]
@@ -287,6 +292,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.worker_threads {
             c.worker_threads = v;
+        }
+        if let Some(v) = self.cpu_policy {
+            c.cpu_policy = v;
         }
         if let Some(v) = self.replication_window {
             c.replication_window = v;
