@@ -148,7 +148,9 @@ pub struct ServerConfig {
     /// small host may run better with fewer (docs/operations.md, "Threads").
     pub worker_threads: usize,
     /// How `cairn serve`'s threads are scheduled: `batch` (the default, `SCHED_BATCH`: a waking
-    /// thread does not preempt the running one) or `normal` ([`crate::cpu_policy`]).
+    /// thread does not preempt the running one) or `normal` ([`crate::cpu_policy`]). Set by
+    /// `cairn serve` before its runtime starts; a program that embeds the server calls
+    /// [`crate::cpu_policy::apply`] itself, before it starts threads.
     pub cpu_policy: CpuPolicy,
     /// AppendEntries messages this node, as leader, keeps unanswered on each follower's
     /// replication stream (1 to `APPEND_STREAM_INFLIGHT_MAX`, 256). The next message waits for
