@@ -31,24 +31,32 @@ pub enum CpuPolicy {
     Normal,
 }
 
+impl CpuPolicy {
+    const ALL: [Self; 2] = [Self::Batch, Self::Normal];
+
+    /// The name in flags and files (serde's lowercase of the variant).
+    fn name(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::Normal => "normal",
+        }
+    }
+}
+
 impl FromStr for CpuPolicy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "batch" => Ok(Self::Batch),
-            "normal" => Ok(Self::Normal),
-            _ => Err(format!("cpu-policy: must be batch or normal, got {s:?}")),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("cpu-policy: must be batch or normal, got {s:?}"))
     }
 }
 
 impl fmt::Display for CpuPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Batch => "batch",
-            Self::Normal => "normal",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -79,7 +87,7 @@ mod tests {
 
     #[test]
     fn policies_read_as_written() {
-        for p in [CpuPolicy::Batch, CpuPolicy::Normal] {
+        for p in CpuPolicy::ALL {
             assert_eq!(p.to_string().parse::<CpuPolicy>(), Ok(p));
         }
         let err = "fifo".parse::<CpuPolicy>().unwrap_err();

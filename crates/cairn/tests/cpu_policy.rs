@@ -5,10 +5,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Linux's policy numbers, as /proc/PID/task/TID/stat's 41st field gives them.
-const SCHED_OTHER: u32 = 0;
-const SCHED_BATCH: u32 = 3;
-
 /// A `cairn serve` child, killed when dropped.
 struct Node(Child);
 
@@ -40,20 +36,19 @@ fn serve(data: &std::path::Path, extra: &[&str]) -> Node {
 
 /// Each thread's name and policy, once the node has started its Raft log writer (the thread
 /// started last of those a serving node has, and from an async worker, not the first thread).
-fn thread_policies(node: &Node) -> Vec<(String, u32)> {
+fn thread_policies(node: &Node) -> Vec<(String, libc::c_int)> {
     let tasks = format!("/proc/{}/task", node.0.id());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let threads: Vec<(String, u32)> = std::fs::read_dir(&tasks)
+        let threads: Vec<(String, libc::c_int)> = std::fs::read_dir(&tasks)
             .map(|dir| {
                 dir.filter_map(|t| {
-                    let path = t.ok()?.path();
-                    let name = std::fs::read_to_string(path.join("comm")).ok()?;
-                    let stat = std::fs::read_to_string(path.join("stat")).ok()?;
-                    // Fields after the name, which is in parentheses and may hold spaces.
-                    let after = &stat[stat.rfind(')')? + 2..];
-                    let policy = after.split(' ').nth(41 - 3)?.parse().ok()?;
-                    Some((name.trim().to_string(), policy))
+                    let entry = t.ok()?;
+                    let tid: libc::pid_t = entry.file_name().to_str()?.parse().ok()?;
+                    let name = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+                    // SAFETY: reads another thread's policy by id; no memory handed over.
+                    let policy = unsafe { libc::sched_getscheduler(tid) };
+                    (policy >= 0).then(|| (name.trim().to_string(), policy))
                 })
                 .collect()
             })
@@ -73,9 +68,9 @@ fn thread_policies(node: &Node) -> Vec<(String, u32)> {
 fn every_thread_of_a_node_runs_under_the_cpu_policy_chosen() {
     let dir = tempfile::tempdir().unwrap();
     for (extra, want) in [
-        (&[][..], SCHED_BATCH),
-        (&["--cpu-policy", "batch"][..], SCHED_BATCH),
-        (&["--cpu-policy", "normal"][..], SCHED_OTHER),
+        (&[][..], libc::SCHED_BATCH),
+        (&["--cpu-policy", "batch"][..], libc::SCHED_BATCH),
+        (&["--cpu-policy", "normal"][..], libc::SCHED_OTHER),
     ] {
         let data = dir.path().join(format!("data-{want}-{}", extra.len()));
         let node = serve(&data, extra);
