@@ -35,7 +35,7 @@ impl CpuPolicy {
     const ALL: [Self; 2] = [Self::Batch, Self::Normal];
 
     /// The name in flags and files (serde's lowercase of the variant).
-    fn name(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Self::Batch => "batch",
             Self::Normal => "normal",
@@ -49,14 +49,14 @@ impl FromStr for CpuPolicy {
     fn from_str(s: &str) -> Result<Self, String> {
         Self::ALL
             .into_iter()
-            .find(|p| p.name() == s)
+            .find(|p| p.as_str() == s)
             .ok_or_else(|| format!("cpu-policy: must be batch or normal, got {s:?}"))
     }
 }
 
 impl fmt::Display for CpuPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.as_str())
     }
 }
 
