@@ -9,7 +9,10 @@
 #   - the puts in flight at the servers, summed over the three: for Cairn, Little's law on its
 #     `cairn_grpc_request_duration_seconds` histogram (time spent / window); for etcd, the mean
 #     of 20 samples of `grpc_server_started_total - grpc_server_handled_total` (etcd keeps no
-#     latency histogram by default).
+#     latency histogram by default);
+#   - for Cairn, where a put's time goes, from its own histograms: the three logs' durable syncs
+#     per put and their mean (write and fdatasync), the followers' mean round trip for a request
+#     forwarded to the leader, and the leader's mean time from proposal to applied result.
 # Few in flight out of check perf's 500 clients means the client, not the servers, sets the
 # pace: its one request generator waits on a rate limiter between requests.
 # Usage: scripts/bench-check-perf.sh [RUNS]     (results go to stdout)
@@ -36,13 +39,22 @@ if [ "${1:-}" = "--one" ]; then
     for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
     echo "$t"
   }
-  # Cairn: the Put histogram's sum and count, over the three nodes.
-  cairn_put_seconds() {
+  # Cairn, summed over the three nodes: the Put histogram's sum (seconds), then the sum and
+  # count of the log's syncs, of the forwarded requests' round trips and of the leader's
+  # proposals (their histograms).
+  cairn_sums() {
     local i
     for i in 1 2 3; do
-      curl -s "http://127.0.0.1:$(http "$i")/metrics" |
-        awk '/^cairn_grpc_request_duration_seconds_sum\{method="Put"\}/ {print $2}'
-    done | awk '{s += $1} END {print s + 0}'
+      curl -s "http://127.0.0.1:$(http "$i")/metrics" | awk '
+        /^cairn_grpc_request_duration_seconds_sum\{method="Put"\}/ {p = $2}
+        /^cairn_wal_sync_duration_seconds_sum / {ws = $2}
+        /^cairn_wal_sync_duration_seconds_count / {wc = $2}
+        /^cairn_forward_round_trip_seconds_sum / {fs = $2}
+        /^cairn_forward_round_trip_seconds_count / {fc = $2}
+        /^cairn_raft_proposal_duration_seconds_sum / {ps = $2}
+        /^cairn_raft_proposal_duration_seconds_count / {pc = $2}
+        END {print p + 0, ws + 0, wc + 0, fs + 0, fc + 0, ps + 0, pc + 0}'
+    done | awk '{for (i = 1; i <= NF; i++) s[i] += $i} END {for (i = 1; i <= 7; i++) printf "%s ", s[i] + 0; print ""}'
   }
   # etcd: Puts started and not yet handled, over the three members, now.
   etcd_in_flight() {
@@ -71,7 +83,7 @@ if [ "${1:-}" = "--one" ]; then
     local r0 s0 c0 l0 t0 samples=""
     r0=$(revision_at "$e"); s0=$(ticks "$@"); c0=$(ticks "$client"); t0=$(date +%s.%N)
     if [ "$name" = cairn ]; then
-      l0=$(cairn_put_seconds)
+      read -r -a l0 <<<"$(cairn_sums)"
       sleep "$window_s"
     else
       local k
@@ -85,7 +97,10 @@ if [ "${1:-}" = "--one" ]; then
     n=$(($(revision_at "$e") - r0)); s=$(($(ticks "$@") - s0)); c=$(($(ticks "$client") - c0))
     secs=$(echo "$(date +%s.%N) - $t0" | bc -l)
     if [ "$name" = cairn ]; then
-      in_flight=$(echo "($(cairn_put_seconds) - $l0) / $secs" | bc -l)
+      local l1 d
+      read -r -a l1 <<<"$(cairn_sums)"
+      for d in 0 1 2 3 4 5 6; do l1[$d]=$(echo "${l1[$d]} - ${l0[$d]}" | bc -l); done
+      in_flight=$(echo "${l1[0]} / $secs" | bc -l)
     else
       in_flight=$(tr ' ' '\n' <<<"$samples" | awk 'NF {s += $1; n++} END {print s / n}')
     fi
@@ -101,6 +116,13 @@ if [ "${1:-}" = "--one" ]; then
     printf '%-6s %s | window: %.0f puts/s, servers %.1f us and client %.1f us of CPU per put, %.1f puts in flight at the servers\n' \
       "$name" "$verdict" "$(echo "$n / $secs" | bc -l)" \
       "$(echo "$s * 1000000 / $ticks_per_s / $n" | bc -l)" "$(echo "$c * 1000000 / $ticks_per_s / $n" | bc -l)" "$in_flight"
+    if [ "$name" = cairn ]; then
+      # Where a put's time goes, from the nodes' own histograms (means over the window).
+      mean_us() { [ "$(echo "$2 > 0" | bc)" = 1 ] && echo "$1 * 1000000 / $2" | bc -l || echo 0; }
+      printf '%-6s log syncs: %.2f per put (three nodes), %.0f us each | forwarded round trip %.0f us | proposal to result on the leader %.0f us\n' \
+        "" "$(echo "${l1[2]} / $n" | bc -l)" "$(mean_us "${l1[1]}" "${l1[2]}")" \
+        "$(mean_us "${l1[3]}" "${l1[4]}")" "$(mean_us "${l1[5]}" "${l1[6]}")"
+    fi
   }
   for t in $first; do
     if [ "$t" = cairn ]; then

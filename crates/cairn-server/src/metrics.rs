@@ -3,10 +3,11 @@
 //! A small fixed set of series (one per RPC method and status code), so memory is bounded by the
 //! API surface, not by traffic.
 
+use cairn_types::latency::LatencyHistogram;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, seconds.
@@ -33,6 +34,13 @@ pub struct Metrics {
     pub proposals_failed: AtomicU64,
     /// Requests this node forwarded to the leader.
     pub forwarded: AtomicU64,
+    /// Forwarded requests the leader answered: from handing each to the link until its answer.
+    pub forward_round_trip: LatencyHistogram,
+    /// Proposals on this node (as leader) that Raft applied: from handing each to Raft until
+    /// its result.
+    pub proposal_latency: LatencyHistogram,
+    /// The Raft log's durable group commits (write and `fdatasync`), once the log is open.
+    log_syncs: OnceLock<Arc<LatencyHistogram>>,
     /// Leader changes this node has seen.
     pub leader_changes: AtomicU64,
     /// Leader terms this node started its leader services in.
@@ -74,6 +82,12 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 impl Metrics {
+    /// Renders the durations of the log's group commits, which its writer records in `syncs`.
+    /// The first call wins.
+    pub fn show_log_syncs(&self, syncs: Arc<LatencyHistogram>) {
+        let _ = self.log_syncs.set(syncs);
+    }
+
     /// Records one finished RPC.
     pub fn observe(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
         {
@@ -233,6 +247,23 @@ impl Metrics {
                 h.count, h.sum_secs, h.count
             );
         }
+        if let Some(syncs) = self.log_syncs.get() {
+            syncs.render(
+                out,
+                "cairn_wal_sync_duration_seconds",
+                "Durable group commits of the Raft log: the write and its fdatasync.",
+            );
+        }
+        self.forward_round_trip.render(
+            out,
+            "cairn_forward_round_trip_seconds",
+            "Requests forwarded to the leader and answered: from sending each until its answer.",
+        );
+        self.proposal_latency.render(
+            out,
+            "cairn_raft_proposal_duration_seconds",
+            "Proposals made on this node as leader and applied: from handing each to Raft until its result.",
+        );
     }
 }
 

@@ -271,6 +271,7 @@ pub async fn run_with_node(
         append_timeout_min,
         config.replication_window,
     );
+    let log_syncs = log.sync_latency();
     let raft = Raft::new(node_id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| format!("cannot start raft: {e}"))?;
@@ -310,6 +311,7 @@ pub async fn run_with_node(
         peer_faults,
         Arc::new(crate::clock::TokioClock),
     );
+    node.replica().metrics.show_log_syncs(log_syncs);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let max_msg = config.request_bytes_max + GRPC_OVERHEAD_BYTES;

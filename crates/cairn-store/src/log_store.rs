@@ -23,6 +23,7 @@
 use crate::log_cache::{CacheBounds, LogCache};
 use crate::wal::{EncodedEntries, Wal, WalReader, SEGMENT_BYTES_MAX};
 use crate::{LogId, TypeConfig};
+use cairn_types::latency::LatencyHistogram;
 use openraft::alias::{EntryOf, VoteOf};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
@@ -103,6 +104,8 @@ pub struct LogStore {
     queued_ops: Arc<AtomicU64>,
     /// The newest commit marker saved, for the writer to take.
     marker: Arc<Mutex<PendingMarker>>,
+    /// How long each durable group commit took to write and `fdatasync` (the writer records it).
+    sync_latency: Arc<LatencyHistogram>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -126,6 +129,7 @@ impl LogStore {
         let cache = Arc::new(Mutex::new(LogCache::new(cache)));
         let (tx, rx) = mpsc::channel(LOG_WRITE_QUEUE_MAX);
         let marker = Arc::new(Mutex::new(PendingMarker::default()));
+        let sync_latency = Arc::new(LatencyHistogram::new());
         let store = Self {
             reader: wal.reader(),
             cache: cache.clone(),
@@ -135,10 +139,11 @@ impl LogStore {
             writer: tx,
             queued_ops: Arc::new(AtomicU64::new(0)),
             marker: marker.clone(),
+            sync_latency: sync_latency.clone(),
         };
         std::thread::Builder::new()
             .name("cairn-log-writer".into())
-            .spawn(move || writer_loop(wal, cache, marker, rx))?;
+            .spawn(move || writer_loop(wal, cache, marker, &sync_latency, rx))?;
         Ok(store)
     }
 
@@ -165,6 +170,12 @@ impl LogStore {
         rx.await.map_err(|_| io_err("log writer stopped"))?
     }
 
+    /// The durations of the writer's syncs so far (one per group commit that had to be
+    /// durable), shared: it keeps counting.
+    pub fn sync_latency(&self) -> Arc<LatencyHistogram> {
+        self.sync_latency.clone()
+    }
+
     /// Bytes the log in `dir` takes on disk.
     pub fn disk_size(dir: &Path) -> u64 {
         crate::wal::disk_size(dir)
@@ -189,6 +200,7 @@ fn writer_loop(
     mut wal: Wal,
     cache: Arc<Mutex<LogCache>>,
     saved_marker: Arc<Mutex<PendingMarker>>,
+    sync_latency: &LatencyHistogram,
     mut rx: mpsc::Receiver<WriteOp>,
 ) {
     // The newest commit marker taken and not written yet, and when one was last written. Held
@@ -241,7 +253,11 @@ fn writer_loop(
             )
         });
         if result.is_ok() {
+            let syncing = Instant::now();
             result = wal.sync(durable_now).map_err(|e| e.to_string());
+            if durable_now && result.is_ok() {
+                sync_latency.record(syncing.elapsed());
+            }
         }
         if let Err(e) = &result {
             if failed.is_none() {

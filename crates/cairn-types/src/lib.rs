@@ -3,6 +3,7 @@
 //! Nothing here does I/O; every other crate may depend on this one.
 
 pub mod json;
+pub mod latency;
 pub mod limits;
 
 /// Identifier of a Cairn node (a Raft member). Small integers chosen by the operator.

@@ -116,10 +116,14 @@ impl Replica {
                 req,
                 LeaderRequest::Write(_) | LeaderRequest::MemberAdd { .. }
             );
+        let sending = std::time::Instant::now();
         let sent = match self.peer_link.get() {
             Some(link) => link.forward(self.id, leader, req.clone(), timeout).await,
             None => self.forward_over_peer_port(leader, req, timeout).await,
         };
+        if sent.is_ok() {
+            self.metrics.forward_round_trip.record(sending.elapsed());
+        }
         let resp = sent.map_err(|failure| match failure {
             ForwardFailure::NotSent => errors::leader_changed(),
             // The leader is unreachable: it may have died. A write may or may not have been

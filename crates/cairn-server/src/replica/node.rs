@@ -387,11 +387,13 @@ impl Replica {
             _ => None,
         };
         self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
+        let proposing = std::time::Instant::now();
         let result = tokio::time::timeout(self.request_timeout(), self.raft.client_write(cmd))
             .await
             .map_err(|_| errors::timeout())?;
         match result {
             Ok(resp) => {
+                self.metrics.proposal_latency.record(proposing.elapsed());
                 if let (Some((id, ttl)), Outcome::LeaseGranted { .. }) =
                     (granted, &resp.data.outcome)
                 {
