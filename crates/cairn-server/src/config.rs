@@ -143,9 +143,10 @@ pub struct ServerConfig {
     /// leader. 0 keeps everything (then only an explicit Compact frees memory).
     pub auto_compaction_retention_revisions: u64,
     /// Async worker threads of `cairn serve`'s runtime; 0 (the default) takes
-    /// `TOKIO_WORKER_THREADS` when set, else one per core the process may use. A program that
-    /// embeds the server builds its own runtime and does not read this. Several nodes sharing a
-    /// small host may run better with fewer (docs/operations.md, "Threads").
+    /// `TOKIO_WORKER_THREADS` when set, else one per core the process may use, divided among the
+    /// members of the initial cluster on this host ([`ServerConfig::members_on_this_host`]; at
+    /// least one). A program that embeds the server builds its own runtime and does not read
+    /// this (docs/operations.md, "Threads").
     pub worker_threads: usize,
     /// How `cairn serve`'s threads are scheduled: `batch` (the default, `SCHED_BATCH`: a waking
     /// thread does not preempt the running one) or `normal` ([`crate::cpu_policy`]). Set by
@@ -311,6 +312,25 @@ impl ServerConfig {
             .unwrap_or(3 * self.node_heartbeat_interval_ms)
     }
 
+    /// Members of the initial cluster that run on this node's host, this node included (at least
+    /// 1): those whose peer address names the same host as this node's own entry (its
+    /// `listen_peer` when the list has none), every loopback name counting as one host. A test
+    /// bed of three nodes on one machine counts 3; a node per machine counts 1.
+    pub fn members_on_this_host(&self) -> usize {
+        let own = self
+            .initial_cluster
+            .iter()
+            .find(|(id, _)| *id == self.node_id)
+            .map_or(self.listen_peer.as_str(), |(_, addr)| addr.as_str());
+        let own = peer_host(own);
+        let others = self
+            .initial_cluster
+            .iter()
+            .filter(|(id, addr)| *id != self.node_id && peer_host(addr) == own)
+            .count();
+        1 + others
+    }
+
     /// Parses `"1=HOST:PORT,2=HOST:PORT"`.
     pub fn parse_initial_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
         let mut out = Vec::new();
@@ -463,9 +483,50 @@ impl ServerConfig {
     }
 }
 
+/// The host of a `HOST:PORT` peer address, with every loopback name (`localhost`, `127.x.y.z`,
+/// `::1`) as `"loopback"` and case folded: addresses that name one host compare equal.
+fn peer_host(addr: &str) -> String {
+    let addr = addr.trim().trim_start_matches("http://");
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        "loopback".to_string()
+    } else {
+        host.to_ascii_lowercase()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_on_this_host_are_those_whose_peer_address_names_it() {
+        let config = |node_id: u64, cluster: &str, listen_peer: &str| ServerConfig {
+            node_id,
+            initial_cluster: ServerConfig::parse_initial_cluster(cluster).unwrap(),
+            listen_peer: listen_peer.to_string(),
+            ..ServerConfig::default()
+        };
+        // Three nodes on one machine, however loopback is spelled.
+        let bed = "1=127.0.0.1:2380,2=localhost:2381,3=[::1]:2382";
+        assert_eq!(config(2, bed, "0.0.0.0:2381").members_on_this_host(), 3);
+        // One node per machine.
+        let spread = "1=10.0.0.1:2380,2=10.0.0.2:2380,3=db-3.example:2380";
+        assert_eq!(config(1, spread, "0.0.0.0:2380").members_on_this_host(), 1);
+        // Two of five share a host; names compare without case.
+        let five = "1=A.example:1,2=a.example:2,3=b.example:1,4=c.example:1,5=d.example:1";
+        assert_eq!(config(2, five, "0.0.0.0:2").members_on_this_host(), 2);
+        assert_eq!(config(3, five, "0.0.0.0:1").members_on_this_host(), 1);
+        // Without an initial cluster (a restart or a join), only this node is known.
+        assert_eq!(config(1, "", "127.0.0.1:2380").members_on_this_host(), 1);
+        // Not in the list (a joining node): its own listen address decides.
+        assert_eq!(config(9, bed, "127.0.0.1:2390").members_on_this_host(), 4);
+    }
 
     #[test]
     fn initial_cluster_parses_and_rejects_bad_entries() {

@@ -54,18 +54,21 @@ fn main() -> ExitCode {
                     config.cpu_policy
                 );
             }
-            runtime(config.worker_threads)?.block_on(serve::run(config))
+            let sharing = config.members_on_this_host();
+            runtime(config.worker_threads, sharing)?.block_on(serve::run(config))
         }),
-        Command::Playground(args) => runtime(0).and_then(|rt| rt.block_on(playground::run(args))),
+        Command::Playground(args) => {
+            runtime(0, 1).and_then(|rt| rt.block_on(playground::run(args)))
+        }
         Command::Ctl(args) => {
-            runtime(0).and_then(|rt| rt.block_on(ctl::run(args)).map_err(|e| e.to_string()))
+            runtime(0, 1).and_then(|rt| rt.block_on(ctl::run(args)).map_err(|e| e.to_string()))
         }
         Command::Bench(args) => {
-            runtime(0).and_then(|rt| rt.block_on(bench::run(args)).map_err(|e| e.to_string()))
+            runtime(0, 1).and_then(|rt| rt.block_on(bench::run(args)).map_err(|e| e.to_string()))
         }
-        Command::Sim(args) => runtime(0).and_then(|rt| rt.block_on(sim::run(args))),
+        Command::Sim(args) => runtime(0, 1).and_then(|rt| rt.block_on(sim::run(args))),
         Command::Snapshot(args) => {
-            runtime(0).and_then(|rt| rt.block_on(async { snapshot::run(args) }))
+            runtime(0, 1).and_then(|rt| rt.block_on(async { snapshot::run(args) }))
         }
     };
     match result {
@@ -80,11 +83,14 @@ fn main() -> ExitCode {
 /// The variable tokio reads for its worker count when none is configured.
 const WORKER_THREADS_ENV: &str = "TOKIO_WORKER_THREADS";
 
-/// The async runtime, with `configured` worker threads (0: see [`worker_threads`]).
-fn runtime(configured: usize) -> Result<tokio::runtime::Runtime, String> {
+/// The async runtime, with `configured` worker threads (0: see [`worker_threads`]), for a
+/// process that shares its host's cores with `sharing - 1` other Cairn nodes.
+fn runtime(configured: usize, sharing: usize) -> Result<tokio::runtime::Runtime, String> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Some(n) = worker_threads(configured, std::env::var_os(WORKER_THREADS_ENV).as_deref())? {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let env = std::env::var_os(WORKER_THREADS_ENV);
+    if let Some(n) = worker_threads(configured, env.as_deref(), cores, sharing)? {
         builder.worker_threads(n);
     }
     builder
@@ -93,13 +99,21 @@ fn runtime(configured: usize) -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// Worker threads: `configured` unless 0, else `TOKIO_WORKER_THREADS` when set (checked here,
-/// where tokio would panic on a bad value), else `None`: tokio's one per core the process may use.
-fn worker_threads(configured: usize, env: Option<&OsStr>) -> Result<Option<usize>, String> {
+/// where tokio would panic on a bad value), else the process's share of the `cores` it may use
+/// when `sharing` nodes run on this host (at least one), else `None`: tokio's one per core.
+/// Nodes that share a host share its cores: a worker each per core would have every node wake
+/// threads that find the cores taken (BENCHMARKS.md, issue 12).
+fn worker_threads(
+    configured: usize,
+    env: Option<&OsStr>,
+    cores: usize,
+    sharing: usize,
+) -> Result<Option<usize>, String> {
     if configured > 0 {
         return Ok(Some(configured));
     }
     let Some(value) = env else {
-        return Ok(None);
+        return Ok((sharing > 1).then(|| (cores / sharing).max(1)));
     };
     match value.to_str().and_then(|s| s.trim().parse::<usize>().ok()) {
         Some(n) if (1..=WORKER_THREADS_MAX).contains(&n) => Ok(Some(n)),
@@ -117,17 +131,30 @@ mod tests {
     #[test]
     fn worker_threads_come_from_the_setting_then_the_environment() {
         let env = |s: &str| Some(OsStr::new(s).to_owned());
-        assert_eq!(worker_threads(3, env("5").as_deref()), Ok(Some(3)));
-        assert_eq!(worker_threads(0, env("5").as_deref()), Ok(Some(5)));
-        assert_eq!(worker_threads(0, env(" 1 ").as_deref()), Ok(Some(1)));
-        assert_eq!(worker_threads(0, None), Ok(None));
+        assert_eq!(worker_threads(3, env("5").as_deref(), 8, 3), Ok(Some(3)));
+        assert_eq!(worker_threads(0, env("5").as_deref(), 8, 3), Ok(Some(5)));
+        assert_eq!(worker_threads(0, env(" 1 ").as_deref(), 8, 1), Ok(Some(1)));
+        assert_eq!(worker_threads(0, None, 8, 1), Ok(None));
         for bad in ["0", "-1", "two", "", "1025"] {
-            let err = worker_threads(0, env(bad).as_deref()).unwrap_err();
+            let err = worker_threads(0, env(bad).as_deref(), 8, 1).unwrap_err();
             assert!(
                 err.starts_with("TOKIO_WORKER_THREADS: must be a whole number from 1 to 1024"),
                 "{err}"
             );
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
+    }
+
+    #[test]
+    fn nodes_sharing_a_host_share_its_cores() {
+        // Three nodes on two cores: one worker each; on 16 cores, five.
+        assert_eq!(worker_threads(0, None, 2, 3), Ok(Some(1)));
+        assert_eq!(worker_threads(0, None, 16, 3), Ok(Some(5)));
+        assert_eq!(worker_threads(0, None, 16, 2), Ok(Some(8)));
+        // A node alone keeps tokio's default; a setting or the variable still wins.
+        assert_eq!(worker_threads(0, None, 16, 1), Ok(None));
+        assert_eq!(worker_threads(4, None, 2, 3), Ok(Some(4)));
+        let two = Some(OsStr::new("2").to_owned());
+        assert_eq!(worker_threads(0, two.as_deref(), 2, 3), Ok(Some(2)));
     }
 }

@@ -349,6 +349,11 @@ pub async fn shutdown_signal() {
 /// is built, as they size it).
 pub async fn run(config: ServerConfig) -> Result<(), String> {
     init_logging();
+    tracing::info!(
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        members_on_this_host = config.members_on_this_host(),
+        "async runtime started"
+    );
     cairn_server::run(config, shutdown_signal()).await
 }
 

@@ -69,3 +69,89 @@ fn a_worker_count_out_of_range_is_refused_with_a_message() {
         "TOKIO_WORKER_THREADS: must be a whole number from 1 to 1024 (worker_threads_max), got \"lots\"",
     );
 }
+
+/// A free port on 127.0.0.1, chosen by the kernel.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The worker count `cairn serve` reports at start-up for node 1 of `initial_cluster` (with
+/// `{P}` standing for its own peer port).
+fn workers_reported(initial_cluster: &str) -> usize {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let peer = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--node-id", "1", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client",
+            "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
+        ])
+        .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
+        .args([
+            "--initial-cluster",
+            &initial_cluster.replace("{P}", &peer.to_string()),
+        ])
+        .env_remove("TOKIO_WORKER_THREADS")
+        .env_remove("CAIRN_WORKER_THREADS")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start cairn serve");
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut workers = None;
+    for line in stderr.lines().map_while(Result::ok) {
+        let line = without_colours(&line);
+        if line.contains("async runtime started") {
+            workers = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("worker_threads="))
+                .and_then(|n| n.parse().ok());
+            break;
+        }
+        seen.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    workers.unwrap_or_else(|| panic!("no start-up line with worker_threads: {seen:?}"))
+}
+
+#[test]
+fn nodes_sharing_a_host_share_its_cores_between_their_workers() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Three members on this machine (the other two are not running: only the count matters).
+    let three = format!(
+        "1=127.0.0.1:{{P}},2=127.0.0.1:{},3=localhost:{}",
+        free_port(),
+        free_port()
+    );
+    assert_eq!(workers_reported(&three), (cores / 3).max(1));
+    // A node alone on its host: one worker per core, tokio's default.
+    assert_eq!(workers_reported("1=127.0.0.1:{P}"), cores);
+}
