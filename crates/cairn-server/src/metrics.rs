@@ -3,7 +3,7 @@
 //! A small fixed set of series (one per RPC method and status code), so memory is bounded by the
 //! API surface, not by traffic.
 
-use cairn_types::latency::LatencyHistogram;
+use cairn_types::latency::{write_histogram_samples, LatencyHistogram};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -233,18 +233,12 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            let mut cum = 0;
-            for (b, n) in LATENCY_BUCKETS_SECS.iter().zip(h.buckets.iter()) {
-                cum += n;
-                let _ = writeln!(
-                    out,
-                    "cairn_grpc_request_duration_seconds_bucket{{method=\"{m}\",le=\"{b}\"}} {cum}"
-                );
-            }
-            let _ = writeln!(
+            write_histogram_samples(
                 out,
-                "cairn_grpc_request_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {}\ncairn_grpc_request_duration_seconds_sum{{method=\"{m}\"}} {}\ncairn_grpc_request_duration_seconds_count{{method=\"{m}\"}} {}",
-                h.count, h.sum_secs, h.count
+                "cairn_grpc_request_duration_seconds",
+                &format!("method=\"{m}\""),
+                LATENCY_BUCKETS_SECS.iter().copied().zip(h.buckets),
+                || (h.count, h.sum_secs),
             );
         }
         if let Some(syncs) = self.log_syncs.get() {

@@ -63,21 +63,54 @@ impl LatencyHistogram {
     /// seconds, count) to `out`.
     pub fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = bucket_bound_nanos(i) as f64 / 1e9;
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        // Read after the buckets: a duration recorded meanwhile may be counted here and not in
-        // a bucket, never the other way (`+Inf` stays at least every bucket).
-        let count = self.count().max(cumulative);
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let buckets = self.buckets.iter().enumerate().map(|(i, bucket)| {
+            (
+                bucket_bound_nanos(i) as f64 / 1e9,
+                bucket.load(Ordering::Relaxed),
+            )
+        });
+        // The count is read after the buckets: a duration recorded meanwhile may be counted
+        // there and not in a bucket, never the other way.
+        write_histogram_samples(out, name, "", buckets, || {
+            (
+                self.count(),
+                self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            )
+        });
+    }
+}
+
+/// Appends one histogram's samples (no HELP or TYPE line) to `out`: `buckets` as (upper bound in
+/// seconds, count in that bucket alone), written cumulatively, then `+Inf`, the sum and the
+/// count that `total` gives (read after the buckets; `+Inf` and the count are raised to the
+/// buckets' total if it is behind). `labels` (e.g. `method="Put"`) go before `le` in each line.
+pub fn write_histogram_samples(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    buckets: impl IntoIterator<Item = (f64, u64)>,
+    total: impl FnOnce() -> (u64, f64),
+) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    for (le, n) in buckets {
+        cumulative += n;
         let _ = writeln!(
             out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+            "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
         );
     }
+    let (count, sum) = total();
+    let count = count.max(cumulative);
+    let labelled = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}\n{name}_sum{labelled} {sum}\n{name}_count{labelled} {count}"
+    );
 }
 
 #[cfg(test)]

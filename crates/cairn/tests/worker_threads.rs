@@ -1,6 +1,8 @@
 //! The worker-thread setting of `cairn serve` and the `TOKIO_WORKER_THREADS` variable: a value
 //! out of range is refused at start-up with a message naming it and exit status 1, never a panic.
 
+mod common;
+
 use std::process::{Command, Output};
 
 fn cairn(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -70,14 +72,6 @@ fn a_worker_count_out_of_range_is_refused_with_a_message() {
     );
 }
 
-/// A free port on 127.0.0.1, chosen by the kernel.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// `line` without its terminal colour codes (`ESC [ ... m`).
 fn without_colours(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -97,11 +91,10 @@ fn without_colours(line: &str) -> String {
 }
 
 /// The worker count `cairn serve` reports at start-up for node 1 of `initial_cluster` (with
-/// `{P}` standing for its own peer port).
-fn workers_reported(initial_cluster: &str) -> usize {
+/// `{P}` standing for its own peer port, `peer`).
+fn workers_reported(initial_cluster: &str, peer: u16) -> usize {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let peer = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["serve", "--node-id", "1", "--data-dir"])
         .arg(dir.path().join("data"))
@@ -145,13 +138,13 @@ fn workers_reported(initial_cluster: &str) -> usize {
 #[test]
 fn nodes_sharing_a_host_share_its_cores_between_their_workers() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ports = common::pick_free_ports(3);
     // Three members on this machine (the other two are not running: only the count matters).
     let three = format!(
         "1=127.0.0.1:{{P}},2=127.0.0.1:{},3=localhost:{}",
-        free_port(),
-        free_port()
+        ports[1], ports[2]
     );
-    assert_eq!(workers_reported(&three), (cores / 3).max(1));
+    assert_eq!(workers_reported(&three, ports[0]), (cores / 3).max(1));
     // A node alone on its host: one worker per core, tokio's default.
-    assert_eq!(workers_reported("1=127.0.0.1:{P}"), cores);
+    assert_eq!(workers_reported("1=127.0.0.1:{P}", ports[0]), cores);
 }
